@@ -1,0 +1,1 @@
+"""Transports: syslog TCP/TLS/UDP, webhook, Splunk HEC and file, behind one interface."""

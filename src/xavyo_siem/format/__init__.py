@@ -1,0 +1,1 @@
+"""Record formats: CEF, RFC 5424 syslog, JSON lines and CSV, as pure functions."""

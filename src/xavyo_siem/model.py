@@ -1,0 +1,437 @@
+"""The audit event, its enums, and the other records that flow through xavyo-siem.
+
+`AuditEvent` validates on construction, so an invalid event cannot exist: every rule
+violation raises `InvalidEvent` naming the field and the rule. `from_dict` / `to_dict`
+convert to and from the JSON form, and round-trip exactly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Final
+from uuid import UUID
+
+from xavyo_siem.errors import InvalidEvent
+
+__all__ = [
+    "EPOCH",
+    "AuditEvent",
+    "CircuitState",
+    "DeliveryType",
+    "EventCategory",
+    "ExportFormat",
+    "JobStatus",
+    "Outcome",
+    "format_timestamp",
+    "from_epoch_us",
+    "to_epoch_us",
+]
+
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class EventCategory(StrEnum):
+    """What area of the identity provider an audit event belongs to."""
+
+    AUTHENTICATION = "authentication"
+    USER_LIFECYCLE = "user_lifecycle"
+    GROUP_CHANGES = "group_changes"
+    ACCESS_REQUESTS = "access_requests"
+    PROVISIONING = "provisioning"
+    ADMINISTRATIVE = "administrative"
+    SECURITY = "security"
+    ENTITLEMENT = "entitlement"
+    SOD_VIOLATION = "sod_violation"
+
+    @property
+    def default_severity(self) -> int:
+        """The 0-10 severity an event of this category gets when it names none."""
+        return _DEFAULT_SEVERITY[self]
+
+
+_DEFAULT_SEVERITY: Final[dict[EventCategory, int]] = {
+    EventCategory.AUTHENTICATION: 3,
+    EventCategory.USER_LIFECYCLE: 3,
+    EventCategory.GROUP_CHANGES: 3,
+    EventCategory.ACCESS_REQUESTS: 3,
+    EventCategory.PROVISIONING: 3,
+    EventCategory.ADMINISTRATIVE: 5,
+    EventCategory.ENTITLEMENT: 4,
+    EventCategory.SECURITY: 7,
+    EventCategory.SOD_VIOLATION: 8,
+}
+
+
+class Outcome(StrEnum):
+    """How the audited action ended."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    UNKNOWN = "unknown"
+
+
+class ExportFormat(StrEnum):
+    """The record formats an event can be written in."""
+
+    CEF = "cef"
+    SYSLOG = "syslog"
+    JSON = "json"
+    CSV = "csv"
+
+
+class DeliveryType(StrEnum):
+    """The transports a destination can use."""
+
+    SYSLOG_TCP = "syslog_tcp"
+    SYSLOG_TLS = "syslog_tls"
+    SYSLOG_UDP = "syslog_udp"
+    WEBHOOK = "webhook"
+    SPLUNK_HEC = "splunk_hec"
+    FILE = "file"
+
+
+class CircuitState(StrEnum):
+    """The state of a destination's circuit breaker."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class JobStatus(StrEnum):
+    """The lifecycle of a batch export job."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# The optional free-text fields, in their JSON order.
+TEXT_FIELDS: Final = (
+    "event_name",
+    "action",
+    "actor_id",
+    "actor_email",
+    "user_agent",
+    "target_user",
+    "target_resource",
+    "reason",
+    "session_id",
+    "request_id",
+)
+
+_REQUIRED: Final = ("event_id", "tenant_id", "timestamp", "event_type", "category")
+_KNOWN_KEYS: Final = frozenset(
+    (
+        "event_id",
+        "tenant_id",
+        "timestamp",
+        "event_type",
+        "category",
+        "severity",
+        "outcome",
+        "source_ip",
+        "metadata",
+        *TEXT_FIELDS,
+    )
+)
+
+
+def to_epoch_us(ts: datetime) -> int:
+    """Microseconds since the Unix epoch of an aware datetime, exactly."""
+    return (ts - EPOCH) // timedelta(microseconds=1)
+
+
+def from_epoch_us(us: int) -> datetime:
+    """The UTC datetime `us` microseconds after the Unix epoch, exactly."""
+    return EPOCH + timedelta(microseconds=us)
+
+
+def format_timestamp(ts: datetime) -> str:
+    """RFC 3339 in UTC with exactly six fraction digits and a `Z`."""
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _check_text(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidEvent(name, f"must be a string, got {type(value).__name__}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidEvent(
+                name, f"contains a lone surrogate at position {exc.start}; text must be UTF-8"
+            ) from None
+    if "\x00" in value:
+        raise InvalidEvent(name, "contains a NUL character, which audit text may not hold")
+    return value
+
+
+def _check_uuid(name: str, value: object) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    if not isinstance(value, str):
+        raise InvalidEvent(name, f"must be a UUID string, got {type(value).__name__}")
+    try:
+        return UUID(value)
+    except ValueError:
+        raise InvalidEvent(name, f"must be a UUID, got {value[:60]!r}") from None
+
+
+def _check_timestamp(value: object) -> datetime:
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidEvent(
+                "timestamp", f"must be an ISO 8601 date and time, got {value[:60]!r}"
+            ) from None
+    elif isinstance(value, datetime):
+        parsed = value
+    else:
+        raise InvalidEvent("timestamp", f"must be an ISO 8601 string, got {type(value).__name__}")
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise InvalidEvent("timestamp", "must carry a UTC offset (naive times are ambiguous)")
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise InvalidEvent("timestamp", "is out of range once converted to UTC") from None
+
+
+def _check_ip(value: object) -> str:
+    text = _check_text("source_ip", value)
+    try:  # inet_pton is the fast path; ipaddress also knows IPv6 zone indexes (fe80::1%eth0)
+        socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
+        return text
+    except OSError:
+        pass
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidEvent("source_ip", f"must be an IPv4 or IPv6 address, got {text[:60]!r}") from None
+    return text
+
+
+def _check_event_type(value: object) -> str:
+    text = _check_text("event_type", value)
+    if not text.strip():
+        raise InvalidEvent("event_type", "must not be empty")
+    return text
+
+
+def _check_category(value: object) -> EventCategory:
+    try:
+        return EventCategory(value)
+    except ValueError:
+        allowed = ", ".join(c.value for c in EventCategory)
+        raise InvalidEvent("category", f"must be one of {allowed}; got {str(value)[:60]!r}") from None
+
+
+def _check_severity(value: object) -> int:
+    if type(value) is not int or not 0 <= value <= 10:
+        raise InvalidEvent("severity", f"must be an integer from 0 to 10, got {value!r}"[:120])
+    return value
+
+
+def _check_outcome(value: object) -> Outcome:
+    try:
+        return Outcome(value)
+    except ValueError:
+        raise InvalidEvent(
+            "outcome", f"must be success, failure or unknown; got {str(value)[:60]!r}"
+        ) from None
+
+
+def _check_metadata(value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise InvalidEvent("metadata", f"must be an object of strings, got {type(value).__name__}")
+    checked: dict[str, str] = {}
+    for key, item in value.items():
+        _check_text("metadata", key)
+        if not key:
+            raise InvalidEvent("metadata", "keys must not be empty")
+        if not isinstance(item, str):
+            raise InvalidEvent(
+                f"metadata.{key[:40]}", f"must be a string, got {type(item).__name__}"
+            )
+        checked[key] = _check_text(f"metadata.{key[:40]}", item)
+    return checked
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEvent:
+    """One audit event of one tenant, as the identity provider recorded it.
+
+    Required: `event_id`, `tenant_id`, `timestamp` (aware; normalised to UTC, microseconds
+    kept), `event_type`, `category`. `severity` (0-10) defaults from the category. Every other
+    field may be absent (`None`); `metadata` maps strings to strings.
+    """
+
+    event_id: UUID
+    tenant_id: UUID
+    timestamp: datetime
+    event_type: str
+    category: EventCategory
+    severity: int = -1
+    event_name: str | None = None
+    action: str | None = None
+    outcome: Outcome | None = None
+    actor_id: str | None = None
+    actor_email: str | None = None
+    source_ip: str | None = None
+    user_agent: str | None = None
+    target_user: str | None = None
+    target_resource: str | None = None
+    reason: str | None = None
+    session_id: str | None = None
+    request_id: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        put = object.__setattr__
+        put(self, "event_id", _check_uuid("event_id", self.event_id))
+        put(self, "tenant_id", _check_uuid("tenant_id", self.tenant_id))
+        put(self, "timestamp", _check_timestamp(self.timestamp))
+        _check_event_type(self.event_type)
+        category = _check_category(self.category)
+        put(self, "category", category)
+        if self.severity == -1 and type(self.severity) is int:
+            put(self, "severity", category.default_severity)
+        else:
+            _check_severity(self.severity)
+        if self.outcome is not None:
+            put(self, "outcome", _check_outcome(self.outcome))
+        if self.source_ip is not None:
+            _check_ip(self.source_ip)
+        for name in TEXT_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                _check_text(name, value)
+        put(self, "metadata", _check_metadata(self.metadata))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AuditEvent:
+        """Build an event from its JSON form; raises `InvalidEvent` naming the bad field."""
+        if not isinstance(data, Mapping):
+            raise InvalidEvent("event", f"must be a JSON object, got {type(data).__name__}")
+        if not data.keys() <= _KNOWN_KEYS:
+            unknown = sorted(data.keys() - _KNOWN_KEYS)[0]
+            raise InvalidEvent(str(unknown)[:60], "is not a field of an audit event")
+        get = data.get
+        for name in _REQUIRED:
+            if get(name) is None:
+                raise InvalidEvent(name, "is required")
+        category = _check_category(data["category"])
+        severity = get("severity")
+        if severity is None:
+            severity = category.default_severity
+        else:
+            if isinstance(severity, float) and math.isfinite(severity) and severity.is_integer():
+                severity = int(severity)
+            _check_severity(severity)
+        outcome = get("outcome")
+        source_ip = get("source_ip")
+        metadata = get("metadata")
+        texts = [None if (v := get(name)) is None else _check_text(name, v) for name in TEXT_FIELDS]
+        return cls.from_trusted(
+            _check_uuid("event_id", data["event_id"]),
+            _check_uuid("tenant_id", data["tenant_id"]),
+            _check_timestamp(data["timestamp"]),
+            _check_event_type(data["event_type"]),
+            category,
+            severity,
+            texts[0],
+            texts[1],
+            None if outcome is None else _check_outcome(outcome),
+            texts[2],
+            texts[3],
+            None if source_ip is None else _check_ip(source_ip),
+            texts[4],
+            texts[5],
+            texts[6],
+            texts[7],
+            texts[8],
+            texts[9],
+            {} if metadata is None else _check_metadata(metadata),
+        )
+
+    @classmethod
+    def from_trusted(
+        cls,
+        event_id: UUID,
+        tenant_id: UUID,
+        timestamp: datetime,
+        event_type: str,
+        category: EventCategory,
+        severity: int,
+        event_name: str | None,
+        action: str | None,
+        outcome: Outcome | None,
+        actor_id: str | None,
+        actor_email: str | None,
+        source_ip: str | None,
+        user_agent: str | None,
+        target_user: str | None,
+        target_resource: str | None,
+        reason: str | None,
+        session_id: str | None,
+        request_id: str | None,
+        metadata: Mapping[str, str],
+    ) -> AuditEvent:
+        """An event from values the store validated when it wrote them; no checks run.
+
+        Only the store's read path calls this: it is what lets a read of a million events
+        run at the speed of the database rather than of the validators.
+        """
+        self = object.__new__(cls)
+        put = object.__setattr__
+        put(self, "event_id", event_id)
+        put(self, "tenant_id", tenant_id)
+        put(self, "timestamp", timestamp)
+        put(self, "event_type", event_type)
+        put(self, "category", category)
+        put(self, "severity", severity)
+        put(self, "event_name", event_name)
+        put(self, "action", action)
+        put(self, "outcome", outcome)
+        put(self, "actor_id", actor_id)
+        put(self, "actor_email", actor_email)
+        put(self, "source_ip", source_ip)
+        put(self, "user_agent", user_agent)
+        put(self, "target_user", target_user)
+        put(self, "target_resource", target_resource)
+        put(self, "reason", reason)
+        put(self, "session_id", session_id)
+        put(self, "request_id", request_id)
+        put(self, "metadata", metadata)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: absent fields left out, the timestamp as RFC 3339 UTC with µs."""
+        out: dict[str, Any] = {
+            "event_id": str(self.event_id),
+            "tenant_id": str(self.tenant_id),
+            "timestamp": format_timestamp(self.timestamp),
+            "event_type": self.event_type,
+            "category": self.category.value,
+            "severity": self.severity,
+        }
+        if self.outcome is not None:
+            out["outcome"] = self.outcome.value
+        if self.source_ip is not None:
+            out["source_ip"] = self.source_ip
+        for name in TEXT_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.metadata:
+            out["metadata"] = dict(self.metadata)
+        return out

@@ -1,0 +1,1 @@
+"""The streaming machinery: pipeline loop, rate limiter, retry policy, circuit breaker."""
