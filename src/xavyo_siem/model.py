@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
 from xavyo_siem.errors import InvalidEvent
 
@@ -31,6 +32,7 @@ __all__ = [
     "format_timestamp",
     "from_epoch_us",
     "to_epoch_us",
+    "uuid_from_canonical",
 ]
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -175,7 +177,25 @@ def _check_text(name: str, value: object) -> str:
     return value
 
 
+_CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_new = object.__new__
+_put = object.__setattr__
+
+
+def uuid_from_canonical(text: str) -> UUID:
+    """The UUID of canonical text (36 lower-case characters); the caller vouches for the form.
+
+    Twice as fast as `UUID(text)`, which matters on the read path of a million events.
+    """
+    value = _new(UUID)
+    _put(value, "int", int(text.replace("-", ""), 16))
+    _put(value, "is_safe", SafeUUID.unknown)
+    return value
+
+
 def _check_uuid(name: str, value: object) -> UUID:
+    if type(value) is str and _CANONICAL_UUID.fullmatch(value):
+        return uuid_from_canonical(value)
     if isinstance(value, UUID):
         return value
     if not isinstance(value, str):
@@ -216,7 +236,9 @@ def _check_ip(value: object) -> str:
     try:
         ipaddress.ip_address(text)
     except ValueError:
-        raise InvalidEvent("source_ip", f"must be an IPv4 or IPv6 address, got {text[:60]!r}") from None
+        raise InvalidEvent(
+            "source_ip", f"must be an IPv4 or IPv6 address, got {text[:60]!r}"
+        ) from None
     return text
 
 
@@ -229,10 +251,12 @@ def _check_event_type(value: object) -> str:
 
 def _check_category(value: object) -> EventCategory:
     try:
-        return EventCategory(value)
+        return EventCategory(value)  # type: ignore[arg-type]  # ValueError if not a member
     except ValueError:
         allowed = ", ".join(c.value for c in EventCategory)
-        raise InvalidEvent("category", f"must be one of {allowed}; got {str(value)[:60]!r}") from None
+        raise InvalidEvent(
+            "category", f"must be one of {allowed}; got {str(value)[:60]!r}"
+        ) from None
 
 
 def _check_severity(value: object) -> int:
@@ -243,7 +267,7 @@ def _check_severity(value: object) -> int:
 
 def _check_outcome(value: object) -> Outcome:
     try:
-        return Outcome(value)
+        return Outcome(value)  # type: ignore[arg-type]  # ValueError if not a member
     except ValueError:
         raise InvalidEvent(
             "outcome", f"must be success, failure or unknown; got {str(value)[:60]!r}"
@@ -340,7 +364,12 @@ class AuditEvent:
         outcome = get("outcome")
         source_ip = get("source_ip")
         metadata = get("metadata")
-        texts = [None if (v := get(name)) is None else _check_text(name, v) for name in TEXT_FIELDS]
+        texts = [
+            v
+            if (v := get(name)) is None or (type(v) is str and v.isascii() and "\x00" not in v)
+            else _check_text(name, v)
+            for name in TEXT_FIELDS
+        ]
         return cls.from_trusted(
             _check_uuid("event_id", data["event_id"]),
             _check_uuid("tenant_id", data["tenant_id"]),

@@ -1,0 +1,5 @@
+"""`python -m xavyo_siem` runs the command line."""
+
+from xavyo_siem.cli import main
+
+main()

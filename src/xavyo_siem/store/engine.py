@@ -1,0 +1,113 @@
+"""Opening the store: one URL picks SQLite or PostgreSQL; migrations bring it up to date."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from xavyo_siem.errors import StoreError
+
+__all__ = ["current_revision", "head_revision", "make_engine", "open_store", "upgrade"]
+
+_MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`: `sqlite:///file.db` or `postgresql://user@host/db` (psycopg 3)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(f"database URL: cannot parse {url!r}") from None
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True)
+    if backend == "sqlite":
+        engine = create_engine(parsed)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    raise StoreError(f"database URL: use sqlite:/// or postgresql://, not {backend}://")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # Let SQLAlchemy's explicit BEGIN decide transactions; wait for a writer, not fail.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # pysqlite's own transaction handling is off (see _sqlite_pragmas); begin explicitly.
+    conn.exec_driver_sql("BEGIN")
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    return config
+
+
+def head_revision() -> str | None:
+    """The newest migration this version of xavyo-siem knows."""
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The migration the store is at, or None for an empty database."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str | None]:
+    """Run every pending migration; returns (revision before, revision after)."""
+    before = current_revision(engine)
+    config = _alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+    return before, head_revision()
+
+
+def open_store(url: str) -> Engine:
+    """An engine on an up-to-date store.
+
+    The embedded SQLite default migrates itself on first use; PostgreSQL must be migrated
+    by the operator (`xavyo-siem db upgrade`), so a deploy never changes a shared schema
+    by surprise.
+    """
+    engine = make_engine(url)
+    try:
+        current = current_revision(engine)
+    except OperationalError as exc:
+        engine.dispose()
+        raise StoreError(f"database: cannot connect ({_first_line(exc)})") from None
+    if current == head_revision():
+        return engine
+    if engine.dialect.name == "sqlite":
+        upgrade(engine)
+        return engine
+    engine.dispose()
+    raise StoreError(
+        f"database: schema is at {current or 'nothing'}, this version needs {head_revision()}; "
+        "run `xavyo-siem db upgrade`"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

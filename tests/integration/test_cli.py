@@ -1,0 +1,195 @@
+"""The command line as an operator runs it: sample, ingest, events, db upgrade, --help."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from sqlalchemy import Engine, func, select
+
+from xavyo_siem.sample import generate_events
+from xavyo_siem.store import make_engine, upgrade
+from xavyo_siem.store.tables import audit_events
+
+COMMANDS = [["sample"], ["ingest"], ["events"], ["db", "upgrade"]]
+
+
+def cli(
+    *args: str, db: str | None = None, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "COLUMNS": "200"}
+    if db is not None:
+        env["XAVYO_SIEM_DATABASE_URL"] = db
+    return subprocess.run(
+        [sys.executable, "-m", "xavyo_siem", *args],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def count_events(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(audit_events)).scalar_one())
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_explains_itself_with_an_example(command: list[str]) -> None:
+    """`--help` on each command exits 0, takes --db, and shows an example invocation."""
+    result = cli(*command, "--help")
+    assert result.returncode == 0
+    out = result.stdout.decode()
+    assert "Example" in out
+    if command != ["sample"]:
+        assert "--db" in out
+
+
+def test_sample_is_deterministic_for_a_seed() -> None:
+    """The same seed writes the same events; another seed writes others."""
+    first = cli("sample", "--count", "50", "--tenants", "3", "--seed", "9").stdout
+    again = cli("sample", "--count", "50", "--tenants", "3", "--seed", "9").stdout
+    other = cli("sample", "--count", "50", "--tenants", "3", "--seed", "10").stdout
+    lines = first.splitlines()
+    assert first == again != other
+    assert len(lines) == 50
+    assert len({orjson.loads(line)["tenant_id"] for line in lines}) == 3
+
+
+def test_ingesting_a_file_twice_stores_each_event_once(store_url: str, tmp_path: Path) -> None:
+    """The second ingest of the same file stores nothing and reports every event as a duplicate."""
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(cli("sample", "--count", "300", "--tenants", "2").stdout)
+    engine = make_engine(store_url)
+    upgrade(engine)
+    first = cli("ingest", str(path), db=store_url)
+    second = cli("ingest", str(path), db=store_url)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert b"stored 300 events, skipped 0 duplicates" in first.stderr
+    assert b"stored 0 events, skipped 300 duplicates" in second.stderr
+    assert count_events(engine) == 300
+    engine.dispose()
+
+
+def test_events_lists_a_tenants_range_as_json(store_url: str) -> None:
+    """`events --json` prints the tenant's stored events in time order, within the range."""
+    data = cli("sample", "--count", "40", "--tenants", "2", "--seed", "3").stdout
+    engine = make_engine(store_url)
+    upgrade(engine)
+    assert cli("ingest", "-", db=store_url, stdin=data).returncode == 0
+    rows = [orjson.loads(line) for line in data.splitlines()]
+    tenant = rows[0]["tenant_id"]
+    mine = [row for row in rows if row["tenant_id"] == tenant]
+    since, until = mine[1]["timestamp"], mine[-1]["timestamp"]
+    result = cli(
+        "events", "--tenant", tenant, "--since", since, "--until", until, "--json", db=store_url
+    )
+    assert result.returncode == 0, result.stderr
+    listed = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert listed == mine[1:-1]
+    table = cli("events", "--tenant", tenant, "--limit", "5", db=store_url)
+    assert table.returncode == 0
+    assert mine[0]["event_id"] in table.stdout.decode()
+    engine.dispose()
+
+
+BAD_LINES = [
+    (b"{not json", "line 3: event: is not valid JSON"),
+    (b'{"event_id": "nope"}', "line 3: tenant_id: is required"),
+    (b"[1, 2]", "line 3: event: must be a JSON object"),
+    (b'"a string"', "line 3: event: must be a JSON object"),
+]
+
+
+GOOD = b"".join(orjson.dumps(e.to_dict()) + b"\n" for e in generate_events(2, 1, seed=5))
+
+
+def _valid_line(**changes: object) -> bytes:
+    row = next(generate_events(1, 1, seed=77)).to_dict()
+    row.update(changes)
+    return orjson.dumps(row)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"event_id": "nope"}, "line 3: event_id: must be a UUID"),
+        ({"timestamp": "2026-01-01T00:00:00"}, "line 3: timestamp: must carry a UTC offset"),
+        ({"severity": 42}, "line 3: severity: must be an integer from 0 to 10"),
+        ({"category": "weather"}, "line 3: category: must be one of"),
+        ({"source_ip": "999.1.1.1"}, "line 3: source_ip: must be an IPv4 or IPv6 address"),
+        ({"metadata": {"k": 5}}, "line 3: metadata.k: must be a string"),
+        ({"actor_email": "a\x00b"}, "line 3: actor_email: contains a NUL"),
+        ({"shoe_size": "42"}, "line 3: shoe_size: is not a field"),
+    ],
+)
+def test_one_bad_line_stores_nothing_and_names_line_field_rule(
+    engine: Engine, store_url: str, changes: dict[str, object], message: str
+) -> None:
+    """A bad third line makes ingest exit 2 with line, field and rule, and store no event at all."""
+    result = cli("ingest", "-", db=store_url, stdin=GOOD + _valid_line(**changes) + b"\n")
+    assert result.returncode == 2
+    assert message in result.stderr.decode()
+    assert count_events(engine) == 0
+
+
+@pytest.mark.parametrize(("line", "message"), BAD_LINES)
+def test_malformed_json_line_stores_nothing(
+    engine: Engine, store_url: str, line: bytes, message: str
+) -> None:
+    """Syntax errors and non-object lines are reported with their line number; nothing is stored."""
+    result = cli("ingest", "-", db=store_url, stdin=GOOD + line + b"\n")
+    assert result.returncode == 2
+    assert message in result.stderr.decode()
+    assert count_events(engine) == 0
+
+
+def test_lone_surrogate_escape_is_refused(engine: Engine, store_url: str) -> None:
+    """A JSON escape for a lone surrogate is refused with a clear error, not stored."""
+    line = _valid_line().replace(b'"event_type":"', b'"event_type":"\\ud800')
+    result = cli("ingest", "-", db=store_url, stdin=line + b"\n")
+    assert result.returncode == 2
+    assert "line 1:" in result.stderr.decode()
+    assert count_events(engine) == 0
+
+
+def test_missing_file_is_a_clear_usage_error(tmp_path: Path) -> None:
+    """Ingesting a path that does not exist fails with a message naming it."""
+    result = cli("ingest", str(tmp_path / "absent.jsonl"), db=f"sqlite:///{tmp_path}/s.db")
+    assert result.returncode == 2
+    assert "no such file" in result.stderr.decode()
+
+
+def test_db_upgrade_migrates_postgresql_and_reports_the_revision(pg_database_url: str) -> None:
+    """`db upgrade` brings an empty PostgreSQL schema to the newest revision, then is a no-op."""
+    from conftest import _pg_schema_url
+
+    url = _pg_schema_url(pg_database_url)
+    first = cli("db", "upgrade", "--db", url)
+    second = cli("db", "upgrade", "--db", url)
+    assert first.returncode == 0, first.stderr
+    assert b"upgraded from empty" in first.stderr
+    assert b"already at revision" in second.stderr
+
+
+def test_unmigrated_postgresql_is_refused_with_the_fix(pg_database_url: str) -> None:
+    """Commands on an unmigrated PostgreSQL store say to run `db upgrade` instead of guessing."""
+    from conftest import _pg_schema_url
+
+    result = cli("ingest", "-", "--db", _pg_schema_url(pg_database_url), stdin=b"")
+    assert result.returncode == 1
+    assert b"xavyo-siem db upgrade" in result.stderr
+
+
+def test_unknown_database_scheme_is_refused() -> None:
+    """A store URL of an unsupported database names the schemes that work."""
+    result = cli(
+        "events", "--tenant", "7d1c0f2a-5b3e-4c6d-8e9f-0a1b2c3d4e5f", "--db", "mysql://x/y"
+    )
+    assert result.returncode == 1
+    assert b"use sqlite:/// or postgresql://" in result.stderr

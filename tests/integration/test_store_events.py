@@ -1,0 +1,287 @@
+"""The audit store on SQLite and PostgreSQL: idempotent appends, tenant-scoped ordered reads."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, text
+
+from xavyo_siem.errors import TenantRequired
+from xavyo_siem.model import AuditEvent, EventCategory
+from xavyo_siem.sample import generate_events, tenant_ids
+from xavyo_siem.store import (
+    START,
+    EventCursor,
+    EventFilter,
+    append_events,
+    head_cursor,
+    read_events_after,
+    read_events_in_range,
+)
+
+from strategies import audit_events
+
+
+def read_all(engine: Engine, tenant: UUID, *, limit: int = 7, filter: EventFilter = EventFilter()
+             ) -> list[AuditEvent]:  # fmt: skip
+    found: list[AuditEvent] = []
+    cursor = START
+    while True:
+        with engine.connect() as conn:
+            page = read_events_after(
+                conn, tenant_id=tenant, after=cursor, limit=limit, filter=filter
+            )
+        found += page.events
+        if page.cursor == cursor:
+            return found
+        cursor = page.cursor
+
+
+def test_appending_the_same_events_twice_stores_each_once(engine: Engine) -> None:
+    """A second append of the same events stores nothing and counts them all as duplicates."""
+    events = list(generate_events(50, 2, seed=1))
+    with engine.begin() as conn:
+        first = append_events(conn, events)
+    with engine.begin() as conn:
+        second = append_events(conn, events[:30] + list(generate_events(60, 2, seed=1))[50:])
+    assert (first.stored, first.duplicates) == (50, 0)
+    assert (second.stored, second.duplicates) == (10, 30)
+
+
+def test_duplicates_within_one_append_are_stored_once(engine: Engine) -> None:
+    """An input that repeats an event stores it once and reports the repeat."""
+    event = next(generate_events(1, 1, seed=2))
+    with engine.begin() as conn:
+        result = append_events(conn, [event, event, event])
+    assert (result.stored, result.duplicates) == (1, 2)
+
+
+def test_same_event_id_in_two_tenants_is_two_events(engine: Engine) -> None:
+    """Idempotency is per (tenant, event id): another tenant may reuse an id."""
+    event = next(generate_events(1, 1, seed=3))
+    other = replace(event, tenant_id=uuid4())
+    with engine.begin() as conn:
+        result = append_events(conn, [event, other])
+    assert result.stored == 2
+
+
+def test_reads_return_one_tenants_events_in_store_order(engine: Engine) -> None:
+    """Paging through a tenant returns exactly its events, in insertion order, none twice."""
+    events = list(generate_events(200, 3, seed=4))
+    with engine.begin() as conn:
+        append_events(conn, events)
+    for tenant in tenant_ids(3, seed=4):
+        assert read_all(engine, tenant) == [e for e in events if e.tenant_id == tenant]
+
+
+def test_reading_without_a_tenant_is_refused(engine: Engine) -> None:
+    """No function reads events without a tenant."""
+    with engine.connect() as conn, pytest.raises(TenantRequired):
+        read_events_after(conn, tenant_id=None)  # type: ignore[arg-type]
+    with engine.connect() as conn, pytest.raises(TenantRequired):
+        read_events_in_range(conn, tenant_id=None)  # type: ignore[arg-type]
+
+
+def test_filter_selects_in_sql_and_cursor_moves_past_skipped_rows(engine: Engine) -> None:
+    """A filtered read returns exactly the matching events, and its cursor ends past the rest."""
+    events = list(generate_events(300, 1, seed=5))
+    tenant = events[0].tenant_id
+    with engine.begin() as conn:
+        append_events(conn, events)
+    wanted = EventFilter(
+        categories=frozenset({EventCategory.AUTHENTICATION, EventCategory.SECURITY}),
+        event_types=frozenset({"AUTH_FAILURE", "MFA_ENROLLED", "USER_CREATED"}),
+        min_severity=4,
+    )
+    assert read_all(engine, tenant, filter=wanted) == [e for e in events if wanted.matches(e)]
+    with engine.connect() as conn:
+        page = read_events_after(conn, tenant_id=tenant, limit=1000, filter=wanted)
+        assert page.cursor == head_cursor(conn, tenant_id=tenant)
+
+
+def test_head_cursor_starts_after_existing_events(engine: Engine) -> None:
+    """A reader starting at the head sees only events stored afterwards."""
+    events = list(generate_events(20, 1, seed=6))
+    tenant = events[0].tenant_id
+    with engine.begin() as conn:
+        append_events(conn, events[:10])
+    with engine.connect() as conn:
+        head = head_cursor(conn, tenant_id=tenant)
+    with engine.begin() as conn:
+        append_events(conn, events[10:])
+    with engine.connect() as conn:
+        page = read_events_after(conn, tenant_id=tenant, after=head, limit=100)
+    assert page.events == events[10:]
+
+
+def test_time_range_is_start_inclusive_end_exclusive(engine: Engine) -> None:
+    """Events exactly at the start are included and exactly at the end are not."""
+    base = datetime(2026, 3, 1, tzinfo=UTC)
+    template = next(generate_events(1, 1, seed=7))
+    events = [
+        replace(template, event_id=uuid4(), timestamp=base + timedelta(microseconds=offset))
+        for offset in (-1, 0, 1, 999_999, 1_000_000)
+    ]
+    with engine.begin() as conn:
+        append_events(conn, events)
+        found, key = read_events_in_range(
+            conn, tenant_id=template.tenant_id, start=base, end=base + timedelta(seconds=1)
+        )
+    assert found == events[1:4]
+    assert key is not None
+
+
+def test_time_range_pages_continue_from_the_key(engine: Engine) -> None:
+    """Reading a range in small pages gives the same events as one big read."""
+    events = list(generate_events(100, 2, seed=8))
+    tenant = events[0].tenant_id
+    with engine.begin() as conn:
+        append_events(conn, events)
+    found: list[AuditEvent] = []
+    key = None
+    with engine.connect() as conn:
+        while True:
+            page, next_key = read_events_in_range(conn, tenant_id=tenant, after=key, limit=9)
+            if not page:
+                break
+            found += page
+            key = next_key
+    expected = sorted((e for e in events if e.tenant_id == tenant), key=lambda e: e.timestamp)
+    assert found == expected
+
+
+def test_time_range_read_uses_the_tenant_time_index(engine: Engine) -> None:
+    """The query plan for a tenant's time range uses the (tenant, time) index, not a scan."""
+    events = list(generate_events(3000, 3, seed=9))
+    with engine.begin() as conn:
+        append_events(conn, events)
+    tenant = str(events[0].tenant_id)
+    sql = (
+        f"SELECT event_id FROM audit_events WHERE tenant_id = '{tenant}' AND ts_us >= 0 "
+        "AND ts_us < 9000000000000000 ORDER BY ts_us, seq LIMIT 100"
+    )
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("ANALYZE audit_events"))
+            plan = "\n".join(row[0] for row in conn.execute(text("EXPLAIN " + sql)))
+        else:
+            plan = "\n".join(
+                str(row[-1]) for row in conn.execute(text("EXPLAIN QUERY PLAN " + sql))
+            )
+    assert "ix_audit_events_tenant_time" in plan
+    assert "Seq Scan" not in plan
+    assert "SCAN audit_events\n" not in plan + "\n"
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(audit_events(), min_size=1, max_size=8, unique_by=lambda e: e.event_id))
+def test_any_valid_event_survives_a_store_round_trip(
+    engine: Engine, events: list[AuditEvent]
+) -> None:
+    """Whatever valid events are stored, reading them back gives equal events."""
+    tenant = uuid4()
+    events = [replace(e, tenant_id=tenant) for e in events]
+    with engine.begin() as conn:
+        append_events(conn, events)
+    assert read_all(engine, tenant, limit=3) == events
+
+
+def test_transaction_that_commits_late_is_not_skipped(engine: Engine) -> None:
+    """An event inserted by a transaction that commits after a later one is still read, once.
+
+    Writer A inserts and holds its transaction open; writer B inserts afterwards and commits
+    (on SQLite B waits for A's lock). A reader polls throughout and the union of what it read
+    must be every event exactly once, with A's event not skipped.
+    """
+    a_event, b_event, c_event = generate_events(3, 1, seed=10)
+    tenant = a_event.tenant_id
+    read: list[AuditEvent] = []
+    cursor = START
+
+    def poll() -> None:
+        nonlocal cursor
+        with engine.connect() as conn:
+            page = read_events_after(conn, tenant_id=tenant, after=cursor, limit=100)
+        read.extend(page.events)
+        cursor = page.cursor
+
+    with engine.begin() as conn:
+        append_events(conn, [c_event])  # something already there
+    poll()
+    a_conn = engine.connect()
+    a_tx = a_conn.begin()
+    if engine.dialect.name == "postgresql":
+        a_conn.execute(text("SELECT pg_current_xact_id()"))  # A takes its xid first
+    append_events(a_conn, [a_event])
+    b_done = threading.Event()
+
+    def writer_b() -> None:
+        with engine.begin() as conn:
+            append_events(conn, [b_event])
+        b_done.set()
+
+    b_thread = threading.Thread(target=writer_b)
+    b_thread.start()
+    if engine.dialect.name == "postgresql":
+        assert b_done.wait(10), "B should commit while A is open on PostgreSQL"
+    poll()  # B is committed (PostgreSQL) but must not be handed out before A is final
+    assert a_event not in read
+    if engine.dialect.name == "postgresql":
+        assert b_event not in read, "reading B before A commits would let A be skipped"
+    a_tx.commit()
+    a_conn.close()
+    b_thread.join(10)
+    poll()
+    poll()
+    assert sorted(map(str, (e.event_id for e in read))) == sorted(
+        str(e.event_id) for e in (a_event, b_event, c_event)
+    )
+    assert len(read) == 3
+
+
+def test_many_concurrent_writers_never_make_a_reader_skip(engine: Engine) -> None:
+    """With writers committing in random order while a reader polls, nothing is lost or doubled."""
+    tenant = uuid4()
+    batches = [
+        [replace(e, tenant_id=tenant) for e in generate_events(20, 1, seed=100 + i)]
+        for i in range(8)
+    ]
+    stop = threading.Event()
+    read: list[AuditEvent] = []
+
+    def reader() -> None:
+        cursor: EventCursor = START
+        while True:
+            finished = stop.is_set()
+            with engine.connect() as conn:
+                page = read_events_after(conn, tenant_id=tenant, after=cursor, limit=13)
+            read.extend(page.events)
+            cursor = page.cursor
+            if finished and not page.events:
+                return
+
+    def writer(batch: list[AuditEvent]) -> None:
+        for event in batch:
+            with engine.begin() as conn:
+                append_events(conn, [event])
+
+    reader_thread = threading.Thread(target=reader)
+    reader_thread.start()
+    writers = [threading.Thread(target=writer, args=(batch,)) for batch in batches]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    stop.set()
+    reader_thread.join(30)
+    expected = {e.event_id for batch in batches for e in batch}
+    assert len(read) == len(expected)
+    assert {e.event_id for e in read} == expected

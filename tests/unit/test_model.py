@@ -1,0 +1,160 @@
+"""AuditEvent validation and its JSON form."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+import pytest
+
+from xavyo_siem.errors import InvalidEvent
+from xavyo_siem.model import AuditEvent, EventCategory, Outcome
+
+EVENT_ID = "0b5f3c9e-2a0d-4d7e-9d4c-3f1e2b6a7c80"
+TENANT_ID = "7d1c0f2a-5b3e-4c6d-8e9f-0a1b2c3d4e5f"
+
+
+def minimal(**extra: Any) -> dict[str, Any]:
+    return {
+        "event_id": EVENT_ID,
+        "tenant_id": TENANT_ID,
+        "timestamp": "2026-03-01T10:15:30.123456Z",
+        "event_type": "USER_LOGIN",
+        "category": "authentication",
+        **extra,
+    }
+
+
+def test_minimal_event_gets_default_severity_of_its_category() -> None:
+    """An event without severity takes its category's default, and absent fields stay None."""
+    event = AuditEvent.from_dict(minimal(category="sod_violation"))
+    assert event.severity == EventCategory.SOD_VIOLATION.default_severity == 8
+    assert event.actor_email is None
+    assert event.metadata == {}
+
+
+def test_every_category_has_a_default_severity_in_range() -> None:
+    """Each category's default severity is a valid 0-10 severity."""
+    assert all(0 <= category.default_severity <= 10 for category in EventCategory)
+
+
+def test_aware_timestamp_is_normalised_to_utc_keeping_microseconds() -> None:
+    """A +02:00 timestamp becomes the same instant in UTC, with its microseconds."""
+    event = AuditEvent.from_dict(minimal(timestamp="2026-03-01T12:15:30.000007+02:00"))
+    assert event.timestamp == datetime(2026, 3, 1, 10, 15, 30, 7, tzinfo=UTC)
+    assert event.timestamp.tzinfo is UTC
+    assert event.to_dict()["timestamp"] == "2026-03-01T10:15:30.000007Z"
+
+
+def test_full_event_round_trips_through_its_json_form() -> None:
+    """to_dict -> JSON -> from_dict gives back an equal event, field for field."""
+    event = AuditEvent.from_dict(
+        minimal(
+            severity=9,
+            event_name="Login",
+            action="login",
+            outcome="failure",
+            actor_id="u1",
+            actor_email="alice@example.com",
+            source_ip="2001:db8::1",
+            user_agent="curl/8",
+            target_user="bob",
+            target_resource="app:payroll",
+            reason="bad password",
+            session_id="s1",
+            request_id="r1",
+            metadata={"key with space": "v=1", "emoji": "🔐"},
+        )
+    )
+    assert AuditEvent.from_dict(orjson.loads(orjson.dumps(event.to_dict()))) == event
+    assert event.outcome is Outcome.FAILURE
+
+
+def test_direct_construction_validates_like_from_dict() -> None:
+    """Building an AuditEvent directly runs the same checks, so no invalid event exists."""
+    with pytest.raises(InvalidEvent, match="severity"):
+        AuditEvent(
+            event_id=UUID(EVENT_ID),
+            tenant_id=UUID(TENANT_ID),
+            timestamp=datetime(2026, 1, 1, tzinfo=UTC),
+            event_type="X",
+            category=EventCategory.SECURITY,
+            severity=11,
+        )
+
+
+def test_unicode_is_kept_as_given() -> None:
+    """Non-ASCII text (emoji, right-to-left, combining marks) is stored exactly as given."""
+    text = "Zoë 🔐 שלום e\u0301 \u200b"
+    event = AuditEvent.from_dict(minimal(actor_email=text, metadata={"ключ": text}))
+    assert event.actor_email == text
+    assert event.to_dict()["metadata"] == {"ключ": text}
+
+
+def test_ipv6_with_zone_index_is_accepted() -> None:
+    """A link-local IPv6 address with a zone index is a valid source address."""
+    assert AuditEvent.from_dict(minimal(source_ip="fe80::1%eth0")).source_ip == "fe80::1%eth0"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "rule"),
+    [
+        ({"event_id": "not-a-uuid"}, "event_id", "must be a UUID"),
+        ({"event_id": 42}, "event_id", "must be a UUID string"),
+        ({"tenant_id": "1234"}, "tenant_id", "must be a UUID"),
+        ({"timestamp": "2026-03-01T10:15:30"}, "timestamp", "UTC offset"),
+        ({"timestamp": "yesterday"}, "timestamp", "ISO 8601"),
+        ({"timestamp": 1700000000}, "timestamp", "ISO 8601"),
+        ({"severity": 11}, "severity", "0 to 10"),
+        ({"severity": -1}, "severity", "0 to 10"),
+        ({"severity": "3"}, "severity", "0 to 10"),
+        ({"severity": True}, "severity", "0 to 10"),
+        ({"severity": 2.5}, "severity", "0 to 10"),
+        ({"category": "weather"}, "category", "must be one of"),
+        ({"outcome": "maybe"}, "outcome", "success, failure or unknown"),
+        ({"source_ip": "300.1.2.3"}, "source_ip", "IPv4 or IPv6"),
+        ({"source_ip": "localhost"}, "source_ip", "IPv4 or IPv6"),
+        ({"metadata": {"k": 1}}, "metadata.k", "must be a string"),
+        ({"metadata": ["a"]}, "metadata", "object of strings"),
+        ({"metadata": {"": "v"}}, "metadata", "keys must not be empty"),
+        ({"actor_email": "a\ud800b"}, "actor_email", "lone surrogate"),
+        ({"reason": "a\x00b"}, "reason", "NUL"),
+        ({"user_agent": 7}, "user_agent", "must be a string"),
+        ({"event_type": "  "}, "event_type", "must not be empty"),
+        ({"colour": "red"}, "colour", "not a field"),
+        ({"event_type": None}, "event_type", "is required"),
+    ],
+)
+def test_invalid_field_is_rejected_naming_field_and_rule(
+    changes: dict[str, Any], field: str, rule: str
+) -> None:
+    """Each kind of bad value raises InvalidEvent whose field and message name the rule."""
+    data = minimal()
+    data.update(changes)
+    with pytest.raises(InvalidEvent) as caught:
+        AuditEvent.from_dict(data)
+    assert caught.value.field == field
+    assert rule in str(caught.value)
+
+
+def test_missing_required_field_is_named() -> None:
+    """Leaving out a required field names that field."""
+    data = minimal()
+    del data["tenant_id"]
+    with pytest.raises(InvalidEvent, match="tenant_id: is required"):
+        AuditEvent.from_dict(data)
+
+
+def test_non_object_is_rejected() -> None:
+    """A JSON value that is not an object is refused as an event."""
+    with pytest.raises(InvalidEvent, match="must be a JSON object"):
+        AuditEvent.from_dict([1, 2])  # type: ignore[arg-type]
+
+
+def test_line_number_is_prefixed_when_located() -> None:
+    """An error located in a file says the line before the field."""
+    error = InvalidEvent("severity", "must be an integer from 0 to 10").at_line(12)
+    assert str(error) == "line 12: severity: must be an integer from 0 to 10"
+    assert error.line == 12
