@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -177,7 +176,6 @@ def _check_text(name: str, value: object) -> str:
     return value
 
 
-_CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _new = object.__new__
 _put = object.__setattr__
 
@@ -194,8 +192,6 @@ def uuid_from_canonical(text: str) -> UUID:
 
 
 def _check_uuid(name: str, value: object) -> UUID:
-    if type(value) is str and _CANONICAL_UUID.fullmatch(value):
-        return uuid_from_canonical(value)
     if isinstance(value, UUID):
         return value
     if not isinstance(value, str):
@@ -275,6 +271,12 @@ def _check_outcome(value: object) -> Outcome:
 
 
 def _check_metadata(value: object) -> dict[str, str]:
+    if type(value) is dict and all(
+        type(k) is str and type(v) is str and k and k.isascii() and v.isascii()
+        and "\x00" not in k and "\x00" not in v
+        for k, v in value.items()
+    ):  # fmt: skip
+        return value
     if not isinstance(value, Mapping):
         raise InvalidEvent("metadata", f"must be an object of strings, got {type(value).__name__}")
     checked: dict[str, str] = {}
