@@ -7,6 +7,7 @@ message names the field and the rule, never a secret::
     SiemError
     ├── InvalidEvent(field, reason)        an audit event breaks a rule of the model
     ├── InvalidDestination(field, reason)  a destination's settings break a rule
+    ├── InvalidFilter(field, reason)       an event filter breaks a rule
     ├── EncodeError(field, reason)         an event cannot be written in a format
     ├── TenantRequired                     a read was attempted without a tenant
     ├── StoreError                         the store is unreachable or not migrated
@@ -20,6 +21,7 @@ __all__ = [
     "ExportJobError",
     "InvalidDestination",
     "InvalidEvent",
+    "InvalidFilter",
     "SiemError",
     "StoreError",
     "TenantRequired",
@@ -55,6 +57,10 @@ class InvalidEvent(_FieldError):
 
 class InvalidDestination(_FieldError):
     """A destination's settings break a rule (unknown option, bad endpoint, ...)."""
+
+
+class InvalidFilter(_FieldError):
+    """An event filter (of a destination or an export) breaks a rule."""
 
 
 class EncodeError(_FieldError):

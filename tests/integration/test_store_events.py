@@ -13,12 +13,11 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
 from xavyo_siem.errors import TenantRequired
-from xavyo_siem.model import AuditEvent, EventCategory
+from xavyo_siem.model import AuditEvent, EventCategory, EventFilter
 from xavyo_siem.sample import generate_events, tenant_ids
 from xavyo_siem.store import (
     START,
     EventCursor,
-    EventFilter,
     append_events,
     head_cursor,
     read_events_after,

@@ -32,6 +32,7 @@ from xavyo_siem.errors import StoreError, TenantRequired
 from xavyo_siem.model import (
     AuditEvent,
     EventCategory,
+    EventFilter,
     Outcome,
     from_epoch_us,
     to_epoch_us,
@@ -43,7 +44,6 @@ __all__ = [
     "START",
     "AppendResult",
     "EventCursor",
-    "EventFilter",
     "EventPage",
     "TimeKey",
     "append_events",
@@ -111,37 +111,16 @@ class TimeKey:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
-class EventFilter:
-    """Which events a destination or export wants; empty sets mean "all"."""
-
-    categories: frozenset[EventCategory] = frozenset()
-    event_types: frozenset[str] = frozenset()
-    min_severity: int = 0
-
-    @property
-    def is_everything(self) -> bool:
-        """True when the filter lets every event through."""
-        return not self.categories and not self.event_types and self.min_severity <= 0
-
-    def matches(self, event: AuditEvent) -> bool:
-        """Whether `event` passes, decided in Python exactly as the SQL decides it."""
-        return (
-            (not self.categories or event.category in self.categories)
-            and (not self.event_types or event.event_type in self.event_types)
-            and event.severity >= self.min_severity
-        )
-
-    def where(self) -> list[ColumnElement[bool]]:
-        """The same decision as SQL conditions."""
-        conditions: list[ColumnElement[bool]] = []
-        if self.categories:
-            conditions.append(_T.category.in_(sorted(c.value for c in self.categories)))
-        if self.event_types:
-            conditions.append(_T.event_type.in_(sorted(self.event_types)))
-        if self.min_severity > 0:
-            conditions.append(_T.severity >= self.min_severity)
-        return conditions
+def _filter_conditions(filter: EventFilter) -> list[ColumnElement[bool]]:
+    """`filter` as SQL conditions; decides exactly as `EventFilter.matches`."""
+    conditions: list[ColumnElement[bool]] = []
+    if filter.categories:
+        conditions.append(_T.category.in_(sorted(c.value for c in filter.categories)))
+    if filter.event_types:
+        conditions.append(_T.event_type.in_(sorted(filter.event_types)))
+    if filter.min_severity > 0:
+        conditions.append(_T.severity >= filter.min_severity)
+    return conditions
 
 
 EVERYTHING: Final = EventFilter()
@@ -425,7 +404,7 @@ def read_events_after(
             _T.tenant_id == tenant,
             position > tuple_(after.txid, after.seq),
             _T.txid < horizon,
-            *filter.where(),
+            *_filter_conditions(filter),
         )
         .order_by(_T.txid, _T.seq)
         .limit(limit)
@@ -474,7 +453,7 @@ def read_events_in_range(
     tenant = _require_tenant(tenant_id)
     if limit < 1:
         raise ValueError("limit: must be at least 1")
-    conditions: list[ColumnElement[bool]] = [_T.tenant_id == tenant, *filter.where()]
+    conditions: list[ColumnElement[bool]] = [_T.tenant_id == tenant, *_filter_conditions(filter)]
     if start is not None:
         conditions.append(_T.ts_us >= to_epoch_us(start))
     if end is not None:
