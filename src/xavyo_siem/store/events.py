@@ -25,7 +25,7 @@ from typing import Any, Final
 from uuid import UUID
 
 import orjson
-from sqlalchemy import Connection, Select, and_, select, tuple_
+from sqlalchemy import Connection, Select, and_, func, select, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 from xavyo_siem.errors import StoreError, TenantRequired
@@ -48,7 +48,9 @@ __all__ = [
     "TimeKey",
     "append_events",
     "head_cursor",
+    "measure_lag",
     "read_events_after",
+    "read_events_by_id",
     "read_events_in_range",
 ]
 
@@ -469,3 +471,44 @@ def read_events_in_range(
     rows = _fetch_all(conn, statement)
     key = TimeKey(rows[-1][0], rows[-1][1]) if rows else None
     return _events_of(rows, tenant_id), key
+
+
+def read_events_by_id(
+    conn: Connection, *, tenant_id: UUID, event_ids: Sequence[UUID]
+) -> list[AuditEvent]:
+    """The tenant's events with these ids, in store order (ids it does not have are left out)."""
+    if not event_ids:
+        return []
+    tenant = _require_tenant(tenant_id)
+    statement = (
+        select(_T.txid, _T.seq, *_EVENT_COLUMNS)
+        .where(_T.tenant_id == tenant, _T.event_id.in_(sorted({str(e) for e in event_ids})))
+        .order_by(_T.txid, _T.seq)
+    )
+    return _events_of(_fetch_all(conn, statement), tenant_id)
+
+
+def measure_lag(
+    conn: Connection,
+    *,
+    tenant_id: UUID,
+    after: EventCursor,
+    filter: EventFilter = EVERYTHING,
+    cap: int = 1_000_000,
+) -> tuple[int, datetime | None]:
+    """How many of the tenant's matching events wait after `after` (counted up to `cap`),
+    and the timestamp of the oldest of them (None when nothing waits)."""
+    tenant = _require_tenant(tenant_id)
+    waiting = (
+        select(_T.ts_us)
+        .where(
+            _T.tenant_id == tenant,
+            tuple_(_T.txid, _T.seq) > tuple_(after.txid, after.seq),
+            *_filter_conditions(filter),
+        )
+        .order_by(_T.txid, _T.seq)
+        .limit(cap)
+        .subquery()
+    )
+    count, oldest = conn.execute(select(func.count(), func.min(waiting.c.ts_us))).one()
+    return int(count), None if oldest is None else from_epoch_us(oldest)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
+    Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -15,7 +18,14 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["audit_events", "metadata"]
+__all__ = [
+    "audit_events",
+    "dead_letters",
+    "destination_state",
+    "destinations",
+    "leases",
+    "metadata",
+]
 
 metadata = MetaData()
 
@@ -52,4 +62,82 @@ audit_events = Table(
     Index("ix_audit_events_tenant_order", "tenant_id", "txid", "seq"),
     Index("ix_audit_events_tenant_time", "tenant_id", "ts_us", "seq"),
     sqlite_autoincrement=True,
+)
+
+destinations = Table(
+    "destinations",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(36), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("delivery_type", String(16), nullable=False),
+    Column("format", String(8), nullable=False),
+    Column("endpoint", Text, nullable=False),
+    Column("options", Text, nullable=False),  # JSON object
+    Column("filters", Text, nullable=False),  # JSON object (EventFilter.to_dict)
+    Column("rate_events_per_s", Float),
+    Column("rate_burst", Integer),
+    Column("enabled", Boolean, nullable=False),
+    Column("secret", Text),  # sealed by xavyo_siem.crypto, never clear text
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    UniqueConstraint("tenant_id", "name", name="uq_destinations_tenant_name"),
+)
+
+# One row per destination: its cursor and its health change together, in one UPDATE.
+destination_state = Table(
+    "destination_state",
+    metadata,
+    Column(
+        "destination_id",
+        String(36),
+        ForeignKey("destinations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("tenant_id", String(36), nullable=False),
+    Column("cursor_txid", BigInteger, nullable=False),
+    Column("cursor_seq", BigInteger, nullable=False),
+    Column("circuit_state", String(16), nullable=False),
+    Column("circuit_reason", Text),
+    Column("successes", BigInteger, nullable=False),
+    Column("failures", BigInteger, nullable=False),
+    Column("consecutive_failures", Integer, nullable=False),
+    Column("last_success_us", BigInteger),
+    Column("last_failure_us", BigInteger),
+    Column("last_error", Text),
+    Column("throughput_eps", Float, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", _SEQ, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(36), nullable=False),
+    Column(
+        "destination_id",
+        String(36),
+        ForeignKey("destinations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("event_id", String(36), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Index("ix_dead_letters_destination", "tenant_id", "destination_id", "id"),
+    sqlite_autoincrement=True,
+)
+
+# Which worker owns a destination until when; `epoch` fences a worker that lost it.
+leases = Table(
+    "leases",
+    metadata,
+    Column(
+        "destination_id",
+        String(36),
+        ForeignKey("destinations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("owner", Text, nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
 )

@@ -1,0 +1,55 @@
+"""A token bucket: every event sent to a destination takes one token, with no way around it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+__all__ = ["TokenBucket"]
+
+
+class TokenBucket:
+    """At most `burst` events at once, refilled at `events_per_s`.
+
+    Over any window of `t` seconds at most `burst + events_per_s * t` events pass. The clock
+    and the sleep are given, so tests run on a fake clock without waiting.
+    """
+
+    def __init__(
+        self,
+        events_per_s: float,
+        burst: int,
+        *,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        if not events_per_s > 0:
+            raise ValueError("rate limit: events_per_s must be positive")
+        if burst < 1:
+            raise ValueError("rate limit: burst must be at least 1")
+        self.events_per_s = float(events_per_s)
+        self.burst = burst
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = float(burst)
+        self._stamp = clock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.events_per_s)
+        self._stamp = now
+
+    def delay_for(self, count: int) -> float:
+        """Seconds until `count` tokens are there (0 when they are there now)."""
+        self._refill()
+        missing = count - self._tokens
+        # A shortfall below a millionth of a token is rounding, not a reason to wait; waiting
+        # for it could spin forever once the clock cannot represent so small a step.
+        return 0.0 if missing <= 1e-6 else missing / self.events_per_s
+
+    async def acquire(self, count: int) -> None:
+        """Wait until `count` events may be sent, then take their tokens."""
+        if count > self.burst:
+            raise ValueError(f"rate limit: a batch of {count} exceeds the burst of {self.burst}")
+        while (delay := self.delay_for(count)) > 0:
+            await self._sleep(delay)
+        self._tokens = max(self._tokens - count, 0.0)

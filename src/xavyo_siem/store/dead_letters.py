@@ -1,0 +1,94 @@
+"""Dead letters: events a destination refused for good, with the reason, per destination."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import Connection, delete, insert, select
+
+from xavyo_siem.model import format_timestamp, from_epoch_us, to_epoch_us, uuid_from_canonical
+from xavyo_siem.store.tables import dead_letters
+
+__all__ = ["DeadLetter", "add_dead_letters", "list_dead_letters", "remove_dead_letters"]
+
+_DL = dead_letters.c
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One refused event: which, why, and when."""
+
+    id: int
+    destination_id: UUID
+    event_id: UUID
+    reason: str
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form for `dead-letters list --json` and the API."""
+        return {
+            "id": self.id,
+            "destination_id": str(self.destination_id),
+            "event_id": str(self.event_id),
+            "reason": self.reason,
+            "created_at": format_timestamp(self.created_at),
+        }
+
+
+def add_dead_letters(
+    conn: Connection,
+    *,
+    tenant_id: UUID,
+    destination_id: UUID,
+    entries: Iterable[tuple[UUID, str]],
+    now: datetime,
+) -> int:
+    """Record `(event_id, reason)` pairs as refused by the destination; returns how many."""
+    rows = [
+        {
+            "tenant_id": str(tenant_id),
+            "destination_id": str(destination_id),
+            "event_id": str(event_id),
+            "reason": reason[:2000],
+            "created_us": to_epoch_us(now),
+        }
+        for event_id, reason in entries
+    ]
+    if rows:
+        conn.execute(insert(dead_letters), rows)
+    return len(rows)
+
+
+def list_dead_letters(
+    conn: Connection, *, tenant_id: UUID, destination_id: UUID, limit: int = 100, after_id: int = 0
+) -> list[DeadLetter]:
+    """The destination's dead letters, oldest first."""
+    rows = conn.execute(
+        select(_DL.id, _DL.event_id, _DL.reason, _DL.created_us)
+        .where(
+            _DL.tenant_id == str(tenant_id),
+            _DL.destination_id == str(destination_id),
+            _DL.id > after_id,
+        )
+        .order_by(_DL.id)
+        .limit(limit)
+    )
+    return [
+        DeadLetter(ident, destination_id, uuid_from_canonical(event), reason, from_epoch_us(us))
+        for ident, event, reason, us in rows
+    ]
+
+
+def remove_dead_letters(
+    conn: Connection, *, tenant_id: UUID, destination_id: UUID, ids: Iterable[int] | None = None
+) -> int:
+    """Delete the listed dead letters (all of the destination's when `ids` is None)."""
+    statement = delete(dead_letters).where(
+        _DL.tenant_id == str(tenant_id), _DL.destination_id == str(destination_id)
+    )
+    if ids is not None:
+        statement = statement.where(_DL.id.in_(list(ids)))
+    return conn.execute(statement).rowcount

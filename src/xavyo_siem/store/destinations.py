@@ -1,0 +1,212 @@
+"""Destination rows: create, read, update, delete; always within one tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.engine import RowMapping
+
+from xavyo_siem.model import (
+    CircuitState,
+    DeliveryType,
+    EventFilter,
+    ExportFormat,
+    RateLimit,
+    SiemDestination,
+    from_epoch_us,
+    to_epoch_us,
+    uuid_from_canonical,
+)
+from xavyo_siem.store.events import EventCursor
+from xavyo_siem.store.tables import dead_letters, destination_state, destinations, leases
+
+__all__ = [
+    "all_sealed_secrets",
+    "all_tenant_ids",
+    "delete_destination",
+    "enabled_destination_ids",
+    "find_destination",
+    "get_destination",
+    "insert_destination",
+    "list_destinations",
+    "read_sealed_secret",
+    "set_sealed_secret",
+    "update_destination",
+]
+
+_D = destinations.c
+
+
+def _destination_of(row: RowMapping) -> SiemDestination:
+    rate = row["rate_events_per_s"]
+    return SiemDestination(
+        id=uuid_from_canonical(row["id"]),
+        tenant_id=uuid_from_canonical(row["tenant_id"]),
+        name=row["name"],
+        delivery_type=DeliveryType(row["delivery_type"]),
+        format=ExportFormat(row["format"]),
+        endpoint=row["endpoint"],
+        options=orjson.loads(row["options"]),
+        filters=EventFilter.from_dict(orjson.loads(row["filters"])),
+        rate_limit=None if rate is None else RateLimit(rate, row["rate_burst"]),
+        enabled=bool(row["enabled"]),
+        has_secret=row["secret"] is not None,
+        created_at=from_epoch_us(row["created_us"]),
+        updated_at=from_epoch_us(row["updated_us"]),
+    )
+
+
+def _columns(destination: SiemDestination) -> dict[str, Any]:
+    rate = destination.rate_limit
+    return {
+        "name": destination.name,
+        "delivery_type": destination.delivery_type.value,
+        "format": destination.format.value,
+        "endpoint": destination.endpoint,
+        "options": orjson.dumps(dict(destination.options)).decode(),
+        "filters": orjson.dumps(destination.filters.to_dict()).decode(),
+        "rate_events_per_s": None if rate is None else rate.events_per_s,
+        "rate_burst": None if rate is None else rate.burst,
+        "enabled": destination.enabled,
+        "updated_us": to_epoch_us(destination.updated_at),
+    }
+
+
+def insert_destination(
+    conn: Connection,
+    *,
+    destination: SiemDestination,
+    sealed_secret: str | None,
+    cursor: EventCursor,
+) -> SiemDestination:
+    """Store a new destination and its delivery state, starting at `cursor`."""
+    tenant = str(destination.tenant_id)
+    conn.execute(
+        insert(destinations).values(
+            id=str(destination.id),
+            tenant_id=tenant,
+            secret=sealed_secret,
+            created_us=to_epoch_us(destination.created_at),
+            **_columns(destination),
+        )
+    )
+    conn.execute(
+        insert(destination_state).values(
+            destination_id=str(destination.id),
+            tenant_id=tenant,
+            cursor_txid=cursor.txid,
+            cursor_seq=cursor.seq,
+            circuit_state=CircuitState.CLOSED.value,
+            successes=0,
+            failures=0,
+            consecutive_failures=0,
+            throughput_eps=0.0,
+            updated_us=to_epoch_us(destination.created_at),
+        )
+    )
+    found = get_destination(conn, tenant_id=destination.tenant_id, destination_id=destination.id)
+    assert found is not None
+    return found
+
+
+def get_destination(
+    conn: Connection, *, tenant_id: UUID, destination_id: UUID
+) -> SiemDestination | None:
+    """The tenant's destination with this id, or None (another tenant's is None too)."""
+    row = (
+        conn.execute(
+            select(destinations).where(_D.tenant_id == str(tenant_id), _D.id == str(destination_id))
+        )
+        .mappings()
+        .first()
+    )
+    return None if row is None else _destination_of(row)
+
+
+def find_destination(conn: Connection, *, tenant_id: UUID, name: str) -> SiemDestination | None:
+    """The tenant's destination with this name, or None."""
+    row = (
+        conn.execute(select(destinations).where(_D.tenant_id == str(tenant_id), _D.name == name))
+        .mappings()
+        .first()
+    )
+    return None if row is None else _destination_of(row)
+
+
+def list_destinations(conn: Connection, *, tenant_id: UUID) -> list[SiemDestination]:
+    """The tenant's destinations, by name."""
+    rows = conn.execute(
+        select(destinations).where(_D.tenant_id == str(tenant_id)).order_by(_D.name)
+    ).mappings()
+    return [_destination_of(row) for row in rows]
+
+
+def enabled_destination_ids(conn: Connection) -> list[tuple[UUID, UUID]]:
+    """(tenant id, destination id) of every enabled destination: the workers' to-do list."""
+    rows = conn.execute(select(_D.tenant_id, _D.id).where(_D.enabled.is_(True)).order_by(_D.id))
+    return [(uuid_from_canonical(tenant), uuid_from_canonical(ident)) for tenant, ident in rows]
+
+
+def all_tenant_ids(conn: Connection) -> list[UUID]:
+    """Every tenant that has a destination (for operator-wide listings)."""
+    rows = conn.execute(select(_D.tenant_id).distinct().order_by(_D.tenant_id))
+    return [uuid_from_canonical(tenant) for (tenant,) in rows]
+
+
+def update_destination(
+    conn: Connection,
+    *,
+    destination: SiemDestination,
+    now: datetime,
+) -> SiemDestination | None:
+    """Replace a destination's settings; its secret stays (see `set_sealed_secret`)."""
+    values: dict[str, Any] = {**_columns(destination), "updated_us": to_epoch_us(now)}
+    conn.execute(
+        update(destinations)
+        .where(_D.tenant_id == str(destination.tenant_id), _D.id == str(destination.id))
+        .values(**values)
+    )
+    return get_destination(conn, tenant_id=destination.tenant_id, destination_id=destination.id)
+
+
+def delete_destination(conn: Connection, *, tenant_id: UUID, destination_id: UUID) -> bool:
+    """Remove a destination with its state, dead letters and lease; False if it was not there."""
+    ident = str(destination_id)
+    if get_destination(conn, tenant_id=tenant_id, destination_id=destination_id) is None:
+        return False
+    for table in (dead_letters, leases, destination_state):
+        conn.execute(delete(table).where(table.c.destination_id == ident))
+    conn.execute(delete(destinations).where(_D.tenant_id == str(tenant_id), _D.id == ident))
+    return True
+
+
+def read_sealed_secret(conn: Connection, *, tenant_id: UUID, destination_id: UUID) -> str | None:
+    """The destination's credential as sealed by xavyo_siem.crypto, or None."""
+    return conn.execute(
+        select(_D.secret).where(_D.tenant_id == str(tenant_id), _D.id == str(destination_id))
+    ).scalar_one_or_none()
+
+
+def set_sealed_secret(
+    conn: Connection, *, tenant_id: UUID, destination_id: UUID, sealed: str | None
+) -> None:
+    """Replace (or, with None, remove) the destination's sealed credential."""
+    conn.execute(
+        update(destinations)
+        .where(_D.tenant_id == str(tenant_id), _D.id == str(destination_id))
+        .values(secret=sealed)
+    )
+
+
+def all_sealed_secrets(conn: Connection) -> Mapping[tuple[UUID, UUID], str]:
+    """Every stored sealed secret by (tenant, destination): for key rotation."""
+    rows = conn.execute(select(_D.tenant_id, _D.id, _D.secret).where(_D.secret.is_not(None)))
+    return {
+        (uuid_from_canonical(tenant), uuid_from_canonical(ident)): secret
+        for tenant, ident, secret in rows
+    }
