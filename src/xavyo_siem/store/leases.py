@@ -17,9 +17,13 @@ from sqlalchemy.exc import IntegrityError
 from xavyo_siem.model import to_epoch_us
 from xavyo_siem.store.tables import leases
 
-__all__ = ["Lease", "acquire_lease", "release_lease", "renew_lease"]
+__all__ = ["Lease", "LeaseLost", "acquire_lease", "release_lease", "renew_lease"]
 
 _L = leases.c
+
+
+class LeaseLost(Exception):
+    """Another worker owns the destination now; the loop that held it must stop writing."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,34 @@
+"""Prometheus metrics of delivery, per destination (served by `xavyo-siem run --metrics-port`)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+__all__ = [
+    "CIRCUIT_OPEN",
+    "DEAD_LETTERS",
+    "DELIVERED",
+    "FAILURES",
+    "LAG_EVENTS",
+    "LAG_SECONDS",
+    "LAST_SUCCESS",
+]
+
+_LABELS = ("tenant", "destination")
+
+DELIVERED = Counter("xavyo_siem_events_delivered", "Events the destination accepted.", _LABELS)
+FAILURES = Counter(
+    "xavyo_siem_delivery_failures", "Batches that failed (retry later or misconfigured).",
+    (*_LABELS, "kind"),
+)  # fmt: skip
+DEAD_LETTERS = Counter(
+    "xavyo_siem_dead_letters", "Events the destination refused for good.", _LABELS
+)
+CIRCUIT_OPEN = Gauge(
+    "xavyo_siem_circuit_open", "1 while the circuit is open or half-open, else 0.", _LABELS
+)
+LAST_SUCCESS = Gauge(
+    "xavyo_siem_last_success_timestamp_seconds", "When a batch was last delivered.", _LABELS
+)
+LAG_EVENTS = Gauge("xavyo_siem_lag_events", "Matching events not yet delivered.", _LABELS)
+LAG_SECONDS = Gauge("xavyo_siem_lag_seconds", "Age of the oldest event not yet delivered.", _LABELS)

@@ -1,0 +1,232 @@
+"""A worker process: leases destinations and runs one delivery loop for each it holds.
+
+Several workers may share one PostgreSQL store; each destination is leased to one worker at
+a time, renewed every third of its time to live. When a worker dies its leases expire and
+another worker continues from the stored cursor. On SQLite one worker runs at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import IO, TypeVar
+from uuid import UUID
+
+from sqlalchemy import Connection, Engine
+
+from xavyo_siem.delivery.base import Transport
+from xavyo_siem.errors import SiemError
+from xavyo_siem.model import AuditEvent, CircuitState, SiemDestination
+from xavyo_siem.pipeline import health
+from xavyo_siem.pipeline.export import DestinationLoop, PipelineSettings
+from xavyo_siem.store.destinations import enabled_destination_ids, get_destination
+from xavyo_siem.store.leases import Lease, LeaseLost, acquire_lease, release_lease, renew_lease
+
+__all__ = ["Components", "Worker", "WorkerSettings", "single_worker_lock"]
+
+log = logging.getLogger("xavyo_siem.pipeline")
+
+Formatter = Callable[[AuditEvent], str]
+Components = Callable[[SiemDestination], Awaitable[tuple[Transport, Formatter]]]
+_R = TypeVar("_R")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """How a worker shares the work."""
+
+    lease_ttl_s: float = 30.0
+    scan_interval_s: float = 2.0
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+
+
+@dataclass(slots=True)
+class _Running:
+    loop: DestinationLoop
+    task: asyncio.Task[None]
+    lease: Lease
+
+
+class Worker:
+    """Runs the delivery loops of the destinations it holds a lease on."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        open_components: Components,
+        settings: WorkerSettings | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.open_components = open_components
+        self.settings = settings or WorkerSettings()
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._running: dict[UUID, _Running] = {}
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        """Finish the batches in flight, close the transports, give the leases back."""
+        self._stop.set()
+
+    async def run(self, *, drain: bool = False) -> list[str]:
+        """Deliver until stopped or, with `drain`, until every destination has caught up.
+
+        Returns the reasons of destinations left stuck (misconfigured) when draining.
+        """
+        ttl = timedelta(seconds=self.settings.lease_ttl_s)
+        try:
+            while not self._stop.is_set():
+                await self._scan(ttl)
+                if drain and self._drained():
+                    return [
+                        f"{run.loop.destination.name}: {run.loop.stuck_reason}"
+                        for run in self._running.values()
+                        if run.loop.stuck_reason
+                    ]
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.settings.scan_interval_s)
+            return []
+        finally:
+            await self._stop_all()
+
+    def _drained(self) -> bool:
+        loops = [run.loop for run in self._running.values()]
+        return all(loop.caught_up.is_set() or loop.stuck_reason for loop in loops)
+
+    async def _scan(self, ttl: timedelta) -> None:
+        """Renew what we hold, drop what was disabled or lost, take what is free."""
+        wanted = dict(await self._store(lambda conn: _enabled(conn)))
+        for destination_id in list(self._running):
+            run = self._running[destination_id]
+            if run.task.done():
+                self._running.pop(destination_id)
+                continue
+            renewed = destination_id in wanted and await self._store(
+                partial(_renew, lease=run.lease, ttl=ttl)
+            )
+            if not renewed:
+                await self._finish(destination_id, release=destination_id not in wanted)
+        for destination_id, tenant_id in wanted.items():
+            if destination_id in self._running:
+                continue
+            lease = await self._store(
+                partial(_acquire, destination_id=destination_id, owner=self.owner, ttl=ttl)
+            )
+            if lease is not None:
+                await self._start(tenant_id, destination_id, lease)
+
+    async def _start(self, tenant_id: UUID, destination_id: UUID, lease: Lease) -> None:
+        destination = await self._store(
+            lambda conn: get_destination(conn, tenant_id=tenant_id, destination_id=destination_id)
+        )
+        if destination is None:
+            return
+        try:
+            transport, formatter = await self.open_components(destination)
+        except SiemError as exc:
+            reason = f"cannot be opened: {exc}"
+            log.error("destination %s %s", destination.name, reason)
+            await self._store(
+                lambda conn: health.record_failure(
+                    conn,
+                    destination,
+                    lease=lease,
+                    reason=reason,
+                    circuit_state=CircuitState.OPEN,
+                    misconfigured=True,
+                )
+            )
+            await self._store(lambda conn: release_lease(conn, lease=lease))
+            return
+        loop = DestinationLoop(
+            engine=self.engine,
+            destination=destination,
+            transport=transport,
+            formatter=formatter,
+            lease=lease,
+            settings=self.settings.pipeline,
+        )
+        task = asyncio.create_task(loop.run(), name=f"deliver:{destination.name}")
+        task.add_done_callback(lambda done: self._loop_ended(destination, done))
+        self._running[destination_id] = _Running(loop, task, lease)
+        log.info("worker %s delivers destination %s", self.owner, destination.name)
+
+    def _loop_ended(self, destination: SiemDestination, task: asyncio.Task[None]) -> None:
+        """No silent hangs: a loop that died says why; the next scan restarts it."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, LeaseLost):
+            log.warning("%s", exc)
+        elif exc is not None:
+            log.error("delivery loop of %s stopped: %r", destination.name, exc, exc_info=exc)
+
+    async def _finish(self, destination_id: UUID, *, release: bool) -> None:
+        run = self._running.pop(destination_id, None)
+        if run is None:
+            return
+        run.loop.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(run.task), timeout=30)
+        except (TimeoutError, LeaseLost):
+            run.task.cancel()
+        except Exception:  # already logged by _loop_ended
+            pass
+        await run.loop.transport.aclose()
+        if release:
+            await self._store(lambda conn: release_lease(conn, lease=run.lease))
+
+    async def _stop_all(self) -> None:
+        await asyncio.gather(
+            *(self._finish(ident, release=True) for ident in list(self._running)),
+            return_exceptions=True,
+        )
+
+    async def _store(self, work: Callable[[Connection], _R]) -> _R:
+        def run() -> _R:
+            with self.engine.begin() as conn:
+                return work(conn)
+
+        return await asyncio.to_thread(run)
+
+
+def _renew(conn: Connection, *, lease: Lease, ttl: timedelta) -> bool:
+    return renew_lease(conn, lease=lease, ttl=ttl, now=datetime.now(UTC))
+
+
+def _acquire(conn: Connection, *, destination_id: UUID, owner: str, ttl: timedelta) -> Lease | None:
+    return acquire_lease(
+        conn, destination_id=destination_id, owner=owner, ttl=ttl, now=datetime.now(UTC)
+    )
+
+
+def _enabled(conn: Connection) -> list[tuple[UUID, UUID]]:
+    return [(destination, tenant) for tenant, destination in enabled_destination_ids(conn)]
+
+
+def single_worker_lock(database_path: Path) -> IO[str]:
+    """Hold an exclusive lock beside a SQLite store; a second worker fails with a clear message."""
+    lock_path = database_path.with_name(database_path.name + ".worker.lock")
+    handle = lock_path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SiemError(
+            f"another `xavyo-siem run` already works on {database_path}; SQLite supports one "
+            "worker (use PostgreSQL to run several)"
+        ) from None
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
