@@ -564,7 +564,7 @@ class SiemDestination:
     format: ExportFormat
     endpoint: str
     options: Mapping[str, Any] = field(default_factory=dict)
-    filters: EventFilter = EventFilter()
+    filters: EventFilter = field(default_factory=EventFilter)
     rate_limit: RateLimit | None = None
     enabled: bool = True
     has_secret: bool = False

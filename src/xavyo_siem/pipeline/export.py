@@ -36,7 +36,8 @@ from xavyo_siem.pipeline import health
 from xavyo_siem.pipeline.circuit import CircuitBreaker
 from xavyo_siem.pipeline.rate_limit import TokenBucket
 from xavyo_siem.pipeline.retry import RetryPolicy
-from xavyo_siem.store.events import EventCursor, read_events_after
+from xavyo_siem.store.dead_letters import DeadLetter, replay_requested, settle_replay
+from xavyo_siem.store.events import EventCursor, read_events_after, read_events_by_id
 from xavyo_siem.store.leases import Lease, LeaseLost
 from xavyo_siem.store.state import read_state
 
@@ -61,11 +62,16 @@ class PipelineSettings:
 
 @dataclass(slots=True)
 class _Batch:
-    """A batch read from the store, formatted, waiting to be accepted."""
+    """A batch read from the store, formatted, waiting to be accepted.
+
+    A replay batch (dead letters sent again) has `replayed`, the dead-letter id of each
+    record's event, and does not move the cursor.
+    """
 
     records: list[Record]
     cursor: EventCursor
     unencodable: list[tuple[UUID, str]]
+    replayed: dict[str, int] | None = None
 
 
 class DestinationLoop:
@@ -128,7 +134,7 @@ class DestinationLoop:
         pending: _Batch | None = None
         while not self._stop.is_set():
             if pending is None:
-                pending = await self._read_batch(cursor)
+                pending = await self._read_replay(cursor) or await self._read_batch(cursor)
                 if pending is None:
                     self.caught_up.set()
                     await self._refresh_lag(cursor)
@@ -184,6 +190,36 @@ class DestinationLoop:
             records.append(Record(str(event.event_id), to_epoch_us(event.timestamp), text))
         return _Batch(records, page.cursor, unencodable)
 
+    async def _read_replay(self, cursor: EventCursor) -> _Batch | None:
+        """Dead letters an operator asked to send again, as a batch; None when there are none."""
+        destination = self.destination
+
+        def read(conn: Connection) -> tuple[list[DeadLetter], list[AuditEvent]]:
+            letters = replay_requested(
+                conn,
+                tenant_id=destination.tenant_id,
+                destination_id=destination.id,
+                limit=self.batch_size,
+            )
+            events = read_events_by_id(
+                conn, tenant_id=destination.tenant_id, event_ids=[d.event_id for d in letters]
+            )
+            return letters, events
+
+        letters, events = await self._store(read)
+        if not letters:
+            return None
+        by_event = {str(letter.event_id): letter.id for letter in letters}
+        records: list[Record] = []
+        for event in events:
+            try:
+                text = self.formatter(event)
+            except EncodeError:
+                continue  # still unencodable: it stays a dead letter
+            records.append(Record(str(event.event_id), to_epoch_us(event.timestamp), text))
+        replayed = {record.event_id: by_event[record.event_id] for record in records}
+        return _Batch(records, cursor, [], replayed) if records else None
+
     async def _skip(self, batch: _Batch) -> EventCursor:
         """Move past a page with nothing to send (filtered out, or all unencodable)."""
         await self._store(
@@ -220,6 +256,9 @@ class DestinationLoop:
                 return False
         self.circuit.record_success()
         self.stuck_reason = None
+        if batch.replayed is not None:
+            await self._settle_replay(batch, result)
+            return True
         await self._store(
             lambda conn: health.record_delivered(
                 conn,
@@ -232,6 +271,26 @@ class DestinationLoop:
             )
         )
         return True
+
+    async def _settle_replay(self, batch: _Batch, result: DeliveryResult) -> None:
+        assert batch.replayed is not None
+        refused_index = result.by_index if isinstance(result, Rejected) else {}
+        refused = {
+            batch.replayed[batch.records[index].event_id]: reason
+            for index, reason in refused_index.items()
+        }
+        delivered = [ident for ident in batch.replayed.values() if ident not in refused]
+        destination = self.destination
+        await self._store(
+            lambda conn: settle_replay(
+                conn,
+                tenant_id=destination.tenant_id,
+                destination_id=destination.id,
+                delivered=delivered,
+                refused=refused,
+            )
+        )
+        log.info("destination %s: replayed %d dead letter(s)", destination.name, len(delivered))
 
     async def _failed(self, reason: str, *, after_s: float | None, misconfigured: bool) -> None:
         state = self.circuit.record_failure(reason, misconfigured=misconfigured)

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, insert, select, update
 
 from xavyo_siem.model import format_timestamp, from_epoch_us, to_epoch_us, uuid_from_canonical
 from xavyo_siem.store.tables import dead_letters
 
-__all__ = ["DeadLetter", "add_dead_letters", "list_dead_letters", "remove_dead_letters"]
+__all__ = [
+    "DeadLetter",
+    "add_dead_letters",
+    "list_dead_letters",
+    "remove_dead_letters",
+    "replay_requested",
+    "request_replay",
+    "settle_replay",
+]
 
 _DL = dead_letters.c
 
@@ -53,6 +61,7 @@ def add_dead_letters(
             "destination_id": str(destination_id),
             "event_id": str(event_id),
             "reason": reason[:2000],
+            "replay": False,
             "created_us": to_epoch_us(now),
         }
         for event_id, reason in entries
@@ -92,3 +101,60 @@ def remove_dead_letters(
     if ids is not None:
         statement = statement.where(_DL.id.in_(list(ids)))
     return conn.execute(statement).rowcount
+
+
+def request_replay(
+    conn: Connection, *, tenant_id: UUID, destination_id: UUID, ids: Iterable[int] | None = None
+) -> int:
+    """Mark dead letters to be sent again by the destination's loop (all when `ids` is None).
+
+    The loop sends them before new events, through the same rate limit, and removes each
+    one the destination accepts; replaying never bypasses the pipeline.
+    """
+    statement = (
+        update(dead_letters)
+        .where(_DL.tenant_id == str(tenant_id), _DL.destination_id == str(destination_id))
+        .values(replay=True)
+    )
+    if ids is not None:
+        statement = statement.where(_DL.id.in_(list(ids)))
+    return conn.execute(statement).rowcount
+
+
+def replay_requested(
+    conn: Connection, *, tenant_id: UUID, destination_id: UUID, limit: int
+) -> list[DeadLetter]:
+    """Up to `limit` dead letters waiting to be sent again, oldest first."""
+    rows = conn.execute(
+        select(_DL.id, _DL.event_id, _DL.reason, _DL.created_us)
+        .where(
+            _DL.tenant_id == str(tenant_id),
+            _DL.destination_id == str(destination_id),
+            _DL.replay.is_(True),
+        )
+        .order_by(_DL.id)
+        .limit(limit)
+    )
+    return [
+        DeadLetter(ident, destination_id, uuid_from_canonical(event), reason, from_epoch_us(us))
+        for ident, event, reason, us in rows
+    ]
+
+
+def settle_replay(
+    conn: Connection,
+    *,
+    tenant_id: UUID,
+    destination_id: UUID,
+    delivered: Iterable[int],
+    refused: Mapping[int, str],
+) -> None:
+    """After a replay batch: delivered dead letters go; refused ones stay, with the new reason."""
+    base = (_DL.tenant_id == str(tenant_id), _DL.destination_id == str(destination_id))
+    delivered = list(delivered)
+    if delivered:
+        conn.execute(delete(dead_letters).where(*base, _DL.id.in_(delivered)))
+    for ident, reason in refused.items():
+        conn.execute(
+            update(dead_letters).where(*base, _DL.id == ident).values(replay=False, reason=reason)
+        )

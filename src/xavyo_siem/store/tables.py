@@ -122,6 +122,7 @@ dead_letters = Table(
     ),
     Column("event_id", String(36), nullable=False),
     Column("reason", Text, nullable=False),
+    Column("replay", Boolean, nullable=False, default=False),  # asked to be sent again
     Column("created_us", BigInteger, nullable=False),
     Index("ix_dead_letters_destination", "tenant_id", "destination_id", "id"),
     sqlite_autoincrement=True,

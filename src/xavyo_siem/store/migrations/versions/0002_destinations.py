@@ -72,6 +72,7 @@ def upgrade() -> None:
         ),
         sa.Column("event_id", sa.String(36), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("replay", sa.Boolean(), nullable=False, server_default=sa.false()),
         sa.Column("created_us", sa.BigInteger(), nullable=False),
         sqlite_autoincrement=True,
     )
