@@ -42,6 +42,12 @@ def _pg_schema_url(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
+@pytest.fixture
+def pg_url(pg_database_url: str) -> str:
+    """An empty PostgreSQL store URL (a new schema), for tests that are PostgreSQL-only."""
+    return _pg_schema_url(pg_database_url)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """An empty store URL: a new SQLite file, or a new schema in the run's PostgreSQL database."""

@@ -77,7 +77,7 @@ dead_letters_app = typer.Typer(
 )
 app.add_typer(dead_letters_app, name="dead-letters")
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _out() -> Console:

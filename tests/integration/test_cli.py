@@ -165,11 +165,9 @@ def test_missing_file_is_a_clear_usage_error(tmp_path: Path) -> None:
     assert "no such file" in result.stderr.decode()
 
 
-def test_db_upgrade_migrates_postgresql_and_reports_the_revision(pg_database_url: str) -> None:
+def test_db_upgrade_migrates_postgresql_and_reports_the_revision(pg_url: str) -> None:
     """`db upgrade` brings an empty PostgreSQL schema to the newest revision, then is a no-op."""
-    from conftest import _pg_schema_url
-
-    url = _pg_schema_url(pg_database_url)
+    url = pg_url
     first = cli("db", "upgrade", "--db", url)
     second = cli("db", "upgrade", "--db", url)
     assert first.returncode == 0, first.stderr
@@ -177,11 +175,9 @@ def test_db_upgrade_migrates_postgresql_and_reports_the_revision(pg_database_url
     assert b"already at revision" in second.stderr
 
 
-def test_unmigrated_postgresql_is_refused_with_the_fix(pg_database_url: str) -> None:
+def test_unmigrated_postgresql_is_refused_with_the_fix(pg_url: str) -> None:
     """Commands on an unmigrated PostgreSQL store say to run `db upgrade` instead of guessing."""
-    from conftest import _pg_schema_url
-
-    result = cli("ingest", "-", "--db", _pg_schema_url(pg_database_url), stdin=b"")
+    result = cli("ingest", "-", "--db", pg_url, stdin=b"")
     assert result.returncode == 1
     assert b"xavyo-siem db upgrade" in result.stderr
 

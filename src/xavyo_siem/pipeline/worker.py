@@ -30,7 +30,9 @@ from xavyo_siem.model import AuditEvent, CircuitState, SiemDestination
 from xavyo_siem.pipeline import health
 from xavyo_siem.pipeline.export import DestinationLoop, PipelineSettings
 from xavyo_siem.store.destinations import enabled_destination_ids, get_destination
+from xavyo_siem.store.events import measure_lag
 from xavyo_siem.store.leases import Lease, LeaseLost, acquire_lease, release_lease, renew_lease
+from xavyo_siem.store.state import read_state
 
 __all__ = ["Components", "Worker", "WorkerSettings", "single_worker_lock"]
 
@@ -73,6 +75,7 @@ class Worker:
         self.settings = settings or WorkerSettings()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._running: dict[UUID, _Running] = {}
+        self._wanted: dict[UUID, UUID] = {}
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -88,7 +91,7 @@ class Worker:
         try:
             while not self._stop.is_set():
                 await self._scan(ttl)
-                if drain and self._drained():
+                if drain and await self._drained():
                     return [
                         f"{run.loop.destination.name}: {run.loop.stuck_reason}"
                         for run in self._running.values()
@@ -100,13 +103,18 @@ class Worker:
         finally:
             await self._stop_all()
 
-    def _drained(self) -> bool:
+    async def _drained(self) -> bool:
+        """Every enabled destination has caught up: ours by their loops' word, the ones
+        another worker holds (or a dead one still holds) by their lag in the store."""
         loops = [run.loop for run in self._running.values()]
-        return all(loop.caught_up.is_set() or loop.stuck_reason for loop in loops)
+        if not all(loop.caught_up.is_set() or loop.stuck_reason for loop in loops):
+            return False
+        others = [key for key in self._wanted.items() if key[0] not in self._running]
+        return not others or await self._store(lambda conn: _all_caught_up(conn, others))
 
     async def _scan(self, ttl: timedelta) -> None:
         """Renew what we hold, drop what was disabled or lost, take what is free."""
-        wanted = dict(await self._store(lambda conn: _enabled(conn)))
+        wanted = self._wanted = dict(await self._store(lambda conn: _enabled(conn)))
         for destination_id in list(self._running):
             run = self._running[destination_id]
             if run.task.done():
@@ -209,6 +217,20 @@ def _acquire(conn: Connection, *, destination_id: UUID, owner: str, ttl: timedel
     return acquire_lease(
         conn, destination_id=destination_id, owner=owner, ttl=ttl, now=datetime.now(UTC)
     )
+
+
+def _all_caught_up(conn: Connection, destinations: list[tuple[UUID, UUID]]) -> bool:
+    for destination_id, tenant_id in destinations:
+        destination = get_destination(conn, tenant_id=tenant_id, destination_id=destination_id)
+        current = read_state(conn, tenant_id=tenant_id, destination_id=destination_id)
+        if destination is None or current is None:
+            continue
+        waiting, _ = measure_lag(
+            conn, tenant_id=tenant_id, after=current.cursor, filter=destination.filters, cap=1
+        )
+        if waiting:
+            return False
+    return True
 
 
 def _enabled(conn: Connection) -> list[tuple[UUID, UUID]]:
