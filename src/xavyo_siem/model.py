@@ -161,8 +161,8 @@ def from_epoch_us(us: int) -> datetime:
 
 
 def format_timestamp(ts: datetime) -> str:
-    """RFC 3339 in UTC with exactly six fraction digits and a `Z`."""
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 in UTC with a four-digit year, exactly six fraction digits and a `Z`."""
+    return ts.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _optional_timestamp(ts: datetime | None) -> str | None:

@@ -1,0 +1,372 @@
+"""Strict, independent parsers for the records xavyo_siem.format writes (tests only).
+
+Written from PROTOCOLS.md alone and sharing no code with the encoders: a parser either
+returns every field of exactly one record or raises `ParseError`. They are stricter than
+real consumers on purpose: any escape the spec does not define, any raw control character
+where a record must be one line, any repeated key or SD-ID is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "CefRecord",
+    "CsvField",
+    "ParseError",
+    "SyslogRecord",
+    "parse_cef",
+    "parse_csv",
+    "parse_json_line",
+    "parse_syslog",
+]
+
+
+class ParseError(ValueError):
+    """The text is not one well-formed record of its format."""
+
+
+def _no_line_breaks(text: str) -> None:
+    if "\n" in text or "\r" in text:
+        raise ParseError("a record must not contain a raw CR or LF")
+
+
+# ---------------------------------------------------------------------------------------
+# CEF (PROTOCOLS §1)
+
+
+@dataclass(frozen=True)
+class CefRecord:
+    """One parsed CEF line: the seven header fields (unescaped) and the extension pairs."""
+
+    version: str
+    vendor: str
+    product: str
+    device_version: str
+    signature_id: str
+    name: str
+    severity: str
+    extension: dict[str, str]
+
+
+_RAW_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_CEF_KEY = re.compile("[A-Za-z0-9]+")
+
+
+def parse_cef(line: str) -> CefRecord:
+    """Parse one CEF line strictly.
+
+    Header escapes are exactly `\\\\` and `\\|`; extension escapes `\\\\`, `\\=`, `\\n`, `\\r`.
+    """
+    _no_line_breaks(line)
+    if _RAW_CONTROL.search(line):
+        raise ParseError("raw control character in a CEF line")
+    if not line.startswith("CEF:"):
+        raise ParseError("a CEF line starts with 'CEF:'")
+    header: list[str] = []
+    current: list[str] = []
+    i = 4
+    while len(header) < 7:
+        if i >= len(line):
+            raise ParseError(f"the header ends after {len(header)} fields")
+        char = line[i]
+        if char == "\\":
+            nxt = line[i + 1 : i + 2]
+            if nxt not in ("\\", "|"):
+                raise ParseError(f"invalid header escape \\{nxt!r} at {i}")
+            current.append(nxt)
+            i += 2
+        elif char == "|":
+            header.append("".join(current))
+            current = []
+            i += 1
+        else:
+            current.append(char)
+            i += 1
+    extension = _parse_cef_extension(line[i:])
+    if header[0] != "0":
+        raise ParseError(f"CEF version must be 0, got {header[0]!r}")
+    for index, value in enumerate(header):
+        if value == "":
+            raise ParseError(f"header field {index} is empty")
+    return CefRecord(*header, extension=extension)
+
+
+def _parse_cef_extension(text: str) -> dict[str, str]:
+    if text == "":
+        return {}
+    # Split at unescaped '=' first: everything between two of them is "value SP key".
+    chunks: list[str] = []
+    start = 0
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            nxt = text[i + 1 : i + 2]
+            if nxt not in ("\\", "=", "n", "r"):
+                raise ParseError(f"invalid extension escape \\{nxt!r} at {i}")
+            i += 2
+        elif char == "=":
+            chunks.append(text[start:i])
+            start = i + 1
+            i += 1
+        else:
+            i += 1
+    chunks.append(text[start:])
+    if len(chunks) < 2:
+        raise ParseError("extension without a key=value pair")
+    keys = [chunks[0]]
+    raw_values = []
+    for middle in chunks[1:-1]:
+        value, sep, key = middle.rpartition(" ")
+        if not sep:
+            raise ParseError(f"no space before the key in {middle[-40:]!r}")
+        raw_values.append(value)
+        keys.append(key)
+    raw_values.append(chunks[-1])
+    pairs: dict[str, str] = {}
+    for key, raw in zip(keys, raw_values, strict=True):
+        if not _CEF_KEY.fullmatch(key):
+            raise ParseError(f"invalid extension key {key!r}")
+        if key in pairs:
+            raise ParseError(f"repeated extension key {key!r}")
+        pairs[key] = _unescape_cef_value(raw)
+    return pairs
+
+
+def _unescape_cef_value(raw: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(raw):
+        char = raw[i]
+        if char == "\\":
+            nxt = raw[i + 1]
+            out.append({"\\": "\\", "=": "=", "n": "\n", "r": "\r"}[nxt])
+            i += 2
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------
+# RFC 5424 (PROTOCOLS §2)
+
+
+@dataclass(frozen=True)
+class SyslogRecord:
+    """One parsed RFC 5424 message; `sd` maps SD-ID to its params (a name -> list of values)."""
+
+    pri: int
+    version: int
+    timestamp: str
+    hostname: str | None
+    app_name: str | None
+    procid: str | None
+    msgid: str | None
+    sd: dict[str, dict[str, list[str]]]
+    msg: str | None
+    bom: bool
+
+
+_TIMESTAMP = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?(Z|[+-]\d{2}:\d{2})"
+)
+_SD_NAME_CHARS = frozenset(chr(c) for c in range(33, 127)) - frozenset('= ]"')
+
+
+def _printusascii(value: str, limit: int, what: str) -> str | None:
+    if not 1 <= len(value) <= limit:
+        raise ParseError(f"{what} must be 1 to {limit} characters, got {len(value)}")
+    if any(not 33 <= ord(c) <= 126 for c in value):
+        raise ParseError(f"{what} must be printable US-ASCII: {value!r}")
+    return None if value == "-" else value
+
+
+def _sd_name(text: str, i: int, what: str) -> tuple[str, int]:
+    start = i
+    while i < len(text) and text[i] in _SD_NAME_CHARS:
+        i += 1
+    name = text[start:i]
+    if not 1 <= len(name) <= 32:
+        raise ParseError(f"{what} must be 1 to 32 characters, got {name!r}")
+    return name, i
+
+
+def parse_syslog(message: str) -> SyslogRecord:
+    """Parse one RFC 5424 message (no frame) per the ABNF of PROTOCOLS §2.1, strictly."""
+    _no_line_breaks(message)
+    match = re.match(r"<(0|[1-9]\d{0,2})>([1-9]\d{0,2}) ", message)
+    if match is None:
+        raise ParseError("message must start with <PRI>VERSION SP")
+    pri = int(match.group(1))
+    if pri > 191:
+        raise ParseError(f"PRI {pri} is over 191")
+    rest = message[match.end() :]
+    fields = rest.split(" ", 5)
+    if len(fields) < 6:
+        raise ParseError("header has fewer than six fields")
+    timestamp, hostname, app_name, procid, msgid, rest = fields
+    if timestamp != "-":
+        ts = _TIMESTAMP.fullmatch(timestamp)
+        if ts is None:
+            raise ParseError(f"bad TIMESTAMP {timestamp!r}")
+        if int(ts.group(6)) > 59:
+            raise ParseError("leap seconds are not allowed")
+    host = _printusascii(hostname, 255, "HOSTNAME")
+    app = _printusascii(app_name, 48, "APP-NAME")
+    proc = _printusascii(procid, 128, "PROCID")
+    mid = _printusascii(msgid, 32, "MSGID")
+    sd: dict[str, dict[str, list[str]]] = {}
+    i = 0
+    if rest.startswith("-"):
+        i = 1
+    else:
+        if not rest.startswith("["):
+            raise ParseError("STRUCTURED-DATA must be '-' or start with '['")
+        while i < len(rest) and rest[i] == "[":
+            sd_id, i = _sd_name(rest, i + 1, "SD-ID")
+            if sd_id in sd:
+                raise ParseError(f"repeated SD-ID {sd_id!r}")
+            params: dict[str, list[str]] = {}
+            while rest[i : i + 1] == " ":
+                name, i = _sd_name(rest, i + 1, "PARAM-NAME")
+                if rest[i : i + 2] != '="':
+                    raise ParseError(f"PARAM-NAME {name!r} not followed by '=\"'")
+                i += 2
+                value: list[str] = []
+                while True:
+                    if i >= len(rest):
+                        raise ParseError("unterminated PARAM-VALUE")
+                    char = rest[i]
+                    if char == "\\":
+                        nxt = rest[i + 1 : i + 2]
+                        if nxt not in ('"', "\\", "]"):
+                            raise ParseError(f"backslash before {nxt!r}: '\\' must be escaped")
+                        value.append(nxt)
+                        i += 2
+                    elif char == '"':
+                        i += 1
+                        break
+                    elif char == "]":
+                        raise ParseError("unescaped ']' in a PARAM-VALUE")
+                    else:
+                        value.append(char)
+                        i += 1
+                params.setdefault(name, []).append("".join(value))
+            if rest[i : i + 1] != "]":
+                raise ParseError(f"SD-ELEMENT {sd_id!r} not closed by ']'")
+            i += 1
+            sd[sd_id] = params
+    msg: str | None = None
+    bom = False
+    if i < len(rest):
+        if rest[i] != " ":
+            raise ParseError("STRUCTURED-DATA must be followed by SP or the end")
+        msg = rest[i + 1 :]
+        if msg.startswith("\ufeff"):
+            bom = True
+            msg = msg[1:]
+    return SyslogRecord(
+        pri=pri,
+        version=int(match.group(2)),
+        timestamp=timestamp,
+        hostname=host,
+        app_name=app,
+        procid=proc,
+        msgid=mid,
+        sd=sd,
+        msg=msg,
+        bom=bom,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# JSON lines
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ParseError(f"repeated JSON key {key!r}")
+        out[key] = value
+    return out
+
+
+def parse_json_line(line: str) -> dict[str, Any]:
+    """Parse one JSON line with the stdlib: one object, no raw line break, no repeated key."""
+    _no_line_breaks(line)
+    try:
+        value = json.loads(line, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise ParseError(str(exc)) from None
+    if not isinstance(value, dict):
+        raise ParseError("a JSON line must hold one object")
+    return value
+
+
+# ---------------------------------------------------------------------------------------
+# CSV (PROTOCOLS §8.1, RFC 4180)
+
+
+@dataclass(frozen=True)
+class CsvField:
+    """One CSV field and whether it was quoted (an unquoted empty field is 'absent')."""
+
+    value: str
+    quoted: bool
+
+
+def parse_csv(text: str) -> list[list[CsvField]]:
+    """Parse RFC 4180 text: records end in CRLF, any other CR or LF must be inside quotes."""
+    records: list[list[CsvField]] = []
+    record: list[CsvField] = []
+    i = 0
+    n = len(text)
+    if n == 0:
+        return records
+    while True:
+        if i < n and text[i] == '"':
+            i += 1
+            chars: list[str] = []
+            while True:
+                if i >= n:
+                    raise ParseError("unterminated quoted field")
+                if text[i] == '"':
+                    if text[i + 1 : i + 2] == '"':
+                        chars.append('"')
+                        i += 2
+                        continue
+                    i += 1
+                    break
+                chars.append(text[i])
+                i += 1
+            record.append(CsvField("".join(chars), quoted=True))
+        else:
+            start = i
+            while i < n and text[i] not in ',"\r\n':
+                i += 1
+            if i < n and text[i] == '"':
+                raise ParseError("a quote inside an unquoted field")
+            record.append(CsvField(text[start:i], quoted=False))
+        if i >= n:
+            raise ParseError("the last record does not end in CRLF")
+        if text[i] == ",":
+            i += 1
+            continue
+        if text[i : i + 2] == "\r\n":
+            records.append(record)
+            record = []
+            i += 2
+            if i == n:
+                break
+            continue
+        raise ParseError(f"bare CR or LF, or junk after a quoted field, at {i}")
+    widths = {len(r) for r in records}
+    if len(widths) > 1:
+        raise ParseError(f"records have different field counts: {sorted(widths)}")
+    return records

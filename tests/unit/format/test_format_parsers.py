@@ -1,0 +1,88 @@
+"""The strict test parsers reject what PROTOCOLS.md forbids, so passing properties mean a thing."""
+
+from __future__ import annotations
+
+import pytest
+
+from format_parsers import ParseError, parse_cef, parse_csv, parse_json_line, parse_syslog
+
+
+def test_cef_parser_reads_spec_examples() -> None:
+    """A header with `\\|` and an extension with `\\=`, `\\n` and spaces parse as documented."""
+    record = parse_cef("CEF:0|V|P|1|sig|a\\|b|5|act=x\\=y msg=two words\\nline rt=0")
+    assert record.name == "a|b"
+    assert record.extension == {"act": "x=y", "msg": "two words\nline", "rt": "0"}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "CEF:0|V|P|1|sig|name|5|k=a\\|b",  # \| is not an extension escape
+        "CEF:0|V|P|1|sig|name|5|k=a\\",  # dangling backslash
+        "CEF:0|V|P|1|sig|name|5|k=a=b",  # unescaped = forges a key "k=a" / bad key
+        "CEF:0|V|P|1|sig|name|5|k=a k=b",  # repeated key
+        "CEF:0|V|P|1|sig|na\\=me|5|k=a",  # \= is not a header escape
+        "CEF:0|V|P|1|sig|name|5|k=a\nCEF:0|V|P|1|s|n|5|",  # two lines
+        "CEF:0|V|P|1|sig|name|5|k=\x1b",  # raw control
+        "CEF:0|V|P|1||name|5|k=a",  # empty header field
+        "CEF:0|V|P|1|sig|name",  # short header
+    ],
+)
+def test_cef_parser_rejects_malformed_lines(line: str) -> None:
+    """Invalid escapes, forged or repeated keys, raw controls and short headers are errors."""
+    with pytest.raises(ParseError):
+        parse_cef(line)
+
+
+def test_syslog_parser_reads_the_rfc_example_shape() -> None:
+    """A message with two SD elements and a BOM MSG parses into its parts."""
+    record = parse_syslog(
+        '<165>1 2003-10-11T22:14:15.003Z host app - ID47 [a@1 x="\\"q\\"" y="\\]"][b@1] \ufeffhi'
+    )
+    assert (record.pri, record.msgid, record.msg, record.bom) == (165, "ID47", "hi", True)
+    assert record.sd == {"a@1": {"x": ['"q"'], "y": ["]"]}, "b@1": {}}
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "<192>1 - - - - - -",  # PRI over 191
+        "<013>1 - - - - - -",  # leading zero
+        "<13>1 2024-01-01T00:00:60Z - - - - -",  # leap second
+        "<13>1 2024-01-01T00:00:00.1234567Z - - - - -",  # seven fraction digits
+        "<13>1 - h\u00e9 - - - -",  # non-ASCII HOSTNAME
+        "<13>1 - - - - " + "m" * 33 + " -",  # MSGID too long
+        '<13>1 - - - - - [a@1 x="]"]',  # unescaped ]
+        '<13>1 - - - - - [a@1 x="\\n"]',  # backslash not escaped
+        "<13>1 - - - - - [a@1][a@1]",  # repeated SD-ID
+        '<13>1 - - - - - [a@1 x="v"] [b@1]'.replace(" [b", "\n[b"),  # raw LF
+        '<13>1 - - - - - [a@1 x="v"',  # unclosed element
+    ],
+)
+def test_syslog_parser_rejects_malformed_messages(message: str) -> None:
+    """The ABNF limits of PROTOCOLS §2.1 are enforced."""
+    with pytest.raises(ParseError):
+        parse_syslog(message)
+
+
+@pytest.mark.parametrize("line", ['{"a":1}\n', '{"a":1,"a":2}', "[1]", "{"])
+def test_json_parser_rejects_non_records(line: str) -> None:
+    """A raw newline, a repeated key, a non-object or broken JSON is an error."""
+    with pytest.raises(ParseError):
+        parse_json_line(line)
+
+
+def test_csv_parser_tells_quoted_empty_from_absent() -> None:
+    """`""` is a quoted empty field and an empty unquoted field is absent."""
+    (record,) = parse_csv('"a",,""\r\n')
+    assert [(f.value, f.quoted) for f in record] == [("a", True), ("", False), ("", True)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['"a"\n', '"a","b"', 'a"b"\r\n', '"a"x\r\n', '"a\r\n', '"a"\r\n"b","c"\r\n'],
+)
+def test_csv_parser_rejects_malformed_text(text: str) -> None:
+    """Bare LF, a missing CRLF, stray quotes and ragged records are errors."""
+    with pytest.raises(ParseError):
+        parse_csv(text)
