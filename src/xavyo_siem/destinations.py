@@ -155,12 +155,10 @@ def check_destination(spec: DestinationSpec, *, development: bool) -> TransportC
             raise InvalidDestination("rate_limit.events_per_s", "must be a positive number")
         if spec.rate_limit.burst < 1:
             raise InvalidDestination("rate_limit.burst", "must be at least 1")
-    start = spec.options.get("start", "now")
-    _parse_start(start)
     transport_options = {
         key: value
         for key, value in spec.options.items()
-        if key not in FORMAT_OPTIONS and key != "start"
+        if key not in FORMAT_OPTIONS
     }
     config = validate_destination(
         spec.delivery_type, spec.endpoint, transport_options, development=development
@@ -169,28 +167,13 @@ def check_destination(spec: DestinationSpec, *, development: bool) -> TransportC
     return config
 
 
-def _parse_start(value: object) -> str | datetime:
-    if value in ("now", "beginning"):
-        return str(value)
-    if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            moment = None
-        if moment is not None and moment.tzinfo is not None:
-            return moment.astimezone(UTC)
-    raise InvalidDestination(
-        "options.start", "must be now, beginning or an ISO 8601 time with offset"
-    )
-
-
-def _start_cursor(conn: Connection, tenant_id: UUID, start: object) -> EventCursor:
-    where = _parse_start(start)
-    if where == "beginning":
+def _start_cursor(conn: Connection, tenant_id: UUID, start: str) -> EventCursor:
+    """Where a new destination begins: `now`, `beginning`, or an ISO time (validated)."""
+    if start == "beginning":
         return START
-    if where == "now":
+    if start == "now":
         return head_cursor(conn, tenant_id=tenant_id)
-    assert isinstance(where, datetime)
+    where = datetime.fromisoformat(start)
     c = audit_events.c
     first = conn.execute(
         select(c.txid, c.seq)
@@ -215,7 +198,7 @@ def add_destination(
     development: bool,
 ) -> SiemDestination:
     """Validate and store a new destination; its credential is sealed before it is stored."""
-    check_destination(spec, development=development)
+    config = check_destination(spec, development=development)
     if spec.delivery_type is DeliveryType.SPLUNK_HEC and not secret:
         raise InvalidDestination("secret", "a Splunk HEC destination needs its token")
     destination_id = uuid.uuid4()
@@ -238,7 +221,7 @@ def add_destination(
     with engine.begin() as conn:
         if rows.find_destination(conn, tenant_id=tenant_id, name=spec.name) is not None:
             raise InvalidDestination("name", f"the tenant already has a destination {spec.name!r}")
-        cursor = _start_cursor(conn, tenant_id, spec.options.get("start", "now"))
+        cursor = _start_cursor(conn, tenant_id, config.start)
         return rows.insert_destination(
             conn, destination=destination, sealed_secret=sealed, cursor=cursor
         )

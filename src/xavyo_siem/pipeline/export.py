@@ -37,7 +37,7 @@ from xavyo_siem.pipeline.circuit import CircuitBreaker
 from xavyo_siem.pipeline.rate_limit import TokenBucket
 from xavyo_siem.pipeline.retry import RetryPolicy
 from xavyo_siem.store.dead_letters import DeadLetter, replay_requested, settle_replay
-from xavyo_siem.store.events import EventCursor, read_events_after, read_events_by_id
+from xavyo_siem.store.events import EventCursor, measure_lag, read_events_after, read_events_by_id
 from xavyo_siem.store.leases import Lease, LeaseLost
 from xavyo_siem.store.state import read_state
 
@@ -136,7 +136,8 @@ class DestinationLoop:
             if pending is None:
                 pending = await self._read_replay(cursor) or await self._read_batch(cursor)
                 if pending is None:
-                    self.caught_up.set()
+                    if await self._nothing_waits(cursor):
+                        self.caught_up.set()
                     await self._refresh_lag(cursor)
                     await self._sleep(self.settings.poll_interval_s)
                     continue
@@ -189,6 +190,24 @@ class DestinationLoop:
                 continue
             records.append(Record(str(event.event_id), to_epoch_us(event.timestamp), text))
         return _Batch(records, page.cursor, unencodable)
+
+    async def _nothing_waits(self, cursor: EventCursor) -> bool:
+        """True when no event of the tenant waits after the cursor, final or not.
+
+        An empty read can also mean that events are stored but not yet final (a transaction
+        elsewhere is still open, see docs/store.md); that is not "caught up".
+        """
+        destination = self.destination
+        waiting, _ = await self._store(
+            lambda conn: measure_lag(
+                conn,
+                tenant_id=destination.tenant_id,
+                after=cursor,
+                filter=destination.filters,
+                cap=1,
+            )
+        )
+        return waiting == 0
 
     async def _read_replay(self, cursor: EventCursor) -> _Batch | None:
         """Dead letters an operator asked to send again, as a batch; None when there are none."""

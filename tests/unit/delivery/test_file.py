@@ -1,0 +1,90 @@
+"""The file transport: appends one line per record, durable per batch, no partial batches."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import stat
+from pathlib import Path
+
+from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, RetryLater
+from xavyo_siem.delivery.file import FileTransport
+from xavyo_siem.delivery.options import FileConfig, validate_destination
+
+
+def records(count: int, tag: str = "r") -> list[Record]:
+    return [Record(f"{tag}{i}", i, f'{{"event":"{tag}{i}","name":"zoë"}}') for i in range(count)]
+
+
+def transport(path: Path) -> FileTransport:
+    config = validate_destination("file", path.as_uri(), {}, development=False)
+    assert isinstance(config, FileConfig)
+    return FileTransport(config)
+
+
+async def test_batches_are_appended_one_line_per_record(tmp_path: Path) -> None:
+    """Each batch is appended after the previous one, one UTF-8 line per record."""
+    path = tmp_path / "export.jsonl"
+    sender = transport(path)
+    assert await sender.check() == Delivered()
+    assert await sender.send(records(3, "a")) == Delivered()
+    assert await sender.send(records(2, "b")) == Delivered()
+    await sender.aclose()
+    assert path.read_text(encoding="utf-8").splitlines() == [
+        r.text for r in records(3, "a") + records(2, "b")
+    ]
+
+
+async def test_existing_file_is_appended_to_and_new_file_is_private(tmp_path: Path) -> None:
+    """An existing file keeps its content; a new file is created readable by its owner only."""
+    existing = tmp_path / "old.log"
+    existing.write_text("kept\n")
+    sender = transport(existing)
+    assert await sender.send(records(1)) == Delivered()
+    await sender.aclose()
+    assert existing.read_text(encoding="utf-8").splitlines() == ["kept", records(1)[0].text]
+    fresh = tmp_path / "new.log"
+    sender = transport(fresh)
+    assert await sender.send(records(1)) == Delivered()
+    await sender.aclose()
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+
+
+async def test_missing_directory_is_misconfigured(tmp_path: Path) -> None:
+    """A file in a directory that does not exist cannot be written: Misconfigured."""
+    sender = transport(tmp_path / "absent" / "x.log")
+    for result in (await sender.check(), await sender.send(records(1))):
+        assert isinstance(result, Misconfigured)
+        assert "No such file or directory" in result.reason
+
+
+async def test_path_that_is_a_directory_is_misconfigured(tmp_path: Path) -> None:
+    """A path naming a directory is Misconfigured, not retried."""
+    (tmp_path / "dir.log").mkdir()
+    result = await transport(tmp_path / "dir.log").send(records(1))
+    assert isinstance(result, Misconfigured)
+
+
+async def test_failed_batch_is_rolled_back(tmp_path: Path) -> None:
+    """A batch that fails half-way (file size limit) is removed again: RetryLater, no partial."""
+    path = tmp_path / "limited.log"
+    sender = transport(path)
+    assert await sender.send(records(2, "ok")) == Delivered()
+    size = path.stat().st_size
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 100, hard))
+    try:
+        result = await sender.send(records(50, "big"))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert isinstance(result, RetryLater)
+    assert path.stat().st_size == size
+    assert await sender.send(records(1, "after")) == Delivered()
+    await sender.aclose()
+    assert path.read_text(encoding="utf-8").splitlines() == [
+        r.text for r in records(2, "ok") + records(1, "after")
+    ]
+    assert os.path.getsize(path) > size
