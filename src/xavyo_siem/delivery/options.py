@@ -13,17 +13,27 @@ every such option and the options that type accepts.
 
 Options every delivery type accepts (the pipeline sizes its batches with them):
 
-| option | type | default | meaning |
-| --- | --- | --- | --- |
-| `batch_max_events` | int 1..100000 | per type | events per batch (per request for HTTP) |
-| `batch_max_bytes` | int 1024..67108864 | per type | encoded bytes per batch |
-| `start` | `now` / `beginning` / ISO 8601 time | `now` | where a new destination's cursor starts |
+* `batch_max_events`: int 1..100000, events per batch (HTTP: also per request); default
+  syslog 1000, webhook 100, HEC 500, file 1000.
+* `batch_max_bytes`: int 1024..67108864, encoded bytes per batch (HTTP: uncompressed bytes
+  per request); default syslog 1 MiB, webhook 256 KiB, HEC 1 MiB, file 4 MiB.
+* `start`: `now` (default), `beginning` or an ISO 8601 time with a UTC offset, where a new
+  destination's cursor starts.
 
-Per type (see docs/delivery.md): `framing`, `timeout_s` (syslog TCP); `ca_file`,
-`cert_file`, `key_file`, `fingerprint`, `server_name`, `tls_verify`, `timeout_s` (syslog
-TLS); `max_datagram_bytes`, `timeout_s` (syslog UDP); `body`, `gzip`, `ca_file`,
-`tls_verify`, `timeout_s` (webhook); `gzip`, `ack`, `index`, `source`, `sourcetype`, `host`,
-`ca_file`, `tls_verify`, `timeout_s` (Splunk HEC); none beyond the common ones (file).
+Per type, defaults in parentheses (types, ranges and meanings in docs/delivery.md):
+
+* syslog TCP: `framing` (`octet`), `timeout_s` (10).
+* syslog TLS: `framing` (`octet`, the only value allowed), `timeout_s` (10), and the TLS
+  options `ca_file`, `cert_file`, `key_file`, `fingerprint`, `server_name`, `tls_verify` (true).
+* syslog UDP: `max_datagram_bytes` (2048), `timeout_s` (10).
+* webhook: `body` (`json_array`), `gzip` (false), `timeout_s` (30), and the TLS options.
+* Splunk HEC: `gzip` (true), `ack` (false), `index`, `source`, `sourcetype`, `host` (unset),
+  `timeout_s` (30), `ack_timeout_s` (120), `ack_poll_interval_s` (1), `ack_max_pending`
+  (16), `max_requests_in_flight` (3), and the TLS options.
+* file: none beyond the common ones.
+
+Over HTTPS (webhook, HEC) a `fingerprint` replaces the chain check and cannot be combined
+with `ca_file` or `cert_file`; `key_file` needs `cert_file` for every type.
 
 `tls_verify=false` turns certificate verification off. It is refused unless the process
 runs in development mode, and logs a warning on the `xavyo_siem.delivery` logger when it
@@ -147,7 +157,7 @@ class HecConfig:
 
     delivery_type: DeliveryType = DeliveryType.SPLUNK_HEC
     url: str
-    gzip: bool = False
+    gzip: bool = True
     ack: bool = False
     index: str | None = None
     source: str | None = None
@@ -629,7 +639,7 @@ def validate_destination(
         cert_file, key_file, fingerprint, server_name = http_tls()
         return HecConfig(
             url=url,
-            gzip=opt.get("gzip", _bool, False),
+            gzip=opt.get("gzip", _bool, True),
             ack=opt.get("ack", _bool, False),
             index=opt.get("index", lambda n, v: _text(n, v, 80), None),
             source=opt.get("source", _text, None),

@@ -84,3 +84,11 @@ def test_webhook_refuses_hec_only_options() -> None:
     """Options of another delivery type are refused, and the message names them."""
     with pytest.raises(InvalidDestination, match="ack_timeout_s"):
         webhook({"ack_timeout_s": 5})
+
+
+def test_hec_compresses_by_default_and_webhooks_do_not() -> None:
+    """HEC batches are gzipped unless the destination says otherwise; webhook bodies are not."""
+    hec = validate_destination("splunk_hec", "https://splunk.example:8088", {}, development=False)
+    webhook = validate_destination("webhook", "https://hooks.example/x", {}, development=False)
+    assert hec.gzip is True  # type: ignore[union-attr]
+    assert webhook.gzip is False  # type: ignore[union-attr]
