@@ -8,6 +8,7 @@ then is anything written, in one transaction, so a bad request changes nothing.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,8 @@ from xavyo_siem.delivery import (
     open_transport,
     validate_destination,
 )
+from xavyo_siem.delivery.webhook import WebhookCredentials
+from xavyo_siem.egress import EgressDenied, EgressGuard, check_egress, endpoint_host_port
 from xavyo_siem.errors import EncodeError, InvalidDestination, InvalidFilter, SiemError
 from xavyo_siem.format import CefFormatter, CsvFormatter, SyslogFormatter, to_json
 from xavyo_siem.model import (
@@ -71,6 +74,7 @@ _SYSLOG_TYPES: Final = frozenset(
     (DeliveryType.SYSLOG_TCP, DeliveryType.SYSLOG_TLS, DeliveryType.SYSLOG_UDP)
 )
 _INT_FORMAT_OPTIONS: Final = frozenset(("facility", "enterprise_number"))
+_AUTH_FAILURE: Final = re.compile(r"HTTP 40[13]\b|HEC code [1-4]\b|\btoken\b")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,9 +160,7 @@ def check_destination(spec: DestinationSpec, *, development: bool) -> TransportC
         if spec.rate_limit.burst < 1:
             raise InvalidDestination("rate_limit.burst", "must be at least 1")
     transport_options = {
-        key: value
-        for key, value in spec.options.items()
-        if key not in FORMAT_OPTIONS
+        key: value for key, value in spec.options.items() if key not in FORMAT_OPTIONS
     }
     config = validate_destination(
         spec.delivery_type, spec.endpoint, transport_options, development=development
@@ -196,11 +198,18 @@ def add_destination(
     secret: str | None,
     keyring: KeyRing | None,
     development: bool,
+    egress: EgressGuard | None = None,
 ) -> SiemDestination:
-    """Validate and store a new destination; its credential is sealed before it is stored."""
+    """Validate and store a new destination; its credential is sealed before it is stored.
+
+    The endpoint's host is resolved and every address checked by `egress` (default: no
+    internal address allowed), see xavyo_siem.egress.
+    """
     config = check_destination(spec, development=development)
     if spec.delivery_type is DeliveryType.SPLUNK_HEC and not secret:
         raise InvalidDestination("secret", "a Splunk HEC destination needs its token")
+    _check_secret(spec.delivery_type, secret)
+    _check_reachable(spec.endpoint, egress)
     destination_id = uuid.uuid4()
     now = datetime.now(UTC)
     sealed = _seal(keyring, secret, tenant_id, destination_id)
@@ -225,6 +234,19 @@ def add_destination(
         return rows.insert_destination(
             conn, destination=destination, sealed_secret=sealed, cursor=cursor
         )
+
+
+def _check_secret(delivery_type: DeliveryType, secret: str | None) -> None:
+    """Refuse a credential of the wrong form now rather than at the first delivery."""
+    if secret is not None and delivery_type is DeliveryType.WEBHOOK:
+        WebhookCredentials.from_secret(secret)
+
+
+def _check_reachable(endpoint: str, egress: EgressGuard | None) -> None:
+    """The SSRF guard at save time: the endpoint's host resolves only to allowed addresses."""
+    target = endpoint_host_port(endpoint)
+    if target is not None:
+        (egress or EgressGuard()).resolve(*target)
 
 
 def _seal(
@@ -253,10 +275,12 @@ def update_destination(
     secret: str | None = None,
     keyring: KeyRing | None,
     development: bool,
+    egress: EgressGuard | None = None,
 ) -> SiemDestination:
     """Change some settings (`name`, `endpoint`, `format`, `options`, `filters`,
     `rate_limit`, `enabled`); options given are merged, None removes one. A new secret
-    replaces the old one. Everything is validated before anything is written."""
+    replaces the old one. Everything is validated before anything is written; a new
+    endpoint is checked by the SSRF guard (`egress`) as in `add_destination`."""
     allowed = {"name", "endpoint", "format", "options", "filters", "rate_limit", "enabled"}
     unknown = set(changes) - allowed
     if unknown:
@@ -288,6 +312,9 @@ def update_destination(
             enabled=bool(changes.get("enabled", current.enabled)),
         )
         check_destination(_spec_of(updated), development=development)
+        _check_secret(updated.delivery_type, secret)
+        if updated.endpoint != current.endpoint:
+            _check_reachable(updated.endpoint, egress)
         if updated.name != current.name:
             clash = rows.find_destination(conn, tenant_id=tenant_id, name=updated.name)
             if clash is not None:
@@ -341,9 +368,18 @@ def _spec_of(destination: SiemDestination) -> DestinationSpec:
 
 
 async def open_destination(
-    engine: Engine, destination: SiemDestination, *, settings: Settings, keyring: KeyRing | None
+    engine: Engine,
+    destination: SiemDestination,
+    *,
+    settings: Settings,
+    keyring: KeyRing | None,
+    egress: EgressGuard | None = None,
 ) -> tuple[Transport, Formatter]:
-    """The transport and formatter that deliver to `destination`, its secret decrypted."""
+    """The transport and formatter that deliver to `destination`, its secret decrypted.
+
+    The transport connects only to addresses the SSRF guard allows, checked at every
+    connect (`egress`; default: the guard of `settings.egress_allow`).
+    """
     spec = _spec_of(destination)
     config = check_destination(spec, development=settings.development)
 
@@ -366,6 +402,7 @@ async def open_destination(
         secret=secret,
         event_is_json=destination.format is ExportFormat.JSON,
         development=settings.development,
+        egress=EgressGuard.from_settings(settings) if egress is None else egress,
     )
     return transport, formatter_for(spec)
 
@@ -387,28 +424,110 @@ def test_event(tenant_id: UUID) -> AuditEvent:
 
 
 async def test_destination(
-    engine: Engine, destination: SiemDestination, *, settings: Settings, keyring: KeyRing | None
+    engine: Engine,
+    destination: SiemDestination,
+    *,
+    settings: Settings,
+    keyring: KeyRing | None,
+    egress: EgressGuard | None = None,  # noqa: PT028 - not a pytest test
 ) -> list[TestStep]:
-    """Check the settings, probe the destination, then send one test event; stop at a failure."""
+    """Check the settings, resolve, probe the destination, then send one test event.
+
+    The steps, in order, stopping at the first failure: `configuration` (settings valid,
+    credential opens), `resolve` (the host's addresses, each allowed by the SSRF guard),
+    `connect`, `tls` (TLS transports: the peer's certificate verified), `authenticate`
+    (HEC token, webhook credentials), `deliver` (the test event accepted).
+    """
+    guard = EgressGuard.from_settings(settings) if egress is None else egress
     steps: list[TestStep] = []
     try:
         transport, formatter = await open_destination(
-            engine, destination, settings=settings, keyring=keyring
+            engine, destination, settings=settings, keyring=keyring, egress=guard
         )
     except SiemError as exc:
         return [TestStep("configuration", False, str(exc))]
     steps.append(TestStep("configuration", True, f"{destination.delivery_type.value} ok"))
     try:
+        target = endpoint_host_port(destination.endpoint)
+        if target is not None:
+            steps.append(await _resolve_step(*target, guard))
+            if not steps[-1].ok:
+                return steps
         probe = await transport.check()
-        steps.append(TestStep("connect", isinstance(probe, Delivered), _describe(probe)))
+        steps += _probe_steps(destination, probe)
         if isinstance(probe, Delivered):
             event = test_event(destination.tenant_id)
             record = Record(str(event.event_id), to_epoch_us(event.timestamp), formatter(event))
             result = await transport.send([record])
-            steps.append(TestStep("deliver", isinstance(result, Delivered), _describe(result)))
+            steps += _delivery_steps(destination, result)
     finally:
         await transport.aclose()
     return steps
+
+
+async def _resolve_step(host: str, port: int, guard: EgressGuard) -> TestStep:
+    try:
+        infos = await check_egress(host, port, guard)
+    except EgressDenied as exc:
+        return TestStep("resolve", False, exc.reason)
+    except (OSError, TimeoutError) as exc:
+        detail = getattr(exc, "strerror", None) or type(exc).__name__
+        return TestStep("resolve", False, f"{host} does not resolve ({detail})")
+    addresses = ", ".join(dict.fromkeys(str(info[4][0]) for info in infos))
+    return TestStep("resolve", True, f"{host}: {addresses}")
+
+
+def _uses_tls(destination: SiemDestination) -> bool:
+    return destination.delivery_type is DeliveryType.SYSLOG_TLS or (
+        destination.endpoint.lower().startswith("https://")
+    )
+
+
+def _is_auth_failure(reason: str) -> bool:
+    """Whether a transport's reason says the peer refused our credential."""
+    return _AUTH_FAILURE.search(reason) is not None
+
+
+def _probe_steps(destination: SiemDestination, probe: object) -> list[TestStep]:
+    """`transport.check()` as steps: connect, then TLS and (HEC) the token probe."""
+    tls = _uses_tls(destination)
+    hec = destination.delivery_type is DeliveryType.SPLUNK_HEC
+    connected = TestStep("connect", True, "connected")
+    verified = TestStep("tls", True, _tls_detail(destination))
+    if isinstance(probe, Delivered):
+        steps = [connected] + ([verified] if tls else [])
+        if hec:
+            steps.append(TestStep("authenticate", True, "the HEC token was accepted"))
+        return steps
+    reason = _describe(probe)
+    if tls and ("TLS" in reason or "certificate" in reason):
+        return [connected, TestStep("tls", False, reason)]
+    if hec and _is_auth_failure(reason):
+        return [connected, *([verified] if tls else []), TestStep("authenticate", False, reason)]
+    return [TestStep("connect", False, reason)]
+
+
+def _tls_detail(destination: SiemDestination) -> str:
+    options = destination.options
+    if str(options.get("tls_verify", "true")).strip().lower() in ("false", "no", "off", "0"):
+        return "handshake done; verification is OFF (development mode)"
+    if options.get("fingerprint") and not options.get("ca_file"):
+        return "the peer's certificate matches the pinned fingerprint"
+    return "the peer's certificate chain and host name verified"
+
+
+def _delivery_steps(destination: SiemDestination, result: object) -> list[TestStep]:
+    """The test event's send as steps: webhook credentials, then acceptance."""
+    webhook = destination.delivery_type is DeliveryType.WEBHOOK
+    if isinstance(result, Delivered):
+        steps = []
+        if webhook and destination.has_secret:
+            steps.append(TestStep("authenticate", True, "the receiver accepted our credentials"))
+        return [*steps, TestStep("deliver", True, "accepted")]
+    reason = _describe(result)
+    if webhook and _is_auth_failure(reason):
+        return [TestStep("authenticate", False, reason)]
+    return [TestStep("deliver", False, reason)]
 
 
 def _describe(result: object) -> str:

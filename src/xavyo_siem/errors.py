@@ -12,6 +12,7 @@ message names the field and the rule, never a secret::
     ├── TenantRequired                     a read was attempted without a tenant
     ├── StoreError                         the store is unreachable or not migrated
     └── ExportJobError                     a batch export cannot run as asked
+        └── InvalidExport(field, reason)   an export request breaks a rule (bad input)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "ExportJobError",
     "InvalidDestination",
     "InvalidEvent",
+    "InvalidExport",
     "InvalidFilter",
     "SiemError",
     "StoreError",
@@ -80,3 +82,7 @@ class StoreError(SiemError):
 
 class ExportJobError(SiemError):
     """A batch export cannot run as requested."""
+
+
+class InvalidExport(_FieldError, ExportJobError):
+    """An export request breaks a rule (end before start, unknown tenant, unwritable path)."""

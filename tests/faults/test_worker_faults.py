@@ -15,14 +15,18 @@ import orjson
 from sqlalchemy import Engine
 
 from xavyo_siem import destinations as manage
+from xavyo_siem.crypto import new_key_text
 from xavyo_siem.destinations import DestinationSpec
 from xavyo_siem.model import AuditEvent, DeliveryType, ExportFormat, RateLimit
 from xavyo_siem.sample import generate_events
 from xavyo_siem.store import append_events, make_engine, upgrade
 
+KEY = new_key_text()
+
 
 def start_worker(store_url: str, *extra: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "XAVYO_SIEM_DATABASE_URL": store_url}
+    # Production mode: `run` refuses to start without a credential key.
+    env = {**os.environ, "XAVYO_SIEM_DATABASE_URL": store_url, "XAVYO_SIEM_SECRET_KEY": KEY}
     return subprocess.Popen(
         [sys.executable, "-m", "xavyo_siem", "run", "--poll-interval", "0.05",
          "--retry-base", "0.01", "--retry-cap", "0.2", *extra],

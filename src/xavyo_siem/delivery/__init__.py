@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+from urllib.parse import urlsplit
+
 from xavyo_siem.delivery.base import (
     Delivered,
     DeliveryResult,
@@ -24,6 +27,7 @@ from xavyo_siem.delivery.options import (
 from xavyo_siem.delivery.splunk_hec import HecTransport
 from xavyo_siem.delivery.syslog import SyslogTransport
 from xavyo_siem.delivery.webhook import WebhookCredentials, WebhookTransport
+from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import InvalidDestination
 
 __all__ = [
@@ -46,23 +50,39 @@ __all__ = [
 
 
 def open_transport(
-    config: TransportConfig, *, secret: str | None, event_is_json: bool, development: bool
+    config: TransportConfig,
+    *,
+    secret: str | None,
+    event_is_json: bool,
+    development: bool,
+    egress: EgressGuard | None,
 ) -> Transport:
     """The transport for a validated config; `secret` is the destination's credential.
+
+    `egress` is the SSRF guard: the transport connects only to addresses it allows, checked
+    on every connect against a fresh resolution (an IP-literal host is checked here, once).
+    None turns the guard off; only tests and benchmarks that talk to loopback peers pass
+    None.
 
     Splunk HEC: the token (required). Webhook: `whsec_` signing secrets, or a JSON object of
     signing secrets and auth (see `WebhookCredentials.from_secret`). Syslog TLS: the
     password of an encrypted client key, if any. `event_is_json` says the records are JSON
     objects (format `json`) rather than text lines, for the HTTP envelopes.
     """
+    if egress is not None:
+        _check_literal_host(config, egress)
     match config:
         case SyslogConfig():
-            return SyslogTransport(config, key_password=secret)
+            return SyslogTransport(config, key_password=secret, egress=egress)
         case HecConfig():
             if not secret:
                 raise InvalidDestination("secret", "a Splunk HEC destination needs its token")
             return HecTransport(
-                config, token=secret, event_is_json=event_is_json, development=development
+                config,
+                token=secret,
+                event_is_json=event_is_json,
+                development=development,
+                egress=egress,
             )
         case WebhookConfig():
             return WebhookTransport(
@@ -70,6 +90,24 @@ def open_transport(
                 event_is_json=event_is_json,
                 credentials=WebhookCredentials.from_secret(secret),
                 development=development,
+                egress=egress,
             )
         case FileConfig():
             return FileTransport(config)
+
+
+def _check_literal_host(config: TransportConfig, egress: EgressGuard) -> None:
+    """Refuse an IP-literal host the guard forbids (names are checked at connect time)."""
+    match config:
+        case SyslogConfig():
+            host: str | None = config.host
+        case WebhookConfig() | HecConfig():
+            host = urlsplit(config.url).hostname
+        case FileConfig():
+            host = None
+    if host:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return
+        egress.check_addresses(host, [host])

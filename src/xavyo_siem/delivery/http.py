@@ -28,6 +28,7 @@ from yarl import URL
 
 from xavyo_siem.delivery.base import Misconfigured, RetryLater
 from xavyo_siem.delivery.options import Fingerprint
+from xavyo_siem.egress import EgressDenied, EgressGuard, GuardedResolver
 from xavyo_siem.errors import InvalidDestination
 
 __all__ = [
@@ -129,7 +130,9 @@ def _ssl_for(tls: TlsOptions, *, development: bool) -> ssl.SSLContext | aiohttp.
     try:
         context = ssl.create_default_context(cafile=tls.ca_file)
         if tls.cert_file is not None:
-            context.load_cert_chain(tls.cert_file, tls.key_file)
+            # Never let OpenSSL prompt on the terminal for a pass phrase: an encrypted key
+            # fails to load (and the destination is misconfigured) instead of hanging.
+            context.load_cert_chain(tls.cert_file, tls.key_file, password=_no_pass_phrase)
     except (OSError, ValueError) as exc:
         field = "options.ca_file" if tls.cert_file is None else "options.cert_file"
         raise InvalidDestination(field, f"cannot be loaded ({type(exc).__name__})") from None
@@ -140,16 +143,30 @@ def _ssl_for(tls: TlsOptions, *, development: bool) -> ssl.SSLContext | aiohttp.
     return context
 
 
+def _no_pass_phrase() -> bytes:
+    return b""
+
+
 def open_session(
-    tls: TlsOptions, *, timeout_s: float, development: bool, limit: int = 4
+    tls: TlsOptions,
+    *,
+    timeout_s: float,
+    development: bool,
+    limit: int = 4,
+    egress: EgressGuard | None = None,
 ) -> aiohttp.ClientSession:
     """A session for one destination: its own connection pool, TLS settings and timeout.
 
     Must be called with a running event loop. Redirects are never followed (callers pass
     `allow_redirects=False`), cookies are not kept, and responses are not decompressed.
+    With `egress` (the SSRF guard) host names are resolved through it, so only addresses
+    it allows are connected to (SNI, certificate and Host header keep the name).
     """
     connector = aiohttp.TCPConnector(
-        ssl=_ssl_for(tls, development=development), limit=limit, enable_cleanup_closed=False
+        ssl=_ssl_for(tls, development=development),
+        limit=limit,
+        enable_cleanup_closed=False,
+        resolver=None if egress is None else GuardedResolver(egress),
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -202,6 +219,8 @@ def map_errors(peer: str) -> Iterator[None]:
     except aiohttp.InvalidURL:
         raise PeerFailure(Misconfigured("the endpoint is not a valid URL")) from None
     except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, EgressDenied):
+            raise PeerFailure(Misconfigured(f"{peer}: {exc.os_error.reason}")) from None
         raise PeerFailure(
             RetryLater(f"cannot connect to {peer} ({_os_detail(exc.os_error)})")
         ) from None

@@ -69,6 +69,7 @@ from xavyo_siem.delivery.http import (
     read_bounded,
 )
 from xavyo_siem.delivery.options import HecConfig
+from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import InvalidDestination
 
 __all__ = [
@@ -341,6 +342,7 @@ class HecTransport:
         development: bool = False,
         channel: str | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        egress: EgressGuard | None = None,
     ) -> None:
         base = _collector_base(URL(config.url))
         if base.scheme != "https" and not development:
@@ -378,6 +380,7 @@ class HecTransport:
         if config.gzip:
             self._post_headers["Content-Encoding"] = "gzip"
         self._session: aiohttp.ClientSession | None = None
+        self._egress = egress  # the SSRF guard (xavyo_siem.egress); None in some tests
         self._tls = TlsOptions(
             ca_file=config.ca_file,
             cert_file=config.cert_file,
@@ -394,6 +397,7 @@ class HecTransport:
                 timeout_s=self._config.timeout_s,
                 development=self._development,
                 limit=self._config.max_requests_in_flight + 1,  # + the /ack poll
+                egress=self._egress,
             )
         return self._session
 

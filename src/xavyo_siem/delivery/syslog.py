@@ -35,9 +35,9 @@ import socket
 import ssl
 import struct
 import termios
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 from xavyo_siem.delivery.base import (
     Delivered,
@@ -55,6 +55,7 @@ from xavyo_siem.delivery.framing import (
     frame_octet,
 )
 from xavyo_siem.delivery.options import SyslogConfig, TlsClientConfig
+from xavyo_siem.egress import EgressDenied, EgressGuard, check_egress
 
 __all__ = ["SyslogTransport", "classify_error", "map_errors"]
 
@@ -109,6 +110,8 @@ def classify_error(exc: BaseException, where: str) -> RetryLater | Misconfigured
     """
     if isinstance(exc, _Failure):
         return exc.result
+    if isinstance(exc, EgressDenied):
+        return Misconfigured(f"{where}: {exc.reason}")
     if isinstance(exc, ssl.SSLCertVerificationError):
         detail = exc.verify_message or exc.reason or str(exc)
         return Misconfigured(f"{where}: TLS certificate of the peer rejected: {detail}")
@@ -337,8 +340,14 @@ class _Connection:
 class _StreamSender:
     """RFC 6587 (TCP) and RFC 5425 (TLS) over one persistent connection."""
 
-    def __init__(self, config: SyslogConfig, key_password: str | bytes | None) -> None:
+    def __init__(
+        self,
+        config: SyslogConfig,
+        key_password: str | bytes | None,
+        egress: EgressGuard | None = None,
+    ) -> None:
         self.config = config
+        self.egress = egress
         self.tls = (config.tls or TlsClientConfig()) if config.protocol == "tls" else None
         self.frame = frame_lf if config.framing == "lf" else frame_octet
         self.key_password = key_password
@@ -373,7 +382,10 @@ class _StreamSender:
             ) from None
         if tls.cert_file is not None:
             try:
-                ctx.load_cert_chain(tls.cert_file, tls.key_file, password=self.key_password)
+                # With no password, answer OpenSSL's pass-phrase request with nothing rather
+                # than let it prompt on the terminal: an encrypted key then fails to load.
+                password = self.key_password if self.key_password is not None else b""
+                ctx.load_cert_chain(tls.cert_file, tls.key_file, password=password)
             except (OSError, ValueError) as exc:
                 raise _Failure(
                     Misconfigured(
@@ -391,10 +403,7 @@ class _StreamSender:
         context = self._ssl_context(self.tls) if self.tls is not None else None
         started = loop.time()
         try:
-            tcp, _ = await asyncio.wait_for(
-                loop.create_connection(lambda: protocol, config.host, config.port),
-                config.timeout_s,
-            )
+            tcp = await asyncio.wait_for(self._open_tcp(loop, protocol), config.timeout_s)
         except TimeoutError:
             raise _Failure(
                 RetryLater(f"connect to {self.where}: no answer within {config.timeout_s:g} s")
@@ -426,6 +435,34 @@ class _StreamSender:
             tcp.abort()
             probe.close()
             raise
+
+    async def _open_tcp(
+        self, loop: asyncio.AbstractEventLoop, protocol: _StreamProtocol
+    ) -> asyncio.Transport:
+        """Connect; with the SSRF guard, only to addresses of this resolution that it allows."""
+        config = self.config
+        if self.egress is None:
+            tcp, _ = await loop.create_connection(lambda: protocol, config.host, config.port)
+            return tcp
+        failure: OSError | None = None
+        for family, kind, proto, _, address in await check_egress(
+            config.host, config.port, self.egress
+        ):
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                await loop.sock_connect(sock, address)
+            except OSError as exc:
+                sock.close()
+                failure = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            tcp, _ = await loop.create_connection(lambda: protocol, sock=sock)
+            return tcp
+        assert failure is not None
+        raise failure
 
     def _check_fingerprint(self, conn: _Connection) -> None:
         assert self.tls is not None
@@ -535,8 +572,9 @@ class _StreamSender:
 class _DatagramSender:
     """RFC 5426: one message per datagram, no acknowledgement."""
 
-    def __init__(self, config: SyslogConfig) -> None:
+    def __init__(self, config: SyslogConfig, egress: EgressGuard | None = None) -> None:
         self.config = config
+        self.egress = egress
         self.where = f"syslog {config.endpoint}"
         self.sock: socket.socket | None = None
         self.truncated_count = 0
@@ -545,10 +583,14 @@ class _DatagramSender:
         if self.sock is not None:
             return self.sock
         loop = asyncio.get_running_loop()
-        infos = await asyncio.wait_for(
-            loop.getaddrinfo(self.config.host, self.config.port, type=socket.SOCK_DGRAM),
-            self.config.timeout_s,
+        lookup: Awaitable[Sequence[tuple[Any, ...]]] = (
+            loop.getaddrinfo(self.config.host, self.config.port, type=socket.SOCK_DGRAM)
+            if self.egress is None
+            else check_egress(
+                self.config.host, self.config.port, self.egress, kind=socket.SOCK_DGRAM
+            )
         )
+        infos = await asyncio.wait_for(lookup, self.config.timeout_s)
         family, _, proto, _, address = infos[0]
         sock = socket.socket(family, socket.SOCK_DGRAM, proto)
         try:
@@ -626,17 +668,26 @@ class SyslogTransport:
     `config` comes from `validate_destination`; `key_password` decrypts an encrypted client
     key (`key_file`), if any. `truncated_count` counts UDP messages cut to fit
     `max_datagram_bytes` since the transport was made (always 0 for TCP and TLS).
+    With `egress` (the SSRF guard, xavyo_siem.egress) every connect resolves the host
+    afresh and connects only to addresses the guard allows (TLS still verifies the host
+    name); a refused address is `Misconfigured`.
     """
 
-    def __init__(self, config: SyslogConfig, *, key_password: str | bytes | None = None) -> None:
+    def __init__(
+        self,
+        config: SyslogConfig,
+        *,
+        key_password: str | bytes | None = None,
+        egress: EgressGuard | None = None,
+    ) -> None:
         self.config = config
         self._lock = asyncio.Lock()
         self._datagram: _DatagramSender | None = None
         self._stream: _StreamSender | None = None
         if config.protocol == "udp":
-            self._datagram = _DatagramSender(config)
+            self._datagram = _DatagramSender(config, egress)
         else:
-            self._stream = _StreamSender(config, key_password)
+            self._stream = _StreamSender(config, key_password, egress)
 
     @property
     def truncated_count(self) -> int:

@@ -55,6 +55,7 @@ from xavyo_siem.delivery.http import (
     read_bounded,
 )
 from xavyo_siem.delivery.options import WebhookConfig
+from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import InvalidDestination
 
 __all__ = [
@@ -282,6 +283,7 @@ class WebhookTransport:
         credentials: WebhookCredentials | None = None,
         development: bool = False,
         clock: Callable[[], float] = time.time,
+        egress: EgressGuard | None = None,
     ) -> None:
         url = URL(config.url)
         if url.scheme != "https" and not development:
@@ -295,6 +297,7 @@ class WebhookTransport:
         self._development = development
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
+        self._egress = egress  # the SSRF guard (xavyo_siem.egress); None in some tests
         self._tls = TlsOptions(
             ca_file=config.ca_file,
             cert_file=config.cert_file,
@@ -320,7 +323,10 @@ class WebhookTransport:
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = open_session(
-                self._tls, timeout_s=self._config.timeout_s, development=self._development
+                self._tls,
+                timeout_s=self._config.timeout_s,
+                development=self._development,
+                egress=self._egress,
             )
         return self._session
 

@@ -4,6 +4,12 @@ One batch is in flight per destination. A batch that must be retried is sent aga
 was, before anything newer; the cursor moves only once the destination accepted the batch,
 and it moves in the same transaction that records the delivery. Every decision point is
 its own small piece (`TokenBucket`, `RetryPolicy`, `CircuitBreaker`); this loop composes them.
+
+Where batches come from, and where their outcome is recorded, is a `BatchSource`. Streaming
+uses `CursorSource`: the destination's events after its stored cursor, with the cursor and
+health moved together. A batch export (xavyo_siem.batch) plugs in a time range whose
+checkpoint lives in its job, so it shares retries, circuit, rate limit and dead letters
+without ever moving the streaming cursor.
 """
 
 from __future__ import annotations
@@ -14,9 +20,9 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Connection, Engine
@@ -41,12 +47,21 @@ from xavyo_siem.store.events import EventCursor, measure_lag, read_events_after,
 from xavyo_siem.store.leases import Lease, LeaseLost
 from xavyo_siem.store.state import read_state
 
-__all__ = ["DEFAULT_BATCH", "DestinationLoop", "PipelineSettings"]
+__all__ = [
+    "DEFAULT_BATCH",
+    "BatchSource",
+    "CursorSource",
+    "DestinationLoop",
+    "PipelineSettings",
+    "SourcePage",
+    "SourceStart",
+]
 
 log = logging.getLogger("xavyo_siem.pipeline")
 
 DEFAULT_BATCH = 500
 _R = TypeVar("_R")
+_P = TypeVar("_P")
 Formatter = Callable[[AuditEvent], str]
 
 
@@ -60,6 +75,154 @@ class PipelineSettings:
     lag_refresh_s: float = 5.0
 
 
+@dataclass(frozen=True, slots=True)
+class SourceStart(Generic[_P]):
+    """Where a source starts: its position, and the circuit it remembers."""
+
+    position: _P
+    circuit_state: CircuitState = CircuitState.CLOSED
+    consecutive_failures: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePage(Generic[_P]):
+    """Events read in order, and the position to continue from (past filtered-out rows too)."""
+
+    events: list[AuditEvent]
+    position: _P
+
+
+class BatchSource(Protocol[_P]):
+    """Where a `DestinationLoop`'s batches come from, and where their outcome is recorded.
+
+    A position is opaque to the loop: it passes what `read` returned to `record_delivered`
+    once the destination accepted the batch. Each method runs inside one store transaction on
+    a worker thread; raising (e.g. `LeaseLost`) ends the loop.
+    """
+
+    replays_dead_letters: bool  # send the dead letters an operator asked to replay first
+    exhausted: bool  # the source has nothing more, ever: the loop returns once caught up
+
+    def begin(self, conn: Connection) -> SourceStart[_P]:
+        """The position to start from, and the circuit state to resume."""
+        ...
+
+    def read(self, conn: Connection, *, after: _P, limit: int) -> SourcePage[_P] | None:
+        """Up to `limit` events after `after`; None when there is nothing new."""
+        ...
+
+    def nothing_waits(self, conn: Connection, *, after: _P) -> bool:
+        """True when no event waits after `after`, final or not (caught up)."""
+        ...
+
+    def record_delivered(
+        self,
+        conn: Connection,
+        *,
+        position: _P,
+        delivered: int,
+        dead: Sequence[tuple[UUID, str]],
+        throughput_eps: float,
+    ) -> None:
+        """A batch is done with: move to `position`, count it, dead-letter `dead`."""
+        ...
+
+    def record_failure(
+        self, conn: Connection, *, reason: str, circuit_state: CircuitState, misconfigured: bool
+    ) -> None:
+        """A batch failed and will be sent again; the position stays."""
+        ...
+
+    def refresh_lag(self, conn: Connection, *, position: _P) -> None:
+        """Measure how far behind the source is (metrics)."""
+        ...
+
+
+class CursorSource:
+    """The streaming source: a destination's events after its stored cursor.
+
+    Delivery moves the cursor and the health in one transaction, fenced by the lease.
+    """
+
+    replays_dead_letters = True
+    exhausted = False
+
+    def __init__(self, destination: SiemDestination, lease: Lease | None) -> None:
+        self.destination = destination
+        self.lease = lease
+
+    def begin(self, conn: Connection) -> SourceStart[EventCursor]:
+        """The stored cursor and circuit; `LeaseLost` when the destination was removed."""
+        destination = self.destination
+        state = read_state(conn, tenant_id=destination.tenant_id, destination_id=destination.id)
+        if state is None:
+            raise LeaseLost("destination was removed")
+        return SourceStart(state.cursor, state.circuit_state, state.consecutive_failures)
+
+    def read(
+        self, conn: Connection, *, after: EventCursor, limit: int
+    ) -> SourcePage[EventCursor] | None:
+        """The destination's next final events after the cursor, through its filter."""
+        destination = self.destination
+        page = read_events_after(
+            conn,
+            tenant_id=destination.tenant_id,
+            after=after,
+            limit=limit,
+            filter=destination.filters,
+        )
+        return None if page.cursor == after else SourcePage(page.events, page.cursor)
+
+    def nothing_waits(self, conn: Connection, *, after: EventCursor) -> bool:
+        """True when no event of the tenant waits after the cursor, final or not.
+
+        An empty read can also mean that events are stored but not yet final (a transaction
+        elsewhere is still open, see docs/store.md); that is not "caught up".
+        """
+        destination = self.destination
+        waiting, _ = measure_lag(
+            conn, tenant_id=destination.tenant_id, after=after, filter=destination.filters, cap=1
+        )
+        return waiting == 0
+
+    def record_delivered(
+        self,
+        conn: Connection,
+        *,
+        position: EventCursor,
+        delivered: int,
+        dead: Sequence[tuple[UUID, str]],
+        throughput_eps: float,
+    ) -> None:
+        """Advance the cursor and count the delivery (health.record_delivered)."""
+        health.record_delivered(
+            conn,
+            self.destination,
+            lease=self.lease,
+            cursor=position,
+            delivered=delivered,
+            dead=dead,
+            throughput_eps=throughput_eps,
+        )
+
+    def record_failure(
+        self, conn: Connection, *, reason: str, circuit_state: CircuitState, misconfigured: bool
+    ) -> None:
+        """Count the failure in the destination's health (health.record_failure)."""
+        health.record_failure(
+            conn,
+            self.destination,
+            lease=self.lease,
+            reason=reason,
+            circuit_state=circuit_state,
+            misconfigured=misconfigured,
+        )
+
+    def refresh_lag(self, conn: Connection, *, position: EventCursor) -> None:
+        """Publish the destination's lag as metrics (health.refresh_lag)."""
+        health.refresh_lag(conn, self.destination, cursor=position)
+
+
 @dataclass(slots=True)
 class _Batch:
     """A batch read from the store, formatted, waiting to be accepted.
@@ -69,7 +232,7 @@ class _Batch:
     """
 
     records: list[Record]
-    cursor: EventCursor
+    cursor: Any  # the source's position after this batch
     unencodable: list[tuple[UUID, str]]
     replayed: dict[str, int] | None = None
 
@@ -88,20 +251,27 @@ class DestinationLoop:
         settings: PipelineSettings | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
+        source: BatchSource[Any] | None = None,
+        bucket: TokenBucket | None = None,
     ) -> None:
+        """`source` defaults to the streaming `CursorSource(destination, lease)`. `bucket`
+        shares one rate limit between loops that send to the same destination."""
         self.engine = engine
         self.destination = destination
         self.transport = transport
         self.formatter = formatter
         self.lease = lease
+        self.source: BatchSource[Any] = source or CursorSource(destination, lease)
         self.settings = settings or PipelineSettings()
         self._rng = rng or random.Random()
         self._stop = asyncio.Event()
         self._sleep = sleep or self._interruptible_sleep
         limit = destination.rate_limit
         batch = int(destination.options.get("batch_max_events", DEFAULT_BATCH))
-        self.bucket: TokenBucket | None = None
-        if limit is not None:
+        self.bucket: TokenBucket | None = bucket
+        if bucket is not None:
+            batch = min(batch, bucket.burst)
+        elif limit is not None:
             self.bucket = TokenBucket(
                 limit.events_per_s, limit.burst, clock=time.monotonic, sleep=self._sleep
             )
@@ -121,21 +291,18 @@ class DestinationLoop:
 
     async def run(self) -> None:
         """Deliver until `stop()`; the batch in flight is finished or left to be resent."""
-        state = await self._store(
-            lambda conn: read_state(
-                conn, tenant_id=self.destination.tenant_id, destination_id=self.destination.id
-            )
-        )
-        if state is None:
-            raise LeaseLost("destination was removed")
-        cursor = state.cursor
-        self.circuit.failures = state.consecutive_failures
-        self.circuit.state = state.circuit_state
+        start = await self._store(self.source.begin)
+        cursor = start.position
+        self.circuit.failures = start.consecutive_failures
+        self.circuit.state = start.circuit_state
         pending: _Batch | None = None
         while not self._stop.is_set():
             if pending is None:
                 pending = await self._read_replay(cursor) or await self._read_batch(cursor)
                 if pending is None:
+                    if self.source.exhausted:
+                        self.caught_up.set()
+                        return
                     if await self._nothing_waits(cursor):
                         self.caught_up.set()
                     await self._refresh_lag(cursor)
@@ -147,7 +314,7 @@ class DestinationLoop:
                     continue
             self.caught_up.clear()
             if self.bucket is not None:
-                await self.bucket.acquire(len(pending.records))
+                await self.bucket.acquire(len(pending.records), sleep=self._sleep)
                 if self._stop.is_set():
                     break
             if self.circuit.state is CircuitState.OPEN:
@@ -164,19 +331,13 @@ class DestinationLoop:
 
     # -- steps ------------------------------------------------------------------------------
 
-    async def _read_batch(self, cursor: EventCursor) -> _Batch | None:
+    async def _read_batch(self, cursor: Any) -> _Batch | None:
         """The next batch after `cursor`, formatted; None when there is nothing new."""
         destination = self.destination
         page = await self._store(
-            lambda conn: read_events_after(
-                conn,
-                tenant_id=destination.tenant_id,
-                after=cursor,
-                limit=self.batch_size,
-                filter=destination.filters,
-            )
+            lambda conn: self.source.read(conn, after=cursor, limit=self.batch_size)
         )
-        if page.cursor == cursor:
+        if page is None:
             return None
         records: list[Record] = []
         unencodable: list[tuple[UUID, str]] = []
@@ -189,28 +350,16 @@ class DestinationLoop:
                 unencodable.append((event.event_id, f"cannot be encoded: {exc}"))
                 continue
             records.append(Record(str(event.event_id), to_epoch_us(event.timestamp), text))
-        return _Batch(records, page.cursor, unencodable)
+        return _Batch(records, page.position, unencodable)
 
-    async def _nothing_waits(self, cursor: EventCursor) -> bool:
-        """True when no event of the tenant waits after the cursor, final or not.
+    async def _nothing_waits(self, cursor: Any) -> bool:
+        """True when nothing waits after the cursor, final or not (see `BatchSource`)."""
+        return await self._store(lambda conn: self.source.nothing_waits(conn, after=cursor))
 
-        An empty read can also mean that events are stored but not yet final (a transaction
-        elsewhere is still open, see docs/store.md); that is not "caught up".
-        """
-        destination = self.destination
-        waiting, _ = await self._store(
-            lambda conn: measure_lag(
-                conn,
-                tenant_id=destination.tenant_id,
-                after=cursor,
-                filter=destination.filters,
-                cap=1,
-            )
-        )
-        return waiting == 0
-
-    async def _read_replay(self, cursor: EventCursor) -> _Batch | None:
+    async def _read_replay(self, cursor: Any) -> _Batch | None:
         """Dead letters an operator asked to send again, as a batch; None when there are none."""
+        if not self.source.replays_dead_letters:
+            return None
         destination = self.destination
 
         def read(conn: Connection) -> tuple[list[DeadLetter], list[AuditEvent]]:
@@ -239,14 +388,12 @@ class DestinationLoop:
         replayed = {record.event_id: by_event[record.event_id] for record in records}
         return _Batch(records, cursor, [], replayed) if records else None
 
-    async def _skip(self, batch: _Batch) -> EventCursor:
+    async def _skip(self, batch: _Batch) -> Any:
         """Move past a page with nothing to send (filtered out, or all unencodable)."""
         await self._store(
-            lambda conn: health.record_delivered(
+            lambda conn: self.source.record_delivered(
                 conn,
-                self.destination,
-                lease=self.lease,
-                cursor=batch.cursor,
+                position=batch.cursor,
                 delivered=0,
                 dead=batch.unencodable,
                 throughput_eps=self._throughput(0),
@@ -256,7 +403,6 @@ class DestinationLoop:
 
     async def _decide(self, batch: _Batch, result: DeliveryResult) -> bool:
         """Record what the destination said; True when the batch is done with."""
-        destination = self.destination
         match result:
             case Delivered():
                 delivered = len(batch.records)
@@ -279,11 +425,9 @@ class DestinationLoop:
             await self._settle_replay(batch, result)
             return True
         await self._store(
-            lambda conn: health.record_delivered(
+            lambda conn: self.source.record_delivered(
                 conn,
-                destination,
-                lease=self.lease,
-                cursor=batch.cursor,
+                position=batch.cursor,
                 delivered=delivered,
                 dead=dead,
                 throughput_eps=self._throughput(delivered),
@@ -315,10 +459,8 @@ class DestinationLoop:
         state = self.circuit.record_failure(reason, misconfigured=misconfigured)
         self.stuck_reason = reason if misconfigured else None
         await self._store(
-            lambda conn: health.record_failure(
+            lambda conn: self.source.record_failure(
                 conn,
-                self.destination,
-                lease=self.lease,
                 reason=reason,
                 circuit_state=state,
                 misconfigured=misconfigured,
@@ -329,12 +471,12 @@ class DestinationLoop:
         )
         await self._sleep(delay)
 
-    async def _refresh_lag(self, cursor: EventCursor) -> None:
+    async def _refresh_lag(self, cursor: Any) -> None:
         now = time.monotonic()
         if now < self._next_lag:
             return
         self._next_lag = now + self.settings.lag_refresh_s
-        await self._store(lambda conn: health.refresh_lag(conn, self.destination, cursor=cursor))
+        await self._store(lambda conn: self.source.refresh_lag(conn, position=cursor))
 
     def _throughput(self, delivered: int) -> float:
         """Events per second delivered over the last ten seconds."""

@@ -46,10 +46,17 @@ class TokenBucket:
         # for it could spin forever once the clock cannot represent so small a step.
         return 0.0 if missing <= 1e-6 else missing / self.events_per_s
 
-    async def acquire(self, count: int) -> None:
-        """Wait until `count` events may be sent, then take their tokens."""
+    async def acquire(
+        self, count: int, *, sleep: Callable[[float], Awaitable[None]] | None = None
+    ) -> None:
+        """Wait until `count` events may be sent, then take their tokens.
+
+        `sleep` overrides the bucket's own for this wait: loops that share one bucket each
+        wait with their own (interruptible) sleep.
+        """
         if count > self.burst:
             raise ValueError(f"rate limit: a batch of {count} exceeds the burst of {self.burst}")
+        wait = sleep or self._sleep
         while (delay := self.delay_for(count)) > 0:
-            await self._sleep(delay)
+            await wait(delay)
         self._tokens = max(self._tokens - count, 0.0)

@@ -3,6 +3,9 @@
 Several workers may share one PostgreSQL store; each destination is leased to one worker at
 a time, renewed every third of its time to live. When a worker dies its leases expire and
 another worker continues from the stored cursor. On SQLite one worker runs at a time.
+
+A worker also runs queued batch export jobs (xavyo_siem.batch): file exports, and exports to
+the destinations it delivers, whose streaming loop and exports then share one token bucket.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import fcntl
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,13 +28,22 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Engine
 
+from xavyo_siem.batch import BatchExporter, ExportSettings
 from xavyo_siem.delivery.base import Transport
 from xavyo_siem.errors import SiemError
-from xavyo_siem.model import AuditEvent, CircuitState, SiemDestination
+from xavyo_siem.model import (
+    AuditEvent,
+    BatchExportJob,
+    CircuitState,
+    ExportTarget,
+    SiemDestination,
+)
 from xavyo_siem.pipeline import health
 from xavyo_siem.pipeline.export import DestinationLoop, PipelineSettings
+from xavyo_siem.pipeline.rate_limit import TokenBucket
 from xavyo_siem.store.destinations import enabled_destination_ids, get_destination
 from xavyo_siem.store.events import measure_lag
+from xavyo_siem.store.jobs import claim_job
 from xavyo_siem.store.leases import Lease, LeaseLost, acquire_lease, release_lease, renew_lease
 from xavyo_siem.store.state import read_state
 
@@ -50,6 +63,8 @@ class WorkerSettings:
     lease_ttl_s: float = 30.0
     scan_interval_s: float = 2.0
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    export_jobs: int = 1  # batch export jobs run at once (0: none)
+    export_chunk_events: int = 10_000
 
 
 @dataclass(slots=True)
@@ -77,6 +92,20 @@ class Worker:
         self._running: dict[UUID, _Running] = {}
         self._wanted: dict[UUID, UUID] = {}
         self._stop = asyncio.Event()
+        self._buckets: dict[UUID, TokenBucket] = {}
+        self._jobs: dict[UUID, tuple[asyncio.Task[object], UUID | None]] = {}
+        self.exporter = BatchExporter(
+            engine=engine,
+            owner=self.owner,
+            settings=ExportSettings(
+                chunk_events=self.settings.export_chunk_events,
+                lease_ttl_s=self.settings.lease_ttl_s,
+                poll_s=min(1.0, self.settings.lease_ttl_s / 3),
+                pipeline=self.settings.pipeline,
+            ),
+            open_components=open_components,
+            bucket_for=self._bucket_for,
+        )
 
     def stop(self) -> None:
         """Finish the batches in flight, close the transports, give the leases back."""
@@ -109,6 +138,8 @@ class Worker:
         loops = [run.loop for run in self._running.values()]
         if not all(loop.caught_up.is_set() or loop.stuck_reason for loop in loops):
             return False
+        if self._jobs:  # an export job runs (the scan found none waiting when this is empty)
+            return False
         others = [key for key in self._wanted.items() if key[0] not in self._running]
         return not others or await self._store(lambda conn: _all_caught_up(conn, others))
 
@@ -133,6 +164,61 @@ class Worker:
             )
             if lease is not None:
                 await self._start(tenant_id, destination_id, lease)
+        await self._scan_jobs(ttl)
+
+    async def _scan_jobs(self, ttl: timedelta) -> None:
+        """Forget finished export jobs; take a waiting one when there is room.
+
+        Only file exports and exports to a destination this worker delivers are taken, so
+        the destination's rate limit covers its streaming and its exports together.
+        """
+        for job_id, (running, _) in list(self._jobs.items()):
+            if running.done():
+                self._jobs.pop(job_id)
+        if len(self._jobs) >= self.settings.export_jobs or self._stop.is_set():
+            return
+        held = list(self._running)
+        job = await self._store(
+            lambda conn: claim_job(
+                conn, owner=self.owner, ttl=ttl, now=datetime.now(UTC), destination_ids=held
+            )
+        )
+        if job is None:
+            return
+        target = None if job.target_kind is ExportTarget.FILE else UUID(job.target)
+        task: asyncio.Task[object] = asyncio.create_task(
+            self.exporter.run(job), name=f"export:{job.id}"
+        )
+        task.add_done_callback(lambda done: self._job_ended(job.id, done))
+        self._jobs[job.id] = (task, target)
+        log.info("worker %s runs export job %s", self.owner, job.id)
+
+    def _job_ended(self, job_id: UUID, task: asyncio.Task[object]) -> None:
+        if task.cancelled():
+            return
+        if (exc := task.exception()) is not None:
+            log.error("export job %s stopped: %s", job_id, exc)
+        elif isinstance(job := task.result(), BatchExportJob):
+            detail = f": {job.error}" if job.error and job.finished else ""
+            log.info(
+                "export job %s %s (%d events)%s", job_id, job.status.value, job.exported, detail
+            )
+
+    def _bucket_for(self, destination: SiemDestination) -> TokenBucket | None:
+        """The destination's one token bucket in this worker (shared by loop and exports)."""
+        limit = destination.rate_limit
+        if limit is None:
+            return None
+        bucket = self._buckets.get(destination.id)
+        if bucket is None or (bucket.events_per_s, bucket.burst) != (
+            float(limit.events_per_s),
+            limit.burst,
+        ):
+            bucket = TokenBucket(
+                limit.events_per_s, limit.burst, clock=time.monotonic, sleep=asyncio.sleep
+            )
+            self._buckets[destination.id] = bucket
+        return bucket
 
     async def _start(self, tenant_id: UUID, destination_id: UUID, lease: Lease) -> None:
         destination = await self._store(
@@ -164,6 +250,7 @@ class Worker:
             formatter=formatter,
             lease=lease,
             settings=self.settings.pipeline,
+            bucket=self._bucket_for(destination),
         )
         task = asyncio.create_task(loop.run(), name=f"deliver:{destination.name}")
         task.add_done_callback(lambda done: self._loop_ended(destination, done))
@@ -184,6 +271,9 @@ class Worker:
         run = self._running.pop(destination_id, None)
         if run is None:
             return
+        for job_id, (_, target) in list(self._jobs.items()):
+            if target == destination_id:  # its exports follow the destination's lease
+                self.exporter.stop(job_id)
         run.loop.stop()
         try:
             await asyncio.wait_for(asyncio.shield(run.task), timeout=30)
@@ -196,8 +286,10 @@ class Worker:
             await self._store(lambda conn: release_lease(conn, lease=run.lease))
 
     async def _stop_all(self) -> None:
+        self.exporter.stop()
         await asyncio.gather(
             *(self._finish(ident, release=True) for ident in list(self._running)),
+            *(asyncio.wait_for(task, timeout=30) for task, _ in list(self._jobs.values())),
             return_exceptions=True,
         )
 

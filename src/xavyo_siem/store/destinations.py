@@ -35,6 +35,7 @@ __all__ = [
     "insert_destination",
     "list_destinations",
     "read_sealed_secret",
+    "replace_sealed_secret",
     "set_sealed_secret",
     "update_destination",
 ]
@@ -210,3 +211,16 @@ def all_sealed_secrets(conn: Connection) -> Mapping[tuple[UUID, UUID], str]:
         (uuid_from_canonical(tenant), uuid_from_canonical(ident)): secret
         for tenant, ident, secret in rows
     }
+
+
+def replace_sealed_secret(
+    conn: Connection, *, tenant_id: UUID, destination_id: UUID, expected: str, sealed: str
+) -> bool:
+    """Swap the sealed credential only if it is still `expected` (key rotation); False if
+    someone changed it meanwhile, whose new credential then stays."""
+    result = conn.execute(
+        update(destinations)
+        .where(_D.tenant_id == str(tenant_id), _D.id == str(destination_id), _D.secret == expected)
+        .values(secret=sealed)
+    )
+    return result.rowcount == 1

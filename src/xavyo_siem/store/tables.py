@@ -16,13 +16,16 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 __all__ = [
+    "api_tokens",
     "audit_events",
     "dead_letters",
     "destination_state",
     "destinations",
+    "export_jobs",
     "leases",
     "metadata",
 ]
@@ -141,4 +144,54 @@ leases = Table(
     Column("owner", Text, nullable=False),
     Column("epoch", BigInteger, nullable=False),
     Column("expires_us", BigInteger, nullable=False),
+)
+
+# Batch export jobs (migration 0003): a tenant's time range to a file or a destination.
+export_jobs = Table(
+    "export_jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(36), nullable=False),
+    Column("target_kind", String(16), nullable=False),  # file | destination
+    Column("target", Text, nullable=False),  # an absolute path, or a destination id
+    Column("format", String(8), nullable=False),
+    Column("options", Text, nullable=False),  # JSON object (format options)
+    Column("start_us", BigInteger, nullable=False),
+    Column("end_us", BigInteger, nullable=False),
+    Column("filters", Text, nullable=False),  # JSON object (EventFilter.to_dict)
+    Column("status", String(16), nullable=False),
+    Column("exported", BigInteger, nullable=False),
+    Column("estimated_total", BigInteger),
+    Column("dead_lettered", BigInteger, nullable=False, server_default="0"),
+    Column("error", Text),
+    Column("snapshot_txid", BigInteger),
+    Column("snapshot_seq", BigInteger),
+    Column("checkpoint_ts_us", BigInteger),
+    Column("checkpoint_seq", BigInteger),
+    Column("checkpoint_bytes", BigInteger),
+    Column("first_event_id", String(36)),
+    Column("last_event_id", String(36)),
+    Column("cancel_requested", Boolean, nullable=False, server_default=false()),
+    Column("owner", Text),
+    Column("lease_expires_us", BigInteger),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("created_us", BigInteger, nullable=False),
+    Column("started_us", BigInteger),
+    Column("finished_us", BigInteger),
+    Index("ix_export_jobs_tenant", "tenant_id", "created_us"),
+    Index("ix_export_jobs_status", "status", "created_us"),
+)
+
+# API tokens (migration 0004): only a SHA-256 hash of each token is kept; NULL tenant_id is a
+# platform token, which may act on every tenant.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(36)),
+    Column("role", String(16), nullable=False),  # admin | viewer
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("name", Text),
+    Column("created_us", BigInteger, nullable=False),
+    Column("revoked_us", BigInteger),
 )

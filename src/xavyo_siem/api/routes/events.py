@@ -1,0 +1,146 @@
+"""A tenant's audit events: ingest a batch (idempotent, all or nothing); list a time range.
+
+Ingest reads the body itself (orjson and `AuditEvent.from_dict`, the same validation as
+`xavyo-siem ingest`, at several times the speed of a Pydantic model per event); the
+OpenAPI document still describes the body (`EventBatch`). Every event is validated before
+anything is stored; then the batch is appended in one transaction, so one bad event stores
+nothing and the error names it: `loc: ["body", "events", 17, "timestamp"]`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+from uuid import UUID
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from pydantic import AwareDatetime
+from starlette.concurrency import run_in_threadpool
+
+from xavyo_siem.api.deps import AdminDep, ApiContext, ContextDep, TenantDep
+from xavyo_siem.api.errors import ApiError, error_responses
+from xavyo_siem.api.schemas import EventPage, IngestResult
+from xavyo_siem.errors import InvalidEvent
+from xavyo_siem.model import AuditEvent, EventCategory, EventFilter
+from xavyo_siem.store import TimeKey, append_events, read_events_in_range
+
+__all__ = ["parse_batch", "router"]
+
+router = APIRouter(prefix="/v1/tenants/{tenant_id}/events", tags=["events"])
+
+_KEY_LIMIT: Final = 1 << 62
+_BATCH_BODY: Final = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventBatch"}}},
+    }
+}
+
+
+def parse_batch(raw: bytes, *, tenant_id: UUID, max_events: int) -> list[AuditEvent]:
+    """The events of a request body `{"events": [...]}`, every one validated.
+
+    An event without `tenant_id` belongs to `tenant_id`; one naming another tenant is
+    refused. Raises `InvalidEvent` naming `events.<index>.<field>`, or `ApiError` for a
+    body that is not a batch at all (422) or holds more than `max_events` events (413).
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(422, ["body"], "is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, ["body"], 'must be an object {"events": [...]}')
+    for key in data:
+        if key != "events":
+            raise ApiError(422, ["body", str(key)[:60]], "is not a field of an event batch")
+    items = data.get("events")
+    if not isinstance(items, list):
+        raise ApiError(422, ["body", "events"], "is required: a list of audit events")
+    if len(items) > max_events:
+        raise ApiError(
+            413, ["body", "events"], f"a batch holds at most {max_events} events, got {len(items)}"
+        )
+    tenant = str(tenant_id)
+    events: list[AuditEvent] = []
+    for index, item in enumerate(items):
+        if isinstance(item, dict):
+            given = item.get("tenant_id")
+            if given is None:
+                item["tenant_id"] = tenant
+            elif given != tenant and not _same_uuid(given, tenant_id):
+                raise InvalidEvent(
+                    f"events.{index}.tenant_id", "must be the tenant of the path, or left out"
+                )
+        try:
+            events.append(AuditEvent.from_dict(item))
+        except InvalidEvent as exc:
+            raise InvalidEvent(f"events.{index}.{exc.field}", exc.reason) from None
+    return events
+
+
+def _same_uuid(value: object, tenant_id: UUID) -> bool:
+    try:
+        return isinstance(value, str) and UUID(value) == tenant_id
+    except ValueError:
+        return False
+
+
+def _ingest(context: ApiContext, tenant_id: UUID, raw: bytes) -> dict[str, int]:
+    events = parse_batch(raw, tenant_id=tenant_id, max_events=context.limits.max_batch_events)
+    with context.engine.begin() as conn:
+        result = append_events(conn, events)
+    return {"stored": result.stored, "duplicates": result.duplicates}
+
+
+@router.post(
+    "",
+    response_model=IngestResult,
+    responses=error_responses(401, 403, 404, 413, 422),
+    openapi_extra=_BATCH_BODY,
+)
+async def ingest_events(tenant_id: AdminDep, request: Request, context: ContextDep) -> Any:
+    """Store a batch of audit events, all or nothing; events already stored are counted as
+    duplicates and left as they are, so sending a batch again is harmless."""
+    raw = await request.body()
+    return await run_in_threadpool(_ingest, context, tenant_id, raw)
+
+
+def _time_key(after: str | None) -> TimeKey | None:
+    if after is None:
+        return None
+    ts, _, seq = after.partition(".")
+    try:
+        key = TimeKey(int(ts), int(seq))
+    except ValueError:
+        key = None
+    if key is None or not (-_KEY_LIMIT < key.ts_us < _KEY_LIMIT and 0 <= key.seq < _KEY_LIMIT):
+        raise ApiError(422, ["query", "after"], "must be the `next` value of a previous page")
+    return key
+
+
+@router.get("", response_model=EventPage, responses=error_responses(401, 404, 422))
+def list_events(
+    tenant_id: TenantDep,
+    context: ContextDep,
+    start: Annotated[AwareDatetime | None, Query(description="From this time (inclusive).")] = None,
+    end: Annotated[AwareDatetime | None, Query(description="Up to this time (exclusive).")] = None,
+    after: Annotated[
+        str | None, Query(max_length=60, description="The `next` of the previous page.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    category: Annotated[list[EventCategory] | None, Query(max_length=20)] = None,
+    event_type: Annotated[list[str] | None, Query(max_length=100)] = None,
+    min_severity: Annotated[int, Query(ge=0, le=10)] = 0,
+) -> dict[str, Any]:
+    """The tenant's events with `start <= timestamp < end`, in time order, a page at a time."""
+    key = _time_key(after)
+    filter = EventFilter(frozenset(category or ()), frozenset(event_type or ()), min_severity)
+    with context.engine.connect() as conn:
+        events, last = read_events_in_range(
+            conn, tenant_id=tenant_id, start=start, end=end, after=key, limit=limit, filter=filter
+        )
+    more = last is not None and len(events) == limit
+    return {
+        "events": [event.to_dict() for event in events],
+        "next": f"{last.ts_us}.{last.seq}" if more and last is not None else None,
+    }
