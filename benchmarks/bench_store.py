@@ -39,10 +39,11 @@ def machine() -> str:
 
 def worker(kind: str, url: str, path: str, tenants: int, seed: int) -> None:
     """One measurement in this process; prints a JSON line with rate and peak RSS."""
-    from xavyo_siem.cli import _read_events
+    from xavyo_siem.cli import _read_events, tune_gc
     from xavyo_siem.sample import tenant_ids
     from xavyo_siem.store import START, append_events, open_store, read_events_after
 
+    tune_gc()  # as every xavyo-siem command does
     engine = open_store(url)
     began = time.perf_counter()
     if kind == "ingest":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -1500,8 +1501,21 @@ def _progress(*, bytes_mode: bool) -> Progress:
     return Progress(*columns, console=err, transient=True)
 
 
+def tune_gc() -> None:
+    """Make Python's cycle collector cheap for batch work; every command does this first.
+
+    Reading or writing events allocates millions of small objects that hold no cycles, and
+    each full collection would walk every object alive, all the imported modules included:
+    that halved the store's read rate. Startup objects are frozen out of collection, and
+    collections run ~100x less often; memory stays bounded by the batch sizes.
+    """
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+
+
 def main() -> None:
     """Console entry point: run the app, turning our errors into one clear line."""
+    tune_gc()
     try:
         app()
     except (InvalidEvent, InvalidDestination, InvalidFilter) as exc:
