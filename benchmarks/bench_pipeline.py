@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -138,6 +137,21 @@ def drain(url: str, keyfile: Path, log: Path) -> tuple[float, float]:
         env=env_for(url, keyfile), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     assert proc.stderr is not None
+    # The worker's own high-water mark, read from /proc while it runs: rusage would report
+    # the benchmark process's size, which a forked child inherits as its starting maximum.
+    peak_kb = [0]
+
+    def watch() -> None:
+        status = Path(f"/proc/{proc.pid}/status")
+        while proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak_kb[0] = max(peak_kb[0], int(line.split()[1]))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     began = None
     with log.open("ab") as out:
         for line in proc.stderr:
@@ -148,7 +162,8 @@ def drain(url: str, keyfile: Path, log: Path) -> tuple[float, float]:
         raise RuntimeError(f"worker failed; see {log}")
     assert began is not None
     seconds = time.perf_counter() - began
-    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    watcher.join()
+    return seconds, peak_kb[0] / 1024
 
 
 def throughput(args: argparse.Namespace, tmp: Path, keyfile: Path, keyring: KeyRing) -> list[str]:
@@ -301,7 +316,6 @@ def memory(args: argparse.Namespace, tmp: Path, keyfile: Path, keyring: KeyRing)
                 out = tmp / f"mem-{uuid.uuid4().hex[:6]}.jsonl"
                 add(url, tenant, keyring, None, endpoint=f"file://{out}",
                     options={"start": "beginning", "batch_max_events": "1000"})  # fmt: skip
-                # A fresh process per measurement: RUSAGE_CHILDREN keeps the largest child.
                 probe = subprocess.run(
                     [sys.executable, __file__, "--drain-probe", url, str(keyfile)],
                     capture_output=True, text=True, check=True,

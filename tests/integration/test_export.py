@@ -28,7 +28,7 @@ from xavyo_siem.batch import (
     ExportSettings,
     cancel_export_job,
     create_export_job,
-    csv_lines_of_rows,
+    csv_lines_of_parts,
     partial_path,
 )
 from xavyo_siem.errors import InvalidExport
@@ -44,7 +44,7 @@ from xavyo_siem.model import (
 from xavyo_siem.sample import DEFAULT_START, generate_events
 from xavyo_siem.store import append_events, make_engine, upgrade
 from xavyo_siem.store import jobs as job_rows
-from xavyo_siem.store.ranges import read_range_rows, start_snapshot
+from xavyo_siem.store.ranges import read_range_csv_parts, start_snapshot
 from xavyo_siem.store.tables import export_jobs
 
 from strategies import audit_events
@@ -182,20 +182,58 @@ async def test_filters_apply_and_another_tenants_events_never_appear(
 def test_csv_fast_path_writes_what_csv_formatter_writes(
     engine: Engine, data: st.DataObject, guard: bool
 ) -> None:
-    """For arbitrary events (hostile text, any year, any metadata), the CSV export's row
-    encoder over stored rows equals `CsvFormatter` over the events, guard on and off."""
+    """For arbitrary events (hostile text, any year, any metadata), the CSV export's fast
+    path (cells from the store, the rest in Python) writes what `CsvFormatter` writes."""
     tenant = uuid4()
     events = data.draw(st.lists(audit_events(st.just(tenant)), min_size=1, max_size=6))
     store(engine, events)
     with engine.connect() as conn:
-        rows, _ = read_range_rows(
+        rows, _ = read_range_csv_parts(
             conn, tenant_id=tenant, start=datetime(1, 1, 1, tzinfo=UTC),
             end=datetime(9999, 12, 31, tzinfo=UTC), filter=EventFilter(),
-            snapshot=start_snapshot(conn), after=None, limit=100,
+            snapshot=start_snapshot(conn), after=None, limit=1000,
         )  # fmt: skip
+    lines = csv_lines_of_parts(rows, tenant, formula_guard=guard)
     by_time = sorted(events, key=lambda e: e.timestamp)
     formatter = CsvFormatter(formula_guard=guard)
-    assert csv_lines_of_rows(rows, tenant, formula_guard=guard) == [formatter(e) for e in by_time]
+    assert lines == [formatter(e) for e in by_time]
+
+
+EDGE_TEXT = ["=1+1", "+x", "-1", "@SUM(1)", "\tTAB", "\rCR", 'say "hi"', "a,b\r\nc", "", "zoë 🔐"]
+EDGE_TIMES = [
+    datetime(1, 1, 1, tzinfo=UTC),
+    datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    datetime(1970, 1, 1, tzinfo=UTC),
+    datetime(2256, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+    datetime(9999, 12, 30, 23, 59, 59, 999_999, tzinfo=UTC),
+]
+
+
+@pytest.mark.parametrize("guard", [True, False], ids=["guarded", "raw"])
+def test_csv_fast_path_covers_the_edges(engine: Engine, guard: bool) -> None:
+    """Times from year 1 to 9999 (before 1970 too), every formula trigger, quotes, line
+    breaks and empty strings: the CSV fast path writes what `CsvFormatter` writes."""
+    tenant = uuid4()
+    base = next(iter(generate_events(1, 1, seed=12)))
+    events = [
+        replace(
+            base, event_id=uuid4(), tenant_id=tenant, timestamp=moment, event_type=text or "x",
+            event_name=text, actor_email=text, reason=text, request_id=text,
+            metadata={text or "k": text},
+        )
+        for moment in EDGE_TIMES
+        for text in EDGE_TEXT
+    ]  # fmt: skip
+    store(engine, events)
+    with engine.connect() as conn:
+        rows, _ = read_range_csv_parts(
+            conn, tenant_id=tenant, start=datetime(1, 1, 1, tzinfo=UTC),
+            end=datetime(9999, 12, 31, tzinfo=UTC), filter=EventFilter(),
+            snapshot=start_snapshot(conn), after=None, limit=1000,
+        )  # fmt: skip
+    lines = csv_lines_of_parts(rows, tenant, formula_guard=guard)
+    formatter = CsvFormatter(formula_guard=guard)
+    assert lines == [formatter(e) for e in events]
 
 
 async def test_events_stored_while_the_export_runs_are_not_part_of_it(

@@ -20,6 +20,10 @@ __all__ = ["record_delivered", "record_failure", "refresh_lag"]
 
 log = logging.getLogger("xavyo_siem.pipeline")
 
+# The lag metric counts at most this many waiting events: a count must not cost as much as
+# the backlog it measures (the gauge then reads "at least this many").
+LAG_COUNT_CAP = 100_000
+
 
 def _labels(destination: SiemDestination) -> tuple[str, str]:
     return str(destination.tenant_id), destination.name
@@ -99,7 +103,11 @@ def record_failure(
 def refresh_lag(conn: Connection, destination: SiemDestination, *, cursor: EventCursor) -> None:
     """Measure how far the destination is behind and publish it as metrics."""
     count, oldest = measure_lag(
-        conn, tenant_id=destination.tenant_id, after=cursor, filter=destination.filters
+        conn,
+        tenant_id=destination.tenant_id,
+        after=cursor,
+        filter=destination.filters,
+        cap=LAG_COUNT_CAP,
     )
     labels = _labels(destination)
     metrics.LAG_EVENTS.labels(*labels).set(count)

@@ -25,7 +25,7 @@ from typing import Any, Final
 from uuid import UUID
 
 import orjson
-from sqlalchemy import Connection, Select, and_, func, select, tuple_
+from sqlalchemy import Connection, Select, and_, func, or_, select, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 from xavyo_siem.errors import StoreError, TenantRequired
@@ -111,6 +111,24 @@ class TimeKey:
 
     ts_us: int
     seq: int
+
+
+def after_position(conn: Connection, after: EventCursor) -> list[ColumnElement[bool]]:
+    """Rows after `after` in `(txid, seq)` order, as conditions an index range can serve.
+
+    PostgreSQL walks the `(tenant_id, txid, seq)` index from the row value. SQLite would
+    turn the row value into `txid >= ?` and filter every row of the tenant (its txid is
+    always 0), which made each page cost the whole backlog; there `seq` alone orders rows.
+    """
+    if conn.dialect.name == "postgresql":
+        return [tuple_(_T.txid, _T.seq) > tuple_(after.txid, after.seq)]
+    return [_T.txid == 0, _T.seq > after.seq]
+
+
+def after_time_key(after: TimeKey) -> list[ColumnElement[bool]]:
+    """Rows after `after` in `(ts_us, seq)` order: an index range on `ts_us`, then a filter
+    that only rows of that very microsecond need (both backends use the index this way)."""
+    return [_T.ts_us >= after.ts_us, or_(_T.ts_us > after.ts_us, _T.seq > after.seq)]
 
 
 def _filter_conditions(filter: EventFilter) -> list[ColumnElement[bool]]:
@@ -399,12 +417,11 @@ def read_events_after(
     if limit < 1:
         raise ValueError("limit: must be at least 1")
     horizon = _horizon(conn)
-    position = tuple_(_T.txid, _T.seq)
     statement = (
         select(_T.txid, _T.seq, *_EVENT_COLUMNS)
         .where(
             _T.tenant_id == tenant,
-            position > tuple_(after.txid, after.seq),
+            *after_position(conn, after),
             _T.txid < horizon,
             *_filter_conditions(filter),
         )
@@ -456,12 +473,12 @@ def read_events_in_range(
     if limit < 1:
         raise ValueError("limit: must be at least 1")
     conditions: list[ColumnElement[bool]] = [_T.tenant_id == tenant, *_filter_conditions(filter)]
-    if start is not None:
+    if start is not None and after is None:  # past the first page the key is the lower bound
         conditions.append(_T.ts_us >= to_epoch_us(start))
     if end is not None:
         conditions.append(_T.ts_us < to_epoch_us(end))
     if after is not None:
-        conditions.append(tuple_(_T.ts_us, _T.seq) > tuple_(after.ts_us, after.seq))
+        conditions += after_time_key(after)
     statement = (
         select(_T.ts_us.label("key_ts"), _T.seq, *_EVENT_COLUMNS)
         .where(and_(*conditions))
@@ -497,18 +514,22 @@ def measure_lag(
     cap: int = 1_000_000,
 ) -> tuple[int, datetime | None]:
     """How many of the tenant's matching events wait after `after` (counted up to `cap`),
-    and the timestamp of the oldest of them (None when nothing waits)."""
+    and the timestamp of the first of them in delivery order (None when nothing waits).
+
+    Both are index walks that stop early: the count at `cap` rows, the first at one.
+    """
     tenant = _require_tenant(tenant_id)
-    waiting = (
-        select(_T.ts_us)
-        .where(
-            _T.tenant_id == tenant,
-            tuple_(_T.txid, _T.seq) > tuple_(after.txid, after.seq),
-            *_filter_conditions(filter),
-        )
-        .order_by(_T.txid, _T.seq)
-        .limit(cap)
-        .subquery()
+    conditions = (
+        _T.tenant_id == tenant,
+        *after_position(conn, after),
+        *_filter_conditions(filter),
     )
-    count, oldest = conn.execute(select(func.count(), func.min(waiting.c.ts_us))).one()
+    count = conn.execute(
+        select(func.count()).select_from(select(_T.seq).where(*conditions).limit(cap).subquery())
+    ).scalar_one()
+    oldest = None
+    if count:
+        oldest = conn.execute(
+            select(_T.ts_us).where(*conditions).order_by(_T.txid, _T.seq).limit(1)
+        ).scalar()
     return int(count), None if oldest is None else from_epoch_us(oldest)

@@ -49,6 +49,7 @@ __all__ = [
     "request_cancel",
     "save_checkpoint",
     "set_job_snapshot",
+    "set_job_total",
 ]
 
 _J = export_jobs.c
@@ -276,17 +277,24 @@ def set_job_snapshot(
     owner: str,
     snapshot_txid: int,
     snapshot_seq: int,
-    estimated_total: int,
 ) -> bool:
-    """Fix the events a job exports (on its first start) and how many they are."""
+    """Fix the events a job exports, on its first start; False if the lease was lost."""
     result = conn.execute(
         update(export_jobs)
         .where(_owned(tenant_id, job_id, owner))
-        .values(
-            snapshot_txid=snapshot_txid,
-            snapshot_seq=snapshot_seq,
-            estimated_total=estimated_total,
-        )
+        .values(snapshot_txid=snapshot_txid, snapshot_seq=snapshot_seq)
+    )
+    return result.rowcount == 1
+
+
+def set_job_total(
+    conn: Connection, *, tenant_id: UUID, job_id: UUID, owner: str, estimated_total: int
+) -> bool:
+    """Record how many events the job's snapshot holds (counted while it runs)."""
+    result = conn.execute(
+        update(export_jobs)
+        .where(_owned(tenant_id, job_id, owner))
+        .values(estimated_total=estimated_total)
     )
     return result.rowcount == 1
 

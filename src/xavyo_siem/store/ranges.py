@@ -11,21 +11,24 @@ fixes that set:
   writer commits in `seq` order, so every later write gets a larger one.
 
 Reads walk `(ts_us, seq)` order with the `(tenant_id, ts_us, seq)` index and a limit, so
-memory is bounded by one page whatever the range. `read_range_rows` is the fast path of CSV
-exports: plain tuples of stored values (`RANGE_ROW_COLUMNS`), without building events.
+memory is bounded by one page whatever the range. `read_range_csv_parts` is the fast path
+of CSV exports: no event is built, and the database writes some of the cells (csv_sql.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
 
-from sqlalchemy import Connection, func, select, tuple_
+from sqlalchemy import Connection, func, literal_column, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from xavyo_siem.model import AuditEvent, EventFilter, to_epoch_us
+from xavyo_siem.store.csv_sql import METADATA_CELL, PLAIN_CELLS
 from xavyo_siem.store.events import (
     _EVENT_COLUMNS,
     EVERYTHING,
@@ -34,29 +37,24 @@ from xavyo_siem.store.events import (
     _fetch_all,
     _filter_conditions,
     _require_tenant,
+    after_time_key,
 )
 from xavyo_siem.store.tables import audit_events
 
 __all__ = [
-    "RANGE_ROW_COLUMNS",
+    "CSV_PART_COLUMNS",
     "Snapshot",
     "count_in_range",
     "has_events",
+    "read_range_csv_parts",
     "read_range_events",
-    "read_range_rows",
+    "scan_cache",
     "snapshot_is_final",
     "start_snapshot",
 ]
 
 _T = audit_events.c
 _NO_LIMIT: Final = 1 << 62
-
-# The columns of `read_range_rows`, in order: the tenant is left out (the caller names it).
-RANGE_ROW_COLUMNS: Final[tuple[str, ...]] = (
-    "seq",
-    *(column.name for column in _EVENT_COLUMNS if column.name != "tenant_id"),
-)
-_ROW_SELECT: Final = (_T.seq, *(column for column in _EVENT_COLUMNS if column.name != "tenant_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +111,25 @@ def _conditions(
     return conditions
 
 
+@contextlib.contextmanager
+def scan_cache(conn: Connection, *, kib: int = 8192) -> Iterator[None]:
+    """Run a long range scan through a small page cache (SQLite; a no-op elsewhere).
+
+    The store's connections keep a large SQLite page cache for ingest; a scan of millions
+    of rows would fill it, per connection, for nothing: each page is read once. The
+    connection's own setting is restored afterwards.
+    """
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    before = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
+    conn.exec_driver_sql(f"PRAGMA cache_size = {-abs(int(kib))}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size = {int(before)}")
+
+
 def has_events(
     conn: Connection,
     *,
@@ -152,7 +169,7 @@ def _page(
     # index from the range's start when both are given, which makes each page cost more.
     conditions = _conditions(tenant_id, start if after is None else None, end, filter, snapshot)
     if after is not None:
-        conditions.append(tuple_(_T.ts_us, _T.seq) > tuple_(after.ts_us, after.seq))
+        conditions += after_time_key(after)
     return conditions
 
 
@@ -181,7 +198,20 @@ def read_range_events(
     return _events_of(rows, tenant_id), key
 
 
-def read_range_rows(
+# What `read_range_csv_parts` returns per event, in order (see csv_sql.py).
+CSV_PART_COLUMNS: Final[tuple[str, ...]] = (
+    "event_id", "ts_us", "event_type", "plain_cells", "event_name", "action", "actor_id",
+    "actor_email", "user_agent", "target_user", "target_resource", "reason", "session_id",
+    "request_id", "metadata_cell", "seq",
+)  # fmt: skip
+_CSV_PARTS: Final[tuple[ColumnElement[Any], ...]] = (
+    _T.event_id, _T.ts_us, _T.event_type, literal_column(PLAIN_CELLS), _T.event_name,
+    _T.action, _T.actor_id, _T.actor_email, _T.user_agent, _T.target_user, _T.target_resource,
+    _T.reason, _T.session_id, _T.request_id, literal_column(METADATA_CELL), _T.seq,
+)  # fmt: skip
+
+
+def read_range_csv_parts(
     conn: Connection,
     *,
     tenant_id: UUID,
@@ -192,20 +222,16 @@ def read_range_rows(
     after: TimeKey | None,
     limit: int,
 ) -> tuple[list[tuple[Any, ...]], TimeKey | None]:
-    """Like `read_range_events`, as tuples of stored values in `RANGE_ROW_COLUMNS` order.
-
-    The values are exactly as the store wrote them from valid events (`event_id` canonical
-    text, `ts_us` microseconds, `metadata` compact JSON or None); the CSV export formats them
-    without building an `AuditEvent` per row, which halves its cost.
-    """
+    """Like `read_range_events`, as tuples of `CSV_PART_COLUMNS`: the stored values, and
+    the cells the database writes (csv_sql.py). The CSV export's fast path."""
     if limit < 1:
         raise ValueError("limit: must be at least 1")
     statement = (
-        select(*_ROW_SELECT)
+        select(*_CSV_PARTS)
         .where(*_page(tenant_id, start, end, filter, snapshot, after))
         .order_by(_T.ts_us, _T.seq)
         .limit(limit)
     )
     rows = _fetch_all(conn, statement)
-    key = TimeKey(rows[-1][2], rows[-1][0]) if rows else None
+    key = TimeKey(rows[-1][1], rows[-1][-1]) if rows else None
     return rows, key
