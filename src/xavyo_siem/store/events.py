@@ -422,7 +422,7 @@ def read_events_after(
         .where(
             _T.tenant_id == tenant,
             *after_position(conn, after),
-            _T.txid < horizon,
+            *_below(horizon),
             *_filter_conditions(filter),
         )
         .order_by(_T.txid, _T.seq)
@@ -438,10 +438,16 @@ def read_events_after(
     return EventPage(events, cursor)
 
 
+def _below(horizon: int) -> list[ColumnElement[bool]]:
+    # No horizon (SQLite) means no condition: a dummy bound would steer SQLite's planner
+    # into a range on txid and a sort, instead of the index's own order.
+    return [] if horizon == _NO_HORIZON else [_T.txid < horizon]
+
+
 def _last_final(conn: Connection, *, tenant: str, horizon: int) -> EventCursor | None:
     row = conn.execute(
         select(_T.txid, _T.seq)
-        .where(_T.tenant_id == tenant, _T.txid < horizon)
+        .where(_T.tenant_id == tenant, *_below(horizon))
         .order_by(_T.txid.desc(), _T.seq.desc())
         .limit(1)
     ).first()
