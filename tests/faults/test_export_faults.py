@@ -145,7 +145,8 @@ def test_killed_mid_export_resumes_to_the_same_file_and_manifest(
     killed = the_job(engine, tenant)
     assert killed is not None
     assert killed.status is JobStatus.RUNNING
-    assert 0 < killed.exported < killed.estimated_total  # type: ignore[operator]
+    # Mid-way against the true count: the job's own estimate may not be stored yet.
+    assert 0 < killed.exported < sum(1 for e in events if e.tenant_id == tenant)
     assert path.with_name("killed.csv.partial").stat().st_size > 0
     assert not path.exists()
     while True:  # the dead exporter's lease (1 s) must expire first
