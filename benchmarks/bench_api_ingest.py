@@ -37,17 +37,9 @@ from xavyo_siem.sample import generate_events
 from xavyo_siem.store import make_engine, upgrade
 from xavyo_siem.store.tables import audit_events
 
+from machine import describe_machine
+
 DEFAULT_PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
-
-def machine() -> str:
-    """CPU model, core count and Python version, for the record."""
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def free_port() -> int:
@@ -213,7 +205,7 @@ def main() -> None:
             f"| {row['backend']} | {row['clients']} | {row['events']:,} | {row['seconds']:.1f} "
             f"| {row['rate']:,.0f} | {row['body_mb']:.2f} |"
         )
-    print(f"\nMachine: {machine()}; {platform.system()} {platform.release()}.")
+    print(f"\nMachine: {describe_machine()}; {platform.system()} {platform.release()}.")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
+
+from machine import describe_machine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -49,15 +50,6 @@ class Run:
     seconds: float
     peak_mb: float
     job_seconds: float | None = None
-
-
-def machine() -> str:
-    """CPU model, core count and Python version, for the record."""
-    info = Path("/proc/cpuinfo").read_text().splitlines()
-    model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
-                 "unknown CPU")  # fmt: skip
-    cores = sum(line.startswith("processor") for line in info)
-    return f"{model}, {cores} cores, Python {platform.python_version()}"
 
 
 # Runs one command and reports its own peak RSS. A small process of its own, because a child
@@ -207,7 +199,7 @@ def main() -> None:
         admin.dispose()
 
     print(f"\n{args.events:,} events of one tenant (+{args.other_events:,} of another) exported "
-          f"to CSV; best of {args.repeat}; {machine()}\n")  # fmt: skip
+          f"to CSV; best of {args.repeat}; {describe_machine()}\n")  # fmt: skip
     print("Command: wall time of the whole command (interpreter start-up included); job: the "
           "export job's own time, from its started to its finished time.\n")  # fmt: skip
     print("| backend | command | events/s (command) | vs. reference | seconds | events/s (job) "

@@ -30,8 +30,6 @@ import gc
 import io
 import json
 import logging
-import os
-import platform
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -50,6 +48,8 @@ from xavyo_siem.format import (
 )
 from xavyo_siem.model import AuditEvent, to_epoch_us
 from xavyo_siem.sample import generate_events
+
+from machine import describe_machine
 
 BATCH = 1000
 
@@ -211,17 +211,6 @@ class Contest:
     target: int | None = None
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _measure(contests: list[Contest], count: int, repeat: int) -> dict[int, float]:
     """Best events/s of every runner; ours and theirs alternate, so load hits both alike."""
     best: dict[int, float] = {}
@@ -277,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     best = _measure(contests, len(events), args.repeat)
 
-    print(f"Machine: {_cpu_model()}, {os.cpu_count()} CPUs; Python {platform.python_version()}")
+    print(f"Machine: {describe_machine()}")
     print(f"{len(events):,} sample events, {args.tenants} tenants, best of {args.repeat} runs.\n")
     print("| encoder | ours, events/s | target | alternative | alternative, events/s | ratio |")
     print("| --- | ---: | --- | --- | ---: | ---: |")

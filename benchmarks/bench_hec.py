@@ -50,6 +50,8 @@ from typing import Any
 
 import orjson
 
+from machine import describe_machine
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "00000000-0000-4000-8000-000000000001"
 SEND_BATCH = 5_000
@@ -283,17 +285,6 @@ def measure(
     return out
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -334,10 +325,7 @@ def main() -> None:
         f"\n{args.events:,} events, HTTPS to the test HEC in its own process; "
         f"best of {args.repeat} runs per sender"
     )
-    print(
-        f"machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}; "
-        f"{platform.system()} {platform.release()}\n"
-    )
+    print(f"machine: {describe_machine()}; {platform.system()} {platform.release()}\n")
     print(
         "| sender | events/s verified | accepted by HEC | verified (distinct ids) | lost "
         "| requests | sender CPU µs/event | HEC CPU µs/event | peak RSS | RSS growth after 10% |"

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import orjson
+
+from machine import describe_machine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
@@ -52,13 +53,6 @@ from peers.rsyslog import RsyslogPeer  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 HEC_TOKEN = "00000000-0000-4000-8000-000000000001"
-
-
-def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    model = next((x.split(":", 1)[1].strip() for x in cpuinfo if x.startswith("model name")), "?")
-    cores = sum(x.startswith("processor") for x in cpuinfo)
-    return f"{model}, {cores} cores, Python {platform.python_version()}"
 
 
 @contextlib.contextmanager
@@ -362,7 +356,7 @@ def main() -> None:
             sections.append(latency(args, tmp, keyfile, keyring))
         if "memory" in parts:
             sections.append(memory(args, tmp, keyfile, keyring))
-    print(f"\n{machine()}\n")
+    print(f"\n{describe_machine()}\n")
     for section in sections:
         print("\n".join(section) + "\n")
 

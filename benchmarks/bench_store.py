@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -23,18 +22,7 @@ from pathlib import Path
 
 import orjson
 
-
-def machine() -> str:
-    """CPU model, core count and Python version, for the record."""
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    cores = sum(
-        line.startswith("processor") for line in Path("/proc/cpuinfo").read_text().splitlines()
-    )
-    return f"{model}, {cores} cores, Python {platform.python_version()}"
+from machine import describe_machine
 
 
 def worker(kind: str, url: str, path: str, tenants: int, seed: int) -> None:
@@ -156,7 +144,7 @@ def main() -> None:
                         drop_postgres(args.pg_admin_url, name)
             rows.append((backend, ingest, quarter_ingest, again, read))
 
-    print(f"\n{args.events:,} sample events, {args.tenants} tenants; {machine()}\n")
+    print(f"\n{args.events:,} sample events, {args.tenants} tenants; {describe_machine()}\n")
     print(
         "| backend | ingest events/s | ingest peak RSS (¼ input → full) "
         "| re-ingest (all duplicates) events/s | read events/s | read peak RSS |"

@@ -50,6 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from machine import describe_machine
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
@@ -542,16 +544,10 @@ def run_rounds(names: list[str], setup: Setup, *, sink: bool, repeat: int) -> li
 
 
 def machine() -> str:
-    cpu = platform.processor() or "?"
-    with open("/proc/cpuinfo") as info:
-        for line in info:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     rsyslog = subprocess.run([RSYSLOGD, "-v"], capture_output=True, text=True).stdout.split()
     return (
-        f"{cpu}, {os.cpu_count()} CPUs; Python {platform.python_version()};"
-        f" rsyslogd {rsyslog[1] if len(rsyslog) > 1 else '?'}; Linux {platform.release()}"
+        f"{describe_machine()}; rsyslogd {rsyslog[1] if len(rsyslog) > 1 else '?'};"
+        f" Linux {platform.release()}"
     )
 
 
