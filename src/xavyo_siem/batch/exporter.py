@@ -42,6 +42,7 @@ from xavyo_siem.pipeline.export import DestinationLoop
 from xavyo_siem.pipeline.rate_limit import TokenBucket
 from xavyo_siem.store import jobs as job_rows
 from xavyo_siem.store.destinations import get_destination
+from xavyo_siem.store.engine import in_transaction, in_transaction_async
 from xavyo_siem.store.leases import LeaseLost
 from xavyo_siem.store.ranges import (
     Snapshot,
@@ -97,11 +98,10 @@ class BatchExporter:
 
     def store(self, work: Callable[[Connection], _R]) -> _R:
         """Run `work` in one transaction (blocking)."""
-        with self.engine.begin() as conn:
-            return work(conn)
+        return in_transaction(self.engine, work)
 
     async def _store(self, work: Callable[[Connection], _R]) -> _R:
-        return await asyncio.to_thread(self.store, work)
+        return await in_transaction_async(self.engine, work)
 
     async def run(
         self, job: BatchExportJob, *, on_progress: Progress | None = None

@@ -43,6 +43,7 @@ from xavyo_siem.pipeline.circuit import CircuitBreaker
 from xavyo_siem.pipeline.rate_limit import TokenBucket
 from xavyo_siem.pipeline.retry import RetryPolicy
 from xavyo_siem.store.dead_letters import DeadLetter, replay_requested, settle_replay
+from xavyo_siem.store.engine import in_transaction_async
 from xavyo_siem.store.events import EventCursor, measure_lag, read_events_after, read_events_by_id
 from xavyo_siem.store.leases import Lease, LeaseLost
 from xavyo_siem.store.state import read_state
@@ -489,9 +490,4 @@ class DestinationLoop:
 
     async def _store(self, work: Callable[[Connection], _R]) -> _R:
         """Run `work` in one transaction on a worker thread; a lost lease stops the loop."""
-
-        def run() -> _R:
-            with self.engine.begin() as conn:
-                return work(conn)
-
-        return await asyncio.to_thread(run)
+        return await in_transaction_async(self.engine, work)

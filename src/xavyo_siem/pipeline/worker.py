@@ -42,6 +42,7 @@ from xavyo_siem.pipeline import health
 from xavyo_siem.pipeline.export import DestinationLoop, PipelineSettings
 from xavyo_siem.pipeline.rate_limit import TokenBucket
 from xavyo_siem.store.destinations import enabled_destination_ids, get_destination
+from xavyo_siem.store.engine import in_transaction_async
 from xavyo_siem.store.events import measure_lag
 from xavyo_siem.store.jobs import claim_job
 from xavyo_siem.store.leases import Lease, LeaseLost, acquire_lease, release_lease, renew_lease
@@ -294,11 +295,7 @@ class Worker:
         )
 
     async def _store(self, work: Callable[[Connection], _R]) -> _R:
-        def run() -> _R:
-            with self.engine.begin() as conn:
-                return work(conn)
-
-        return await asyncio.to_thread(run)
+        return await in_transaction_async(self.engine, work)
 
 
 def _renew(conn: Connection, *, lease: Lease, ttl: timedelta) -> bool:

@@ -8,6 +8,7 @@ from datetime import datetime
 from uuid import UUID
 
 from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from xavyo_siem.model import format_timestamp, from_epoch_us, to_epoch_us, uuid_from_canonical
 from xavyo_siem.store.tables import dead_letters
@@ -75,20 +76,7 @@ def list_dead_letters(
     conn: Connection, *, tenant_id: UUID, destination_id: UUID, limit: int = 100, after_id: int = 0
 ) -> list[DeadLetter]:
     """The destination's dead letters, oldest first."""
-    rows = conn.execute(
-        select(_DL.id, _DL.event_id, _DL.reason, _DL.created_us)
-        .where(
-            _DL.tenant_id == str(tenant_id),
-            _DL.destination_id == str(destination_id),
-            _DL.id > after_id,
-        )
-        .order_by(_DL.id)
-        .limit(limit)
-    )
-    return [
-        DeadLetter(ident, destination_id, uuid_from_canonical(event), reason, from_epoch_us(us))
-        for ident, event, reason, us in rows
-    ]
+    return _select(conn, tenant_id, destination_id, limit, _DL.id > after_id)
 
 
 def remove_dead_letters(
@@ -125,12 +113,20 @@ def replay_requested(
     conn: Connection, *, tenant_id: UUID, destination_id: UUID, limit: int
 ) -> list[DeadLetter]:
     """Up to `limit` dead letters waiting to be sent again, oldest first."""
+    return _select(conn, tenant_id, destination_id, limit, _DL.replay.is_(True))
+
+
+def _select(
+    conn: Connection,
+    tenant_id: UUID,
+    destination_id: UUID,
+    limit: int,
+    condition: ColumnElement[bool],
+) -> list[DeadLetter]:
     rows = conn.execute(
         select(_DL.id, _DL.event_id, _DL.reason, _DL.created_us)
         .where(
-            _DL.tenant_id == str(tenant_id),
-            _DL.destination_id == str(destination_id),
-            _DL.replay.is_(True),
+            _DL.tenant_id == str(tenant_id), _DL.destination_id == str(destination_id), condition
         )
         .order_by(_DL.id)
         .limit(limit)

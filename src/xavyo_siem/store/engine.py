@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -16,7 +18,17 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from xavyo_siem.errors import StoreError
 
-__all__ = ["current_revision", "head_revision", "make_engine", "open_store", "upgrade"]
+__all__ = [
+    "current_revision",
+    "head_revision",
+    "in_transaction",
+    "in_transaction_async",
+    "make_engine",
+    "open_store",
+    "upgrade",
+]
+
+_R = TypeVar("_R")
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -112,3 +124,14 @@ def open_store(url: str) -> Engine:
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", exc)).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def in_transaction(engine: Engine, work: Callable[[Connection], _R]) -> _R:
+    """Run `work` in one transaction: committed if it returns, rolled back if it raises."""
+    with engine.begin() as conn:
+        return work(conn)
+
+
+async def in_transaction_async(engine: Engine, work: Callable[[Connection], _R]) -> _R:
+    """`in_transaction` on a worker thread, so an event loop never waits on the database."""
+    return await asyncio.to_thread(in_transaction, engine, work)
