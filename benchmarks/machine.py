@@ -1,11 +1,12 @@
-"""What the benchmarks print about the machine they ran on."""
+"""What the benchmarks print about the machine they ran on, and how fast it ran Python."""
 
 from __future__ import annotations
 
 import os
 import platform
+import time
 
-__all__ = ["describe_machine"]
+__all__ = ["describe_machine", "python_speed"]
 
 
 def _cpu_model() -> str:
@@ -20,6 +21,26 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def python_speed(rounds: int = 5) -> float:
+    """Millions of iterations per second of a fixed pure-Python loop, best of `rounds`.
+
+    A yardstick, not a result: the same virtual machine has run this loop at very different
+    speeds on different days (its host is shared), so every table carries the yardstick
+    measured with it, and two tables compare only as far as their yardsticks agree.
+    """
+    best = float("inf")
+    for _ in range(rounds):
+        began = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i
+        best = min(best, time.perf_counter() - began)
+    return 2.0 / best
+
+
 def describe_machine() -> str:
-    """CPU model, core count and Python version, for the record beside every table."""
-    return f"{_cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    """CPU model, core count, Python version and the Python yardstick, for every table."""
+    return (
+        f"{_cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"yardstick {python_speed():.1f} M loop iterations/s"
+    )

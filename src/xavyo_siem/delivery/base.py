@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = [
     "Delivered",
@@ -23,13 +23,13 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """One event, already encoded, on its way to a destination.
 
     `text` is the formatted event (a CEF line, an RFC 5424 message, a JSON object, a CSV row);
     `event_id` and `timestamp_us` (epoch microseconds) travel beside it for transports whose
-    envelope needs them (HEC `time`, webhook ids) and for dead letters.
+    envelope needs them (HEC `time`, webhook ids) and for dead letters. A named tuple, not a
+    frozen dataclass: one is made per event, and a tuple is built several times faster.
     """
 
     event_id: str

@@ -37,6 +37,7 @@ from xavyo_siem.model import (
     from_epoch_us,
     to_epoch_us,
     uuid_from_canonical,
+    uuid_text,
 )
 from xavyo_siem.store.tables import audit_events
 
@@ -173,22 +174,22 @@ class _Counter:
 Row = tuple[Any, ...]
 
 
-def _row_of(event: AuditEvent, tenant_texts: dict[UUID, str]) -> Row:
+def _row_of(event: AuditEvent, tenant_texts: dict[int, str]) -> Row:
     outcome = event.outcome
     metadata = event.metadata
-    tenant = tenant_texts.get(event.tenant_id)
+    tenant = tenant_texts.get(event.tenant_id.int)
     if tenant is None:
-        tenant = tenant_texts[event.tenant_id] = str(event.tenant_id)
+        tenant = tenant_texts[event.tenant_id.int] = uuid_text(event.tenant_id)
     return (
-        str(event.event_id),
+        uuid_text(event.event_id),
         tenant,
         to_epoch_us(event.timestamp),
         event.event_type,
-        event.category.value,
+        event.category._value_,  # the enum's `.value` property costs twice as much
         event.severity,
         event.event_name,
         event.action,
-        None if outcome is None else outcome.value,
+        None if outcome is None else outcome._value_,
         event.actor_id,
         event.actor_email,
         event.source_ip,
@@ -212,16 +213,22 @@ def append_events(
     raised while iterating `events` (a bad input line) propagates unchanged, and the caller's
     transaction then rolls back what was written.
     """
-    write = _append_postgres if conn.dialect.name == "postgresql" else _append_sqlite
+    if conn.dialect.name == "postgresql":
+        write, chunks = _append_postgres, _rows_ahead(events, chunk_size)
+    else:
+        # No helper thread: SQLite gives up the GIL for every row it steps, and a busy
+        # producer thread then keeps it for a whole switch interval; measured, ingest on
+        # SQLite ran 15-20 % faster without the overlap.
+        write, chunks = _append_sqlite, _rows_in_chunks(events, chunk_size)
     total = AppendResult()
-    for chunk in _rows_ahead(events, chunk_size):
+    for chunk in chunks:
         total += write(conn, chunk)
     return total
 
 
 def _rows_in_chunks(events: Iterable[AuditEvent], chunk_size: int) -> Iterator[list[Row]]:
     chunk: list[Row] = []
-    tenant_texts: dict[UUID, str] = {}
+    tenant_texts: dict[int, str] = {}
     for event in events:
         chunk.append(_row_of(event, tenant_texts))
         if len(chunk) >= chunk_size:
@@ -236,9 +243,9 @@ def _rows_in_chunks(events: Iterable[AuditEvent], chunk_size: int) -> Iterator[l
 def _rows_ahead(events: Iterable[AuditEvent], chunk_size: int) -> Iterator[list[Row]]:
     """Chunks of rows, produced by a helper thread while the caller writes the previous one.
 
-    Producing rows (parsing, validating) holds the GIL; writing them mostly waits on the
-    database, which releases it. Overlapping the two is what lets ingest run at the speed of
-    the slower of the two instead of their sum. At most two chunks wait in the queue.
+    Producing rows (parsing, validating) holds the GIL; writing them to PostgreSQL mostly
+    waits on the server, which releases it. Overlapping the two is what lets ingest run at
+    the speed of the slower of the two instead of their sum. At most two chunks wait.
     """
     handoff: queue.Queue[list[Row] | BaseException | None] = queue.Queue(maxsize=2)
     stop = threading.Event()
