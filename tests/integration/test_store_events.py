@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from xavyo_siem.errors import TenantRequired
 from xavyo_siem.model import AuditEvent, EventCategory, EventFilter
@@ -284,3 +284,42 @@ def test_many_concurrent_writers_never_make_a_reader_skip(engine: Engine) -> Non
     expected = {e.event_id for batch in batches for e in batch}
     assert len(read) == len(expected)
     assert {e.event_id for e in read} == expected
+
+
+def test_a_transaction_that_reads_then_writes_survives_a_writer_in_between(
+    engine: Engine,
+) -> None:
+    """A transaction that reads, then writes after another connection tried to commit a
+    write, succeeds, and so does the other writer: neither fails with "database is locked"
+    (SQLite in WAL mode cannot upgrade a deferred reader whose snapshot went stale)."""
+    first, second = list(generate_events(2, 1, seed=5))
+    read_done = threading.Event()
+    errors: list[BaseException] = []
+
+    def other_writer() -> None:
+        read_done.wait(10)
+        try:
+            with engine.begin() as conn:
+                append_events(conn, [second])
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    with engine.begin() as conn:
+        before = read_all_in(conn, first.tenant_id)
+        read_done.set()
+        thread.join(0.3)  # the other writer commits here unless this transaction holds it off
+        result = append_events(conn, [first])
+    thread.join(30)
+    assert errors == []
+    assert before == []
+    assert result.stored == 1
+    assert {e.event_id for e in read_all(engine, first.tenant_id)} == {
+        first.event_id,
+        second.event_id,
+    }
+
+
+def read_all_in(conn: Connection, tenant: UUID) -> list[AuditEvent]:
+    return read_events_after(conn, tenant_id=tenant, after=START, limit=100).events

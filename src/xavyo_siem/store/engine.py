@@ -66,7 +66,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
 
 def _sqlite_begin(conn: Connection) -> None:
     # pysqlite's own transaction handling is off (see _sqlite_pragmas); begin explicitly.
-    conn.exec_driver_sql("BEGIN")
+    # IMMEDIATE takes the write lock at BEGIN, waiting (busy_timeout) for another writer.
+    # A deferred transaction that reads, then writes after another connection committed,
+    # fails at once with "database is locked" (WAL cannot upgrade a stale snapshot, and the
+    # busy timeout does not apply): `destination add` beside a running worker did. Readers
+    # in WAL mode are not blocked by this lock, and every transaction here is short.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _alembic_config() -> Config:
