@@ -69,8 +69,8 @@ def _sqlite_begin(conn: Connection) -> None:
     # IMMEDIATE takes the write lock at BEGIN, waiting (busy_timeout) for another writer.
     # A deferred transaction that reads, then writes after another connection committed,
     # fails at once with "database is locked" (WAL cannot upgrade a stale snapshot, and the
-    # busy timeout does not apply): `destination add` beside a running worker did. Readers
-    # in WAL mode are not blocked by this lock, and every transaction here is short.
+    # busy timeout does not apply): `destination add` beside a running worker did. Reads
+    # queue behind writes as a result; every transaction here is short (docs/store.md).
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
