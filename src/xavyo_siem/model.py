@@ -516,8 +516,9 @@ class AuditEvent:
     ) -> AuditEvent:
         """An event from values the store validated when it wrote them; no checks run.
 
-        Only the store's read path calls this: it is what lets a read of a million events
-        run at the speed of the database rather than of the validators.
+        The store's read path calls this, and `from_dict` once its own checks have passed:
+        it is what lets a read of a million events run at the speed of the database rather
+        than of the validators.
         """
         event = _UncheckedEvent(
             event_id,

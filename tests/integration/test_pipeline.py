@@ -337,3 +337,46 @@ async def test_start_position_of_a_new_destination(engine: Engine, start: str) -
     sent = [r.event_id for batch in transport.batches for r in batch]
     expected = (old if start == "beginning" else []) + new
     assert sent == [str(e.event_id) for e in expected]
+
+
+async def test_the_next_batch_is_read_while_one_is_on_the_wire(engine: Engine) -> None:
+    """While the peer has not answered a batch, the loop reads and formats the next one (one
+    batch ahead, no more), and still sends every event once, in order."""
+    events = store(engine, 200, seed=41)
+    destination = add(engine, events[0].tenant_id)
+    formatted: list[str] = []
+
+    def counting(event: AuditEvent) -> str:
+        formatted.append(str(event.event_id))
+        return to_json(event)
+
+    ahead_when_answered: list[int] = []
+
+    class SlowPeer(ScriptedTransport):
+        async def send(self, records: Sequence[Record]) -> DeliveryResult:
+            self.batches.append(list(records))
+            sent = sum(len(batch) for batch in self.batches)
+            for _ in range(500):  # answer once the next batch is formatted, or give up
+                if len(formatted) > sent or sent == len(events):
+                    break
+                await asyncio.sleep(0.01)
+            ahead_when_answered.append(len(formatted) - sent)
+            return Delivered()
+
+    transport = SlowPeer(lambda records: Delivered())
+    loop = DestinationLoop(
+        engine=engine, destination=destination, transport=transport, formatter=counting,
+        lease=None, settings=FAST,
+    )  # fmt: skip
+    task = asyncio.create_task(loop.run())
+    for _ in range(1000):
+        if loop.caught_up.is_set():
+            break
+        await asyncio.sleep(0.01)
+    loop.stop()
+    await asyncio.wait_for(task, 10)
+    assert [r.event_id for batch in transport.batches for r in batch] == [
+        str(e.event_id) for e in events
+    ]
+    assert ahead_when_answered == [50, 50, 50, 0]  # one batch of 50 ahead, then the end
+    assert formatted == [str(e.event_id) for e in events]  # each event formatted once

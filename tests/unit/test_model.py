@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -158,3 +159,36 @@ def test_line_number_is_prefixed_when_located() -> None:
     error = InvalidEvent("severity", "must be an integer from 0 to 10").at_line(12)
     assert str(error) == "line 12: severity: must be an integer from 0 to 10"
     assert error.line == 12
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        EVENT_ID,
+        EVENT_ID.upper(),
+        "{" + EVENT_ID + "}",
+        "urn:uuid:" + EVENT_ID,
+        EVENT_ID.replace("-", ""),
+    ],
+)
+def test_every_uuid_form_python_accepts_gives_the_same_id(form: str) -> None:
+    """The fast path for canonical ids and the general one agree on every form UUID() takes."""
+    event = AuditEvent.from_dict(minimal(event_id=form))
+    assert event.event_id == UUID(EVENT_ID)
+    assert str(event.event_id) == EVENT_ID
+    assert event.event_id.int == UUID(EVENT_ID).int
+
+
+def test_a_trusted_event_is_an_ordinary_frozen_event() -> None:
+    """from_trusted (the store's read path) builds an AuditEvent equal to the validated one,
+    as immutable and as usable with dataclasses.replace."""
+    checked = AuditEvent.from_dict(minimal(outcome="success", metadata={"geo": "FR"}))
+    trusted = AuditEvent.from_trusted(
+        *(getattr(checked, f.name) for f in dataclasses.fields(AuditEvent))
+    )
+    assert type(trusted) is AuditEvent
+    assert trusted == checked
+    assert repr(trusted) == repr(checked)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        trusted.severity = 1  # type: ignore[misc]
+    assert dataclasses.replace(trusted, severity=9).severity == 9

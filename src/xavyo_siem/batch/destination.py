@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
 
@@ -27,9 +28,22 @@ from xavyo_siem.store.ranges import (
     read_range_events,
 )
 
-__all__ = ["RangeSource"]
+__all__ = ["RangePosition", "RangeSource"]
 
 log = logging.getLogger("xavyo_siem.batch")
+
+
+@dataclass(frozen=True, slots=True)
+class RangePosition:
+    """Where a range export stands: after `key` (None: the start of the range), and the
+    first and last event ids of the page that ended there, for the job's record.
+
+    The ids travel with the position, not in the source, because the delivery loop reads
+    the next page while the previous one is still being sent.
+    """
+
+    key: TimeKey | None
+    page_ids: tuple[UUID, UUID] | None = None
 
 
 class RangeSource:
@@ -64,18 +78,17 @@ class RangeSource:
         self.dead_lettered = job.dead_lettered
         self.first_event_id = job.first_event_id
         self.last_event_id = job.last_event_id
-        self._page_ids: tuple[UUID, UUID] | None = None
 
-    def begin(self, conn: Connection) -> SourceStart[TimeKey | None]:
+    def begin(self, conn: Connection) -> SourceStart[RangePosition]:
         """Start after the job's checkpoint (or at the start of the range)."""
         checkpoint = self.job.checkpoint
         return SourceStart(
-            None if checkpoint is None else TimeKey(checkpoint.ts_us, checkpoint.seq)
+            RangePosition(None if checkpoint is None else TimeKey(checkpoint.ts_us, checkpoint.seq))
         )
 
     def read(
-        self, conn: Connection, *, after: TimeKey | None, limit: int
-    ) -> SourcePage[TimeKey | None] | None:
+        self, conn: Connection, *, after: RangePosition, limit: int
+    ) -> SourcePage[RangePosition] | None:
         """The next page of the range; None (and exhausted) at its end."""
         job = self.job
         events, key = read_range_events(
@@ -85,16 +98,15 @@ class RangeSource:
             end=job.end,
             filter=job.filters,
             snapshot=self.snapshot,
-            after=after,
+            after=after.key,
             limit=limit,
         )
         if not events:
             self.exhausted = True
             return None
-        self._page_ids = (events[0].event_id, events[-1].event_id)
-        return SourcePage(events, key)
+        return SourcePage(events, RangePosition(key, (events[0].event_id, events[-1].event_id)))
 
-    def nothing_waits(self, conn: Connection, *, after: TimeKey | None) -> bool:
+    def nothing_waits(self, conn: Connection, *, after: RangePosition) -> bool:
         """A range has no late arrivals: what was not read is not there."""
         return True
 
@@ -102,7 +114,7 @@ class RangeSource:
         self,
         conn: Connection,
         *,
-        position: TimeKey | None,
+        position: RangePosition,
         delivered: int,
         dead: Sequence[tuple[UUID, str]],
         throughput_eps: float,
@@ -118,18 +130,19 @@ class RangeSource:
                 entries=[(event_id, f"export {job.id}: {reason}") for event_id, reason in dead],
                 now=now,
             )
-        if self._page_ids is not None:
-            self.first_event_id = self.first_event_id or self._page_ids[0]
-            self.last_event_id = self._page_ids[1]
+        if position.page_ids is not None:
+            self.first_event_id = self.first_event_id or position.page_ids[0]
+            self.last_event_id = position.page_ids[1]
         exported = self.exported + delivered
         dead_lettered = self.dead_lettered + len(dead)
-        assert position is not None
+        key = position.key
+        assert key is not None
         saved = job_rows.save_checkpoint(
             conn,
             tenant_id=job.tenant_id,
             job_id=job.id,
             owner=self.owner,
-            checkpoint=ExportCheckpoint(position.ts_us, position.seq),
+            checkpoint=ExportCheckpoint(key.ts_us, key.seq),
             exported=exported,
             first_event_id=self.first_event_id,
             last_event_id=self.last_event_id,
@@ -159,5 +172,5 @@ class RangeSource:
         ):
             raise LeaseLost(f"job {job.id}: lease lost; another process runs it now")
 
-    def refresh_lag(self, conn: Connection, *, position: TimeKey | None) -> None:
+    def refresh_lag(self, conn: Connection, *, position: RangePosition) -> None:
         """Nothing to measure: progress is the job's `exported`."""

@@ -291,40 +291,64 @@ class DestinationLoop:
         self._stop.set()
 
     async def run(self) -> None:
-        """Deliver until `stop()`; the batch in flight is finished or left to be resent."""
+        """Deliver until `stop()`; the batch in flight is finished or left to be resent.
+
+        While a batch is on the wire, the next one is read and formatted (one batch ahead,
+        never more): the destination's time to answer no longer adds to the store's and
+        the formatter's. A batch that must be sent again is still sent before it.
+        """
         start = await self._store(self.source.begin)
         cursor = start.position
         self.circuit.failures = start.consecutive_failures
         self.circuit.state = start.circuit_state
         pending: _Batch | None = None
-        while not self._stop.is_set():
-            if pending is None:
-                pending = await self._read_replay(cursor) or await self._read_batch(cursor)
+        ahead: asyncio.Task[_Batch | None] | None = None  # the batch after `pending`
+        try:
+            while not self._stop.is_set():
                 if pending is None:
-                    if self.source.exhausted:
-                        self.caught_up.set()
-                        return
-                    if await self._nothing_waits(cursor):
-                        self.caught_up.set()
-                    await self._refresh_lag(cursor)
-                    await self._sleep(self.settings.poll_interval_s)
-                    continue
-                if not pending.records:
-                    cursor = await self._skip(pending)
+                    pending = await self._read_replay(cursor)
+                    if pending is None:
+                        pending, ahead = await self._take_ahead(ahead, cursor), None
+                    if pending is None:
+                        if self.source.exhausted:
+                            self.caught_up.set()
+                            return
+                        if await self._nothing_waits(cursor):
+                            self.caught_up.set()
+                        await self._refresh_lag(cursor)
+                        await self._sleep(self.settings.poll_interval_s)
+                        continue
+                    if not pending.records:
+                        cursor = await self._skip(pending)
+                        pending = None
+                        continue
+                self.caught_up.clear()
+                if self.bucket is not None:
+                    await self.bucket.acquire(len(pending.records), sleep=self._sleep)
+                    if self._stop.is_set():
+                        break
+                if self.circuit.state is CircuitState.OPEN:
+                    self.circuit.probe()
+                if ahead is None:
+                    ahead = asyncio.create_task(self._read_batch(pending.cursor))
+                result = await self.transport.send(pending.records)
+                if await self._decide(pending, result):
+                    cursor = pending.cursor
                     pending = None
-                    continue
-            self.caught_up.clear()
-            if self.bucket is not None:
-                await self.bucket.acquire(len(pending.records), sleep=self._sleep)
-                if self._stop.is_set():
-                    break
-            if self.circuit.state is CircuitState.OPEN:
-                self.circuit.probe()
-            result = await self.transport.send(pending.records)
-            if await self._decide(pending, result):
-                cursor = pending.cursor
-                pending = None
-            await self._refresh_lag(cursor)
+                await self._refresh_lag(cursor)
+        finally:
+            if ahead is not None:  # read only: dropping it loses nothing
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
+
+    async def _take_ahead(
+        self, ahead: asyncio.Task[_Batch | None] | None, cursor: Any
+    ) -> _Batch | None:
+        """The batch read ahead after `cursor`; read now if there is none, or if it found
+        nothing (events may have been stored since), so an idle loop polls fresh."""
+        batch = None if ahead is None else await ahead
+        return batch if batch is not None else await self._read_batch(cursor)
 
     async def _interruptible_sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
