@@ -75,7 +75,14 @@ from xavyo_siem.pipeline.retry import RetryPolicy
 from xavyo_siem.pipeline.worker import Worker, WorkerSettings, single_worker_lock
 from xavyo_siem.sample import DEFAULT_START, generate_events
 from xavyo_siem.settings import DEFAULT_DATABASE_URL, Settings
-from xavyo_siem.store import append_events, make_engine, open_store, read_events_in_range, upgrade
+from xavyo_siem.store import (
+    append_events,
+    make_engine,
+    open_store,
+    read_events_in_range,
+    upgrade,
+    writing,
+)
 from xavyo_siem.store import dead_letters as dl_rows
 from xavyo_siem.store import destinations as dest_rows
 from xavyo_siem.store import jobs as job_rows
@@ -239,7 +246,7 @@ def ingest(
     began = time.perf_counter()
     with progress or nullcontext(), stream:
         task = progress.add_task("ingesting", total=size) if progress else None
-        with engine.begin() as conn:
+        with writing(engine) as conn:
             result = append_events(conn, _read_events(stream, progress, task))
     seconds = time.perf_counter() - began
     total = result.stored + result.duplicates
@@ -889,7 +896,7 @@ def dead_letters_replay(
     """
     engine = open_store(db)
     found = _find(engine, tenant, destination)
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         count = dl_rows.request_replay(conn, tenant_id=tenant, destination_id=found.id, ids=id)
     err.print(f"{count} dead letter(s) queued for replay to {found.name}")
 
@@ -907,7 +914,7 @@ def dead_letters_purge(
     """
     engine = open_store(db)
     found = _find(engine, tenant, destination)
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         count = dl_rows.remove_dead_letters(conn, tenant_id=tenant, destination_id=found.id, ids=id)
     err.print(f"purged {count} dead letter(s) of {found.name}")
 
@@ -1015,7 +1022,7 @@ def tokens_create(
     if (tenant is None) == (not platform):
         raise typer.BadParameter("give either --tenant T or --platform", param_hint="--tenant")
     engine = open_store(db)
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         record, token = issue_token(
             conn, tenant_id=tenant, role=role, name=name, now=datetime.now(UTC)
         )
@@ -1061,7 +1068,7 @@ def tokens_revoke(
 
     Example: `xavyo-siem tokens revoke 8d1e…`
     """
-    with open_store(db).begin() as conn:
+    with writing(open_store(db)) as conn:
         revoked = revoke_token(conn, token_id=token_id, now=datetime.now(UTC))
     if not revoked:
         err.print(f"error: no live token {token_id}")

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from xavyo_siem.crypto import CryptoError, KeyRing
 from xavyo_siem.store import destinations as rows
+from xavyo_siem.store import writing
 
 __all__ = ["RotationReport", "count_credentials_by_key", "rotate_credentials"]
 
@@ -49,7 +50,7 @@ def rotate_credentials(engine: Engine, keyring: KeyRing) -> RotationReport:
     """
     resealed: Counter[str] = Counter()
     current = changed = 0
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         for (tenant_id, destination_id), sealed in rows.all_sealed_secrets(conn).items():
             key_id = keyring.key_id_of(sealed)
             if key_id == keyring.primary:

@@ -45,6 +45,7 @@ from xavyo_siem.model import (
 )
 from xavyo_siem.settings import Settings
 from xavyo_siem.store import destinations as rows
+from xavyo_siem.store import writing
 from xavyo_siem.store.events import START, EventCursor, head_cursor, measure_lag
 from xavyo_siem.store.state import read_health, read_state
 from xavyo_siem.store.tables import audit_events
@@ -227,7 +228,7 @@ def add_destination(
         created_at=now,
         updated_at=now,
     )
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         if rows.find_destination(conn, tenant_id=tenant_id, name=spec.name) is not None:
             raise InvalidDestination("name", f"the tenant already has a destination {spec.name!r}")
         cursor = _start_cursor(conn, tenant_id, config.start)
@@ -285,7 +286,7 @@ def update_destination(
     unknown = set(changes) - allowed
     if unknown:
         raise InvalidDestination(sorted(unknown)[0], "cannot be changed")
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         current = _get(conn, tenant_id, destination_id)
         options = dict(current.options)
         for key, value in (changes.get("options") or {}).items():
@@ -336,7 +337,7 @@ def set_enabled(
     engine: Engine, *, tenant_id: UUID, destination_id: UUID, enabled: bool
 ) -> SiemDestination:
     """Enable or disable delivery to a destination (its cursor is kept either way)."""
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         current = _get(conn, tenant_id, destination_id)
         result = rows.update_destination(
             conn, destination=replace(current, enabled=enabled), now=datetime.now(UTC)
@@ -347,7 +348,7 @@ def set_enabled(
 
 def remove_destination(engine: Engine, *, tenant_id: UUID, destination_id: UUID) -> None:
     """Delete a destination with its cursor, health and dead letters."""
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         if not rows.delete_destination(conn, tenant_id=tenant_id, destination_id=destination_id):
             raise InvalidDestination(
                 "destination", f"no destination {destination_id} for this tenant"

@@ -36,7 +36,7 @@ from xavyo_siem.model import (
     ExportFormat,
     SiemDestination,
 )
-from xavyo_siem.pipeline.export import DestinationLoop, PipelineSettings
+from xavyo_siem.pipeline.export import DestinationLoop, PipelineSettings, SourcePage, SourceStart
 from xavyo_siem.pipeline.retry import RetryPolicy
 from xavyo_siem.sample import generate_events
 from xavyo_siem.store import append_events
@@ -380,3 +380,64 @@ async def test_the_next_batch_is_read_while_one_is_on_the_wire(engine: Engine) -
     ]
     assert ahead_when_answered == [50, 50, 50, 0]  # one batch of 50 ahead, then the end
     assert formatted == [str(e.event_id) for e in events]  # each event formatted once
+
+
+class OnePageSource:
+    """A batch-export-like source: one page of events, then exhausted for good."""
+
+    replays_dead_letters = False
+
+    def __init__(self, events: list[AuditEvent]) -> None:
+        self.events = events
+        self.exhausted = False
+        self.delivered: list[int] = []
+
+    def begin(self, conn: object) -> SourceStart[int]:
+        return SourceStart(0)
+
+    def read(self, conn: object, *, after: int, limit: int) -> SourcePage[int] | None:
+        if after == 0:
+            return SourcePage(self.events, 1)
+        self.exhausted = True
+        return None
+
+    def nothing_waits(self, conn: object, *, after: int) -> bool:
+        return True
+
+    def record_delivered(self, conn: object, *, position: int, delivered: int, **_: object) -> None:
+        self.delivered.append(delivered)
+
+    def record_failure(self, conn: object, **_: object) -> None:
+        pass
+
+    def refresh_lag(self, conn: object, *, position: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("accepts", [True, False])
+async def test_an_exhausted_source_is_done_only_once_its_last_batch_is_accepted(
+    engine: Engine, accepts: bool
+) -> None:
+    """The batch read ahead finds the end of a batch export's range while its last batch is
+    still refused; stopped then, the loop reports it unfinished (the job must not complete),
+    and it reports it finished only once that batch was accepted."""
+    events = store(engine, 20, seed=43)
+    destination = add(engine, events[0].tenant_id)
+    source = OnePageSource(events)
+    transport = ScriptedTransport(
+        lambda records: Delivered() if accepts else RetryLater("503 busy")
+    )
+    loop = DestinationLoop(
+        engine=engine, destination=destination, transport=transport, formatter=to_json,
+        lease=None, settings=FAST, source=source,
+    )  # fmt: skip
+    task = asyncio.create_task(loop.run())
+    for _ in range(1000):
+        if task.done() or (len(transport.batches) >= 3 and source.exhausted):
+            break
+        await asyncio.sleep(0.01)
+    loop.stop()
+    finished = await asyncio.wait_for(task, 10)
+    assert source.exhausted  # the read ahead reached the end in both cases
+    assert finished is accepts
+    assert source.delivered == ([20] if accepts else [])

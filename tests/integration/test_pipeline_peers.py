@@ -80,7 +80,7 @@ def add(
 
 async def start(
     engine: Engine, destination: SiemDestination
-) -> tuple[DestinationLoop, asyncio.Task[None]]:
+) -> tuple[DestinationLoop, asyncio.Task[bool]]:
     transport, formatter = await manage.open_destination(
         engine, destination, settings=DEV, keyring=KEYS
     )
@@ -104,7 +104,7 @@ async def until(condition: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def finish(loop: DestinationLoop, task: asyncio.Task[None]) -> None:
+async def finish(loop: DestinationLoop, task: asyncio.Task[bool]) -> None:
     loop.stop()
     await asyncio.wait_for(task, 30)
     await loop.transport.aclose()

@@ -22,6 +22,7 @@ from xavyo_siem.store import (
     head_cursor,
     read_events_after,
     read_events_in_range,
+    writing,
 )
 
 from strategies import audit_events
@@ -289,9 +290,9 @@ def test_many_concurrent_writers_never_make_a_reader_skip(engine: Engine) -> Non
 def test_a_transaction_that_reads_then_writes_survives_a_writer_in_between(
     engine: Engine,
 ) -> None:
-    """A transaction that reads, then writes after another connection tried to commit a
-    write, succeeds, and so does the other writer: neither fails with "database is locked"
-    (SQLite in WAL mode cannot upgrade a deferred reader whose snapshot went stale)."""
+    """A writing transaction that reads, then writes after another connection tried to
+    commit a write, succeeds, and so does the other writer: neither fails with "database is
+    locked" (SQLite in WAL mode cannot upgrade a deferred reader whose snapshot went stale)."""
     first, second = list(generate_events(2, 1, seed=5))
     read_done = threading.Event()
     errors: list[BaseException] = []
@@ -299,14 +300,14 @@ def test_a_transaction_that_reads_then_writes_survives_a_writer_in_between(
     def other_writer() -> None:
         read_done.wait(10)
         try:
-            with engine.begin() as conn:
+            with writing(engine) as conn:
                 append_events(conn, [second])
         except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
     thread = threading.Thread(target=other_writer)
     thread.start()
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         before = read_all_in(conn, first.tenant_id)
         read_done.set()
         thread.join(0.3)  # the other writer commits here unless this transaction holds it off
@@ -323,3 +324,19 @@ def test_a_transaction_that_reads_then_writes_survives_a_writer_in_between(
 
 def read_all_in(conn: Connection, tenant: UUID) -> list[AuditEvent]:
     return read_events_after(conn, tenant_id=tenant, after=START, limit=100).events
+
+
+def test_a_read_never_waits_for_a_writer(engine: Engine) -> None:
+    """While a writing transaction is open (and holds SQLite's write lock), a read on
+    another connection answers at once with what was committed before it."""
+    first, second = list(generate_events(2, 1, seed=6))
+    with writing(engine) as conn:
+        append_events(conn, [first])
+    done: list[list[AuditEvent]] = []
+    with writing(engine) as conn:
+        append_events(conn, [second])
+        reader = threading.Thread(target=lambda: done.append(read_all(engine, first.tenant_id)))
+        reader.start()
+        reader.join(10)  # a reader queued behind the lock would still be waiting here
+        assert not reader.is_alive()
+    assert [e.event_id for e in done[0]] == [first.event_id]

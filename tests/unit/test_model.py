@@ -192,3 +192,14 @@ def test_a_trusted_event_is_an_ordinary_frozen_event() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         trusted.severity = 1  # type: ignore[misc]
     assert dataclasses.replace(trusted, severity=9).severity == 9
+
+
+def test_a_uuid_subclass_becomes_a_plain_uuid() -> None:
+    """An id given as a UUID subclass is kept as a plain UUID, which every encoder writes."""
+
+    class TaggedUUID(UUID):
+        pass
+
+    event = AuditEvent.from_dict(minimal(event_id=TaggedUUID(EVENT_ID)))
+    assert type(event.event_id) is UUID
+    assert event.event_id == UUID(EVENT_ID)

@@ -42,7 +42,7 @@ from xavyo_siem.pipeline.export import DestinationLoop
 from xavyo_siem.pipeline.rate_limit import TokenBucket
 from xavyo_siem.store import jobs as job_rows
 from xavyo_siem.store.destinations import get_destination
-from xavyo_siem.store.engine import in_transaction, in_transaction_async
+from xavyo_siem.store.engine import in_snapshot_async, in_transaction, in_transaction_async
 from xavyo_siem.store.leases import LeaseLost
 from xavyo_siem.store.ranges import (
     Snapshot,
@@ -229,7 +229,7 @@ class BatchExporter:
                 )
 
         try:
-            total = await self._store(count)
+            total = await in_snapshot_async(self.engine, count)  # reads only: no write lock
             await self._store(
                 lambda conn: job_rows.set_job_total(
                     conn,
@@ -284,11 +284,11 @@ class BatchExporter:
         if control.stop.is_set() or control.cancel.is_set():
             loop.stop()
         try:
-            await loop.run()
+            delivered_all = await loop.run()
         finally:
             control.loop = None
             await transport.aclose()
-        if not source.exhausted:
+        if not delivered_all:
             control.check()
             raise Stopped()
         if source.exported + source.dead_lettered == 0:

@@ -34,6 +34,7 @@ from xavyo_siem.model import (
     format_timestamp,
 )
 from xavyo_siem.store import jobs as job_rows
+from xavyo_siem.store import writing
 from xavyo_siem.store.destinations import find_destination, get_destination
 from xavyo_siem.store.ranges import (
     has_events,
@@ -204,7 +205,7 @@ def create_export_job(
     takes it first. Raises `InvalidExport` naming the field on a bad request.
     """
     moment = now or now_utc()
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         job = _job_of_request(conn, request, moment)
         if owner is not None:
             job = replace(
@@ -235,7 +236,7 @@ def resume_export_job(
 ) -> BatchExportJob:
     """Lease a job whose runner died (or that is still pending) to `owner`, to run it now."""
     now = now_utc()
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         claimed = job_rows.claim_job_by_id(
             conn, tenant_id=tenant_id, job_id=job_id, owner=owner, ttl=ttl, now=now
         )
@@ -257,7 +258,7 @@ def cancel_export_job(engine: Engine, *, tenant_id: UUID, job_id: UUID) -> Batch
     """Cancel a job. A pending job is cancelled at once; a running one stops at its next
     checkpoint and deletes what it wrote; one whose runner died is cleaned up here."""
     now = now_utc()
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         before = job_rows.get_job(conn, tenant_id=tenant_id, job_id=job_id)
         if before is None:
             raise InvalidExport("job", f"no export job {job_id}")
@@ -267,7 +268,7 @@ def cancel_export_job(engine: Engine, *, tenant_id: UUID, job_id: UUID) -> Batch
     assert job is not None
     if job.status is JobStatus.RUNNING and (job.lease_expires_at or EPOCH) < now:
         owner = f"cancel:{socket.gethostname()}:{os.getpid()}"
-        with engine.begin() as conn:
+        with writing(engine) as conn:
             abandoned = job_rows.claim_job_by_id(
                 conn,
                 tenant_id=tenant_id,
@@ -279,7 +280,7 @@ def cancel_export_job(engine: Engine, *, tenant_id: UUID, job_id: UUID) -> Batch
         if abandoned is not None:
             if abandoned.target_kind is ExportTarget.FILE:
                 discard_partials(Path(abandoned.target))
-            with engine.begin() as conn:
+            with writing(engine) as conn:
                 job_rows.finish_job(
                     conn,
                     tenant_id=tenant_id,

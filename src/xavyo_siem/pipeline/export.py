@@ -43,7 +43,7 @@ from xavyo_siem.pipeline.circuit import CircuitBreaker
 from xavyo_siem.pipeline.rate_limit import TokenBucket
 from xavyo_siem.pipeline.retry import RetryPolicy
 from xavyo_siem.store.dead_letters import DeadLetter, replay_requested, settle_replay
-from xavyo_siem.store.engine import in_transaction_async
+from xavyo_siem.store.engine import in_snapshot_async, in_transaction_async
 from xavyo_siem.store.events import EventCursor, measure_lag, read_events_after, read_events_by_id
 from xavyo_siem.store.leases import Lease, LeaseLost
 from xavyo_siem.store.state import read_state
@@ -102,7 +102,7 @@ class BatchSource(Protocol[_P]):
     """
 
     replays_dead_letters: bool  # send the dead letters an operator asked to replay first
-    exhausted: bool  # the source has nothing more, ever: the loop returns once caught up
+    exhausted: bool  # nothing more, ever: the loop returns (True) once all is delivered
 
     def begin(self, conn: Connection) -> SourceStart[_P]:
         """The position to start from, and the circuit state to resume."""
@@ -290,14 +290,18 @@ class DestinationLoop:
         """Ask the loop to finish the batch in flight and return."""
         self._stop.set()
 
-    async def run(self) -> None:
+    async def run(self) -> bool:
         """Deliver until `stop()`; the batch in flight is finished or left to be resent.
+
+        Returns True only when an exhausted source (a batch export) was delivered to its
+        end; False when stopped. Ask this, not `source.exhausted`: the batch read ahead
+        can find the end while the last batch is still waiting to be accepted.
 
         While a batch is on the wire, the next one is read and formatted (one batch ahead,
         never more): the destination's time to answer no longer adds to the store's and
         the formatter's. A batch that must be sent again is still sent before it.
         """
-        start = await self._store(self.source.begin)
+        start = await self._read(self.source.begin)
         cursor = start.position
         self.circuit.failures = start.consecutive_failures
         self.circuit.state = start.circuit_state
@@ -312,7 +316,7 @@ class DestinationLoop:
                     if pending is None:
                         if self.source.exhausted:
                             self.caught_up.set()
-                            return
+                            return True
                         if await self._nothing_waits(cursor):
                             self.caught_up.set()
                         await self._refresh_lag(cursor)
@@ -336,11 +340,13 @@ class DestinationLoop:
                     cursor = pending.cursor
                     pending = None
                 await self._refresh_lag(cursor)
+            return False
         finally:
             if ahead is not None:  # read only: dropping it loses nothing
                 ahead.cancel()
-                with contextlib.suppress(BaseException):
-                    await ahead
+                await asyncio.wait({ahead})  # a cancel aimed at run() itself still arrives
+                if not ahead.cancelled():
+                    ahead.exception()  # retrieved: the loop's own outcome is what counts
 
     async def _take_ahead(
         self, ahead: asyncio.Task[_Batch | None] | None, cursor: Any
@@ -359,7 +365,7 @@ class DestinationLoop:
     async def _read_batch(self, cursor: Any) -> _Batch | None:
         """The next batch after `cursor`, formatted; None when there is nothing new."""
         destination = self.destination
-        page = await self._store(
+        page = await self._read(
             lambda conn: self.source.read(conn, after=cursor, limit=self.batch_size)
         )
         if page is None:
@@ -379,7 +385,7 @@ class DestinationLoop:
 
     async def _nothing_waits(self, cursor: Any) -> bool:
         """True when nothing waits after the cursor, final or not (see `BatchSource`)."""
-        return await self._store(lambda conn: self.source.nothing_waits(conn, after=cursor))
+        return await self._read(lambda conn: self.source.nothing_waits(conn, after=cursor))
 
     async def _read_replay(self, cursor: Any) -> _Batch | None:
         """Dead letters an operator asked to send again, as a batch; None when there are none."""
@@ -399,7 +405,7 @@ class DestinationLoop:
             )
             return letters, events
 
-        letters, events = await self._store(read)
+        letters, events = await self._read(read)
         if not letters:
             return None
         by_event = {str(letter.event_id): letter.id for letter in letters}
@@ -501,7 +507,7 @@ class DestinationLoop:
         if now < self._next_lag:
             return
         self._next_lag = now + self.settings.lag_refresh_s
-        await self._store(lambda conn: self.source.refresh_lag(conn, position=cursor))
+        await self._read(lambda conn: self.source.refresh_lag(conn, position=cursor))
 
     def _throughput(self, delivered: int) -> float:
         """Events per second delivered over the last ten seconds."""
@@ -513,5 +519,10 @@ class DestinationLoop:
         return sum(count for _, count in self._delivered) / span
 
     async def _store(self, work: Callable[[Connection], _R]) -> _R:
-        """Run `work` in one transaction on a worker thread; a lost lease stops the loop."""
+        """Run `work`, which writes, in one transaction on a worker thread; a lost lease
+        (raised by `work`) stops the loop."""
         return await in_transaction_async(self.engine, work)
+
+    async def _read(self, work: Callable[[Connection], _R]) -> _R:
+        """Run `work`, which only reads, in one snapshot on a worker thread."""
+        return await in_snapshot_async(self.engine, work)

@@ -71,7 +71,7 @@ class WorkerSettings:
 @dataclass(slots=True)
 class _Running:
     loop: DestinationLoop
-    task: asyncio.Task[None]
+    task: asyncio.Task[bool]
     lease: Lease
 
 
@@ -258,7 +258,7 @@ class Worker:
         self._running[destination_id] = _Running(loop, task, lease)
         log.info("worker %s delivers destination %s", self.owner, destination.name)
 
-    def _loop_ended(self, destination: SiemDestination, task: asyncio.Task[None]) -> None:
+    def _loop_ended(self, destination: SiemDestination, task: asyncio.Task[bool]) -> None:
         """No silent hangs: a loop that died says why; the next scan restarts it."""
         if task.cancelled():
             return

@@ -6,6 +6,7 @@ from xavyo_siem.store.engine import (
     make_engine,
     open_store,
     upgrade,
+    writing,
 )
 from xavyo_siem.store.events import (
     START,
@@ -34,4 +35,5 @@ __all__ = [
     "read_events_after",
     "read_events_in_range",
     "upgrade",
+    "writing",
 ]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -21,11 +22,14 @@ from xavyo_siem.errors import StoreError
 __all__ = [
     "current_revision",
     "head_revision",
+    "in_snapshot",
+    "in_snapshot_async",
     "in_transaction",
     "in_transaction_async",
     "make_engine",
     "open_store",
     "upgrade",
+    "writing",
 ]
 
 _R = TypeVar("_R")
@@ -64,14 +68,33 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.close()
 
 
+_WRITES: Final = "xavyo_siem_writes"  # the execution option `writing` sets
+
+
 def _sqlite_begin(conn: Connection) -> None:
     # pysqlite's own transaction handling is off (see _sqlite_pragmas); begin explicitly.
-    # IMMEDIATE takes the write lock at BEGIN, waiting (busy_timeout) for another writer.
-    # A deferred transaction that reads, then writes after another connection committed,
-    # fails at once with "database is locked" (WAL cannot upgrade a stale snapshot, and the
-    # busy timeout does not apply): `destination add` beside a running worker did. Reads
-    # queue behind writes as a result; every transaction here is short (docs/store.md).
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # A transaction that will write begins IMMEDIATE: it takes the write lock at BEGIN,
+    # waiting (busy_timeout) for another writer. A deferred one that reads, then writes
+    # after another connection committed, fails at once with "database is locked" (WAL
+    # cannot upgrade a stale snapshot, and the busy timeout does not apply). Reads stay
+    # deferred, so in WAL mode they never wait.
+    immediate = conn.get_execution_options().get(_WRITES, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@contextlib.contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """A transaction that writes: committed when the block ends, rolled back if it raises.
+
+    Use it, not `engine.begin()`, for every transaction that writes. On SQLite it takes the
+    write lock at its start (`BEGIN IMMEDIATE`), so one that reads before it writes never
+    fails with "database is locked" when another connection writes in between. Reads use
+    `engine.connect()` and never take that lock.
+    """
+    with engine.connect() as conn:
+        conn.execution_options(**{_WRITES: True})
+        with conn.begin():
+            yield conn
 
 
 def _alembic_config() -> Config:
@@ -95,7 +118,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
     """Run every pending migration; returns (revision before, revision after)."""
     before = current_revision(engine)
     config = _alembic_config()
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
     return before, head_revision()
@@ -132,11 +155,24 @@ def _first_line(exc: BaseException) -> str:
 
 
 def in_transaction(engine: Engine, work: Callable[[Connection], _R]) -> _R:
-    """Run `work` in one transaction: committed if it returns, rolled back if it raises."""
-    with engine.begin() as conn:
+    """Run `work`, which writes, in one transaction (`writing`): committed if it returns,
+    rolled back if it raises."""
+    with writing(engine) as conn:
         return work(conn)
 
 
 async def in_transaction_async(engine: Engine, work: Callable[[Connection], _R]) -> _R:
     """`in_transaction` on a worker thread, so an event loop never waits on the database."""
     return await asyncio.to_thread(in_transaction, engine, work)
+
+
+def in_snapshot(engine: Engine, work: Callable[[Connection], _R]) -> _R:
+    """Run `work`, which only reads, in one transaction: one consistent view of the store,
+    and (on SQLite) no write lock, so it never waits for a writer nor holds one up."""
+    with engine.connect() as conn:
+        return work(conn)
+
+
+async def in_snapshot_async(engine: Engine, work: Callable[[Connection], _R]) -> _R:
+    """`in_snapshot` on a worker thread, so an event loop never waits on the database."""
+    return await asyncio.to_thread(in_snapshot, engine, work)

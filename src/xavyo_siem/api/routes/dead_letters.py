@@ -14,6 +14,7 @@ from xavyo_siem.api.deps import AdminDestinationDep, ContextDep, DestinationDep
 from xavyo_siem.api.errors import error_responses
 from xavyo_siem.api.schemas import DeadLetterPage, DeadLetterSelection, PurgeResult, ReplayResult
 from xavyo_siem.store import dead_letters as rows
+from xavyo_siem.store import writing
 
 __all__ = ["router"]
 
@@ -53,7 +54,7 @@ def replay_dead_letters(
     body: DeadLetterSelection | None = None,
 ) -> dict[str, int]:
     """Queue dead letters (the listed `ids`, or all) to be sent again by the worker."""
-    with context.engine.begin() as conn:
+    with writing(context.engine) as conn:
         queued = rows.request_replay(
             conn,
             tenant_id=destination.tenant_id,
@@ -70,7 +71,7 @@ def purge_dead_letters(
     body: DeadLetterSelection | None = None,
 ) -> dict[str, int]:
     """Delete dead letters (the listed `ids`, or all) for good; the events stay stored."""
-    with context.engine.begin() as conn:
+    with writing(context.engine) as conn:
         purged = rows.remove_dead_letters(
             conn,
             tenant_id=destination.tenant_id,

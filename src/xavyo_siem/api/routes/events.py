@@ -22,7 +22,7 @@ from xavyo_siem.api.errors import ApiError, error_responses
 from xavyo_siem.api.schemas import EventPage, IngestResult
 from xavyo_siem.errors import InvalidEvent
 from xavyo_siem.model import AuditEvent, EventCategory, EventFilter
-from xavyo_siem.store import TimeKey, append_events, read_events_in_range
+from xavyo_siem.store import TimeKey, append_events, read_events_in_range, writing
 
 __all__ = ["parse_batch", "router"]
 
@@ -87,7 +87,7 @@ def _same_uuid(value: object, tenant_id: UUID) -> bool:
 
 def _ingest(context: ApiContext, tenant_id: UUID, raw: bytes) -> dict[str, int]:
     events = parse_batch(raw, tenant_id=tenant_id, max_events=context.limits.max_batch_events)
-    with context.engine.begin() as conn:
+    with writing(context.engine) as conn:
         result = append_events(conn, events)
     return {"stored": result.stored, "duplicates": result.duplicates}
 
