@@ -1,11 +1,13 @@
 """Store benchmark: ingest and read rates (events/s) and peak memory, SQLite and PostgreSQL.
 
-    .venv/bin/python benchmarks/bench_store.py [--events 200000] [--pg-admin-url URL]
+    .venv/bin/python benchmarks/bench_store.py [--events 200000] [--repeat 3] [--pg-admin-url URL]
 
 Ingest is what `xavyo-siem ingest FILE` does (parse the JSON lines, validate every event,
 store it idempotently); read is `read_events_after` paging through every tenant into
 `AuditEvent` objects. Each measurement runs in a fresh process so its peak RSS is its own;
 ingest also runs on a quarter of the input to show that memory does not grow with its size.
+With `--repeat N` every measurement runs N times (each ingest into a fresh database) and the
+best rate is kept: on a shared virtual machine the slow runs measure the neighbours.
 """
 
 from __future__ import annotations
@@ -54,6 +56,12 @@ def worker(kind: str, url: str, path: str, tenants: int, seed: int) -> None:
     print(json.dumps({"count": count, "seconds": seconds, "peak_mb": peak_mb}))
 
 
+def best_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The fastest run's rate, with the highest peak RSS of all runs."""
+    fastest = max(runs, key=lambda run: run["count"] / run["seconds"])
+    return {**fastest, "peak_mb": max(run["peak_mb"] for run in runs)}
+
+
 def run_worker(kind: str, url: str, path: Path, tenants: int, seed: int) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--worker", kind, "--url", url, "--file", str(path),
@@ -89,6 +97,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--tenants", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per figure; best kept")
     parser.add_argument(
         "--pg-admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     )
@@ -116,35 +125,54 @@ def main() -> None:
                     small.write(line)
         rows = []
         for backend in ("sqlite", "postgresql"):
-            dbs = []
-            for label in ("full", "quarter"):
-                if backend == "sqlite":
-                    url, name = f"sqlite:///{tmp}/{label}.db", None
-                else:
-                    name, url = fresh_postgres(args.pg_admin_url)
-                engine = make_engine(url)
-                upgrade(engine)
-                engine.dispose()
-                dbs.append((label, url, name))
-            try:
-                quarter_ingest = run_worker("ingest", dbs[1][1], quarter, args.tenants, args.seed)
-                ingest = run_worker("ingest", dbs[0][1], full, args.tenants, args.seed)
-                if backend == "postgresql":
-                    # What autovacuum does after a bulk load; without statistics the planner
-                    # sorts instead of walking the index.
-                    engine = make_engine(dbs[0][1])
-                    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                        conn.execute(text("VACUUM ANALYZE audit_events"))
+            runs: dict[str, list[dict[str, float]]] = {
+                "ingest": [], "quarter": [], "again": [], "read": []
+            }  # fmt: skip
+            for attempt in range(args.repeat):
+                dbs = []
+                for label in ("full", "quarter"):
+                    if backend == "sqlite":
+                        url, name = f"sqlite:///{tmp}/{label}-{attempt}.db", None
+                    else:
+                        name, url = fresh_postgres(args.pg_admin_url)
+                    engine = make_engine(url)
+                    upgrade(engine)
                     engine.dispose()
-                read = run_worker("read", dbs[0][1], full, args.tenants, args.seed)
-                again = run_worker("ingest", dbs[0][1], full, args.tenants, args.seed)
-            finally:
-                for _, _, name in dbs:
-                    if name:
-                        drop_postgres(args.pg_admin_url, name)
-            rows.append((backend, ingest, quarter_ingest, again, read))
+                    dbs.append((label, url, name))
+                try:
+                    full_url, quarter_url = dbs[0][1], dbs[1][1]
+                    runs["quarter"].append(
+                        run_worker("ingest", quarter_url, quarter, args.tenants, args.seed)
+                    )
+                    runs["ingest"].append(
+                        run_worker("ingest", full_url, full, args.tenants, args.seed)
+                    )
+                    if backend == "postgresql":
+                        # What autovacuum does after a bulk load; without statistics the
+                        # planner sorts instead of walking the index.
+                        engine = make_engine(full_url)
+                        with engine.connect().execution_options(
+                            isolation_level="AUTOCOMMIT"
+                        ) as conn:
+                            conn.execute(text("VACUUM ANALYZE audit_events"))
+                        engine.dispose()
+                    runs["read"].append(run_worker("read", full_url, full, args.tenants, args.seed))
+                    runs["again"].append(
+                        run_worker("ingest", full_url, full, args.tenants, args.seed)
+                    )
+                finally:
+                    for _, url, name in dbs:
+                        if name:
+                            drop_postgres(args.pg_admin_url, name)
+                        else:
+                            Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
+            best = {kind: best_of(measured) for kind, measured in runs.items()}
+            rows.append((backend, best["ingest"], best["quarter"], best["again"], best["read"]))
 
-    print(f"\n{args.events:,} sample events, {args.tenants} tenants; {describe_machine()}\n")
+    print(
+        f"\n{args.events:,} sample events, {args.tenants} tenants, best of {args.repeat}; "
+        f"{describe_machine()}\n"
+    )
     print(
         "| backend | ingest events/s | ingest peak RSS (¼ input → full) "
         "| re-ingest (all duplicates) events/s | read events/s | read peak RSS |"
