@@ -8,11 +8,10 @@ import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-from uuid import UUID
 
 import pytest
 
+from format_events import make_event
 from format_parsers import parse_csv
 from xavyo_siem.errors import EncodeError
 from xavyo_siem.format import (
@@ -25,23 +24,8 @@ from xavyo_siem.format import (
     quote_csv_field,
     to_csv,
 )
-from xavyo_siem.model import AuditEvent, EventCategory, ExportFormat
+from xavyo_siem.model import ExportFormat
 from xavyo_siem.sample import generate_events
-
-EVENT_ID = UUID("7f5c9a2e-3b1d-4c8e-9f6a-2d4b8e1c0a37")
-TENANT_ID = UUID("0b9d6a1e-5c3f-4e2a-8d7b-1f6e9c4a2b58")
-
-
-def _event(**changes: Any) -> AuditEvent:
-    fields: dict[str, Any] = {
-        "event_id": EVENT_ID,
-        "tenant_id": TENANT_ID,
-        "timestamp": datetime(2024, 5, 1, 12, 34, 56, 789000, tzinfo=UTC),
-        "event_type": "USER_LOGIN",
-        "category": EventCategory.AUTHENTICATION,
-    }
-    fields.update(changes)
-    return AuditEvent(**fields)
 
 
 def _row(line: str) -> dict[str, tuple[str, bool]]:
@@ -65,7 +49,7 @@ def test_columns_are_fixed_and_event_id_first() -> None:
 def test_golden_header_and_row() -> None:
     """Header and row are quoted, absent fields are empty unquoted, metadata is JSON."""
     assert csv_header().startswith('"event_id","tenant_id","timestamp",')
-    row = to_csv(_event(outcome="success", reason='say "hi"', metadata={"geo": "FR"}))
+    row = to_csv(make_event(outcome="success", reason='say "hi"', metadata={"geo": "FR"}))
     assert row == (
         '"7f5c9a2e-3b1d-4c8e-9f6a-2d4b8e1c0a37","0b9d6a1e-5c3f-4e2a-8d7b-1f6e9c4a2b58",'
         '"2024-05-01T12:34:56.789000Z","USER_LOGIN","authentication","3","success",'
@@ -87,14 +71,14 @@ def test_golden_header_and_row() -> None:
 )
 def test_formula_guard_prefixes_a_quote(payload: str) -> None:
     """Each §8.2 payload gets a leading `'` inside its quoted cell."""
-    row = _row(to_csv(_event(reason=payload, event_type=payload)))
+    row = _row(to_csv(make_event(reason=payload, event_type=payload)))
     assert row["reason"] == ("'" + payload, True)
     assert row["event_type"] == ("'" + payload, True)
 
 
 def test_formula_guard_can_be_switched_off() -> None:
     """formula_guard=False writes the exact value (raw mode, unsafe for spreadsheets)."""
-    row = _row(to_csv(_event(reason="=1+1"), formula_guard=False))
+    row = _row(to_csv(make_event(reason="=1+1"), formula_guard=False))
     assert row["reason"] == ("=1+1", True)
 
 
@@ -112,7 +96,7 @@ def test_quote_field_doubles_quotes() -> None:
 
 def test_empty_string_and_absent_are_distinct() -> None:
     """An empty string is `""`; an absent field is an empty unquoted field."""
-    row = _row(to_csv(_event(reason="")))
+    row = _row(to_csv(make_event(reason="")))
     assert row["reason"] == ("", True)
     assert row["action"] == ("", False)
     assert row["metadata"] == ("", False)
@@ -122,7 +106,7 @@ def test_hostile_values_stay_one_record() -> None:
     """Commas, quotes, CR, LF, tabs, controls, emoji and 100 KB values stay in one record."""
     text = 'a,b"c\r\nd\te\x01\x7f\x85😀 東京' + "y" * 100_000
     metadata = {"key with space": text, "k=v": "=1", "=cmd": "@x"}
-    row = _row(to_csv(_event(reason=text, actor_id=text, metadata=metadata)))
+    row = _row(to_csv(make_event(reason=text, actor_id=text, metadata=metadata)))
     assert row["reason"] == (text, True)
     assert row["actor_id"] == (text, True)
     assert json.loads(row["metadata"][0]) == metadata
@@ -131,7 +115,7 @@ def test_hostile_values_stay_one_record() -> None:
 def test_ipv6_with_a_zone_index_is_kept_exactly() -> None:
     """A zone index holding a quote and a comma is quoted correctly."""
     ip = 'fe80::1%e"t,h0'
-    assert _row(to_csv(_event(source_ip=ip)))["source_ip"] == (ip, True)
+    assert _row(to_csv(make_event(source_ip=ip)))["source_ip"] == (ip, True)
 
 
 def test_writer_streams_a_file_the_stdlib_reader_accepts(tmp_path: Path) -> None:
@@ -173,11 +157,11 @@ def test_writer_into_gzip(tmp_path: Path) -> None:
 def test_writer_bom_and_no_header_options() -> None:
     """bom=True starts with U+FEFF; header=False writes rows only."""
     out = io.StringIO(newline="")
-    CsvWriter(out, bom=True).write(_event())
+    CsvWriter(out, bom=True).write(make_event())
     assert out.getvalue().startswith('\ufeff"event_id"')
     out = io.StringIO(newline="")
-    CsvWriter(out, header=False).write(_event())
-    assert out.getvalue() == to_csv(_event()) + "\r\n"
+    CsvWriter(out, header=False).write(make_event())
+    assert out.getvalue() == to_csv(make_event()) + "\r\n"
 
 
 def test_writer_of_an_empty_export_has_the_header_only() -> None:
@@ -189,7 +173,7 @@ def test_writer_of_an_empty_export_has_the_header_only() -> None:
 
 def test_writer_formula_guard_off_is_per_export() -> None:
     """formula_guard=False on one writer leaves other writers guarded."""
-    event = _event(reason="=1")
+    event = make_event(reason="=1")
     raw, guarded = io.StringIO(newline=""), io.StringIO(newline="")
     CsvWriter(raw, formula_guard=False, header=False).write(event)
     CsvWriter(guarded, header=False).write(event)
@@ -206,7 +190,7 @@ def test_bad_option_raises_encode_error() -> None:
 
 def test_make_formatter_csv() -> None:
     """make_formatter('csv', formula_guard=False) writes raw rows."""
-    event = _event(reason="=1")
+    event = make_event(reason="=1")
     assert make_formatter(ExportFormat.CSV, formula_guard=False)(event) == to_csv(
         event, formula_guard=False
     )
@@ -214,5 +198,5 @@ def test_make_formatter_csv() -> None:
 
 def test_whole_second_timestamp_keeps_six_digits() -> None:
     """A time on a whole second is written with `.000000Z` in the timestamp column."""
-    row = _row(to_csv(_event(timestamp=datetime(2024, 1, 1, tzinfo=UTC))))
+    row = _row(to_csv(make_event(timestamp=datetime(2024, 1, 1, tzinfo=UTC))))
     assert row["timestamp"] == ("2024-01-01T00:00:00.000000Z", True)

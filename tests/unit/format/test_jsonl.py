@@ -4,35 +4,19 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
-from uuid import UUID
 
 import orjson
 
+from format_events import make_event
 from format_parsers import parse_json_line
 from xavyo_siem.format import make_formatter, to_json
-from xavyo_siem.model import AuditEvent, EventCategory, ExportFormat
+from xavyo_siem.model import AuditEvent, ExportFormat
 from xavyo_siem.sample import generate_events
-
-EVENT_ID = UUID("7f5c9a2e-3b1d-4c8e-9f6a-2d4b8e1c0a37")
-TENANT_ID = UUID("0b9d6a1e-5c3f-4e2a-8d7b-1f6e9c4a2b58")
-
-
-def _event(**changes: Any) -> AuditEvent:
-    fields: dict[str, Any] = {
-        "event_id": EVENT_ID,
-        "tenant_id": TENANT_ID,
-        "timestamp": datetime(2024, 5, 1, 12, 34, 56, 789000, tzinfo=UTC),
-        "event_type": "USER_LOGIN",
-        "category": EventCategory.AUTHENTICATION,
-    }
-    fields.update(changes)
-    return AuditEvent(**fields)
 
 
 def test_golden_line() -> None:
     """The documented line: to_dict field names and order, compact, µs timestamp with Z."""
-    line = to_json(_event(outcome="success", source_ip="203.0.113.7", metadata={"geo": "FR"}))
+    line = to_json(make_event(outcome="success", source_ip="203.0.113.7", metadata={"geo": "FR"}))
     assert line == (
         '{"event_id":"7f5c9a2e-3b1d-4c8e-9f6a-2d4b8e1c0a37",'
         '"tenant_id":"0b9d6a1e-5c3f-4e2a-8d7b-1f6e9c4a2b58",'
@@ -50,14 +34,14 @@ def test_same_bytes_as_to_dict_for_sample_events() -> None:
 
 def test_whole_second_timestamp_keeps_six_digits() -> None:
     """A time on a whole second is still written with `.000000Z`, as to_dict does."""
-    line = to_json(_event(timestamp=datetime(2024, 1, 1, tzinfo=UTC)))
+    line = to_json(make_event(timestamp=datetime(2024, 1, 1, tzinfo=UTC)))
     assert parse_json_line(line)["timestamp"] == "2024-01-01T00:00:00.000000Z"
 
 
 def test_non_utc_timestamp_is_written_in_utc() -> None:
     """An event built from a +02:00 time is written in UTC with Z."""
     moment = datetime(2024, 1, 1, 2, 0, 0, 1, tzinfo=timezone(timedelta(hours=2)))
-    assert parse_json_line(to_json(_event(timestamp=moment)))["timestamp"] == (
+    assert parse_json_line(to_json(make_event(timestamp=moment)))["timestamp"] == (
         "2024-01-01T00:00:00.000001Z"
     )
 
@@ -65,7 +49,7 @@ def test_non_utc_timestamp_is_written_in_utc() -> None:
 def test_hostile_text_is_one_line_and_round_trips() -> None:
     """CR, LF, quotes, backslashes, controls, emoji and 100 KB values survive in one line."""
     text = 'a\r\nb"c\\d\te\x01\x1b\x7f\x85\u2028😀' + "x" * 100_000
-    event = _event(reason=text, metadata={"k=v with space": text, "=cmd": "@SUM(1+1)"})
+    event = make_event(reason=text, metadata={"k=v with space": text, "=cmd": "@SUM(1+1)"})
     line = to_json(event)
     assert "\n" not in line
     assert "\r" not in line
@@ -74,7 +58,7 @@ def test_hostile_text_is_one_line_and_round_trips() -> None:
 
 def test_absent_and_empty_are_distinct() -> None:
     """An absent field is left out; an empty string is written as ""."""
-    obj = parse_json_line(to_json(_event(reason="")))
+    obj = parse_json_line(to_json(make_event(reason="")))
     assert obj["reason"] == ""
     assert "action" not in obj
     assert "metadata" not in obj

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 import pytest
 
+from format_events import EVENT_ID, make_event
 from format_parsers import parse_cef, parse_json_line, parse_syslog
 from xavyo_siem.errors import EncodeError
 from xavyo_siem.format import (
@@ -20,27 +20,12 @@ from xavyo_siem.format import (
     to_json,
     to_syslog,
 )
-from xavyo_siem.model import AuditEvent, EventCategory, ExportFormat
-
-EVENT_ID = UUID("7f5c9a2e-3b1d-4c8e-9f6a-2d4b8e1c0a37")
-TENANT_ID = UUID("0b9d6a1e-5c3f-4e2a-8d7b-1f6e9c4a2b58")
-
-
-def _event(**changes: Any) -> AuditEvent:
-    fields: dict[str, Any] = {
-        "event_id": EVENT_ID,
-        "tenant_id": TENANT_ID,
-        "timestamp": datetime(2024, 5, 1, 12, 34, 56, 789000, tzinfo=UTC),
-        "event_type": "USER_LOGIN",
-        "category": EventCategory.AUTHENTICATION,
-    }
-    fields.update(changes)
-    return AuditEvent(**fields)
+from xavyo_siem.model import ExportFormat
 
 
 def test_golden_message_with_json_body() -> None:
     """The documented layout: PRI 110 (log audit + info), µs UTC time, SD, then the JSON."""
-    event = _event(action="login", outcome="success", actor_id="usr_1", source_ip="203.0.113.7")
+    event = make_event(action="login", outcome="success", actor_id="usr_1", source_ip="203.0.113.7")
     message = to_syslog(event, hostname="idp1.example.com", procid=42)
     assert message == (
         "<110>1 2024-05-01T12:34:56.789000Z idp1.example.com xavyo-siem 42 USER_LOGIN"
@@ -53,7 +38,7 @@ def test_golden_message_with_json_body() -> None:
 
 def test_golden_message_with_cef_body() -> None:
     """With body='cef' the MSG is exactly the CEF line, so collectors find `CEF:`."""
-    event = _event()
+    event = make_event()
     message = to_syslog(event, body="cef")
     record = parse_syslog(message)
     assert record.msg is not None
@@ -63,14 +48,14 @@ def test_golden_message_with_cef_body() -> None:
 
 def test_defaults_are_nil_host_and_procid() -> None:
     """Without options HOSTNAME and PROCID are `-` and APP-NAME is xavyo-siem."""
-    record = parse_syslog(to_syslog(_event()))
+    record = parse_syslog(to_syslog(make_event()))
     assert (record.hostname, record.app_name, record.procid) == (None, "xavyo-siem", None)
 
 
 def test_pri_golden_values() -> None:
     """log audit + info = 110 and authpriv + notice = 85 (PROTOCOLS §2.2)."""
-    assert parse_syslog(to_syslog(_event(severity=3))).pri == 110
-    assert parse_syslog(to_syslog(_event(severity=4), facility=10)).pri == 85
+    assert parse_syslog(to_syslog(make_event(severity=3))).pri == 110
+    assert parse_syslog(to_syslog(make_event(severity=4), facility=10)).pri == 85
 
 
 def test_severity_map_is_complete_and_never_debug_or_emergency() -> None:
@@ -93,7 +78,7 @@ def test_pri_of_every_facility_and_severity_stays_in_range() -> None:
     for facility in range(24):
         formatter = SyslogFormatter(facility=facility)
         for severity in range(11):
-            pri = parse_syslog(formatter(_event(severity=severity))).pri
+            pri = parse_syslog(formatter(make_event(severity=severity))).pri
             assert pri == facility * 8 + SYSLOG_SEVERITY[severity] <= 191
 
 
@@ -105,13 +90,13 @@ def test_timestamp_has_microseconds_and_z() -> None:
         datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC): "0999-12-31T23:59:59.999999Z",
     }
     for moment, text in cases.items():
-        assert parse_syslog(to_syslog(_event(timestamp=moment))).timestamp == text
+        assert parse_syslog(to_syslog(make_event(timestamp=moment))).timestamp == text
 
 
 def test_msgid_is_sanitised_and_capped_and_sd_keeps_the_exact_type() -> None:
     """A hostile event type becomes a 32-character printable MSGID; SD holds the exact type."""
     event_type = 'user login "é" ]\n' + "X" * 40
-    record = parse_syslog(to_syslog(_event(event_type=event_type)))
+    record = parse_syslog(to_syslog(make_event(event_type=event_type)))
     assert record.msgid == 'user_login_"_"_]_' + "X" * 15
     assert record.sd["xavyo@32473"]["eventType"] == ['user login "é" ]\u240a' + "X" * 40]
 
@@ -121,7 +106,7 @@ def test_header_options_are_sanitised_and_capped() -> None:
     formatter = SyslogFormatter(
         hostname="h ö" + "h" * 300, app_name="my app" * 20, procid="p" * 200
     )
-    record = parse_syslog(formatter(_event()))
+    record = parse_syslog(formatter(make_event()))
     assert record.hostname == "h__" + "h" * 252
     assert record.app_name == ("my_app" * 20)[:48]
     assert record.procid == "p" * 128
@@ -129,7 +114,7 @@ def test_header_options_are_sanitised_and_capped() -> None:
 
 def test_empty_header_options_become_nil() -> None:
     """Empty options are written as the NILVALUE `-`."""
-    record = parse_syslog(to_syslog(_event(), hostname="", app_name=""))
+    record = parse_syslog(to_syslog(make_event(), hostname="", app_name=""))
     assert (record.hostname, record.app_name) == (None, None)
 
 
@@ -155,7 +140,7 @@ def test_sd_param_value_pictures_controls_and_newlines() -> None:
 def test_sd_breakout_attempt_forges_nothing() -> None:
     """A value that tries to close the element and open another stays one parameter."""
     actor = 'x"] [origin ip="6.6.6.6"] [xavyo@32473 eventId="forged'
-    record = parse_syslog(to_syslog(_event(actor_id=actor)))
+    record = parse_syslog(to_syslog(make_event(actor_id=actor)))
     assert list(record.sd) == ["xavyo@32473"]
     assert record.sd["xavyo@32473"]["actorId"] == [actor]
     assert record.sd["xavyo@32473"]["eventId"] == [str(EVENT_ID)]
@@ -164,7 +149,9 @@ def test_sd_breakout_attempt_forges_nothing() -> None:
 def test_newline_injection_stays_one_message() -> None:
     """CR/LF in any field never reaches the message raw (LF framing stays safe)."""
     text = "a\r\n<14>1 - - forged - - - x"
-    message = to_syslog(_event(event_type=text, actor_id=text, reason=text, metadata={text: text}))
+    message = to_syslog(
+        make_event(event_type=text, actor_id=text, reason=text, metadata={text: text})
+    )
     assert "\n" not in message
     assert "\r" not in message
     record = parse_syslog(message)
@@ -174,39 +161,39 @@ def test_newline_injection_stays_one_message() -> None:
 
 def test_bom_only_before_non_ascii_msg() -> None:
     """MSG starts with the UTF-8 BOM exactly when it is not pure ASCII."""
-    ascii_message = to_syslog(_event(reason="plain"))
+    ascii_message = to_syslog(make_event(reason="plain"))
     assert "\ufeff" not in ascii_message
     assert not parse_syslog(ascii_message).bom
-    record = parse_syslog(to_syslog(_event(reason="zoë 😀")))
+    record = parse_syslog(to_syslog(make_event(reason="zoë 😀")))
     assert record.bom
     assert record.msg is not None
     assert json.loads(record.msg)["reason"] == "zoë 😀"
-    assert parse_syslog(to_syslog(_event(reason="zoë"), body="cef")).bom
+    assert parse_syslog(to_syslog(make_event(reason="zoë"), body="cef")).bom
 
 
 def test_non_ascii_in_sd_is_literal_utf8() -> None:
     """Non-ASCII in a PARAM-VALUE is written as is (SD is UTF-8), and the MSG gets its BOM."""
-    record = parse_syslog(to_syslog(_event(actor_id="ü")))
+    record = parse_syslog(to_syslog(make_event(actor_id="ü")))
     assert record.sd["xavyo@32473"]["actorId"] == ["ü"]
     assert record.bom  # the JSON body repeats actor_id, so MSG is not ASCII either
 
 
 def test_enterprise_number_is_a_setting() -> None:
     """The SD-ID carries the configured Private Enterprise Number."""
-    record = parse_syslog(to_syslog(_event(), enterprise_number=61234))
+    record = parse_syslog(to_syslog(make_event(), enterprise_number=61234))
     assert list(record.sd) == ["xavyo@61234"]
 
 
 def test_absent_fields_are_left_out_of_sd() -> None:
     """Only present fields appear as SD params; free text stays in MSG only."""
-    params = parse_syslog(to_syslog(_event(reason="r", user_agent="ua"))).sd["xavyo@32473"]
+    params = parse_syslog(to_syslog(make_event(reason="r", user_agent="ua"))).sd["xavyo@32473"]
     assert list(params) == ["eventId", "tenantId", "eventType", "category", "severity"]
 
 
 def test_100_kb_values_stay_whole_in_one_message() -> None:
     """RFC 5424 has no length cap: a 100 KB value is carried whole in SD and MSG."""
     big = '"]\\' * 34_000
-    record = parse_syslog(to_syslog(_event(actor_id=big)))
+    record = parse_syslog(to_syslog(make_event(actor_id=big)))
     assert record.sd["xavyo@32473"]["actorId"] == [big]
     assert record.msg is not None
     assert parse_json_line(record.msg)["actor_id"] == big
@@ -235,7 +222,7 @@ def test_bad_options_raise_encode_error(options: dict[str, Any], field: str) -> 
 
 def test_make_formatter_syslog_means_json_body() -> None:
     """make_formatter('syslog') is RFC 5424 with a JSON body."""
-    event = _event()
+    event = make_event()
     assert make_formatter(ExportFormat.SYSLOG, hostname="h")(event) == to_syslog(
         event, hostname="h"
     )
@@ -252,7 +239,7 @@ def test_event_type_cache_is_bounded() -> None:
     """Many distinct or huge event types never grow the per-type MSGID/SD cache without bound."""
     formatter = SyslogFormatter()
     for index in range(5000):
-        formatter(_event(event_type=f"T{index}"))
-    formatter(_event(event_type="H" * 100_000))
+        formatter(make_event(event_type=f"T{index}"))
+    formatter(make_event(event_type="H" * 100_000))
     assert 0 < len(formatter._kinds) <= 4096
     assert all(len(key) <= 256 for key in formatter._kinds)
