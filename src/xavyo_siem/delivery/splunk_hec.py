@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-import zlib
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,13 +53,13 @@ from xavyo_siem.delivery.base import (
     Transport,
 )
 from xavyo_siem.delivery.http import (
-    GZIP_LEVEL,
     PeerFailure,
     TlsOptions,
     TooLarge,
     close_session,
     cut_spans,
     describe_peer,
+    gzip_body,
     header,
     map_errors,
     open_session,
@@ -419,8 +418,7 @@ class HecTransport:
     def _compress(self, body: bytes) -> bytes:
         if not self._config.gzip:
             return body
-        packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-        return packer.compress(body) + packer.flush()
+        return gzip_body(body)
 
     async def send(self, records: Sequence[Record]) -> DeliveryResult:
         """Send `records` (in parts if needed), wait for acks if enabled, and classify."""

@@ -20,7 +20,6 @@ import binascii
 import hashlib
 import hmac
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,13 +39,13 @@ from xavyo_siem.delivery.base import (
     Transport,
 )
 from xavyo_siem.delivery.http import (
-    GZIP_LEVEL,
     PeerFailure,
     TlsOptions,
     TooLarge,
     close_session,
     cut_spans,
     describe_peer,
+    gzip_body,
     header,
     map_errors,
     open_session,
@@ -399,8 +398,7 @@ class WebhookTransport:
                 self._credentials.keys, msg_id, timestamp, body
             )
         if self._config.gzip:
-            packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-            body = packer.compress(body) + packer.flush()
+            body = gzip_body(body)
         session = self._open()
         with map_errors(self._peer):
             async with session.post(
