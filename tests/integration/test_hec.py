@@ -15,7 +15,14 @@ import aiohttp
 import orjson
 import pytest
 
-from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, Rejected, RetryLater
+from xavyo_siem.delivery.base import (
+    Delivered,
+    DeliveryResult,
+    Misconfigured,
+    Record,
+    Rejected,
+    RetryLater,
+)
 from xavyo_siem.delivery.options import HecConfig, validate_destination
 from xavyo_siem.delivery.splunk_hec import HecTransport, classify_hec_response, hec_time
 from xavyo_siem.errors import InvalidDestination
@@ -53,6 +60,15 @@ def transport(server: HecServer, *, event_is_json: bool = True, **options: Any) 
         event_is_json=event_is_json,
         development=True,
     )
+
+
+async def send_once(server: HecServer, records: list[Record], **options: Any) -> DeliveryResult:
+    """Send `records` through a fresh transport to `server`, then close it."""
+    sender = transport(server, **options)
+    try:
+        return await sender.send(records)
+    finally:
+        await sender.aclose()
 
 
 @pytest.fixture
@@ -152,22 +168,14 @@ async def test_wrong_token_is_misconfigured(hec: HecServer) -> None:
 async def test_disabled_token_is_misconfigured() -> None:
     """A disabled token (code 1) is misconfigured."""
     async with HecServer(token=TOKEN, disabled=True) as server:
-        sender = transport(server)
-        try:
-            result = await sender.send(json_records(1))
-        finally:
-            await sender.aclose()
+        result = await send_once(server, json_records(1))
     assert isinstance(result, Misconfigured)
     assert "code 1" in result.reason
 
 
 async def test_index_outside_the_allow_list_is_misconfigured(hec: HecServer) -> None:
     """An index the token may not write (code 7) is misconfigured, not a data error."""
-    sender = transport(hec, index="secret-index")
-    try:
-        result = await sender.send(json_records(2))
-    finally:
-        await sender.aclose()
+    result = await send_once(hec, json_records(2), index="secret-index")
     assert isinstance(result, Misconfigured)
     assert "code 7" in result.reason
 
@@ -204,11 +212,7 @@ async def test_invalid_event_number_resends_only_what_follows(hec: HecServer) ->
     """Code 6 at index 3: record 3 is rejected, 0-2 count as taken, 4-9 go in a new request."""
     hec.faults = HecFaults(invalid_event_at=3)
     records = json_records(10)
-    sender = transport(hec)
-    try:
-        result = await sender.send(records)
-    finally:
-        await sender.aclose()
+    result = await send_once(hec, records)
     assert isinstance(result, Rejected)
     assert list(result.by_index) == [3]
     assert "code 6" in result.by_index[3]
@@ -222,11 +226,7 @@ async def test_real_bad_records_are_rejected_one_by_one(hec: HecServer) -> None:
     records = json_records(6)
     records[1] = Record("bad-json", 1, "{not json")
     records[4] = Record("blank", 2, '""')
-    sender = transport(hec)
-    try:
-        result = await sender.send(records)
-    finally:
-        await sender.aclose()
+    result = await send_once(hec, records)
     assert isinstance(result, Rejected)
     assert sorted(result.by_index) == [1, 4]
     assert "code 13" in result.by_index[4]
@@ -241,11 +241,7 @@ async def test_a_data_error_without_index_is_found_by_halving(hec: HecServer) ->
     hec.partial_ingest = False
     records = json_records(9)
     records[6] = Record("bad", 1, "[1, 2]")
-    sender = transport(hec)
-    try:
-        result = await sender.send(records)
-    finally:
-        await sender.aclose()
+    result = await send_once(hec, records)
     assert isinstance(result, Rejected)
     assert list(result.by_index) == [6]
     expected = [r.event_id for i, r in enumerate(records) if i != 6]
@@ -257,11 +253,7 @@ async def test_too_large_requests_are_split_and_a_lone_giant_rejected() -> None:
     async with HecServer(token=TOKEN, max_content_length=3000) as server:
         records = json_records(12)
         records[5] = Record("giant", 5, orjson.dumps({"blob": "x" * 5000}).decode())
-        sender = transport(server, gzip=False)
-        try:
-            result = await sender.send(records)
-        finally:
-            await sender.aclose()
+        result = await send_once(server, records, gzip=False)
     assert isinstance(result, Rejected)
     assert list(result.by_index) == [5]
     assert "413" in result.by_index[5]
@@ -390,11 +382,7 @@ async def test_partial_rejection_with_ack_resends_the_unacknowledged_prefix(
     """With ack, an error reply acknowledges nothing, so records before the bad one go again."""
     hec_ack.faults = HecFaults(invalid_event_at=2)
     records = json_records(6)
-    sender = transport(hec_ack, ack=True, ack_poll_interval_s=0.01)
-    try:
-        result = await sender.send(records)
-    finally:
-        await sender.aclose()
+    result = await send_once(hec_ack, records, ack=True, ack_poll_interval_s=0.01)
     assert isinstance(result, Rejected)
     assert list(result.by_index) == [2]
     acked = sorted(e["event_id"] for e in hec_ack.acknowledged_events())
@@ -403,11 +391,7 @@ async def test_partial_rejection_with_ack_resends_the_unacknowledged_prefix(
 
 async def test_ack_on_but_token_without_ack_is_misconfigured(hec: HecServer) -> None:
     """`ack=true` against a token without acks (no ackId in replies) is misconfigured."""
-    sender = transport(hec, ack=True)
-    try:
-        result = await sender.send(json_records(1))
-    finally:
-        await sender.aclose()
+    result = await send_once(hec, json_records(1), ack=True)
     assert isinstance(result, Misconfigured)
     assert "ackId" in result.reason
 
@@ -608,11 +592,7 @@ async def test_a_record_that_is_not_utf8_is_rejected_before_sending(hec: HecServ
     records = json_records(3)
     records[1] = Record("bad", 1, '{"a":"\ud800"}')
     for event_is_json in (True, False):
-        sender = transport(hec, event_is_json=event_is_json)
-        try:
-            result = await sender.send(records)
-        finally:
-            await sender.aclose()
+        result = await send_once(hec, records, event_is_json=event_is_json)
         assert isinstance(result, Rejected)
         assert list(result.by_index) == [1]
     assert len(hec.received) == 4
