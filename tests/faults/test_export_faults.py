@@ -5,6 +5,7 @@ receiver restarts and errors without moving the destination's streaming cursor."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import resource
 import signal
@@ -79,13 +80,35 @@ def cli(*args: str, db: str, log: Path) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
+def signal_mid_way(
+    engine: Engine, tenant: UUID, exporter: subprocess.Popen[bytes], signum: int
+) -> None:
+    """Send `signum` to an exporter that is provably mid-way: it is frozen (SIGSTOP, every
+    thread) while the test reads its job, so it cannot finish between the look and the signal.
+    No race with how fast the export runs."""
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if predicate():
+        exporter.send_signal(signal.SIGSTOP)
+        while not all_stopped(exporter.pid):
+            time.sleep(0.001)
+        job = the_job(engine, tenant)
+        if job is not None and job.exported > 0:
+            assert job.status is JobStatus.RUNNING
+            exporter.send_signal(signum)
+            exporter.send_signal(signal.SIGCONT)
             return
+        exporter.send_signal(signal.SIGCONT)
         time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError("timed out waiting for the export's first checkpoint")
+
+
+def all_stopped(pid: int) -> bool:
+    """Whether every thread of `pid` is stopped (state T in /proc)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+                return False
+    return True
 
 
 def the_job(engine: Engine, tenant: UUID) -> BatchExportJob | None:
@@ -133,12 +156,7 @@ def test_killed_mid_export_resumes_to_the_same_file_and_manifest(
     path, log = tmp_path / "killed.csv", tmp_path / "export.log"
     exporter = started_export(store_url, tenant, path, log)
     try:
-        wait_for(
-            lambda: (job := the_job(engine, tenant)) is not None and job.exported > 0,
-            60, "the first checkpoint",
-        )  # fmt: skip
-        exporter.send_signal(signal.SIGSTOP)  # hold it mid-way, then kill it where it stands
-        exporter.send_signal(signal.SIGKILL)
+        signal_mid_way(engine, tenant, exporter, signal.SIGKILL)
         exporter.wait(10)
     finally:
         exporter.kill()
@@ -175,11 +193,7 @@ def test_stopped_export_is_given_back_and_finished_by_a_worker(tmp_path: Path) -
     path, log = tmp_path / "stopped.csv", tmp_path / "export.log"
     exporter = started_export(db, tenant, path, log)
     try:
-        wait_for(
-            lambda: (job := the_job(engine, tenant)) is not None and job.exported > 0,
-            60, "the first checkpoint",
-        )  # fmt: skip
-        exporter.send_signal(signal.SIGTERM)
+        signal_mid_way(engine, tenant, exporter, signal.SIGTERM)
         assert exporter.wait(30) == 1
     finally:
         exporter.kill()

@@ -107,7 +107,9 @@ def read_ahead(pages: Iterator[_T], stop: threading.Event) -> Iterator[_T]:
     """`pages`, read one ahead by a helper thread while the caller writes the previous one.
 
     Reading waits on the database, writing on the disk; overlapping them is most of the
-    speed of a large export. At most one page waits, so memory stays bounded.
+    speed of a large export. At most one page waits, so memory stays bounded. Raises
+    `Stopped` when `stop` is set before the pages end: a stop must never look like the end
+    of the range, or a stopped export would be finished as complete with part of its events.
     """
     handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
     done = threading.Event()
@@ -138,7 +140,7 @@ def read_ahead(pages: Iterator[_T], stop: threading.Event) -> Iterator[_T]:
                 kind, item = handoff.get(timeout=0.1)
             except queue.Empty:
                 if stop.is_set():
-                    return
+                    raise Stopped() from None
                 continue
             if kind == "end":
                 return
