@@ -233,6 +233,25 @@ def _check_uuid(name: str, value: object) -> UUID:
         raise InvalidEvent(name, f"must be a UUID, got {value[:60]!r}") from None
 
 
+# Tenant ids repeat from event to event: their text is parsed once. Bounded (cleared when
+# full), so hostile input cannot grow it; UUIDs are immutable, so sharing one is safe.
+_TENANT_IDS: dict[str, UUID] = {}
+_TENANT_IDS_MAX: Final = 4096
+
+
+def _check_tenant_id(value: object) -> UUID:
+    if type(value) is str:
+        cached = _TENANT_IDS.get(value)
+        if cached is not None:
+            return cached
+        tenant = _check_uuid("tenant_id", value)
+        if len(_TENANT_IDS) >= _TENANT_IDS_MAX:
+            _TENANT_IDS.clear()
+        _TENANT_IDS[value] = tenant
+        return tenant
+    return _check_uuid("tenant_id", value)
+
+
 def _check_timestamp(value: object) -> datetime:
     if isinstance(value, str):
         try:
@@ -245,6 +264,8 @@ def _check_timestamp(value: object) -> datetime:
         parsed = value
     else:
         raise InvalidEvent("timestamp", f"must be an ISO 8601 string, got {type(value).__name__}")
+    if parsed.tzinfo is UTC:  # "Z" and "+00:00" parse to this very object: nothing to do
+        return parsed
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise InvalidEvent("timestamp", "must carry a UTC offset (naive times are ambiguous)")
     try:
@@ -313,12 +334,20 @@ def _check_outcome(value: object) -> Outcome:
 
 
 def _check_metadata(value: object) -> dict[str, str]:
-    if type(value) is dict and all(
-        type(k) is str and type(v) is str and k and k.isascii() and v.isascii()
-        and "\x00" not in k and "\x00" not in v
-        for k, v in value.items()
-    ):  # fmt: skip
-        return value
+    if type(value) is dict:
+        try:  # all keys, then all values, as one string each (TypeError: not all strings)
+            keys, items = "".join(value), "".join(value.values())
+        except TypeError:
+            pass
+        else:
+            if (
+                "" not in value
+                and keys.isascii()
+                and items.isascii()
+                and "\x00" not in keys
+                and "\x00" not in items
+            ):
+                return value
     if not isinstance(value, Mapping):
         raise InvalidEvent("metadata", f"must be an object of strings, got {type(value).__name__}")
     checked: dict[str, str] = {}
@@ -448,14 +477,16 @@ class AuditEvent:
         """Build an event from its JSON form; raises `InvalidEvent` naming the bad field."""
         if not isinstance(data, Mapping):
             raise InvalidEvent("event", f"must be a JSON object, got {type(data).__name__}")
-        if not data.keys() <= _KNOWN_KEYS:
+        if not _KNOWN_KEYS.issuperset(data):
             unknown = sorted(data.keys() - _KNOWN_KEYS)[0]
             raise InvalidEvent(str(unknown)[:60], "is not a field of an audit event")
         get = data.get
-        for name in _REQUIRED:
-            if get(name) is None:
-                raise InvalidEvent(name, "is required")
-        category = _check_category(data["category"])
+        event_id, tenant_id, timestamp = get("event_id"), get("tenant_id"), get("timestamp")
+        event_type, category_value = get("event_type"), get("category")
+        if None in (event_id, tenant_id, timestamp, event_type, category_value):
+            missing = next(name for name in _REQUIRED if get(name) is None)
+            raise InvalidEvent(missing, "is required")
+        category = _check_category(category_value)
         severity = get("severity")
         if severity is None:
             severity = category.default_severity
@@ -466,17 +497,21 @@ class AuditEvent:
         outcome = get("outcome")
         source_ip = get("source_ip")
         metadata = get("metadata")
-        texts = [
-            v
-            if (v := get(name)) is None or (type(v) is str and v.isascii() and "\x00" not in v)
-            else _check_text(name, v)
-            for name in TEXT_FIELDS
-        ]
+        texts = [get(name) for name in TEXT_FIELDS]
+        try:  # the present texts as one string (TypeError: one is not a string)
+            joined = "".join([text for text in texts if text is not None])
+        except TypeError:
+            joined = "\x00"
+        if not joined.isascii() or "\x00" in joined:  # look closer, field by field
+            texts = [
+                None if text is None else _check_text(name, text)
+                for name, text in zip(TEXT_FIELDS, texts, strict=True)
+            ]
         return cls.from_trusted(
-            _check_uuid("event_id", data["event_id"]),
-            _check_uuid("tenant_id", data["tenant_id"]),
-            _check_timestamp(data["timestamp"]),
-            _check_event_type(data["event_type"]),
+            _check_uuid("event_id", event_id),
+            _check_tenant_id(tenant_id),
+            _check_timestamp(timestamp),
+            _check_event_type(event_type),
             category,
             severity,
             texts[0],
