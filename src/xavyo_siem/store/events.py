@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -215,6 +215,7 @@ def append_events(
     raised while iterating `events` (a bad input line) propagates unchanged, and the caller's
     transaction then rolls back what was written.
     """
+    write: Callable[[Connection, Sequence[Row]], AppendResult]
     if conn.dialect.name == "postgresql":
         feeding = _Feeding()
         chunks = _rows_ahead(feeding.paced(events), chunk_size)
