@@ -93,6 +93,19 @@ def test_ingesting_a_file_twice_stores_each_event_once(store_url: str, tmp_path:
     engine.dispose()
 
 
+def test_blank_lines_are_skipped_and_still_counted_in_line_numbers(tmp_path: Path) -> None:
+    """Empty and whitespace-only lines store nothing and fail nothing, and the line number of
+    a later error still counts them."""
+    db = f"sqlite:///{tmp_path}/store.db"
+    first, second = GOOD.splitlines()
+    result = cli("ingest", "-", db=db, stdin=first + b"\n\n \t \r\n" + second + b"\n  ")
+    assert result.returncode == 0, result.stderr
+    assert b"stored 2 events, skipped 0 duplicates" in result.stderr
+    bad = cli("ingest", "-", db=db, stdin=b"\n \r\n{not json\n")
+    assert bad.returncode != 0
+    assert "line 3: event: is not valid JSON" in bad.stderr.decode()
+
+
 def test_events_lists_a_tenants_range_as_json(store_url: str) -> None:
     """`events --json` prints the tenant's stored events in time order, within the range."""
     data = cli("sample", "--count", "40", "--tenants", "2", "--seed", "3").stdout
