@@ -40,7 +40,10 @@ def python_speed(rounds: int = 5) -> float:
 
 def describe_machine() -> str:
     """CPU model, core count, Python version and the Python yardstick, for every table."""
+    from xavyo_siem.speedups import COMPILED
+
+    helpers = "C helpers built" if COMPILED else "C helpers NOT built (Python fallbacks)"
     return (
         f"{_cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"yardstick {python_speed():.1f} M loop iterations/s"
+        f"yardstick {python_speed():.1f} M loop iterations/s, {helpers}"
     )

@@ -1,0 +1,103 @@
+"""The C helpers (xavyo_siem._speedups) give exactly what their Python references give, for
+any input, errors included; and the package runs the C ones where they were built."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+from uuid import UUID
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from xavyo_siem import _speedups, speedups
+
+OFFSETS = st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1).map(
+    lambda minutes: timezone(timedelta(minutes=minutes))
+)
+AWARE = st.datetimes(
+    min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=OFFSETS | st.just(UTC)
+)
+SPECIALS = b"\\="  # CEF's; RFC 5424's are b'\\"]'
+TEXT = st.text(st.characters(codec="utf-8") | st.sampled_from("\\=\t\r\n\x00\x1f\x7f\x85"))
+
+
+def outcome(function: Any, *args: Any) -> tuple[str, Any]:
+    try:
+        return ("value", function(*args))
+    except TypeError:
+        return ("TypeError", None)
+
+
+def test_this_build_runs_the_c_helpers() -> None:
+    """The test command builds the C helpers, and the package uses them (not the fallbacks)."""
+    assert speedups.COMPILED
+    assert speedups.to_epoch_us is _speedups.to_epoch_us
+    assert speedups.uuid_text is _speedups.uuid_text
+    assert speedups.plain_values_length is _speedups.plain_values_length
+
+
+@given(AWARE)
+def test_epoch_microseconds_match_for_any_aware_time(ts: datetime) -> None:
+    """For any aware datetime, in any UTC offset, both count the same microseconds."""
+    assert _speedups.to_epoch_us(ts) == speedups.py_to_epoch_us(ts)
+
+
+@given(st.datetimes())
+def test_a_naive_time_is_a_type_error_in_both(ts: datetime) -> None:
+    """A naive datetime raises TypeError in both, as subtracting the aware epoch does."""
+    assert outcome(_speedups.to_epoch_us, ts) == outcome(speedups.py_to_epoch_us, ts)
+    assert outcome(_speedups.to_epoch_us, ts)[0] == "TypeError"
+
+
+@given(st.uuids(version=None) | st.integers(0, 2**128 - 1).map(lambda n: UUID(int=n)))
+def test_uuid_text_is_the_canonical_form(value: UUID) -> None:
+    """Any UUID's text is str(value) in both."""
+    assert _speedups.uuid_text(value) == speedups.py_uuid_text(value) == str(value)
+
+
+@pytest.mark.parametrize("value", ["0" * 32, 5, None, b"\x00" * 16])
+def test_uuid_text_refuses_what_is_not_a_uuid(value: Any) -> None:
+    """Anything but a UUID is a TypeError in both."""
+    assert outcome(_speedups.uuid_text, value) == outcome(speedups.py_uuid_text, value)
+    assert outcome(_speedups.uuid_text, value)[0] == "TypeError"
+
+
+@given(st.lists(TEXT, max_size=12), st.sampled_from([b"\\=", b'\\"]', b""]))
+def test_plain_values_length_matches_for_any_values(values: list[str], specials: bytes) -> None:
+    """For any values behind their keys and CEF's, RFC 5424's or no extra specials, both
+    agree on whether none needs escaping (and then on their total length)."""
+    pieces = ["head"]
+    for number, value in enumerate(values):
+        pieces += (f" k{number}=", value)
+    expected = speedups.py_plain_values_length(pieces, specials)
+    assert _speedups.plain_values_length(pieces, specials) == expected
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([], 0),
+        (["abc", "d e\tf"], 8),
+        (["a=b"], -1),
+        (["a\\b"], -1),
+        (["a\x7fb"], -1),
+        (["a\nb"], -1),
+        (["é"], -1),
+    ],
+)
+def test_plain_values_length_examples(values: list[str], expected: int) -> None:
+    """Known cases: tabs are plain; `=`, `\\`, DEL, controls and non-ASCII are not."""
+    pieces: list[Any] = ["head"]
+    for value in values:
+        pieces += (" k=", value)
+    assert _speedups.plain_values_length(pieces, SPECIALS) == expected
+    assert speedups.py_plain_values_length(pieces, SPECIALS) == expected
+
+
+def test_a_value_that_is_not_text_is_a_type_error_in_both() -> None:
+    """A value that is not a string raises TypeError in both, as str.join does."""
+    pieces: list[Any] = ["head", " a=", "x", " b=", 5]
+    assert outcome(_speedups.plain_values_length, pieces, SPECIALS)[0] == "TypeError"
+    assert outcome(speedups.py_plain_values_length, pieces, SPECIALS)[0] == "TypeError"
