@@ -40,8 +40,10 @@ to_epoch_us(PyObject *module, PyObject *ts)
     long long offset_us = 0;
     PyObject *tzinfo = PyDateTime_DATE_GET_TZINFO(ts); /* borrowed; None when naive */
     if (tzinfo != PyDateTime_TimeZone_UTC) {
-        PyObject *offset = tzinfo == Py_None ? Py_NewRef(Py_None)
-                                             : PyObject_CallMethodNoArgs(ts, s_utcoffset);
+        /* As datetime's own subtraction does: tzinfo.utcoffset(ts), None meaning naive. */
+        PyObject *offset = tzinfo == Py_None
+                               ? Py_NewRef(Py_None)
+                               : PyObject_CallMethodOneArg(tzinfo, s_utcoffset, ts);
         if (offset == NULL) {
             return NULL;
         }
@@ -51,10 +53,22 @@ to_epoch_us(PyObject *module, PyObject *ts)
                             "can't subtract offset-naive and offset-aware datetimes");
             return NULL;
         }
-        offset_us = ((long long)PyDateTime_DELTA_GET_DAYS(offset) * 86400
-                     + PyDateTime_DELTA_GET_SECONDS(offset)) * 1000000
-                    + PyDateTime_DELTA_GET_MICROSECONDS(offset);
+        if (!PyDelta_Check(offset)) {
+            PyErr_Format(PyExc_TypeError,
+                         "tzinfo.utcoffset() must return None or timedelta, not '%.200s'",
+                         Py_TYPE(offset)->tp_name);
+            Py_DECREF(offset);
+            return NULL;
+        }
+        long long days = PyDateTime_DELTA_GET_DAYS(offset);
+        long long seconds = PyDateTime_DELTA_GET_SECONDS(offset);
+        offset_us = (days * 86400 + seconds) * 1000000 + PyDateTime_DELTA_GET_MICROSECONDS(offset);
         Py_DECREF(offset);
+        if (offset_us <= -86400000000LL || offset_us >= 86400000000LL) {
+            PyErr_SetString(PyExc_ValueError, "offset must be a timedelta strictly between "
+                                              "-timedelta(hours=24) and timedelta(hours=24)");
+            return NULL;
+        }
     }
     long long days = days_from_civil(PyDateTime_GET_YEAR(ts), PyDateTime_GET_MONTH(ts),
                                      PyDateTime_GET_DAY(ts));

@@ -3,7 +3,7 @@ any input, errors included; and the package runs the C ones where they were buil
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from uuid import UUID
 
@@ -26,8 +26,18 @@ TEXT = st.text(st.characters(codec="utf-8") | st.sampled_from("\\=\t\r\n\x00\x1f
 def outcome(function: Any, *args: Any) -> tuple[str, Any]:
     try:
         return ("value", function(*args))
-    except TypeError:
-        return ("TypeError", None)
+    except (TypeError, ValueError) as exc:
+        return (type(exc).__name__, None)
+
+
+class Odd(tzinfo):
+    """A time zone whose utcoffset() answers `offset` whatever it is."""
+
+    def __init__(self, offset: Any) -> None:
+        self.offset = offset
+
+    def utcoffset(self, dt: datetime | None) -> Any:
+        return self.offset
 
 
 def test_this_build_runs_the_c_helpers() -> None:
@@ -49,6 +59,24 @@ def test_a_naive_time_is_a_type_error_in_both(ts: datetime) -> None:
     """A naive datetime raises TypeError in both, as subtracting the aware epoch does."""
     assert outcome(_speedups.to_epoch_us, ts) == outcome(speedups.py_to_epoch_us, ts)
     assert outcome(_speedups.to_epoch_us, ts)[0] == "TypeError"
+
+
+@pytest.mark.parametrize(
+    ("offset", "error"),
+    [
+        (None, "TypeError"),
+        ("+01:00", "TypeError"),
+        (timedelta(hours=24), "ValueError"),
+        (timedelta(hours=-25), "ValueError"),
+        (timedelta(hours=23, minutes=59), "value"),
+    ],
+)
+def test_an_odd_time_zone_gives_the_same_answer_or_error(offset: Any, error: str) -> None:
+    """A tzinfo answering None, a wrong type or an offset of a day or more: the same error as
+    datetime's own subtraction, in both; a valid odd offset, the same microseconds."""
+    ts = datetime(2026, 1, 1, 12, tzinfo=Odd(offset))
+    assert outcome(_speedups.to_epoch_us, ts) == outcome(speedups.py_to_epoch_us, ts)
+    assert outcome(_speedups.to_epoch_us, ts)[0] == error
 
 
 @given(st.uuids(version=None) | st.integers(0, 2**128 - 1).map(lambda n: UUID(int=n)))

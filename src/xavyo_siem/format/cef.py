@@ -41,10 +41,10 @@ import orjson
 
 from xavyo_siem import __version__
 from xavyo_siem.errors import EncodeError
-from xavyo_siem.format._text import C0_DEL_C1_BYTES, CONTROL_PICTURES, truncate, utf8
+from xavyo_siem.format._text import C0_DEL_C1_BYTES, CONTROL_PICTURES, epoch_ms, truncate, utf8
 from xavyo_siem.format.jsonl import metadata_json
 from xavyo_siem.model import AuditEvent
-from xavyo_siem.speedups import plain_values_length, to_epoch_us, uuid_text
+from xavyo_siem.speedups import plain_values_length, uuid_text
 
 __all__ = [
     "CEF_HEADER_MAX",
@@ -221,12 +221,7 @@ class CefFormatter:
         tenant = self._tenants.get(tenant_key)
         if tenant is None:
             tenant = self._tenant(event.tenant_id)
-        try:  # whole ms since the epoch, rounded down
-            rt = to_epoch_us(event.timestamp) // 1000
-        except TypeError:
-            raise EncodeError(
-                "timestamp", "is naive; an audit time must carry its UTC offset"
-            ) from None
+        rt = epoch_ms(event.timestamp)
 
         # After the head, `pieces` alternates " key=" and its value, not yet cut nor escaped:
         # values are at even indexes from 2. Known-clean values (rt, ids, cat) are in the head.
