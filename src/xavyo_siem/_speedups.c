@@ -60,15 +60,17 @@ to_epoch_us(PyObject *module, PyObject *ts)
             Py_DECREF(offset);
             return NULL;
         }
-        long long days = PyDateTime_DELTA_GET_DAYS(offset);
-        long long seconds = PyDateTime_DELTA_GET_SECONDS(offset);
-        offset_us = (days * 86400 + seconds) * 1000000 + PyDateTime_DELTA_GET_MICROSECONDS(offset);
+        int days = PyDateTime_DELTA_GET_DAYS(offset);
+        int seconds = PyDateTime_DELTA_GET_SECONDS(offset);
+        int microseconds = PyDateTime_DELTA_GET_MICROSECONDS(offset);
         Py_DECREF(offset);
-        if (offset_us <= -86400000000LL || offset_us >= 86400000000LL) {
+        /* Range first (a timedelta's days reach 999999999): strictly within one day. */
+        if (days < -1 || days >= 1 || (days == -1 && seconds == 0 && microseconds == 0)) {
             PyErr_SetString(PyExc_ValueError, "offset must be a timedelta strictly between "
                                               "-timedelta(hours=24) and timedelta(hours=24)");
             return NULL;
         }
+        offset_us = ((long long)days * 86400 + seconds) * 1000000 + microseconds;
     }
     long long days = days_from_civil(PyDateTime_GET_YEAR(ts), PyDateTime_GET_MONTH(ts),
                                      PyDateTime_GET_DAY(ts));
@@ -131,11 +133,11 @@ plain_values_length(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                             nargs);
     }
     PyObject *pieces = args[0], *specials = args[1];
-    if (!PyList_Check(pieces)) {
+    if (!PyList_CheckExact(pieces)) {
         return PyErr_Format(PyExc_TypeError, "pieces: must be a list, got %.100s",
                             Py_TYPE(pieces)->tp_name);
     }
-    if (!PyBytes_Check(specials)) {
+    if (!PyBytes_CheckExact(specials)) {
         return PyErr_Format(PyExc_TypeError, "specials: must be bytes, got %.100s",
                             Py_TYPE(specials)->tp_name);
     }
@@ -209,8 +211,11 @@ PyInit__speedups(void)
     }
     s_int = PyUnicode_InternFromString("int");
     s_utcoffset = PyUnicode_InternFromString("utcoffset");
-    if (s_int == NULL || s_utcoffset == NULL) {
-        return NULL;
+    PyObject *module = s_int == NULL || s_utcoffset == NULL ? NULL : PyModule_Create(&speedups);
+    if (module == NULL) {
+        Py_CLEAR(uuid_type);
+        Py_CLEAR(s_int);
+        Py_CLEAR(s_utcoffset);
     }
-    return PyModule_Create(&speedups);
+    return module;
 }

@@ -69,6 +69,10 @@ def test_a_naive_time_is_a_type_error_in_both(ts: datetime) -> None:
         (timedelta(hours=24), "ValueError"),
         (timedelta(hours=-25), "ValueError"),
         (timedelta(hours=23, minutes=59), "value"),
+        (timedelta(days=213503982, seconds=28909, microseconds=551616), "ValueError"),
+        (-timedelta(days=213503982, seconds=28909, microseconds=551616), "ValueError"),
+        (timedelta(days=-1), "ValueError"),
+        (timedelta(days=-1, microseconds=1), "value"),
     ],
 )
 def test_an_odd_time_zone_gives_the_same_answer_or_error(offset: Any, error: str) -> None:
@@ -83,6 +87,16 @@ def test_an_odd_time_zone_gives_the_same_answer_or_error(offset: Any, error: str
 def test_uuid_text_is_the_canonical_form(value: UUID) -> None:
     """Any UUID's text is str(value) in both."""
     assert _speedups.uuid_text(value) == speedups.py_uuid_text(value) == str(value)
+
+
+class MyUUID(UUID):
+    """A UUID subclass: written as the UUID it is."""
+
+
+def test_a_uuid_subclass_is_written_as_its_uuid() -> None:
+    """A UUID subclass gets the canonical text of its value in both."""
+    value = MyUUID(int=0x1234)
+    assert _speedups.uuid_text(value) == speedups.py_uuid_text(value) == str(UUID(int=0x1234))
 
 
 @pytest.mark.parametrize("value", ["0" * 32, 5, None, b"\x00" * 16])
@@ -122,6 +136,16 @@ def test_plain_values_length_examples(values: list[str], expected: int) -> None:
         pieces += (" k=", value)
     assert _speedups.plain_values_length(pieces, SPECIALS) == expected
     assert speedups.py_plain_values_length(pieces, SPECIALS) == expected
+
+
+@pytest.mark.parametrize(
+    ("pieces", "specials"),
+    [(("h", " k=", "x"), b""), (["h", " k=", "x"], bytearray(b"=")), (["h", " k=", "é"], "=")],
+)
+def test_anything_but_a_list_and_bytes_is_a_type_error_in_both(pieces: Any, specials: Any) -> None:
+    """plain_values_length takes a list and bytes exactly; anything else is a TypeError in both."""
+    assert outcome(_speedups.plain_values_length, pieces, specials)[0] == "TypeError"
+    assert outcome(speedups.py_plain_values_length, pieces, specials)[0] == "TypeError"
 
 
 def test_a_value_that_is_not_text_is_a_type_error_in_both() -> None:
