@@ -237,7 +237,8 @@ class _Feeding:
     The producer holds the GIL for whole switch intervals (5 ms); every time the writer
     waited on the socket (dozens of times a chunk during COPY) it then waited that long to
     get the GIL back. Paused at its next 256th event, the producer leaves the GIL to the
-    writer, and runs while the server inserts the chunk (measured: ingest about 10 % faster).
+    writer, and runs while the server inserts the chunk (measured with a one-off script:
+    47,754-49,020 -> 59,787-60,911 events/s).
     """
 
     __slots__ = ("_go",)
