@@ -6,9 +6,9 @@
  *   uuid_text(value)           a UUID's canonical text (36 lower-case characters)
  *   plain_values_length(pieces, specials)
  *                              total length of the values pieces[2::2] when none needs
- *                              escaping: all ASCII, without a byte of `specials`, DEL or a
- *                              C0 control other than tab; -1 otherwise (CEF extension values,
- *                              RFC 5424 SD-PARAM values)
+ *                              escaping: all ASCII, without a byte of `specials` (the
+ *                              format's whole set: CEF extension values, RFC 5424 SD-PARAM
+ *                              values); -1 otherwise
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -142,10 +142,6 @@ plain_values_length(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                             Py_TYPE(specials)->tp_name);
     }
     char special[128] = {0}; /* the ASCII characters that are not plain */
-    for (int c = 0; c < 0x20; c++) {
-        special[c] = c != '\t';
-    }
-    special[0x7F] = 1;
     const unsigned char *extra = (const unsigned char *)PyBytes_AS_STRING(specials);
     for (Py_ssize_t at = 0; at < PyBytes_GET_SIZE(specials); at++) {
         if (extra[at] < 128) {

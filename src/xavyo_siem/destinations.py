@@ -458,7 +458,7 @@ async def test_destination(
         steps += _probe_steps(destination, probe)
         if isinstance(probe, Delivered):
             event = test_event(destination.tenant_id)
-            record = Record(str(event.event_id), to_epoch_us(event.timestamp), formatter(event))
+            record = Record.of(event, formatter(event))
             result = await transport.send([record])
             steps += _delivery_steps(destination, result)
     finally:

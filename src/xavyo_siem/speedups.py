@@ -30,7 +30,6 @@ __all__ = [
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
-_CONTROLS: Final = bytes((*range(0x09), *range(0x0A, 0x20), 0x7F))  # C0 but tab, and DEL
 
 
 def py_to_epoch_us(ts: datetime) -> int:
@@ -51,15 +50,14 @@ def py_uuid_text(value: UUID) -> str:
 
 def py_plain_values_length(pieces: list[str], specials: bytes) -> int:
     """The total length of the values `pieces[2::2]` when none needs escaping (all ASCII,
-    without a byte of `specials`, DEL or a C0 control other than tab); -1 when one may."""
+    without a byte of `specials`, the format's whole set); -1 when one may."""
     if type(pieces) is not list or type(specials) is not bytes:
         raise TypeError("pieces: must be a list, and specials bytes")
     values = "".join(pieces[2::2])
     if not values.isascii():
         return -1
     raw = values.encode()
-    plain = len(raw.translate(None, specials + _CONTROLS)) == len(raw)
-    return len(values) if plain else -1
+    return len(values) if len(raw.translate(None, specials)) == len(raw) else -1
 
 
 to_epoch_us: Callable[[datetime], int]

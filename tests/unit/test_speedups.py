@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from xavyo_siem import _speedups, speedups
+from xavyo_siem.format._text import C0_DEL_C1_BYTES
 
 OFFSETS = st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1).map(
     lambda minutes: timezone(timedelta(minutes=minutes))
@@ -19,7 +20,7 @@ OFFSETS = st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1).map(
 AWARE = st.datetimes(
     min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=OFFSETS | st.just(UTC)
 )
-SPECIALS = b"\\="  # CEF's; RFC 5424's are b'\\"]'
+SPECIALS = b"\\=" + C0_DEL_C1_BYTES  # CEF's set; RFC 5424's is b'\\"]' and the same controls
 TEXT = st.text(st.characters(codec="utf-8") | st.sampled_from("\\=\t\r\n\x00\x1f\x7f\x85"))
 
 
@@ -106,7 +107,7 @@ def test_uuid_text_refuses_what_is_not_a_uuid(value: Any) -> None:
     assert outcome(_speedups.uuid_text, value)[0] == "TypeError"
 
 
-@given(st.lists(TEXT, max_size=12), st.sampled_from([b"\\=", b'\\"]', b""]))
+@given(st.lists(TEXT, max_size=12), st.sampled_from([SPECIALS, b'\\"]' + C0_DEL_C1_BYTES, b""]))
 def test_plain_values_length_matches_for_any_values(values: list[str], specials: bytes) -> None:
     """For any values behind their keys and CEF's, RFC 5424's or no extra specials, both
     agree on whether none needs escaping (and then on their total length)."""

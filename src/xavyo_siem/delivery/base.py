@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+from xavyo_siem.speedups import to_epoch_us, uuid_text
+
+if TYPE_CHECKING:
+    from xavyo_siem.model import AuditEvent
 
 __all__ = [
     "Delivered",
@@ -35,6 +40,11 @@ class Record(NamedTuple):
     event_id: str
     timestamp_us: int
     text: str
+
+    @classmethod
+    def of(cls, event: AuditEvent, text: str) -> Record:
+        """The record of `event`, encoded as `text`."""
+        return cls(uuid_text(event.event_id), to_epoch_us(event.timestamp), text)
 
 
 @dataclass(frozen=True, slots=True)

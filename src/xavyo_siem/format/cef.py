@@ -270,7 +270,7 @@ class CefFormatter:
 
         # The common case, decided in one pass (in C when built): no value needs escaping, and
         # all of them together are shorter than the smallest cap, so none is over its own.
-        if 0 <= plain_values_length(pieces, b"\\=") <= self._cut_over:
+        if 0 <= plain_values_length(pieces, _EXTENSION_SPECIAL_BYTES) <= self._cut_over:
             return "".join(pieces)
         values = "".join(pieces[2::2])
         # Caps (§1.4): each value is checked against the cap of its key.

@@ -261,7 +261,7 @@ class SyslogFormatter:
             pieces += ('" sessionId="', value)
         if (value := event.request_id) is not None:
             pieces += ('" requestId="', value)
-        if plain_values_length(pieces, b'\\"]') < 0:  # one pass, in C when built
+        if plain_values_length(pieces, _SD_SPECIAL_BYTES) < 0:  # one pass, in C when built
             raw = utf8("".join(pieces[2::2]), "event")
             if len(raw.translate(None, _SD_SPECIAL_BYTES)) != len(raw):
                 pieces[2::2] = [escape_sd_param_value(v) for v in pieces[2::2]]

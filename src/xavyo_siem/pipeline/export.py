@@ -37,7 +37,7 @@ from xavyo_siem.delivery.base import (
     Transport,
 )
 from xavyo_siem.errors import EncodeError
-from xavyo_siem.model import AuditEvent, CircuitState, SiemDestination, to_epoch_us, uuid_text
+from xavyo_siem.model import AuditEvent, CircuitState, SiemDestination
 from xavyo_siem.pipeline import health
 from xavyo_siem.pipeline.circuit import CircuitBreaker
 from xavyo_siem.pipeline.rate_limit import TokenBucket
@@ -380,7 +380,7 @@ class DestinationLoop:
             except EncodeError as exc:
                 unencodable.append((event.event_id, f"cannot be encoded: {exc}"))
                 continue
-            records.append(Record(uuid_text(event.event_id), to_epoch_us(event.timestamp), text))
+            records.append(Record.of(event, text))
         return _Batch(records, page.position, unencodable)
 
     async def _nothing_waits(self, cursor: Any) -> bool:
@@ -415,7 +415,7 @@ class DestinationLoop:
                 text = self.formatter(event)
             except EncodeError:
                 continue  # still unencodable: it stays a dead letter
-            records.append(Record(uuid_text(event.event_id), to_epoch_us(event.timestamp), text))
+            records.append(Record.of(event, text))
         replayed = {record.event_id: by_event[record.event_id] for record in records}
         return _Batch(records, cursor, [], replayed) if records else None
 
