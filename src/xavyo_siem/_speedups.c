@@ -1,6 +1,7 @@
 /* C versions of three hot helpers; `xavyo_siem/speedups.py` holds the Python reference of
- * each and picks this module when it was built. Every function gives exactly the result of
- * its reference, for every input (tests/unit/test_speedups.py checks that with hypothesis).
+ * each and picks this module when it was built (unless XAVYO_SIEM_PURE_PYTHON=1 asks for the
+ * references). Every function gives exactly the result of its reference, for every input
+ * (tests/unit/test_speedups.py checks that with hypothesis).
  *
  *   to_epoch_us(ts)            microseconds since the Unix epoch of an aware datetime
  *   uuid_text(value)           a UUID's canonical text (36 lower-case characters)

@@ -1,15 +1,24 @@
 """Three hot helpers, in C when the package was built with a compiler, else in Python here.
 
 `xavyo_siem/_speedups.c` implements each function below again; `COMPILED` says which ones
-this process runs. Both give exactly the same result for every input (the tests compare them
-with hypothesis), so nothing else needs to know. The C versions are what keeps CEF ten times
-faster than `cefevent`; docs/performance.md has the measurements.
+this process runs and `helpers_in_use()` says why, for `--version`. Both give exactly the
+same result for every input (the tests compare them with hypothesis), so nothing else needs
+to know. The C versions are what keeps CEF ten times faster than `cefevent`;
+docs/performance.md has the measurements.
+
+`XAVYO_SIEM_PURE_PYTHON=1` in the environment when this module is first imported makes the
+process run the Python versions even where the C ones are built: the test command runs the
+format, model and store tests a second time that way, so the versions a machine without a
+compiler runs are tested too. An install that fell back without being asked to warns once
+(`SlowHelpersWarning`), naming the fix.
 
 This module sits under everything else in the package and imports nothing from it.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -20,6 +29,9 @@ import orjson
 __all__ = [
     "COMPILED",
     "EPOCH",
+    "FORCE_PURE_PYTHON",
+    "SlowHelpersWarning",
+    "helpers_in_use",
     "plain_values_length",
     "py_plain_values_length",
     "py_to_epoch_us",
@@ -60,17 +72,38 @@ def py_plain_values_length(pieces: list[str], specials: bytes) -> int:
     return len(values) if len(raw.translate(None, specials)) == len(raw) else -1
 
 
-to_epoch_us: Callable[[datetime], int]
-uuid_text: Callable[[UUID], str]
-plain_values_length: Callable[[list[str], bytes], int]
-try:
-    from xavyo_siem._speedups import plain_values_length, to_epoch_us, uuid_text
-except ImportError:  # built without a C compiler: the same results, slower
-    to_epoch_us, uuid_text, plain_values_length = (
-        py_to_epoch_us,
-        py_uuid_text,
-        py_plain_values_length,
-    )
-    COMPILED = False
-else:
-    COMPILED = True
+class SlowHelpersWarning(RuntimeWarning):
+    """The C helpers are not built, so this install runs their slower Python versions."""
+
+
+FORCE_PURE_PYTHON: Final = "XAVYO_SIEM_PURE_PYTHON"
+_FORCED: Final = os.environ.get(FORCE_PURE_PYTHON) == "1"
+
+to_epoch_us: Callable[[datetime], int] = py_to_epoch_us
+uuid_text: Callable[[UUID], str] = py_uuid_text
+plain_values_length: Callable[[list[str], bytes], int] = py_plain_values_length
+COMPILED: bool = False
+if not _FORCED:
+    try:
+        from xavyo_siem._speedups import plain_values_length, to_epoch_us, uuid_text
+    except ImportError:  # built without a C compiler: the same results, slower
+        warnings.warn(
+            "xavyo-siem runs the Python versions of its C helpers (xavyo_siem._speedups is not"
+            " built), so formatting events is slower. To build them, install a C compiler and"
+            " the Python headers (gcc and python3-dev on Debian or Ubuntu) and reinstall"
+            f" xavyo-siem; or set {FORCE_PURE_PYTHON}=1 to choose the Python versions"
+            " without this warning.",
+            SlowHelpersWarning,
+            stacklevel=1,
+        )
+    else:
+        COMPILED = True
+
+
+def helpers_in_use() -> str:
+    """Which versions of the helpers this process runs, and why: a phrase for `--version`."""
+    if COMPILED:
+        return "C helpers"
+    if _FORCED:
+        return f"Python helpers (forced by {FORCE_PURE_PYTHON})"
+    return "Python helpers (the C extension is not built)"

@@ -1,8 +1,13 @@
 """The C helpers (xavyo_siem._speedups) give exactly what their Python references give, for
-any input, errors included; and the package runs the C ones where they were built."""
+any input, errors included; the package runs the C ones where they were built, the Python
+ones when XAVYO_SIEM_PURE_PYTHON=1 asks for them, and warns once when it fell back to them."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from uuid import UUID
@@ -20,6 +25,7 @@ OFFSETS = st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1).map(
 AWARE = st.datetimes(
     min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=OFFSETS | st.just(UTC)
 )
+FORCED_RUN = os.environ.get(speedups.FORCE_PURE_PYTHON) == "1"  # the test command's second run
 SPECIALS = b"\\=" + C0_DEL_C1_BYTES  # CEF's set; RFC 5424's is b'\\"]' and the same controls
 TEXT = st.text(st.characters(codec="utf-8") | st.sampled_from("\\=\t\r\n\x00\x1f\x7f\x85"))
 
@@ -41,12 +47,115 @@ class Odd(tzinfo):
         return self.offset
 
 
-def test_this_build_runs_the_c_helpers() -> None:
-    """The test command builds the C helpers, and the package uses them (not the fallbacks)."""
-    assert speedups.COMPILED
-    assert speedups.to_epoch_us is _speedups.to_epoch_us
-    assert speedups.uuid_text is _speedups.uuid_text
-    assert speedups.plain_values_length is _speedups.plain_values_length
+def test_this_run_uses_the_c_helpers_unless_told_to_use_the_python_ones() -> None:
+    """The test command builds the C helpers and the package uses them, except in its second
+    run, with XAVYO_SIEM_PURE_PYTHON=1, where the package uses the Python ones."""
+    if FORCED_RUN:
+        assert not speedups.COMPILED
+        assert speedups.to_epoch_us is speedups.py_to_epoch_us
+        assert speedups.uuid_text is speedups.py_uuid_text
+        assert speedups.plain_values_length is speedups.py_plain_values_length
+        assert speedups.helpers_in_use() == "Python helpers (forced by XAVYO_SIEM_PURE_PYTHON)"
+    else:
+        assert speedups.COMPILED
+        assert speedups.to_epoch_us is _speedups.to_epoch_us
+        assert speedups.uuid_text is _speedups.uuid_text
+        assert speedups.plain_values_length is _speedups.plain_values_length
+        assert speedups.helpers_in_use() == "C helpers"
+
+
+def run_python(*pieces: str, pure: str | None) -> subprocess.CompletedProcess[str]:
+    """The code `pieces` in a fresh interpreter, with XAVYO_SIEM_PURE_PYTHON set to `pure`
+    (or unset)."""
+    env = {k: v for k, v in os.environ.items() if k != speedups.FORCE_PURE_PYTHON}
+    if pure is not None:
+        env[speedups.FORCE_PURE_PYTHON] = pure
+    code = "\n".join(textwrap.dedent(piece) for piece in pieces)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+WITHOUT_THE_C_BUILD = """
+    import sys
+    sys.modules["xavyo_siem._speedups"] = None  # as if no compiler had built it
+"""
+WARNINGS_ARE_ERRORS = """
+    import warnings
+    warnings.simplefilter("error")
+"""
+WHICH_HELPERS = """
+    from xavyo_siem import speedups
+    python = speedups.to_epoch_us is speedups.py_to_epoch_us
+    assert (speedups.uuid_text is speedups.py_uuid_text) is python
+    assert (speedups.plain_values_length is speedups.py_plain_values_length) is python
+    print(speedups.COMPILED, python, speedups.helpers_in_use(), sep="|")
+"""
+
+
+@pytest.mark.parametrize(
+    ("pure", "expected"),
+    [
+        (None, "True|False|C helpers"),
+        ("", "True|False|C helpers"),
+        ("0", "True|False|C helpers"),
+        ("1", "False|True|Python helpers (forced by XAVYO_SIEM_PURE_PYTHON)"),
+    ],
+)
+def test_only_xavyo_siem_pure_python_1_forces_the_python_helpers(
+    pure: str | None, expected: str
+) -> None:
+    """XAVYO_SIEM_PURE_PYTHON=1 makes a built install run the Python helpers, silently, and
+    COMPILED say so; unset, empty or 0, the C helpers run."""
+    done = run_python(WARNINGS_ARE_ERRORS, WHICH_HELPERS, pure=pure)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.strip() == expected
+
+
+def test_an_install_without_the_c_build_falls_back_and_warns_naming_the_fix() -> None:
+    """Without the C extension the Python helpers run, and importing the package warns once,
+    in a RuntimeWarning category of its own, that a C compiler, the Python headers and a
+    reinstall would build it."""
+    record = """
+        import warnings
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import xavyo_siem.format, xavyo_siem.model, xavyo_siem.store
+        from xavyo_siem.speedups import SlowHelpersWarning
+        assert [w.category for w in caught] == [SlowHelpersWarning], caught
+        assert issubclass(SlowHelpersWarning, RuntimeWarning)
+        print(caught[0].message)
+    """
+    done = run_python(WITHOUT_THE_C_BUILD, record, WHICH_HELPERS, pure=None)
+    assert done.returncode == 0, done.stderr
+    message, which = done.stdout.strip().splitlines()
+    assert "C compiler" in message
+    assert "Python headers" in message
+    assert "reinstall" in message
+    assert which == "False|True|Python helpers (the C extension is not built)"
+
+
+def test_the_command_line_shows_the_fallback_warning_once() -> None:
+    """A user running the command on an install without the C extension sees the warning on
+    stderr once, and the command still works."""
+    version = """
+        from xavyo_siem.cli import main
+        sys.argv = ["xavyo-siem", "--version"]
+        main()
+    """
+    done = run_python(WITHOUT_THE_C_BUILD, version, pure=None)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("xavyo-siem ")
+    assert done.stderr.count("SlowHelpersWarning") == 1
+    assert "C compiler" in done.stderr
+
+
+def test_forcing_the_python_helpers_needs_no_c_build_and_does_not_warn() -> None:
+    """With XAVYO_SIEM_PURE_PYTHON=1 the package never looks for the C extension, so an install
+    without it runs the Python helpers without a warning."""
+    done = run_python(WITHOUT_THE_C_BUILD, WARNINGS_ARE_ERRORS, WHICH_HELPERS, pure="1")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.strip() == "False|True|Python helpers (forced by XAVYO_SIEM_PURE_PYTHON)"
 
 
 @given(AWARE)
