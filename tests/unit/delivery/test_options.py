@@ -7,16 +7,12 @@ import logging
 
 import pytest
 
-from xavyo_siem.delivery.options import (
-    FileConfig,
-    Fingerprint,
-    HecConfig,
-    SyslogConfig,
-    TlsClientConfig,
-    WebhookConfig,
-    allowed_options,
-    validate_destination,
-)
+from xavyo_siem.delivery.file import FileConfig
+from xavyo_siem.delivery.options import allowed_options, validate_destination
+from xavyo_siem.delivery.splunk_hec import HecConfig
+from xavyo_siem.delivery.syslog_config import SyslogConfig
+from xavyo_siem.delivery.tls import Fingerprint, TlsConfig
+from xavyo_siem.delivery.webhook import WebhookConfig
 from xavyo_siem.errors import InvalidDestination
 from xavyo_siem.model import DeliveryType
 
@@ -42,7 +38,7 @@ def test_syslog_tcp_defaults() -> None:
 
 
 def test_syslog_tls_all_options() -> None:
-    """Every TLS option is parsed into TlsClientConfig, the fingerprint into bytes."""
+    """Every TLS option is parsed into TlsConfig, the fingerprint into bytes."""
     config = validate_destination(
         DeliveryType.SYSLOG_TLS,
         "tls://[2001:db8::1]",
@@ -65,7 +61,7 @@ def test_syslog_tls_all_options() -> None:
         200,
     )
     assert config.endpoint == "tls://[2001:db8::1]:6514"
-    assert config.tls == TlsClientConfig(
+    assert config.tls == TlsConfig(
         ca_file="/etc/ca.pem",
         cert_file="/etc/client.pem",
         key_file="/etc/client.key",
@@ -131,7 +127,7 @@ def test_webhook_and_hec_configs() -> None:
         sourcetype="xavyo:audit",
         host="idp-1",
         batch_max_bytes=65536,
-        ca_file="/etc/ca.pem",
+        tls=TlsConfig(ca_file="/etc/ca.pem"),
     )
 
 
