@@ -44,11 +44,10 @@ __all__ = [
     "gzip_body",
     "header",
     "open_session",
-    "parse_http_endpoint",
     "parse_retry_after",
     "peer_text",
     "read_bounded",
-    "read_https_tls",
+    "read_http_target",
     "refuse_plain_http",
 ]
 
@@ -84,9 +83,20 @@ class PeerFailure(Exception):
         self.result = result
 
 
-def parse_http_endpoint(delivery_type: DeliveryType, endpoint: str, *, development: bool) -> str:
-    """The URL of a webhook or HEC destination: https:// (plain http:// in development
-    mode only), with a host and without a fragment."""
+def read_http_target(
+    delivery_type: DeliveryType,
+    endpoint: str,
+    options: Mapping[str, object],
+    *,
+    development: bool,
+) -> tuple[str, TlsConfig]:
+    """The URL and TLS config of a webhook or HEC destination, checked.
+
+    The URL is https:// (plain http:// in development mode only), with a host and
+    without a fragment. The TLS options are those of `TlsConfig.from_options`, plus the
+    HTTPS rule: a pinned `fingerprint` replaces the chain check (the session checks either
+    a pin or a context, not both), so it cannot be combined with `ca_file` or `cert_file`.
+    """
     scheme, host, _port, _rest = split_url(endpoint)
     if scheme not in ("https", "http"):
         raise InvalidDestination(
@@ -100,7 +110,16 @@ def parse_http_endpoint(delivery_type: DeliveryType, endpoint: str, *, developme
     if "#" in endpoint:
         raise InvalidDestination("endpoint", "must not contain a fragment (#...)")
     check_host(host, endpoint)
-    return endpoint
+    tls = TlsConfig.from_options(
+        options, delivery_type=delivery_type, endpoint=endpoint, development=development
+    )
+    if tls.fingerprint is not None and (tls.cert_file or tls.ca_file):
+        raise InvalidDestination(
+            option_field("fingerprint"),
+            "over HTTPS a pinned certificate replaces the chain check: it cannot be"
+            " combined with ca_file or cert_file",
+        )
+    return endpoint, tls
 
 
 def refuse_plain_http(url: URL, *, development: bool) -> None:
@@ -111,29 +130,6 @@ def refuse_plain_http(url: URL, *, development: bool) -> None:
     """
     if url.scheme != "https" and not development:
         raise InvalidDestination("endpoint", "must be https:// (http only in development)")
-
-
-def read_https_tls(
-    options: Mapping[str, object],
-    *,
-    delivery_type: DeliveryType,
-    endpoint: str,
-    development: bool,
-) -> TlsConfig:
-    """The TLS options of a webhook or HEC destination (`TlsConfig.from_options`), plus the
-    HTTPS rule: a pinned `fingerprint` replaces the chain check (the session checks either
-    a pin or a context, not both), so it cannot be combined with `ca_file` or `cert_file`.
-    """
-    tls = TlsConfig.from_options(
-        options, delivery_type=delivery_type, endpoint=endpoint, development=development
-    )
-    if tls.fingerprint is not None and (tls.cert_file or tls.ca_file):
-        raise InvalidDestination(
-            option_field("fingerprint"),
-            "over HTTPS a pinned certificate replaces the chain check: it cannot be"
-            " combined with ca_file or cert_file",
-        )
-    return tls
 
 
 class _PinnedCertificate(aiohttp.Fingerprint):

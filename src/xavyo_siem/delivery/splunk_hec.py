@@ -67,9 +67,8 @@ from xavyo_siem.delivery.http import (
     describe_peer,
     gzip_body,
     open_session,
-    parse_http_endpoint,
     read_bounded,
-    read_https_tls,
+    read_http_target,
     refuse_plain_http,
 )
 from xavyo_siem.delivery.option_values import (
@@ -160,10 +159,12 @@ class HecConfig:
 
         `options` holds only names of `HEC_OPTIONS` (checked before).
         """
-        kind = DeliveryType.SPLUNK_HEC
+        url, tls = read_http_target(
+            DeliveryType.SPLUNK_HEC, endpoint, options, development=development
+        )
         read = OptionReader(options, cls)
         return cls(
-            url=parse_http_endpoint(kind, endpoint, development=development),
+            url=url,
             gzip=read("gzip", parse_bool),
             ack=read("ack", parse_bool),
             index=read.optional("index", _index),
@@ -171,9 +172,7 @@ class HecConfig:
             sourcetype=read.optional("sourcetype", _sourcetype),
             host=read.optional("host", _host),
             timeout_s=read("timeout_s", _timeout),
-            tls=read_https_tls(
-                options, delivery_type=kind, endpoint=endpoint, development=development
-            ),
+            tls=tls,
             ack_timeout_s=read("ack_timeout_s", _ack_timeout),
             ack_poll_interval_s=read("ack_poll_interval_s", _ack_poll_interval),
             ack_max_pending=read("ack_max_pending", _ack_max_pending),

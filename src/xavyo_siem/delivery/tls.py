@@ -17,7 +17,7 @@ The options (defaults: the fields of `TlsConfig`):
 With a fingerprint and no `ca_file` the pinned certificate is the only trust anchor (RFC
 5425 §5.2, for self-signed receivers): chain and host name are not checked, the fingerprint
 is, by the transport right after the handshake. With both, all three are checked (syslog;
-over HTTPS the combination is refused, see `http.read_https_tls`).
+over HTTPS the combination is refused, see `http.read_http_target`).
 """
 
 from __future__ import annotations

@@ -46,11 +46,10 @@ from xavyo_siem.delivery.http import (
     gzip_body,
     header,
     open_session,
-    parse_http_endpoint,
     parse_retry_after,
     peer_text,
     read_bounded,
-    read_https_tls,
+    read_http_target,
     refuse_plain_http,
 )
 from xavyo_siem.delivery.option_values import (
@@ -114,16 +113,16 @@ class WebhookConfig:
 
         `options` holds only names of `WEBHOOK_OPTIONS` (checked before).
         """
-        kind = DeliveryType.WEBHOOK
+        url, tls = read_http_target(
+            DeliveryType.WEBHOOK, endpoint, options, development=development
+        )
         read = OptionReader(options, cls)
         return cls(
-            url=parse_http_endpoint(kind, endpoint, development=development),
+            url=url,
             body=read("body", _body_choice),
             gzip=read("gzip", parse_bool),
             timeout_s=read("timeout_s", _timeout),
-            tls=read_https_tls(
-                options, delivery_type=kind, endpoint=endpoint, development=development
-            ),
+            tls=tls,
             **read.batch(),
         )
 
