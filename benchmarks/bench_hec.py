@@ -105,8 +105,8 @@ async def run_ours(
     path: Path, count: int, url: str, ca_file: str, *, gzip: bool, ack: bool, in_flight: int
 ) -> dict[str, Any]:
     from xavyo_siem.delivery.base import Delivered, Record
-    from xavyo_siem.delivery.options import HecConfig, validate_destination
-    from xavyo_siem.delivery.splunk_hec import HecTransport
+    from xavyo_siem.delivery.options import validate_destination
+    from xavyo_siem.delivery.splunk_hec import HecConfig, HecTransport
 
     options: dict[str, Any] = {"ca_file": ca_file, "gzip": gzip, "ack": ack}
     if in_flight:

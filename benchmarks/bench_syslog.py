@@ -192,8 +192,9 @@ class Progress:
 
 def worker_xavyo(scheme: str, port: int, raw: Path, count: int, ca: Path) -> dict[str, Any]:
     from xavyo_siem.delivery.base import Delivered, Record
-    from xavyo_siem.delivery.options import SyslogConfig, validate_destination
+    from xavyo_siem.delivery.options import validate_destination
     from xavyo_siem.delivery.syslog import SyslogTransport
+    from xavyo_siem.delivery.syslog_config import SyslogConfig
 
     kind = "syslog_tls" if scheme == "tls" else "syslog_tcp"
     options = {"ca_file": str(ca)} if scheme == "tls" else {}

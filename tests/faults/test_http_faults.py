@@ -20,9 +20,9 @@ from xavyo_siem.delivery.base import (
     Rejected,
     RetryLater,
 )
-from xavyo_siem.delivery.options import HecConfig, WebhookConfig, validate_destination
-from xavyo_siem.delivery.splunk_hec import HecTransport
-from xavyo_siem.delivery.webhook import WebhookTransport
+from xavyo_siem.delivery.options import validate_destination
+from xavyo_siem.delivery.splunk_hec import HecConfig, HecTransport
+from xavyo_siem.delivery.webhook import WebhookConfig, WebhookTransport
 
 from peers.hec_server import HecFaults, HecServer
 from peers.webhook_receiver import WebhookReceiver

@@ -20,8 +20,10 @@ import pytest
 import trustme
 
 from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, RetryLater
-from xavyo_siem.delivery.options import SyslogConfig, validate_destination
-from xavyo_siem.delivery.syslog import SyslogTransport, classify_error
+from xavyo_siem.delivery.options import validate_destination
+from xavyo_siem.delivery.syslog import SyslogTransport
+from xavyo_siem.delivery.syslog_config import SyslogConfig
+from xavyo_siem.delivery.syslog_errors import classify_error
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 

@@ -23,8 +23,9 @@ from xavyo_siem.delivery.base import (
     Rejected,
     RetryLater,
 )
-from xavyo_siem.delivery.options import HecConfig, validate_destination
-from xavyo_siem.delivery.splunk_hec import HecTransport, classify_hec_response, hec_time
+from xavyo_siem.delivery.hec_replies import classify_hec_response, hec_time
+from xavyo_siem.delivery.options import validate_destination
+from xavyo_siem.delivery.splunk_hec import HecConfig, HecTransport
 from xavyo_siem.errors import InvalidDestination
 from xavyo_siem.model import AuditEvent
 from xavyo_siem.sample import generate_events
@@ -554,8 +555,8 @@ async def test_the_strict_server_answers_each_code_and_it_classifies(
     reply = orjson.loads(answer)
     assert reply["code"] == code
     outcome = classify_hec_response(status, answer)
-    kinds = {0: "Accepted", 6: "InvalidEvent", 12: "InvalidEvent", 13: "InvalidEvent"}
-    kinds[15] = "InvalidEvent"
+    kinds = {0: "Accepted", 6: "HecEventRejected", 12: "HecEventRejected"}
+    kinds[13] = kinds[15] = "HecEventRejected"
     assert type(outcome).__name__ == kinds.get(code, "Misconfigured")
 
 

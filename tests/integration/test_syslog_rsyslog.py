@@ -18,8 +18,9 @@ import pytest
 import trustme
 
 from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, RetryLater
-from xavyo_siem.delivery.options import SyslogConfig, validate_destination
+from xavyo_siem.delivery.options import validate_destination
 from xavyo_siem.delivery.syslog import SyslogTransport
+from xavyo_siem.delivery.syslog_config import SyslogConfig
 
 from peers.rsyslog import RsyslogPeer, TlsFiles, start_rsyslog
 

@@ -12,8 +12,9 @@ import orjson
 import pytest
 
 from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, Rejected, RetryLater
-from xavyo_siem.delivery.options import WebhookConfig, validate_destination
-from xavyo_siem.delivery.webhook import WebhookCredentials, WebhookTransport, webhook_id
+from xavyo_siem.delivery.options import validate_destination
+from xavyo_siem.delivery.webhook import WebhookConfig, WebhookCredentials, WebhookTransport
+from xavyo_siem.delivery.webhook_auth import webhook_id
 from xavyo_siem.sample import generate_events
 
 from peers.hec_server import TlsFiles, make_tls

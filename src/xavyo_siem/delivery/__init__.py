@@ -14,34 +14,35 @@ from xavyo_siem.delivery.base import (
     RetryLater,
     Transport,
 )
-from xavyo_siem.delivery.file import FileTransport
-from xavyo_siem.delivery.options import (
-    FileConfig,
-    HecConfig,
-    SyslogConfig,
-    TransportConfig,
-    WebhookConfig,
-    allowed_options,
-    validate_destination,
-)
-from xavyo_siem.delivery.splunk_hec import HecTransport
+from xavyo_siem.delivery.file import FileConfig, FileTransport
+from xavyo_siem.delivery.options import TransportConfig, allowed_options, validate_destination
+from xavyo_siem.delivery.splunk_hec import HecConfig, HecTransport
 from xavyo_siem.delivery.syslog import SyslogTransport
-from xavyo_siem.delivery.webhook import WebhookCredentials, WebhookTransport
+from xavyo_siem.delivery.syslog_config import SyslogConfig
+from xavyo_siem.delivery.tls import TlsConfig
+from xavyo_siem.delivery.webhook import WebhookConfig, WebhookTransport
+from xavyo_siem.delivery.webhook_auth import WebhookCredentials
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import InvalidDestination
 
 __all__ = [
     "Delivered",
     "DeliveryResult",
+    "FileConfig",
     "FileTransport",
+    "HecConfig",
     "HecTransport",
     "Misconfigured",
     "Record",
     "Rejected",
     "RetryLater",
+    "SyslogConfig",
     "SyslogTransport",
+    "TlsConfig",
     "Transport",
     "TransportConfig",
+    "WebhookConfig",
+    "WebhookCredentials",
     "WebhookTransport",
     "allowed_options",
     "open_transport",

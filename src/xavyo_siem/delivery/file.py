@@ -1,4 +1,5 @@
-"""File transport: appends each batch to a local file, one record per line, fsync per batch.
+"""File transport: appends each batch to a local file, one record per line, fsync per batch;
+and the config of a file destination (`FileConfig`).
 
 Used by batch export and the demo. A batch is written with one `write` on a file opened
 with `O_APPEND` and then `fsync`ed, and only then reported `Delivered`. If the write or the
@@ -18,14 +19,64 @@ import asyncio
 import errno
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final
+from urllib.parse import unquote
 
 from xavyo_siem.delivery.base import Delivered, DeliveryResult, Misconfigured, Record, RetryLater
+from xavyo_siem.delivery.endpoints import split_url
 from xavyo_siem.delivery.framing import encode_utf8
-from xavyo_siem.delivery.options import FileConfig
+from xavyo_siem.delivery.option_values import BATCH_OPTIONS, OptionReader
+from xavyo_siem.errors import InvalidDestination
+from xavyo_siem.model import DeliveryType
 
-__all__ = ["FileTransport"]
+__all__ = ["FILE_OPTIONS", "FileConfig", "FileTransport"]
+
+FILE_OPTIONS: Final = frozenset(BATCH_OPTIONS)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileConfig:
+    """A local file that batches are appended to (batch export, demo); the endpoint is
+    `file:///absolute/path`, and the options are the batch options alone."""
+
+    delivery_type: DeliveryType = DeliveryType.FILE
+    path: str
+    batch_max_events: int = 1000
+    batch_max_bytes: int = 4 << 20
+    start: str = "now"
+
+    @classmethod
+    def from_options(
+        cls, endpoint: str, options: Mapping[str, object], *, development: bool
+    ) -> FileConfig:
+        """The config of a file destination, or InvalidDestination naming the field.
+
+        `options` holds only names of `FILE_OPTIONS` (checked before); `development`
+        changes nothing for a file.
+        """
+        return cls(path=_file_path(endpoint), **OptionReader(options, cls).batch())
+
+
+def _file_path(endpoint: str) -> str:
+    """The absolute path a `file://` endpoint names (percent escapes decoded)."""
+    scheme, host, port, rest = split_url(endpoint)
+    if scheme != "file":
+        raise InvalidDestination("endpoint", "a file destination needs a file:///absolute/path URL")
+    if host not in ("", "localhost") or port is not None:
+        raise InvalidDestination("endpoint", "a file:// URL names a local path: file:///path")
+    if "?" in rest or "#" in rest:
+        raise InvalidDestination("endpoint", "a file:// URL has no query or fragment")
+    path = unquote(rest)
+    if not path.startswith("/") or path.endswith("/") or len(path) < 2:
+        raise InvalidDestination(
+            "endpoint", f"must name a file by absolute path, got {path[:60]!r}"
+        )
+    if "\x00" in path or "/../" in path + "/" or any(ord(c) < 32 for c in path):
+        raise InvalidDestination("endpoint", "the path must not contain '..' or control characters")
+    return path
+
 
 log = logging.getLogger("xavyo_siem.delivery")
 

@@ -3,13 +3,13 @@
 No I/O and no state: bytes (or text) in, bytes out. The transports in `syslog.py` call these
 per record; the tests run them on whole inputs, byte by byte and with trailing bytes.
 
-* `frame_octet` (PROTOCOLS.md §3, RFC 6587 §3.4.1): `MSG-LEN SP SYSLOG-MSG`, transparent.
-* `frame_lf` (§3, RFC 6587 §3.4.2): `SYSLOG-MSG LF`. A newline inside a record would end the
+* `frame_octet` (RFC 6587 §3.4.1): `MSG-LEN SP SYSLOG-MSG`, transparent.
+* `frame_lf` (RFC 6587 §3.4.2): `SYSLOG-MSG LF`. A newline inside a record would end the
   frame early and forge a second record (log injection), so CR, LF and NUL (NUL is a
   trailer for some receivers) are rewritten to rsyslog's own escapes `#015`, `#012` and
   `#000`, the text rsyslog itself writes when it receives these characters. The record is
   sent, never refused, and can never split.
-* `fit_datagram` (§5, RFC 5426 §3.2 and RFC 5424 §6.1): one message per datagram; a message
+* `fit_datagram` (RFC 5426 §3.2 and RFC 5424 §6.1): one message per datagram; a message
   longer than the datagram limit keeps its HEADER and STRUCTURED-DATA intact and loses the
   end of MSG, cut on a code-point boundary. If HEADER and STRUCTURED-DATA alone do not fit,
   the record is refused with `FramingError` (the transport reports it as `Rejected`, so
@@ -41,7 +41,8 @@ _LF_ESCAPES: Final = ((b"\r", b"#015"), (b"\n", b"#012"), (b"\x00", b"#000"))
 
 
 def encode_utf8(text: str) -> bytes:
-    """`text` as UTF-8, with any lone surrogate replaced by U+FFFD (PROTOCOLS.md §10.3)."""
+    """`text` as UTF-8, with any lone surrogate replaced by U+FFFD (an event is never refused
+    because its text cannot be encoded)."""
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
@@ -79,7 +80,7 @@ def _skip_token(data: bytes, pos: int) -> int:
 
 
 def message_start(data: bytes) -> tuple[int, int] | None:
-    """Where STRUCTURED-DATA ends and MSG starts in an RFC 5424 message (PROTOCOLS.md §2.1).
+    """Where STRUCTURED-DATA ends and MSG starts in an RFC 5424 message (RFC 5424 §6).
 
     Returns `(sd_end, msg_start)`: `data[:sd_end]` is HEADER SP STRUCTURED-DATA, and MSG is
     `data[msg_start:]` (`msg_start == sd_end` when there is no MSG, else `sd_end + 1`).

@@ -1,9 +1,10 @@
-"""What the webhook and Splunk HEC transports share: TLS settings, the aiohttp session, and
-the one place where foreign errors become delivery results.
+"""What the webhook and Splunk HEC transports share: their endpoint and TLS rules, the
+aiohttp session, and the one place where foreign errors become delivery results.
 
-`map_errors` is the edge (httpcore's idiom): inside it, any aiohttp, `ssl`, socket or
-timeout error is classified and re-raised as `PeerFailure(result)`, which the transport's
-`send`/`check` catches and returns. Nothing else from aiohttp leaves `delivery/`.
+`classify_as_peer_failure` is the edge (httpcore's idiom): inside it, any aiohttp, `ssl`,
+socket or timeout error is classified and re-raised as `PeerFailure(result)`, which the
+transport's `send`/`check` catches and returns. Nothing else from aiohttp leaves
+`delivery/`.
 
 Reasons never quote a URL: a webhook URL may carry a credential in its query string.
 """
@@ -13,9 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import hashlib
-import hmac
-import logging
 import ssl
 import time
 import zlib
@@ -28,28 +26,30 @@ import aiohttp
 from yarl import URL
 
 from xavyo_siem.delivery.base import Misconfigured, RetryLater
-from xavyo_siem.delivery.options import Fingerprint
+from xavyo_siem.delivery.endpoints import check_host, split_url
+from xavyo_siem.delivery.option_values import option_field
+from xavyo_siem.delivery.tls import Fingerprint, TlsConfig, TlsFileError, client_context
 from xavyo_siem.egress import EgressDenied, EgressGuard, GuardedResolver
 from xavyo_siem.errors import InvalidDestination
+from xavyo_siem.model import DeliveryType
 
 __all__ = [
     "PEER_TEXT_MAX_CHARS",
     "PeerFailure",
-    "TlsOptions",
     "TooLarge",
+    "classify_as_peer_failure",
     "close_session",
     "cut_spans",
     "describe_peer",
     "gzip_body",
     "header",
-    "map_errors",
     "open_session",
     "parse_retry_after",
     "peer_text",
     "read_bounded",
+    "read_http_target",
+    "refuse_plain_http",
 ]
-
-log = logging.getLogger("xavyo_siem.delivery")
 
 PEER_TEXT_MAX_CHARS: Final = 300
 # gzip level for request bodies: level 1 costs a fifth of the CPU of level 6 for most of
@@ -83,94 +83,98 @@ class PeerFailure(Exception):
         self.result = result
 
 
-@dataclass(frozen=True, slots=True)
-class TlsOptions:
-    """How an HTTPS transport checks its peer.
+def read_http_target(
+    delivery_type: DeliveryType,
+    endpoint: str,
+    options: Mapping[str, object],
+    *,
+    development: bool,
+) -> tuple[str, TlsConfig]:
+    """The URL and TLS config of a webhook or HEC destination, checked.
 
-    `ca_file` replaces the system trust store; `cert_file`/`key_file` present a client
-    certificate; `fingerprint` pins the peer's exact certificate (SHA-256/384/512 of its DER
-    form) *instead of* checking the chain and host name, which is how a self-signed Splunk
-    certificate is trusted: it is checked right after the handshake, before a byte of the
-    request is sent. `server_name` is the name sent in SNI and checked against the
-    certificate. `verify=False` is honoured only in development mode.
+    The URL is https:// (plain http:// in development mode only), with a host and
+    without a fragment. The TLS options are those of `TlsConfig.from_options`, plus the
+    HTTPS rule: a pinned `fingerprint` replaces the chain check (the session checks either
+    a pin or a context, not both), so it cannot be combined with `ca_file` or `cert_file`.
     """
+    scheme, host, _port, _rest = split_url(endpoint)
+    if scheme not in ("https", "http"):
+        raise InvalidDestination(
+            "endpoint", f"a {delivery_type.value} destination needs an https:// URL"
+        )
+    if scheme == "http" and not development:
+        raise InvalidDestination(
+            "endpoint",
+            "must use https://; plain http is allowed only when XAVYO_SIEM_ENV=development",
+        )
+    if "#" in endpoint:
+        raise InvalidDestination("endpoint", "must not contain a fragment (#...)")
+    check_host(host, endpoint)
+    tls = TlsConfig.from_options(
+        options, delivery_type=delivery_type, endpoint=endpoint, development=development
+    )
+    if tls.fingerprint is not None and (tls.cert_file or tls.ca_file):
+        raise InvalidDestination(
+            option_field("fingerprint"),
+            "over HTTPS a pinned certificate replaces the chain check: it cannot be"
+            " combined with ca_file or cert_file",
+        )
+    return endpoint, tls
 
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    fingerprint: Fingerprint | None = None
-    server_name: str | None = None
-    verify: bool = True
+
+def refuse_plain_http(url: URL, *, development: bool) -> None:
+    """Refuse to open a transport to a plain http:// URL outside development mode.
+
+    Validation refused it already; this guards the one case validation cannot see, a
+    config validated in development mode handed to a process that is not.
+    """
+    if url.scheme != "https" and not development:
+        raise InvalidDestination("endpoint", "must be https:// (http only in development)")
 
 
 class _PinnedCertificate(aiohttp.Fingerprint):
     """aiohttp's connect-time certificate pin, for SHA-256, SHA-384 and SHA-512."""
 
     def __init__(self, pin: Fingerprint) -> None:
-        self._algorithm = pin.algorithm.lower()
+        self._pin = pin
         self._fingerprint = pin.digest
-        if hashlib.new(self._algorithm).digest_size != len(pin.digest):
-            raise InvalidDestination("options.fingerprint", "the digest length does not match")
 
     def check(self, transport: asyncio.Transport) -> None:
         sslobj = transport.get_extra_info("ssl_object")
         if sslobj is None:
             return
-        cert = sslobj.getpeercert(binary_form=True) or b""
-        got = hashlib.new(self._algorithm, cert).digest()
-        if not hmac.compare_digest(got, self._fingerprint):
+        seen = self._pin.of_certificate(sslobj.getpeercert(binary_form=True) or b"")
+        if not self._pin.matches(seen):
             host, port, *_ = transport.get_extra_info("peername")
-            raise aiohttp.ServerFingerprintMismatch(self._fingerprint, got, host, port)
+            raise aiohttp.ServerFingerprintMismatch(self._pin.digest, seen.digest, host, port)
 
 
-def _ssl_for(tls: TlsOptions, *, development: bool) -> ssl.SSLContext | aiohttp.Fingerprint:
-    if not tls.verify and not development:
-        raise InvalidDestination(
-            "options.tls_verify", "may be false only when XAVYO_SIEM_ENV=development"
-        )
-    if tls.fingerprint is not None and tls.verify and tls.cert_file is None:
-        return _PinnedCertificate(tls.fingerprint)
+def _peer_check(tls: TlsConfig) -> ssl.SSLContext | aiohttp.Fingerprint:
+    """How the session checks its peer: a pinned certificate (when verifying), or the
+    context of `tls.client_context`. Raises `TlsFileError` for a file that cannot load."""
     if tls.fingerprint is not None and tls.verify:
-        raise InvalidDestination(
-            "options.fingerprint", "cannot be combined with a client certificate over HTTPS"
-        )
-    try:
-        context = ssl.create_default_context(cafile=tls.ca_file)
-        if tls.cert_file is not None:
-            # Never let OpenSSL prompt on the terminal for a pass phrase: an encrypted key
-            # fails to load (and the destination is misconfigured) instead of hanging.
-            context.load_cert_chain(tls.cert_file, tls.key_file, password=_no_pass_phrase)
-    except (OSError, ValueError) as exc:
-        field = "options.ca_file" if tls.cert_file is None else "options.cert_file"
-        raise InvalidDestination(field, f"cannot be loaded ({type(exc).__name__})") from None
-    if not tls.verify:
-        log.warning("TLS verification is OFF for an HTTP destination (development mode)")
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def _no_pass_phrase() -> bytes:
-    return b""
+        return _PinnedCertificate(tls.fingerprint)
+    return client_context(tls)
 
 
 def open_session(
-    tls: TlsOptions,
+    tls: TlsConfig,
     *,
     timeout_s: float,
-    development: bool,
     limit: int = 4,
     egress: EgressGuard | None = None,
 ) -> aiohttp.ClientSession:
     """A session for one destination: its own connection pool, TLS settings and timeout.
 
-    Must be called with a running event loop. Redirects are never followed (callers pass
-    `allow_redirects=False`), cookies are not kept, and responses are not decompressed.
-    With `egress` (the SSRF guard) host names are resolved through it, so only addresses
-    it allows are connected to (SNI, certificate and Host header keep the name).
+    Must be called with a running event loop, inside `classify_as_peer_failure` (a CA or
+    client certificate file that cannot be loaded is `Misconfigured`). Redirects are never
+    followed (callers pass `allow_redirects=False`), cookies are not kept, and responses
+    are not decompressed. With `egress` (the SSRF guard) host names are resolved through
+    it, so only addresses it allows are connected to (SNI, certificate and Host header
+    keep the name).
     """
     connector = aiohttp.TCPConnector(
-        ssl=_ssl_for(tls, development=development),
+        ssl=_peer_check(tls),
         limit=limit,
         enable_cleanup_closed=False,
         resolver=None if egress is None else GuardedResolver(egress),
@@ -192,17 +196,20 @@ def _os_detail(exc: OSError) -> str:
 
 
 @contextmanager
-def map_errors(peer: str) -> Iterator[None]:
+def classify_as_peer_failure(peer: str) -> Iterator[None]:
     """Turn every aiohttp, `ssl`, socket and timeout error into `PeerFailure(result)`.
 
     `peer` (host:port, never a URL) names the destination in the reason. A certificate
     that does not verify, a pinned fingerprint that does not match, a TLS handshake the
-    peer refused (wrong protocol version, no shared cipher, a plain-HTTP port) and an
-    invalid URL are `Misconfigured`; everything else (refused, reset, a handshake cut short,
-    DNS, timeout, a garbled or truncated response) is `RetryLater`.
+    peer refused (wrong protocol version, no shared cipher, a plain-HTTP port), a CA or
+    client certificate file that cannot be loaded and an invalid URL are `Misconfigured`;
+    everything else (refused, reset, a handshake cut short, DNS, timeout, a garbled or
+    truncated response) is `RetryLater`.
     """
     try:
         yield
+    except TlsFileError as exc:
+        raise PeerFailure(Misconfigured(str(exc))) from None
     except aiohttp.ServerFingerprintMismatch:
         raise PeerFailure(
             Misconfigured(f"TLS: the certificate of {peer} does not match the pinned fingerprint")

@@ -1,4 +1,5 @@
-"""Webhook transport: HTTPS POST of a batch, signed the Standard Webhooks 1.0 way (PROTOCOLS §7).
+"""Webhook transport: HTTPS POST of a batch, signed the Standard Webhooks 1.0 way, and the
+config of a webhook destination (`WebhookConfig`).
 
 A batch is one JSON array (`body="json_array"`) or NDJSON (`body="ndjson"`) of the
 records; JSON-format records are embedded as they are, CEF and syslog lines as JSON strings.
@@ -7,7 +8,7 @@ records; JSON-format records are embedded as they are, CEF and syslog lines as J
   (newline-joined), so a retry of the same batch carries the same id and a receiver can
   de-duplicate on it; `webhook-timestamp` is the integer Unix time of *this* attempt;
   `webhook-signature` lists one `v1,<base64 HMAC-SHA256>` per configured secret (several
-  during a rotation).
+  during a rotation). Signing and credentials are in `webhook_auth.py`.
 * `classify_webhook_status` is the pure table: 2xx delivered; 408, 429 and 5xx retry
   (honouring `Retry-After`); 413 split; 3xx (never followed), 410 and other 4xx
   misconfigured with the body, truncated, as the reason.
@@ -16,14 +17,11 @@ records; JSON-format records are embedded as they are, CEF and syslog lines as J
 from __future__ import annotations
 
 import base64
-import binascii
-import hashlib
-import hmac
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal, get_args
 
 import aiohttp
 import orjson
@@ -40,86 +38,96 @@ from xavyo_siem.delivery.base import (
 )
 from xavyo_siem.delivery.http import (
     PeerFailure,
-    TlsOptions,
     TooLarge,
+    classify_as_peer_failure,
     close_session,
     cut_spans,
     describe_peer,
     gzip_body,
     header,
-    map_errors,
     open_session,
     parse_retry_after,
     peer_text,
     read_bounded,
+    read_http_target,
+    refuse_plain_http,
 )
-from xavyo_siem.delivery.options import WebhookConfig
+from xavyo_siem.delivery.option_values import (
+    BATCH_OPTIONS,
+    OptionReader,
+    Parser,
+    choice,
+    parse_bool,
+    seconds,
+)
+from xavyo_siem.delivery.tls import TLS_OPTIONS, TlsConfig
+from xavyo_siem.delivery.webhook_auth import WebhookCredentials, sign_with_keys, webhook_id
 from xavyo_siem.egress import EgressGuard
-from xavyo_siem.errors import InvalidDestination
+from xavyo_siem.model import DeliveryType
 
 __all__ = [
+    "WEBHOOK_OPTIONS",
+    "WebhookConfig",
     "WebhookCredentials",
     "WebhookTransport",
     "classify_webhook_status",
-    "sign_webhook",
-    "webhook_id",
-    "webhook_key",
 ]
 
-SECRET_PREFIX: Final = "whsec_"
-_SECRET_MIN_BYTES: Final = 24
-_SECRET_MAX_BYTES: Final = 64
-_CONTENT_TYPES: Final = {"json_array": "application/json", "ndjson": "application/x-ndjson"}
+WebhookBody = Literal["json_array", "ndjson"]
+
+WEBHOOK_OPTIONS: Final = frozenset((*BATCH_OPTIONS, *TLS_OPTIONS, "body", "gzip", "timeout_s"))
+_CONTENT_TYPES: Final[Mapping[WebhookBody, str]] = {
+    "json_array": "application/json",
+    "ndjson": "application/x-ndjson",
+}
+_body_choice: Final[Parser[WebhookBody]] = choice(*get_args(WebhookBody))
+_timeout: Final = seconds(0.1, 300)
 
 
-# --- Standard Webhooks signing (PROTOCOLS §7.2) ------------------------------------------
+# --- Config ------------------------------------------------------------------------------
 
 
-def webhook_key(secret: str) -> bytes:
-    """The HMAC key of a `whsec_<base64>` secret: the base64-decoded bytes after the prefix.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookConfig:
+    """A webhook destination (the secret signs and authenticates; it is not here).
 
-    Raises `InvalidDestination("secret", ...)` (never quoting the secret) unless the secret
-    has the prefix, is base64 (padding optional) and decodes to 24-64 bytes.
+    `body` is the batch's shape, `gzip` compresses the request body, `timeout_s` bounds one
+    request; `tls` applies over https://. The defaults are these fields' defaults.
     """
-    if not secret.startswith(SECRET_PREFIX):
-        raise InvalidDestination(
-            "secret", f"a webhook signing secret must start with {SECRET_PREFIX}"
+
+    delivery_type: DeliveryType = DeliveryType.WEBHOOK
+    url: str
+    body: WebhookBody = "json_array"
+    gzip: bool = False
+    timeout_s: float = 30.0
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    batch_max_events: int = 100
+    batch_max_bytes: int = 256 << 10
+    start: str = "now"
+
+    @classmethod
+    def from_options(
+        cls, endpoint: str, options: Mapping[str, object], *, development: bool
+    ) -> WebhookConfig:
+        """The config of a webhook destination, or InvalidDestination naming the field.
+
+        `options` holds only names of `WEBHOOK_OPTIONS` (checked before).
+        """
+        url, tls = read_http_target(
+            DeliveryType.WEBHOOK, endpoint, options, development=development
         )
-    text = secret[len(SECRET_PREFIX) :]
-    try:
-        key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidDestination("secret", "the part after whsec_ must be base64") from None
-    if not _SECRET_MIN_BYTES <= len(key) <= _SECRET_MAX_BYTES:
-        raise InvalidDestination(
-            "secret",
-            f"must decode to {_SECRET_MIN_BYTES}-{_SECRET_MAX_BYTES} bytes, got {len(key)}",
+        read = OptionReader(options, cls)
+        return cls(
+            url=url,
+            body=read("body", _body_choice),
+            gzip=read("gzip", parse_bool),
+            timeout_s=read("timeout_s", _timeout),
+            tls=tls,
+            **read.batch(),
         )
-    return key
 
 
-def _sign_with_keys(keys: Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
-    signed = b"%s.%d.%s" % (msg_id.encode(), timestamp, body)
-    return " ".join(
-        "v1," + base64.b64encode(hmac.digest(key, signed, "sha256")).decode() for key in keys
-    )
-
-
-def sign_webhook(secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
-    """The `webhook-signature` value: `v1,<base64 HMAC-SHA256(key, "{id}.{ts}.{body}")>` per
-    secret, space-separated, in the order given (PROTOCOLS §7.2)."""
-    if "." in msg_id:
-        raise ValueError("a webhook id must not contain '.'")
-    return _sign_with_keys([webhook_key(s) for s in secrets], msg_id, timestamp, body)
-
-
-def webhook_id(event_ids: Sequence[str]) -> str:
-    """`msg_` + 32 hex digits of SHA-256 over the event ids: equal for equal batches."""
-    digest = hashlib.sha256("\n".join(event_ids).encode()).hexdigest()
-    return f"msg_{digest[:32]}"
-
-
-# --- Classification (PROTOCOLS §7.3) -----------------------------------------------------
+# --- Classification ---------------------------------------------------------------------
 
 
 def classify_webhook_status(
@@ -159,102 +167,6 @@ def classify_webhook_status(
     return RetryLater(f"webhook receiver answered an unexpected HTTP {status}{suffix}")
 
 
-# --- Credentials -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WebhookCredentials:
-    """The secret part of a webhook destination, checked on construction.
-
-    `signing_secrets` are `whsec_` secrets, newest first (several during a rotation; empty
-    means unsigned, though `webhook-id` and `webhook-timestamp` are still sent).
-    Authentication is at most one of `bearer_token`, `basic_user` + `basic_password`, or
-    the custom `auth_headers`. `repr` never shows a value.
-    """
-
-    signing_secrets: tuple[str, ...] = ()
-    bearer_token: str | None = None
-    basic_user: str | None = None
-    basic_password: str | None = None
-    auth_headers: tuple[tuple[str, str], ...] = ()
-    keys: tuple[bytes, ...] = field(init=False, compare=False)
-
-    def __repr__(self) -> str:
-        return f"WebhookCredentials(<{len(self.signing_secrets)} signing secret(s), redacted>)"
-
-    def __post_init__(self) -> None:
-        schemes = (
-            self.bearer_token is not None,
-            self.basic_user is not None,
-            bool(self.auth_headers),
-        )
-        if sum(schemes) > 1:
-            raise InvalidDestination("secret", "use one of bearer, basic or custom-header auth")
-        if (self.basic_user is None) != (self.basic_password is None):
-            raise InvalidDestination("secret", "basic auth needs both a user and a password")
-        for value in (self.bearer_token, self.basic_user, self.basic_password):
-            if value is not None and (not value or not _one_line(value)):
-                raise InvalidDestination("secret", "credentials must be non-empty single lines")
-        if self.basic_user is not None and ":" in self.basic_user:
-            raise InvalidDestination("secret", "a basic-auth user name may not contain ':'")
-        for name, value in self.auth_headers:
-            if not name or not name.isascii() or any(c in name for c in ":\r\n \t"):
-                raise InvalidDestination("secret", "a custom auth header needs a valid name")
-            if not _one_line(value):
-                raise InvalidDestination("secret", f"custom header {name[:40]!r} must be one line")
-            if name.lower().startswith("webhook-") or name.lower() in _RESERVED_HEADERS:
-                raise InvalidDestination("secret", f"custom header {name[:40]!r} is reserved")
-        object.__setattr__(self, "keys", tuple(webhook_key(s) for s in self.signing_secrets))
-
-    @classmethod
-    def from_secret(cls, secret: str | None) -> WebhookCredentials:
-        """Read a destination's `secret`: whitespace-separated `whsec_` secrets, or a JSON
-        object `{"signing_secrets": [...], "bearer_token": "...", "basic": {"user": "...",
-        "password": "..."}, "headers": {"X-Api-Key": "..."}}` (every key optional)."""
-        if secret is None or not secret.strip():
-            return cls()
-        text = secret.strip()
-        if not text.startswith("{"):
-            return cls(signing_secrets=tuple(text.split()))
-        try:
-            data = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            raise InvalidDestination(
-                "secret", "is neither whsec_ secrets nor a JSON object"
-            ) from None
-        if not isinstance(data, dict) or not data.keys() <= _SECRET_KEYS:
-            raise InvalidDestination(
-                "secret", f"a JSON secret may hold only {', '.join(sorted(_SECRET_KEYS))}"
-            )
-        basic = data.get("basic") or {}
-        headers = data.get("headers") or {}
-        signing = data.get("signing_secrets") or []
-        if (
-            not isinstance(basic, dict)
-            or not isinstance(headers, dict)
-            or not isinstance(signing, list)
-            or not all(isinstance(v, str) for v in (*signing, *headers.values()))
-            or not all(isinstance(v, str) for v in basic.values())
-            or not isinstance(data.get("bearer_token", ""), str)
-        ):
-            raise InvalidDestination("secret", "a JSON secret holds strings only")
-        return cls(
-            signing_secrets=tuple(signing),
-            bearer_token=data.get("bearer_token"),
-            basic_user=basic.get("user"),
-            basic_password=basic.get("password"),
-            auth_headers=tuple(headers.items()),
-        )
-
-
-def _one_line(value: str) -> bool:
-    return value.isprintable()
-
-
-_RESERVED_HEADERS: Final = frozenset(("content-type", "content-encoding", "content-length", "host"))
-_SECRET_KEYS: Final = frozenset(("signing_secrets", "bearer_token", "basic", "headers"))
-
-
 # --- Transport ---------------------------------------------------------------------------
 
 
@@ -285,26 +197,16 @@ class WebhookTransport:
         egress: EgressGuard | None = None,
     ) -> None:
         url = URL(config.url)
-        if url.scheme != "https" and not development:
-            raise InvalidDestination("endpoint", "must be https:// (http only in development)")
+        refuse_plain_http(url, development=development)
         self._config = config
         self._credentials = credentials or WebhookCredentials()
         self._event_is_json = event_is_json
         self._ndjson = config.body == "ndjson"
         self._url = url
         self._peer = describe_peer(url)
-        self._development = development
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._egress = egress  # the SSRF guard (xavyo_siem.egress); None in some tests
-        self._tls = TlsOptions(
-            ca_file=config.ca_file,
-            cert_file=config.cert_file,
-            key_file=config.key_file,
-            fingerprint=config.fingerprint,
-            server_name=config.server_name,
-            verify=config.tls_verify,
-        )
         self._auth = self._auth_headers(self._credentials)
         self._headers = {"Content-Type": _CONTENT_TYPES[config.body], **self._auth}
         if config.gzip:
@@ -322,10 +224,7 @@ class WebhookTransport:
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = open_session(
-                self._tls,
-                timeout_s=self._config.timeout_s,
-                development=self._development,
-                egress=self._egress,
+                self._config.tls, timeout_s=self._config.timeout_s, egress=self._egress
             )
         return self._session
 
@@ -394,19 +293,19 @@ class WebhookTransport:
         headers["webhook-id"] = msg_id
         headers["webhook-timestamp"] = str(timestamp)
         if self._credentials.keys:
-            headers["webhook-signature"] = _sign_with_keys(
+            headers["webhook-signature"] = sign_with_keys(
                 self._credentials.keys, msg_id, timestamp, body
             )
         if self._config.gzip:
             body = gzip_body(body)
-        session = self._open()
-        with map_errors(self._peer):
+        with classify_as_peer_failure(self._peer):
+            session = self._open()
             async with session.post(
                 self._url,
                 data=body,
                 headers=headers,
                 allow_redirects=False,
-                server_hostname=self._config.server_name,
+                server_hostname=self._config.tls.server_name,
             ) as response:
                 answer = await read_bounded(response, 16_384)
                 return classify_webhook_status(response.status, response.headers, answer)
@@ -417,14 +316,14 @@ class WebhookTransport:
         Any HTTP answer proves DNS, TCP, TLS and HTTP work: 2xx-4xx is `Delivered`, except
         410 and redirects (`Misconfigured`); 408, 429 and 5xx are `RetryLater`.
         """
-        session = self._open()
         try:
-            with map_errors(self._peer):
+            with classify_as_peer_failure(self._peer):
+                session = self._open()
                 async with session.options(
                     self._url,
                     headers=self._auth,
                     allow_redirects=False,
-                    server_hostname=self._config.server_name,
+                    server_hostname=self._config.tls.server_name,
                 ) as response:
                     answer = await read_bounded(response, 16_384)
                     status = response.status

@@ -9,8 +9,8 @@ import stat
 from pathlib import Path
 
 from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, RetryLater
-from xavyo_siem.delivery.file import FileTransport
-from xavyo_siem.delivery.options import FileConfig, validate_destination
+from xavyo_siem.delivery.file import FileConfig, FileTransport
+from xavyo_siem.delivery.options import validate_destination
 
 
 def records(count: int, tag: str = "r") -> list[Record]:

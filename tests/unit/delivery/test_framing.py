@@ -1,4 +1,4 @@
-"""Syslog framing (PROTOCOLS.md §3, §5): octet counting, LF framing and datagram fitting.
+"""Syslog framing (RFC 6587, RFC 5426): octet counting, LF framing and datagram fitting.
 
 Frames are read back by a small independent receiver written here, fed the whole stream,
 one byte at a time, and with a trailing partial frame (h11's `tr` pattern).
@@ -261,7 +261,7 @@ def test_non_rfc5424_text_is_cut_on_a_code_point_boundary() -> None:
 
 
 def test_lone_surrogate_is_replaced_not_fatal() -> None:
-    """A lone surrogate becomes U+FFFD (PROTOCOLS.md §10.3) instead of an encoding error."""
+    """A lone surrogate becomes U+FFFD instead of an encoding error."""
     assert encode_utf8("a\ud800b") == "a\ufffdb".encode()
     assert fit_datagram("<14>1 - - - - - - a\udfffb", 2048) == (
         "<14>1 - - - - - - a\ufffdb".encode(),

@@ -1,4 +1,4 @@
-"""Table tests for the pure parts of the Splunk HEC transport (PROTOCOLS.md §6.3, §6.6, §10)."""
+"""Table tests for the pure parts of the Splunk HEC transport: envelopes and reply classes."""
 
 from __future__ import annotations
 
@@ -8,24 +8,25 @@ import orjson
 import pytest
 
 from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, RetryLater
-from xavyo_siem.delivery.http import TooLarge
-from xavyo_siem.delivery.splunk_hec import (
+from xavyo_siem.delivery.hec_replies import (
     HEC_CODES,
     Accepted,
     HecEnvelope,
-    InvalidEvent,
+    HecEventRejected,
     classify_hec_ack,
     classify_hec_health,
     classify_hec_response,
     hec_time,
 )
+from xavyo_siem.delivery.http import TooLarge
 
 
 def reply(code: int, text: str = "x", **extra: object) -> bytes:
     return orjson.dumps({"text": text, "code": code, **extra})
 
 
-# (HTTP status, code) exactly as PROTOCOLS.md §6.6 lists them, and the class each must give.
+# (HTTP status, code) exactly as Splunk documents its HEC status codes, and the class each
+# must give.
 SPEC_TABLE = [
     (200, 0, Accepted),
     (403, 1, Misconfigured),
@@ -33,16 +34,16 @@ SPEC_TABLE = [
     (401, 3, Misconfigured),
     (403, 4, Misconfigured),
     (400, 5, Misconfigured),
-    (400, 6, InvalidEvent),
+    (400, 6, HecEventRejected),
     (400, 7, Misconfigured),
     (500, 8, RetryLater),
     (503, 9, RetryLater),
     (400, 10, Misconfigured),
     (400, 11, Misconfigured),
-    (400, 12, InvalidEvent),
-    (400, 13, InvalidEvent),
+    (400, 12, HecEventRejected),
+    (400, 13, HecEventRejected),
     (400, 14, Misconfigured),
-    (400, 15, InvalidEvent),
+    (400, 15, HecEventRejected),
     (400, 16, Misconfigured),
     (200, 17, RetryLater),
     (503, 18, RetryLater),
@@ -53,7 +54,7 @@ SPEC_TABLE = [
 
 @pytest.mark.parametrize(("status", "code", "kind"), SPEC_TABLE)
 def test_every_documented_code_has_its_class(status: int, code: int, kind: type) -> None:
-    """Each HEC code of §6.6, with its documented HTTP status, maps to the class §10 asks for."""
+    """Each documented HEC code, with its documented HTTP status, maps to its result class."""
     assert isinstance(classify_hec_response(status, reply(code)), kind)
 
 
@@ -78,13 +79,13 @@ def test_a_malformed_ack_id_is_not_an_ack_id(ack_id: object) -> None:
 def test_data_errors_carry_the_invalid_event_number(code: int) -> None:
     """Codes 6, 12, 13 and 15 pass `invalid-event-number` on, or None when absent or bad."""
     with_index = classify_hec_response(400, reply(code, **{"invalid-event-number": 3}))
-    assert isinstance(with_index, InvalidEvent)
+    assert isinstance(with_index, HecEventRejected)
     assert with_index.index == 3
     without = classify_hec_response(400, reply(code))
-    assert isinstance(without, InvalidEvent)
+    assert isinstance(without, HecEventRejected)
     assert without.index is None
     bad = classify_hec_response(400, reply(code, **{"invalid-event-number": "3"}))
-    assert isinstance(bad, InvalidEvent)
+    assert isinstance(bad, HecEventRejected)
     assert bad.index is None
 
 

@@ -1,4 +1,4 @@
-"""The webhook and HEC options added for the HTTP transports (delivery/options.py)."""
+"""The webhook and HEC options of the HTTP transports, and their HTTPS TLS rule."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from xavyo_siem.delivery.options import HecConfig, WebhookConfig, validate_destination
+from xavyo_siem.delivery.options import validate_destination
+from xavyo_siem.delivery.splunk_hec import HecConfig
+from xavyo_siem.delivery.webhook import WebhookConfig
 from xavyo_siem.errors import InvalidDestination
 
 PIN = "SHA256:" + ":".join(["AB"] * 32)
@@ -73,11 +75,11 @@ def test_tls_client_options_reach_both_configs() -> None:
     """`cert_file`, `key_file`, `fingerprint` and `server_name` are accepted for both types."""
     mtls = {"cert_file": "/etc/c.pem", "key_file": "/etc/k.pem", "server_name": "siem.internal"}
     for config in (hec(mtls), webhook(mtls)):
-        assert (config.cert_file, config.key_file) == ("/etc/c.pem", "/etc/k.pem")
-        assert config.server_name == "siem.internal"
+        assert (config.tls.cert_file, config.tls.key_file) == ("/etc/c.pem", "/etc/k.pem")
+        assert config.tls.server_name == "siem.internal"
     pinned = webhook({"fingerprint": PIN})
-    assert pinned.fingerprint is not None
-    assert pinned.fingerprint.digest == bytes([0xAB] * 32)
+    assert pinned.tls.fingerprint is not None
+    assert pinned.tls.fingerprint.digest == bytes([0xAB] * 32)
 
 
 def test_webhook_refuses_hec_only_options() -> None:

@@ -7,16 +7,13 @@ import logging
 
 import pytest
 
-from xavyo_siem.delivery.options import (
-    FileConfig,
-    Fingerprint,
-    HecConfig,
-    SyslogConfig,
-    TlsClientConfig,
-    WebhookConfig,
-    allowed_options,
-    validate_destination,
-)
+from xavyo_siem.delivery.file import FileConfig
+from xavyo_siem.delivery.option_values import OptionReader, integer, text
+from xavyo_siem.delivery.options import allowed_options, validate_destination
+from xavyo_siem.delivery.splunk_hec import HecConfig
+from xavyo_siem.delivery.syslog_config import SyslogConfig
+from xavyo_siem.delivery.tls import Fingerprint, TlsConfig
+from xavyo_siem.delivery.webhook import WebhookConfig
 from xavyo_siem.errors import InvalidDestination
 from xavyo_siem.model import DeliveryType
 
@@ -42,7 +39,7 @@ def test_syslog_tcp_defaults() -> None:
 
 
 def test_syslog_tls_all_options() -> None:
-    """Every TLS option is parsed into TlsClientConfig, the fingerprint into bytes."""
+    """Every TLS option is parsed into TlsConfig, the fingerprint into bytes."""
     config = validate_destination(
         DeliveryType.SYSLOG_TLS,
         "tls://[2001:db8::1]",
@@ -65,7 +62,7 @@ def test_syslog_tls_all_options() -> None:
         200,
     )
     assert config.endpoint == "tls://[2001:db8::1]:6514"
-    assert config.tls == TlsClientConfig(
+    assert config.tls == TlsConfig(
         ca_file="/etc/ca.pem",
         cert_file="/etc/client.pem",
         key_file="/etc/client.key",
@@ -131,7 +128,7 @@ def test_webhook_and_hec_configs() -> None:
         sourcetype="xavyo:audit",
         host="idp-1",
         batch_max_bytes=65536,
-        ca_file="/etc/ca.pem",
+        tls=TlsConfig(ca_file="/etc/ca.pem"),
     )
 
 
@@ -280,3 +277,45 @@ def test_every_type_has_an_option_table() -> None:
     assert "fingerprint" in allowed_options(DeliveryType.SYSLOG_TLS)
     assert "sourcetype" in allowed_options(DeliveryType.SPLUNK_HEC)
     assert "body" in allowed_options(DeliveryType.WEBHOOK)
+
+
+def test_every_option_names_a_config_field() -> None:
+    """Each option a type accepts is a field of its config (TLS options: of TlsConfig)."""
+    configs = {
+        DeliveryType.SYSLOG_TCP: SyslogConfig,
+        DeliveryType.SYSLOG_TLS: SyslogConfig,
+        DeliveryType.SYSLOG_UDP: SyslogConfig,
+        DeliveryType.WEBHOOK: WebhookConfig,
+        DeliveryType.SPLUNK_HEC: HecConfig,
+        DeliveryType.FILE: FileConfig,
+    }
+    tls_fields = {f.name for f in dataclasses.fields(TlsConfig)} | {"tls_verify"}
+    for kind, config_type in configs.items():
+        names = {f.name for f in dataclasses.fields(config_type)}
+        for option in allowed_options(kind):
+            assert option in names or option in tls_fields, (kind, option)
+
+
+def test_an_absent_option_reads_the_default_of_its_field() -> None:
+    """The reader takes an absent (or None) option's default from the dataclass field."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Demo:
+        limit: int = 7
+        label: str | None = None
+
+    read = OptionReader({"label": None}, Demo)
+    assert read("limit", integer(1, 9)) == 7
+    assert read.optional("label", text()) is None
+    assert OptionReader({"limit": "3"}, Demo)("limit", integer(1, 9)) == 3
+
+
+def test_defaults_of_unset_options_are_the_config_defaults() -> None:
+    """A destination without options gets exactly the field defaults of its config."""
+    hec = validate_destination("splunk_hec", "https://h:8088", {}, development=False)
+    assert hec == HecConfig(url="https://h:8088")
+    hook = validate_destination("webhook", "https://h/x", {}, development=False)
+    assert hook == WebhookConfig(url="https://h/x")
+    tls = validate_destination("syslog_tls", "tls://h", {}, development=False)
+    assert isinstance(tls, SyslogConfig)
+    assert tls.tls == TlsConfig()
