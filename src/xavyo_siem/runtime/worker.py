@@ -1,4 +1,4 @@
-"""A worker process: leases destinations and runs one delivery loop for each it holds.
+"""The worker: leases destinations and runs one delivery loop for each it holds.
 
 Several workers may share one PostgreSQL store; each destination is leased to one worker at
 a time, renewed every third of its time to live. When a worker dies its leases expire and
@@ -18,7 +18,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -29,18 +29,11 @@ from uuid import UUID
 from sqlalchemy import Connection, Engine
 
 from xavyo_siem.batch import BatchExporter, ExportSettings
-from xavyo_siem.delivery.base import Transport
 from xavyo_siem.errors import SiemError
-from xavyo_siem.model import (
-    AuditEvent,
-    BatchExportJob,
-    CircuitState,
-    ExportTarget,
-    SiemDestination,
-)
-from xavyo_siem.pipeline import health
-from xavyo_siem.pipeline.export import DestinationLoop, PipelineSettings
+from xavyo_siem.model import BatchExportJob, CircuitState, ExportTarget, SiemDestination
+from xavyo_siem.pipeline.loop import DestinationLoop, OpenComponents, PipelineSettings
 from xavyo_siem.pipeline.rate_limit import TokenBucket
+from xavyo_siem.runtime.streaming import CursorSource, streaming_loop
 from xavyo_siem.store.destinations import enabled_destination_ids, get_destination
 from xavyo_siem.store.engine import in_transaction_async
 from xavyo_siem.store.events import measure_lag
@@ -48,12 +41,10 @@ from xavyo_siem.store.jobs import claim_job
 from xavyo_siem.store.leases import Lease, LeaseLost, acquire_lease, release_lease, renew_lease
 from xavyo_siem.store.state import read_state
 
-__all__ = ["Components", "Worker", "WorkerSettings", "single_worker_lock"]
+__all__ = ["Worker", "WorkerSettings", "single_worker_lock"]
 
-log = logging.getLogger("xavyo_siem.pipeline")
+log = logging.getLogger("xavyo_siem.pipeline")  # the name operators filter the worker on
 
-Formatter = Callable[[AuditEvent], str]
-Components = Callable[[SiemDestination], Awaitable[tuple[Transport, Formatter]]]
 _R = TypeVar("_R")
 
 
@@ -82,7 +73,7 @@ class Worker:
         self,
         *,
         engine: Engine,
-        open_components: Components,
+        open_components: OpenComponents,
         settings: WorkerSettings | None = None,
         owner: str | None = None,
     ) -> None:
@@ -228,27 +219,20 @@ class Worker:
         if destination is None:
             return
         try:
-            transport, formatter = await self.open_components(destination)
+            components = await self.open_components(destination)
         except SiemError as exc:
             reason = f"cannot be opened: {exc}"
             log.error("destination %s %s", destination.name, reason)
-            await self._store(
-                lambda conn: health.record_failure(
-                    conn,
-                    destination,
-                    lease=lease,
-                    reason=reason,
-                    circuit_state=CircuitState.OPEN,
-                    misconfigured=True,
-                )
+            source = CursorSource(engine=self.engine, destination=destination, lease=lease)
+            await source.record_failure(
+                reason=reason, circuit_state=CircuitState.OPEN, misconfigured=True
             )
             await self._store(lambda conn: release_lease(conn, lease=lease))
             return
-        loop = DestinationLoop(
+        loop = streaming_loop(
             engine=self.engine,
             destination=destination,
-            transport=transport,
-            formatter=formatter,
+            components=components,
             lease=lease,
             settings=self.settings.pipeline,
             bucket=self._bucket_for(destination),
