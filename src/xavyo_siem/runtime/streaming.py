@@ -92,17 +92,7 @@ class CursorSource:
         An empty read can also mean that events are stored but not yet final (a transaction
         elsewhere is still open, see docs/store.md); that is not "caught up".
         """
-        destination = self.destination
-        waiting, _ = await in_snapshot_async(
-            self.engine,
-            lambda conn: measure_lag(
-                conn,
-                tenant_id=destination.tenant_id,
-                after=after,
-                filter=destination.filters,
-                cap=1,
-            ),
-        )
+        waiting, _ = await self._lag(after, cap=1)
         return waiting == 0
 
     async def record_delivered(
@@ -167,18 +157,23 @@ class CursorSource:
 
     async def refresh_lag(self, *, position: EventCursor) -> None:
         """Measure how far the destination is behind and publish it as metrics."""
+        count, oldest = await self._lag(position, cap=LAG_COUNT_CAP)
+        report_lag(self.destination, events=count, oldest=oldest)
+
+    async def _lag(self, after: EventCursor, *, cap: int) -> tuple[int, datetime | None]:
+        """The matching events waiting after `after` (counted up to `cap`), and the oldest's
+        time."""
         destination = self.destination
-        count, oldest = await in_snapshot_async(
+        return await in_snapshot_async(
             self.engine,
             lambda conn: measure_lag(
                 conn,
                 tenant_id=destination.tenant_id,
-                after=position,
+                after=after,
                 filter=destination.filters,
-                cap=LAG_COUNT_CAP,
+                cap=cap,
             ),
         )
-        report_lag(destination, events=count, oldest=oldest)
 
     async def read_replay(self, *, limit: int) -> list[tuple[int, AuditEvent]]:
         """The dead letters an operator asked to send again, with their events."""
