@@ -1,14 +1,13 @@
-"""Managing destinations: validate, seal the credential, store; and open one for delivery.
+"""Managing destinations: validate, seal the credential, store, enable, remove, health.
 
 The command line and the HTTP API both call these functions; neither validates on its own.
 Validation is pure and names the bad field (`options.framing: must be octet or lf`); only
-then is anything written, in one transaction, so a bad request changes nothing.
+then is anything written, in one transaction, so a bad request changes nothing. Opening a
+destination for delivery, and testing one, is the worker's (xavyo_siem.runtime).
 """
 
 from __future__ import annotations
 
-import asyncio
-import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -19,31 +18,21 @@ from uuid import UUID
 from sqlalchemy import Connection, Engine, select
 
 from xavyo_siem.crypto import CryptoError, KeyRing
-from xavyo_siem.delivery import (
-    Delivered,
-    Record,
-    Transport,
-    TransportConfig,
-    open_transport,
-    validate_destination,
-)
+from xavyo_siem.delivery import TransportConfig, validate_destination
 from xavyo_siem.delivery.webhook import WebhookCredentials
-from xavyo_siem.egress import EgressDenied, EgressGuard, check_egress, endpoint_host_port
-from xavyo_siem.errors import EncodeError, InvalidDestination, InvalidFilter, SiemError
+from xavyo_siem.egress import EgressGuard, endpoint_host_port
+from xavyo_siem.errors import EncodeError, InvalidDestination, InvalidFilter
 from xavyo_siem.format import CefFormatter, CsvFormatter, SyslogFormatter, to_json
 from xavyo_siem.model import (
     AuditEvent,
     DeliveryHealth,
     DeliveryType,
-    EventCategory,
     EventFilter,
     ExportFormat,
-    Outcome,
     RateLimit,
     SiemDestination,
     to_epoch_us,
 )
-from xavyo_siem.settings import Settings
 from xavyo_siem.store import destinations as rows
 from xavyo_siem.store import writing
 from xavyo_siem.store.events import START, EventCursor, head_cursor, measure_lag
@@ -53,15 +42,13 @@ from xavyo_siem.store.tables import audit_events
 __all__ = [
     "FORMAT_OPTIONS",
     "DestinationSpec",
-    "TestStep",
     "add_destination",
     "check_destination",
     "destination_health",
     "formatter_for",
-    "open_destination",
     "remove_destination",
     "set_enabled",
-    "test_destination",
+    "spec_of",
     "update_destination",
 ]
 
@@ -75,7 +62,6 @@ _SYSLOG_TYPES: Final = frozenset(
     (DeliveryType.SYSLOG_TCP, DeliveryType.SYSLOG_TLS, DeliveryType.SYSLOG_UDP)
 )
 _INT_FORMAT_OPTIONS: Final = frozenset(("facility", "enterprise_number"))
-_AUTH_FAILURE: Final = re.compile(r"HTTP 40[13]\b|HEC code [1-4]\b|\btoken\b")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,15 +76,6 @@ class DestinationSpec:
     filters: EventFilter = field(default_factory=EventFilter)
     rate_limit: RateLimit | None = None
     enabled: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class TestStep:
-    """One step of `destination test`: what was tried, whether it worked, and the detail."""
-
-    step: str
-    ok: bool
-    detail: str
 
 
 def _format_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -312,7 +289,7 @@ def update_destination(
             rate_limit=changes.get("rate_limit", current.rate_limit),
             enabled=bool(changes.get("enabled", current.enabled)),
         )
-        check_destination(_spec_of(updated), development=development)
+        check_destination(spec_of(updated), development=development)
         _check_secret(updated.delivery_type, secret)
         if updated.endpoint != current.endpoint:
             _check_reachable(updated.endpoint, egress)
@@ -355,7 +332,8 @@ def remove_destination(engine: Engine, *, tenant_id: UUID, destination_id: UUID)
             )
 
 
-def _spec_of(destination: SiemDestination) -> DestinationSpec:
+def spec_of(destination: SiemDestination) -> DestinationSpec:
+    """The settings of a stored destination, as `check_destination` validates them."""
     return DestinationSpec(
         name=destination.name,
         delivery_type=destination.delivery_type,
@@ -366,178 +344,6 @@ def _spec_of(destination: SiemDestination) -> DestinationSpec:
         rate_limit=destination.rate_limit,
         enabled=destination.enabled,
     )
-
-
-async def open_destination(
-    engine: Engine,
-    destination: SiemDestination,
-    *,
-    settings: Settings,
-    keyring: KeyRing | None,
-    egress: EgressGuard | None = None,
-) -> tuple[Transport, Formatter]:
-    """The transport and formatter that deliver to `destination`, its secret decrypted.
-
-    The transport connects only to addresses the SSRF guard allows, checked at every
-    connect (`egress`; default: the guard of `settings.egress_allow`).
-    """
-    spec = _spec_of(destination)
-    config = check_destination(spec, development=settings.development)
-
-    def read() -> str | None:
-        with engine.connect() as conn:
-            return rows.read_sealed_secret(
-                conn, tenant_id=destination.tenant_id, destination_id=destination.id
-            )
-
-    sealed = await asyncio.to_thread(read)
-    secret = None
-    if sealed is not None:
-        if keyring is None:
-            raise CryptoError("the destination's credential is sealed and no key is configured")
-        secret = keyring.open(
-            sealed, tenant_id=destination.tenant_id, destination_id=destination.id
-        )
-    transport = open_transport(
-        config,
-        secret=secret,
-        event_is_json=destination.format is ExportFormat.JSON,
-        development=settings.development,
-        egress=EgressGuard.from_settings(settings) if egress is None else egress,
-    )
-    return transport, formatter_for(spec)
-
-
-def test_event(tenant_id: UUID) -> AuditEvent:
-    """The synthetic event `destination test` sends: clearly a test, of this tenant."""
-    return AuditEvent(
-        event_id=uuid.uuid4(),
-        tenant_id=tenant_id,
-        timestamp=datetime.now(UTC),
-        event_type="XAVYO_SIEM_TEST",
-        category=EventCategory.ADMINISTRATIVE,
-        severity=0,
-        event_name="xavyo-siem destination test",
-        action="test_delivery",
-        outcome=Outcome.SUCCESS,
-        reason="sent by `xavyo-siem destination test`; safe to ignore",
-    )
-
-
-async def test_destination(
-    engine: Engine,
-    destination: SiemDestination,
-    *,
-    settings: Settings,
-    keyring: KeyRing | None,
-    egress: EgressGuard | None = None,  # noqa: PT028 - not a pytest test
-) -> list[TestStep]:
-    """Check the settings, resolve, probe the destination, then send one test event.
-
-    The steps, in order, stopping at the first failure: `configuration` (settings valid,
-    credential opens), `resolve` (the host's addresses, each allowed by the SSRF guard),
-    `connect`, `tls` (TLS transports: the peer's certificate verified), `authenticate`
-    (HEC token, webhook credentials), `deliver` (the test event accepted).
-    """
-    guard = EgressGuard.from_settings(settings) if egress is None else egress
-    steps: list[TestStep] = []
-    try:
-        transport, formatter = await open_destination(
-            engine, destination, settings=settings, keyring=keyring, egress=guard
-        )
-    except SiemError as exc:
-        return [TestStep("configuration", False, str(exc))]
-    steps.append(TestStep("configuration", True, f"{destination.delivery_type.value} ok"))
-    try:
-        target = endpoint_host_port(destination.endpoint)
-        if target is not None:
-            steps.append(await _resolve_step(*target, guard))
-            if not steps[-1].ok:
-                return steps
-        probe = await transport.check()
-        steps += _probe_steps(destination, probe)
-        if isinstance(probe, Delivered):
-            event = test_event(destination.tenant_id)
-            record = Record.of(event, formatter(event))
-            result = await transport.send([record])
-            steps += _delivery_steps(destination, result)
-    finally:
-        await transport.aclose()
-    return steps
-
-
-async def _resolve_step(host: str, port: int, guard: EgressGuard) -> TestStep:
-    try:
-        infos = await check_egress(host, port, guard)
-    except EgressDenied as exc:
-        return TestStep("resolve", False, exc.reason)
-    except (OSError, TimeoutError) as exc:
-        detail = getattr(exc, "strerror", None) or type(exc).__name__
-        return TestStep("resolve", False, f"{host} does not resolve ({detail})")
-    addresses = ", ".join(dict.fromkeys(str(info[4][0]) for info in infos))
-    return TestStep("resolve", True, f"{host}: {addresses}")
-
-
-def _uses_tls(destination: SiemDestination) -> bool:
-    return destination.delivery_type is DeliveryType.SYSLOG_TLS or (
-        destination.endpoint.lower().startswith("https://")
-    )
-
-
-def _is_auth_failure(reason: str) -> bool:
-    """Whether a transport's reason says the peer refused our credential."""
-    return _AUTH_FAILURE.search(reason) is not None
-
-
-def _probe_steps(destination: SiemDestination, probe: object) -> list[TestStep]:
-    """`transport.check()` as steps: connect, then TLS and (HEC) the token probe."""
-    tls = _uses_tls(destination)
-    hec = destination.delivery_type is DeliveryType.SPLUNK_HEC
-    connected = TestStep("connect", True, "connected")
-    verified = TestStep("tls", True, _tls_detail(destination))
-    if isinstance(probe, Delivered):
-        steps = [connected] + ([verified] if tls else [])
-        if hec:
-            steps.append(TestStep("authenticate", True, "the HEC token was accepted"))
-        return steps
-    reason = _describe(probe)
-    if tls and ("TLS" in reason or "certificate" in reason):
-        return [connected, TestStep("tls", False, reason)]
-    if hec and _is_auth_failure(reason):
-        return [connected, *([verified] if tls else []), TestStep("authenticate", False, reason)]
-    return [TestStep("connect", False, reason)]
-
-
-def _tls_detail(destination: SiemDestination) -> str:
-    options = destination.options
-    if str(options.get("tls_verify", "true")).strip().lower() in ("false", "no", "off", "0"):
-        return "handshake done; verification is OFF (development mode)"
-    if options.get("fingerprint") and not options.get("ca_file"):
-        return "the peer's certificate matches the pinned fingerprint"
-    return "the peer's certificate chain and host name verified"
-
-
-def _delivery_steps(destination: SiemDestination, result: object) -> list[TestStep]:
-    """The test event's send as steps: webhook credentials, then acceptance."""
-    webhook = destination.delivery_type is DeliveryType.WEBHOOK
-    if isinstance(result, Delivered):
-        steps = []
-        if webhook and destination.has_secret:
-            steps.append(TestStep("authenticate", True, "the receiver accepted our credentials"))
-        return [*steps, TestStep("deliver", True, "accepted")]
-    reason = _describe(result)
-    if webhook and _is_auth_failure(reason):
-        return [TestStep("authenticate", False, reason)]
-    return [TestStep("deliver", False, reason)]
-
-
-def _describe(result: object) -> str:
-    if isinstance(result, Delivered):
-        return "accepted"
-    reason = getattr(result, "reason", None)
-    if reason:
-        return str(reason)
-    return repr(result)
 
 
 def destination_health(conn: Connection, destination: SiemDestination) -> DeliveryHealth:
@@ -557,3 +363,14 @@ def destination_health(conn: Connection, destination: SiemDestination) -> Delive
     )
     assert found is not None
     return found
+
+
+def __getattr__(name: str) -> Any:
+    """`open_destination` and `test_destination` moved to xavyo_siem.runtime; this lazy
+    bridge keeps `destinations.open_destination` working until the command line calls
+    the runtime directly, and then goes."""
+    if name in ("open_destination", "test_destination"):
+        from xavyo_siem.runtime import components
+
+        return getattr(components, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

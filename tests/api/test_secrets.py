@@ -19,9 +19,8 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from xavyo_siem import destinations as manage
-from xavyo_siem.pipeline.export import DestinationLoop, PipelineSettings
-from xavyo_siem.pipeline.retry import RetryPolicy
+from xavyo_siem.pipeline import PipelineSettings, RetryPolicy
+from xavyo_siem.runtime import open_destination, streaming_loop
 from xavyo_siem.sample import generate_events
 from xavyo_siem.settings import Settings
 from xavyo_siem.store.destinations import get_destination
@@ -43,12 +42,9 @@ async def deliver_all(api: Api, destination_id: str, settings: Settings, until: 
             conn, tenant_id=api.tenant, destination_id=UUID(destination_id)
         )
     assert destination is not None
-    transport, formatter = await manage.open_destination(
-        api.engine, destination, settings=settings, keyring=KEYS
-    )
-    loop = DestinationLoop(
-        engine=api.engine, destination=destination, transport=transport, formatter=formatter,
-        lease=None,
+    components = await open_destination(api.engine, destination, settings=settings, keyring=KEYS)
+    loop = streaming_loop(
+        engine=api.engine, destination=destination, components=components, lease=None,
         settings=PipelineSettings(
             poll_interval_s=0.02,
             retry=RetryPolicy(base_s=0.01, cap_s=0.05, misconfigured_cap_s=0.05),
@@ -60,7 +56,7 @@ async def deliver_all(api: Api, destination_id: str, settings: Settings, until: 
         await asyncio.sleep(0.02)
     loop.stop()
     await asyncio.wait_for(task, 30)
-    await transport.aclose()
+    await components.transport.aclose()
 
 
 async def test_known_secrets_never_appear_in_responses_or_logs(

@@ -22,8 +22,8 @@ from xavyo_siem import destinations as manage
 from xavyo_siem.delivery import Delivered, Misconfigured, Record
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import InvalidDestination
-from xavyo_siem.pipeline.export import DestinationLoop, PipelineSettings
-from xavyo_siem.pipeline.retry import RetryPolicy
+from xavyo_siem.pipeline import PipelineSettings, RetryPolicy
+from xavyo_siem.runtime import open_destination, streaming_loop
 from xavyo_siem.sample import generate_events
 from xavyo_siem.settings import Settings
 from xavyo_siem.store.destinations import get_destination
@@ -198,9 +198,10 @@ async def test_a_name_that_turns_internal_after_saving_is_refused_at_connect_tim
         "rebind.example resolves to 127.0.0.1, a loopback address" in report["steps"][1]["detail"]
     )
     destination = stored(api.engine, api.tenant, UUID(created.json()["id"]))
-    transport, formatter = await manage.open_destination(
+    opened = await open_destination(
         api.engine, destination, settings=settings, keyring=KEYS, egress=guard
     )
+    transport, formatter = opened.transport, opened.formatter
     try:
         event = next(iter(generate_events(1, 1, seed=1)))
         result = await transport.send([Record(str(event.event_id), 0, formatter(event))])
@@ -238,7 +239,7 @@ async def test_an_ip_literal_allowed_when_saved_is_refused_once_the_allow_list_s
         egress=EgressGuard(allow=LOOPBACK),
     )
     with pytest.raises(InvalidDestination, match=r"127\.0\.0\.1 is a loopback address"):
-        await manage.open_destination(engine, destination, settings=Settings(), keyring=KEYS)
+        await open_destination(engine, destination, settings=Settings(), keyring=KEYS)
     assert listener.accepted == 0
 
 
@@ -267,15 +268,15 @@ async def test_allow_listed_loopback_peers_receive_what_the_api_ingested(dev_api
         assert ingested.json() == {"stored": 120, "duplicates": 0}
         destination = stored(dev_api.engine, dev_api.tenant, UUID(created.json()["id"]))
         settings = Settings(env="development", egress_allow=LOOPBACK)
-        transport, formatter = await manage.open_destination(
+        components = await open_destination(
             dev_api.engine, destination, settings=settings, keyring=KEYS
         )
+        transport = components.transport
         assert isinstance(await transport.check(), Delivered)
-        loop = DestinationLoop(
+        loop = streaming_loop(
             engine=dev_api.engine,
             destination=destination,
-            transport=transport,
-            formatter=formatter,
+            components=components,
             lease=None,
             settings=PipelineSettings(
                 poll_interval_s=0.02, retry=RetryPolicy(base_s=0.01, cap_s=0.1)

@@ -43,9 +43,8 @@ from xavyo_siem.model import (
     RateLimit,
     SiemDestination,
 )
-from xavyo_siem.pipeline.export import PipelineSettings
-from xavyo_siem.pipeline.retry import RetryPolicy
-from xavyo_siem.pipeline.worker import Worker, WorkerSettings
+from xavyo_siem.pipeline import DestinationComponents, PipelineSettings, RetryPolicy
+from xavyo_siem.runtime import Worker, WorkerSettings, open_destination
 from xavyo_siem.sample import DEFAULT_START, generate_events
 from xavyo_siem.settings import Settings
 from xavyo_siem.store import append_events, make_engine, upgrade
@@ -260,8 +259,8 @@ def add(engine: Engine, tenant: UUID, *, secret: str | None = None, **spec: Any)
 
 
 def exporter_for(engine: Engine) -> BatchExporter:
-    async def components(destination: SiemDestination) -> Any:
-        return await manage.open_destination(engine, destination, settings=DEV, keyring=KEYS)
+    async def components(destination: SiemDestination) -> DestinationComponents:
+        return await open_destination(engine, destination, settings=DEV, keyring=KEYS)
 
     return BatchExporter(
         engine=engine,
@@ -383,8 +382,8 @@ async def test_a_worker_runs_a_queued_export_beside_the_destinations_stream(
             ExportRequest(tenant_id=tenant, start=START, end=END, destination=destination.name),
         )
 
-        async def components(target: SiemDestination) -> Any:
-            return await manage.open_destination(engine, target, settings=DEV, keyring=KEYS)
+        async def components(target: SiemDestination) -> DestinationComponents:
+            return await open_destination(engine, target, settings=DEV, keyring=KEYS)
 
         worker = Worker(
             engine=engine,

@@ -25,7 +25,7 @@ from xavyo_siem.delivery import (
     Rejected,
     RetryLater,
 )
-from xavyo_siem.destinations import DestinationSpec
+from xavyo_siem.destinations import DestinationSpec, check_destination, spec_of
 from xavyo_siem.format import to_json
 from xavyo_siem.model import (
     AuditEvent,
@@ -36,8 +36,15 @@ from xavyo_siem.model import (
     ExportFormat,
     SiemDestination,
 )
-from xavyo_siem.pipeline.export import DestinationLoop, PipelineSettings, SourcePage, SourceStart
-from xavyo_siem.pipeline.retry import RetryPolicy
+from xavyo_siem.pipeline import (
+    DestinationComponents,
+    DestinationLoop,
+    PipelineSettings,
+    RetryPolicy,
+    SourcePage,
+    SourceStart,
+)
+from xavyo_siem.runtime import streaming_loop
 from xavyo_siem.sample import generate_events
 from xavyo_siem.store import append_events
 from xavyo_siem.store.dead_letters import list_dead_letters, request_replay
@@ -94,6 +101,25 @@ def store(engine: Engine, count: int, seed: int, tenants: int = 1) -> list[Audit
     return events
 
 
+def streaming(
+    engine: Engine,
+    destination: SiemDestination,
+    transport: ScriptedTransport,
+    *,
+    formatter: Callable[[AuditEvent], str] = to_json,
+    lease: object = None,
+) -> DestinationLoop:
+    """The destination's streaming loop, with its batch size from its validated config."""
+    config = check_destination(spec_of(destination), development=False)
+    return streaming_loop(
+        engine=engine,
+        destination=destination,
+        components=DestinationComponents(transport, formatter, config.batch_max_events),
+        lease=lease,  # type: ignore[arg-type]
+        settings=FAST,
+    )
+
+
 async def deliver(
     engine: Engine,
     destination: SiemDestination,
@@ -102,14 +128,7 @@ async def deliver(
     lease: object = None,
 ) -> DestinationLoop:
     """Run the loop until it has caught up (or stopped on its own), then stop it."""
-    loop = DestinationLoop(
-        engine=engine,
-        destination=destination,
-        transport=transport,
-        formatter=to_json,
-        lease=lease,
-        settings=FAST,  # type: ignore[arg-type]
-    )
+    loop = streaming(engine, destination, transport, lease=lease)
     task = asyncio.create_task(loop.run())
     for _ in range(2000):
         if loop.caught_up.is_set() or task.done():
@@ -191,10 +210,7 @@ async def test_misconfigured_keeps_the_cursor_and_backs_off_then_resumes(engine:
         lambda records: Misconfigured("403 token disabled") if revoked["on"] else Delivered()
     )
     transport = ScriptedTransport(handler)
-    loop = DestinationLoop(
-        engine=engine, destination=destination, transport=transport, formatter=to_json,
-        lease=None, settings=FAST,
-    )  # fmt: skip
+    loop = streaming(engine, destination, transport)
     task = asyncio.create_task(loop.run())
     await asyncio.sleep(0.3)
     with engine.connect() as conn:
@@ -364,10 +380,7 @@ async def test_the_next_batch_is_read_while_one_is_on_the_wire(engine: Engine) -
             return Delivered()
 
     transport = SlowPeer(lambda records: Delivered())
-    loop = DestinationLoop(
-        engine=engine, destination=destination, transport=transport, formatter=counting,
-        lease=None, settings=FAST,
-    )  # fmt: skip
+    loop = streaming(engine, destination, transport, formatter=counting)
     task = asyncio.create_task(loop.run())
     for _ in range(1000):
         if loop.caught_up.is_set():
@@ -385,32 +398,36 @@ async def test_the_next_batch_is_read_while_one_is_on_the_wire(engine: Engine) -
 class OnePageSource:
     """A batch-export-like source: one page of events, then exhausted for good."""
 
-    replays_dead_letters = False
-
     def __init__(self, events: list[AuditEvent]) -> None:
         self.events = events
         self.exhausted = False
         self.delivered: list[int] = []
 
-    def begin(self, conn: object) -> SourceStart[int]:
+    async def begin(self) -> SourceStart[int]:
         return SourceStart(0)
 
-    def read(self, conn: object, *, after: int, limit: int) -> SourcePage[int] | None:
+    async def read(self, *, after: int, limit: int) -> SourcePage[int] | None:
         if after == 0:
             return SourcePage(self.events, 1)
         self.exhausted = True
         return None
 
-    def nothing_waits(self, conn: object, *, after: int) -> bool:
+    async def nothing_waits(self, *, after: int) -> bool:
         return True
 
-    def record_delivered(self, conn: object, *, position: int, delivered: int, **_: object) -> None:
+    async def record_delivered(self, *, position: int, delivered: int, **_: object) -> None:
         self.delivered.append(delivered)
 
-    def record_failure(self, conn: object, **_: object) -> None:
+    async def record_failure(self, **_: object) -> None:
         pass
 
-    def refresh_lag(self, conn: object, *, position: int) -> None:
+    async def refresh_lag(self, *, position: int) -> None:
+        pass
+
+    async def read_replay(self, *, limit: int) -> list[tuple[int, AuditEvent]]:
+        return []
+
+    async def settle_replay(self, **_: object) -> None:
         pass
 
 
@@ -428,8 +445,8 @@ async def test_an_exhausted_source_is_done_only_once_its_last_batch_is_accepted(
         lambda records: Delivered() if accepts else RetryLater("503 busy")
     )
     loop = DestinationLoop(
-        engine=engine, destination=destination, transport=transport, formatter=to_json,
-        lease=None, settings=FAST, source=source,
+        destination=destination, source=source, transport=transport, formatter=to_json,
+        batch_size=50, settings=FAST,
     )  # fmt: skip
     task = asyncio.create_task(loop.run())
     for _ in range(1000):

@@ -29,8 +29,8 @@ from xavyo_siem.model import (
     RateLimit,
     SiemDestination,
 )
-from xavyo_siem.pipeline.export import DestinationLoop, PipelineSettings
-from xavyo_siem.pipeline.retry import RetryPolicy
+from xavyo_siem.pipeline import DestinationLoop, PipelineSettings, RetryPolicy
+from xavyo_siem.runtime import open_destination, streaming_loop
 from xavyo_siem.sample import generate_events
 from xavyo_siem.settings import Settings
 from xavyo_siem.store import append_events
@@ -81,16 +81,9 @@ def add(
 async def start(
     engine: Engine, destination: SiemDestination
 ) -> tuple[DestinationLoop, asyncio.Task[bool]]:
-    transport, formatter = await manage.open_destination(
-        engine, destination, settings=DEV, keyring=KEYS
-    )
-    loop = DestinationLoop(
-        engine=engine,
-        destination=destination,
-        transport=transport,
-        formatter=formatter,
-        lease=None,
-        settings=FAST,
+    components = await open_destination(engine, destination, settings=DEV, keyring=KEYS)
+    loop = streaming_loop(
+        engine=engine, destination=destination, components=components, lease=None, settings=FAST
     )
     return loop, asyncio.create_task(loop.run())
 

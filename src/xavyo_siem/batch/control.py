@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
-from xavyo_siem.pipeline.export import DestinationLoop, PipelineSettings
+from xavyo_siem.pipeline.loop import DestinationLoop, PipelineSettings
 from xavyo_siem.store.leases import LeaseLost
 
 __all__ = [
@@ -17,15 +17,15 @@ __all__ = [
     "Busy",
     "Cancelled",
     "ExportSettings",
-    "Outcome",
     "Progress",
     "RunControl",
+    "RunEnded",
     "Stopped",
     "now_utc",
     "partial_path",
 ]
 
-# Called with (events done, total or None) after each checkpoint, from a worker thread.
+# Called with (events done, total or None) after each checkpoint, possibly from a worker thread.
 Progress = Callable[[int, int | None], None]
 
 
@@ -62,19 +62,19 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-class Outcome(Exception):
-    """How a run ended early; the exporter maps each to the job's state."""
+class RunEnded(Exception):
+    """A run ended before its end of range; the exporter maps each kind to the job's state."""
 
 
-class Cancelled(Outcome):
+class Cancelled(RunEnded):
     """Someone asked to cancel the job."""
 
 
-class Stopped(Outcome):
+class Stopped(RunEnded):
     """The process is shutting down: give the job back, keep the checkpoint."""
 
 
-class Busy(Outcome):
+class Busy(RunEnded):
     """Another live process still writes the partial file (its lease expired meanwhile)."""
 
 

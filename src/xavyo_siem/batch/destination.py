@@ -1,26 +1,28 @@
-"""Exports to a destination: the time range as a source of the streaming delivery loop."""
+"""Exports to a destination: the time range as the source of a destination delivery loop."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from xavyo_siem.batch.control import Progress, now_utc
 from xavyo_siem.errors import ExportJobError
 from xavyo_siem.model import (
+    AuditEvent,
     BatchExportJob,
     CircuitState,
     ExportCheckpoint,
     SiemDestination,
 )
-from xavyo_siem.pipeline.export import SourcePage, SourceStart
+from xavyo_siem.pipeline.loop import SourcePage, SourceStart
 from xavyo_siem.store import jobs as job_rows
 from xavyo_siem.store.dead_letters import add_dead_letters
+from xavyo_siem.store.engine import in_snapshot_async, in_transaction_async
 from xavyo_siem.store.events import TimeKey
 from xavyo_siem.store.leases import LeaseLost
 from xavyo_siem.store.ranges import (
@@ -53,13 +55,14 @@ class RangeSource:
     to the destination's dead letters, their reason naming the job. A misconfigured
     destination fails the job at once (a batch job needs someone to fix it, then re-run);
     a destination that asks to retry later is retried, with the job's `error` saying why.
+    Dead letters are not replayed here: that is the streaming loop's. Each step is one
+    store transaction on a worker thread.
     """
-
-    replays_dead_letters = False
 
     def __init__(
         self,
         *,
+        engine: Engine,
         job: BatchExportJob,
         destination: SiemDestination,
         snapshot: Snapshot,
@@ -67,6 +70,7 @@ class RangeSource:
         ttl: timedelta,
         on_progress: Progress | None = None,
     ) -> None:
+        self.engine = engine
         self.job = job
         self.destination = destination
         self.snapshot = snapshot
@@ -79,40 +83,43 @@ class RangeSource:
         self.first_event_id = job.first_event_id
         self.last_event_id = job.last_event_id
 
-    def begin(self, conn: Connection) -> SourceStart[RangePosition]:
+    def _lost(self) -> LeaseLost:
+        return LeaseLost(f"job {self.job.id}: lease lost; another process runs it now")
+
+    async def begin(self) -> SourceStart[RangePosition]:
         """Start after the job's checkpoint (or at the start of the range)."""
         checkpoint = self.job.checkpoint
         return SourceStart(
             RangePosition(None if checkpoint is None else TimeKey(checkpoint.ts_us, checkpoint.seq))
         )
 
-    def read(
-        self, conn: Connection, *, after: RangePosition, limit: int
-    ) -> SourcePage[RangePosition] | None:
+    async def read(self, *, after: RangePosition, limit: int) -> SourcePage[RangePosition] | None:
         """The next page of the range; None (and exhausted) at its end."""
         job = self.job
-        events, key = read_range_events(
-            conn,
-            tenant_id=job.tenant_id,
-            start=job.start,
-            end=job.end,
-            filter=job.filters,
-            snapshot=self.snapshot,
-            after=after.key,
-            limit=limit,
+        events, key = await in_snapshot_async(
+            self.engine,
+            lambda conn: read_range_events(
+                conn,
+                tenant_id=job.tenant_id,
+                start=job.start,
+                end=job.end,
+                filter=job.filters,
+                snapshot=self.snapshot,
+                after=after.key,
+                limit=limit,
+            ),
         )
         if not events:
             self.exhausted = True
             return None
         return SourcePage(events, RangePosition(key, (events[0].event_id, events[-1].event_id)))
 
-    def nothing_waits(self, conn: Connection, *, after: RangePosition) -> bool:
+    async def nothing_waits(self, *, after: RangePosition) -> bool:
         """A range has no late arrivals: what was not read is not there."""
         return True
 
-    def record_delivered(
+    async def record_delivered(
         self,
-        conn: Connection,
         *,
         position: RangePosition,
         delivered: int,
@@ -121,56 +128,72 @@ class RangeSource:
     ) -> None:
         """Checkpoint the job past the batch; refused events become dead letters."""
         job = self.job
-        now = now_utc()
-        if dead:
-            add_dead_letters(
-                conn,
-                tenant_id=job.tenant_id,
-                destination_id=self.destination.id,
-                entries=[(event_id, f"export {job.id}: {reason}") for event_id, reason in dead],
-                now=now,
-            )
-        if position.page_ids is not None:
-            self.first_event_id = self.first_event_id or position.page_ids[0]
-            self.last_event_id = position.page_ids[1]
-        exported = self.exported + delivered
-        dead_lettered = self.dead_lettered + len(dead)
         key = position.key
         assert key is not None
-        saved = job_rows.save_checkpoint(
-            conn,
-            tenant_id=job.tenant_id,
-            job_id=job.id,
-            owner=self.owner,
-            checkpoint=ExportCheckpoint(key.ts_us, key.seq),
-            exported=exported,
-            first_event_id=self.first_event_id,
-            last_event_id=self.last_event_id,
-            dead_lettered=dead_lettered,
-            ttl=self.ttl,
-            now=now,
-        )
-        if saved is None:
-            raise LeaseLost(f"job {job.id}: lease lost; another process runs it now")
+        first, last = self.first_event_id, self.last_event_id
+        if position.page_ids is not None:
+            first, last = first or position.page_ids[0], position.page_ids[1]
+        exported = self.exported + delivered
+        dead_lettered = self.dead_lettered + len(dead)
+
+        def write(conn: Connection) -> None:
+            now = now_utc()
+            if dead:
+                add_dead_letters(
+                    conn,
+                    tenant_id=job.tenant_id,
+                    destination_id=self.destination.id,
+                    entries=[(event_id, f"export {job.id}: {reason}") for event_id, reason in dead],
+                    now=now,
+                )
+            saved = job_rows.save_checkpoint(
+                conn,
+                tenant_id=job.tenant_id,
+                job_id=job.id,
+                owner=self.owner,
+                checkpoint=ExportCheckpoint(key.ts_us, key.seq),
+                exported=exported,
+                first_event_id=first,
+                last_event_id=last,
+                dead_lettered=dead_lettered,
+                ttl=self.ttl,
+                now=now,
+            )
+            if saved is None:
+                raise self._lost()
+
+        await in_transaction_async(self.engine, write)
+        self.first_event_id, self.last_event_id = first, last
         self.exported, self.dead_lettered = exported, dead_lettered
         if self.on_progress is not None:
             self.on_progress(exported + dead_lettered, None)
 
-    def record_failure(
-        self, conn: Connection, *, reason: str, circuit_state: CircuitState, misconfigured: bool
+    async def record_failure(
+        self, *, reason: str, circuit_state: CircuitState, misconfigured: bool
     ) -> None:
         """Show the failure in the job; a misconfigured destination fails the job."""
         job = self.job
         if misconfigured:
             raise ExportJobError(f"destination {self.destination.name}: {reason}")
-        if not job_rows.record_job_error(
-            conn,
-            tenant_id=job.tenant_id,
-            job_id=job.id,
-            owner=self.owner,
-            error=f"retrying ({circuit_state.value}): {reason}",
-        ):
-            raise LeaseLost(f"job {job.id}: lease lost; another process runs it now")
+        recorded = await in_transaction_async(
+            self.engine,
+            lambda conn: job_rows.record_job_error(
+                conn,
+                tenant_id=job.tenant_id,
+                job_id=job.id,
+                owner=self.owner,
+                error=f"retrying ({circuit_state.value}): {reason}",
+            ),
+        )
+        if not recorded:
+            raise self._lost()
 
-    def refresh_lag(self, conn: Connection, *, position: RangePosition) -> None:
+    async def refresh_lag(self, *, position: RangePosition) -> None:
         """Nothing to measure: progress is the job's `exported`."""
+
+    async def read_replay(self, *, limit: int) -> list[tuple[int, AuditEvent]]:
+        """None: an export sends its range; dead letters are replayed by the stream."""
+        return []
+
+    async def settle_replay(self, *, delivered: Sequence[int], refused: Mapping[int, str]) -> None:
+        """Never called: an export replays no dead letters."""

@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 from uuid import UUID
@@ -29,20 +29,13 @@ from xavyo_siem.batch.control import (
 from xavyo_siem.batch.destination import RangeSource
 from xavyo_siem.batch.files import FileWriter
 from xavyo_siem.batch.requests import discard_partials
-from xavyo_siem.delivery.base import Transport
 from xavyo_siem.errors import ExportJobError, SiemError
-from xavyo_siem.model import (
-    AuditEvent,
-    BatchExportJob,
-    ExportTarget,
-    JobStatus,
-    SiemDestination,
-)
-from xavyo_siem.pipeline.export import DestinationLoop
+from xavyo_siem.model import BatchExportJob, ExportTarget, JobStatus, SiemDestination
+from xavyo_siem.pipeline.loop import DestinationLoop, OpenComponents
 from xavyo_siem.pipeline.rate_limit import TokenBucket
 from xavyo_siem.store import jobs as job_rows
 from xavyo_siem.store.destinations import get_destination
-from xavyo_siem.store.engine import in_snapshot_async, in_transaction, in_transaction_async
+from xavyo_siem.store.engine import in_snapshot_async, in_transaction_async
 from xavyo_siem.store.leases import LeaseLost
 from xavyo_siem.store.ranges import (
     Snapshot,
@@ -56,8 +49,6 @@ __all__ = ["BatchExporter"]
 
 log = logging.getLogger("xavyo_siem.batch")
 
-Formatter = Callable[[AuditEvent], str]
-Components = Callable[[SiemDestination], Awaitable[tuple[Transport, Formatter]]]
 _R = TypeVar("_R")
 
 
@@ -70,11 +61,11 @@ class BatchExporter:
         engine: Engine,
         owner: str | None = None,
         settings: ExportSettings | None = None,
-        open_components: Components | None = None,
+        open_components: OpenComponents | None = None,
         bucket_for: Callable[[SiemDestination], TokenBucket | None] | None = None,
     ) -> None:
-        """`open_components` opens a destination's transport and formatter (needed for
-        destination exports); `bucket_for` returns the rate limit to share with the
+        """`open_components` opens a destination's transport, formatter and batch size
+        (needed for destination exports); `bucket_for` returns the rate limit to share with the
         destination's streaming loop, if this process runs one."""
         self.engine = engine
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -95,10 +86,6 @@ class BatchExporter:
             if job_id is None or ident == job_id:
                 control.stop.set()
                 control.halt()
-
-    def store(self, work: Callable[[Connection], _R]) -> _R:
-        """Run `work` in one transaction (blocking)."""
-        return in_transaction(self.engine, work)
 
     async def _store(self, work: Callable[[Connection], _R]) -> _R:
         return await in_transaction_async(self.engine, work)
@@ -179,7 +166,15 @@ class BatchExporter:
             report(job.exported + job.dead_lettered, None)
         try:
             if job.target_kind is ExportTarget.FILE:
-                writer = FileWriter(self, job, snapshot, control, report)
+                writer = FileWriter(
+                    engine=self.engine,
+                    owner=self.owner,
+                    settings=self.settings,
+                    job=job,
+                    snapshot=snapshot,
+                    control=control,
+                    on_progress=report,
+                )
                 await asyncio.to_thread(writer.run)
             else:
                 await self._deliver(job, snapshot, control, report)
@@ -261,8 +256,9 @@ class BatchExporter:
             raise ExportJobError(f"destination {job.target} was removed")
         if self.open_components is None:
             raise ExportJobError("this process cannot open destinations")
-        transport, formatter = await self.open_components(destination)
+        components = await self.open_components(destination)
         source = RangeSource(
+            engine=self.engine,
             job=job,
             destination=destination,
             snapshot=snapshot,
@@ -271,13 +267,12 @@ class BatchExporter:
             on_progress=on_progress,
         )
         loop = DestinationLoop(
-            engine=self.engine,
             destination=destination,
-            transport=transport,
-            formatter=formatter,
-            lease=None,
-            settings=self.settings.pipeline,
             source=source,
+            transport=components.transport,
+            formatter=components.formatter,
+            batch_size=components.batch_size,
+            settings=self.settings.pipeline,
             bucket=None if self.bucket_for is None else self.bucket_for(destination),
         )
         control.loop = loop
@@ -287,7 +282,7 @@ class BatchExporter:
             delivered_all = await loop.run()
         finally:
             control.loop = None
-            await transport.aclose()
+            await components.transport.aclose()
         if not delivered_all:
             control.check()
             raise Stopped()

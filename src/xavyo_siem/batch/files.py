@@ -12,15 +12,17 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 from uuid import UUID
 
 import orjson
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from xavyo_siem.batch.control import (
     Busy,
     Cancelled,
+    ExportSettings,
     Progress,
     RunControl,
     Stopped,
@@ -39,6 +41,7 @@ from xavyo_siem.model import (
     JobStatus,
 )
 from xavyo_siem.store import jobs as job_rows
+from xavyo_siem.store.engine import in_transaction
 from xavyo_siem.store.events import TimeKey
 from xavyo_siem.store.leases import LeaseLost
 from xavyo_siem.store.ranges import (
@@ -47,9 +50,6 @@ from xavyo_siem.store.ranges import (
     read_range_events,
     scan_cache,
 )
-
-if TYPE_CHECKING:
-    from xavyo_siem.batch.exporter import BatchExporter
 
 __all__ = ["FileWriter", "csv_lines_of_parts", "read_ahead"]
 
@@ -153,17 +153,25 @@ def read_ahead(pages: Iterator[_T], stop: threading.Event) -> Iterator[_T]:
 
 
 class FileWriter:
-    """Writes one file export: partial file, checkpoints, manifest, rename into place."""
+    """Writes one file export: partial file, checkpoints, manifest, rename into place.
+
+    Its job is leased to `owner`; `settings` give the page size and the lease's time to live.
+    """
 
     def __init__(
         self,
-        exporter: BatchExporter,
+        *,
+        engine: Engine,
+        owner: str,
+        settings: ExportSettings,
         job: BatchExportJob,
         snapshot: Snapshot,
         control: RunControl,
         on_progress: Progress | None,
     ) -> None:
-        self.exporter = exporter
+        self.engine = engine
+        self.owner = owner
+        self.settings = settings
         self.job = job
         self.snapshot = snapshot
         self.control = control
@@ -322,7 +330,7 @@ class FileWriter:
         CSV pages are parts of rows (the fast path); other formats get events.
         """
         job = self.job
-        limit = self.exporter.settings.chunk_events
+        limit = self.settings.chunk_events
         query: dict[str, Any] = {
             "tenant_id": job.tenant_id,
             "start": job.start,
@@ -333,7 +341,7 @@ class FileWriter:
         }
         while True:
             items: list[Any]
-            with self.exporter.engine.connect() as conn, scan_cache(conn):
+            with self.engine.connect() as conn, scan_cache(conn):
                 if job.format is ExportFormat.CSV:
                     rows, key = read_range_csv_parts(conn, after=after, **query)
                     items = rows
@@ -353,19 +361,20 @@ class FileWriter:
         self, checkpoint: ExportCheckpoint, exported: int, first: UUID | None, last: UUID | None
     ) -> None:
         job = self.job
-        saved = self.exporter.store(
+        saved = in_transaction(
+            self.engine,
             lambda conn: job_rows.save_checkpoint(
                 conn,
                 tenant_id=job.tenant_id,
                 job_id=job.id,
-                owner=self.exporter.owner,
+                owner=self.owner,
                 checkpoint=checkpoint,
                 exported=exported,
                 first_event_id=first,
                 last_event_id=last,
-                ttl=self.exporter.settings.ttl,
+                ttl=self.settings.ttl,
                 now=now_utc(),
-            )
+            ),
         )
         if saved is None:
             raise LeaseLost(f"job {job.id}: lease lost; another process runs it now")
@@ -410,15 +419,16 @@ class FileWriter:
 
     def _complete(self) -> None:
         job = self.job
-        done = self.exporter.store(
+        done = in_transaction(
+            self.engine,
             lambda conn: job_rows.finish_job(
                 conn,
                 tenant_id=job.tenant_id,
                 job_id=job.id,
-                owner=self.exporter.owner,
+                owner=self.owner,
                 status=JobStatus.COMPLETED,
                 now=now_utc(),
-            )
+            ),
         )
         if not done:
             raise LeaseLost(f"job {job.id}: lease lost before it could be marked completed")

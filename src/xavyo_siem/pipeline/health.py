@@ -1,4 +1,9 @@
-"""Each change of a destination's health, as one named function: row, metric and log together."""
+"""Each change of a destination's health, as the metric and log line it makes.
+
+The store-backed streaming source (xavyo_siem.runtime) writes the health row in its own
+transaction and then reports the change here, so the row, the metric and the log line move
+together. Nothing here touches the store.
+"""
 
 from __future__ import annotations
 
@@ -7,55 +12,26 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import Connection
-
 from xavyo_siem.model import CircuitState, SiemDestination
 from xavyo_siem.pipeline import metrics
-from xavyo_siem.store import state
-from xavyo_siem.store.dead_letters import add_dead_letters
-from xavyo_siem.store.events import EventCursor, measure_lag
-from xavyo_siem.store.leases import Lease, LeaseLost
 
-__all__ = ["record_delivered", "record_failure", "refresh_lag"]
+__all__ = ["report_delivered", "report_failure", "report_lag"]
 
 log = logging.getLogger("xavyo_siem.pipeline")
-
-# The lag metric counts at most this many waiting events: a count must not cost as much as
-# the backlog it measures (the gauge then reads "at least this many").
-LAG_COUNT_CAP = 100_000
 
 
 def _labels(destination: SiemDestination) -> tuple[str, str]:
     return str(destination.tenant_id), destination.name
 
 
-def record_delivered(
-    conn: Connection,
+def report_delivered(
     destination: SiemDestination,
     *,
-    lease: Lease | None,
-    cursor: EventCursor,
     delivered: int,
     dead: Sequence[tuple[UUID, str]],
-    throughput_eps: float,
+    now: datetime,
 ) -> None:
-    """The batch is done with: advance the cursor, count it, dead-letter the refused events."""
-    now = datetime.now(UTC)
-    moved = state.record_delivered(
-        conn,
-        tenant_id=destination.tenant_id,
-        destination_id=destination.id,
-        cursor=cursor,
-        delivered=delivered,
-        throughput_eps=throughput_eps,
-        now=now,
-        lease=lease,
-    )
-    if not moved:
-        raise LeaseLost(f"destination {destination.name}: lease lost; another worker owns it")
-    add_dead_letters(
-        conn, tenant_id=destination.tenant_id, destination_id=destination.id, entries=dead, now=now
-    )
+    """A batch is done with: count it, close the circuit gauge, log each dead letter."""
     labels = _labels(destination)
     if delivered:
         metrics.DELIVERED.labels(*labels).inc(delivered)
@@ -69,27 +45,14 @@ def record_delivered(
         )  # fmt: skip
 
 
-def record_failure(
-    conn: Connection,
+def report_failure(
     destination: SiemDestination,
     *,
-    lease: Lease | None,
     reason: str,
     circuit_state: CircuitState,
     misconfigured: bool,
 ) -> None:
-    """A batch failed: count it and show why; the cursor stays where it is."""
-    recorded = state.record_failure(
-        conn,
-        tenant_id=destination.tenant_id,
-        destination_id=destination.id,
-        reason=reason,
-        circuit_state=circuit_state,
-        now=datetime.now(UTC),
-        lease=lease,
-    )
-    if not recorded:
-        raise LeaseLost(f"destination {destination.name}: lease lost; another worker owns it")
+    """A batch failed: count it by kind, show the circuit, log why."""
     labels = _labels(destination)
     kind = "misconfigured" if misconfigured else "retry_later"
     metrics.FAILURES.labels(*labels, kind).inc()
@@ -100,16 +63,9 @@ def record_failure(
     )  # fmt: skip
 
 
-def refresh_lag(conn: Connection, destination: SiemDestination, *, cursor: EventCursor) -> None:
-    """Measure how far the destination is behind and publish it as metrics."""
-    count, oldest = measure_lag(
-        conn,
-        tenant_id=destination.tenant_id,
-        after=cursor,
-        filter=destination.filters,
-        cap=LAG_COUNT_CAP,
-    )
+def report_lag(destination: SiemDestination, *, events: int, oldest: datetime | None) -> None:
+    """How far the destination is behind: waiting events, and the age of the oldest."""
     labels = _labels(destination)
-    metrics.LAG_EVENTS.labels(*labels).set(count)
+    metrics.LAG_EVENTS.labels(*labels).set(events)
     age = 0.0 if oldest is None else max((datetime.now(UTC) - oldest).total_seconds(), 0.0)
     metrics.LAG_SECONDS.labels(*labels).set(age)

@@ -33,6 +33,7 @@ from xavyo_siem.api.schemas import (
 from xavyo_siem.destinations import DestinationSpec
 from xavyo_siem.errors import InvalidDestination, InvalidFilter
 from xavyo_siem.model import DeliveryType, EventFilter, RateLimit
+from xavyo_siem.runtime import test_destination
 from xavyo_siem.store.destinations import list_destinations
 from xavyo_siem.store.tokens import ApiToken
 
@@ -174,7 +175,7 @@ def disable_destination(destination: AdminDestinationDep, context: ContextDep) -
 async def run_destination_test(destination: AdminDestinationDep, context: ContextDep) -> TestReport:
     """Resolve, connect, verify TLS, authenticate and send one test event (XAVYO_SIEM_TEST),
     reporting each step; stops at the first step that fails."""
-    steps = await manage.test_destination(
+    steps = await test_destination(
         context.engine,
         destination,
         settings=context.settings,

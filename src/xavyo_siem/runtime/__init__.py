@@ -1,0 +1,26 @@
+"""The composition root: the worker, opening a destination's components, co-hosting the API.
+
+Everything below it (batch exports, the delivery pipeline, delivery, format, the store) is
+put together here; the command line and the HTTP API call into it and nothing below them
+composes the others.
+"""
+
+from xavyo_siem.runtime.components import TestStep, open_destination, test_destination, test_event
+from xavyo_siem.runtime.hosting import ApiServing, run_worker, serve_api
+from xavyo_siem.runtime.streaming import CursorSource, streaming_loop
+from xavyo_siem.runtime.worker import Worker, WorkerSettings, single_worker_lock
+
+__all__ = [
+    "ApiServing",
+    "CursorSource",
+    "TestStep",
+    "Worker",
+    "WorkerSettings",
+    "open_destination",
+    "run_worker",
+    "serve_api",
+    "single_worker_lock",
+    "streaming_loop",
+    "test_destination",
+    "test_event",
+]

@@ -1,0 +1,225 @@
+"""Opening a destination's components for delivery, and testing a destination end to end.
+
+`open_destination` turns a stored destination into what its delivery loop needs: the
+transport (its credential unsealed, the SSRF guard checked at every connect), the record
+formatter, and the events per batch of its validated transport config. `test_destination`
+opens one and walks it through each step a delivery depends on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+from uuid import UUID
+
+from sqlalchemy import Engine
+
+from xavyo_siem.crypto import CryptoError, KeyRing
+from xavyo_siem.delivery import Delivered, Record, open_transport
+from xavyo_siem.destinations import check_destination, formatter_for, spec_of
+from xavyo_siem.egress import EgressDenied, EgressGuard, check_egress, endpoint_host_port
+from xavyo_siem.errors import SiemError
+from xavyo_siem.model import (
+    AuditEvent,
+    DeliveryType,
+    EventCategory,
+    ExportFormat,
+    Outcome,
+    SiemDestination,
+)
+from xavyo_siem.pipeline.loop import DestinationComponents
+from xavyo_siem.settings import Settings
+from xavyo_siem.store import destinations as rows
+
+__all__ = ["TestStep", "open_destination", "test_destination", "test_event"]
+
+_AUTH_FAILURE: Final = re.compile(r"HTTP 40[13]\b|HEC code [1-4]\b|\btoken\b")
+
+
+@dataclass(frozen=True, slots=True)
+class TestStep:
+    """One step of `destination test`: what was tried, whether it worked, and the detail."""
+
+    step: str
+    ok: bool
+    detail: str
+
+
+async def open_destination(
+    engine: Engine,
+    destination: SiemDestination,
+    *,
+    settings: Settings,
+    keyring: KeyRing | None,
+    egress: EgressGuard | None = None,
+) -> DestinationComponents:
+    """The transport, formatter and batch size that deliver to `destination`, its secret
+    decrypted.
+
+    The transport connects only to addresses the SSRF guard allows, checked at every
+    connect (`egress`; default: the guard of `settings.egress_allow`). The batch size is
+    the destination's `batch_max_events`, or its type's default when it has none.
+    """
+    spec = spec_of(destination)
+    config = check_destination(spec, development=settings.development)
+    formatter = formatter_for(spec)
+
+    def read() -> str | None:
+        with engine.connect() as conn:
+            return rows.read_sealed_secret(
+                conn, tenant_id=destination.tenant_id, destination_id=destination.id
+            )
+
+    sealed = await asyncio.to_thread(read)
+    secret = None
+    if sealed is not None:
+        if keyring is None:
+            raise CryptoError("the destination's credential is sealed and no key is configured")
+        secret = keyring.open(
+            sealed, tenant_id=destination.tenant_id, destination_id=destination.id
+        )
+    transport = open_transport(
+        config,
+        secret=secret,
+        event_is_json=destination.format is ExportFormat.JSON,
+        development=settings.development,
+        egress=EgressGuard.from_settings(settings) if egress is None else egress,
+    )
+    return DestinationComponents(transport, formatter, config.batch_max_events)
+
+
+def test_event(tenant_id: UUID) -> AuditEvent:
+    """The synthetic event `destination test` sends: clearly a test, of this tenant."""
+    return AuditEvent(
+        event_id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        timestamp=datetime.now(UTC),
+        event_type="XAVYO_SIEM_TEST",
+        category=EventCategory.ADMINISTRATIVE,
+        severity=0,
+        event_name="xavyo-siem destination test",
+        action="test_delivery",
+        outcome=Outcome.SUCCESS,
+        reason="sent by `xavyo-siem destination test`; safe to ignore",
+    )
+
+
+async def test_destination(
+    engine: Engine,
+    destination: SiemDestination,
+    *,
+    settings: Settings,
+    keyring: KeyRing | None,
+    egress: EgressGuard | None = None,  # noqa: PT028 - not a pytest test
+) -> list[TestStep]:
+    """Check the settings, resolve, probe the destination, then send one test event.
+
+    The steps, in order, stopping at the first failure: `configuration` (settings valid,
+    credential opens), `resolve` (the host's addresses, each allowed by the SSRF guard),
+    `connect`, `tls` (TLS transports: the peer's certificate verified), `authenticate`
+    (HEC token, webhook credentials), `deliver` (the test event accepted).
+    """
+    guard = EgressGuard.from_settings(settings) if egress is None else egress
+    steps: list[TestStep] = []
+    try:
+        opened = await open_destination(
+            engine, destination, settings=settings, keyring=keyring, egress=guard
+        )
+    except SiemError as exc:
+        return [TestStep("configuration", False, str(exc))]
+    steps.append(TestStep("configuration", True, f"{destination.delivery_type.value} ok"))
+    transport = opened.transport
+    try:
+        target = endpoint_host_port(destination.endpoint)
+        if target is not None:
+            steps.append(await _resolve_step(*target, guard))
+            if not steps[-1].ok:
+                return steps
+        probe = await transport.check()
+        steps += _probe_steps(destination, probe)
+        if isinstance(probe, Delivered):
+            event = test_event(destination.tenant_id)
+            record = Record.of(event, opened.formatter(event))
+            result = await transport.send([record])
+            steps += _delivery_steps(destination, result)
+    finally:
+        await transport.aclose()
+    return steps
+
+
+async def _resolve_step(host: str, port: int, guard: EgressGuard) -> TestStep:
+    try:
+        infos = await check_egress(host, port, guard)
+    except EgressDenied as exc:
+        return TestStep("resolve", False, exc.reason)
+    except (OSError, TimeoutError) as exc:
+        detail = getattr(exc, "strerror", None) or type(exc).__name__
+        return TestStep("resolve", False, f"{host} does not resolve ({detail})")
+    addresses = ", ".join(dict.fromkeys(str(info[4][0]) for info in infos))
+    return TestStep("resolve", True, f"{host}: {addresses}")
+
+
+def _uses_tls(destination: SiemDestination) -> bool:
+    return destination.delivery_type is DeliveryType.SYSLOG_TLS or (
+        destination.endpoint.lower().startswith("https://")
+    )
+
+
+def _is_auth_failure(reason: str) -> bool:
+    """Whether a transport's reason says the peer refused our credential."""
+    return _AUTH_FAILURE.search(reason) is not None
+
+
+def _probe_steps(destination: SiemDestination, probe: object) -> list[TestStep]:
+    """`transport.check()` as steps: connect, then TLS and (HEC) the token probe."""
+    tls = _uses_tls(destination)
+    hec = destination.delivery_type is DeliveryType.SPLUNK_HEC
+    connected = TestStep("connect", True, "connected")
+    verified = TestStep("tls", True, _tls_detail(destination))
+    if isinstance(probe, Delivered):
+        steps = [connected] + ([verified] if tls else [])
+        if hec:
+            steps.append(TestStep("authenticate", True, "the HEC token was accepted"))
+        return steps
+    reason = _describe(probe)
+    if tls and ("TLS" in reason or "certificate" in reason):
+        return [connected, TestStep("tls", False, reason)]
+    if hec and _is_auth_failure(reason):
+        return [connected, *([verified] if tls else []), TestStep("authenticate", False, reason)]
+    return [TestStep("connect", False, reason)]
+
+
+def _tls_detail(destination: SiemDestination) -> str:
+    options = destination.options
+    if str(options.get("tls_verify", "true")).strip().lower() in ("false", "no", "off", "0"):
+        return "handshake done; verification is OFF (development mode)"
+    if options.get("fingerprint") and not options.get("ca_file"):
+        return "the peer's certificate matches the pinned fingerprint"
+    return "the peer's certificate chain and host name verified"
+
+
+def _delivery_steps(destination: SiemDestination, result: object) -> list[TestStep]:
+    """The test event's send as steps: webhook credentials, then acceptance."""
+    webhook = destination.delivery_type is DeliveryType.WEBHOOK
+    if isinstance(result, Delivered):
+        steps = []
+        if webhook and destination.has_secret:
+            steps.append(TestStep("authenticate", True, "the receiver accepted our credentials"))
+        return [*steps, TestStep("deliver", True, "accepted")]
+    reason = _describe(result)
+    if webhook and _is_auth_failure(reason):
+        return [TestStep("authenticate", False, reason)]
+    return [TestStep("deliver", False, reason)]
+
+
+def _describe(result: object) -> str:
+    if isinstance(result, Delivered):
+        return "accepted"
+    reason = getattr(result, "reason", None)
+    if reason:
+        return str(reason)
+    return repr(result)

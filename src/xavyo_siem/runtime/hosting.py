@@ -1,0 +1,143 @@
+"""Running a worker process: the SQLite lock, metrics, signals, and the HTTP API beside it.
+
+`run_worker` is all of `xavyo-siem run` but its options: it holds the single-worker lock of
+a SQLite store, serves the Prometheus metrics, opens destinations with the process's key
+ring and SSRF guard, and runs the worker, with the HTTP API co-hosted in the same event
+loop when asked, until SIGTERM or SIGINT (or, draining, until every destination caught
+up). `serve_api` is the same without a worker (`xavyo-siem serve`). The API application
+is built by the caller (the API sits above the runtime) and handed in as `ApiServing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prometheus_client import start_http_server
+from sqlalchemy import Engine
+
+from xavyo_siem.crypto import KeyRing
+from xavyo_siem.egress import EgressGuard
+from xavyo_siem.model import SiemDestination
+from xavyo_siem.pipeline.loop import DestinationComponents
+from xavyo_siem.runtime.components import open_destination
+from xavyo_siem.runtime.worker import Worker, WorkerSettings, single_worker_lock
+from xavyo_siem.settings import Settings
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.types import ASGIApp
+
+__all__ = ["ApiServing", "run_worker", "serve_api"]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiServing:
+    """The HTTP API to serve: its application, and the address it listens on."""
+
+    app: ASGIApp
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+def run_worker(
+    *,
+    engine: Engine,
+    settings: Settings,
+    keyring: KeyRing,
+    egress: EgressGuard,
+    worker_settings: WorkerSettings,
+    drain: bool = False,
+    api: ApiServing | None = None,
+    metrics_port: int | None = None,
+    started: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Run a worker until SIGTERM or SIGINT, or with `drain` until every destination caught
+    up; the reasons of the destinations left stuck (misconfigured) when draining.
+
+    Raises `SiemError` at once when another worker holds a SQLite store. `started` is
+    called with the worker's name once it is about to run.
+    """
+
+    async def open_components(destination: SiemDestination) -> DestinationComponents:
+        return await open_destination(
+            engine, destination, settings=settings, keyring=keyring, egress=egress
+        )
+
+    with _single_worker(engine):
+        if metrics_port is not None:
+            start_http_server(metrics_port)
+        worker = Worker(engine=engine, open_components=open_components, settings=worker_settings)
+        server = None if api is None else _api_server(api)
+        if started is not None:
+            started(worker.owner)
+        return asyncio.run(_serve(worker, server, drain=drain))
+
+
+def serve_api(api: ApiServing) -> None:
+    """Serve the HTTP API alone until SIGTERM or SIGINT."""
+    asyncio.run(_serve(None, _api_server(api), drain=False))
+
+
+@contextlib.contextmanager
+def _single_worker(engine: Engine) -> Iterator[None]:
+    """Hold the lock beside a SQLite store file for the run (one worker at a time there)."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    lock = single_worker_lock(Path(database).resolve())
+    try:
+        yield
+    finally:
+        lock.close()
+
+
+def _api_server(api: ApiServing) -> uvicorn.Server:
+    """A uvicorn server for the API that leaves signal handling to the process."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    config = uvicorn.Config(
+        api.app,
+        host=api.host,
+        port=api.port,
+        log_level="info",
+        server_header=False,
+        lifespan="off",
+    )
+    return Server(config)
+
+
+async def _serve(worker: Worker | None, server: uvicorn.Server | None, *, drain: bool) -> list[str]:
+    """Run the worker and the API server side by side; SIGTERM and SIGINT stop both."""
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        if worker is not None:
+            worker.stop()
+        if server is not None:
+            server.should_exit = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop)
+    serving = None if server is None else asyncio.create_task(server.serve())
+    try:
+        if worker is not None:
+            return await worker.run(drain=drain)
+        if serving is not None:
+            await serving
+        return []
+    finally:
+        if server is not None and serving is not None:
+            server.should_exit = True
+            await serving
