@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -55,9 +55,12 @@ __all__ = [
     "DestinationSpec",
     "TestStep",
     "add_destination",
+    "any_failing",
     "check_destination",
     "destination_health",
+    "find_destination",
     "formatter_for",
+    "list_health",
     "open_destination",
     "remove_destination",
     "set_enabled",
@@ -265,6 +268,36 @@ def _get(conn: Connection, tenant_id: UUID, destination_id: UUID) -> SiemDestina
     if found is None:
         raise InvalidDestination("destination", f"no destination {destination_id} for this tenant")
     return found
+
+
+def find_destination(engine: Engine, *, tenant_id: UUID, name_or_id: str | UUID) -> SiemDestination:
+    """The tenant's destination `name_or_id`: by its name within the tenant, or by its id.
+
+    A `UUID` is an id. Text is a name, or else an id written as text (a name is looked up
+    first, so a destination is always found by its own name). When the tenant has no such
+    destination, `InvalidDestination` on field `destination` names it (the API answers 404).
+    """
+    with engine.connect() as conn:
+        found = None
+        if isinstance(name_or_id, str):
+            found = rows.find_destination(conn, tenant_id=tenant_id, name=name_or_id)
+        ident = _as_uuid(name_or_id)
+        if found is None and ident is not None:
+            found = rows.get_destination(conn, tenant_id=tenant_id, destination_id=ident)
+    if found is None:
+        raise InvalidDestination(
+            "destination", f"tenant {tenant_id} has no destination {str(name_or_id)!r}"
+        )
+    return found
+
+
+def _as_uuid(value: str | UUID) -> UUID | None:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(value)
+    except ValueError:
+        return None
 
 
 def update_destination(
@@ -557,3 +590,13 @@ def destination_health(conn: Connection, destination: SiemDestination) -> Delive
     )
     assert found is not None
     return found
+
+
+def list_health(conn: Connection, *, tenant_id: UUID) -> list[DeliveryHealth]:
+    """The health of each of the tenant's destinations (lag measured now), by name."""
+    return [destination_health(conn, d) for d in rows.list_destinations(conn, tenant_id=tenant_id)]
+
+
+def any_failing(reports: Iterable[DeliveryHealth]) -> bool:
+    """True when an enabled destination is failing (a disabled one is paused, not failing)."""
+    return any(report.failing and report.enabled for report in reports)
