@@ -29,41 +29,53 @@ from xavyo_siem.store import open_store
 __all__ = ["api_server", "run", "serve", "stop_on_signals"]
 
 
+DrainOption = Annotated[
+    bool, typer.Option("--drain", help="Exit once every destination has caught up.")
+]
+MetricsPortOption = Annotated[
+    int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port.")
+]
+PollIntervalOption = Annotated[
+    float, typer.Option("--poll-interval", min=0.01, help="Seconds between reads when idle.")
+]
+RetryBaseOption = Annotated[
+    float, typer.Option("--retry-base", min=0.001, help="First retry delay ceiling, seconds.")
+]
+RetryCapOption = Annotated[
+    float, typer.Option("--retry-cap", min=0.001, help="Longest retry delay, seconds.")
+]
+ProbeCapOption = Annotated[
+    float,
+    typer.Option(
+        "--probe-cap", min=0.001, help="Longest wait between probes of a misconfigured one."
+    ),
+]
+LeaseTtlOption = Annotated[
+    float, typer.Option("--lease-ttl", min=1, help="Seconds a dead worker's leases last.")
+]
+ApiHostOption = Annotated[
+    str, typer.Option("--api-host", help="With --api: the address to listen on.")
+]
+ApiPortOption = Annotated[
+    int, typer.Option("--api-port", min=1, max=65535, help="With --api: the port.")
+]
+ApiExportDirOption = Annotated[
+    Path, typer.Option("--api-export-dir", help="With --api: where file exports go.")
+]
+
+
 def run(
-    drain: Annotated[
-        bool, typer.Option("--drain", help="Exit once every destination has caught up.")
-    ] = False,
-    metrics_port: Annotated[
-        int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port.")
-    ] = None,
-    poll_interval: Annotated[
-        float, typer.Option("--poll-interval", min=0.01, help="Seconds between reads when idle.")
-    ] = 0.5,
-    retry_base: Annotated[
-        float, typer.Option("--retry-base", min=0.001, help="First retry delay ceiling, seconds.")
-    ] = 0.5,
-    retry_cap: Annotated[
-        float, typer.Option("--retry-cap", min=0.001, help="Longest retry delay, seconds.")
-    ] = 60.0,
-    probe_cap: Annotated[
-        float,
-        typer.Option(
-            "--probe-cap", min=0.001, help="Longest wait between probes of a misconfigured one."
-        ),
-    ] = 300.0,
-    lease_ttl: Annotated[
-        float, typer.Option("--lease-ttl", min=1, help="Seconds a dead worker's leases last.")
-    ] = 30.0,
+    drain: DrainOption = False,
+    metrics_port: MetricsPortOption = None,
+    poll_interval: PollIntervalOption = 0.5,
+    retry_base: RetryBaseOption = 0.5,
+    retry_cap: RetryCapOption = 60.0,
+    probe_cap: ProbeCapOption = 300.0,
+    lease_ttl: LeaseTtlOption = 30.0,
     api: Annotated[bool, typer.Option("--api", help="Also serve the HTTP API.")] = False,
-    api_host: Annotated[
-        str, typer.Option("--api-host", help="With --api: the address to listen on.")
-    ] = "127.0.0.1",
-    api_port: Annotated[
-        int, typer.Option("--api-port", min=1, max=65535, help="With --api: the port.")
-    ] = 8080,
-    api_export_dir: Annotated[
-        Path, typer.Option("--api-export-dir", help="With --api: where file exports go.")
-    ] = Path("exports"),
+    api_host: ApiHostOption = "127.0.0.1",
+    api_port: ApiPortOption = 8080,
+    api_export_dir: ApiExportDirOption = Path("exports"),
     db: DbOption = DEFAULT_DATABASE_URL,
 ) -> None:
     """Deliver every enabled destination's events, continuously (Ctrl-C or SIGTERM stops).
