@@ -134,7 +134,7 @@ DestinationPath = Annotated[UUID, Path(description="The destination (UUID).")]
 
 
 def _find_destination(engine: Engine, tenant_id: UUID, destination_id: UUID) -> SiemDestination:
-    # None for this tenant: 404 on `destination_id` (api/errors.py maps the field).
+    # None of the tenant: InvalidDestination on `destination`, answered 404 on `destination_id`.
     return find_destination(engine, tenant_id=tenant_id, name_or_id=destination_id)
 
 
