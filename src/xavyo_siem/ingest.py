@@ -50,7 +50,7 @@ def events_of_lines(
     `InvalidEvent` located at its (1-based) line. `on_progress(line_number)` is called
     every `PROGRESS_EVERY` lines.
     """
-    loads, from_dict = orjson.loads, AuditEvent.from_dict  # decode_json inlined: per line
+    loads, from_dict = orjson.loads, AuditEvent.from_dict  # decode_json, inlined: runs per line
     for number, line in enumerate(lines, start=1):
         if on_progress is not None and number % PROGRESS_EVERY == 0:
             on_progress(number)
