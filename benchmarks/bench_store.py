@@ -29,7 +29,8 @@ from machine import describe_machine
 
 def worker(kind: str, url: str, path: str, tenants: int, seed: int) -> None:
     """One measurement in this process; prints a JSON line with rate and peak RSS."""
-    from xavyo_siem.cli import _read_events, tune_gc
+    from xavyo_siem.cli import tune_gc
+    from xavyo_siem.ingest import events_of_lines
     from xavyo_siem.sample import tenant_ids
     from xavyo_siem.store import START, append_events, open_store, read_events_after
 
@@ -38,7 +39,7 @@ def worker(kind: str, url: str, path: str, tenants: int, seed: int) -> None:
     began = time.perf_counter()
     if kind == "ingest":
         with open(path, "rb", buffering=1 << 20) as stream, engine.begin() as conn:
-            result = append_events(conn, _read_events(stream, None, None))
+            result = append_events(conn, events_of_lines(stream))
         count = result.stored + result.duplicates
     else:
         count = 0

@@ -9,7 +9,7 @@ destination for delivery, and testing one, is the worker's (xavyo_siem.runtime).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -43,9 +43,12 @@ __all__ = [
     "FORMAT_OPTIONS",
     "DestinationSpec",
     "add_destination",
+    "any_failing",
     "check_destination",
     "destination_health",
+    "find_destination",
     "formatter_for",
+    "list_health",
     "remove_destination",
     "set_enabled",
     "spec_of",
@@ -244,6 +247,36 @@ def _get(conn: Connection, tenant_id: UUID, destination_id: UUID) -> SiemDestina
     return found
 
 
+def find_destination(engine: Engine, *, tenant_id: UUID, name_or_id: str | UUID) -> SiemDestination:
+    """The tenant's destination `name_or_id`: by its name within the tenant, or by its id.
+
+    A `UUID` is an id. Text is a name, or else an id written as text (a name is looked up
+    first, so a destination is always found by its own name). When the tenant has no such
+    destination, `InvalidDestination` on field `destination` names it (the API answers 404).
+    """
+    with engine.connect() as conn:
+        found = None
+        if isinstance(name_or_id, str):
+            found = rows.find_destination(conn, tenant_id=tenant_id, name=name_or_id)
+        ident = _as_uuid(name_or_id)
+        if found is None and ident is not None:
+            found = rows.get_destination(conn, tenant_id=tenant_id, destination_id=ident)
+    if found is None:
+        raise InvalidDestination(
+            "destination", f"tenant {tenant_id} has no destination {str(name_or_id)!r}"
+        )
+    return found
+
+
+def _as_uuid(value: str | UUID) -> UUID | None:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(value)
+    except ValueError:
+        return None
+
+
 def update_destination(
     engine: Engine,
     *,
@@ -365,12 +398,11 @@ def destination_health(conn: Connection, destination: SiemDestination) -> Delive
     return found
 
 
-def __getattr__(name: str) -> Any:
-    """`open_destination` and `test_destination` moved to xavyo_siem.runtime; this lazy
-    bridge keeps `destinations.open_destination` working until the command line calls
-    the runtime directly, and then goes."""
-    if name in ("open_destination", "test_destination"):
-        from xavyo_siem.runtime import components
+def list_health(conn: Connection, *, tenant_id: UUID) -> list[DeliveryHealth]:
+    """The health of each of the tenant's destinations (lag measured now), by name."""
+    return [destination_health(conn, d) for d in rows.list_destinations(conn, tenant_id=tenant_id)]
 
-        return getattr(components, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def any_failing(reports: Iterable[DeliveryHealth]) -> bool:
+    """True when an enabled destination is failing (a disabled one is paused, not failing)."""
+    return any(report.failing and report.enabled for report in reports)

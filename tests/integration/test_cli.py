@@ -11,6 +11,8 @@ import orjson
 import pytest
 from sqlalchemy import Engine, func, select
 
+from xavyo_siem import __version__, speedups
+from xavyo_siem.cli.root import version_line
 from xavyo_siem.sample import generate_events
 from xavyo_siem.store import make_engine, upgrade
 from xavyo_siem.store.tables import audit_events
@@ -65,6 +67,23 @@ def test_every_command_explains_itself_with_an_example(command: list[str]) -> No
     assert "Example" in out
     if command not in (["sample"], ["keys", "new"], ["export", "verify"]):
         assert "--db" in out
+
+
+def test_version_says_whether_the_c_helpers_are_built() -> None:
+    """`--version` prints the version and whether this install runs the C helpers."""
+    result = cli("--version")
+    helpers = "built" if speedups.COMPILED else "not built, running the Python fallbacks"
+    assert result.returncode == 0
+    assert result.stdout.decode() == f"xavyo-siem {__version__} (C helpers: {helpers})\n"
+
+
+def test_version_names_the_python_fallbacks_without_the_c_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the C build, the version line says the Python fallbacks run."""
+    monkeypatch.setattr("xavyo_siem.cli.root.COMPILED", False)
+    expected = f"xavyo-siem {__version__} (C helpers: not built, running the Python fallbacks)"
+    assert version_line() == expected
 
 
 def test_sample_is_deterministic_for_a_seed() -> None:
@@ -193,6 +212,30 @@ def test_missing_file_is_a_clear_usage_error(tmp_path: Path) -> None:
     result = cli("ingest", str(tmp_path / "absent.jsonl"), db=f"sqlite:///{tmp_path}/s.db")
     assert result.returncode == 2
     assert "no such file" in result.stderr.decode()
+
+
+def test_a_destination_is_found_by_name_or_id_and_a_missing_one_is_named(
+    tmp_path: Path,
+) -> None:
+    """`destination show` finds a destination by its name and by its id; an unknown one
+    exits 2 with an error naming the tenant and the destination."""
+    db = f"sqlite:///{tmp_path}/store.db"
+    tenant = "7d1c0f2a-5b3e-4c6d-8e9f-0a1b2c3d4e5f"
+    added = cli(
+        "destination", "add", "--tenant", tenant, "--name", "archive", "--type", "file",
+        "--format", "json", "--endpoint", f"file://{tmp_path}/out.jsonl", "--json", db=db,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    ident = orjson.loads(added.stdout)["id"]
+    for name_or_id in ("archive", ident):
+        shown = cli("destination", "show", "--tenant", tenant, name_or_id, "--json", db=db)
+        assert shown.returncode == 0, shown.stderr
+        assert orjson.loads(shown.stdout)["id"] == ident
+    missing = cli("destination", "show", "--tenant", tenant, "nope", db=db)
+    assert missing.returncode == 2
+    assert f"error: destination: tenant {tenant} has no destination 'nope'" in (
+        missing.stderr.decode()
+    )
 
 
 def test_db_upgrade_migrates_postgresql_and_reports_the_revision(pg_url: str) -> None:

@@ -25,10 +25,10 @@ from sqlalchemy import Engine
 from xavyo_siem.api.errors import ApiError
 from xavyo_siem.api.limits import ApiLimits
 from xavyo_siem.crypto import KeyRing
+from xavyo_siem.destinations import find_destination
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.model import SiemDestination
 from xavyo_siem.settings import Settings
-from xavyo_siem.store.destinations import get_destination
 from xavyo_siem.store.tokens import ApiToken, Role, authenticate_token
 
 __all__ = [
@@ -134,11 +134,8 @@ DestinationPath = Annotated[UUID, Path(description="The destination (UUID).")]
 
 
 def _find_destination(engine: Engine, tenant_id: UUID, destination_id: UUID) -> SiemDestination:
-    with engine.connect() as conn:
-        found = get_destination(conn, tenant_id=tenant_id, destination_id=destination_id)
-    if found is None:
-        raise ApiError(404, ["path", "destination_id"], "not found")
-    return found
+    # None of the tenant: InvalidDestination on `destination`, answered 404 on `destination_id`.
+    return find_destination(engine, tenant_id=tenant_id, name_or_id=destination_id)
 
 
 def _destination(

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import uvicorn
     from starlette.types import ASGIApp
 
-__all__ = ["ApiServing", "run_worker", "serve_api"]
+__all__ = ["ApiServing", "run_worker", "serve_api", "stop_on_signals"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +84,13 @@ def serve_api(api: ApiServing) -> None:
     asyncio.run(_serve(None, _api_server(api), drain=False))
 
 
+def stop_on_signals(stop: Callable[[], None]) -> None:
+    """Call `stop` on SIGTERM or SIGINT (Ctrl-C), in the running event loop."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop)
+
+
 @contextlib.contextmanager
 def _single_worker(engine: Engine) -> Iterator[None]:
     """Hold the lock beside a SQLite store file for the run (one worker at a time there)."""
@@ -120,7 +127,6 @@ def _api_server(api: ApiServing) -> uvicorn.Server:
 
 async def _serve(worker: Worker | None, server: uvicorn.Server | None, *, drain: bool) -> list[str]:
     """Run the worker and the API server side by side; SIGTERM and SIGINT stop both."""
-    loop = asyncio.get_running_loop()
 
     def stop() -> None:
         if worker is not None:
@@ -128,8 +134,7 @@ async def _serve(worker: Worker | None, server: uvicorn.Server | None, *, drain:
         if server is not None:
             server.should_exit = True
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop)
+    stop_on_signals(stop)
     serving = None if server is None else asyncio.create_task(server.serve())
     try:
         if worker is not None:

@@ -14,7 +14,6 @@ from xavyo_siem import destinations as manage
 from xavyo_siem.api.deps import ContextDep, DestinationDep, PlatformDep, TenantDep
 from xavyo_siem.api.errors import ApiError, error_responses
 from xavyo_siem.api.schemas import DestinationHealth, ServiceHealth, TenantHealth
-from xavyo_siem.store.destinations import list_destinations
 
 __all__ = ["router", "service_router"]
 
@@ -28,13 +27,10 @@ _READ = error_responses(401, 404, 422)
 def tenant_health(tenant_id: TenantDep, context: ContextDep) -> dict[str, Any]:
     """Every destination's health; `failing` when an enabled destination is failing."""
     with context.engine.connect() as conn:
-        reports = [
-            manage.destination_health(conn, d) for d in list_destinations(conn, tenant_id=tenant_id)
-        ]
-    failing = any(r.failing and r.enabled for r in reports)
+        reports = manage.list_health(conn, tenant_id=tenant_id)
     return {
         "tenant_id": str(tenant_id),
-        "status": "failing" if failing else "ok",
+        "status": "failing" if manage.any_failing(reports) else "ok",
         "destinations": [r.to_dict() for r in reports],
     }
 

@@ -1,0 +1,161 @@
+"""Long-running commands: `run` (the delivery worker, optionally with the HTTP API in the
+same process) and `serve` (the HTTP API alone). Both stop cleanly on Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy import Engine
+
+from xavyo_siem.cli.options import DbOption, load_settings, startup_secrets
+from xavyo_siem.cli.output import err
+from xavyo_siem.crypto import KeyRing
+from xavyo_siem.egress import EgressGuard
+from xavyo_siem.pipeline import PipelineSettings, RetryPolicy
+from xavyo_siem.runtime.hosting import ApiServing, run_worker, serve_api
+from xavyo_siem.runtime.worker import WorkerSettings
+from xavyo_siem.settings import DEFAULT_DATABASE_URL, Settings
+from xavyo_siem.store import open_store
+
+__all__ = ["run", "serve"]
+
+
+DrainOption = Annotated[
+    bool, typer.Option("--drain", help="Exit once every destination has caught up.")
+]
+MetricsPortOption = Annotated[
+    int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port.")
+]
+PollIntervalOption = Annotated[
+    float, typer.Option("--poll-interval", min=0.01, help="Seconds between reads when idle.")
+]
+RetryBaseOption = Annotated[
+    float, typer.Option("--retry-base", min=0.001, help="First retry delay ceiling, seconds.")
+]
+RetryCapOption = Annotated[
+    float, typer.Option("--retry-cap", min=0.001, help="Longest retry delay, seconds.")
+]
+ProbeCapOption = Annotated[
+    float,
+    typer.Option(
+        "--probe-cap", min=0.001, help="Longest wait between probes of a misconfigured one."
+    ),
+]
+LeaseTtlOption = Annotated[
+    float, typer.Option("--lease-ttl", min=1, help="Seconds a dead worker's leases last.")
+]
+ApiHostOption = Annotated[
+    str, typer.Option("--api-host", help="With --api: the address to listen on.")
+]
+ApiPortOption = Annotated[
+    int, typer.Option("--api-port", min=1, max=65535, help="With --api: the port.")
+]
+ApiExportDirOption = Annotated[
+    Path, typer.Option("--api-export-dir", help="With --api: where file exports go.")
+]
+
+
+def run(
+    drain: DrainOption = False,
+    metrics_port: MetricsPortOption = None,
+    poll_interval: PollIntervalOption = 0.5,
+    retry_base: RetryBaseOption = 0.5,
+    retry_cap: RetryCapOption = 60.0,
+    probe_cap: ProbeCapOption = 300.0,
+    lease_ttl: LeaseTtlOption = 30.0,
+    api: Annotated[bool, typer.Option("--api", help="Also serve the HTTP API.")] = False,
+    api_host: ApiHostOption = "127.0.0.1",
+    api_port: ApiPortOption = 8080,
+    api_export_dir: ApiExportDirOption = Path("exports"),
+    db: DbOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """Deliver every enabled destination's events, continuously (Ctrl-C or SIGTERM stops).
+
+    Several workers may share a PostgreSQL store: each destination is leased to one worker
+    at a time. On SQLite one worker runs at a time.
+
+    With `--api` the HTTP API is served too, in the same process. In production a
+    credential key is required (XAVYO_SIEM_SECRET_KEY or XAVYO_SIEM_SECRET_KEY_FILE).
+
+    Example: `xavyo-siem run --metrics-port 9464`, or `xavyo-siem run --drain` from cron.
+    """
+    settings = load_settings()
+    engine = open_store(db)
+    keyring, egress = startup_secrets(settings)
+    _log_to_stderr()
+    mode = "draining" if drain else "continuous"
+    stuck = run_worker(
+        engine=engine,
+        settings=settings,
+        keyring=keyring,
+        egress=egress,
+        worker_settings=WorkerSettings(
+            lease_ttl_s=lease_ttl,
+            scan_interval_s=min(2.0, max(poll_interval, 0.2)),
+            pipeline=PipelineSettings(
+                poll_interval_s=poll_interval,
+                retry=RetryPolicy(
+                    base_s=retry_base, cap_s=retry_cap, misconfigured_cap_s=probe_cap
+                ),
+            ),
+        ),
+        drain=drain,
+        api=_api(settings, engine, keyring, egress, api_host, api_port, api_export_dir)
+        if api
+        else None,
+        metrics_port=metrics_port,
+        started=lambda owner: err.print(f"worker {owner} started ({mode})"),
+    )
+    for reason in stuck:
+        err.print(f"stuck: {reason}")
+    if stuck:
+        raise typer.Exit(1)
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="The address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="The port.")] = 8080,
+    export_dir: Annotated[
+        Path, typer.Option("--export-dir", help="Where file exports asked over the API go.")
+    ] = Path("exports"),
+    db: DbOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """Serve the HTTP API (OpenAPI document at /openapi.json) until Ctrl-C or SIGTERM.
+
+    In production a credential key is required (XAVYO_SIEM_SECRET_KEY or
+    XAVYO_SIEM_SECRET_KEY_FILE). Put a TLS-terminating proxy in front of it. Export jobs
+    are carried out by `xavyo-siem run` workers (their files go under `--export-dir`,
+    which the workers must be able to write).
+
+    Example: `xavyo-siem serve --host 0.0.0.0 --port 8080`
+    """
+    settings = load_settings()
+    keyring, egress = startup_secrets(settings)
+    engine = open_store(db)
+    _log_to_stderr()
+    serve_api(_api(settings, engine, keyring, egress, host, port, export_dir))
+
+
+def _log_to_stderr() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _api(
+    settings: Settings,
+    engine: Engine,
+    keyring: KeyRing,
+    egress: EgressGuard,
+    host: str,
+    port: int,
+    export_dir: Path,
+) -> ApiServing:
+    """The HTTP API application and the address to serve it on."""
+    from xavyo_siem.api import create_app
+
+    app = create_app(settings, engine, keyring=keyring, egress=egress, export_dir=export_dir)
+    return ApiServing(app, host, port)
