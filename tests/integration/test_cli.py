@@ -72,17 +72,20 @@ def test_every_command_explains_itself_with_an_example(command: list[str]) -> No
 def test_version_says_whether_the_c_helpers_are_built() -> None:
     """`--version` prints the version and whether this install runs the C helpers."""
     result = cli("--version")
-    helpers = "built" if speedups.COMPILED else "not built, running the Python fallbacks"
+    helpers = "C helpers" if speedups.COMPILED else "Python helpers"
     assert result.returncode == 0
-    assert result.stdout.decode() == f"xavyo-siem {__version__} (C helpers: {helpers})\n"
+    assert result.stdout.decode().startswith(f"xavyo-siem {__version__}, running the {helpers}")
 
 
 def test_version_names_the_python_fallbacks_without_the_c_build(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Without the C build, the version line says the Python fallbacks run."""
-    monkeypatch.setattr("xavyo_siem.cli.root.COMPILED", False)
-    expected = f"xavyo-siem {__version__} (C helpers: not built, running the Python fallbacks)"
+    """Without the C build, the version line says the Python fallbacks run, and why."""
+    monkeypatch.setattr("xavyo_siem.speedups.COMPILED", False)
+    monkeypatch.setattr("xavyo_siem.speedups._FORCED", False)
+    expected = (
+        f"xavyo-siem {__version__}, running the Python helpers (the C extension is not built)"
+    )
     assert version_line() == expected
 
 

@@ -24,7 +24,7 @@ from xavyo_siem.cli import (
 )
 from xavyo_siem.cli.output import err
 from xavyo_siem.errors import InvalidDestination, InvalidEvent, InvalidFilter, SiemError
-from xavyo_siem.speedups import COMPILED
+from xavyo_siem.speedups import helpers_in_use
 
 __all__ = ["app", "main", "tune_gc", "version_line"]
 
@@ -39,9 +39,9 @@ app = typer.Typer(
 
 
 def version_line() -> str:
-    """What `--version` prints: the version, and whether the C helpers are built."""
-    helpers = "built" if COMPILED else "not built, running the Python fallbacks"
-    return f"xavyo-siem {__version__} (C helpers: {helpers})"
+    """What `--version` prints: the version, and which helpers run (C, or the Python ones and
+    why)."""
+    return f"xavyo-siem {__version__}, running the {helpers_in_use()}"
 
 
 def _version(value: bool) -> None:
