@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from xavyo_siem.errors import InvalidEvent
-from xavyo_siem.model import AuditEvent, EventCategory, Outcome
+from xavyo_siem.model import FIELD_NAMES, AuditEvent, EventCategory, Outcome
 
 EVENT_ID = "0b5f3c9e-2a0d-4d7e-9d4c-3f1e2b6a7c80"
 TENANT_ID = "7d1c0f2a-5b3e-4c6d-8e9f-0a1b2c3d4e5f"
@@ -180,12 +180,10 @@ def test_every_uuid_form_python_accepts_gives_the_same_id(form: str) -> None:
 
 
 def test_a_trusted_event_is_an_ordinary_frozen_event() -> None:
-    """from_trusted (the store's read path) builds an AuditEvent equal to the validated one,
+    """from_values (the store's read path) builds an AuditEvent equal to the validated one,
     as immutable and as usable with dataclasses.replace."""
     checked = AuditEvent.from_dict(minimal(outcome="success", metadata={"geo": "FR"}))
-    trusted = AuditEvent.from_trusted(
-        *(getattr(checked, f.name) for f in dataclasses.fields(AuditEvent))
-    )
+    trusted = AuditEvent.from_values([getattr(checked, name) for name in FIELD_NAMES])
     assert type(trusted) is AuditEvent
     assert trusted == checked
     assert repr(trusted) == repr(checked)
