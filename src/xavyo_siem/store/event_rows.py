@@ -11,7 +11,7 @@ runs per event, and nothing here lists the fields.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Final
 from uuid import UUID
 
@@ -106,9 +106,9 @@ row_of: Final[Callable[[AuditEvent, dict[int, str]], Row]] = compile_function(
 )
 """The row of `event`, in `EVENT_COLUMNS` order; `tenant_texts` remembers tenant id texts."""
 
-events_of: Final[Callable[[Sequence[Row], UUID], list[AuditEvent]]] = compile_function(
+events_of: Final[Callable[..., list[AuditEvent]]] = compile_function(
     "events_of",
-    ["rows", "tenant_id"],
+    ["rows", "*", "tenant_id"],
     "[from_values(({},)) for row in rows]".format(
         ", ".join(
             _cell(f, f"row[{index}]", _FROM_COLUMN)
@@ -117,4 +117,5 @@ events_of: Final[Callable[[Sequence[Row], UUID], list[AuditEvent]]] = compile_fu
     ),
     _NAMESPACE,
 )
-"""The events of rows `(key, key, *EVENT_COLUMNS)` read within `tenant_id`'s scope."""
+"""`events_of(rows, *, tenant_id)`: the events of rows `(key, key, *EVENT_COLUMNS)` read
+within `tenant_id`'s scope."""

@@ -187,7 +187,7 @@ def read_events_after(
         .limit(limit)
     )
     rows = _fetch_all(conn, statement)
-    events = events_of(rows, tenant_id)
+    events = events_of(rows, tenant_id=tenant_id)
     cursor = EventCursor(rows[-1][0], rows[-1][1]) if rows else after
     if len(rows) < limit and not filter.is_everything:
         last = _last_final(conn, tenant=tenant, horizon=horizon)
@@ -251,7 +251,7 @@ def read_events_in_range(
     )
     rows = _fetch_all(conn, statement)
     key = TimeKey(rows[-1][0], rows[-1][1]) if rows else None
-    return events_of(rows, tenant_id), key
+    return events_of(rows, tenant_id=tenant_id), key
 
 
 def read_events_by_id(
@@ -266,7 +266,7 @@ def read_events_by_id(
         .where(_T.tenant_id == tenant, _T.event_id.in_(sorted({str(e) for e in event_ids})))
         .order_by(_T.txid, _T.seq)
     )
-    return events_of(_fetch_all(conn, statement), tenant_id)
+    return events_of(_fetch_all(conn, statement), tenant_id=tenant_id)
 
 
 def measure_lag(

@@ -194,7 +194,7 @@ def read_range_events(
     )
     rows = _fetch_all(conn, statement)
     key = TimeKey(rows[-1][0], rows[-1][1]) if rows else None
-    return events_of(rows, tenant_id), key
+    return events_of(rows, tenant_id=tenant_id), key
 
 
 # What `read_range_csv_parts` returns per event, in order (see csv_sql.py).
