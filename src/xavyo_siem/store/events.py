@@ -1,4 +1,5 @@
-"""Audit event writes and tenant-scoped reads, in an order that never skips an event.
+"""Tenant-scoped reads of audit events, in an order that never skips an event (appends are
+in append.py; both write and read rows in the order of the model's field declaration).
 
 Ordering. Every row records the transaction that inserted it (`txid`) and a sequence number
 (`seq`). Readers walk a tenant's events in `(txid, seq)` order and only ever look at rows
