@@ -114,17 +114,16 @@ class AuditEvent:
         The checks run category and severity first (severity's default comes from the
         category), then the free text as one joined string (ASCII and no NUL passes at
         once; otherwise field by field, to name the field), then the rest in field order
-        (`_check_the_rest`, compiled from the declaration).
+        (`_values_in` and `_check_the_rest` are compiled from the declaration).
         """
         if not isinstance(data, Mapping):
             raise InvalidEvent("event", f"must be a JSON object, got {type(data).__name__}")
         if not _KNOWN_KEYS.issuperset(data):
             unknown = sorted(data.keys() - _KNOWN_KEYS)[0]
             raise InvalidEvent(str(unknown)[:60], "is not a field of an audit event")
-        get = data.get
-        values = [get(name) for name in FIELD_NAMES]
+        values = _values_in(data.get)
         if None in _required_values(values):
-            missing = next(name for name in _REQUIRED if get(name) is None)
+            missing = next(name for name in _REQUIRED if data.get(name) is None)
             raise InvalidEvent(missing, "is required")
         category = values[_CATEGORY] = check_category(_CATEGORY_NAME, values[_CATEGORY])
         severity = values[_SEVERITY]
@@ -141,7 +140,7 @@ class AuditEvent:
             for index in _TEXT_INDEXES:
                 if values[index] is not None:
                     check_text(FIELD_NAMES[index], values[index])
-        return _check_the_rest(values)
+        return _check_the_rest(*values)
 
     @classmethod
     def from_values(cls, values: Sequence[Any]) -> AuditEvent:
@@ -255,8 +254,8 @@ _optional_texts: Final = operator.itemgetter(*_TEXT_INDEXES)
 
 
 def _check_cell(index: int, declared: EventField) -> str:
-    """The expression `_check_the_rest` gives for the field at `index` of `values`."""
-    value = f"values[{index}]"
+    """The expression `_check_the_rest` gives for the field at `index`."""
+    value = declared.name
     if index in (_CATEGORY, _SEVERITY) or declared.name in TEXT_FIELDS:
         return value  # checked before
     checked = f"check_{index}({declared.name!r}, {value})"
@@ -266,11 +265,15 @@ def _check_cell(index: int, declared: EventField) -> str:
     return f"{absent} if {value} is None else {checked}"
 
 
+# from_dict's first step: the value of each field, None when absent, in field order.
+_values_in: Final[Callable[[Callable[[str], Any]], list[Any]]] = compile_function(
+    "values_in", ["get"], f"[{', '.join(f'get({name!r})' for name in FIELD_NAMES)}]", {}
+)
 # from_dict's last step: the checks of the fields not checked yet, in field order, and the
-# event made from all values; e.g. `check_0('event_id', values[0])` for the first field.
-_check_the_rest: Final[Callable[[list[Any]], AuditEvent]] = compile_function(
+# event made from all values; e.g. `check_0('event_id', event_id)` for the first field.
+_check_the_rest: Final[Callable[..., AuditEvent]] = compile_function(
     "check_the_rest",
-    ["values"],
+    FIELD_NAMES,
     f"from_values(({', '.join(_check_cell(i, f) for i, f in enumerate(EVENT_FIELDS))},))",
     {
         "from_values": AuditEvent.from_values,
