@@ -10,10 +10,10 @@ from uuid import UUID, uuid4
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, inspect, text
 
 from xavyo_siem.errors import TenantRequired
-from xavyo_siem.model import AuditEvent, EventCategory, EventFilter
+from xavyo_siem.model import FIELD_NAMES, AuditEvent, EventCategory, EventFilter
 from xavyo_siem.sample import generate_events, tenant_ids
 from xavyo_siem.store import (
     START,
@@ -24,6 +24,8 @@ from xavyo_siem.store import (
     read_events_in_range,
     writing,
 )
+from xavyo_siem.store.tables import EVENT_COLUMN_NAMES
+from xavyo_siem.store.tables import audit_events as audit_events_table
 
 from strategies import audit_events
 
@@ -69,6 +71,22 @@ def test_same_event_id_in_two_tenants_is_two_events(engine: Engine) -> None:
     with engine.begin() as conn:
         result = append_events(conn, [event, other])
     assert result.stored == 2
+
+
+def test_the_event_columns_made_from_the_model_are_those_the_migrations_create(
+    engine: Engine,
+) -> None:
+    """The columns tables.py makes from the field declaration have the migrated table's names,
+    types and nullability, one per field in declaration order."""
+    migrated = {column["name"]: column for column in inspect(engine).get_columns("audit_events")}
+    assert tuple("ts_us" if n == "timestamp" else n for n in FIELD_NAMES) == EVENT_COLUMN_NAMES
+    assert set(migrated) == {"seq", "txid", *EVENT_COLUMN_NAMES}
+    for name in EVENT_COLUMN_NAMES:
+        declared = audit_events_table.c[name]
+        assert migrated[name]["nullable"] == declared.nullable, name
+        assert migrated[name]["type"].compile(dialect=engine.dialect) == declared.type.compile(
+            dialect=engine.dialect
+        ), name
 
 
 def test_reads_return_one_tenants_events_in_store_order(engine: Engine) -> None:

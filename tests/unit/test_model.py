@@ -11,7 +11,15 @@ import orjson
 import pytest
 
 from xavyo_siem.errors import InvalidEvent
-from xavyo_siem.model import AuditEvent, EventCategory, Outcome
+from xavyo_siem.model import (
+    EVENT_FIELDS,
+    FIELD_NAMES,
+    TEXT_FIELDS,
+    AuditEvent,
+    EventCategory,
+    FieldKind,
+    Outcome,
+)
 
 EVENT_ID = "0b5f3c9e-2a0d-4d7e-9d4c-3f1e2b6a7c80"
 TENANT_ID = "7d1c0f2a-5b3e-4c6d-8e9f-0a1b2c3d4e5f"
@@ -99,45 +107,122 @@ def test_ipv6_with_zone_index_is_accepted() -> None:
     assert AuditEvent.from_dict(minimal(source_ip="fe80::1%eth0")).source_ip == "fe80::1%eth0"
 
 
-@pytest.mark.parametrize(
-    ("changes", "field", "rule"),
-    [
-        ({"event_id": "not-a-uuid"}, "event_id", "must be a UUID"),
-        ({"event_id": 42}, "event_id", "must be a UUID string"),
-        ({"tenant_id": "1234"}, "tenant_id", "must be a UUID"),
-        ({"timestamp": "2026-03-01T10:15:30"}, "timestamp", "UTC offset"),
-        ({"timestamp": "yesterday"}, "timestamp", "ISO 8601"),
-        ({"timestamp": 1700000000}, "timestamp", "ISO 8601"),
-        ({"severity": 11}, "severity", "0 to 10"),
-        ({"severity": -1}, "severity", "0 to 10"),
-        ({"severity": "3"}, "severity", "0 to 10"),
-        ({"severity": True}, "severity", "0 to 10"),
-        ({"severity": 2.5}, "severity", "0 to 10"),
-        ({"category": "weather"}, "category", "must be one of"),
-        ({"outcome": "maybe"}, "outcome", "success, failure or unknown"),
-        ({"source_ip": "300.1.2.3"}, "source_ip", "IPv4 or IPv6"),
-        ({"source_ip": "localhost"}, "source_ip", "IPv4 or IPv6"),
-        ({"metadata": {"k": 1}}, "metadata.k", "must be a string"),
-        ({"metadata": ["a"]}, "metadata", "object of strings"),
-        ({"metadata": {"": "v"}}, "metadata", "keys must not be empty"),
-        ({"actor_email": "a\ud800b"}, "actor_email", "lone surrogate"),
-        ({"reason": "a\x00b"}, "reason", "NUL"),
-        ({"user_agent": 7}, "user_agent", "must be a string"),
-        ({"event_type": "  "}, "event_type", "must not be empty"),
-        ({"colour": "red"}, "colour", "not a field"),
-        ({"event_type": None}, "event_type", "is required"),
-    ],
-)
+# A bad value of each kind, the field the error names and words of its rule.
+BAD_VALUES = [
+    ({"event_id": "not-a-uuid"}, "event_id", "must be a UUID"),
+    ({"event_id": 42}, "event_id", "must be a UUID string"),
+    ({"tenant_id": "1234"}, "tenant_id", "must be a UUID"),
+    ({"timestamp": "2026-03-01T10:15:30"}, "timestamp", "UTC offset"),
+    ({"timestamp": "yesterday"}, "timestamp", "ISO 8601"),
+    ({"timestamp": 1700000000}, "timestamp", "ISO 8601"),
+    ({"severity": 11}, "severity", "0 to 10"),
+    ({"severity": "3"}, "severity", "0 to 10"),
+    ({"severity": True}, "severity", "0 to 10"),
+    ({"severity": 2.5}, "severity", "0 to 10"),
+    ({"category": "weather"}, "category", "must be one of"),
+    ({"outcome": "maybe"}, "outcome", "success, failure or unknown"),
+    ({"source_ip": "300.1.2.3"}, "source_ip", "IPv4 or IPv6"),
+    ({"source_ip": "localhost"}, "source_ip", "IPv4 or IPv6"),
+    ({"metadata": {"k": 1}}, "metadata.k", "must be a string"),
+    ({"metadata": ["a"]}, "metadata", "object of strings"),
+    ({"metadata": {"": "v"}}, "metadata", "keys must not be empty"),
+    ({"actor_email": "a\ud800b"}, "actor_email", "lone surrogate"),
+    ({"reason": "a\x00b"}, "reason", "NUL"),
+    ({"user_agent": 7}, "user_agent", "must be a string"),
+    ({"event_type": "  "}, "event_type", "must not be empty"),
+]
+# Only from_dict refuses these: an unknown key, a required key present as null, and -1,
+# which the constructor's default uses for "the category's severity".
+FROM_DICT_ONLY = [
+    ({"severity": -1}, "severity", "0 to 10"),
+    ({"colour": "red"}, "colour", "not a field"),
+    ({"event_type": None}, "event_type", "is required"),
+]
+
+
+def assert_rejected(build: Any, changes: dict[str, Any], field: str, rule: str) -> None:
+    data = minimal()
+    data.update(changes)
+    with pytest.raises(InvalidEvent) as caught:
+        build(data)
+    assert caught.value.field == field
+    assert rule in str(caught.value)
+
+
+@pytest.mark.parametrize(("changes", "field", "rule"), BAD_VALUES + FROM_DICT_ONLY)
 def test_invalid_field_is_rejected_naming_field_and_rule(
     changes: dict[str, Any], field: str, rule: str
 ) -> None:
     """Each kind of bad value raises InvalidEvent whose field and message name the rule."""
+    assert_rejected(AuditEvent.from_dict, changes, field, rule)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "rule"),
+    [
+        *BAD_VALUES,
+        ({"severity": 2.0}, "severity", "0 to 10"),  # from_dict takes 2.0 as 2 (JSON numbers)
+        ({"metadata": None}, "metadata", "object of strings"),  # from_dict: absent
+    ],
+)
+def test_direct_construction_names_the_field_and_rule_as_from_dict_does(
+    changes: dict[str, Any], field: str, rule: str
+) -> None:
+    """Building an AuditEvent directly applies each field's rule with the same message."""
+    assert_rejected(lambda data: AuditEvent(**data), changes, field, rule)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"category": "weather", "severity": 11, "reason": "\x00"}, "category"),
+        ({"severity": 11, "reason": "\x00", "event_id": "x"}, "severity"),
+        ({"reason": "\x00", "event_id": "x"}, "reason"),
+        ({"event_id": "x", "tenant_id": "y", "source_ip": "z"}, "event_id"),
+        ({"outcome": "maybe", "source_ip": "z", "metadata": []}, "outcome"),
+        ({"source_ip": "z", "metadata": []}, "source_ip"),
+    ],
+)
+def test_from_dict_names_the_first_bad_field_in_its_documented_order(
+    changes: dict[str, Any], field: str
+) -> None:
+    """With several bad fields, from_dict names category, then severity, then the free text,
+    then the other fields in declaration order."""
     data = minimal()
     data.update(changes)
     with pytest.raises(InvalidEvent) as caught:
         AuditEvent.from_dict(data)
     assert caught.value.field == field
-    assert rule in str(caught.value)
+
+
+def test_the_field_declaration_is_the_class_body() -> None:
+    """EVENT_FIELDS lists AuditEvent's fields in order, each required exactly when it has no
+    default, and TEXT_FIELDS is the optional free text in that order."""
+    assert tuple(f.name for f in dataclasses.fields(AuditEvent)) == FIELD_NAMES
+    required = [f.name for f in EVENT_FIELDS if f.required]
+    assert required == ["event_id", "tenant_id", "timestamp", "event_type", "category"]
+    assert {f.kind for f in EVENT_FIELDS} == set(FieldKind)
+    assert TEXT_FIELDS == (
+        "event_name",
+        "action",
+        "actor_id",
+        "actor_email",
+        "user_agent",
+        "target_user",
+        "target_resource",
+        "reason",
+        "session_id",
+        "request_id",
+    )
+
+
+def test_to_dict_writes_the_fields_in_declaration_order() -> None:
+    """An event with every field present has its JSON keys in FIELD_NAMES order."""
+    values = dict.fromkeys(TEXT_FIELDS, "x")
+    event = AuditEvent.from_dict(
+        minimal(severity=1, outcome="success", source_ip="192.0.2.1", metadata={"k": "v"}, **values)
+    )
+    assert tuple(event.to_dict()) == FIELD_NAMES
 
 
 def test_missing_required_field_is_named() -> None:
@@ -180,12 +265,10 @@ def test_every_uuid_form_python_accepts_gives_the_same_id(form: str) -> None:
 
 
 def test_a_trusted_event_is_an_ordinary_frozen_event() -> None:
-    """from_trusted (the store's read path) builds an AuditEvent equal to the validated one,
+    """from_values (the store's read path) builds an AuditEvent equal to the validated one,
     as immutable and as usable with dataclasses.replace."""
     checked = AuditEvent.from_dict(minimal(outcome="success", metadata={"geo": "FR"}))
-    trusted = AuditEvent.from_trusted(
-        *(getattr(checked, f.name) for f in dataclasses.fields(AuditEvent))
-    )
+    trusted = AuditEvent.from_values([getattr(checked, name) for name in FIELD_NAMES])
     assert type(trusted) is AuditEvent
     assert trusted == checked
     assert repr(trusted) == repr(checked)

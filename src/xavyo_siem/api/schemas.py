@@ -9,12 +9,21 @@ repr or a log, and `DestinationPublic` has no field for it at all, only `has_sec
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, create_model
 
-from xavyo_siem.model import DeliveryType, EventCategory, ExportFormat, JobStatus, Outcome
+from xavyo_siem.model import (
+    EVENT_FIELDS,
+    DeliveryType,
+    EventCategory,
+    EventField,
+    ExportFormat,
+    FieldKind,
+    JobStatus,
+    Outcome,
+)
 
 __all__ = [
     "MAX_SECRET_CHARS",
@@ -238,32 +247,41 @@ class PurgeResult(BaseModel):
 
 
 _Text = Annotated[str, Field(max_length=65_536)]
+_EventType = Annotated[str, Field(min_length=1, max_length=200)]
+# Each kind of event field in the API: its type, and what its schema says besides.
+_EVENT_IN_TYPES: Final[dict[FieldKind, tuple[Any, dict[str, Any]]]] = {
+    FieldKind.UUID: (UUID, {}),
+    FieldKind.TENANT: (UUID, {}),
+    FieldKind.TIMESTAMP: (datetime, {"description": "ISO 8601 with a UTC offset"}),
+    FieldKind.CATEGORY: (EventCategory, {}),
+    FieldKind.SEVERITY: (int, {"ge": 0, "le": 10}),
+    FieldKind.OUTCOME: (Outcome, {}),
+    FieldKind.IP: (str, {"description": "IPv4 or IPv6 address"}),
+    FieldKind.METADATA: (dict[str, str], {}),
+}
 
 
-class AuditEventIn(BaseModel):
-    """An audit event as ingested; `tenant_id`, when given, must be the path's tenant."""
+def _event_in_field(field: EventField) -> tuple[Any, Any]:
+    """`field` in `AuditEventIn`: required as in the model, but for the tenant (the path's)."""
+    annotation: Any
+    extra: dict[str, Any]
+    if field.kind is FieldKind.TEXT:
+        annotation, extra = (_EventType if field.required else _Text), {}
+    else:
+        annotation, extra = _EVENT_IN_TYPES[field.kind]
+    if field.required and field.kind is not FieldKind.TENANT:
+        return annotation, Field(**extra) if extra else ...
+    return annotation | None, Field(default=None, **extra)
 
-    model_config = _Strict
 
-    event_id: UUID
-    tenant_id: UUID | None = None
-    timestamp: datetime = Field(description="ISO 8601 with a UTC offset")
-    event_type: Annotated[str, Field(min_length=1, max_length=200)]
-    category: EventCategory
-    severity: int | None = Field(default=None, ge=0, le=10)
-    outcome: Outcome | None = None
-    source_ip: str | None = Field(default=None, description="IPv4 or IPv6 address")
-    event_name: _Text | None = None
-    action: _Text | None = None
-    actor_id: _Text | None = None
-    actor_email: _Text | None = None
-    user_agent: _Text | None = None
-    target_user: _Text | None = None
-    target_resource: _Text | None = None
-    reason: _Text | None = None
-    session_id: _Text | None = None
-    request_id: _Text | None = None
-    metadata: dict[str, str] | None = None
+_EVENT_IN_FIELDS: Final[dict[str, Any]] = {f.name: _event_in_field(f) for f in EVENT_FIELDS}
+AuditEventIn: Final[type[BaseModel]] = create_model(
+    "AuditEventIn",
+    __config__=_Strict,
+    __doc__="An audit event as ingested; `tenant_id`, when given, must be the path's tenant.",
+    **_EVENT_IN_FIELDS,
+)
+"""An audit event as ingested, made from the model's field declaration (`EVENT_FIELDS`)."""
 
 
 class EventBatch(BaseModel):
@@ -271,7 +289,7 @@ class EventBatch(BaseModel):
 
     model_config = _Strict
 
-    events: list[AuditEventIn]
+    events: list[AuditEventIn]  # type: ignore[valid-type]  # a model made from EVENT_FIELDS
 
 
 class IngestResult(BaseModel):

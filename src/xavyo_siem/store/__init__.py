@@ -1,5 +1,6 @@
 """The audit store: events, and (as later migrations add them) destinations and state."""
 
+from xavyo_siem.store.append import AppendResult, append_events
 from xavyo_siem.store.engine import (
     current_revision,
     head_revision,
@@ -10,11 +11,9 @@ from xavyo_siem.store.engine import (
 )
 from xavyo_siem.store.events import (
     START,
-    AppendResult,
     EventCursor,
     EventPage,
     TimeKey,
-    append_events,
     head_cursor,
     read_events_after,
     read_events_in_range,

@@ -29,11 +29,10 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from xavyo_siem.model import AuditEvent, EventFilter, to_epoch_us
 from xavyo_siem.store.csv_sql import METADATA_CELL, PLAIN_CELLS
+from xavyo_siem.store.event_rows import EVENT_COLUMNS, events_of
 from xavyo_siem.store.events import (
-    _EVENT_COLUMNS,
     EVERYTHING,
     TimeKey,
-    _events_of,
     _fetch_all,
     _filter_conditions,
     _require_tenant,
@@ -188,14 +187,14 @@ def read_range_events(
     if limit < 1:
         raise ValueError("limit: must be at least 1")
     statement = (
-        select(_T.ts_us.label("key_ts"), _T.seq, *_EVENT_COLUMNS)
+        select(_T.ts_us.label("key_ts"), _T.seq, *EVENT_COLUMNS)
         .where(*_page(tenant_id, start, end, filter, snapshot, after))
         .order_by(_T.ts_us, _T.seq)
         .limit(limit)
     )
     rows = _fetch_all(conn, statement)
     key = TimeKey(rows[-1][0], rows[-1][1]) if rows else None
-    return _events_of(rows, tenant_id), key
+    return events_of(rows, tenant_id=tenant_id), key
 
 
 # What `read_range_csv_parts` returns per event, in order (see csv_sql.py).

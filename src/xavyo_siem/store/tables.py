@@ -1,6 +1,14 @@
-"""The store's tables, as SQLAlchemy Core metadata (the migrations create them)."""
+"""The store's tables, as SQLAlchemy Core metadata (the migrations create them).
+
+`audit_events` holds one column per field of `AuditEvent`, made from the model's field
+declaration (`EVENT_FIELDS`): its type follows the field's kind, and `EVENT_COLUMN_NAMES`
+lists the columns in the declaration's order, which is the order the store reads and writes
+them in. A new event field needs a migration that adds its column; nothing here changes.
+"""
 
 from __future__ import annotations
+
+from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
@@ -18,8 +26,12 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
 )
+from sqlalchemy.types import TypeEngine
+
+from xavyo_siem.model import EVENT_FIELDS, EventField, FieldKind
 
 __all__ = [
+    "EVENT_COLUMN_NAMES",
     "api_tokens",
     "audit_events",
     "dead_letters",
@@ -32,6 +44,33 @@ __all__ = [
 
 metadata = MetaData()
 
+# How each kind of event field is stored (metadata: a JSON object, NULL when empty).
+_EVENT_COLUMN_TYPES: Final[dict[FieldKind, type[TypeEngine[Any]] | TypeEngine[Any]]] = {
+    FieldKind.UUID: String(36),
+    FieldKind.TENANT: String(36),
+    FieldKind.TIMESTAMP: BigInteger,  # microseconds since the Unix epoch
+    FieldKind.TEXT: Text,
+    FieldKind.CATEGORY: String(32),
+    FieldKind.SEVERITY: SmallInteger,
+    FieldKind.OUTCOME: String(16),
+    FieldKind.IP: Text,
+    FieldKind.METADATA: Text,
+}
+# Where a column's name is not the field's.
+_RENAMED: Final = {"timestamp": "ts_us"}
+
+EVENT_COLUMN_NAMES: Final[tuple[str, ...]] = tuple(
+    _RENAMED.get(f.name, f.name) for f in EVENT_FIELDS
+)
+"""The columns of `audit_events` that hold the event's fields, in `EVENT_FIELDS` order."""
+
+
+def _event_column(field: EventField) -> Column[Any]:
+    nullable = field.nullable or field.kind is FieldKind.METADATA
+    name = _RENAMED.get(field.name, field.name)
+    return Column(name, _EVENT_COLUMN_TYPES[field.kind], nullable=nullable)
+
+
 # `seq` is BIGINT on PostgreSQL; on SQLite it must be INTEGER to alias the rowid.
 _SEQ = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -42,25 +81,7 @@ audit_events = Table(
     # The inserting transaction (PostgreSQL: pg_current_xact_id(); SQLite: always 0, since
     # its single writer commits in seq order). Reads go in (txid, seq) order: see events.py.
     Column("txid", BigInteger, nullable=False),
-    Column("tenant_id", String(36), nullable=False),
-    Column("event_id", String(36), nullable=False),
-    Column("ts_us", BigInteger, nullable=False),
-    Column("event_type", Text, nullable=False),
-    Column("category", String(32), nullable=False),
-    Column("severity", SmallInteger, nullable=False),
-    Column("event_name", Text),
-    Column("action", Text),
-    Column("outcome", String(16)),
-    Column("actor_id", Text),
-    Column("actor_email", Text),
-    Column("source_ip", Text),
-    Column("user_agent", Text),
-    Column("target_user", Text),
-    Column("target_resource", Text),
-    Column("reason", Text),
-    Column("session_id", Text),
-    Column("request_id", Text),
-    Column("metadata", Text),
+    *(_event_column(f) for f in EVENT_FIELDS),
     UniqueConstraint("tenant_id", "event_id", name="uq_audit_events_tenant_event"),
     Index("ix_audit_events_tenant_order", "tenant_id", "txid", "seq"),
     Index("ix_audit_events_tenant_time", "tenant_id", "ts_us", "seq"),

@@ -1,0 +1,117 @@
+"""A tenant's destination (where its events go, how fast) and the health of its delivery."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from xavyo_siem.model.conversions import EPOCH, format_timestamp, optional_timestamp
+from xavyo_siem.model.enums import CircuitState, DeliveryType, ExportFormat
+from xavyo_siem.model.filter import EventFilter
+
+__all__ = ["DeliveryHealth", "RateLimit", "SiemDestination"]
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A token bucket: at most `burst` events at once, refilled at `events_per_s`."""
+
+    events_per_s: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SiemDestination:
+    """Where one tenant's events go, in which format, through which transport.
+
+    `options` are the per-type settings (`framing`, `ca_file`, `index`, `batch_max_events`,
+    `start`, ...). The credential is never held here: `has_secret` says whether one is stored
+    (encrypted) and the pipeline asks the store for it when it opens the transport.
+    """
+
+    id: UUID
+    tenant_id: UUID
+    name: str
+    delivery_type: DeliveryType
+    format: ExportFormat
+    endpoint: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    filters: EventFilter = field(default_factory=EventFilter)
+    rate_limit: RateLimit | None = None
+    enabled: bool = True
+    has_secret: bool = False
+    created_at: datetime = EPOCH
+    updated_at: datetime = EPOCH
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public JSON form, as the API and `--json` show it: never the secret, only whether
+        there is one."""
+        return {
+            "id": str(self.id),
+            "tenant_id": str(self.tenant_id),
+            "name": self.name,
+            "delivery_type": self.delivery_type.value,
+            "format": self.format.value,
+            "endpoint": self.endpoint,
+            "options": dict(self.options),
+            "filters": self.filters.to_dict(),
+            "rate_limit": None
+            if self.rate_limit is None
+            else {"events_per_s": self.rate_limit.events_per_s, "burst": self.rate_limit.burst},
+            "enabled": self.enabled,
+            "has_secret": self.has_secret,
+            "created_at": format_timestamp(self.created_at),
+            "updated_at": format_timestamp(self.updated_at),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryHealth:
+    """How delivery to one destination is going, as stored by the pipeline."""
+
+    destination_id: UUID
+    tenant_id: UUID
+    name: str = ""
+    enabled: bool = True
+    circuit_state: CircuitState = CircuitState.CLOSED
+    circuit_reason: str | None = None
+    successes: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    last_success: datetime | None = None
+    last_failure: datetime | None = None
+    last_error: str | None = None
+    lag_events: int = 0
+    lag_seconds: float = 0.0
+    throughput_eps: float = 0.0
+    dead_letters: int = 0
+
+    @property
+    def failing(self) -> bool:
+        """True while the last attempt failed (the circuit is open or probing)."""
+        return self.consecutive_failures > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form shown by `xavyo-siem health --json` and the API."""
+        return {
+            "destination_id": str(self.destination_id),
+            "tenant_id": str(self.tenant_id),
+            "name": self.name,
+            "enabled": self.enabled,
+            "status": "failing" if self.failing else "ok",
+            "circuit_state": self.circuit_state.value,
+            "circuit_reason": self.circuit_reason,
+            "successes": self.successes,
+            "failures": self.failures,
+            "consecutive_failures": self.consecutive_failures,
+            "last_success": optional_timestamp(self.last_success),
+            "last_failure": optional_timestamp(self.last_failure),
+            "last_error": self.last_error,
+            "lag_events": self.lag_events,
+            "lag_seconds": round(self.lag_seconds, 3),
+            "throughput_eps": round(self.throughput_eps, 1),
+            "dead_letters": self.dead_letters,
+        }

@@ -1,0 +1,202 @@
+"""The rules for each kind of audit event value: one check per kind, raising `InvalidEvent`
+that names the field and the rule, and returning the value in its model form.
+
+Every check takes the field's name first, so that one check serves every field of its kind
+and its message names the field it was given.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import socket
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Final
+from uuid import UUID
+
+from xavyo_siem.errors import InvalidEvent
+from xavyo_siem.model.conversions import uuid_from_canonical
+from xavyo_siem.model.enums import EventCategory, Outcome
+
+__all__ = [
+    "check_category",
+    "check_ip",
+    "check_metadata",
+    "check_outcome",
+    "check_required_text",
+    "check_severity",
+    "check_tenant_id",
+    "check_text",
+    "check_timestamp",
+    "check_uuid",
+    "parse_severity",
+]
+
+
+def check_text(name: str, value: object) -> str:
+    """A string that UTF-8 can carry (no lone surrogate) and without NUL."""
+    if not isinstance(value, str):
+        raise InvalidEvent(name, f"must be a string, got {type(value).__name__}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidEvent(
+                name, f"contains a lone surrogate at position {exc.start}; text must be UTF-8"
+            ) from None
+    if "\x00" in value:
+        raise InvalidEvent(name, "contains a NUL character, which audit text may not hold")
+    return value
+
+
+def check_required_text(name: str, value: object) -> str:
+    """Text, as `check_text`, that is not empty or blank."""
+    text = check_text(name, value)
+    if not text.strip():
+        raise InvalidEvent(name, "must not be empty")
+    return text
+
+
+_CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def check_uuid(name: str, value: object) -> UUID:
+    """A UUID, or a string of any form `UUID()` accepts; a UUID subclass becomes a plain UUID."""
+    if type(value) is UUID:
+        return value
+    if isinstance(value, UUID):  # a subclass: kept as a plain UUID, which orjson writes
+        return UUID(int=value.int)
+    if not isinstance(value, str):
+        raise InvalidEvent(name, f"must be a UUID string, got {type(value).__name__}")
+    if _CANONICAL_UUID.fullmatch(value):  # the form producers send, at a third of UUID()'s cost
+        return uuid_from_canonical(value)
+    try:
+        return UUID(value)
+    except ValueError:
+        raise InvalidEvent(name, f"must be a UUID, got {value[:60]!r}") from None
+
+
+# Tenant ids repeat from event to event: their text is parsed once. Bounded (cleared when
+# full), so hostile input cannot grow it; UUIDs are immutable, so sharing one is safe.
+_TENANT_IDS: dict[str, UUID] = {}
+_TENANT_IDS_MAX: Final = 4096
+
+
+def check_tenant_id(name: str, value: object) -> UUID:
+    """`check_uuid` for a tenant id, whose text is parsed once however often it repeats."""
+    if type(value) is str:
+        cached = _TENANT_IDS.get(value)
+        if cached is not None:
+            return cached
+        tenant = check_uuid(name, value)
+        if len(_TENANT_IDS) >= _TENANT_IDS_MAX:
+            _TENANT_IDS.clear()
+        _TENANT_IDS[value] = tenant
+        return tenant
+    return check_uuid(name, value)
+
+
+def check_timestamp(name: str, value: object) -> datetime:
+    """An aware datetime or ISO 8601 text with a UTC offset, as a datetime in UTC."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidEvent(
+                name, f"must be an ISO 8601 date and time, got {value[:60]!r}"
+            ) from None
+    elif isinstance(value, datetime):
+        parsed = value
+    else:
+        raise InvalidEvent(name, f"must be an ISO 8601 string, got {type(value).__name__}")
+    if parsed.tzinfo is UTC:  # "Z" and "+00:00" parse to this very object: nothing to do
+        return parsed
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise InvalidEvent(name, "must carry a UTC offset (naive times are ambiguous)")
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise InvalidEvent(name, "is out of range once converted to UTC") from None
+
+
+def check_ip(name: str, value: object) -> str:
+    """An IPv4 or IPv6 address (an IPv6 zone index included), kept as given."""
+    text = check_text(name, value)
+    try:  # inet_pton is the fast path; ipaddress also knows IPv6 zone indexes (fe80::1%eth0)
+        socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
+        return text
+    except OSError:
+        pass
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidEvent(name, f"must be an IPv4 or IPv6 address, got {text[:60]!r}") from None
+    return text
+
+
+_CATEGORY_OF: Final[dict[object, EventCategory]] = {c.value: c for c in EventCategory}
+_OUTCOME_OF: Final[dict[object, Outcome]] = {o.value: o for o in Outcome}
+
+
+def check_category(name: str, value: object) -> EventCategory:
+    """An `EventCategory` or its value."""
+    try:  # a dict lookup: calling the enum costs ten times as much
+        return _CATEGORY_OF[value]  # KeyError if not a member, TypeError if unhashable
+    except (KeyError, TypeError):
+        allowed = ", ".join(c.value for c in EventCategory)
+        raise InvalidEvent(name, f"must be one of {allowed}; got {str(value)[:60]!r}") from None
+
+
+def check_severity(name: str, value: object) -> int:
+    """An integer from 0 to 10 (a bool is not one)."""
+    if type(value) is not int or not 0 <= value <= 10:
+        raise InvalidEvent(name, f"must be an integer from 0 to 10, got {value!r}"[:120])
+    return value
+
+
+def parse_severity(name: str, value: object) -> int:
+    """`check_severity` of a JSON value, where 3.0 is the integer 3."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    return check_severity(name, value)
+
+
+def check_outcome(name: str, value: object) -> Outcome:
+    """An `Outcome` or its value."""
+    try:
+        return _OUTCOME_OF[value]  # KeyError if not a member, TypeError if unhashable
+    except (KeyError, TypeError):
+        raise InvalidEvent(
+            name, f"must be success, failure or unknown; got {str(value)[:60]!r}"
+        ) from None
+
+
+def check_metadata(name: str, value: object) -> dict[str, str]:
+    """A mapping of non-empty text keys to text values, as a dict."""
+    if type(value) is dict:
+        try:  # all keys, then all values, as one string each (TypeError: not all strings)
+            keys, items = "".join(value), "".join(value.values())
+        except TypeError:
+            pass
+        else:
+            if (
+                "" not in value
+                and keys.isascii()
+                and items.isascii()
+                and "\x00" not in keys
+                and "\x00" not in items
+            ):
+                return value
+    if not isinstance(value, Mapping):
+        raise InvalidEvent(name, f"must be an object of strings, got {type(value).__name__}")
+    checked: dict[str, str] = {}
+    for key, item in value.items():
+        check_text(name, key)
+        if not key:
+            raise InvalidEvent(name, "keys must not be empty")
+        if not isinstance(item, str):
+            raise InvalidEvent(f"{name}.{key[:40]}", f"must be a string, got {type(item).__name__}")
+        checked[key] = check_text(f"{name}.{key[:40]}", item)
+    return checked

@@ -1,0 +1,204 @@
+"""Appending audit events: idempotent (each `(tenant_id, event_id)` once), in the caller's
+transaction, with memory bounded by a few chunks whatever the input size.
+
+SQLite takes the rows with one `executemany` per chunk. PostgreSQL takes them by COPY into a
+staging table and one `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, while a helper thread
+builds the next chunk's rows. Rows are built by `event_rows.row_of`, in `EVENT_COLUMNS` order.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Final
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+
+from xavyo_siem.model import AuditEvent
+from xavyo_siem.store.event_rows import EVENT_COLUMNS, Row, row_of
+
+__all__ = ["AppendResult", "append_events"]
+
+_INSERT_NAMES: Final = tuple(column.name for column in EVENT_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """How many events an append stored, and how many it skipped as already stored."""
+
+    stored: int = 0
+    duplicates: int = 0
+
+    def __add__(self, other: AppendResult) -> AppendResult:
+        return AppendResult(self.stored + other.stored, self.duplicates + other.duplicates)
+
+
+def append_events(
+    conn: Connection, events: Iterable[AuditEvent], *, chunk_size: int = 5000
+) -> AppendResult:
+    """Store `events` in the caller's transaction, each `(tenant_id, event_id)` once.
+
+    Events already stored (or repeated within `events`) are counted as duplicates and left
+    as they are. Memory stays bounded by a few chunks whatever the input size. An exception
+    raised while iterating `events` (a bad input line) propagates unchanged, and the caller's
+    transaction then rolls back what was written.
+    """
+    write: Callable[[Connection, Sequence[Row]], AppendResult]
+    if conn.dialect.name == "postgresql":
+        feeding = _Feeding()
+        chunks = _rows_ahead(feeding.paced(events), chunk_size)
+        write = partial(_append_postgres, feeding=feeding)
+    else:
+        # No helper thread: SQLite gives up the GIL for every row it steps, and a busy
+        # producer thread then keeps it for a whole switch interval; measured, ingest on
+        # SQLite ran 15-20 % faster without the overlap.
+        write, chunks = _append_sqlite, _rows_in_chunks(events, chunk_size)
+    total = AppendResult()
+    for chunk in chunks:
+        total += write(conn, chunk)
+    return total
+
+
+class _Feeding:
+    """Pauses the row producer while the writer talks to PostgreSQL, but for the long insert.
+
+    The producer holds the GIL for whole switch intervals (5 ms); every time the writer
+    waited on the socket (dozens of times a chunk during COPY) it then waited that long to
+    get the GIL back. Paused at its next 256th event, the producer leaves the GIL to the
+    writer, and runs while the server inserts the chunk (measured with a one-off script:
+    47,754-49,020 -> 59,787-60,911 events/s).
+    """
+
+    __slots__ = ("_go",)
+
+    def __init__(self) -> None:
+        self._go = threading.Event()
+        self._go.set()
+
+    def paced(self, events: Iterable[AuditEvent]) -> Iterator[AuditEvent]:
+        go = self._go
+        for number, event in enumerate(events):
+            if not number & 255 and not go.is_set():
+                go.wait()
+            yield event
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        self._go.clear()
+        try:
+            yield
+        finally:
+            self._go.set()
+
+
+def _rows_in_chunks(events: Iterable[AuditEvent], chunk_size: int) -> Iterator[list[Row]]:
+    chunk: list[Row] = []
+    tenant_texts: dict[int, str] = {}
+    for event in events:
+        chunk.append(row_of(event, tenant_texts))
+        if len(chunk) >= chunk_size:
+            yield chunk
+            chunk = []
+            if len(tenant_texts) > 10_000:
+                tenant_texts.clear()
+    if chunk:
+        yield chunk
+
+
+def _rows_ahead(events: Iterable[AuditEvent], chunk_size: int) -> Iterator[list[Row]]:
+    """Chunks of rows, produced by a helper thread while the caller writes the previous one.
+
+    Producing rows (parsing, validating) holds the GIL; writing them to PostgreSQL mostly
+    waits on the server, which releases it. Overlapping the two is what lets ingest run at
+    the speed of the slower of the two instead of their sum. At most two chunks wait.
+    """
+    handoff: queue.Queue[list[Row] | BaseException | None] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def produce() -> None:
+        item: list[Row] | BaseException | None = None
+        try:
+            for item in _rows_in_chunks(events, chunk_size):
+                while not stop.is_set():
+                    try:
+                        handoff.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            item = None
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            item = exc
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    producer = threading.Thread(target=produce, name="xavyo-siem-rows", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        producer.join()
+
+
+_SQLITE_INSERT: Final = (
+    f"INSERT INTO audit_events ({', '.join(_INSERT_NAMES)}) "
+    f"VALUES ({', '.join('?' * len(_INSERT_NAMES))}) "
+    "ON CONFLICT (tenant_id, event_id) DO NOTHING"
+)
+
+
+def _append_sqlite(conn: Connection, rows: Sequence[Row]) -> AppendResult:
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(_SQLITE_INSERT, rows)
+        stored = int(cursor.rowcount)
+    finally:
+        cursor.close()
+    return AppendResult(stored, len(rows) - stored)
+
+
+def _pg_stage(dialect: Dialect) -> str:
+    """The staging table: the event columns, typed as in `audit_events`, and the input order."""
+    columns = ", ".join(f"{c.name} {c.type.compile(dialect=dialect)}" for c in EVENT_COLUMNS)
+    return f"CREATE TEMP TABLE IF NOT EXISTS xavyo_ingest (ord bigint, {columns}) ON COMMIT DROP"
+
+
+_PG_COPY: Final = f"COPY xavyo_ingest (ord, {', '.join(_INSERT_NAMES)}) FROM STDIN"
+_PG_MOVE: Final = (
+    f"INSERT INTO audit_events ({', '.join(_INSERT_NAMES)}) "
+    f"SELECT {', '.join(_INSERT_NAMES)} FROM xavyo_ingest ORDER BY ord "
+    "ON CONFLICT (tenant_id, event_id) DO NOTHING"
+)
+
+
+def _append_postgres(conn: Connection, rows: Sequence[Row], *, feeding: _Feeding) -> AppendResult:
+    # COPY into a staging table, then one INSERT ... SELECT that skips duplicates: several
+    # times faster than row-by-row INSERTs, and the sequence follows the input order.
+    pg = conn.connection.driver_connection
+    with pg.cursor() as cursor:  # type: ignore[union-attr]
+        with feeding.paused():
+            cursor.execute(_pg_stage(conn.dialect))
+            cursor.execute("TRUNCATE xavyo_ingest")  # the previous chunk's rows
+            with cursor.copy(_PG_COPY) as copy:
+                for ord_, row in enumerate(rows):
+                    copy.write_row((ord_, *row))
+        cursor.execute(_PG_MOVE)  # the producer builds the next chunk meanwhile
+        stored = int(cursor.rowcount)
+    return AppendResult(stored, len(rows) - stored)
