@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 from uuid import UUID
 
 from sqlalchemy import Connection, Engine, select
@@ -30,7 +30,7 @@ from xavyo_siem.delivery import (
 from xavyo_siem.delivery.webhook import WebhookCredentials
 from xavyo_siem.egress import EgressDenied, EgressGuard, check_egress, endpoint_host_port
 from xavyo_siem.errors import EncodeError, InvalidDestination, InvalidFilter, SiemError
-from xavyo_siem.format import CefFormatter, CsvFormatter, SyslogFormatter, to_json
+from xavyo_siem.format import FORMAT_OPTIONS, make_formatter
 from xavyo_siem.model import (
     AuditEvent,
     DeliveryHealth,
@@ -57,7 +57,6 @@ __all__ = [
     "add_destination",
     "check_destination",
     "destination_health",
-    "formatter_for",
     "open_destination",
     "remove_destination",
     "set_enabled",
@@ -67,14 +66,9 @@ __all__ = [
 
 Formatter = Callable[[AuditEvent], str]
 
-# Options that shape the records rather than the transport.
-FORMAT_OPTIONS: Final = frozenset(
-    ("hostname", "app_name", "procid", "facility", "enterprise_number", "formula_guard")
-)
 _SYSLOG_TYPES: Final = frozenset(
     (DeliveryType.SYSLOG_TCP, DeliveryType.SYSLOG_TLS, DeliveryType.SYSLOG_UDP)
 )
-_INT_FORMAT_OPTIONS: Final = frozenset(("facility", "enterprise_number"))
 _AUTH_FAILURE: Final = re.compile(r"HTTP 40[13]\b|HEC code [1-4]\b|\btoken\b")
 
 
@@ -101,49 +95,13 @@ class TestStep:
     detail: str
 
 
-def _format_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in FORMAT_OPTIONS & options.keys():
-        value = options[name]
-        if name in _INT_FORMAT_OPTIONS and isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
-        if name == "formula_guard" and isinstance(value, str):
-            value = value.strip().lower() not in ("false", "no", "off", "0")
-        out[name] = value
-    return out
-
-
-def formatter_for(spec: DestinationSpec | SiemDestination) -> Formatter:
-    """The record formatter of a destination (raises InvalidDestination on a bad option).
-
-    Over syslog transports every record is an RFC 5424 message whose MSG is CEF (`cef`) or
-    the JSON event (`json`, `syslog`); elsewhere `json` is the event object, `cef` and
-    `syslog` the formatted line, and `csv` a CSV row (file destinations only).
-    """
-    options = _format_options(spec.options)
-    fmt = spec.format
-    try:
-        if spec.delivery_type in _SYSLOG_TYPES:
-            body: Literal["cef", "json"] = "cef" if fmt is ExportFormat.CEF else "json"
-            return SyslogFormatter(body=body, **options)
-        unused = set(options)
-        if fmt is ExportFormat.JSON:
-            formatter: Formatter = to_json
-        elif fmt is ExportFormat.CEF:
-            formatter = CefFormatter()
-        elif fmt is ExportFormat.SYSLOG:
-            formatter = SyslogFormatter(body="json", **options)
-            unused = set()
-        else:
-            formatter = CsvFormatter(formula_guard=options.get("formula_guard", True))
-            unused -= {"formula_guard"}
-        if unused:
-            raise InvalidDestination(
-                f"options.{sorted(unused)[0]}", f"does not apply to the {fmt.value} format"
-            )
-        return formatter
-    except EncodeError as exc:
-        raise InvalidDestination(f"options.{exc.field}", exc.reason) from None
+def _formatter(spec: DestinationSpec | SiemDestination) -> Formatter:
+    """The record formatter of a destination, from its format options (see FORMAT_OPTIONS)."""
+    return make_formatter(
+        spec.format,
+        {name: value for name, value in spec.options.items() if name in FORMAT_OPTIONS},
+        syslog_transport=spec.delivery_type in _SYSLOG_TYPES,
+    )
 
 
 def check_destination(spec: DestinationSpec, *, development: bool) -> TransportConfig:
@@ -166,7 +124,10 @@ def check_destination(spec: DestinationSpec, *, development: bool) -> TransportC
     config = validate_destination(
         spec.delivery_type, spec.endpoint, transport_options, development=development
     )
-    formatter_for(spec)
+    try:
+        _formatter(spec)
+    except EncodeError as exc:
+        raise InvalidDestination(f"options.{exc.field}", exc.reason) from None
     return config
 
 
@@ -405,7 +366,7 @@ async def open_destination(
         development=settings.development,
         egress=EgressGuard.from_settings(settings) if egress is None else egress,
     )
-    return transport, formatter_for(spec)
+    return transport, _formatter(spec)
 
 
 def test_event(tenant_id: UUID) -> AuditEvent:

@@ -28,11 +28,16 @@ from xavyo_siem.batch import (
     ExportSettings,
     cancel_export_job,
     create_export_job,
-    csv_lines_of_parts,
     partial_path,
 )
 from xavyo_siem.errors import InvalidExport
-from xavyo_siem.format import CsvFormatter, csv_header, make_formatter
+from xavyo_siem.format import (
+    CSV_SQL_PARTS,
+    CsvFormatter,
+    csv_header,
+    csv_lines_of_parts,
+    make_formatter,
+)
 from xavyo_siem.manifest import manifest_path, verify_export
 from xavyo_siem.model import (
     AuditEvent,
@@ -44,7 +49,7 @@ from xavyo_siem.model import (
 from xavyo_siem.sample import DEFAULT_START, generate_events
 from xavyo_siem.store import append_events, make_engine, upgrade
 from xavyo_siem.store import jobs as job_rows
-from xavyo_siem.store.ranges import read_range_csv_parts, start_snapshot
+from xavyo_siem.store.ranges import read_range_parts, start_snapshot
 from xavyo_siem.store.tables import export_jobs
 
 from strategies import audit_events
@@ -93,7 +98,7 @@ def in_range(
 
 
 def expected_bytes(fmt: ExportFormat, events: list[AuditEvent], **options: Any) -> bytes:
-    formatter = make_formatter(fmt, **options)
+    formatter = make_formatter(fmt, options)
     if fmt is ExportFormat.CSV:
         return "".join([csv_header() + "\r\n", *(formatter(e) + "\r\n" for e in events)]).encode()
     return "".join(formatter(e) + "\n" for e in events).encode()
@@ -188,12 +193,12 @@ def test_csv_fast_path_writes_what_csv_formatter_writes(
     events = data.draw(st.lists(audit_events(st.just(tenant)), min_size=1, max_size=6))
     store(engine, events)
     with engine.connect() as conn:
-        rows, _ = read_range_csv_parts(
+        rows, _ = read_range_parts(
             conn, tenant_id=tenant, start=datetime(1, 1, 1, tzinfo=UTC),
             end=datetime(9999, 12, 31, tzinfo=UTC), filter=EventFilter(),
-            snapshot=start_snapshot(conn), after=None, limit=1000,
+            snapshot=start_snapshot(conn), after=None, limit=1000, parts=CSV_SQL_PARTS,
         )  # fmt: skip
-    lines = csv_lines_of_parts(rows, tenant, formula_guard=guard)
+    lines = csv_lines_of_parts(rows, formula_guard=guard)
     by_time = sorted(events, key=lambda e: e.timestamp)
     formatter = CsvFormatter(formula_guard=guard)
     assert lines == [formatter(e) for e in by_time]
@@ -226,12 +231,12 @@ def test_csv_fast_path_covers_the_edges(engine: Engine, guard: bool) -> None:
     ]  # fmt: skip
     store(engine, events)
     with engine.connect() as conn:
-        rows, _ = read_range_csv_parts(
+        rows, _ = read_range_parts(
             conn, tenant_id=tenant, start=datetime(1, 1, 1, tzinfo=UTC),
             end=datetime(9999, 12, 31, tzinfo=UTC), filter=EventFilter(),
-            snapshot=start_snapshot(conn), after=None, limit=1000,
+            snapshot=start_snapshot(conn), after=None, limit=1000, parts=CSV_SQL_PARTS,
         )  # fmt: skip
-    lines = csv_lines_of_parts(rows, tenant, formula_guard=guard)
+    lines = csv_lines_of_parts(rows, formula_guard=guard)
     formatter = CsvFormatter(formula_guard=guard)
     assert lines == [formatter(e) for e in events]
 

@@ -291,8 +291,8 @@ def test_naive_timestamp_from_an_unvalidated_event_raises() -> None:
 
 
 def test_make_formatter_builds_a_cef_formatter() -> None:
-    """make_formatter('cef', version=...) gives the same line as to_cef with that option."""
-    assert make_formatter(ExportFormat.CEF, version="9")(FULL) == to_cef(FULL, version="9")
+    """make_formatter('cef', {'version': ...}) gives the same line as to_cef with that option."""
+    assert make_formatter(ExportFormat.CEF, {"version": "9"})(FULL) == to_cef(FULL, version="9")
 
 
 def test_header_cache_does_not_mix_event_kinds() -> None:

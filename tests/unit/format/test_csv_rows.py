@@ -189,9 +189,9 @@ def test_bad_option_raises_encode_error() -> None:
 
 
 def test_make_formatter_csv() -> None:
-    """make_formatter('csv', formula_guard=False) writes raw rows."""
+    """make_formatter('csv', {'formula_guard': False}) writes raw rows."""
     event = make_event(reason="=1")
-    assert make_formatter(ExportFormat.CSV, formula_guard=False)(event) == to_csv(
+    assert make_formatter(ExportFormat.CSV, {"formula_guard": False})(event) == to_csv(
         event, formula_guard=False
     )
 

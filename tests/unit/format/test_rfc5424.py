@@ -223,7 +223,7 @@ def test_bad_options_raise_encode_error(options: dict[str, Any], field: str) -> 
 def test_make_formatter_syslog_means_json_body() -> None:
     """make_formatter('syslog') is RFC 5424 with a JSON body."""
     event = make_event()
-    assert make_formatter(ExportFormat.SYSLOG, hostname="h")(event) == to_syslog(
+    assert make_formatter(ExportFormat.SYSLOG, {"hostname": "h"})(event) == to_syslog(
         event, hostname="h"
     )
 
@@ -231,7 +231,7 @@ def test_make_formatter_syslog_means_json_body() -> None:
 def test_make_formatter_refuses_body_for_syslog() -> None:
     """The syslog format fixes the JSON body; asking for a body option is refused."""
     with pytest.raises(EncodeError) as info:
-        make_formatter("syslog", body="cef")
+        make_formatter("syslog", {"body": "cef"})
     assert info.value.field == "body"
 
 
