@@ -241,6 +241,24 @@ def test_csv_fast_path_covers_the_edges(engine: Engine, guard: bool) -> None:
     assert lines == [formatter(e) for e in events]
 
 
+def test_csv_fast_path_doubles_quotes_in_an_address_zone(engine: Engine) -> None:
+    """An IPv6 zone index may hold `"` and `,`: the fast path doubles the quote, as
+    `CsvFormatter` does, so the row stays one well-formed record."""
+    tenant = uuid4()
+    base = next(iter(generate_events(1, 1, seed=13)))
+    event = replace(base, event_id=uuid4(), tenant_id=tenant, source_ip='fe80::1%e"t,h0')
+    store(engine, [event])
+    with engine.connect() as conn:
+        rows, _ = read_range_parts(
+            conn, tenant_id=tenant, start=datetime(1, 1, 1, tzinfo=UTC),
+            end=datetime(9999, 12, 31, tzinfo=UTC), filter=EventFilter(),
+            snapshot=start_snapshot(conn), after=None, limit=10, parts=CSV_SQL_PARTS,
+        )  # fmt: skip
+    (line,) = csv_lines_of_parts(rows)
+    assert line == CsvFormatter()(event)
+    assert next(csv.reader(io.StringIO(line)))[7] == 'fe80::1%e"t,h0'
+
+
 async def test_events_stored_while_the_export_runs_are_not_part_of_it(
     engine: Engine, tmp_path: Path
 ) -> None:

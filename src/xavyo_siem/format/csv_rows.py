@@ -139,7 +139,7 @@ def _leading_ids_and_time() -> int:
 
 _HEAD: Final = _leading_ids_and_time()
 _HEAD_VALUES: Final = attrgetter(*CSV_COLUMNS[:_HEAD])
-_HEAD_TIMES: Final = tuple(i for i in range(_HEAD) if CSV_LAYOUT[i].kind is _TIMESTAMP)
+_HEAD_TIME: Final = [column.kind for column in CSV_LAYOUT[:_HEAD]].index(_TIMESTAMP)
 _VALUES: Final = attrgetter(*CSV_COLUMNS[_HEAD:])
 _KINDS: Final = tuple(column.kind for column in CSV_LAYOUT[_HEAD:])
 
@@ -147,7 +147,7 @@ _KINDS: Final = tuple(column.kind for column in CSV_LAYOUT[_HEAD:])
 def _head_cells(values: tuple[Any, ...]) -> str:
     """The cells of the leading id and time columns, with the commas between them."""
     return ",".join(
-        timestamp_cell(value) if index in _HEAD_TIMES else _dumps(value).decode()
+        timestamp_cell(value) if index == _HEAD_TIME else _dumps(value).decode()
         for index, value in enumerate(values)
     )
 
@@ -176,15 +176,13 @@ class CsvFormatter:
         triggers = FORMULA_TRIGGERS
         text, plain, address = _TEXT, _PLAIN, _ADDRESS
         head = _HEAD_VALUES(event)
-        for index in _HEAD_TIMES:
-            moment = head[index]
-            if moment.tzinfo is not UTC or not moment.microsecond:
-                cells = [_head_cells(head)]
-                break
-        else:
+        moment = head[_HEAD_TIME]
+        if moment.tzinfo is UTC and moment.microsecond:
             # orjson writes ["<id>","<id>","<time>"]: inside the brackets are exactly the
             # cells, 3x faster than str() and isoformat().
             cells = [_dumps(head, option=_UTC_Z).decode()[1:-1]]
+        else:
+            cells = [_head_cells(head)]
         append = cells.append
         value: Any
         for kind, value in zip(_KINDS, _VALUES(event)):  # noqa: B905 - equal lengths
@@ -200,7 +198,7 @@ class CsvFormatter:
             elif value is None:
                 append("")
             elif kind is plain:
-                append(f'"{value}"')  # an enum's value or a number
+                append(f'"{value!s}"')  # an enum's value or a number: !s is 2x faster
             elif kind is address:
                 append(quote_csv_field(value))
             elif kind is _METADATA:

@@ -70,7 +70,7 @@ def test_golden_header_and_row() -> None:
     ],
 )
 def test_formula_guard_prefixes_a_quote(payload: str) -> None:
-    """Each §8.2 payload gets a leading `'` inside its quoted cell."""
+    """Each CSV-injection payload gets a leading `'` inside its quoted cell."""
     row = _row(to_csv(make_event(reason=payload, event_type=payload)))
     assert row["reason"] == ("'" + payload, True)
     assert row["event_type"] == ("'" + payload, True)
