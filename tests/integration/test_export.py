@@ -178,6 +178,17 @@ async def test_filters_apply_and_another_tenants_events_never_appear(
     assert all(e.tenant_id == tenant for e in got)
 
 
+def fast_path_lines(engine: Engine, tenant: UUID, *, guard: bool = True) -> list[str]:
+    """The CSV rows the export's fast path writes for all of `tenant`'s stored events."""
+    with engine.connect() as conn:
+        rows, _ = read_range_parts(
+            conn, tenant_id=tenant, start=datetime(1, 1, 1, tzinfo=UTC),
+            end=datetime(9999, 12, 31, tzinfo=UTC), filter=EventFilter(),
+            snapshot=start_snapshot(conn), after=None, limit=1000, parts=CSV_SQL_PARTS,
+        )  # fmt: skip
+    return csv_lines_of_parts(rows, formula_guard=guard)
+
+
 @settings(
     max_examples=25,
     deadline=None,
@@ -192,13 +203,7 @@ def test_csv_fast_path_writes_what_csv_formatter_writes(
     tenant = uuid4()
     events = data.draw(st.lists(audit_events(st.just(tenant)), min_size=1, max_size=6))
     store(engine, events)
-    with engine.connect() as conn:
-        rows, _ = read_range_parts(
-            conn, tenant_id=tenant, start=datetime(1, 1, 1, tzinfo=UTC),
-            end=datetime(9999, 12, 31, tzinfo=UTC), filter=EventFilter(),
-            snapshot=start_snapshot(conn), after=None, limit=1000, parts=CSV_SQL_PARTS,
-        )  # fmt: skip
-    lines = csv_lines_of_parts(rows, formula_guard=guard)
+    lines = fast_path_lines(engine, tenant, guard=guard)
     by_time = sorted(events, key=lambda e: e.timestamp)
     formatter = CsvFormatter(formula_guard=guard)
     assert lines == [formatter(e) for e in by_time]
@@ -230,13 +235,7 @@ def test_csv_fast_path_covers_the_edges(engine: Engine, guard: bool) -> None:
         for text in EDGE_TEXT
     ]  # fmt: skip
     store(engine, events)
-    with engine.connect() as conn:
-        rows, _ = read_range_parts(
-            conn, tenant_id=tenant, start=datetime(1, 1, 1, tzinfo=UTC),
-            end=datetime(9999, 12, 31, tzinfo=UTC), filter=EventFilter(),
-            snapshot=start_snapshot(conn), after=None, limit=1000, parts=CSV_SQL_PARTS,
-        )  # fmt: skip
-    lines = csv_lines_of_parts(rows, formula_guard=guard)
+    lines = fast_path_lines(engine, tenant, guard=guard)
     formatter = CsvFormatter(formula_guard=guard)
     assert lines == [formatter(e) for e in events]
 
@@ -248,13 +247,7 @@ def test_csv_fast_path_doubles_quotes_in_an_address_zone(engine: Engine) -> None
     base = next(iter(generate_events(1, 1, seed=13)))
     event = replace(base, event_id=uuid4(), tenant_id=tenant, source_ip='fe80::1%e"t,h0')
     store(engine, [event])
-    with engine.connect() as conn:
-        rows, _ = read_range_parts(
-            conn, tenant_id=tenant, start=datetime(1, 1, 1, tzinfo=UTC),
-            end=datetime(9999, 12, 31, tzinfo=UTC), filter=EventFilter(),
-            snapshot=start_snapshot(conn), after=None, limit=10, parts=CSV_SQL_PARTS,
-        )  # fmt: skip
-    (line,) = csv_lines_of_parts(rows)
+    (line,) = fast_path_lines(engine, tenant)
     assert line == CsvFormatter()(event)
     assert next(csv.reader(io.StringIO(line)))[7] == 'fe80::1%e"t,h0'
 
