@@ -186,7 +186,7 @@ def fast_path_lines(engine: Engine, tenant: UUID, *, guard: bool = True) -> list
             end=datetime(9999, 12, 31, tzinfo=UTC), filter=EventFilter(),
             snapshot=start_snapshot(conn), after=None, limit=1000, parts=CSV_SQL_PARTS,
         )  # fmt: skip
-    return csv_lines_of_parts(rows, formula_guard=guard)
+    return csv_lines_of_parts(rows, tenant, formula_guard=guard)
 
 
 @settings(

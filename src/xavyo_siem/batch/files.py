@@ -253,9 +253,10 @@ class FileWriter:
         job = self.job
         if job.format is ExportFormat.CSV:
             guard = bool(job.options.get("formula_guard", True))
+            tenant = job.tenant_id
 
             def csv_rows(rows: list[Any]) -> bytes:
-                lines = csv_lines_of_parts(rows, formula_guard=guard)
+                lines = csv_lines_of_parts(rows, tenant, formula_guard=guard)
                 return ("\r\n".join(lines) + "\r\n").encode()
 
             return csv_rows, (csv_header() + "\r\n").encode()

@@ -23,9 +23,8 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import Enum
-from functools import lru_cache
 from operator import attrgetter
 from typing import IO, Any, Final, cast
 
@@ -34,7 +33,7 @@ import orjson
 from xavyo_siem.errors import EncodeError
 from xavyo_siem.format._text import rfc3339_utc
 from xavyo_siem.format.jsonl import metadata_json
-from xavyo_siem.model import EPOCH, AuditEvent
+from xavyo_siem.model import AuditEvent
 
 __all__ = [
     "CSV_COLUMNS",
@@ -58,8 +57,7 @@ class CellKind(Enum):
     ID = "id"
     """A UUID, written in its canonical form."""
     TIMESTAMP = "timestamp"
-    """The event time (a datetime, or epoch microseconds as stored), written as RFC 3339 in
-    UTC with six fraction digits and `Z`."""
+    """The event time, written as RFC 3339 in UTC with six fraction digits and `Z`."""
     PLAIN = "plain"
     """An enum's value or a number: written as is (it never holds `"` or starts like a formula)."""
     ADDRESS = "address"
@@ -196,9 +194,9 @@ def write_row(
     is the row's first cells, written already.
 
     The one place a cell is written. `CsvFormatter` passes an event's values; the export's
-    fast path (`csv_sql`) passes what the store read: the time in epoch microseconds, and
-    cells the database wrote, under the kind None. `values` may hold more values than there
-    are kinds; the rest are not read.
+    fast path (`csv_sql`) passes what the store read, with the cells the database wrote
+    under the kind None. `values` may hold more values than there are kinds; the rest are
+    not read.
     """
     triggers = FORMULA_TRIGGERS
     text, plain, address = _TEXT, _PLAIN, _ADDRESS
@@ -227,19 +225,9 @@ def write_row(
             append(quote_csv_field(metadata_json(value)) if value else "")
         elif kind is _ID:
             append(_dumps(value).decode())  # the canonical form of a UUID, quoted
-        elif type(value) is int:  # the time in epoch microseconds
-            seconds, micro = divmod(value, 1_000_000)
-            append(f'"{_second_text(seconds)}.{micro:06d}Z"')
         else:
             append(timestamp_cell(value))
     return ",".join(cells)
-
-
-@lru_cache(maxsize=256)
-def _second_text(seconds: int) -> str:
-    """A whole second since the epoch in RFC 3339, without fraction and zone. Cached: an
-    export's times come in order, so each second's text is made once, not once per row."""
-    return (EPOCH + timedelta(seconds=seconds)).isoformat()[:19]
 
 
 def to_csv(event: AuditEvent, *, formula_guard: bool = True) -> str:

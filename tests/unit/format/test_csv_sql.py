@@ -24,31 +24,28 @@ def test_layout_is_the_event_fields_in_to_dict_order() -> None:
     assert tuple(event.to_dict()) == CSV_COLUMNS
 
 
-def test_text_and_time_are_read_as_stored_and_the_rest_written_in_sql() -> None:
-    """Each text column and the time are parts of their own (the guard, an export option, is
-    applied in Python); every other cell is written by SQL; the event id comes last."""
-    for column in CSV_LAYOUT:
-        if column.kind is CellKind.TEXT:
-            assert column.name in CSV_SQL_PARTS
-    assert "ts_us" in CSV_SQL_PARTS
+def test_the_event_id_and_text_are_read_as_stored_and_other_cells_written_in_sql() -> None:
+    """The event id and each text column are parts of their own (the guard, an export
+    option, is applied in Python); the time comes with the store's key, the tenant from the
+    caller; every other cell is written by SQL."""
+    text = [column.name for column in CSV_LAYOUT if column.kind is CellKind.TEXT]
+    assert [part for part in CSV_SQL_PARTS if "||" not in part] == [*text, "event_id"]
     written = [part for part in CSV_SQL_PARTS if "||" in part]
-    assert [p.count("COALESCE") for p in written] == [2, 4, 1]  # ids, category..ip, metadata
-    assert CSV_SQL_PARTS[-1] == "event_id"
+    assert [p.count("COALESCE") for p in written] == [4, 1]  # category..source_ip, metadata
+    assert "ts_us" not in " ".join(CSV_SQL_PARTS)
 
 
-def test_lines_of_parts_write_time_and_guarded_text_and_keep_sql_cells() -> None:
-    """Rows of parts (SQL cells given as the database returns them) make `to_csv`'s row;
-    values after the cells (the event id, the store's key) are not written."""
+def test_lines_of_parts_write_ids_time_and_guarded_text_and_keep_sql_cells() -> None:
+    """Rows of parts (SQL cells given as the database returns them) and their key make
+    `to_csv`'s row."""
     moment = datetime(1969, 12, 31, 23, 59, 58, 5, tzinfo=UTC)
     event = make_event(timestamp=moment, reason='=say "hi"', metadata={"k": "v"})
-    stored = {"ts_us": to_epoch_us(moment), "event_type": "USER_LOGIN", "reason": '=say "hi"'}
-    sql_cells = iter([f'"{EVENT_ID}","{TENANT_ID}"', '"authentication","3",,', '"{""k"":""v""}"'])
-    row = tuple(
-        stored.get(part) if "||" not in part else next(sql_cells) for part in CSV_SQL_PARTS[:-1]
-    )
-    row += (str(EVENT_ID), to_epoch_us(moment), 7)
+    stored = {"event_id": str(EVENT_ID), "event_type": "USER_LOGIN", "reason": '=say "hi"'}
+    sql_cells = iter(['"authentication","3",,', '"{""k"":""v""}"'])
+    row = tuple(stored.get(part) if "||" not in part else next(sql_cells) for part in CSV_SQL_PARTS)
+    row += (to_epoch_us(moment), 7)
     for guard in (True, False):
-        assert csv_lines_of_parts([row], formula_guard=guard) == [
+        assert csv_lines_of_parts([row], TENANT_ID, formula_guard=guard) == [
             to_csv(event, formula_guard=guard)
         ]
     assert event_id_of_parts(row) == str(EVENT_ID)
