@@ -71,22 +71,24 @@ class CellKind(Enum):
 
 @dataclass(frozen=True, slots=True)
 class CsvColumn:
-    """One CSV column: its name (the `AuditEvent` field it writes) and its kind of cell."""
+    """One CSV column: its name (the `AuditEvent` field it writes), its kind of cell, and
+    whether every event has a value (otherwise an absent value is an empty cell)."""
 
     name: str
     kind: CellKind
+    required: bool = False
 
 
 _ID, _TIMESTAMP, _PLAIN = CellKind.ID, CellKind.TIMESTAMP, CellKind.PLAIN
 _ADDRESS, _TEXT, _METADATA = CellKind.ADDRESS, CellKind.TEXT, CellKind.METADATA
 
 CSV_LAYOUT: Final[tuple[CsvColumn, ...]] = (
-    CsvColumn("event_id", _ID),
-    CsvColumn("tenant_id", _ID),
-    CsvColumn("timestamp", _TIMESTAMP),
-    CsvColumn("event_type", _TEXT),
-    CsvColumn("category", _PLAIN),
-    CsvColumn("severity", _PLAIN),
+    CsvColumn("event_id", _ID, required=True),
+    CsvColumn("tenant_id", _ID, required=True),
+    CsvColumn("timestamp", _TIMESTAMP, required=True),
+    CsvColumn("event_type", _TEXT, required=True),
+    CsvColumn("category", _PLAIN, required=True),
+    CsvColumn("severity", _PLAIN, required=True),
     CsvColumn("outcome", _PLAIN),
     CsvColumn("source_ip", _ADDRESS),
     CsvColumn("event_name", _TEXT),

@@ -41,13 +41,28 @@ if tuple(column.name for column in CSV_LAYOUT[: len(_HEAD)]) != _HEAD:
     raise ValueError(f"the CSV fast path expects the layout to start with {_HEAD}")
 
 
-def _sql_cell(column: CsvColumn) -> str:
-    """SQL writing `column`'s cell as `write_row` does: quoted, `"` doubled where the kind
-    may hold one; an absent value (NULL) is an empty cell."""
+def _sql_cell(column: CsvColumn) -> list[str]:
+    """SQL writing `column`'s cell as `write_row` does, as pieces to join with `||`:
+    quoted, `"` doubled where the kind may hold one; an absent value (NULL) is empty."""
     value = column.name
     if column.kind in _MAY_HOLD_QUOTES:
         value = f"replace({value}, '\"', '\"\"')"
-    return f"COALESCE('\"' || {value} || '\"', '')"
+    if column.required:
+        return ["'\"'", value, "'\"'"]
+    return [f"COALESCE('\"' || {value} || '\"', '')"]
+
+
+def _joined(cells: list[list[str]]) -> str:
+    """SQL writing `cells` with commas between them; adjacent literals are merged."""
+    pieces: list[str] = []
+    for cell in cells:
+        comma = ["','"] if pieces else []
+        for piece in comma + cell:
+            if pieces and pieces[-1].endswith("'") and piece.startswith("'"):
+                pieces[-1] = pieces[-1][:-1] + piece[1:]
+            else:
+                pieces.append(piece)
+    return " || ".join(pieces)
 
 
 def _parts() -> tuple[tuple[str, ...], tuple[CellKind | None, ...]]:
@@ -55,19 +70,19 @@ def _parts() -> tuple[tuple[str, ...], tuple[CellKind | None, ...]]:
     the event id comes last, after the cells, where `write_row` does not read."""
     sql: list[str] = []
     kinds: list[CellKind | None] = []
-    run: list[str] = []
+    run: list[list[str]] = []
     for column in CSV_LAYOUT[len(_HEAD) :]:
         if column.kind is not CellKind.TEXT:
             run.append(_sql_cell(column))
             continue
         if run:
-            sql.append(" || ',' || ".join(run))
+            sql.append(_joined(run))
             kinds.append(None)
             run = []
         sql.append(column.name)
         kinds.append(column.kind)
     if run:
-        sql.append(" || ',' || ".join(run))
+        sql.append(_joined(run))
         kinds.append(None)
     return (*sql, "event_id"), tuple(kinds)
 
