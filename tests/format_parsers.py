@@ -1,9 +1,10 @@
 """Strict, independent parsers for the records xavyo_siem.format writes (tests only).
 
-Written from PROTOCOLS.md alone and sharing no code with the encoders: a parser either
-returns every field of exactly one record or raises `ParseError`. They are stricter than
-real consumers on purpose: any escape the spec does not define, any raw control character
-where a record must be one line, any repeated key or SD-ID is an error.
+Written from the specs alone (the CEF guide, RFC 5424, JSON, RFC 4180) and sharing no code
+with the encoders: a parser either returns every field of exactly one record or raises
+`ParseError`. They are stricter than real consumers on purpose: any escape the spec does not
+define, any raw control character where a record must be one line, any repeated key or SD-ID
+is an error.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _no_line_breaks(text: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# CEF (PROTOCOLS §1)
+# CEF (ArcSight's CEF guide)
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def _unescape_cef_value(raw: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# RFC 5424 (PROTOCOLS §2)
+# RFC 5424
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ def _sd_name(text: str, i: int, what: str) -> tuple[str, int]:
 
 
 def parse_syslog(message: str) -> SyslogRecord:
-    """Parse one RFC 5424 message (no frame) per the ABNF of PROTOCOLS §2.1, strictly."""
+    """Parse one RFC 5424 message (no frame) per the ABNF of RFC 5424, strictly."""
     _no_line_breaks(message)
     match = re.match(r"<(0|[1-9]\d{0,2})>([1-9]\d{0,2}) ", message)
     if match is None:
@@ -310,7 +311,7 @@ def parse_json_line(line: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------
-# CSV (PROTOCOLS §8.1, RFC 4180)
+# CSV (RFC 4180)
 
 
 @dataclass(frozen=True)

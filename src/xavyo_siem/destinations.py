@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 from uuid import UUID
 
 from sqlalchemy import Connection, Engine, select
@@ -22,7 +22,7 @@ from xavyo_siem.delivery import TransportConfig, validate_destination
 from xavyo_siem.delivery.webhook import WebhookCredentials
 from xavyo_siem.egress import EgressGuard, endpoint_host_port
 from xavyo_siem.errors import EncodeError, InvalidDestination, InvalidFilter
-from xavyo_siem.format import CefFormatter, CsvFormatter, SyslogFormatter, to_json
+from xavyo_siem.format import FORMAT_OPTIONS, make_formatter
 from xavyo_siem.model import (
     AuditEvent,
     DeliveryHealth,
@@ -57,14 +57,9 @@ __all__ = [
 
 Formatter = Callable[[AuditEvent], str]
 
-# Options that shape the records rather than the transport.
-FORMAT_OPTIONS: Final = frozenset(
-    ("hostname", "app_name", "procid", "facility", "enterprise_number", "formula_guard")
-)
 _SYSLOG_TYPES: Final = frozenset(
     (DeliveryType.SYSLOG_TCP, DeliveryType.SYSLOG_TLS, DeliveryType.SYSLOG_UDP)
 )
-_INT_FORMAT_OPTIONS: Final = frozenset(("facility", "enterprise_number"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,47 +76,15 @@ class DestinationSpec:
     enabled: bool = True
 
 
-def _format_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in FORMAT_OPTIONS & options.keys():
-        value = options[name]
-        if name in _INT_FORMAT_OPTIONS and isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
-        if name == "formula_guard" and isinstance(value, str):
-            value = value.strip().lower() not in ("false", "no", "off", "0")
-        out[name] = value
-    return out
-
-
 def formatter_for(spec: DestinationSpec | SiemDestination) -> Formatter:
-    """The record formatter of a destination (raises InvalidDestination on a bad option).
-
-    Over syslog transports every record is an RFC 5424 message whose MSG is CEF (`cef`) or
-    the JSON event (`json`, `syslog`); elsewhere `json` is the event object, `cef` and
-    `syslog` the formatted line, and `csv` a CSV row (file destinations only).
-    """
-    options = _format_options(spec.options)
-    fmt = spec.format
+    """The record formatter of a destination, from its format and its format options (the
+    names in `FORMAT_OPTIONS`); raises InvalidDestination naming a bad option."""
     try:
-        if spec.delivery_type in _SYSLOG_TYPES:
-            body: Literal["cef", "json"] = "cef" if fmt is ExportFormat.CEF else "json"
-            return SyslogFormatter(body=body, **options)
-        unused = set(options)
-        if fmt is ExportFormat.JSON:
-            formatter: Formatter = to_json
-        elif fmt is ExportFormat.CEF:
-            formatter = CefFormatter()
-        elif fmt is ExportFormat.SYSLOG:
-            formatter = SyslogFormatter(body="json", **options)
-            unused = set()
-        else:
-            formatter = CsvFormatter(formula_guard=options.get("formula_guard", True))
-            unused -= {"formula_guard"}
-        if unused:
-            raise InvalidDestination(
-                f"options.{sorted(unused)[0]}", f"does not apply to the {fmt.value} format"
-            )
-        return formatter
+        return make_formatter(
+            spec.format,
+            {name: value for name, value in spec.options.items() if name in FORMAT_OPTIONS},
+            syslog_transport=spec.delivery_type in _SYSLOG_TYPES,
+        )
     except EncodeError as exc:
         raise InvalidDestination(f"options.{exc.field}", exc.reason) from None
 

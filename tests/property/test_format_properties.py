@@ -264,7 +264,7 @@ def test_csv_export_is_one_record_per_event_for_the_stdlib_reader(
     assert [row[15] for row in rows[1:]] == [e.reason or "" for e in batch]
 
 
-# Long values: the caps of PROTOCOLS §1.4 apply in CEF only, and a cut is marked.
+# Long values: the CEF dictionary's length caps apply in CEF only, and a cut is marked.
 # A random chunk repeated to 900-5000 characters, so cuts land on any kind of character
 # without the entropy of 5000 independent draws.
 long_text = st.builds(

@@ -8,9 +8,8 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 from uuid import UUID
@@ -30,11 +29,15 @@ from xavyo_siem.batch.control import (
     partial_path,
 )
 from xavyo_siem.errors import EncodeError, ExportJobError
-from xavyo_siem.format import csv_header, make_formatter
-from xavyo_siem.format.csv_rows import FORMULA_TRIGGERS
+from xavyo_siem.format import (
+    CSV_SQL_PARTS,
+    csv_header,
+    csv_lines_of_parts,
+    event_id_of_parts,
+    make_formatter,
+)
 from xavyo_siem.manifest import build_manifest, encode_manifest, manifest_path
 from xavyo_siem.model import (
-    EPOCH,
     BatchExportJob,
     ExportCheckpoint,
     ExportFormat,
@@ -46,8 +49,8 @@ from xavyo_siem.store.events import TimeKey
 from xavyo_siem.store.leases import LeaseLost
 from xavyo_siem.store.ranges import (
     Snapshot,
-    read_range_csv_parts,
     read_range_events,
+    read_range_parts,
     scan_cache,
 )
 
@@ -58,49 +61,6 @@ log = logging.getLogger("xavyo_siem.batch")
 _T = TypeVar("_T")
 _READ_BYTES: Final = 1 << 20
 _FILE_MODE: Final = 0o600  # audit data: readable by its owner only
-
-
-def csv_lines_of_parts(
-    rows: Sequence[tuple[Any, ...]], tenant_id: UUID, *, formula_guard: bool = True
-) -> list[str]:
-    """CSV rows (no line ends) of `store.ranges.read_range_csv_parts` rows.
-
-    Exactly what `format.CsvFormatter` writes for the same events (a test holds the two
-    equal on arbitrary events), without building an event per row: the database wrote the
-    fixed-form cells and the metadata cell; here come the ids, the timestamp and the text
-    fields, each guarded (PROTOCOLS §8.2) and quoted.
-    """
-    triggers = FORMULA_TRIGGERS
-
-    def cell(value: str | None) -> str:
-        if value is None:
-            return ""
-        if formula_guard and value[:1] in triggers:
-            value = "'" + value
-        if '"' in value:
-            value = value.replace('"', '""')
-        return '"' + value + '"'
-
-    tenant = str(tenant_id)
-    lines: list[str] = []
-    append = lines.append
-    second = None
-    middle = ""
-    for (
-        event_id, ts_us, event_type, plain, event_name, action, actor_id, actor_email,
-        user_agent, target_user, target_resource, reason, session_id, request_id, metadata, _,
-    ) in rows:  # fmt: skip
-        whole, micro = divmod(ts_us, 1_000_000)
-        if whole != second:  # events come in time order: one datetime per second, not per row
-            second = whole
-            middle = f'","{tenant}","' + (EPOCH + timedelta(seconds=whole)).isoformat()[:19] + "."
-        append(
-            f'"{event_id}{middle}{micro:06d}Z",{cell(event_type)},{plain},'
-            f"{cell(event_name)},{cell(action)},{cell(actor_id)},{cell(actor_email)},"
-            f"{cell(user_agent)},{cell(target_user)},{cell(target_resource)},{cell(reason)},"
-            f"{cell(session_id)},{cell(request_id)},{metadata}"
-        )
-    return lines
 
 
 def read_ahead(pages: Iterator[_T], stop: threading.Event) -> Iterator[_T]:
@@ -308,7 +268,7 @@ class FileWriter:
                 return ("\r\n".join(lines) + "\r\n").encode()
 
             return csv_rows, (csv_header() + "\r\n").encode()
-        formatter = make_formatter(job.format, **job.options)
+        formatter = make_formatter(job.format, job.options)
 
         def lines_of(events: list[Any]) -> bytes:
             out: list[str] = []
@@ -327,7 +287,7 @@ class FileWriter:
     def _pages(self, after: TimeKey | None) -> Iterator[tuple[list[Any], TimeKey, UUID, UUID]]:
         """Pages of the range after `after`: (items, key of the last, first id, last id).
 
-        CSV pages are parts of rows (the fast path); other formats get events.
+        CSV pages are rows of `format.CSV_SQL_PARTS` (the fast path); other formats get events.
         """
         job = self.job
         limit = self.settings.chunk_events
@@ -343,9 +303,13 @@ class FileWriter:
             items: list[Any]
             with self.engine.connect() as conn, scan_cache(conn):
                 if job.format is ExportFormat.CSV:
-                    rows, key = read_range_csv_parts(conn, after=after, **query)
+                    rows, key = read_range_parts(conn, after=after, parts=CSV_SQL_PARTS, **query)
                     items = rows
-                    ids = (UUID(rows[0][0]), UUID(rows[-1][0])) if rows else None
+                    ids = (
+                        (UUID(event_id_of_parts(rows[0])), UUID(event_id_of_parts(rows[-1])))
+                        if rows
+                        else None
+                    )
                 else:
                     events, key = read_range_events(conn, after=after, **query)
                     items = events

@@ -13,14 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Connection, Engine
 
 from xavyo_siem.batch.control import PARTIAL_SUFFIX, now_utc, partial_path
 from xavyo_siem.errors import EncodeError, ExportJobError, InvalidExport
-from xavyo_siem.format import make_formatter
+from xavyo_siem.format import make_formatter, read_format_options
 from xavyo_siem.manifest import manifest_path
 from xavyo_siem.model import (
     EPOCH,
@@ -51,12 +51,6 @@ __all__ = [
 
 log = logging.getLogger("xavyo_siem.batch")
 
-# Format options an export accepts, and how a text value (`--option k=v`) is read.
-_INT_OPTIONS: Final = frozenset(("facility", "enterprise_number", "cs_max_chars"))
-_BOOL_OPTIONS: Final = frozenset(("formula_guard",))
-_TRUE: Final = frozenset(("true", "yes", "on", "1"))
-_FALSE: Final = frozenset(("false", "no", "off", "0"))
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExportRequest:
@@ -79,25 +73,12 @@ class ExportRequest:
 
 
 def _parse_options(fmt: ExportFormat, options: Mapping[str, Any]) -> dict[str, Any]:
-    """Format options with text values read as their types; validated by the formatter."""
-    parsed: dict[str, Any] = {}
-    for name, value in options.items():
-        if isinstance(value, str) and name in _INT_OPTIONS:
-            try:
-                value = int(value.strip())
-            except ValueError:
-                raise InvalidExport(f"options.{name}", "must be an integer") from None
-        elif isinstance(value, str) and name in _BOOL_OPTIONS:
-            word = value.strip().lower()
-            if word not in _TRUE | _FALSE:
-                raise InvalidExport(f"options.{name}", "must be true or false")
-            value = word in _TRUE
-        parsed[name] = value
+    """Format options with text values read as their types, validated by the formatter."""
     try:
-        make_formatter(fmt, **parsed)
+        make_formatter(fmt, options)
     except EncodeError as exc:
         raise InvalidExport(f"options.{exc.field}", exc.reason) from None
-    return parsed
+    return read_format_options(options)
 
 
 def _check_output(conn: Connection, output: str | os.PathLike[str], overwrite: bool) -> Path:

@@ -1,17 +1,14 @@
 """Record formats: CEF, RFC 5424 syslog, JSON lines and CSV, as pure functions.
 
 Each format turns one `AuditEvent` into one record (a `str` without line end): no sockets,
-no clock, no store. Where options are fixed per destination, build a formatter once
-(`CefFormatter`, `SyslogFormatter`, `CsvFormatter`, or `make_formatter`) and call it per
-event. The exact layouts are in docs/formats.md.
+no clock, no store. A formatter is built once from a destination's or an export's format
+settings (`make_formatter`, or `CefFormatter`, `SyslogFormatter`, `CsvFormatter` directly)
+and called per event. The CSV row is declared once, in `CSV_LAYOUT`; `csv_sql` builds the
+CSV export's fast path from it. The exact layouts are in docs/formats.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from xavyo_siem.errors import EncodeError
 from xavyo_siem.format.cef import (
     CefFormatter,
     CefOptions,
@@ -21,12 +18,22 @@ from xavyo_siem.format.cef import (
 )
 from xavyo_siem.format.csv_rows import (
     CSV_COLUMNS,
+    CSV_LAYOUT,
+    CellKind,
+    CsvColumn,
     CsvFormatter,
     CsvWriter,
     csv_header,
     guard_formula,
     quote_csv_field,
     to_csv,
+)
+from xavyo_siem.format.csv_sql import CSV_SQL_PARTS, csv_lines_of_parts, event_id_of_parts
+from xavyo_siem.format.factory import (
+    FORMAT_OPTIONS,
+    Formatter,
+    make_formatter,
+    read_format_options,
 )
 from xavyo_siem.format.jsonl import metadata_json, to_json
 from xavyo_siem.format.rfc5424 import (
@@ -40,66 +47,39 @@ from xavyo_siem.format.rfc5424 import (
     sanitize_header_field,
     to_syslog,
 )
-from xavyo_siem.model import AuditEvent, ExportFormat
 
 __all__ = [
     "CSV_COLUMNS",
+    "CSV_LAYOUT",
+    "CSV_SQL_PARTS",
     "DEFAULT_ENTERPRISE_NUMBER",
     "DEFAULT_FACILITY",
+    "FORMAT_OPTIONS",
     "SD_PARAMS",
     "SYSLOG_SEVERITY",
     "CefFormatter",
     "CefOptions",
+    "CellKind",
+    "CsvColumn",
     "CsvFormatter",
     "CsvWriter",
+    "Formatter",
     "SyslogFormatter",
     "SyslogOptions",
     "csv_header",
+    "csv_lines_of_parts",
     "escape_cef_extension_value",
     "escape_cef_header",
     "escape_sd_param_value",
+    "event_id_of_parts",
     "guard_formula",
     "make_formatter",
     "metadata_json",
     "quote_csv_field",
+    "read_format_options",
     "sanitize_header_field",
     "to_cef",
     "to_csv",
     "to_json",
     "to_syslog",
 ]
-
-
-def _check_options(fmt: ExportFormat, options: dict[str, Any], allowed: frozenset[str]) -> None:
-    for name in sorted(options):
-        if name not in allowed:
-            known = ", ".join(sorted(allowed)) or "none"
-            raise EncodeError(
-                name, f"is not an option of the {fmt.value} format (options: {known})"
-            )
-
-
-def make_formatter(fmt: ExportFormat | str, **options: Any) -> Callable[[AuditEvent], str]:
-    """The per-event formatter of `fmt`, built once with `options`.
-
-    `cef` -> `CefFormatter`; `syslog` -> `SyslogFormatter` with a JSON body (over syslog
-    transports build `SyslogFormatter(body="cef" | "json")` directly); `json` -> `to_json`
-    (no options); `csv` -> `CsvFormatter` (rows without line ends). An unknown format or
-    option, or a bad option value, raises `EncodeError` naming it.
-    """
-    try:
-        kind = ExportFormat(fmt)
-    except ValueError:
-        allowed = ", ".join(f.value for f in ExportFormat)
-        raise EncodeError("format", f"must be one of {allowed}; got {str(fmt)[:40]!r}") from None
-    if kind is ExportFormat.CEF:
-        _check_options(kind, options, CefFormatter.OPTIONS)
-        return CefFormatter(**options)
-    if kind is ExportFormat.SYSLOG:
-        _check_options(kind, options, SyslogFormatter.OPTIONS - {"body"})
-        return SyslogFormatter(body="json", **options)
-    if kind is ExportFormat.JSON:
-        _check_options(kind, options, frozenset())
-        return to_json
-    _check_options(kind, options, CsvFormatter.OPTIONS)
-    return CsvFormatter(**options)

@@ -1,4 +1,4 @@
-"""Text rules every format shares: visible control characters, cuts, timestamps (PROTOCOLS §10).
+"""Text rules every format shares: visible control characters, cuts, timestamps.
 
 Nothing here knows a format's escaping; each format module escapes after these rules ran.
 """
@@ -26,10 +26,11 @@ __all__ = [
     "utf8",
 ]
 
-# §10.4: NUL and other C0/C1 controls are replaced *visibly*. C0 controls and DEL become their
-# Unicode Control Pictures (U+2400-U+241F, U+2421: "␀", "␁", "␛", "␡"), which keep the code
-# readable; C1 controls (U+0080-U+009F) have no picture and become U+FFFD "�". TAB is kept,
-# and CR / LF are left to each format (CEF escapes them, the others picture them).
+# NUL and other C0/C1 controls are replaced *visibly*, never dropped in silence. C0 controls
+# and DEL become their Unicode Control Pictures (U+2400-U+241F, U+2421: "␀", "␁", "␛", "␡"),
+# which keep the code readable; C1 controls (U+0080-U+009F) have no picture and become U+FFFD
+# "�". TAB is kept, and CR / LF are left to each format (CEF escapes them, the others picture
+# them).
 CONTROL_PICTURES: Final[dict[int, str]] = {
     **{code: chr(0x2400 + code) for code in range(0x20) if code not in (0x09, 0x0A, 0x0D)},
     0x7F: "\u2421",
@@ -89,7 +90,8 @@ def truncate(text: str, limit: int) -> str:
     The cut is at a code-point boundary (Python strings never split a UTF-8 sequence) and
     backs off so it does not split a combining sequence, an emoji ZWJ/modifier sequence or a
     flag (a pair of regional indicators). If a whole cap's worth of text is one cluster, the
-    cut falls at the code point instead. Runs *before* any escaping (PROTOCOLS §1.2).
+    cut falls at the code point instead. Runs *before* any escaping, so a cut never splits
+    an escape sequence.
     """
     if len(text) <= limit:
         return text

@@ -1,4 +1,4 @@
-"""CEF v0 (ArcSight Common Event Format): `to_cef`, `CefFormatter` and CEF escaping (PROTOCOLS §1).
+"""CEF v0 (ArcSight Common Event Format): `to_cef`, `CefFormatter` and CEF escaping.
 
 One event is one line::
 
@@ -65,7 +65,7 @@ _dumps: Final = orjson.dumps
 VENDOR: Final = "Xavyo"
 PRODUCT: Final = "IDP"
 
-# §1.4: dictionary lengths, in characters, applied before escaping.
+# The lengths of the CEF guide's extension dictionary, in characters, applied before escaping.
 CEF_VALUE_MAX: Final[dict[str, int]] = {
     "act": 63,
     "outcome": 63,
@@ -77,15 +77,15 @@ CEF_VALUE_MAX: Final[dict[str, int]] = {
     "cat": 1023,
     "externalId": 40,
 }
-# ArcSight's header lengths (the CEF guide's field table; not restated in PROTOCOLS.md).
+# ArcSight's header lengths (the CEF guide's field table).
 CEF_HEADER_MAX: Final[dict[str, int]] = {
     "deviceVersion": 31,
     "signatureId": 1023,
     "name": 512,
 }
 
-# §1.2 header column: `\` -> `\\`, `|` -> `\|`; CR and LF removed (the header is one line);
-# other controls pictured (§10.4).
+# The CEF guide's header escaping: `\` -> `\\`, `|` -> `\|`; CR and LF removed (the header
+# is one line); other controls pictured (see _text.py).
 _HEADER_SPECIAL: Final = re.compile("[\\\\|\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _CONTROLS: Final = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
@@ -100,8 +100,8 @@ def escape_cef_header(value: str) -> str:
     return value
 
 
-# §1.2 extension-value column: `\` -> `\\`, `=` -> `\=`, CR -> `\r`, LF -> `\n`; `|` is left
-# alone (escaping it is invalid in the extension); other controls pictured (§10.4).
+# The CEF guide's extension-value escaping: `\` -> `\\`, `=` -> `\=`, CR -> `\r`, LF -> `\n`;
+# `|` is left alone (escaping it is invalid in the extension); other controls pictured.
 _EXTENSION_SPECIAL: Final = re.compile("[\\\\=\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _EXTENSION_SPECIAL_BYTES: Final = b"\\=" + C0_DEL_C1_BYTES
 
@@ -192,7 +192,7 @@ class CefFormatter:
         name = ""
         if event_name is not None:
             name = escape_cef_header(truncate(event_name, CEF_HEADER_MAX["name"]))
-        if not name.strip():  # §1.1: no header field should be empty
+        if not name.strip():  # the CEF guide: no header field should be empty
             name = signature
         header = f"{self._prefix}{signature}|{name}|{severity}|"
         if len(event_type) + len(event_name or "") <= _CACHED_HEADER_TEXT_MAX:
@@ -241,7 +241,7 @@ class CefFormatter:
         if (value := event.source_ip) is not None:
             if ":" not in value:
                 pieces += (" src=", value)
-            else:  # §1.4: IPv6 goes to the IPv6 slot; a zone index is invalid in a typed key
+            else:  # IPv6 goes to the IPv6 key; a zone index is invalid in a typed key
                 address, percent, _zone = value.partition("%")
                 pieces += (" c6a2=", address, " c6a2Label=", "sourceIPv6Address")
                 if percent:
@@ -273,7 +273,7 @@ class CefFormatter:
         if 0 <= plain_values_length(pieces, _EXTENSION_SPECIAL_BYTES) <= self._cut_over:
             return "".join(pieces)
         values = "".join(pieces[2::2])
-        # Caps (§1.4): each value is checked against the cap of its key.
+        # Caps: each value is checked against the dictionary length of its key.
         if len(values) > self._cut_over:
             caps = self._caps
             pieces[2::2] = [

@@ -1,4 +1,4 @@
-"""JSON lines: `to_json`, one audit event as one line of JSON in its `to_dict` form (PROTOCOLS §10).
+"""JSON lines: `to_json`, one audit event as one line of JSON in its `to_dict` form.
 
 The object has the field names and order of `AuditEvent.to_dict()`: absent fields are left
 out, `metadata` only when it has entries, the timestamp is RFC 3339 UTC with six fraction

@@ -1,4 +1,4 @@
-"""RFC 5424 syslog: `to_syslog`, `SyslogFormatter`, SD escaping, the severity map (PROTOCOLS §2).
+"""RFC 5424 syslog: `to_syslog`, `SyslogFormatter`, SD escaping, the severity map.
 
 One event is one message, with no line end (framing is the transport's job)::
 
@@ -70,7 +70,7 @@ DEFAULT_FACILITY: Final = 13  # log audit
 # RFC 5424's example Private Enterprise Number. A setting: a deployment should use its own.
 DEFAULT_ENTERPRISE_NUMBER: Final = 32473
 
-# §2.1 header field lengths.
+# RFC 5424 section 6 (ABNF): the longest each header field may be.
 HOSTNAME_MAX: Final = 255
 APP_NAME_MAX: Final = 48
 PROCID_MAX: Final = 128
@@ -100,7 +100,7 @@ _CACHED_TYPE_MAX: Final = 256
 _dumps: Final = orjson.dumps
 _UTC_Z: Final = orjson.OPT_UTC_Z
 
-# §2.2 header fields: printable US-ASCII only.
+# RFC 5424 section 6: header fields hold printable US-ASCII only (PRINTUSASCII).
 _NOT_PRINTUSASCII: Final = re.compile("[^\x21-\x7e]")
 
 
@@ -113,8 +113,8 @@ def sanitize_header_field(value: str, limit: int) -> str:
     return value or "-"
 
 
-# §2.1 PARAM-VALUE: `"`, `\` and `]` MUST be escaped. Controls, CR and LF included, are
-# pictured (§10.4): a raw LF would end the message under LF framing.
+# RFC 5424 section 6.3.3 PARAM-VALUE: `"`, `\` and `]` MUST be escaped. Controls, CR and
+# LF included, are pictured (see _text.py): a raw LF would end the message under LF framing.
 _SD_SPECIAL: Final = re.compile('[\\\\"\\]\x00-\x08\x0a-\x1f\x7f-\x9f]')
 _CONTROLS: Final = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _SD_SPECIAL_BYTES: Final = b'\\"]' + C0_DEL_C1_BYTES

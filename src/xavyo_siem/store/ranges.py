@@ -11,14 +11,15 @@ fixes that set:
   writer commits in `seq` order, so every later write gets a larger one.
 
 Reads walk `(ts_us, seq)` order with the `(tenant_id, ts_us, seq)` index and a limit, so
-memory is bounded by one page whatever the range. `read_range_csv_parts` is the fast path
-of CSV exports: no event is built, and the database writes some of the cells (csv_sql.py).
+memory is bounded by one page whatever the range. `read_range_parts` is the fast path of
+CSV exports: no event is built, and the database writes some of the cells, with SQL the
+caller gives (the CSV layout belongs to the format package, which the store does not know).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -28,7 +29,6 @@ from sqlalchemy import Connection, func, literal_column, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from xavyo_siem.model import AuditEvent, EventFilter, to_epoch_us
-from xavyo_siem.store.csv_sql import METADATA_CELL, PLAIN_CELLS
 from xavyo_siem.store.event_rows import EVENT_COLUMNS, events_of
 from xavyo_siem.store.events import (
     EVERYTHING,
@@ -41,12 +41,11 @@ from xavyo_siem.store.events import (
 from xavyo_siem.store.tables import audit_events
 
 __all__ = [
-    "CSV_PART_COLUMNS",
     "Snapshot",
     "count_in_range",
     "has_events",
-    "read_range_csv_parts",
     "read_range_events",
+    "read_range_parts",
     "scan_cache",
     "snapshot_is_final",
     "start_snapshot",
@@ -197,20 +196,7 @@ def read_range_events(
     return events_of(rows, tenant_id=tenant_id), key
 
 
-# What `read_range_csv_parts` returns per event, in order (see csv_sql.py).
-CSV_PART_COLUMNS: Final[tuple[str, ...]] = (
-    "event_id", "ts_us", "event_type", "plain_cells", "event_name", "action", "actor_id",
-    "actor_email", "user_agent", "target_user", "target_resource", "reason", "session_id",
-    "request_id", "metadata_cell", "seq",
-)  # fmt: skip
-_CSV_PARTS: Final[tuple[ColumnElement[Any], ...]] = (
-    _T.event_id, _T.ts_us, _T.event_type, literal_column(PLAIN_CELLS), _T.event_name,
-    _T.action, _T.actor_id, _T.actor_email, _T.user_agent, _T.target_user, _T.target_resource,
-    _T.reason, _T.session_id, _T.request_id, literal_column(METADATA_CELL), _T.seq,
-)  # fmt: skip
-
-
-def read_range_csv_parts(
+def read_range_parts(
     conn: Connection,
     *,
     tenant_id: UUID,
@@ -220,17 +206,23 @@ def read_range_csv_parts(
     snapshot: Snapshot,
     after: TimeKey | None,
     limit: int,
+    parts: Sequence[str],
 ) -> tuple[list[tuple[Any, ...]], TimeKey | None]:
-    """Like `read_range_events`, as tuples of `CSV_PART_COLUMNS`: the stored values, and
-    the cells the database writes (csv_sql.py). The CSV export's fast path."""
+    """Like `read_range_events`, as tuples of `parts`, each followed by the row's key.
+
+    `parts` are SQL expressions over the `audit_events` columns, written by the code (the
+    CSV export's `format.CSV_SQL_PARTS`), never taken from a request. Each row is
+    `(*parts, ts_us, seq)`, `(ts_us, seq)` being its place in the range.
+    """
     if limit < 1:
         raise ValueError("limit: must be at least 1")
+    columns: list[ColumnElement[Any]] = [literal_column(part) for part in parts]
     statement = (
-        select(*_CSV_PARTS)
+        select(*columns, _T.ts_us, _T.seq)
         .where(*_page(tenant_id, start, end, filter, snapshot, after))
         .order_by(_T.ts_us, _T.seq)
         .limit(limit)
     )
     rows = _fetch_all(conn, statement)
-    key = TimeKey(rows[-1][1], rows[-1][-1]) if rows else None
+    key = TimeKey(rows[-1][-2], rows[-1][-1]) if rows else None
     return rows, key

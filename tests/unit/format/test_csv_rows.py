@@ -70,7 +70,7 @@ def test_golden_header_and_row() -> None:
     ],
 )
 def test_formula_guard_prefixes_a_quote(payload: str) -> None:
-    """Each §8.2 payload gets a leading `'` inside its quoted cell."""
+    """Each CSV-injection payload gets a leading `'` inside its quoted cell."""
     row = _row(to_csv(make_event(reason=payload, event_type=payload)))
     assert row["reason"] == ("'" + payload, True)
     assert row["event_type"] == ("'" + payload, True)
@@ -189,9 +189,9 @@ def test_bad_option_raises_encode_error() -> None:
 
 
 def test_make_formatter_csv() -> None:
-    """make_formatter('csv', formula_guard=False) writes raw rows."""
+    """make_formatter('csv', {'formula_guard': False}) writes raw rows."""
     event = make_event(reason="=1")
-    assert make_formatter(ExportFormat.CSV, formula_guard=False)(event) == to_csv(
+    assert make_formatter(ExportFormat.CSV, {"formula_guard": False})(event) == to_csv(
         event, formula_guard=False
     )
 

@@ -31,10 +31,10 @@ def test_make_formatter_rejects_unknown_format_and_option() -> None:
         fmt.make_formatter("xml")
     assert info.value.field == "format"
     with pytest.raises(EncodeError) as info:
-        fmt.make_formatter("json", pretty=True)
+        fmt.make_formatter("json", {"pretty": True})
     assert info.value.field == "pretty"
     with pytest.raises(EncodeError) as info:
-        fmt.make_formatter("cef", hostname="h")
+        fmt.make_formatter("cef", {"hostname": "h"})
     assert info.value.field == "hostname"
 
 

@@ -1,4 +1,4 @@
-"""The strict test parsers reject what PROTOCOLS.md forbids, so passing properties mean a thing."""
+"""The strict test parsers reject what the specs forbid, so passing properties mean a thing."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_syslog_parser_reads_the_rfc_example_shape() -> None:
     ],
 )
 def test_syslog_parser_rejects_malformed_messages(message: str) -> None:
-    """The ABNF limits of PROTOCOLS §2.1 are enforced."""
+    """The header limits of the RFC 5424 ABNF are enforced."""
     with pytest.raises(ParseError):
         parse_syslog(message)
 

@@ -53,7 +53,7 @@ def test_defaults_are_nil_host_and_procid() -> None:
 
 
 def test_pri_golden_values() -> None:
-    """log audit + info = 110 and authpriv + notice = 85 (PROTOCOLS §2.2)."""
+    """log audit + info = 110 and authpriv + notice = 85 (RFC 5424 section 6.2.1)."""
     assert parse_syslog(to_syslog(make_event(severity=3))).pri == 110
     assert parse_syslog(to_syslog(make_event(severity=4), facility=10)).pri == 85
 
@@ -126,7 +126,7 @@ def test_sanitize_header_field_examples() -> None:
 
 
 def test_sd_param_value_escaping() -> None:
-    """`"`, `\\` and `]` are escaped; `=`, `[`, spaces and non-ASCII are literal (§2.1)."""
+    """`"`, `\\` and `]` are escaped; `=`, `[`, spaces and non-ASCII are kept (RFC 5424 6.3.3)."""
     assert escape_sd_param_value('a"b\\c]d=e[f g é') == 'a\\"b\\\\c\\]d=e[f g é'
 
 
@@ -223,7 +223,7 @@ def test_bad_options_raise_encode_error(options: dict[str, Any], field: str) -> 
 def test_make_formatter_syslog_means_json_body() -> None:
     """make_formatter('syslog') is RFC 5424 with a JSON body."""
     event = make_event()
-    assert make_formatter(ExportFormat.SYSLOG, hostname="h")(event) == to_syslog(
+    assert make_formatter(ExportFormat.SYSLOG, {"hostname": "h"})(event) == to_syslog(
         event, hostname="h"
     )
 
@@ -231,7 +231,7 @@ def test_make_formatter_syslog_means_json_body() -> None:
 def test_make_formatter_refuses_body_for_syslog() -> None:
     """The syslog format fixes the JSON body; asking for a body option is refused."""
     with pytest.raises(EncodeError) as info:
-        make_formatter("syslog", body="cef")
+        make_formatter("syslog", {"body": "cef"})
     assert info.value.field == "body"
 
 
