@@ -1,4 +1,4 @@
-"""Process settings read from the environment; names are fixed by DESIGN.md."""
+"""Process settings read from the environment (fixed names: scripts and operators use them)."""
 
 from __future__ import annotations
 

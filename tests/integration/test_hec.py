@@ -516,7 +516,7 @@ def test_plain_http_needs_development_mode() -> None:
 
 
 def _server_requests() -> list[tuple[str, dict[str, str], bytes, int]]:
-    """Requests that make the strict server answer each client-side error code of §6.6."""
+    """Requests that make the strict server answer each client-side error code Splunk lists."""
     good = {"Authorization": f"Splunk {TOKEN}"}
     channel = {**good, "X-Splunk-Request-Channel": CHANNEL}
     basic = base64.b64encode(f"anyone:{TOKEN}".encode()).decode()
@@ -545,8 +545,8 @@ def _server_requests() -> list[tuple[str, dict[str, str], bytes, int]]:
 async def test_the_strict_server_answers_each_code_and_it_classifies(
     hec_ack: HecServer, path: str, headers: dict[str, str], body: bytes, code: int
 ) -> None:
-    """The test HEC answers each malformed request with its §6.6 code, and the classifier
-    maps that reply to the class §10 asks for."""
+    """The test HEC answers each malformed request with its HEC error code, and the classifier
+    maps that reply to the class the transport promises for it."""
     async with (
         aiohttp.ClientSession() as session,
         session.post(hec_ack.url + path, data=body, headers=headers) as response,

@@ -74,7 +74,7 @@ def free_port() -> int:
 
 def run(engine: Engine, **options: object) -> list[str]:
     return run_worker(
-        engine=engine, settings=SETTINGS, keyring=KEYS, egress=EgressGuard(),
+        engine=engine, settings=SETTINGS, secrets=lambda: (KEYS, EgressGuard()),
         worker_settings=QUICK, **options,  # type: ignore[arg-type]
     )  # fmt: skip
 
@@ -139,7 +139,7 @@ def test_the_api_is_served_beside_the_worker_until_sigterm(tmp_path: Path) -> No
     prober = threading.Thread(target=probe_then_stop)
     prober.start()
     try:
-        stuck = run(engine, api=ApiServing(app, port=port))
+        stuck = run(engine, api=lambda keyring, egress: ApiServing(app, port=port))
     finally:
         returned.set()
         prober.join(60)

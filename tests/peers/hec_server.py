@@ -1,4 +1,4 @@
-"""A Splunk HTTP Event Collector written for tests: strict about PROTOCOLS.md §6, with faults.
+"""A Splunk HTTP Event Collector written for tests: strict as Splunk's own, with faults.
 
 `HecServer` is an aiohttp server on a free loopback port (HTTP, or HTTPS with a trustme
 certificate from `make_tls`). It checks what a real HEC checks, in the same order:

@@ -1,4 +1,4 @@
-"""A webhook receiver written for tests: verifies Standard Webhooks 1.0 (PROTOCOLS.md §7).
+"""A webhook receiver written for tests: verifies Standard Webhooks 1.0 signatures.
 
 `WebhookReceiver` is an aiohttp server on a free loopback port (HTTP, or HTTPS with a
 certificate from `peers.hec_server.make_tls`). For each POST it checks, in order:

@@ -4,6 +4,7 @@ same process) and `serve` (the HTTP API alone). Both stop cleanly on Ctrl-C or S
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -84,14 +85,12 @@ def run(
     """
     settings = load_settings()
     engine = open_store(db)
-    keyring, egress = startup_secrets(settings)
     _log_to_stderr()
     mode = "draining" if drain else "continuous"
     stuck = run_worker(
         engine=engine,
         settings=settings,
-        keyring=keyring,
-        egress=egress,
+        secrets=lambda: startup_secrets(settings),
         worker_settings=WorkerSettings(
             lease_ttl_s=lease_ttl,
             scan_interval_s=min(2.0, max(poll_interval, 0.2)),
@@ -103,7 +102,7 @@ def run(
             ),
         ),
         drain=drain,
-        api=_api(settings, engine, keyring, egress, api_host, api_port, api_export_dir)
+        api=partial(_api, settings, engine, host=api_host, port=api_port, export_dir=api_export_dir)
         if api
         else None,
         metrics_port=metrics_port,
@@ -136,7 +135,7 @@ def serve(
     keyring, egress = startup_secrets(settings)
     engine = open_store(db)
     _log_to_stderr()
-    serve_api(_api(settings, engine, keyring, egress, host, port, export_dir))
+    serve_api(_api(settings, engine, keyring, egress, host=host, port=port, export_dir=export_dir))
 
 
 def _log_to_stderr() -> None:
@@ -150,6 +149,7 @@ def _api(
     engine: Engine,
     keyring: KeyRing,
     egress: EgressGuard,
+    *,
     host: str,
     port: int,
     export_dir: Path,

@@ -15,7 +15,7 @@ The options (defaults: the fields of `TlsConfig`):
   when it is allowed.
 
 With a fingerprint and no `ca_file` the pinned certificate is the only trust anchor (RFC
-5425 §5.2, for self-signed receivers): chain and host name are not checked, the fingerprint
+5425 §5.1, for self-signed receivers): chain and host name are not checked, the fingerprint
 is, by the transport right after the handshake. With both, all three are checked (syslog;
 over HTTPS the combination is refused, see `http.read_http_target`).
 """

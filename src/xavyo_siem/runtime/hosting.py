@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import uvicorn
     from starlette.types import ASGIApp
 
-__all__ = ["ApiServing", "run_worker", "serve_api", "stop_on_signals"]
+__all__ = ["ApiFor", "ApiServing", "Secrets", "run_worker", "serve_api", "stop_on_signals"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,35 +45,41 @@ class ApiServing:
     port: int = 8080
 
 
+Secrets = Callable[[], tuple[KeyRing, EgressGuard]]
+ApiFor = Callable[[KeyRing, EgressGuard], ApiServing]
+
+
 def run_worker(
     *,
     engine: Engine,
     settings: Settings,
-    keyring: KeyRing,
-    egress: EgressGuard,
+    secrets: Secrets,
     worker_settings: WorkerSettings,
     drain: bool = False,
-    api: ApiServing | None = None,
+    api: ApiFor | None = None,
     metrics_port: int | None = None,
     started: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Run a worker until SIGTERM or SIGINT, or with `drain` until every destination caught
     up; the reasons of the destinations left stuck (misconfigured) when draining.
 
-    Raises `SiemError` at once when another worker holds a SQLite store. `started` is
-    called with the worker's name once it is about to run.
+    The single-worker lock of a SQLite store is taken first: while another worker holds it,
+    `SiemError` says so at once, before anything else is asked of the operator. Only then
+    are `secrets` loaded (the key ring and the SSRF guard), and the API (`api`, given them)
+    built. `started` is called with the worker's name once it is about to run.
     """
-
-    async def open_components(destination: SiemDestination) -> DestinationComponents:
-        return await open_destination(
-            engine, destination, settings=settings, keyring=keyring, egress=egress
-        )
-
     with _single_worker(engine):
+        keyring, egress = secrets()
+
+        async def open_components(destination: SiemDestination) -> DestinationComponents:
+            return await open_destination(
+                engine, destination, settings=settings, keyring=keyring, egress=egress
+            )
+
         if metrics_port is not None:
             start_http_server(metrics_port)
         worker = Worker(engine=engine, open_components=open_components, settings=worker_settings)
-        server = None if api is None else _api_server(api)
+        server = None if api is None else _api_server(api(keyring, egress))
         if started is not None:
             started(worker.owner)
         return asyncio.run(_serve(worker, server, drain=drain))
