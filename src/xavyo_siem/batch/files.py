@@ -306,9 +306,7 @@ class FileWriter:
                     rows, key = read_range_parts(conn, after=after, parts=CSV_SQL_PARTS, **query)
                     items = rows
                     ids = (
-                        (UUID(event_id_of_parts(rows[0])), UUID(event_id_of_parts(rows[-1])))
-                        if rows
-                        else None
+                        (event_id_of_parts(rows[0]), event_id_of_parts(rows[-1])) if rows else None
                     )
                 else:
                     events, key = read_range_events(conn, after=after, **query)

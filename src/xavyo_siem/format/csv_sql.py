@@ -91,9 +91,9 @@ CSV_SQL_PARTS, _KINDS = _parts()
 _EVENT_ID: Final = len(_KINDS)
 
 
-def event_id_of_parts(row: Sequence[Any]) -> str:
-    """The event id (text) of one row of `CSV_SQL_PARTS`."""
-    return str(row[_EVENT_ID])
+def event_id_of_parts(row: Sequence[Any]) -> UUID:
+    """The event id of one row of `CSV_SQL_PARTS`."""
+    return UUID(row[_EVENT_ID])
 
 
 @lru_cache(maxsize=256)

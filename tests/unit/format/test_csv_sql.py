@@ -50,4 +50,4 @@ def test_lines_of_parts_write_ids_time_and_guarded_text_and_keep_sql_cells() -> 
         assert csv_lines_of_parts([row], TENANT_ID, formula_guard=guard) == [
             to_csv(event, formula_guard=guard)
         ]
-    assert event_id_of_parts(row) == str(EVENT_ID)
+    assert event_id_of_parts(row) == EVENT_ID
