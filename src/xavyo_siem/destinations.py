@@ -218,26 +218,12 @@ def find_destination(engine: Engine, *, tenant_id: UUID, name_or_id: str | UUID)
     destination, `InvalidDestination` on field `destination` names it (the API answers 404).
     """
     with engine.connect() as conn:
-        found = None
-        if isinstance(name_or_id, str):
-            found = rows.find_destination(conn, tenant_id=tenant_id, name=name_or_id)
-        ident = _as_uuid(name_or_id)
-        if found is None and ident is not None:
-            found = rows.get_destination(conn, tenant_id=tenant_id, destination_id=ident)
+        found = rows.find_by_name_or_id(conn, tenant_id=tenant_id, name_or_id=name_or_id)
     if found is None:
         raise InvalidDestination(
             "destination", f"tenant {tenant_id} has no destination {str(name_or_id)!r}"
         )
     return found
-
-
-def _as_uuid(value: str | UUID) -> UUID | None:
-    if isinstance(value, UUID):
-        return value
-    try:
-        return UUID(value)
-    except ValueError:
-        return None
 
 
 def update_destination(

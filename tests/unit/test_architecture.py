@@ -32,7 +32,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "crypto": _BASE | {"settings"},
     "egress": _BASE | {"settings"},
     "format": _BASE | {"model"},
-    "delivery": _BASE | {"model", "egress", "settings"},
+    "delivery": _BASE | {"model", "egress"},
     "store": _BASE | {"model"},
     "manifest": _BASE | {"model", "format"},
     "ingest": _BASE | {"model", "store"},
@@ -40,8 +40,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "pipeline": _BASE | {"model", "format", "delivery"},
     "destinations": _BASE
     | {"model", "format", "delivery", "store", "crypto", "egress", "settings"},
-    "batch": _BASE
-    | {"model", "format", "delivery", "store", "pipeline", "manifest", "destinations"},
+    "batch": _BASE | {"model", "format", "delivery", "store", "pipeline", "manifest"},
     "runtime": _BASE
     | {
         "model",

@@ -35,7 +35,7 @@ from xavyo_siem.model import (
 )
 from xavyo_siem.store import jobs as job_rows
 from xavyo_siem.store import writing
-from xavyo_siem.store.destinations import find_destination, get_destination
+from xavyo_siem.store.destinations import find_by_name_or_id
 from xavyo_siem.store.ranges import (
     has_events,
 )
@@ -106,10 +106,7 @@ def _check_output(conn: Connection, output: str | os.PathLike[str], overwrite: b
 
 
 def _find_destination(conn: Connection, tenant_id: UUID, name_or_id: str) -> SiemDestination:
-    found = find_destination(conn, tenant_id=tenant_id, name=name_or_id)
-    if found is None:
-        with contextlib.suppress(ValueError):
-            found = get_destination(conn, tenant_id=tenant_id, destination_id=UUID(name_or_id))
+    found = find_by_name_or_id(conn, tenant_id=tenant_id, name_or_id=name_or_id)
     if found is None:
         raise InvalidExport("destination", f"tenant {tenant_id} has no destination {name_or_id!r}")
     if found.delivery_type is DeliveryType.FILE:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -137,6 +138,22 @@ def find_destination(conn: Connection, *, tenant_id: UUID, name: str) -> SiemDes
         .first()
     )
     return None if row is None else _destination_of(row)
+
+
+def find_by_name_or_id(
+    conn: Connection, *, tenant_id: UUID, name_or_id: str | UUID
+) -> SiemDestination | None:
+    """The tenant's destination `name_or_id`, or None: a `UUID` is an id; text is a name, or
+    else an id written as text (the name is looked up first, so a destination is always
+    found by its own name)."""
+    found = None
+    if isinstance(name_or_id, str):
+        found = find_destination(conn, tenant_id=tenant_id, name=name_or_id)
+        with contextlib.suppress(ValueError):
+            name_or_id = UUID(name_or_id)
+    if found is None and isinstance(name_or_id, UUID):
+        found = get_destination(conn, tenant_id=tenant_id, destination_id=name_or_id)
+    return found
 
 
 def list_destinations(conn: Connection, *, tenant_id: UUID) -> list[SiemDestination]:
