@@ -27,7 +27,7 @@ from functools import lru_cache
 from typing import Any, Final
 from uuid import UUID
 
-from xavyo_siem.format.csv_rows import CSV_LAYOUT, CellKind, CsvColumn, write_row
+from xavyo_siem.format.csv_rows import CSV_LAYOUT, CellKind, CsvColumn, row_writer
 from xavyo_siem.model import EPOCH
 
 __all__ = ["CSV_SQL_PARTS", "csv_lines_of_parts", "event_id_of_parts"]
@@ -108,11 +108,11 @@ def csv_lines_of_parts(
 ) -> list[str]:
     """The CSV rows (no line ends) of `tenant_id`'s rows of `CSV_SQL_PARTS`, each followed
     by its key `(ts_us, seq)`, as `read_range_parts` returns them."""
-    kinds, event_id = _KINDS, _EVENT_ID
+    write, event_id = row_writer(_KINDS, formula_guard), _EVENT_ID
     tenant = f'","{tenant_id}","'
     lines: list[str] = []
     for row in rows:
         seconds, micro = divmod(row[-2], 1_000_000)
         first = f'"{row[event_id]}{tenant}{_second_text(seconds)}.{micro:06d}Z"'
-        lines.append(write_row(kinds, row, formula_guard, first))
+        lines.append(write(first, *row))
     return lines
