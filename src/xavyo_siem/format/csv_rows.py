@@ -5,8 +5,8 @@ holds. The header, `CsvFormatter` and the export's fast path (`format.csv_sql`, 
 the database write some cells) are all built from it; how each kind of cell is written is
 said once (`_CELL_SOURCE`) and compiled into a row writer per layout (`row_writer`). Every
 file has the header row, then one row per event, with the `to_dict` fields in their order,
-`event_id` first and `metadata` last as one compact JSON object. Rows follow RFC 4180 and end in CRLF
-(`CsvWriter`; `to_csv` returns a row without its line end):
+`event_id` first and `metadata` last as one compact JSON object. Rows follow RFC 4180 and
+end in CRLF (`CsvWriter`; `to_csv` returns a row without its line end):
 
 * a present value is always quoted, `"` doubled; CR, LF and every other character are kept
   as they are inside the quotes (a row with a line break is still one record);
