@@ -41,6 +41,7 @@ from xavyo_siem.store.tables import audit_events
 
 __all__ = [
     "FORMAT_OPTIONS",
+    "CheckedDestination",
     "DestinationSpec",
     "add_destination",
     "any_failing",
@@ -89,8 +90,17 @@ def formatter_for(spec: DestinationSpec | SiemDestination) -> Formatter:
         raise InvalidDestination(f"options.{exc.field}", exc.reason) from None
 
 
-def check_destination(spec: DestinationSpec, *, development: bool) -> TransportConfig:
-    """Validate every setting of `spec` without I/O; the transport config on success."""
+@dataclass(frozen=True, slots=True)
+class CheckedDestination:
+    """A destination's settings once validated: its transport config and its formatter."""
+
+    config: TransportConfig
+    formatter: Formatter
+
+
+def check_destination(spec: DestinationSpec, *, development: bool) -> CheckedDestination:
+    """Validate every setting of `spec` without I/O; the transport config and the formatter
+    on success (building the formatter is how its options are validated)."""
     name = spec.name
     if not isinstance(name, str) or not name.strip() or name != name.strip():
         raise InvalidDestination("name", "must be non-empty, without surrounding spaces")
@@ -109,8 +119,7 @@ def check_destination(spec: DestinationSpec, *, development: bool) -> TransportC
     config = validate_destination(
         spec.delivery_type, spec.endpoint, transport_options, development=development
     )
-    formatter_for(spec)
-    return config
+    return CheckedDestination(config, formatter_for(spec))
 
 
 def _start_cursor(conn: Connection, tenant_id: UUID, start: str) -> EventCursor:
@@ -149,7 +158,7 @@ def add_destination(
     The endpoint's host is resolved and every address checked by `egress` (default: no
     internal address allowed), see xavyo_siem.egress.
     """
-    config = check_destination(spec, development=development)
+    config = check_destination(spec, development=development).config
     if spec.delivery_type is DeliveryType.SPLUNK_HEC and not secret:
         raise InvalidDestination("secret", "a Splunk HEC destination needs its token")
     _check_secret(spec.delivery_type, secret)

@@ -110,7 +110,7 @@ def streaming(
     lease: object = None,
 ) -> DestinationLoop:
     """The destination's streaming loop, with its batch size from its validated config."""
-    config = check_destination(spec_of(destination), development=False)
+    config = check_destination(spec_of(destination), development=False).config
     return streaming_loop(
         engine=engine,
         destination=destination,

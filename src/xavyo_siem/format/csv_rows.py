@@ -21,7 +21,7 @@ end in CRLF (`CsvWriter`; `to_csv` returns a row without its line end):
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -50,7 +50,6 @@ __all__ = [
     "quote_csv_field",
     "row_writer",
     "to_csv",
-    "write_row",
 ]
 
 
@@ -192,20 +191,6 @@ class CsvFormatter:
         return self._write(first, event)
 
 
-def write_row(
-    kinds: Sequence[CellKind | None], values: Iterable[Any], formula_guard: bool, first: str = ""
-) -> str:
-    """The CSV row (no line end) of `values`, each written by its kind; `first` (when given)
-    is the row's first cells, written already.
-
-    The one place a cell is written. `CsvFormatter` passes an event's values; the export's
-    fast path (`csv_sql`) passes what the store read, with the cells the database wrote
-    under the kind None. `values` may hold more values than there are kinds; the rest are
-    not read.
-    """
-    return row_writer(tuple(kinds), formula_guard)(first, *values)
-
-
 # How each kind of cell is written, as an expression over the value `@` (None: absent).
 _CELL_SOURCE: Final[dict[tuple[CellKind | None, bool], str]] = {
     (None, False): "@",  # a cell written already (by the database)
@@ -232,12 +217,14 @@ def _text_cell(value: str, formula_guard: bool) -> str:
 def row_writer(
     kinds: tuple[CellKind | None, ...], formula_guard: bool, fields: tuple[str, ...] = ()
 ) -> Callable[..., str]:
-    """`write_row` for one sequence of kinds, compiled once: each cell's expression written
-    out (as `dataclasses` writes an `__init__`), as fast as a hand-unrolled row, where a loop
-    deciding each cell's kind at run time cost a sixth more per row.
+    """The writer of a CSV row (no line end) of cells of `kinds`, compiled once: each cell's
+    expression written out (as `dataclasses` writes an `__init__`), as fast as a
+    hand-unrolled row, where a loop deciding each cell's kind at run time cost a sixth more.
 
-    Called as `writer(first, *values)`; with `fields` (the names of the values, attributes
-    of one object) as `writer(first, obj)`, which reads them itself.
+    Called as `writer(first, *values)`, where `first` is the row's first cells written
+    already (or "") and extra values are not read (the fast path passes what the store read,
+    with the cells the database wrote under the kind None); with `fields` (the names of the
+    values, attributes of one object) as `writer(first, obj)`, which reads them itself.
     """
     names = [f"e.{name}" for name in fields] or [f"v{index}" for index in range(len(kinds))]
     cells = [

@@ -10,7 +10,7 @@ in C, and on PostgreSQL in its own process beside the exporter. Both halves are 
   columns, writing their cells and the commas between them; then the event id;
 * `csv_lines_of_parts` writes the rows from what the store returned: the ids and the time
   (from the row's key, in epoch microseconds: its text would take different SQL on each
-  backend), then the rest with `write_row`, the cell writer of `CsvFormatter`.
+  backend), then the rest with `row_writer`, the cell writer of `CsvFormatter`.
 
 Each value the database returns costs a conversion (and on SQLite, whose SQL runs in this
 process, each concatenation too), so the parts are as few as they can be.
@@ -42,7 +42,7 @@ if tuple(column.name for column in CSV_LAYOUT[: len(_HEAD)]) != _HEAD:
 
 
 def _sql_cell(column: CsvColumn) -> list[str]:
-    """SQL writing `column`'s cell as `write_row` does, as pieces to join with `||`:
+    """SQL writing `column`'s cell as `row_writer` does, as pieces to join with `||`:
     quoted, `"` doubled where the kind may hold one; an absent value (NULL) is empty."""
     value = column.name
     if column.kind in _MAY_HOLD_QUOTES:
@@ -67,7 +67,7 @@ def _joined(cells: list[list[str]]) -> str:
 
 def _parts() -> tuple[tuple[str, ...], tuple[CellKind | None, ...]]:
     """The SQL of each part, and the kind of column each holds (None: cells the SQL wrote);
-    the event id comes last, after the cells, where `write_row` does not read."""
+    the event id comes last, after the cells, where the row writer does not read."""
     sql: list[str] = []
     kinds: list[CellKind | None] = []
     run: list[list[str]] = []

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from xavyo_siem.crypto import CryptoError, KeyRing
 from xavyo_siem.delivery import Delivered, Record, open_transport
-from xavyo_siem.destinations import check_destination, formatter_for, spec_of
+from xavyo_siem.destinations import check_destination, spec_of
 from xavyo_siem.egress import EgressDenied, EgressGuard, check_egress, endpoint_host_port
 from xavyo_siem.errors import SiemError
 from xavyo_siem.model import (
@@ -64,9 +64,8 @@ async def open_destination(
     connect (`egress`; default: the guard of `settings.egress_allow`). The batch size is
     the destination's `batch_max_events`, or its type's default when it has none.
     """
-    spec = spec_of(destination)
-    config = check_destination(spec, development=settings.development)
-    formatter = formatter_for(spec)
+    checked = check_destination(spec_of(destination), development=settings.development)
+    config, formatter = checked.config, checked.formatter
 
     def read() -> str | None:
         with engine.connect() as conn:
