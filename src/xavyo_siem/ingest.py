@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from xavyo_siem.errors import InvalidEvent
 from xavyo_siem.model import AuditEvent
 from xavyo_siem.store import AppendResult, append_events, writing
+from xavyo_siem.store.changes import announce_new_events
 
 __all__ = ["PROGRESS_EVERY", "decode_json", "events_of_batch", "events_of_lines", "store_events"]
 
@@ -101,7 +102,11 @@ def store_events(engine: Engine, events: Iterable[AuditEvent]) -> AppendResult:
     """Append `events` in one transaction, each `(tenant_id, event_id)` once.
 
     Events already stored are counted as duplicates and left as they are. An error raised
-    while `events` is read (a bad line) rolls back everything, so it stores nothing.
+    while `events` is read (a bad line) rolls back everything, so it stores nothing. Once
+    committed, the workers are told (`announce_new_events`).
     """
     with writing(engine) as conn:
-        return append_events(conn, events)
+        result = append_events(conn, events)
+    if result.stored:
+        announce_new_events(engine)
+    return result

@@ -16,6 +16,7 @@ from typing import Any, Final
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from xavyo_siem.crypto import CryptoError
@@ -161,9 +162,22 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def store_away(request: Request, exc: Exception) -> JSONResponse:
+    """The store cannot be reached (down, restarting, the network cut): 503, and the next
+    request tries again (the connection pool reconnects)."""
+    log.error("%s %s: store unavailable: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        error_body([], "the store is unavailable; try again shortly", "unavailable"),
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers above on `app`."""
     app.add_exception_handler(SiemError, siem_error)
+    app.add_exception_handler(OperationalError, store_away)
+    app.add_exception_handler(InterfaceError, store_away)
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

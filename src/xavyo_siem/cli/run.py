@@ -31,7 +31,13 @@ MetricsPortOption = Annotated[
     int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port.")
 ]
 PollIntervalOption = Annotated[
-    float, typer.Option("--poll-interval", min=0.01, help="Seconds between reads when idle.")
+    float,
+    typer.Option(
+        "--poll-interval",
+        min=0.01,
+        help="Seconds between reads of new events when idle on SQLite; PostgreSQL is woken "
+        "by ingest and reads every ten times this long as a fallback.",
+    ),
 ]
 RetryBaseOption = Annotated[
     float, typer.Option("--retry-base", min=0.001, help="First retry delay ceiling, seconds.")
@@ -93,7 +99,8 @@ def run(
         secrets=lambda: startup_secrets(settings),
         worker_settings=WorkerSettings(
             lease_ttl_s=lease_ttl,
-            scan_interval_s=min(2.0, max(poll_interval, 0.2)),
+            scan_interval_s=lease_ttl / 3,
+            listen_poll_s=poll_interval * 10,
             pipeline=PipelineSettings(
                 poll_interval_s=poll_interval,
                 retry=RetryPolicy(

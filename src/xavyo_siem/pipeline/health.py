@@ -8,14 +8,15 @@ together. Nothing here touches the store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
 from xavyo_siem.model import CircuitState, SiemDestination
 from xavyo_siem.pipeline import metrics
 
-__all__ = ["report_delivered", "report_failure", "report_lag"]
+__all__ = ["Throughput", "report_delivered", "report_failure", "report_lag"]
 
 log = logging.getLogger("xavyo_siem.pipeline")
 
@@ -69,3 +70,20 @@ def report_lag(destination: SiemDestination, *, events: int, oldest: datetime | 
     metrics.LAG_EVENTS.labels(*labels).set(events)
     age = 0.0 if oldest is None else max((datetime.now(UTC) - oldest).total_seconds(), 0.0)
     metrics.LAG_SECONDS.labels(*labels).set(age)
+
+
+class Throughput:
+    """Events per second delivered over the last ten seconds (the health's `throughput`)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._delivered: deque[tuple[float, int]] = deque()
+
+    def add(self, delivered: int) -> float:
+        """Count a delivered batch; the rate with it."""
+        now = self._clock()
+        self._delivered.append((now, delivered))
+        while self._delivered and self._delivered[0][0] < now - 10:
+            self._delivered.popleft()
+        span = max(now - self._delivered[0][0], 1.0)
+        return sum(count for _, count in self._delivered) / span

@@ -20,24 +20,23 @@ import contextlib
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
-from xavyo_siem.delivery.base import (
-    Delivered,
-    DeliveryResult,
-    Misconfigured,
-    Record,
-    Rejected,
-    RetryLater,
-    Transport,
-)
-from xavyo_siem.errors import EncodeError
+from xavyo_siem.delivery.base import DeliveryResult, Transport
 from xavyo_siem.model import AuditEvent, CircuitState, SiemDestination
+from xavyo_siem.pipeline.batches import (
+    Batch,
+    Formatter,
+    format_batch,
+    format_replay,
+    judge,
+    replay_outcome,
+)
 from xavyo_siem.pipeline.circuit import CircuitBreaker
+from xavyo_siem.pipeline.health import Throughput
 from xavyo_siem.pipeline.rate_limit import TokenBucket
 from xavyo_siem.pipeline.retry import RetryPolicy
 
@@ -55,7 +54,6 @@ __all__ = [
 log = logging.getLogger("xavyo_siem.pipeline")
 
 _P = TypeVar("_P")
-Formatter = Callable[[AuditEvent], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,20 +152,6 @@ class BatchSource(Protocol[_P]):
         ...
 
 
-@dataclass(slots=True)
-class _Batch:
-    """A batch read from the source, formatted, waiting to be accepted.
-
-    A replay batch (dead letters sent again) has `replayed`, the dead-letter id of each
-    record's event, and does not move the position.
-    """
-
-    records: list[Record]
-    cursor: Any  # the source's position after this batch
-    unencodable: list[tuple[UUID, str]]
-    replayed: dict[str, int] | None = None
-
-
 class DestinationLoop:
     """Delivers one destination's events until stopped (or, draining, until caught up)."""
 
@@ -208,7 +192,7 @@ class DestinationLoop:
         self.circuit = CircuitBreaker(threshold=self.settings.circuit_threshold)
         self.caught_up = asyncio.Event()
         self.stuck_reason: str | None = None
-        self._delivered: deque[tuple[float, int]] = deque()
+        self._throughput = Throughput(time.monotonic)
         self._next_lag = 0.0
 
     # -- the loop ---------------------------------------------------------------------------
@@ -232,8 +216,8 @@ class DestinationLoop:
         cursor = start.position
         self.circuit.failures = start.consecutive_failures
         self.circuit.state = start.circuit_state
-        pending: _Batch | None = None
-        ahead: asyncio.Task[_Batch | None] | None = None  # the batch after `pending`
+        pending: Batch | None = None
+        ahead: asyncio.Task[Batch | None] | None = None  # the batch after `pending`
         try:
             while not self._stop.is_set():
                 if pending is None:
@@ -261,10 +245,10 @@ class DestinationLoop:
                 if self.circuit.state is CircuitState.OPEN:
                     self.circuit.probe()
                 if ahead is None:
-                    ahead = asyncio.create_task(self._read_batch(pending.cursor))
+                    ahead = asyncio.create_task(self._read_batch(pending.position))
                 result = await self.transport.send(pending.records)
                 if await self._decide(pending, result):
-                    cursor = pending.cursor
+                    cursor = pending.position
                     pending = None
                 await self._refresh_lag(cursor)
             return False
@@ -276,8 +260,8 @@ class DestinationLoop:
                     ahead.exception()  # retrieved: the loop's own outcome is what counts
 
     async def _take_ahead(
-        self, ahead: asyncio.Task[_Batch | None] | None, cursor: Any
-    ) -> _Batch | None:
+        self, ahead: asyncio.Task[Batch | None] | None, cursor: Any
+    ) -> Batch | None:
         """The batch read ahead after `cursor`; read now if there is none, or if it found
         nothing (events may have been stored since), so an idle loop polls fresh."""
         batch = None if ahead is None else await ahead
@@ -289,93 +273,57 @@ class DestinationLoop:
 
     # -- steps ------------------------------------------------------------------------------
 
-    async def _read_batch(self, cursor: Any) -> _Batch | None:
+    async def _read_batch(self, cursor: Any) -> Batch | None:
         """The next batch after `cursor`, formatted; None when there is nothing new."""
-        tenant_id = self.destination.tenant_id
         page = await self.source.read(after=cursor, limit=self.batch_size)
         if page is None:
             return None
-        records: list[Record] = []
-        unencodable: list[tuple[UUID, str]] = []
-        for event in page.events:
-            if event.tenant_id != tenant_id:  # the store guarantees it; so do we
-                raise AssertionError("an event of another tenant reached a destination loop")
-            try:
-                text = self.formatter(event)
-            except EncodeError as exc:
-                unencodable.append((event.event_id, f"cannot be encoded: {exc}"))
-                continue
-            records.append(Record.of(event, text))
-        return _Batch(records, page.position, unencodable)
+        return format_batch(
+            page.events,
+            formatter=self.formatter,
+            tenant_id=self.destination.tenant_id,
+            position=page.position,
+        )
 
-    async def _read_replay(self, cursor: Any) -> _Batch | None:
+    async def _read_replay(self, cursor: Any) -> Batch | None:
         """Dead letters an operator asked to send again, as a batch; None when there are none."""
         letters = await self.source.read_replay(limit=self.batch_size)
-        records: list[Record] = []
-        replayed: dict[str, int] = {}
-        for letter_id, event in letters:
-            try:
-                text = self.formatter(event)
-            except EncodeError:
-                continue  # still unencodable: it stays a dead letter
-            record = Record.of(event, text)
-            records.append(record)
-            replayed[record.event_id] = letter_id
-        return _Batch(records, cursor, [], replayed) if records else None
+        return format_replay(letters, formatter=self.formatter, position=cursor)
 
-    async def _skip(self, batch: _Batch) -> Any:
+    async def _skip(self, batch: Batch) -> Any:
         """Move past a page with nothing to send (filtered out, or all unencodable)."""
         await self.source.record_delivered(
-            position=batch.cursor,
+            position=batch.position,
             delivered=0,
             dead=batch.unencodable,
-            throughput_eps=self._throughput(0),
+            throughput_eps=self._throughput.add(0),
         )
-        return batch.cursor
+        return batch.position
 
-    async def _decide(self, batch: _Batch, result: DeliveryResult) -> bool:
+    async def _decide(self, batch: Batch, result: DeliveryResult) -> bool:
         """Record what the destination said; True when the batch is done with."""
-        match result:
-            case Delivered():
-                delivered = len(batch.records)
-                dead = batch.unencodable
-            case Rejected(by_index=by_index):
-                delivered = len(batch.records) - len(by_index)
-                dead = batch.unencodable + [
-                    (UUID(batch.records[index].event_id), reason)
-                    for index, reason in sorted(by_index.items())
-                ]
-            case RetryLater(reason=reason, after_s=after_s):
-                await self._failed(reason, after_s=after_s, misconfigured=False)
-                return False
-            case Misconfigured(reason=reason):
-                await self._failed(reason, after_s=None, misconfigured=True)
-                return False
+        verdict = judge(batch, result)
+        if verdict.failed is not None:
+            await self._failed(
+                verdict.failed, after_s=verdict.after_s, misconfigured=verdict.misconfigured
+            )
+            return False
         self.circuit.record_success()
         self.stuck_reason = None
         if batch.replayed is not None:
-            await self._settle_replay(batch, result)
+            delivered, refused = replay_outcome(batch, verdict)
+            await self.source.settle_replay(delivered=delivered, refused=refused)
+            log.info(
+                "destination %s: replayed %d dead letter(s)", self.destination.name, len(delivered)
+            )
             return True
         await self.source.record_delivered(
-            position=batch.cursor,
-            delivered=delivered,
-            dead=dead,
-            throughput_eps=self._throughput(delivered),
+            position=batch.position,
+            delivered=verdict.delivered,
+            dead=verdict.dead or [],
+            throughput_eps=self._throughput.add(verdict.delivered),
         )
         return True
-
-    async def _settle_replay(self, batch: _Batch, result: DeliveryResult) -> None:
-        assert batch.replayed is not None
-        refused_index = result.by_index if isinstance(result, Rejected) else {}
-        refused = {
-            batch.replayed[batch.records[index].event_id]: reason
-            for index, reason in refused_index.items()
-        }
-        delivered = [ident for ident in batch.replayed.values() if ident not in refused]
-        await self.source.settle_replay(delivered=delivered, refused=refused)
-        log.info(
-            "destination %s: replayed %d dead letter(s)", self.destination.name, len(delivered)
-        )
 
     async def _failed(self, reason: str, *, after_s: float | None, misconfigured: bool) -> None:
         state = self.circuit.record_failure(reason, misconfigured=misconfigured)
@@ -394,12 +342,3 @@ class DestinationLoop:
             return
         self._next_lag = now + self.settings.lag_refresh_s
         await self.source.refresh_lag(position=cursor)
-
-    def _throughput(self, delivered: int) -> float:
-        """Events per second delivered over the last ten seconds."""
-        now = time.monotonic()
-        self._delivered.append((now, delivered))
-        while self._delivered and self._delivered[0][0] < now - 10:
-            self._delivered.popleft()
-        span = max(now - self._delivered[0][0], 1.0)
-        return sum(count for _, count in self._delivered) / span

@@ -1,4 +1,5 @@
-"""Prometheus metrics of delivery, per destination (served by `xavyo-siem run --metrics-port`)."""
+"""Prometheus metrics of delivery, per destination, and of the worker itself (served by
+`xavyo-siem run --metrics-port`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ __all__ = [
     "LAG_EVENTS",
     "LAG_SECONDS",
     "LAST_SUCCESS",
+    "STORE_AVAILABLE",
+    "STORE_STATEMENTS",
+    "STORE_UNAVAILABLE_SINCE",
+    "WORKER_BEHIND",
+    "WORKER_DESTINATIONS",
+    "WORKER_OPEN_TRANSPORTS",
 ]
 
 _LABELS = ("tenant", "destination")
@@ -32,3 +39,22 @@ LAST_SUCCESS = Gauge(
 )
 LAG_EVENTS = Gauge("xavyo_siem_lag_events", "Matching events not yet delivered.", _LABELS)
 LAG_SECONDS = Gauge("xavyo_siem_lag_seconds", "Age of the oldest event not yet delivered.", _LABELS)
+
+WORKER_DESTINATIONS = Gauge(
+    "xavyo_siem_worker_destinations", "Destinations this worker holds a lease on and serves."
+)
+WORKER_BEHIND = Gauge(
+    "xavyo_siem_worker_destinations_behind",
+    "Destinations of this worker reading their own backlog (not yet following the feed).",
+)
+WORKER_OPEN_TRANSPORTS = Gauge(
+    "xavyo_siem_worker_open_transports", "Destinations of this worker with an open transport."
+)
+STORE_AVAILABLE = Gauge("xavyo_siem_store_available", "1 while the store answers, else 0.")
+STORE_UNAVAILABLE_SINCE = Gauge(
+    "xavyo_siem_store_unavailable_since_timestamp_seconds",
+    "When the store stopped answering (0 while it answers).",
+)
+STORE_STATEMENTS = Counter(
+    "xavyo_siem_store_statements", "SQL statements this process sent to the store."
+)

@@ -59,4 +59,13 @@ class TokenBucket:
         wait = sleep or self._sleep
         while (delay := self.delay_for(count)) > 0:
             await wait(delay)
+        self.take(count)
+
+    def take(self, count: int) -> None:
+        """Take `count` tokens, once `delay_for(count)` said they are there.
+
+        For a caller that does not wait in place: a scheduler asks `delay_for`, comes back
+        after that delay, and takes the tokens just before it sends.
+        """
+        self._refill()
         self._tokens = max(self._tokens - count, 0.0)

@@ -1,11 +1,25 @@
-"""The worker: leases destinations and runs one delivery loop for each it holds.
+"""The worker: one change feed fanned out to every destination it leases.
 
-Several workers may share one PostgreSQL store; each destination is leased to one worker at
-a time, renewed every third of its time to live. When a worker dies its leases expire and
-another worker continues from the stored cursor. On SQLite one worker runs at a time.
+A worker holds leases on about its fair share of the enabled destinations (workers
+register with a heartbeat; leases are renewed, taken and given back in bulk, see
+store/leases.py) and serves each as a lane (pipeline/lane.py) in one scheduler
+(pipeline/scheduler.py). It reads new events once per wake-up, for all of its tenants
+(store/feed.py), and routes them in memory to the lanes of their tenant; a lane behind the
+feed reads its own backlog first. It wakes when ingest announces new events (PostgreSQL
+LISTEN/NOTIFY, or in-process), and otherwise polls slowly. The lanes' cursors and health
+are written in bulk: one transaction for every lane's progress since the last (a group
+commit; a lane waits for its batch to be written before it sends the next). An idle
+destination costs nothing: no reads of its own, no open connection once `idle_close_s`
+passed.
 
-A worker also runs queued batch export jobs (xavyo_siem.batch): file exports, and exports to
-the destinations it delivers, whose streaming loop and exports then share one token bucket.
+The store may go away: the worker then waits, tries again with backoff, and continues
+from what it holds when the store is back (store_gate.py). SIGTERM lets the batches in
+flight finish for a moment, writes the progress, and gives every lease back in one
+statement.
+
+A worker also runs queued batch export jobs (xavyo_siem.batch): file exports, and exports
+to the destinations it delivers, whose streaming and exports then share one token bucket.
+On SQLite one worker runs at a time.
 """
 
 from __future__ import annotations
@@ -18,10 +32,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import IO, TypeVar
 from uuid import UUID
@@ -29,16 +41,34 @@ from uuid import UUID
 from sqlalchemy import Connection, Engine
 
 from xavyo_siem.batch import BatchExporter, ExportSettings
-from xavyo_siem.errors import SiemError
-from xavyo_siem.model import BatchExportJob, CircuitState, ExportTarget, SiemDestination
-from xavyo_siem.pipeline.loop import DestinationLoop, OpenComponents, PipelineSettings
+from xavyo_siem.model import (
+    BatchExportJob,
+    CircuitState,
+    ExportTarget,
+    SiemDestination,
+    to_epoch_us,
+)
+from xavyo_siem.pipeline import metrics
+from xavyo_siem.pipeline.health import report_lag
+from xavyo_siem.pipeline.lane import Lane
+from xavyo_siem.pipeline.loop import OpenComponents, PipelineSettings
 from xavyo_siem.pipeline.rate_limit import TokenBucket
-from xavyo_siem.runtime.streaming import CursorSource, streaming_loop
-from xavyo_siem.store.destinations import enabled_destination_ids, get_destination
-from xavyo_siem.store.engine import in_transaction_async
-from xavyo_siem.store.events import measure_lag
+from xavyo_siem.pipeline.scheduler import Scheduler
+from xavyo_siem.runtime.lane_store import StoreLanes
+from xavyo_siem.runtime.store_gate import StoreGate, StoreUnavailable
+from xavyo_siem.store.changes import Listener
+from xavyo_siem.store.dead_letters import replays_waiting
+from xavyo_siem.store.destinations import enabled_destination_ids, get_destination, read_leased
+from xavyo_siem.store.events import EventCursor, measure_lag
+from xavyo_siem.store.feed import feed_head, read_feed, tenant_heads, unfinished_after
 from xavyo_siem.store.jobs import claim_job
-from xavyo_siem.store.leases import Lease, LeaseLost, acquire_lease, release_lease, renew_lease
+from xavyo_siem.store.leases import (
+    acquire_leases,
+    forget_worker,
+    heartbeat,
+    release_leases,
+    renew_leases,
+)
 from xavyo_siem.store.state import read_state
 
 __all__ = ["Worker", "WorkerSettings", "single_worker_lock"]
@@ -46,28 +76,35 @@ __all__ = ["Worker", "WorkerSettings", "single_worker_lock"]
 log = logging.getLogger("xavyo_siem.pipeline")  # the name operators filter the worker on
 
 _R = TypeVar("_R")
+_Leased = list[tuple[SiemDestination, EventCursor, CircuitState, int]]
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
-    """How a worker shares the work."""
+    """How a worker shares the work and paces itself.
+
+    `scan_interval_s` is how often leases are renewed and taken (at most a third of the
+    lease time); `poll_interval_s` of the pipeline settings is the slow poll of the feed
+    when no notification comes (PostgreSQL: a fallback; SQLite: how another process's
+    ingest is noticed).
+    """
 
     lease_ttl_s: float = 30.0
-    scan_interval_s: float = 2.0
+    scan_interval_s: float = 10.0
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     export_jobs: int = 1  # batch export jobs run at once (0: none)
     export_chunk_events: int = 10_000
-
-
-@dataclass(slots=True)
-class _Running:
-    loop: DestinationLoop
-    task: asyncio.Task[bool]
-    lease: Lease
+    idle_close_s: float = 60.0
+    feed_page: int = 5_000
+    max_turns: int = 64
+    max_behind: int = 8
+    max_buffered: int = 10_000
+    shutdown_grace_s: float = 2.0
+    listen_poll_s: float = 5.0  # PostgreSQL with LISTEN: the fallback poll
 
 
 class Worker:
-    """Runs the delivery loops of the destinations it holds a lease on."""
+    """Serves the destinations it holds a lease on (see the module docstring)."""
 
     def __init__(
         self,
@@ -81,11 +118,17 @@ class Worker:
         self.open_components = open_components
         self.settings = settings or WorkerSettings()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._running: dict[UUID, _Running] = {}
-        self._wanted: dict[UUID, UUID] = {}
+        self.gate = StoreGate(engine)
+        self.lanes_store = StoreLanes(gate=self.gate, owner=self.owner)
+        self.scheduler: Scheduler | None = None
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._position: EventCursor | None = None  # the feed's, None until it started
+        self._feed_behind = True  # the last feed read was a full page
+        self._updated: dict[UUID, int] = {}  # each lane's destination `updated_us` when loaded
         self._buckets: dict[UUID, TokenBucket] = {}
         self._jobs: dict[UUID, tuple[asyncio.Task[object], UUID | None]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self.exporter = BatchExporter(
             engine=engine,
             owner=self.owner,
@@ -100,63 +143,282 @@ class Worker:
         )
 
     def stop(self) -> None:
-        """Finish the batches in flight, close the transports, give the leases back."""
+        """Finish the batches in flight (briefly), write the progress, give the leases back."""
         self._stop.set()
+        self._wake.set()
+
+    # -- the run ----------------------------------------------------------------------------
 
     async def run(self, *, drain: bool = False) -> list[str]:
         """Deliver until stopped or, with `drain`, until every destination has caught up.
 
         Returns the reasons of destinations left stuck (misconfigured) when draining.
         """
-        ttl = timedelta(seconds=self.settings.lease_ttl_s)
+        loop = asyncio.get_running_loop()
+        scheduler = self.scheduler = Scheduler(
+            store=self.lanes_store,
+            max_turns=self.settings.max_turns,
+            max_behind=self.settings.max_behind,
+        )
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(self._wake.set)
+
+        listener = Listener(self.engine, wake)
+        listener.start()
+        poll_s = (
+            self.settings.listen_poll_s
+            if self.engine.dialect.name == "postgresql"
+            else self.settings.pipeline.poll_interval_s
+        )
+        next_scan = next_poll = 0.0
+        backoff = 0.5
         try:
             while not self._stop.is_set():
-                await self._scan(ttl)
+                scheduler.changed.clear()  # set again by whatever happens from here on
+                try:
+                    now = time.monotonic()
+                    if not self.gate.available and not await self.gate.probe():
+                        raise StoreUnavailable("still unavailable")
+                    scheduler.paused = False
+                    if now >= next_scan:
+                        await self._scan()
+                        next_scan = now + min(
+                            self.settings.scan_interval_s, self.settings.lease_ttl_s / 3
+                        )
+                    if self.lanes_store.unwritten:
+                        await self._flush()
+                    if self._wake.is_set() or now >= next_poll or self._feed_behind:
+                        self._wake.clear()
+                        await self._read_feed()
+                        next_poll = now + poll_s
+                    backoff = 0.5
+                except StoreUnavailable:
+                    scheduler.paused = True
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                started = scheduler.start_due()
                 if drain and await self._drained():
-                    return [
-                        f"{run.loop.destination.name}: {run.loop.stuck_reason}"
-                        for run in self._running.values()
-                        if run.loop.stuck_reason
-                    ]
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.settings.scan_interval_s)
+                    return self._stuck()
+                due = scheduler.next_due()
+                if due is not None and due <= time.monotonic() and not started:
+                    due = None  # at the limit of turns: the end of one wakes the loop
+                await self._wait(min(t for t in (next_scan, next_poll, due) if t is not None))
             return []
         finally:
-            await self._stop_all()
+            listener.stop()
+            await self._shut_down()
 
-    async def _drained(self) -> bool:
-        """Every enabled destination has caught up: ours by their loops' word, the ones
-        another worker holds (or a dead one still holds) by their lag in the store."""
-        loops = [run.loop for run in self._running.values()]
-        if not all(loop.caught_up.is_set() or loop.stuck_reason for loop in loops):
-            return False
-        if self._jobs:  # an export job runs (the scan found none waiting when this is empty)
-            return False
-        others = [key for key in self._wanted.items() if key[0] not in self._running]
-        return not others or await self._store(lambda conn: _all_caught_up(conn, others))
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
 
-    async def _scan(self, ttl: timedelta) -> None:
-        """Renew what we hold, drop what was disabled or lost, take what is free."""
-        wanted = self._wanted = dict(await self._store(lambda conn: _enabled(conn)))
-        for destination_id in list(self._running):
-            run = self._running[destination_id]
-            if run.task.done():
-                self._running.pop(destination_id)
-                continue
-            renewed = destination_id in wanted and await self._store(
-                partial(_renew, lease=run.lease, ttl=ttl)
+    async def _wait(self, until: float) -> None:
+        """Until `until`, a notification, a turn's end, or stop."""
+        assert self.scheduler is not None
+        timeout = max(until - time.monotonic(), 0.0)
+        if timeout == 0 or self._wake.is_set() or self.scheduler.changed.is_set():
+            await asyncio.sleep(0)
+            return
+        waits = [
+            asyncio.ensure_future(self._wake.wait()),
+            asyncio.ensure_future(self.scheduler.changed.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    # -- the feed ---------------------------------------------------------------------------
+
+    async def _read_feed(self) -> None:
+        """One read of new events for all of this worker's tenants, routed to their lanes."""
+        assert self.scheduler is not None
+        if self._position is None or not self.scheduler.lanes:
+            self._feed_behind = False
+            return
+        after, limit = self._position, self.settings.feed_page
+        page = await self.gate.read(
+            lambda conn: read_feed(conn, owner=self.owner, after=after, limit=limit)
+        )
+        self._position = page.position
+        self._feed_behind = page.count >= limit
+        self.scheduler.route(page.by_tenant)
+
+    # -- leases -----------------------------------------------------------------------------
+
+    async def _scan(self) -> None:
+        """Heartbeat, renew every lease, take or give back the difference to the fair
+        share, load new lanes, note replays, and run export jobs."""
+        assert self.scheduler is not None
+        ttl = timedelta(seconds=self.settings.lease_ttl_s)
+        scheduler = self.scheduler
+
+        def renew(conn: Connection) -> tuple[int, dict[UUID, tuple[int, int]], dict[UUID, int]]:
+            now = datetime.now(UTC)
+            share = heartbeat(conn, owner=self.owner, ttl=ttl, now=now)
+            held = renew_leases(conn, owner=self.owner, ttl=ttl, now=now)
+            taken = acquire_leases(
+                conn, owner=self.owner, limit=share - len(held), ttl=ttl, now=now
             )
-            if not renewed:
-                await self._finish(destination_id, release=destination_id not in wanted)
-        for destination_id, tenant_id in wanted.items():
-            if destination_id in self._running:
-                continue
-            lease = await self._store(
-                partial(_acquire, destination_id=destination_id, owner=self.owner, ttl=ttl)
-            )
-            if lease is not None:
-                await self._start(tenant_id, destination_id, lease)
+            return share, held, taken
+
+        share, held, taken = await self.gate.write(renew)
+        for lane_id in list(scheduler.lanes):
+            renewed = held.get(lane_id)
+            if renewed is None:  # lost, disabled or removed: its writes are fenced off
+                await self._drop(lane_id)
+            elif renewed[1] != self._updated.get(lane_id) and lane_id not in scheduler.turns:
+                await self._drop(lane_id)  # its settings changed: loaded again below
+        load = {
+            ident: epoch
+            for ident, (epoch, _) in held.items()
+            if ident not in scheduler.lanes and ident not in scheduler.turns
+        } | taken
+        if load:
+            await self._load(load)
+        await self._shed(share)
+        await self._replays()
+        self._close_idle()
+        self._report()
         await self._scan_jobs(ttl)
+
+    async def _load(self, epochs: dict[UUID, int]) -> None:
+        """Serve the destinations just leased: their lanes start where their cursor is."""
+        assert self.scheduler is not None
+        start_feed = self._position is None
+
+        def read(conn: Connection) -> tuple[_Leased, dict[UUID, EventCursor], EventCursor | None]:
+            head = feed_head(conn) if start_feed else None  # before the marks (see feed.py)
+            rows = read_leased(conn, owner=self.owner, destination_ids=list(epochs))
+            return rows, tenant_heads(conn, owner=self.owner), head
+
+        rows, heads, head = await self.gate.read(read)
+        if head is not None:
+            self._position = head
+        for destination, cursor, circuit_state, failures in rows:
+            lane = Lane(
+                destination=destination,
+                position=cursor,
+                open_components=self.open_components,
+                circuit_state=circuit_state,
+                consecutive_failures=failures,
+                settings=self.settings.pipeline,
+                bucket=self._bucket_for(destination),
+                max_buffered=self.settings.max_buffered,
+            )
+            self.lanes_store.epochs[destination.id] = epochs[destination.id]
+            self._updated[destination.id] = _updated_us(destination)
+            self.scheduler.add(lane, mark=heads.get(destination.tenant_id))
+        log.info(
+            "worker %s serves %d destination(s) (%d new)",
+            self.owner, len(self.scheduler.lanes), len(rows),
+        )  # fmt: skip
+
+    async def _drop(self, lane_id: UUID, *, flush: bool = True) -> None:
+        """Stop serving a lane, its progress written first; its exports follow it. A turn
+        it is in ends on its own: whatever it notes is fenced off by the lease."""
+        assert self.scheduler is not None
+        if flush:
+            await self._flush()
+        lane = self.scheduler.remove(lane_id)
+        self.lanes_store.forget(lane_id)
+        self._updated.pop(lane_id, None)
+        for job_id, (_, target) in list(self._jobs.items()):
+            if target == lane_id:
+                self.exporter.stop(job_id)
+        if lane is not None:
+            self._close_later(lane)
+
+    async def _shed(self, share: int) -> None:
+        """Give back what is over the fair share (another worker joined), at a batch
+        boundary: the last tenants first, so a tenant's destinations stay together."""
+        assert self.scheduler is not None
+        excess = len(self.scheduler.lanes) - share
+        if excess <= 0:
+            return
+        lanes = sorted(
+            self.scheduler.lanes.values(), key=lambda lane: (str(lane.tenant_id), str(lane.id))
+        )
+        shed = [lane.id for lane in reversed(lanes) if lane.id not in self.scheduler.turns][:excess]
+        if not shed:
+            return
+        await self._flush()
+        for lane_id in shed:
+            await self._drop(lane_id, flush=False)
+        await self.gate.write(
+            lambda conn: release_leases(conn, owner=self.owner, destination_ids=shed)
+        )
+        log.info("worker %s gave back %d destination(s) to balance", self.owner, len(shed))
+
+    async def _replays(self) -> None:
+        assert self.scheduler is not None
+        waiting = await self.gate.read(lambda conn: replays_waiting(conn, owner=self.owner))
+        for lane_id in waiting:
+            lane = self.scheduler.lanes.get(lane_id)
+            if lane is not None and not lane.replay_waiting:
+                lane.replay_waiting = True
+                if lane_id not in self.scheduler.turns:
+                    self.scheduler.wake(lane)
+
+    async def _flush(self) -> None:
+        """Write every lane's progress in one transaction; lanes waiting on it go on."""
+        assert self.scheduler is not None
+        written, lost = await self.lanes_store.flush()
+        self.scheduler.written(written)
+        for lane_id in lost:
+            log.warning("destination %s: lease lost; another worker delivers it now", lane_id)
+            await self._drop(lane_id, flush=False)
+
+    # -- transports, metrics ----------------------------------------------------------------
+
+    def _close_later(self, lane: Lane) -> None:
+        task = asyncio.create_task(lane.close(), name=f"close:{lane.destination.name}")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _close_idle(self) -> None:
+        assert self.scheduler is not None
+        idle_since = time.monotonic() - self.settings.idle_close_s
+        for lane in self.scheduler.lanes.values():
+            if (
+                lane.components is not None
+                and lane.last_used < idle_since
+                and lane.id not in self.scheduler.turns
+                and lane.pending is None
+            ):
+                self._close_later(lane)
+
+    def _report(self) -> None:
+        assert self.scheduler is not None
+        lanes = self.scheduler.lanes.values()
+        metrics.WORKER_DESTINATIONS.set(len(self.scheduler.lanes))
+        metrics.WORKER_BEHIND.set(sum(1 for lane in lanes if not lane.following))
+        metrics.WORKER_OPEN_TRANSPORTS.set(sum(1 for lane in lanes if lane.components is not None))
+        for lane in lanes:
+            if lane.following:
+                count, oldest = lane.lag()
+                report_lag(lane.destination, events=count, oldest=oldest and oldest.timestamp)
+
+    def _bucket_for(self, destination: SiemDestination) -> TokenBucket | None:
+        """The destination's one token bucket in this worker (shared by lane and exports)."""
+        limit = destination.rate_limit
+        if limit is None:
+            return None
+        bucket = self._buckets.get(destination.id)
+        if bucket is None or (bucket.events_per_s, bucket.burst) != (
+            float(limit.events_per_s),
+            limit.burst,
+        ):
+            bucket = TokenBucket(
+                limit.events_per_s, limit.burst, clock=time.monotonic, sleep=asyncio.sleep
+            )
+            self._buckets[destination.id] = bucket
+        return bucket
+
+    # -- export jobs ------------------------------------------------------------------------
 
     async def _scan_jobs(self, ttl: timedelta) -> None:
         """Forget finished export jobs; take a waiting one when there is room.
@@ -164,13 +426,14 @@ class Worker:
         Only file exports and exports to a destination this worker delivers are taken, so
         the destination's rate limit covers its streaming and its exports together.
         """
+        assert self.scheduler is not None
         for job_id, (running, _) in list(self._jobs.items()):
             if running.done():
                 self._jobs.pop(job_id)
         if len(self._jobs) >= self.settings.export_jobs or self._stop.is_set():
             return
-        held = list(self._running)
-        job = await self._store(
+        held = list(self.scheduler.lanes)
+        job = await self.gate.write(
             lambda conn: claim_job(
                 conn, owner=self.owner, ttl=ttl, now=datetime.now(UTC), destination_ids=held
             )
@@ -196,100 +459,68 @@ class Worker:
                 "export job %s %s (%d events)%s", job_id, job.status.value, job.exported, detail
             )
 
-    def _bucket_for(self, destination: SiemDestination) -> TokenBucket | None:
-        """The destination's one token bucket in this worker (shared by loop and exports)."""
-        limit = destination.rate_limit
-        if limit is None:
-            return None
-        bucket = self._buckets.get(destination.id)
-        if bucket is None or (bucket.events_per_s, bucket.burst) != (
-            float(limit.events_per_s),
-            limit.burst,
-        ):
-            bucket = TokenBucket(
-                limit.events_per_s, limit.burst, clock=time.monotonic, sleep=asyncio.sleep
+    # -- draining and stopping --------------------------------------------------------------
+
+    async def _drained(self) -> bool:
+        """Every enabled destination has caught up: ours by their lanes, the ones another
+        worker holds (or a dead one still holds) by their lag in the store."""
+        scheduler = self.scheduler
+        assert scheduler is not None
+        if scheduler.turns or self._jobs or self._feed_behind or self.lanes_store.unwritten:
+            return False
+        for lane in scheduler.lanes.values():
+            if lane.stuck_reason:
+                continue
+            if not lane.following or lane.buffer or lane.pending or lane.replay_waiting:
+                return False
+        position = self._position
+        if position is not None and scheduler.lanes:
+            unfinished = await self.gate.read(
+                lambda conn: unfinished_after(conn, owner=self.owner, after=position)
             )
-            self._buckets[destination.id] = bucket
-        return bucket
+            if unfinished:
+                return False
+        enabled = await self.gate.read(lambda conn: enabled_destination_ids(conn))
+        others = [(d, t) for t, d in enabled if d not in scheduler.lanes]
+        if not others:
+            return True
+        return await self.gate.read(lambda conn: _all_caught_up(conn, others))
 
-    async def _start(self, tenant_id: UUID, destination_id: UUID, lease: Lease) -> None:
-        destination = await self._store(
-            lambda conn: get_destination(conn, tenant_id=tenant_id, destination_id=destination_id)
-        )
-        if destination is None:
-            return
-        try:
-            components = await self.open_components(destination)
-        except SiemError as exc:
-            reason = f"cannot be opened: {exc}"
-            log.error("destination %s %s", destination.name, reason)
-            source = CursorSource(engine=self.engine, destination=destination, lease=lease)
-            await source.record_failure(
-                reason=reason, circuit_state=CircuitState.OPEN, misconfigured=True
-            )
-            await self._store(lambda conn: release_lease(conn, lease=lease))
-            return
-        loop = streaming_loop(
-            engine=self.engine,
-            destination=destination,
-            components=components,
-            lease=lease,
-            settings=self.settings.pipeline,
-            bucket=self._bucket_for(destination),
-        )
-        task = asyncio.create_task(loop.run(), name=f"deliver:{destination.name}")
-        task.add_done_callback(lambda done: self._loop_ended(destination, done))
-        self._running[destination_id] = _Running(loop, task, lease)
-        log.info("worker %s delivers destination %s", self.owner, destination.name)
+    def _stuck(self) -> list[str]:
+        assert self.scheduler is not None
+        return [
+            f"{lane.destination.name}: {lane.stuck_reason}"
+            for lane in self.scheduler.lanes.values()
+            if lane.stuck_reason
+        ]
 
-    def _loop_ended(self, destination: SiemDestination, task: asyncio.Task[bool]) -> None:
-        """No silent hangs: a loop that died says why; the next scan restarts it."""
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if isinstance(exc, LeaseLost):
-            log.warning("%s", exc)
-        elif exc is not None:
-            log.error("delivery loop of %s stopped: %r", destination.name, exc, exc_info=exc)
-
-    async def _finish(self, destination_id: UUID, *, release: bool) -> None:
-        run = self._running.pop(destination_id, None)
-        if run is None:
-            return
-        for job_id, (_, target) in list(self._jobs.items()):
-            if target == destination_id:  # its exports follow the destination's lease
-                self.exporter.stop(job_id)
-        run.loop.stop()
-        try:
-            await asyncio.wait_for(asyncio.shield(run.task), timeout=30)
-        except (TimeoutError, LeaseLost):
-            run.task.cancel()
-        except Exception:  # already logged by _loop_ended
-            pass
-        await run.loop.transport.aclose()
-        if release:
-            await self._store(lambda conn: release_lease(conn, lease=run.lease))
-
-    async def _stop_all(self) -> None:
+    async def _shut_down(self) -> None:
+        """Let turns end briefly, write the progress, give every lease back, close."""
+        scheduler = self.scheduler
         self.exporter.stop()
-        await asyncio.gather(
-            *(self._finish(ident, release=True) for ident in list(self._running)),
-            *(asyncio.wait_for(task, timeout=30) for task, _ in list(self._jobs.values())),
-            return_exceptions=True,
-        )
+        if scheduler is not None:
+            await scheduler.settle(grace_s=self.settings.shutdown_grace_s)
+        jobs = [task for task, _ in self._jobs.values()]
+        if jobs:
+            await asyncio.wait(jobs, timeout=self.settings.shutdown_grace_s)
+        try:
+            await self.lanes_store.flush()
+            await self.gate.write(self._leave)
+        except StoreUnavailable:
+            log.warning("store unavailable at shutdown: leases expire by themselves")
+        lanes = [] if scheduler is None else list(scheduler.lanes.values())
+        closing = [asyncio.create_task(lane.close()) for lane in lanes] + list(self._closing)
+        if closing:
+            await asyncio.wait(closing, timeout=self.settings.shutdown_grace_s)
+        metrics.WORKER_DESTINATIONS.set(0)
 
-    async def _store(self, work: Callable[[Connection], _R]) -> _R:
-        return await in_transaction_async(self.engine, work)
+    def _leave(self, conn: Connection) -> None:
+        release_leases(conn, owner=self.owner)
+        forget_worker(conn, owner=self.owner)
 
 
-def _renew(conn: Connection, *, lease: Lease, ttl: timedelta) -> bool:
-    return renew_lease(conn, lease=lease, ttl=ttl, now=datetime.now(UTC))
-
-
-def _acquire(conn: Connection, *, destination_id: UUID, owner: str, ttl: timedelta) -> Lease | None:
-    return acquire_lease(
-        conn, destination_id=destination_id, owner=owner, ttl=ttl, now=datetime.now(UTC)
-    )
+def _updated_us(destination: SiemDestination) -> int:
+    return to_epoch_us(destination.updated_at)
 
 
 def _all_caught_up(conn: Connection, destinations: list[tuple[UUID, UUID]]) -> bool:
@@ -306,12 +537,10 @@ def _all_caught_up(conn: Connection, destinations: list[tuple[UUID, UUID]]) -> b
     return True
 
 
-def _enabled(conn: Connection) -> list[tuple[UUID, UUID]]:
-    return [(destination, tenant) for tenant, destination in enabled_destination_ids(conn)]
-
-
 def single_worker_lock(database_path: Path) -> IO[str]:
     """Hold an exclusive lock beside a SQLite store; a second worker fails with a clear message."""
+    from xavyo_siem.errors import SiemError
+
     lock_path = database_path.with_name(database_path.name + ".worker.lock")
     handle = lock_path.open("a+")
     try:

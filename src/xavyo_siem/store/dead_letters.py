@@ -11,7 +11,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from xavyo_siem.model import format_timestamp, from_epoch_us, to_epoch_us, uuid_from_canonical
-from xavyo_siem.store.tables import dead_letters
+from xavyo_siem.store.tables import dead_letters, leases
 
 __all__ = [
     "DeadLetter",
@@ -19,6 +19,7 @@ __all__ = [
     "list_dead_letters",
     "remove_dead_letters",
     "replay_requested",
+    "replays_waiting",
     "request_replay",
     "settle_replay",
 ]
@@ -154,3 +155,15 @@ def settle_replay(
         conn.execute(
             update(dead_letters).where(*base, _DL.id == ident).values(replay=False, reason=reason)
         )
+
+
+def replays_waiting(conn: Connection, *, owner: str) -> set[UUID]:
+    """The destinations leased by `owner` with dead letters an operator asked to send again
+    (one statement for all of a worker's destinations)."""
+    rows = conn.execute(
+        select(_DL.destination_id)
+        .distinct()
+        .join(leases, leases.c.destination_id == _DL.destination_id)
+        .where(leases.c.owner == owner, _DL.replay.is_(True))
+    )
+    return {uuid_from_canonical(ident) for (ident,) in rows}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -35,6 +35,7 @@ __all__ = [
     "get_destination",
     "insert_destination",
     "list_destinations",
+    "read_leased",
     "read_sealed_secret",
     "replace_sealed_secret",
     "set_sealed_secret",
@@ -241,3 +242,39 @@ def replace_sealed_secret(
         .values(secret=sealed)
     )
     return result.rowcount == 1
+
+
+def read_leased(
+    conn: Connection, *, owner: str, destination_ids: Collection[UUID]
+) -> list[tuple[SiemDestination, EventCursor, CircuitState, int]]:
+    """The destinations `owner` holds a lease on among `destination_ids`, each with its
+    stored cursor, circuit state and consecutive failures: what a worker loads to deliver.
+
+    Scoped by the lease, not by a tenant: this is the worker's view of its own destinations.
+    """
+    s = destination_state.c
+    found = []
+    wanted = sorted(str(ident) for ident in destination_ids)
+    for start in range(0, len(wanted), 2000):  # bounded statement size
+        rows = conn.execute(
+            select(
+                destinations,
+                s.cursor_txid,
+                s.cursor_seq,
+                s.circuit_state,
+                s.consecutive_failures,
+            )
+            .join(destination_state, s.destination_id == _D.id)
+            .join(leases, leases.c.destination_id == _D.id)
+            .where(leases.c.owner == owner, _D.id.in_(wanted[start : start + 2000]))
+        ).mappings()
+        for row in rows:
+            found.append(
+                (
+                    _destination_of(row),
+                    EventCursor(row["cursor_txid"], row["cursor_seq"]),
+                    CircuitState(row["circuit_state"]),
+                    row["consecutive_failures"],
+                )
+            )
+    return found

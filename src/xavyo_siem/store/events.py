@@ -36,11 +36,15 @@ __all__ = [
     "EventCursor",
     "EventPage",
     "TimeKey",
+    "after_position",
+    "below_horizon",
+    "fetch_rows",
     "head_cursor",
     "measure_lag",
     "read_events_after",
     "read_events_by_id",
     "read_events_in_range",
+    "read_horizon",
 ]
 
 _T = audit_events.c
@@ -127,7 +131,7 @@ def _require_tenant(tenant_id: UUID | None) -> str:
     return str(tenant_id)
 
 
-def _horizon(conn: Connection) -> int:
+def read_horizon(conn: Connection) -> int:
     """Rows of transactions below this id are final (see the module docstring)."""
     if conn.dialect.name != "postgresql":
         return _NO_HORIZON
@@ -137,7 +141,7 @@ def _horizon(conn: Connection) -> int:
     return int(value)
 
 
-def _fetch_all(conn: Connection, statement: Select[Any]) -> list[tuple[Any, ...]]:
+def fetch_rows(conn: Connection, statement: Select[Any]) -> list[tuple[Any, ...]]:
     """Run `statement` on the raw driver cursor: plain tuples, no per-row result processing.
 
     The read path is the hot path of every export; SQLAlchemy's Row objects and type
@@ -175,19 +179,19 @@ def read_events_after(
     tenant = _require_tenant(tenant_id)
     if limit < 1:
         raise ValueError("limit: must be at least 1")
-    horizon = _horizon(conn)
+    horizon = read_horizon(conn)
     statement = (
         select(_T.txid, _T.seq, *EVENT_COLUMNS)
         .where(
             _T.tenant_id == tenant,
             *after_position(conn, after),
-            *_below(horizon),
+            *below_horizon(horizon),
             *_filter_conditions(filter),
         )
         .order_by(_T.txid, _T.seq)
         .limit(limit)
     )
-    rows = _fetch_all(conn, statement)
+    rows = fetch_rows(conn, statement)
     events = events_of(rows, tenant_id=tenant_id)
     cursor = EventCursor(rows[-1][0], rows[-1][1]) if rows else after
     if len(rows) < limit and not filter.is_everything:
@@ -197,16 +201,17 @@ def read_events_after(
     return EventPage(events, cursor)
 
 
-def _below(horizon: int) -> list[ColumnElement[bool]]:
+def below_horizon(horizon: int, txid: Any = _T.txid) -> list[ColumnElement[bool]]:
+    """Rows below `horizon` (of the table whose txid column is `txid`), as conditions."""
     # No horizon (SQLite) means no condition: a dummy bound would steer SQLite's planner
     # into a range on txid and a sort, instead of the index's own order.
-    return [] if horizon == _NO_HORIZON else [_T.txid < horizon]
+    return [] if horizon == _NO_HORIZON else [txid < horizon]
 
 
 def _last_final(conn: Connection, *, tenant: str, horizon: int) -> EventCursor | None:
     row = conn.execute(
         select(_T.txid, _T.seq)
-        .where(_T.tenant_id == tenant, *_below(horizon))
+        .where(_T.tenant_id == tenant, *below_horizon(horizon))
         .order_by(_T.txid.desc(), _T.seq.desc())
         .limit(1)
     ).first()
@@ -216,7 +221,7 @@ def _last_final(conn: Connection, *, tenant: str, horizon: int) -> EventCursor |
 def head_cursor(conn: Connection, *, tenant_id: UUID) -> EventCursor:
     """The cursor just after the tenant's last final event: where "start now" begins."""
     tenant = _require_tenant(tenant_id)
-    return _last_final(conn, tenant=tenant, horizon=_horizon(conn)) or START
+    return _last_final(conn, tenant=tenant, horizon=read_horizon(conn)) or START
 
 
 def read_events_in_range(
@@ -250,7 +255,7 @@ def read_events_in_range(
         .order_by(_T.ts_us, _T.seq)
         .limit(limit)
     )
-    rows = _fetch_all(conn, statement)
+    rows = fetch_rows(conn, statement)
     key = TimeKey(rows[-1][0], rows[-1][1]) if rows else None
     return events_of(rows, tenant_id=tenant_id), key
 
@@ -267,7 +272,7 @@ def read_events_by_id(
         .where(_T.tenant_id == tenant, _T.event_id.in_(sorted({str(e) for e in event_ids})))
         .order_by(_T.txid, _T.seq)
     )
-    return events_of(_fetch_all(conn, statement), tenant_id=tenant_id)
+    return events_of(fetch_rows(conn, statement), tenant_id=tenant_id)
 
 
 def measure_lag(

@@ -33,10 +33,10 @@ from xavyo_siem.store.event_rows import EVENT_COLUMNS, events_of
 from xavyo_siem.store.events import (
     EVERYTHING,
     TimeKey,
-    _fetch_all,
     _filter_conditions,
     _require_tenant,
     after_time_key,
+    fetch_rows,
 )
 from xavyo_siem.store.tables import audit_events
 
@@ -191,7 +191,7 @@ def read_range_events(
         .order_by(_T.ts_us, _T.seq)
         .limit(limit)
     )
-    rows = _fetch_all(conn, statement)
+    rows = fetch_rows(conn, statement)
     key = TimeKey(rows[-1][0], rows[-1][1]) if rows else None
     return events_of(rows, tenant_id=tenant_id), key
 
@@ -223,6 +223,6 @@ def read_range_parts(
         .order_by(_T.ts_us, _T.seq)
         .limit(limit)
     )
-    rows = _fetch_all(conn, statement)
+    rows = fetch_rows(conn, statement)
     key = TimeKey(rows[-1][-2], rows[-1][-1]) if rows else None
     return rows, key

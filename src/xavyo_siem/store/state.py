@@ -7,24 +7,28 @@ never both advance one destination.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, and_, exists, func, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, func, select, update
 
 from xavyo_siem.model import CircuitState, DeliveryHealth, from_epoch_us, to_epoch_us
+from xavyo_siem.store.dead_letters import add_dead_letters
 from xavyo_siem.store.events import EventCursor
 from xavyo_siem.store.leases import Lease
 from xavyo_siem.store.tables import dead_letters, destination_state, destinations, leases
 
 __all__ = [
     "DeliveryState",
+    "Progress",
     "read_health",
     "read_state",
     "record_delivered",
     "record_failure",
+    "record_progress",
     "set_cursor",
 ]
 
@@ -191,3 +195,101 @@ def read_health(
         throughput_eps=row["throughput_eps"],
         dead_letters=row["dead_letter_count"],
     )
+
+
+@dataclass(slots=True)
+class Progress:
+    """What happened to one destination since its state was last written: the worker adds
+    each batch's outcome here and writes every destination's in one go (`record_progress`).
+
+    `cursor` is None until a batch was delivered; the circuit fields are the latest.
+    """
+
+    tenant_id: UUID
+    destination_id: UUID
+    epoch: int
+    cursor: EventCursor | None = None
+    delivered: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    circuit_state: CircuitState = CircuitState.CLOSED
+    circuit_reason: str | None = None
+    last_success: datetime | None = None
+    last_failure: datetime | None = None
+    last_error: str | None = None
+    throughput_eps: float = 0.0
+    dead: list[tuple[UUID, str]] = field(default_factory=list)
+
+
+def record_progress(
+    conn: Connection, *, owner: str, progress: Sequence[Progress], now: datetime
+) -> list[UUID]:
+    """Write the progress of many destinations in a few statements, each fenced by its lease.
+
+    Returns the destinations whose lease `owner` no longer holds (at that epoch): nothing of
+    theirs was written. On PostgreSQL the lease rows are locked for the transaction, so a
+    lease cannot be taken over between the check and the write.
+    """
+    if not progress:
+        return []
+    held_query = select(leases.c.destination_id, leases.c.epoch).where(
+        leases.c.owner == owner,
+        leases.c.destination_id.in_(sorted({str(p.destination_id) for p in progress})),
+    )
+    if conn.dialect.name == "postgresql":
+        held_query = held_query.with_for_update()
+    held = {(ident, epoch) for ident, epoch in conn.execute(held_query)}
+    kept = [p for p in progress if (str(p.destination_id), p.epoch) in held]
+    lost = [p.destination_id for p in progress if (str(p.destination_id), p.epoch) not in held]
+    if not kept:
+        return lost
+    stamp = to_epoch_us(now)
+    conn.execute(
+        update(destination_state)
+        .where(
+            _S.destination_id == bindparam("b_destination"),
+            _S.tenant_id == bindparam("b_tenant"),
+        )
+        .values(
+            cursor_txid=func.coalesce(bindparam("b_txid"), _S.cursor_txid),
+            cursor_seq=func.coalesce(bindparam("b_seq"), _S.cursor_seq),
+            successes=_S.successes + bindparam("b_delivered"),
+            failures=_S.failures + bindparam("b_failures"),
+            consecutive_failures=bindparam("b_consecutive"),
+            circuit_state=bindparam("b_circuit"),
+            circuit_reason=bindparam("b_reason"),
+            last_success_us=func.coalesce(bindparam("b_success_us"), _S.last_success_us),
+            last_failure_us=func.coalesce(bindparam("b_failure_us"), _S.last_failure_us),
+            last_error=func.coalesce(bindparam("b_error"), _S.last_error),
+            throughput_eps=bindparam("b_throughput"),
+            updated_us=stamp,
+        ),
+        [
+            {
+                "b_destination": str(p.destination_id),
+                "b_tenant": str(p.tenant_id),
+                "b_txid": None if p.cursor is None else p.cursor.txid,
+                "b_seq": None if p.cursor is None else p.cursor.seq,
+                "b_delivered": p.delivered,
+                "b_failures": p.failures,
+                "b_consecutive": p.consecutive_failures,
+                "b_circuit": p.circuit_state.value,
+                "b_reason": None if p.circuit_reason is None else p.circuit_reason[:1000],
+                "b_success_us": None if p.last_success is None else to_epoch_us(p.last_success),
+                "b_failure_us": None if p.last_failure is None else to_epoch_us(p.last_failure),
+                "b_error": None if p.last_error is None else p.last_error[:1000],
+                "b_throughput": p.throughput_eps,
+            }
+            for p in kept
+        ],
+    )
+    for p in kept:
+        if p.dead:
+            add_dead_letters(
+                conn,
+                tenant_id=p.tenant_id,
+                destination_id=p.destination_id,
+                entries=p.dead,
+                now=now,
+            )
+    return lost

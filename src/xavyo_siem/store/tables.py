@@ -40,6 +40,7 @@ __all__ = [
     "export_jobs",
     "leases",
     "metadata",
+    "workers",
 ]
 
 metadata = MetaData()
@@ -165,6 +166,15 @@ leases = Table(
     Column("owner", Text, nullable=False),
     Column("epoch", BigInteger, nullable=False),
     Column("expires_us", BigInteger, nullable=False),
+)
+
+# Running workers (migration 0005): each counts the live ones to take its fair share.
+workers = Table(
+    "workers",
+    metadata,
+    Column("owner", Text, primary_key=True),
+    Column("started_us", BigInteger, nullable=False),
+    Column("heartbeat_us", BigInteger, nullable=False),
 )
 
 # Batch export jobs (migration 0003): a tenant's time range to a file or a destination.

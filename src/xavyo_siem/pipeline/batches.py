@@ -1,0 +1,132 @@
+"""A batch on its way to a destination: formatted from events, then judged by the answer.
+
+Both ways of delivering share this: the worker's scheduler (`lane.Lane`, streaming) and the
+single-destination loop (`loop.DestinationLoop`, batch exports). Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from xavyo_siem.delivery.base import (
+    Delivered,
+    DeliveryResult,
+    Misconfigured,
+    Record,
+    Rejected,
+    RetryLater,
+)
+from xavyo_siem.errors import EncodeError
+from xavyo_siem.model import AuditEvent
+
+__all__ = [
+    "Batch",
+    "Formatter",
+    "Verdict",
+    "format_batch",
+    "format_replay",
+    "judge",
+    "replay_outcome",
+]
+
+Formatter = Callable[[AuditEvent], str]
+
+
+@dataclass(slots=True)
+class Batch:
+    """Formatted records waiting to be accepted, and the source's position after them.
+
+    `unencodable` are the events the formatter refused (they become dead letters with the
+    batch). A replay batch (dead letters sent again) has `replayed`, the dead-letter id of
+    each record's event, and does not move the position.
+    """
+
+    records: list[Record]
+    position: Any
+    unencodable: list[tuple[UUID, str]]
+    replayed: dict[str, int] | None = None
+
+
+def format_batch(
+    events: Iterable[AuditEvent], *, formatter: Formatter, tenant_id: UUID, position: Any
+) -> Batch:
+    """The records of `events`; an event the formatter cannot encode is set aside."""
+    records: list[Record] = []
+    unencodable: list[tuple[UUID, str]] = []
+    for event in events:
+        if event.tenant_id != tenant_id:  # the store guarantees it; so do we
+            raise AssertionError("an event of another tenant reached a destination")
+        try:
+            text = formatter(event)
+        except EncodeError as exc:
+            unencodable.append((event.event_id, f"cannot be encoded: {exc}"))
+            continue
+        records.append(Record.of(event, text))
+    return Batch(records, position, unencodable)
+
+
+def format_replay(
+    letters: Sequence[tuple[int, AuditEvent]], *, formatter: Formatter, position: Any
+) -> Batch | None:
+    """Dead letters to send again as a batch (None when none can be encoded now)."""
+    records: list[Record] = []
+    replayed: dict[str, int] = {}
+    for letter_id, event in letters:
+        try:
+            text = formatter(event)
+        except EncodeError:
+            continue  # still unencodable: it stays a dead letter
+        record = Record.of(event, text)
+        records.append(record)
+        replayed[record.event_id] = letter_id
+    return Batch(records, position, [], replayed) if records else None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a destination's answer means for a batch.
+
+    Accepted (`failed` is None): `delivered` records went through and `dead` are refused
+    for good (with the unencodable ones). Failed: the batch is sent again later; `failed`
+    is the reason, `misconfigured` says whether a person must fix something first.
+    """
+
+    delivered: int = 0
+    dead: list[tuple[UUID, str]] | None = None
+    failed: str | None = None
+    misconfigured: bool = False
+    after_s: float | None = None
+    refused_index: dict[int, str] | None = None
+
+
+def judge(batch: Batch, result: DeliveryResult) -> Verdict:
+    """What `result`, the destination's answer to `batch`, means."""
+    match result:
+        case Delivered():
+            return Verdict(len(batch.records), list(batch.unencodable), refused_index={})
+        case Rejected(by_index=by_index):
+            dead = list(batch.unencodable) + [
+                (UUID(batch.records[index].event_id), reason)
+                for index, reason in sorted(by_index.items())
+            ]
+            return Verdict(len(batch.records) - len(by_index), dead, refused_index=dict(by_index))
+        case RetryLater(reason=reason, after_s=after_s):
+            return Verdict(failed=reason, after_s=after_s)
+        case Misconfigured(reason=reason):
+            return Verdict(failed=reason, misconfigured=True)
+    raise AssertionError(f"unknown delivery result {result!r}")
+
+
+def replay_outcome(batch: Batch, verdict: Verdict) -> tuple[list[int], dict[int, str]]:
+    """For an accepted replay batch: the dead letters delivered, and those refused again."""
+    assert batch.replayed is not None
+    assert verdict.refused_index is not None
+    refused = {
+        batch.replayed[batch.records[index].event_id]: reason
+        for index, reason in verdict.refused_index.items()
+    }
+    delivered = [ident for ident in batch.replayed.values() if ident not in refused]
+    return delivered, refused

@@ -1,0 +1,319 @@
+"""One destination inside a worker: its events in memory, its batch, its pace.
+
+A lane is a destination's delivery state while a worker holds it. It never waits in place:
+a turn takes one capped batch, sends it and decides, and whatever would wait instead moves
+the lane's due time (`due`): the rate limit's delay, a retry's backoff, an open circuit.
+The scheduler (scheduler.py) gives turns to due lanes and catches whatever escapes one.
+
+Where the events come from:
+
+- **following** the worker's change feed: the feed offers each new event of the lane's
+  tenant (`offer`), and the lane keeps those its filter matches, at most `max_buffered`.
+  Offered more than that, it lets them all go and falls behind: a slow destination holds
+  a bounded amount of memory, and nothing else back.
+- **behind**: the lane reads its own backlog, one page a turn, through `LaneStore`. Once a
+  read finds the end (`at_end`), the scheduler lets it join the feed, if the feed has not
+  passed it meanwhile.
+
+After a delivered batch a lane waits until the worker wrote its progress (one transaction
+for every lane's, see runtime/lane_store.py), so at most one batch per destination is ever
+delivered and not yet recorded.
+
+Positions are the store's, opaque here and only compared: `acked` is where the stored
+cursor is (or will be, once the worker writes it), `taken` is after the last event moved
+into a batch, `seen` after the last event the lane has. acked ≤ taken ≤ seen.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+from uuid import UUID
+
+from xavyo_siem.errors import SiemError
+from xavyo_siem.model import AuditEvent, CircuitState, SiemDestination
+from xavyo_siem.pipeline.batches import Batch, format_batch, format_replay, judge, replay_outcome
+from xavyo_siem.pipeline.circuit import CircuitBreaker
+from xavyo_siem.pipeline.health import Throughput
+from xavyo_siem.pipeline.loop import (
+    DestinationComponents,
+    OpenComponents,
+    PipelineSettings,
+    SourcePage,
+)
+from xavyo_siem.pipeline.rate_limit import TokenBucket
+
+__all__ = ["Lane", "LaneStore", "SourceUnavailable"]
+
+
+class SourceUnavailable(Exception):
+    """The events or the state cannot be read or written now (the store is down): the lane
+    tries again later; this is not its destination's fault."""
+
+
+class LaneStore(Protocol):
+    """What lanes ask of the store. Reads are awaited; outcomes are noted and written later,
+    for many lanes at once. Raises `SourceUnavailable` while the store cannot be reached."""
+
+    async def read_backlog(self, lane: Lane, *, after: Any, limit: int) -> SourcePage[Any] | None:
+        """Up to `limit` of the lane's events after `after`; None when nothing final waits."""
+        ...
+
+    async def read_replay(self, lane: Lane, *, limit: int) -> list[tuple[int, AuditEvent]]:
+        """Dead letters an operator asked to send again, as (dead letter id, event)."""
+        ...
+
+    async def settle_replay(
+        self, lane: Lane, *, delivered: Sequence[int], refused: Mapping[int, str]
+    ) -> None:
+        """After a replay batch: the delivered dead letters go, the refused stay."""
+        ...
+
+    def note_delivered(
+        self,
+        lane: Lane,
+        *,
+        position: Any,
+        delivered: int,
+        dead: Sequence[tuple[UUID, str]],
+        throughput_eps: float,
+    ) -> None:
+        """A batch is done with: the cursor may move to `position`."""
+        ...
+
+    def note_failure(
+        self, lane: Lane, *, reason: str, circuit: CircuitBreaker, misconfigured: bool
+    ) -> None:
+        """A batch failed (or the lane could not run); the cursor stays."""
+        ...
+
+
+class Lane:
+    """One destination's delivery state in a worker (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        destination: SiemDestination,
+        position: Any,
+        open_components: OpenComponents,
+        circuit_state: CircuitState = CircuitState.CLOSED,
+        consecutive_failures: int = 0,
+        settings: PipelineSettings | None = None,
+        bucket: TokenBucket | None = None,
+        max_buffered: int = 10_000,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.destination = destination
+        self.settings = settings or PipelineSettings()
+        self.acked = self.taken = self.seen = position
+        self.following = False
+        self.at_end = False
+        self.buffer: deque[tuple[Any, AuditEvent]] = deque()
+        self.max_buffered = max_buffered
+        self.pending: Batch | None = None
+        self.writing = False  # a delivered batch's progress is not written yet
+        self.replay_waiting = False
+        self.components: DestinationComponents | None = None
+        self.batch_size = 1
+        self.bucket = bucket
+        self.circuit = CircuitBreaker(
+            threshold=self.settings.circuit_threshold,
+            failures=consecutive_failures,
+            state=circuit_state,
+        )
+        self.stuck_reason: str | None = None
+        self.due: float | None = clock()  # None: nothing to do until offered events
+        self.last_used = clock()
+        self._open = open_components
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._throughput = Throughput(clock)
+
+    @property
+    def id(self) -> UUID:
+        return self.destination.id
+
+    @property
+    def tenant_id(self) -> UUID:
+        return self.destination.tenant_id
+
+    # -- the feed ---------------------------------------------------------------------------
+
+    def offer(self, position: Any, event: AuditEvent) -> bool:
+        """A new event of the lane's tenant, from the feed; True when the lane took it."""
+        if not self.following or position <= self.seen:
+            return False
+        self.seen = position
+        if not self.destination.filters.matches(event):
+            return False
+        if len(self.buffer) >= self.max_buffered:
+            self.fall_behind()
+            return False
+        self.buffer.append((position, event))
+        return True
+
+    def fall_behind(self) -> None:
+        """Let go of the buffered events; they will be read again from the store."""
+        self.buffer.clear()
+        self.seen = self.taken
+        self.following = False
+        self.at_end = False
+
+    def join(self) -> None:
+        """Follow the feed from `seen` on (the scheduler checked that nothing is missed)."""
+        self.following = True
+
+    def has_work(self) -> bool:
+        """Something to send now, or a backlog to read."""
+        return (
+            self.pending is not None
+            or self.replay_waiting
+            or bool(self.buffer)
+            or not (self.following or self.at_end)
+        )
+
+    def lag(self) -> tuple[int, AuditEvent | None]:
+        """Events held and not yet accepted, and the oldest of them (following lanes)."""
+        count = len(self.buffer) + (len(self.pending.records) if self.pending else 0)
+        oldest = self.buffer[0][1] if self.buffer else None
+        return count, oldest
+
+    # -- a turn -----------------------------------------------------------------------------
+
+    async def turn(self, store: LaneStore) -> None:
+        """Send at most one batch, decide, and set `due` (None: wait to be offered events)."""
+        if self.components is None and not await self._opened(store):
+            return
+        assert self.components is not None
+        batch = self.pending
+        if batch is None:
+            batch = await self._next_batch(store)
+            if batch is None:
+                self.due = None if self.following else self._clock()
+                return
+            if not batch.records:
+                self._accepted(store, batch, delivered=0, dead=batch.unencodable)
+                return
+            self.pending = batch
+        if self.bucket is not None:
+            delay = self.bucket.delay_for(len(batch.records))
+            if delay > 0:
+                self.due = self._clock() + delay
+                return
+            self.bucket.take(len(batch.records))
+        if self.circuit.state is CircuitState.OPEN:
+            self.circuit.probe()
+        result = await self.components.transport.send(batch.records)
+        self.last_used = self._clock()
+        verdict = judge(batch, result)
+        if verdict.failed is not None:
+            self.fail(
+                store,
+                verdict.failed,
+                misconfigured=verdict.misconfigured,
+                after_s=verdict.after_s,
+            )
+            return
+        self.pending = None
+        self.circuit.record_success()
+        self.stuck_reason = None
+        if batch.replayed is not None:
+            delivered, refused = replay_outcome(batch, verdict)
+            await store.settle_replay(self, delivered=delivered, refused=refused)
+            self.replay_waiting = True  # there may be more
+            self.due = self._clock()
+            return
+        self._accepted(store, batch, delivered=verdict.delivered, dead=verdict.dead or [])
+
+    async def _opened(self, store: LaneStore) -> bool:
+        try:
+            components = await self._open(self.destination)
+        except SiemError as exc:
+            self.fail(store, f"cannot be opened: {exc}", misconfigured=True)
+            return False
+        self.components = components
+        size = components.batch_size
+        if self.bucket is not None:
+            size = min(size, self.bucket.burst)
+        self.batch_size = max(size, 1)
+        return True
+
+    async def _next_batch(self, store: LaneStore) -> Batch | None:
+        assert self.components is not None
+        formatter = self.components.formatter
+        if self.replay_waiting:
+            letters = await store.read_replay(self, limit=self.batch_size)
+            replay = format_replay(letters, formatter=formatter, position=self.taken)
+            if replay is not None:
+                return replay
+            self.replay_waiting = False
+        if self.following:
+            if not self.buffer:
+                return None
+            taken = [self.buffer.popleft() for _ in range(min(self.batch_size, len(self.buffer)))]
+            events = [event for _, event in taken]
+            # With nothing left buffered, the batch covers everything seen, the events the
+            # filter left out included.
+            self.taken = taken[-1][0] if self.buffer else self.seen
+            return format_batch(
+                events, formatter=formatter, tenant_id=self.tenant_id, position=self.taken
+            )
+        page = await store.read_backlog(self, after=self.taken, limit=self.batch_size)
+        if page is None:
+            self.at_end = True
+            return None
+        self.taken = self.seen = page.position
+        self.at_end = len(page.events) < self.batch_size
+        return format_batch(
+            page.events, formatter=formatter, tenant_id=self.tenant_id, position=page.position
+        )
+
+    def _accepted(
+        self, store: LaneStore, batch: Batch, *, delivered: int, dead: Sequence[tuple[UUID, str]]
+    ) -> None:
+        store.note_delivered(
+            self,
+            position=batch.position,
+            delivered=delivered,
+            dead=dead,
+            throughput_eps=self._throughput.add(delivered),
+        )
+        self.acked = batch.position
+        # The next batch waits until this one's progress is written (`written`): a crash
+        # then sends at most one batch again, as when each batch had its own transaction.
+        self.writing = True
+        self.due = None
+
+    def written(self) -> bool:
+        """The delivered batch's progress is in the store; True when there is more to do."""
+        self.writing = False
+        return self.has_work()
+
+    def fail(
+        self,
+        store: LaneStore,
+        reason: str,
+        *,
+        misconfigured: bool,
+        after_s: float | None = None,
+        open_circuit: bool = False,
+    ) -> None:
+        """Count a failure, note it, and come back after the backoff (the batch is kept)."""
+        self.circuit.record_failure(reason, misconfigured=misconfigured or open_circuit)
+        self.stuck_reason = reason if misconfigured else None
+        store.note_failure(self, reason=reason, circuit=self.circuit, misconfigured=misconfigured)
+        delay = self.settings.retry.delay(
+            self.circuit.failures, peer_after_s=after_s, misconfigured=misconfigured, rng=self._rng
+        )
+        self.due = self._clock() + delay
+
+    async def close(self) -> None:
+        """Close the transport (it opens again on the next turn that needs it)."""
+        components, self.components = self.components, None
+        if components is not None:
+            await components.transport.aclose()

@@ -1,0 +1,135 @@
+"""The change feed's reads: new events of every tenant a worker serves, in one walk.
+
+A worker serves the tenants of the destinations it holds a lease on, and only those: every
+read here is scoped by that set (a subquery over the worker's leases), never wider. The
+feed walks the store's gap-free order (`(txid, seq)` below the horizon, see events.py)
+across those tenants, so one read per wake-up serves all of the worker's destinations,
+however many. A destination behind the feed catches up with its own tenant-scoped reads
+(`events.read_events_after`) until it reaches the feed's mark for its tenant
+(`tenant_heads` at the start), then takes its events from the feed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection, exists, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from xavyo_siem.model import AuditEvent, uuid_from_canonical
+from xavyo_siem.store.event_rows import EVENT_COLUMNS, events_of
+from xavyo_siem.store.events import (
+    START,
+    EventCursor,
+    after_position,
+    below_horizon,
+    fetch_rows,
+    read_horizon,
+)
+from xavyo_siem.store.tables import audit_events, destinations, leases
+
+__all__ = ["FeedPage", "feed_head", "read_feed", "tenant_heads", "unfinished_after"]
+
+_T = audit_events.c
+_TENANT_AT = 2 + [column.name for column in EVENT_COLUMNS].index("tenant_id")
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    """New events by tenant, each with its position, and where the feed continues from."""
+
+    by_tenant: dict[UUID, list[tuple[EventCursor, AuditEvent]]]
+    position: EventCursor
+    count: int
+
+
+def _served(owner: str) -> Any:
+    """The tenants `owner` serves: those of the destinations it holds a lease on."""
+    return (
+        select(destinations.c.tenant_id)
+        .join(leases, leases.c.destination_id == destinations.c.id)
+        .where(leases.c.owner == owner)
+    )
+
+
+def _in_order(conn: Connection) -> list[ColumnElement[Any]]:
+    # SQLite's txid is always 0 and its row id is the order; see events.after_position.
+    return [_T.txid, _T.seq] if conn.dialect.name == "postgresql" else [_T.seq]
+
+
+def read_feed(conn: Connection, *, owner: str, after: EventCursor, limit: int) -> FeedPage:
+    """Up to `limit` final events after `after`, of the tenants `owner` serves, in order."""
+    horizon = read_horizon(conn)
+    statement = (
+        select(_T.txid, _T.seq, *EVENT_COLUMNS)
+        .where(
+            *after_position(conn, after),
+            *below_horizon(horizon),
+            _T.tenant_id.in_(_served(owner)),
+        )
+        .order_by(*_in_order(conn))
+        .limit(limit)
+    )
+    rows = fetch_rows(conn, statement)
+    grouped: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for row in rows:
+        grouped[row[_TENANT_AT]].append(row)
+    by_tenant = {}
+    for tenant_text, tenant_rows in grouped.items():
+        tenant = uuid_from_canonical(tenant_text)
+        events = events_of(tenant_rows, tenant_id=tenant)
+        by_tenant[tenant] = [
+            (EventCursor(row[0], row[1]), event)
+            for row, event in zip(tenant_rows, events, strict=True)
+        ]
+    position = EventCursor(rows[-1][0], rows[-1][1]) if rows else after
+    return FeedPage(by_tenant, position, len(rows))
+
+
+def feed_head(conn: Connection) -> EventCursor:
+    """The position after the last final event of the whole store: where a new feed starts."""
+    horizon = read_horizon(conn)
+    row = conn.execute(
+        select(_T.txid, _T.seq)
+        .where(*below_horizon(horizon))
+        .order_by(*(column.desc() for column in _in_order(conn)))
+        .limit(1)
+    ).first()
+    return START if row is None else EventCursor(row[0], row[1])
+
+
+def tenant_heads(conn: Connection, *, owner: str) -> dict[UUID, EventCursor]:
+    """For each tenant `owner` serves, the position of its last final event (tenants with
+    no events are left out): the feed's mark for the tenant when the feed starts."""
+    horizon = read_horizon(conn)
+    served = _served(owner).distinct().subquery()
+    last = audit_events.alias("last")
+
+    def newest(column: str) -> Any:
+        return (
+            select(last.c[column])
+            .where(last.c.tenant_id == served.c.tenant_id, *below_horizon(horizon, last.c.txid))
+            .order_by(last.c.txid.desc(), last.c.seq.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+
+    rows = conn.execute(select(served.c.tenant_id, newest("txid"), newest("seq")))
+    return {
+        uuid_from_canonical(tenant): EventCursor(txid, seq)
+        for tenant, txid, seq in rows
+        if seq is not None
+    }
+
+
+def unfinished_after(conn: Connection, *, owner: str, after: EventCursor) -> bool:
+    """True when any event of a served tenant lies after `after`, final or not: the feed
+    has not seen everything yet (a transaction may still be committing)."""
+    return bool(
+        conn.execute(
+            select(exists().where(*after_position(conn, after), _T.tenant_id.in_(_served(owner))))
+        ).scalar()
+    )

@@ -1,0 +1,35 @@
+"""Workers and the change feed: registered workers, and the feed's order index.
+
+`workers` holds one row per running worker, with its heartbeat: workers count the live ones
+to take about their fair share of destinations. On PostgreSQL the change feed walks every
+served tenant's new events in `(txid, seq)` order, across tenants, which needs an index of
+its own; on SQLite `seq` (the row id) already is that order.
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "workers",
+        sa.Column("owner", sa.Text(), primary_key=True),
+        sa.Column("started_us", sa.BigInteger(), nullable=False),
+        sa.Column("heartbeat_us", sa.BigInteger(), nullable=False),
+    )
+    if op.get_bind().dialect.name == "postgresql":
+        op.create_index("ix_audit_events_order", "audit_events", ["txid", "seq"])
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.drop_index("ix_audit_events_order", "audit_events")
+    op.drop_table("workers")
