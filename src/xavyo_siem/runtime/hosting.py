@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +47,8 @@ class ApiServing:
 
 
 Secrets = Callable[[], tuple[KeyRing, EgressGuard]]
+
+_THREADS = 32
 ApiFor = Callable[[KeyRing, EgressGuard], ApiServing]
 
 
@@ -141,6 +144,11 @@ async def _serve(worker: Worker | None, server: uvicorn.Server | None, *, drain:
             server.should_exit = True
 
     stop_on_signals(stop)
+    # Store reads, file appends and fsyncs run on threads; a worker with many destinations
+    # keeps more of them waiting at once than the default pool (cores + 4) would let run.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="xavyo-siem")
+    )
     serving = None if server is None else asyncio.create_task(server.serve())
     try:
         if worker is not None:
