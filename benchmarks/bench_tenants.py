@@ -29,10 +29,14 @@ Phases (`--phases`, run in this order):
   /proc), its RSS, the rate of its counter `xavyo_siem_store_statements_total` when it has one,
   and the bench database's transactions/s from pg_stat_database (xact_commit + xact_rollback).
   The benchmark reads pg_stat_database from the `postgres` database and holds no connection
-  to the bench database meanwhile, so none of those transactions is its own.
+  to the bench database meanwhile, so none of those transactions is its own (autovacuum's
+  would count). PostgreSQL publishes a busy backend's counts about once a second, so a window
+  of a few seconds is off by up to a second's worth at each end.
 * backlog: with no worker running, `--backlog-events` are stored over the `--backlog-tenants`
   busiest tenants; then a worker starts and the time until every event reached every one of
-  its tenant's destinations is measured from the process start and from readiness.
+  its tenant's destinations is measured from the process start, from readiness, and from the
+  first receipt (a worker that delivers each destination as soon as it holds it may be done
+  before it holds them all).
 * steady: `--rate` events/s over all tenants for `--steady-seconds`, appended in small
   committed batches by a separate process that notes each batch's commit time; commit →
   receipt latency at the syslog and HEC peers (receipt time exact) and at a sample of
@@ -237,26 +241,23 @@ class Endpoints:
 
 def create_destinations(
     engine: Engine, layout: Layout, endpoints: Endpoints, keyring: KeyRing, how: str
-) -> tuple[float, list[UUID]]:
-    """Store every destination; (seconds taken, destination ids by index).
+) -> float:
+    """Store every destination; the seconds it took.
 
     `api`: `add_destination` for each (validation, SSRF check, its own transaction).
     `store`: each kind's settings validated once by `check_destination`, then the rows written
     with the store's `insert_destination`, 500 destinations per transaction.
     """
     began = time.perf_counter()
-    ids: list[UUID] = []
     egress = EgressGuard(allow=(EGRESS_ALLOW,))
     if how == "api":
         for index, kind in enumerate(layout.kinds):
-            tenant = layout.tenants[layout.rank_of_destination[index]]
-            created = manage.add_destination(
-                engine, tenant_id=tenant, spec=endpoints.spec(kind, index),
-                secret=HEC_TOKEN if kind == HEC else None, keyring=keyring,
-                development=False, egress=egress,
+            manage.add_destination(
+                engine, tenant_id=layout.tenants[layout.rank_of_destination[index]],
+                spec=endpoints.spec(kind, index), secret=HEC_TOKEN if kind == HEC else None,
+                keyring=keyring, development=False, egress=egress,
             )  # fmt: skip
-            ids.append(created.id)
-        return time.perf_counter() - began, ids
+        return time.perf_counter() - began
     for kind in set(layout.kinds):
         check_destination(endpoints.spec(kind, 0), development=False)
     now = datetime.now(UTC)
@@ -280,8 +281,7 @@ def create_destinations(
                 destination_rows.insert_destination(
                     conn, destination=destination, sealed_secret=sealed, cursor=START
                 )
-                ids.append(ident)
-    return time.perf_counter() - began, ids
+    return time.perf_counter() - began
 
 
 def store_events(
@@ -466,11 +466,13 @@ class Child:
 
     def __init__(self, role: str, *args: str, log: Path) -> None:
         self.role = role
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, "--child", role, *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open("ab"),
-            text=True, start_new_session=True,
-        )  # fmt: skip
+        self.log = log
+        with log.open("ab") as errors:
+            self.process = subprocess.Popen(
+                [sys.executable, __file__, "--child", role, *args],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+                text=True, start_new_session=True,
+            )  # fmt: skip
 
     def first_line(self, timeout: float) -> dict[str, Any]:
         assert self.process.stdout is not None
@@ -634,11 +636,12 @@ class WorkerProcess:
         env.pop("XAVYO_SIEM_SECRET_KEY_FILE", None)
         self.log = log
         self.started = time.time()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "xavyo_siem", "run", "--metrics-port",
-             str(self.metrics_port), *extra],
-            env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+        with log.open("ab") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "xavyo_siem", "run", "--metrics-port",
+                 str(self.metrics_port), *extra],
+                env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
         self.pid = self.process.pid
         self.rss_kb = 0
         self.peak_kb = 0
@@ -871,9 +874,7 @@ class Bench:
         counts = ", ".join(f"{layout.count(k):,} {k}" for k in (FILE, SYSLOG, HEC))
         say(f"creating {self.count:,} destinations ({counts}) with --create {args.create}")
         engine = self.probe.engine
-        seconds, self.ids = create_destinations(
-            engine, layout, self.endpoints, self.keyring, args.create
-        )
+        seconds = create_destinations(engine, layout, self.endpoints, self.keyring, args.create)
         self.report.notes.append(
             f"{self.count:,} destinations ({counts}) over {len(layout.tenants):,} tenants "
             f"(Zipf s={args.zipf}), created with `--create {args.create}` in {seconds:.1f} s "
@@ -1046,7 +1047,9 @@ class Bench:
             spans.append(("ready", done - worker.started - ready.seconds))
         spans.append(("first receipt", done - min(moments)))
         for start, seconds in spans:
-            if seconds < 0.5:
+            if seconds <= 0:
+                result = "none: all were received before that"
+            elif seconds < 0.5:
                 result = f"{seconds:.1f} s (too short to give a rate)"
             else:
                 result = (
@@ -1074,7 +1077,9 @@ class Bench:
         if child.process.poll() is None:
             say("the appender overran; stopping it")
             child.process.terminate()
-        child.process.wait(30)
+        if child.process.wait(30) != 0:
+            trace = child.log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise RuntimeError("the appender failed: " + " / ".join(trace))
         assert child.process.stdout is not None
         summary = child.process.stdout.read().strip()
         if summary:
@@ -1186,6 +1191,8 @@ class Bench:
                 when = "had not begun when the appending ended"
             elif ended is None:
                 when = f"began {began:.1f} s into the window, not done when the appending ended"
+            elif ended == progress[0][0]:
+                when = "all delivered before the window opened, so it overlapped none of it"
             else:
                 when = f"from {began:.1f} s to {ended:.1f} s into the window"
             self.report.add(
