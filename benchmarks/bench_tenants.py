@@ -587,6 +587,7 @@ class Receipts:
         self, expected: set[Key], deadline: float, what: str, files: Iterable[int] | None = None
     ) -> int:
         """Poll until every expected delivery was seen or `deadline`; how many were seen."""
+        self.poll(files)
         missing = {key for key in expected if key not in self.first}
         shown = time.monotonic()
         while missing and time.monotonic() < deadline:
