@@ -583,16 +583,14 @@ class Receipts:
         self.counted[path] = (tail, lines)
         return lines
 
-    def wait_for(
-        self, expected: set[Key], deadline: float, what: str, files: Iterable[int] | None = None
-    ) -> int:
+    def wait_for(self, expected: set[Key], deadline: float, what: str) -> int:
         """Poll until every expected delivery was seen or `deadline`; how many were seen."""
-        self.poll(files)
+        self.poll()
         missing = {key for key in expected if key not in self.first}
         shown = time.monotonic()
         while missing and time.monotonic() < deadline:
             time.sleep(0.2)
-            self.poll(files)
+            self.poll()
             missing = {key for key in missing if key not in self.first}
             if time.monotonic() - shown > 10:
                 say(f"{what}: {len(expected) - len(missing):,} of {len(expected):,} deliveries")
