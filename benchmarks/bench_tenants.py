@@ -110,6 +110,7 @@ from xavyo_siem.model import DeliveryType, ExportFormat, SiemDestination  # noqa
 from xavyo_siem.sample import generate_events, tenant_ids  # noqa: E402
 from xavyo_siem.store import START, append_events, make_engine, upgrade  # noqa: E402
 from xavyo_siem.store import destinations as destination_rows  # noqa: E402
+from xavyo_siem.store.changes import announce_new_events  # noqa: E402
 
 PG_ADMIN: Final = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 HEC_TOKEN: Final = "00000000-0000-4000-8000-000000000001"
@@ -446,6 +447,7 @@ def appender(plan: AppendPlan) -> None:
             with engine.begin() as conn:
                 append_events(conn, batch)
             moment = f"{time.time():.6f}"
+            announce_new_events(engine)  # as ingest does once it committed
             out.write(
                 "".join(f"{e.event_id} {r} {moment}\n" for e, r in zip(batch, ranks, strict=True))
             )
@@ -1321,15 +1323,23 @@ class Bench:
         return self.probe.leases_by_owner() or {}
 
     def _settled_shares(self, pair: Sequence[WorkerProcess], deadline: float) -> dict[str, int]:
-        """Lease rows by owner once unchanged for 3 s (or after 30 s, or at the deadline)."""
-        last, since = self._shares(), time.monotonic()
-        deadline = min(deadline, since + 30)
-        while time.monotonic() - since < 3 and time.monotonic() < deadline:
+        """Lease rows by owner once each worker holds 40-60 % of them (or after 90 s, or at
+        the deadline); the time it took is reported."""
+        began = time.monotonic()
+        deadline = min(deadline, began + 90)
+        shares = self._shares()
+        while time.monotonic() < deadline:
+            total = sum(shares.values())
+            if len(shares) == 2 and total and all(0.4 <= n / total <= 0.6 for n in shares.values()):
+                self.report.add(
+                    "two-workers",
+                    "both started → each holds 40-60 % of the leases",
+                    f"{time.monotonic() - began:.1f} s",
+                )
+                break
             time.sleep(0.5)
-            now = self._shares()
-            if now != last:
-                last, since = now, time.monotonic()
-        return last
+            shares = self._shares()
+        return shares
 
     def _describe(self, shares: dict[str, int], pair: Sequence[WorkerProcess]) -> str:
         total = sum(shares.values()) or 1

@@ -72,10 +72,9 @@ class Scheduler:
             self._marks[lane.tenant_id] = mark
         if self._caught_up(lane):
             lane.join()
+        lane.due = None  # idle until the feed offers it events, or it has work now:
         if lane.has_work():
             self.wake(lane)
-        else:
-            lane.due = None  # idle until the feed offers it events
 
     def remove(self, lane_id: UUID) -> Lane | None:
         """Stop serving a lane (a turn it is in goes on; see `settle`)."""
@@ -97,14 +96,23 @@ class Scheduler:
         """These lanes' progress was written: those with more to do are due again."""
         for lane_id in lane_ids:
             lane = self.lanes.get(lane_id)
-            if lane is not None and lane.written() and lane_id not in self.turns:
+            # Only a lane waiting for its write goes on; one whose failure was written keeps
+            # its backoff.
+            if lane is not None and lane.writing and lane.written():
                 self.wake(lane)
 
-    def wake(self, lane: Lane, due: float | None = None) -> None:
-        """Make `lane` due (now, or at `due`)."""
-        lane.due = self._clock() if due is None else due
-        if lane.id not in self.turns:
-            heapq.heappush(self._heap, (lane.due, next(self._order), lane.id))
+    def wake(self, lane: Lane) -> None:
+        """Make an idle lane due now. A lane already due keeps its time, so new events
+        never cut a backoff, a rate limit's delay or an open circuit's wait short; a lane in
+        a turn, or waiting for its progress to be written, is scheduled when that ends."""
+        if lane.id in self.turns or lane.writing or lane.due is not None:
+            return
+        lane.due = self._clock()
+        self._push(lane)
+
+    def _push(self, lane: Lane) -> None:
+        assert lane.due is not None
+        heapq.heappush(self._heap, (lane.due, next(self._order), lane.id))
         self.changed.set()
 
     # -- the feed ---------------------------------------------------------------------------
@@ -124,8 +132,10 @@ class Scheduler:
                         took = lane.offer(position, event) or took
                 except Exception as exc:  # the isolation boundary, for the filter too
                     self._crashed(lane, exc)
+                    if lane.id not in self.turns:
+                        self._push(lane)
                     continue
-                if (took or not lane.following) and lane.id not in self.turns and not lane.writing:
+                if took or not lane.following:
                     self.wake(lane)
 
     def _caught_up(self, lane: Lane) -> bool:
@@ -190,7 +200,7 @@ class Scheduler:
             self.turns.pop(lane.id, None)
             current = self.lanes.get(lane.id)  # this lane, or one that replaced it meanwhile
             if current is not None and current.due is not None and not current.writing:
-                heapq.heappush(self._heap, (current.due, next(self._order), current.id))
+                self._push(current)
             self.changed.set()
 
     def _join_or_read_again(self, lane: Lane) -> None:

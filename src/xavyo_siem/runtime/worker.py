@@ -360,8 +360,7 @@ class Worker:
             lane = self.scheduler.lanes.get(lane_id)
             if lane is not None and not lane.replay_waiting:
                 lane.replay_waiting = True
-                if lane_id not in self.scheduler.turns:
-                    self.scheduler.wake(lane)
+                self.scheduler.wake(lane)
 
     async def _flush(self) -> None:
         """Write every lane's progress in one transaction; lanes waiting on it go on."""
