@@ -19,11 +19,11 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from xavyo_siem.pipeline import PipelineSettings, RetryPolicy
-from xavyo_siem.runtime import open_destination, streaming_loop
+from xavyo_siem.model import SiemDestination
+from xavyo_siem.pipeline import DestinationComponents, PipelineSettings, RetryPolicy
+from xavyo_siem.runtime import Worker, WorkerSettings, open_destination
 from xavyo_siem.sample import generate_events
 from xavyo_siem.settings import Settings
-from xavyo_siem.store.destinations import get_destination
 from xavyo_siem.store.tables import destinations
 
 from conftest import BEARER, HEC_TOKEN, KEYS, KNOWN_SECRETS, LOOPBACK, WEBHOOK_SECRET, Api
@@ -35,28 +35,30 @@ WEBHOOK_CREDENTIALS = orjson.dumps(
 ).decode()
 
 
-async def deliver_all(api: Api, destination_id: str, settings: Settings, until: Any) -> None:
-    """Run the destination's delivery loop until `until()` holds (or 20 s pass)."""
-    with api.engine.connect() as conn:
-        destination = get_destination(
-            conn, tenant_id=api.tenant, destination_id=UUID(destination_id)
-        )
-    assert destination is not None
-    components = await open_destination(api.engine, destination, settings=settings, keyring=KEYS)
-    loop = streaming_loop(
-        engine=api.engine, destination=destination, components=components, lease=None,
-        settings=PipelineSettings(
-            poll_interval_s=0.02,
-            retry=RetryPolicy(base_s=0.01, cap_s=0.05, misconfigured_cap_s=0.05),
+async def deliver_all(api: Api, settings: Settings, until: Any) -> None:
+    """Run a worker, which delivers every destination of the store, until `until()` holds (or
+    20 s pass)."""
+
+    async def open_components(destination: SiemDestination) -> DestinationComponents:
+        return await open_destination(api.engine, destination, settings=settings, keyring=KEYS)
+
+    worker = Worker(
+        engine=api.engine,
+        open_components=open_components,
+        settings=WorkerSettings(
+            lease_ttl_s=5, scan_interval_s=0.1, listen_poll_s=0.05,
+            pipeline=PipelineSettings(
+                poll_interval_s=0.05,
+                retry=RetryPolicy(base_s=0.01, cap_s=0.05, misconfigured_cap_s=0.05),
+            ),
         ),
     )  # fmt: skip
-    task = asyncio.create_task(loop.run())
+    task = asyncio.create_task(worker.run())
     deadline = time.monotonic() + 20
-    while not until() and time.monotonic() < deadline:
+    while not until() and time.monotonic() < deadline and not task.done():
         await asyncio.sleep(0.02)
-    loop.stop()
+    worker.stop()
     await asyncio.wait_for(task, 30)
-    await components.transport.aclose()
 
 
 async def test_known_secrets_never_appear_in_responses_or_logs(
@@ -112,8 +114,8 @@ async def test_known_secrets_never_appear_in_responses_or_logs(
         assert ok.json()["ok"] is True, ok.text
         assert ok.json()["steps"][-2]["step"] == "authenticate"
         await call("POST", "/events", json={"events": events})
-        await deliver_all(api, hec_id, settings, lambda: len(hec.received) >= 40)
-        await deliver_all(api, hook_id, settings, lambda: len(hook.events()) >= 40)
+        await deliver_all(api, settings, lambda: len(hec.received) >= 40)
+        await deliver_all(api, settings, lambda: len(hook.events()) >= 40)
         assert len(hec.received) >= 40
         assert len(hook.events()) >= 40
         assert not hook.refusals
@@ -124,7 +126,7 @@ async def test_known_secrets_never_appear_in_responses_or_logs(
             {**e, "event_id": str(UUID(int=i + 1))} for i, e in enumerate(events[:5])
         ]})  # fmt: skip
         asked = len(hec.requests)
-        await deliver_all(api, hec_id, settings, lambda: len(hec.requests) >= asked + 3)
+        await deliver_all(api, settings, lambda: len(hec.requests) >= asked + 3)
         health = await call("GET", f"/destinations/{hec_id}/health")
         assert health.json()["status"] == "failing"
         assert "token" in health.json()["last_error"].lower()

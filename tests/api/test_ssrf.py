@@ -22,8 +22,9 @@ from xavyo_siem import destinations as manage
 from xavyo_siem.delivery import Delivered, Misconfigured, Record
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import InvalidDestination
-from xavyo_siem.pipeline import PipelineSettings, RetryPolicy
-from xavyo_siem.runtime import open_destination, streaming_loop
+from xavyo_siem.model import SiemDestination
+from xavyo_siem.pipeline import DestinationComponents, PipelineSettings, RetryPolicy
+from xavyo_siem.runtime import Worker, WorkerSettings, open_destination
 from xavyo_siem.sample import generate_events
 from xavyo_siem.settings import Settings
 from xavyo_siem.store.destinations import get_destination
@@ -271,24 +272,28 @@ async def test_allow_listed_loopback_peers_receive_what_the_api_ingested(dev_api
         components = await open_destination(
             dev_api.engine, destination, settings=settings, keyring=KEYS
         )
-        transport = components.transport
-        assert isinstance(await transport.check(), Delivered)
-        loop = streaming_loop(
+        assert isinstance(await components.transport.check(), Delivered)
+        await components.transport.aclose()
+
+        async def open_components(opened: SiemDestination) -> DestinationComponents:
+            return await open_destination(dev_api.engine, opened, settings=settings, keyring=KEYS)
+
+        worker = Worker(
             engine=dev_api.engine,
-            destination=destination,
-            components=components,
-            lease=None,
-            settings=PipelineSettings(
-                poll_interval_s=0.02, retry=RetryPolicy(base_s=0.01, cap_s=0.1)
+            open_components=open_components,
+            settings=WorkerSettings(
+                lease_ttl_s=5, scan_interval_s=0.1, listen_poll_s=0.05,
+                pipeline=PipelineSettings(
+                    poll_interval_s=0.05, retry=RetryPolicy(base_s=0.01, cap_s=0.1)
+                ),
             ),
-        )
-        task = asyncio.create_task(loop.run())
+        )  # fmt: skip
+        task = asyncio.create_task(worker.run())
         deadline = time.monotonic() + 30
         while len(hec.received) < 120 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        loop.stop()
+        worker.stop()
         await asyncio.wait_for(task, 30)
-        await transport.aclose()
     assert sorted(e["event"]["event_id"] for e in hec.received) == sorted(
         e["event_id"] for e in events
     )

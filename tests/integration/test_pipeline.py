@@ -1,13 +1,15 @@
-"""The delivery loop's decisions on both store backends, with a scripted transport.
+"""What a worker does with each answer of a streamed destination, on both store backends,
+with a scripted transport; and the delivery loop's read-ahead that batch exports run on.
 
 The transport here is a test double built from a handler (as httpx's MockTransport): it
 stands for the peer's *answers*, which real-peer tests cover elsewhere; what is under test is
-what the loop does with each answer: cursor, health, dead letters, order, no loss.
+what a real `Worker` does with each answer: cursor, health, dead letters, order, no loss.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -30,6 +32,7 @@ from xavyo_siem.format import to_json
 from xavyo_siem.model import (
     AuditEvent,
     CircuitState,
+    DeliveryHealth,
     DeliveryType,
     EventCategory,
     EventFilter,
@@ -44,16 +47,25 @@ from xavyo_siem.pipeline import (
     SourcePage,
     SourceStart,
 )
-from xavyo_siem.runtime import streaming_loop
+from xavyo_siem.runtime import Worker, WorkerSettings
 from xavyo_siem.sample import generate_events
 from xavyo_siem.store import append_events
 from xavyo_siem.store.dead_letters import list_dead_letters, request_replay
-from xavyo_siem.store.leases import LeaseLost, acquire_lease
+from xavyo_siem.store.engine import in_snapshot_async
+from xavyo_siem.store.events import EventCursor, read_events_after
+from xavyo_siem.store.leases import acquire_leases, release_leases
 from xavyo_siem.store.state import read_health, read_state
 
 Handler = Callable[[Sequence[Record]], DeliveryResult]
 FAST = PipelineSettings(
     poll_interval_s=0.01, retry=RetryPolicy(base_s=0.001, cap_s=0.01, misconfigured_cap_s=0.02)
+)
+# A worker that notices new leases, replays and events within a few hundredths of a second.
+QUICK = WorkerSettings(
+    lease_ttl_s=5,
+    scan_interval_s=0.05,
+    listen_poll_s=0.05,
+    pipeline=replace(FAST, poll_interval_s=0.05),
 )
 
 
@@ -101,42 +113,53 @@ def store(engine: Engine, count: int, seed: int, tenants: int = 1) -> list[Audit
     return events
 
 
-def streaming(
+def components_of(
+    destination: SiemDestination,
+    transport: ScriptedTransport,
+    formatter: Callable[[AuditEvent], str] = to_json,
+) -> DestinationComponents:
+    """The destination's components with `transport`, its batch size from its validated config."""
+    config = check_destination(spec_of(destination), development=False).config
+    return DestinationComponents(transport, formatter, config.batch_max_events)
+
+
+def worker_for(
     engine: Engine,
     destination: SiemDestination,
     transport: ScriptedTransport,
     *,
-    formatter: Callable[[AuditEvent], str] = to_json,
-    lease: object = None,
-) -> DestinationLoop:
-    """The destination's streaming loop, with its batch size from its validated config."""
-    config = check_destination(spec_of(destination), development=False).config
-    return streaming_loop(
-        engine=engine,
-        destination=destination,
-        components=DestinationComponents(transport, formatter, config.batch_max_events),
-        lease=lease,  # type: ignore[arg-type]
-        settings=FAST,
-    )
+    settings: WorkerSettings = QUICK,
+) -> Worker:
+    """A worker over the store whose one destination, `destination`, sends through `transport`."""
+    components = components_of(destination, transport)
+
+    async def open_components(_: SiemDestination) -> DestinationComponents:
+        return components
+
+    return Worker(engine=engine, open_components=open_components, settings=settings)
 
 
 async def deliver(
-    engine: Engine,
-    destination: SiemDestination,
-    transport: ScriptedTransport,
-    *,
-    lease: object = None,
-) -> DestinationLoop:
-    """Run the loop until it has caught up (or stopped on its own), then stop it."""
-    loop = streaming(engine, destination, transport, lease=lease)
-    task = asyncio.create_task(loop.run())
-    for _ in range(2000):
-        if loop.caught_up.is_set() or task.done():
-            break
+    engine: Engine, destination: SiemDestination, transport: ScriptedTransport
+) -> None:
+    """Run a worker until every destination has caught up (`run --drain`), none stuck."""
+    stuck = await asyncio.wait_for(worker_for(engine, destination, transport).run(drain=True), 60)
+    assert stuck == []
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
-    loop.stop()
-    await asyncio.wait_for(task, 10)
-    return loop
+
+
+def health_of(engine: Engine, destination: SiemDestination) -> DeliveryHealth:
+    with engine.connect() as conn:
+        health = read_health(conn, tenant_id=destination.tenant_id, destination_id=destination.id)
+    assert health is not None
+    return health
 
 
 def accepted(transport: ScriptedTransport, answers: list[DeliveryResult]) -> list[str]:
@@ -179,7 +202,7 @@ async def test_every_event_is_delivered_once_in_store_order(engine: Engine) -> N
 
 
 async def test_retry_later_resends_the_same_batch_before_anything_newer(engine: Engine) -> None:
-    """A 503-like answer makes the loop resend the identical batch; nothing overtakes it."""
+    """A 503-like answer makes the worker resend the identical batch; nothing overtakes it."""
     events = store(engine, 120, seed=2)
     destination = add(engine, events[0].tenant_id)
     calls = {"n": 0}
@@ -210,8 +233,13 @@ async def test_misconfigured_keeps_the_cursor_and_backs_off_then_resumes(engine:
         lambda records: Misconfigured("403 token disabled") if revoked["on"] else Delivered()
     )
     transport = ScriptedTransport(handler)
-    loop = streaming(engine, destination, transport)
-    task = asyncio.create_task(loop.run())
+    running = worker_for(engine, destination, transport)
+    task = asyncio.create_task(running.run())
+    await until(
+        lambda: health_of(engine, destination).circuit_state is CircuitState.OPEN,
+        "the circuit to open",
+    )
+    attempts_when_open = len(transport.batches)
     await asyncio.sleep(0.3)
     with engine.connect() as conn:
         state = read_state(conn, tenant_id=destination.tenant_id, destination_id=destination.id)
@@ -221,21 +249,16 @@ async def test_misconfigured_keeps_the_cursor_and_backs_off_then_resumes(engine:
     assert state.cursor.seq == 0
     assert health.circuit_state is CircuitState.OPEN
     assert health.circuit_reason == "403 token disabled"
-    assert loop.stuck_reason == "403 token disabled"
-    attempts = len(transport.batches)
+    assert running.scheduler is not None
+    assert running.scheduler.lanes[destination.id].stuck_reason == "403 token disabled"
+    attempts = len(transport.batches) - attempts_when_open
     assert attempts < 40, "a misconfigured destination must not be retried in a tight loop"
     revoked["on"] = False
-    for _ in range(500):
-        if loop.caught_up.is_set():
-            break
-        await asyncio.sleep(0.01)
-    loop.stop()
-    await task
+    await until(lambda: len(accepted(transport, answers)) >= len(events), "delivery after the fix")
+    running.stop()
+    await asyncio.wait_for(task, 30)
     assert accepted(transport, answers) == [str(e.event_id) for e in events]
-    with engine.connect() as conn:
-        health = read_health(conn, tenant_id=destination.tenant_id, destination_id=destination.id)
-    assert health is not None
-    assert health.circuit_state is CircuitState.CLOSED
+    assert health_of(engine, destination).circuit_state is CircuitState.CLOSED
 
 
 async def test_rejected_records_become_dead_letters_and_the_rest_flow(engine: Engine) -> None:
@@ -269,7 +292,7 @@ async def test_rejected_records_become_dead_letters_and_the_rest_flow(engine: En
 
 
 async def test_replayed_dead_letter_is_sent_again_and_removed(engine: Engine) -> None:
-    """After `dead-letters replay`, the loop resends the event and drops the dead letter."""
+    """After `dead-letters replay`, the worker resends the event and drops the dead letter."""
     events = store(engine, 10, seed=5)
     poison = str(events[3].event_id)
     destination = add(engine, events[0].tenant_id)
@@ -308,31 +331,49 @@ async def test_filters_and_tenants_hold(engine: Engine) -> None:
     assert sent == [str(e.event_id) for e in events if e.tenant_id == tenant and wanted.matches(e)]
 
 
-async def test_a_worker_that_lost_its_lease_cannot_move_the_cursor(engine: Engine) -> None:
-    """Once another worker took the lease over, the old loop's delivery is not recorded."""
+async def test_a_worker_that_lost_its_lease_cannot_move_the_cursor(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once another worker took the lease over, the old worker's delivery is not recorded."""
     events = store(engine, 30, seed=7)
     destination = add(engine, events[0].tenant_id)
+    on_the_wire, answer = asyncio.Event(), asyncio.Event()
+
+    class HeldPeer(ScriptedTransport):
+        """Accepts a batch, but answers only once the test lets it."""
+
+        async def send(self, records: Sequence[Record]) -> DeliveryResult:
+            self.batches.append(list(records))
+            on_the_wire.set()
+            await answer.wait()
+            return Delivered()
+
+    transport = HeldPeer(lambda records: Delivered())
+    # Leases renewed every 20 s: the old worker learns of the takeover only when it writes.
+    old = worker_for(
+        engine, destination, transport,
+        settings=replace(QUICK, lease_ttl_s=60, scan_interval_s=60),
+    )  # fmt: skip
+    task = asyncio.create_task(old.run())
+    await asyncio.wait_for(on_the_wire.wait(), 30)
+    epoch = old.lanes_store.epochs[destination.id]
     with engine.begin() as conn:
-        old = acquire_lease(
-            conn,
-            destination_id=destination.id,
-            owner="old",
-            ttl=timedelta(seconds=-1),
-            now=datetime.now(UTC),
+        # Its lease lapses (the worker paused past it) and another worker takes it over.
+        assert release_leases(conn, owner=old.owner) == 1
+        taken = acquire_leases(
+            conn, owner="new", limit=1, ttl=timedelta(seconds=30), now=datetime.now(UTC)
         )
-        new = acquire_lease(
-            conn,
-            destination_id=destination.id,
-            owner="new",
-            ttl=timedelta(seconds=30),
-            now=datetime.now(UTC),
+    assert taken == {destination.id: epoch + 1}
+    with caplog.at_level(logging.WARNING, logger="xavyo_siem.pipeline"):
+        answer.set()
+        await until(
+            lambda: old.scheduler is not None and destination.id not in old.scheduler.lanes,
+            "the old worker to give the destination up",
         )
-    assert old is not None
-    assert new is not None
-    assert new.epoch == old.epoch + 1
-    transport = ScriptedTransport(lambda records: Delivered())
-    with pytest.raises(LeaseLost):
-        await deliver(engine, destination, transport, lease=old)
+    old.stop()
+    await asyncio.wait_for(task, 30)
+    assert [len(batch) for batch in transport.batches] == [30]  # delivered, never recorded
+    assert "lease lost" in caplog.text
     with engine.connect() as conn:
         state = read_state(conn, tenant_id=destination.tenant_id, destination_id=destination.id)
     assert state is not None
@@ -353,6 +394,51 @@ async def test_start_position_of_a_new_destination(engine: Engine, start: str) -
     sent = [r.event_id for batch in transport.batches for r in batch]
     expected = (old if start == "beginning" else []) + new
     assert sent == [str(e.event_id) for e in expected]
+
+
+class StoredEvents:
+    """A batch-export-like source over a destination's stored events, exhausted at their end;
+    what it records stays in memory."""
+
+    def __init__(self, engine: Engine, destination: SiemDestination) -> None:
+        self.engine = engine
+        self.destination = destination
+        self.exhausted = False
+        self.positions: list[EventCursor] = []
+
+    async def begin(self) -> SourceStart[EventCursor]:
+        return SourceStart(EventCursor())
+
+    async def read(self, *, after: EventCursor, limit: int) -> SourcePage[EventCursor] | None:
+        tenant_id, filters = self.destination.tenant_id, self.destination.filters
+        page = await in_snapshot_async(
+            self.engine,
+            lambda conn: read_events_after(
+                conn, tenant_id=tenant_id, after=after, limit=limit, filter=filters
+            ),
+        )
+        if page.cursor == after:
+            self.exhausted = True
+            return None
+        return SourcePage(page.events, page.cursor)
+
+    async def nothing_waits(self, *, after: EventCursor) -> bool:
+        return True
+
+    async def record_delivered(self, *, position: EventCursor, **_: object) -> None:
+        self.positions.append(position)
+
+    async def record_failure(self, **_: object) -> None:
+        pass
+
+    async def refresh_lag(self, *, position: EventCursor) -> None:
+        pass
+
+    async def read_replay(self, *, limit: int) -> list[tuple[int, AuditEvent]]:
+        return []
+
+    async def settle_replay(self, **_: object) -> None:
+        pass
 
 
 async def test_the_next_batch_is_read_while_one_is_on_the_wire(engine: Engine) -> None:
@@ -380,19 +466,19 @@ async def test_the_next_batch_is_read_while_one_is_on_the_wire(engine: Engine) -
             return Delivered()
 
     transport = SlowPeer(lambda records: Delivered())
-    loop = streaming(engine, destination, transport, formatter=counting)
-    task = asyncio.create_task(loop.run())
-    for _ in range(1000):
-        if loop.caught_up.is_set():
-            break
-        await asyncio.sleep(0.01)
-    loop.stop()
-    await asyncio.wait_for(task, 10)
+    source = StoredEvents(engine, destination)
+    components = components_of(destination, transport, formatter=counting)
+    loop = DestinationLoop(
+        destination=destination, source=source, transport=components.transport,
+        formatter=components.formatter, batch_size=components.batch_size, settings=FAST,
+    )  # fmt: skip
+    assert await asyncio.wait_for(loop.run(), 30)  # the end reached, every batch accepted
     assert [r.event_id for batch in transport.batches for r in batch] == [
         str(e.event_id) for e in events
     ]
     assert ahead_when_answered == [50, 50, 50, 0]  # one batch of 50 ahead, then the end
     assert formatted == [str(e.event_id) for e in events]  # each event formatted once
+    assert len(source.positions) == 4
 
 
 class OnePageSource:

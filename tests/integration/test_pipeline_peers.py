@@ -1,5 +1,5 @@
-"""The pipeline against real peers: HEC outages and revoked tokens, rsyslog restarts,
-poison events, a black-holed destination, and the rate limit measured at the receiver."""
+"""The worker against real peers: HEC outages and revoked tokens, rsyslog restarts, poison
+events, a black-holed destination, and the rate limit measured at the receiver."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ from xavyo_siem.model import (
     RateLimit,
     SiemDestination,
 )
-from xavyo_siem.pipeline import DestinationLoop, PipelineSettings, RetryPolicy
-from xavyo_siem.runtime import open_destination, streaming_loop
+from xavyo_siem.pipeline import DestinationComponents, PipelineSettings, RetryPolicy
+from xavyo_siem.pipeline.lane import Lane
+from xavyo_siem.runtime import Worker, WorkerSettings, open_destination
 from xavyo_siem.sample import generate_events
 from xavyo_siem.settings import Settings
 from xavyo_siem.store import append_events
@@ -47,6 +48,12 @@ FAST = PipelineSettings(
     poll_interval_s=0.02,
     retry=RetryPolicy(base_s=0.01, cap_s=0.1, misconfigured_cap_s=0.2),
     lag_refresh_s=0.2,
+)
+QUICK = WorkerSettings(
+    lease_ttl_s=5,
+    scan_interval_s=0.1,
+    listen_poll_s=0.05,
+    pipeline=replace(FAST, poll_interval_s=0.05),
 )
 
 
@@ -78,14 +85,29 @@ def add(
     )
 
 
-async def start(
-    engine: Engine, destination: SiemDestination
-) -> tuple[DestinationLoop, asyncio.Task[bool]]:
-    components = await open_destination(engine, destination, settings=DEV, keyring=KEYS)
-    loop = streaming_loop(
-        engine=engine, destination=destination, components=components, lease=None, settings=FAST
-    )
-    return loop, asyncio.create_task(loop.run())
+def worker(engine: Engine) -> Worker:
+    """A worker that delivers every destination of the store through its real transport."""
+
+    async def open_components(destination: SiemDestination) -> DestinationComponents:
+        return await open_destination(engine, destination, settings=DEV, keyring=KEYS)
+
+    return Worker(engine=engine, open_components=open_components, settings=QUICK)
+
+
+def serve(engine: Engine, *, drain: bool = False) -> tuple[Worker, asyncio.Task[list[str]]]:
+    """A worker running (with `drain`: until every destination has caught up)."""
+    running = worker(engine)
+    return running, asyncio.create_task(running.run(drain=drain))
+
+
+async def drain(engine: Engine, timeout: float) -> None:
+    """Run a worker until every destination has caught up (`run --drain`), none stuck."""
+    assert await asyncio.wait_for(worker(engine).run(drain=True), timeout) == []
+
+
+def lane_of(running: Worker, destination: SiemDestination) -> Lane | None:
+    """The worker's lane of `destination`, once it serves it."""
+    return None if running.scheduler is None else running.scheduler.lanes.get(destination.id)
 
 
 async def until(condition: object, timeout: float, what: str) -> None:
@@ -97,10 +119,9 @@ async def until(condition: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def finish(loop: DestinationLoop, task: asyncio.Task[bool]) -> None:
-    loop.stop()
+async def finish(running: Worker, task: asyncio.Task[list[str]]) -> None:
+    running.stop()
     await asyncio.wait_for(task, 30)
-    await loop.transport.aclose()
 
 
 def hec_ids(server: HecServer) -> list[str]:
@@ -119,9 +140,9 @@ async def test_hec_503_outage_then_recovery_delivers_every_event_in_order(engine
             secret=server.token,
             options={"start": "beginning", "batch_max_events": "100"},
         )
-        loop, task = await start(engine, destination)
+        running, task = serve(engine)
         await until(lambda: len(server.received) >= len(events), 60, "all events at HEC")
-        await finish(loop, task)
+        await finish(running, task)
     assert hec_ids(server) == [str(e.event_id) for e in events]
     assert sum(1 for r in server.requests if r.status == 503) == 12
     with engine.connect() as conn:
@@ -148,8 +169,13 @@ async def test_revoked_token_stops_delivery_without_spinning_and_resumes_when_fi
             endpoint=server.url,
             secret=server.token,
         )
-        loop, task = await start(engine, destination)
-        await until(lambda: loop.stuck_reason is not None, 30, "the destination to be stuck")
+        running, task = serve(engine)
+
+        def stuck() -> bool:
+            lane = lane_of(running, destination)
+            return lane is not None and lane.stuck_reason is not None
+
+        await until(stuck, 30, "the destination to be stuck")
         await asyncio.sleep(1.0)
         attempts = len(server.requests)
         with engine.connect() as conn:
@@ -159,7 +185,7 @@ async def test_revoked_token_stops_delivery_without_spinning_and_resumes_when_fi
             )
         server.disabled = False
         await until(lambda: len(server.received) >= len(events), 60, "delivery after the fix")
-        await finish(loop, task)
+        await finish(running, task)
     assert state is not None
     assert health is not None
     assert state.cursor.seq == 0
@@ -183,9 +209,7 @@ async def test_poison_event_is_dead_lettered_and_the_rest_flow(engine: Engine) -
             secret=server.token,
             options={"start": "beginning", "batch_max_events": "50"},
         )
-        loop, task = await start(engine, destination)
-        await until(lambda: loop.caught_up.is_set(), 60, "catching up")
-        await finish(loop, task)
+        await drain(engine, 60)
     poison = str(events[7].event_id)
     with engine.connect() as conn:
         letters = list_dead_letters(
@@ -195,6 +219,12 @@ async def test_poison_event_is_dead_lettered_and_the_rest_flow(engine: Engine) -
     assert "6" in letters[0].reason
     arrived = hec_ids(server)
     assert set(arrived) == {str(e.event_id) for e in events} - {poison}
+
+
+def file_ids(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [orjson.loads(line)["event_id"] for line in path.read_bytes().splitlines()]
 
 
 def syslog_ids(lines: list[str]) -> list[str]:
@@ -212,7 +242,7 @@ async def test_syslog_receiver_stopped_and_started_loses_nothing(
     the batches that were in flight."""
     events = stored(engine, 3000, seed=33)
     with start_rsyslog(tmp_path / "rsyslog", tcp=True) as peer:
-        destination = add(
+        add(
             engine,
             events[0].tenant_id,
             delivery_type=DeliveryType.SYSLOG_TCP,
@@ -220,13 +250,12 @@ async def test_syslog_receiver_stopped_and_started_loses_nothing(
             options={"start": "beginning", "batch_max_events": "100", "timeout_s": "2"},
             rate_limit=RateLimit(3000, 100),
         )
-        loop, task = await start(engine, destination)
+        _, task = serve(engine, drain=True)
         await until(lambda: peer.count_lines() >= 600, 60, "the first deliveries")
         peer.stop()
         await asyncio.sleep(0.5)
         peer.start()
-        await until(lambda: loop.caught_up.is_set(), 90, "catching up after the restart")
-        await finish(loop, task)
+        assert await asyncio.wait_for(task, 90) == []  # caught up after the restart
         received = syslog_ids(peer.wait_for(len(events), timeout=30))
     assert set(received) == {str(e.event_id) for e in events}
     assert len(received) - len(set(received)) <= 200
@@ -249,17 +278,17 @@ async def test_black_holed_destination_does_not_hold_back_another_tenant(
             options={"start": "beginning", "timeout_s": "30"},
         )
         out = tmp_path / "b.jsonl"
-        good = add(engine, tenant_b, endpoint=f"file://{out}", rate_limit=RateLimit(5000, 500))
-        loop_a, task_a = await start(engine, black)
-        loop_b, task_b = await start(engine, good)
-        await until(lambda: loop_b.caught_up.is_set(), 60, "tenant B to catch up")
-        assert not loop_a.caught_up.is_set(), "A must still be waiting on its black hole"
-        await finish(loop_b, task_b)
-        task_a.cancel()
-        await asyncio.gather(task_a, return_exceptions=True)
-        await loop_a.transport.aclose()
-    got = [orjson.loads(line)["event_id"] for line in out.read_bytes().splitlines()]
-    assert got == [str(e.event_id) for e in events if e.tenant_id == tenant_b]
+        add(engine, tenant_b, endpoint=f"file://{out}", rate_limit=RateLimit(5000, 500))
+        wanted = [str(e.event_id) for e in events if e.tenant_id == tenant_b]
+        running, task = serve(engine)
+        await until(lambda: len(file_ids(out)) >= len(wanted), 60, "tenant B to catch up")
+        lane_a = lane_of(running, black)
+        assert running.scheduler is not None
+        assert lane_a is not None
+        assert lane_a.pending is not None, "A must still be waiting on its black hole"
+        assert black.id in running.scheduler.turns, "A's batch must still be on the wire"
+        await finish(running, task)
+    assert file_ids(out) == wanted
     assert hole.received == []
 
 
@@ -296,18 +325,18 @@ async def test_delivered_rate_never_exceeds_the_limit_at_the_peer(engine: Engine
     peer = TimingSyslogPeer()
     await peer.start()
     rate, burst = 1000.0, 100
-    destination = add(
+    add(
         engine,
         events[0].tenant_id,
         delivery_type=DeliveryType.SYSLOG_TCP,
         endpoint=f"tcp://127.0.0.1:{peer.port}",
         rate_limit=RateLimit(rate, burst),
     )
-    loop, task = await start(engine, destination)
+    running, task = serve(engine)
     try:
         await until(lambda: len(peer.arrivals) >= len(events), 60, "all events at the peer")
     finally:
-        await finish(loop, task)
+        await finish(running, task)
         await peer.stop()
     arrivals = peer.arrivals
     # Arrival times include network jitter: a batch sent late can arrive together with the
@@ -345,12 +374,10 @@ async def test_no_event_reaches_another_tenants_destination(
             min_severity=data.draw(st.integers(min_value=0, max_value=6)),
         )
         out = directory / f"{index}.jsonl"
-        destination = add(engine, tenant, endpoint=f"file://{out}", filters=filters)
-        runs.append((tenant, filters, out, *await start(engine, destination)))
-    for _, _, _, loop, _ in runs:
-        await until(lambda loop=loop: loop.caught_up.is_set(), 30, "catching up")
-    for tenant, filters, out, loop, task in runs:
-        await finish(loop, task)
+        add(engine, tenant, endpoint=f"file://{out}", filters=filters)
+        runs.append((tenant, filters, out))
+    await drain(engine, 30)
+    for tenant, filters, out in runs:
         got = [orjson.loads(line) for line in out.read_bytes().splitlines()] if out.exists() else []
         assert all(item["tenant_id"] == str(tenant) for item in got)
         assert [item["event_id"] for item in got] == [

@@ -12,7 +12,7 @@ created it. `BatchExporter.run` carries a leased job to its end:
   so the file is byte for byte the one an uninterrupted run writes. At the end the manifest
   is written and both files are renamed into place; a failed or cancelled job deletes what
   it wrote;
-* a destination export (`destination.py`) runs the streaming delivery loop (rate limit,
+* a destination export (`destination.py`) runs the destination delivery loop (rate limit,
   retries, circuit, dead letters) on a `RangeSource`: its checkpoint lives in the job, so
   the destination's streaming cursor and health never move.
 

@@ -55,8 +55,8 @@ class RangeSource:
     to the destination's dead letters, their reason naming the job. A misconfigured
     destination fails the job at once (a batch job needs someone to fix it, then re-run);
     a destination that asks to retry later is retried, with the job's `error` saying why.
-    Dead letters are not replayed here: that is the streaming loop's. Each step is one
-    store transaction on a worker thread.
+    Dead letters are not replayed here: the destination's lane in the worker does that.
+    Each step is one store transaction on a worker thread.
     """
 
     def __init__(

@@ -66,7 +66,7 @@ class BatchExporter:
     ) -> None:
         """`open_components` opens a destination's transport, formatter and batch size
         (needed for destination exports); `bucket_for` returns the rate limit to share with the
-        destination's streaming loop, if this process runs one."""
+        destination's streaming, if this process's worker serves it."""
         self.engine = engine
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.settings = settings or ExportSettings()

@@ -1,7 +1,8 @@
 """The delivery machinery: the destination loop, rate limit, retry, circuit, health reports.
 
-It works over small protocols (`BatchSource`, `Transport`) and knows no store: the worker
-(xavyo_siem.runtime) and batch exports (xavyo_siem.batch) plug their sources in.
+It works over small protocols (`BatchSource`, `LaneStore`, `Transport`) and knows no store:
+the worker (xavyo_siem.runtime) hands its lanes a store, and batch exports (xavyo_siem.batch)
+plug their sources into the loop.
 """
 
 from xavyo_siem.pipeline.circuit import CircuitBreaker

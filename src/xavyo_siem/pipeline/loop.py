@@ -6,11 +6,11 @@ batch. Every decision point is its own small piece (`TokenBucket`, `RetryPolicy`
 `CircuitBreaker`); this loop composes them.
 
 Where batches come from, and where their outcome is recorded, is a `BatchSource`: a small
-async protocol with no store type in it. Each source runs its own transactions. Streaming
-(xavyo_siem.runtime) reads the destination's events after its stored cursor and moves the
-cursor and the health together; a batch export (xavyo_siem.batch) plugs in a time range
-whose checkpoint lives in its job, so it shares retries, circuit, rate limit and dead
-letters without ever moving the streaming cursor.
+async protocol with no store type in it. Each source runs its own transactions. A batch
+export to a destination (xavyo_siem.batch) plugs in a time range whose checkpoint lives in
+its job, so it shares retries, circuit, rate limit and dead letters without ever moving the
+destination's streaming cursor. (Streaming itself runs each destination as a lane of the
+worker's scheduler: lane.py, scheduler.py.)
 """
 
 from __future__ import annotations

@@ -7,12 +7,10 @@ composes the others.
 
 from xavyo_siem.runtime.components import TestStep, open_destination, test_destination, test_event
 from xavyo_siem.runtime.hosting import ApiServing, run_worker, serve_api
-from xavyo_siem.runtime.streaming import CursorSource, streaming_loop
 from xavyo_siem.runtime.worker import Worker, WorkerSettings, single_worker_lock
 
 __all__ = [
     "ApiServing",
-    "CursorSource",
     "TestStep",
     "Worker",
     "WorkerSettings",
@@ -20,7 +18,6 @@ __all__ = [
     "run_worker",
     "serve_api",
     "single_worker_lock",
-    "streaming_loop",
     "test_destination",
     "test_event",
 ]
