@@ -1,7 +1,7 @@
 """API ingest benchmark: audit events per second accepted over HTTP, batches of 1,000.
 
     .venv/bin/python benchmarks/bench_api_ingest.py [--events 100000] [--batch 1000]
-        [--clients 1,4] [--pg-admin-url URL]
+        [--clients 1,4] [--notify on|off|both] [--pg-admin-url URL]
 
 For SQLite and PostgreSQL: a fresh store, an admin token made with `xavyo-siem tokens
 create`, and `xavyo-siem serve` (uvicorn, one process) on a free port. This process is the
@@ -9,6 +9,10 @@ client: it posts pre-serialised batches of sample events (`xavyo_siem.sample`) w
 over keep-alive connections, from 1 and from several concurrent connections, each run on
 events not stored yet. A run counts only when every answer said `stored: 1000` and the
 store holds every event afterwards. Prints a Markdown table and the machine.
+
+`--notify off` serves with ingest's notification of the workers turned off (on PostgreSQL a
+NOTIFY after each commit, coalesced to one per 50 ms), to measure what it costs; `both`
+measures each, one after the other.
 """
 
 from __future__ import annotations
@@ -100,8 +104,21 @@ def cli(*args: str, env: dict[str, str]) -> str:
     return done.stdout.decode().strip()
 
 
+# `xavyo-siem` with ingest's notification of the workers turned off (for `--notify off`).
+_SERVE_WITHOUT_NOTIFY = (
+    "import xavyo_siem.ingest as ingest; ingest.announce_new_events = lambda engine: None; "
+    "from xavyo_siem.cli import main; main()"
+)
+
+
 def measure(
-    backend: str, url: str, events: int, batch: int, client_counts: list[int]
+    backend: str,
+    url: str,
+    events: int,
+    batch: int,
+    client_counts: list[int],
+    *,
+    notify: bool = True,
 ) -> list[dict[str, Any]]:
     """Serve the API over a fresh store at `url` and time each client count."""
     engine = make_engine(url)
@@ -117,8 +134,9 @@ def measure(
     port = free_port()
     with tempfile.TemporaryDirectory() as scratch:
         log = Path(scratch) / "serve.log"
+        command = ["-m", "xavyo_siem"] if notify else ["-c", _SERVE_WITHOUT_NOTIFY]
         server = subprocess.Popen(
-            [sys.executable, "-m", "xavyo_siem", "serve", "--port", str(port)],
+            [sys.executable, *command, "serve", "--port", str(port)],
             env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=scratch,
         )  # fmt: skip
         try:
@@ -142,6 +160,7 @@ def measure(
                 rows.append(
                     {
                         "backend": backend,
+                        "notify": "on" if notify else "off",
                         "clients": clients,
                         "events": stored,
                         "seconds": seconds,
@@ -168,13 +187,26 @@ def main() -> None:
     parser.add_argument("--clients", default="1,4", help="concurrent connections, per run")
     parser.add_argument("--pg-admin-url", default=DEFAULT_PG_ADMIN)
     parser.add_argument("--skip-postgresql", action="store_true")
+    parser.add_argument(
+        "--notify",
+        choices=["on", "off", "both"],
+        default="on",
+        help="ingest notifies the workers (on, as shipped), or not (off), or each in turn",
+    )
     args = parser.parse_args()
     client_counts = [int(part) for part in args.clients.split(",")]
+    notify_modes = {"on": [True], "off": [False], "both": [True, False]}[args.notify]
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as scratch:
-        rows += measure(
-            "SQLite", f"sqlite:///{scratch}/bench.db", args.events, args.batch, client_counts
-        )
+    for notify in notify_modes:
+        with tempfile.TemporaryDirectory() as scratch:
+            rows += measure(
+                "SQLite",
+                f"sqlite:///{scratch}/bench.db",
+                args.events,
+                args.batch,
+                client_counts,
+                notify=notify,
+            )
     if not args.skip_postgresql:
         name = f"xavyo_siem_bench_{uuid.uuid4().hex[:8]}"
         admin = create_engine(args.pg_admin_url, isolation_level="AUTOCOMMIT")
@@ -182,13 +214,18 @@ def main() -> None:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         try:
             url = make_url(args.pg_admin_url).set(database=name)
-            rows += measure(
-                "PostgreSQL",
-                url.render_as_string(hide_password=False),
-                args.events,
-                args.batch,
-                client_counts,
-            )
+            for notify in notify_modes:
+                with admin.connect() as conn:  # a fresh store for each mode
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                    conn.execute(text(f'CREATE DATABASE "{name}"'))
+                rows += measure(
+                    "PostgreSQL",
+                    url.render_as_string(hide_password=False),
+                    args.events,
+                    args.batch,
+                    client_counts,
+                    notify=notify,
+                )
         finally:
             with admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -198,11 +235,15 @@ def main() -> None:
         "request, `xavyo-siem serve` (one uvicorn process), every event validated and "
         "stored idempotently\n"
     )
-    print("| store | client connections | events | seconds | events/s accepted | MB per request |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| store | notify | client connections | events | seconds | events/s accepted "
+        "| MB per request |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         print(
-            f"| {row['backend']} | {row['clients']} | {row['events']:,} | {row['seconds']:.1f} "
+            f"| {row['backend']} | {row['notify']} | {row['clients']} | {row['events']:,} "
+            f"| {row['seconds']:.1f} "
             f"| {row['rate']:,.0f} | {row['body_mb']:.2f} |"
         )
     print(f"\nMachine: {describe_machine()}; {platform.system()} {platform.release()}.")

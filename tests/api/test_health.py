@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import httpx
@@ -13,7 +13,8 @@ from xavyo_siem.model import CircuitState
 from xavyo_siem.settings import Settings
 from xavyo_siem.store import make_engine
 from xavyo_siem.store.dead_letters import add_dead_letters
-from xavyo_siem.store.state import record_failure
+from xavyo_siem.store.leases import acquire_leases
+from xavyo_siem.store.state import Progress, record_progress
 
 from conftest import KEYS, Api
 
@@ -24,9 +25,15 @@ async def test_destination_and_tenant_health_show_a_failing_destination(api: Api
     good, bad = add_udp(api.engine, api.tenant), add_udp(api.engine, api.tenant)
     now = datetime.now(UTC)
     with api.engine.begin() as conn:
-        record_failure(
-            conn, tenant_id=api.tenant, destination_id=bad.id, reason="HEC code 4 (Invalid token)",
-            circuit_state=CircuitState.OPEN, now=now, lease=None,
+        epoch = acquire_leases(conn, owner="w", limit=2, ttl=timedelta(minutes=1), now=now)[bad.id]
+        record_progress(
+            conn, owner="w", now=now,
+            progress=[Progress(
+                tenant_id=api.tenant, destination_id=bad.id, epoch=epoch, failures=1,
+                consecutive_failures=1, circuit_state=CircuitState.OPEN,
+                circuit_reason="HEC code 4 (Invalid token)", last_failure=now,
+                last_error="HEC code 4 (Invalid token)",
+            )],
         )  # fmt: skip
         add_dead_letters(
             conn, tenant_id=api.tenant, destination_id=bad.id,

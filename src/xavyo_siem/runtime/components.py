@@ -17,6 +17,7 @@ from typing import Final
 from uuid import UUID
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from xavyo_siem.crypto import CryptoError, KeyRing
 from xavyo_siem.delivery import Delivered, Record, open_transport
@@ -32,6 +33,7 @@ from xavyo_siem.model import (
     SiemDestination,
 )
 from xavyo_siem.pipeline.loop import DestinationComponents
+from xavyo_siem.runtime.store_gate import StoreUnavailable, is_outage
 from xavyo_siem.settings import Settings
 from xavyo_siem.store import destinations as rows
 
@@ -68,12 +70,17 @@ async def open_destination(
     config, formatter = checked.config, checked.formatter
 
     def read() -> str | None:
-        with engine.connect() as conn:
-            return rows.read_sealed_secret(
-                conn, tenant_id=destination.tenant_id, destination_id=destination.id
-            )
+        try:
+            with engine.connect() as conn:
+                return rows.read_sealed_secret(
+                    conn, tenant_id=destination.tenant_id, destination_id=destination.id
+                )
+        except DBAPIError as exc:  # the store is away: not this destination's fault
+            if is_outage(exc):
+                raise StoreUnavailable(str(exc.orig)) from exc
+            raise
 
-    sealed = await asyncio.to_thread(read)
+    sealed = await asyncio.to_thread(read) if destination.has_secret else None
     secret = None
     if sealed is not None:
         if keyring is None:

@@ -22,7 +22,7 @@ from xavyo_siem.pipeline import metrics
 from xavyo_siem.pipeline.lane import SourceUnavailable
 from xavyo_siem.store.engine import in_snapshot_async, in_transaction_async
 
-__all__ = ["StoreGate", "StoreUnavailable"]
+__all__ = ["StoreGate", "StoreUnavailable", "is_outage"]
 
 log = logging.getLogger("xavyo_siem.pipeline")
 
@@ -37,7 +37,8 @@ def _count_statement(*_: Any) -> None:
     metrics.STORE_STATEMENTS.inc()
 
 
-def _is_outage(exc: DBAPIError) -> bool:
+def is_outage(exc: DBAPIError) -> bool:
+    """Whether a store error means the store cannot be reached (not a bad statement)."""
     return isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated
 
 
@@ -77,7 +78,7 @@ class StoreGate:
         try:
             result: _R = await run(self.engine, work)
         except DBAPIError as exc:
-            if not _is_outage(exc):
+            if not is_outage(exc):
                 raise
             self._went_down(exc)
             raise StoreUnavailable(_first_line(exc)) from exc

@@ -59,8 +59,8 @@ from xavyo_siem.runtime.store_gate import StoreGate, StoreUnavailable
 from xavyo_siem.store.changes import Listener
 from xavyo_siem.store.dead_letters import replays_waiting
 from xavyo_siem.store.destinations import enabled_destination_ids, get_destination, read_leased
-from xavyo_siem.store.events import EventCursor, measure_lag
-from xavyo_siem.store.feed import feed_head, read_feed, tenant_heads, unfinished_after
+from xavyo_siem.store.events import START, EventCursor, measure_lag
+from xavyo_siem.store.feed import feed_start, read_feed, tenant_heads, unfinished_after
 from xavyo_siem.store.jobs import claim_job
 from xavyo_siem.store.leases import (
     acquire_leases,
@@ -96,6 +96,7 @@ class WorkerSettings:
     export_chunk_events: int = 10_000
     idle_close_s: float = 60.0
     feed_page: int = 5_000
+    feed_catch_up_events: int = 100_000  # a new feed starts at most this far back
     max_turns: int = 64
     max_behind: int = 8
     max_buffered: int = 10_000
@@ -291,9 +292,19 @@ class Worker:
         start_feed = self._position is None
 
         def read(conn: Connection) -> tuple[_Leased, dict[UUID, EventCursor], EventCursor | None]:
-            head = feed_head(conn) if start_feed else None  # before the marks (see feed.py)
             rows = read_leased(conn, owner=self.owner, destination_ids=list(epochs))
-            return rows, tenant_heads(conn, owner=self.owner), head
+            if not start_feed:
+                return rows, tenant_heads(conn, owner=self.owner), None
+            oldest = min((cursor for _, cursor, _, _ in rows), default=START)
+            start = feed_start(
+                conn,
+                owner=self.owner,
+                not_before=oldest,
+                window=self.settings.feed_catch_up_events,
+            )
+            # The marks are the tenants' last events up to the feed's start: a destination at
+            # or past its tenant's mark misses nothing the feed will not read.
+            return rows, tenant_heads(conn, owner=self.owner, at_most=start), start
 
         rows, heads, head = await self.gate.read(read)
         if head is not None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
-from sqlalchemy import Connection, exists, select
+from sqlalchemy import Connection, exists, literal_column, select, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 from xavyo_siem.model import AuditEvent, uuid_from_canonical
@@ -31,7 +31,13 @@ from xavyo_siem.store.events import (
 )
 from xavyo_siem.store.tables import audit_events, destinations, leases
 
-__all__ = ["FeedPage", "feed_head", "read_feed", "tenant_heads", "unfinished_after"]
+__all__ = [
+    "FeedPage",
+    "feed_start",
+    "read_feed",
+    "tenant_heads",
+    "unfinished_after",
+]
 
 _T = audit_events.c
 _TENANT_AT = 2 + [column.name for column in EVENT_COLUMNS].index("tenant_id")
@@ -55,6 +61,11 @@ def _served(owner: str) -> Any:
     )
 
 
+# Every row has txid >= 0; saying so, as a literal, lets PostgreSQL use the feed's partial
+# index `ix_audit_events_order` (see migration 0005), which tenant-scoped reads cannot.
+_FEED_INDEX: Final = _T.txid >= literal_column("0")
+
+
 def _in_order(conn: Connection) -> list[ColumnElement[Any]]:
     # SQLite's txid is always 0 and its row id is the order; see events.after_position.
     return [_T.txid, _T.seq] if conn.dialect.name == "postgresql" else [_T.seq]
@@ -66,6 +77,7 @@ def read_feed(conn: Connection, *, owner: str, after: EventCursor, limit: int) -
     statement = (
         select(_T.txid, _T.seq, *EVENT_COLUMNS)
         .where(
+            _FEED_INDEX,
             *after_position(conn, after),
             *below_horizon(horizon),
             _T.tenant_id.in_(_served(owner)),
@@ -89,21 +101,35 @@ def read_feed(conn: Connection, *, owner: str, after: EventCursor, limit: int) -
     return FeedPage(by_tenant, position, len(rows))
 
 
-def feed_head(conn: Connection) -> EventCursor:
-    """The position after the last final event of the whole store: where a new feed starts."""
+def feed_start(
+    conn: Connection, *, owner: str, not_before: EventCursor, window: int
+) -> EventCursor:
+    """Where a new feed starts: at `not_before` (the oldest cursor of the worker's
+    destinations), unless more than `window` final events of the served tenants follow it;
+    then just before the last `window` of them.
+
+    A destination whose cursor is at or after the start follows the feed from the first
+    read, so a common backlog (many destinations just added, a worker back after an
+    outage) is read once, not once per destination; one further behind catches up alone.
+    """
     horizon = read_horizon(conn)
     row = conn.execute(
         select(_T.txid, _T.seq)
-        .where(*below_horizon(horizon))
+        .where(_FEED_INDEX, *below_horizon(horizon), _T.tenant_id.in_(_served(owner)))
         .order_by(*(column.desc() for column in _in_order(conn)))
+        .offset(window)
         .limit(1)
     ).first()
-    return START if row is None else EventCursor(row[0], row[1])
+    window_start = START if row is None else EventCursor(row[0], row[1])
+    return max(window_start, not_before)
 
 
-def tenant_heads(conn: Connection, *, owner: str) -> dict[UUID, EventCursor]:
-    """For each tenant `owner` serves, the position of its last final event (tenants with
-    no events are left out): the feed's mark for the tenant when the feed starts."""
+def tenant_heads(
+    conn: Connection, *, owner: str, at_most: EventCursor | None = None
+) -> dict[UUID, EventCursor]:
+    """For each tenant `owner` serves, the position of its last final event (at or before
+    `at_most`, when given; tenants with no such event are left out): the feed's mark for
+    the tenant, where a destination of it joins the feed."""
     horizon = read_horizon(conn)
     served = _served(owner).distinct().subquery()
     last = audit_events.alias("last")
@@ -111,7 +137,11 @@ def tenant_heads(conn: Connection, *, owner: str) -> dict[UUID, EventCursor]:
     def newest(column: str) -> Any:
         return (
             select(last.c[column])
-            .where(last.c.tenant_id == served.c.tenant_id, *below_horizon(horizon, last.c.txid))
+            .where(
+                last.c.tenant_id == served.c.tenant_id,
+                *below_horizon(horizon, last.c.txid),
+                *([] if at_most is None else _at_most(conn, last, at_most)),
+            )
             .order_by(last.c.txid.desc(), last.c.seq.desc())
             .limit(1)
             .scalar_subquery()
@@ -125,11 +155,21 @@ def tenant_heads(conn: Connection, *, owner: str) -> dict[UUID, EventCursor]:
     }
 
 
+def _at_most(conn: Connection, table: Any, position: EventCursor) -> list[ColumnElement[bool]]:
+    if conn.dialect.name == "postgresql":
+        return [tuple_(table.c.txid, table.c.seq) <= tuple_(position.txid, position.seq)]
+    return [table.c.seq <= position.seq]
+
+
 def unfinished_after(conn: Connection, *, owner: str, after: EventCursor) -> bool:
     """True when any event of a served tenant lies after `after`, final or not: the feed
     has not seen everything yet (a transaction may still be committing)."""
     return bool(
         conn.execute(
-            select(exists().where(*after_position(conn, after), _T.tenant_id.in_(_served(owner))))
+            select(
+                exists().where(
+                    _FEED_INDEX, *after_position(conn, after), _T.tenant_id.in_(_served(owner))
+                )
+            )
         ).scalar()
     )

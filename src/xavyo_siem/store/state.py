@@ -13,12 +13,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, and_, bindparam, exists, func, select, update
+from sqlalchemy import Connection, and_, bindparam, func, select, update
 
 from xavyo_siem.model import CircuitState, DeliveryHealth, from_epoch_us, to_epoch_us
 from xavyo_siem.store.dead_letters import add_dead_letters
 from xavyo_siem.store.events import EventCursor
-from xavyo_siem.store.leases import Lease
 from xavyo_siem.store.tables import dead_letters, destination_state, destinations, leases
 
 __all__ = [
@@ -26,10 +25,7 @@ __all__ = [
     "Progress",
     "read_health",
     "read_state",
-    "record_delivered",
-    "record_failure",
     "record_progress",
-    "set_cursor",
 ]
 
 _S = destination_state.c
@@ -44,103 +40,20 @@ class DeliveryState:
     consecutive_failures: int
 
 
-def _fenced(tenant_id: UUID, destination_id: UUID, lease: Lease | None) -> Any:
-    condition = and_(_S.tenant_id == str(tenant_id), _S.destination_id == str(destination_id))
-    if lease is None:
-        return condition
-    held = exists().where(
-        leases.c.destination_id == str(destination_id),
-        leases.c.owner == lease.owner,
-        leases.c.epoch == lease.epoch,
-    )
-    return and_(condition, held)
+def _this(tenant_id: UUID, destination_id: UUID) -> Any:
+    return and_(_S.tenant_id == str(tenant_id), _S.destination_id == str(destination_id))
 
 
 def read_state(conn: Connection, *, tenant_id: UUID, destination_id: UUID) -> DeliveryState | None:
     """The destination's cursor and circuit, or None if there is no such destination."""
     row = conn.execute(
         select(_S.cursor_txid, _S.cursor_seq, _S.circuit_state, _S.consecutive_failures).where(
-            _fenced(tenant_id, destination_id, None)
+            _this(tenant_id, destination_id)
         )
     ).first()
     if row is None:
         return None
     return DeliveryState(EventCursor(row[0], row[1]), CircuitState(row[2]), row[3])
-
-
-def record_delivered(
-    conn: Connection,
-    *,
-    tenant_id: UUID,
-    destination_id: UUID,
-    cursor: EventCursor,
-    delivered: int,
-    throughput_eps: float,
-    now: datetime,
-    lease: Lease | None,
-) -> bool:
-    """Advance the cursor past a delivered batch and count it; False if the lease was lost."""
-    result = conn.execute(
-        update(destination_state)
-        .where(_fenced(tenant_id, destination_id, lease))
-        .values(
-            cursor_txid=cursor.txid,
-            cursor_seq=cursor.seq,
-            successes=_S.successes + delivered,
-            consecutive_failures=0,
-            circuit_state=CircuitState.CLOSED.value,
-            circuit_reason=None,
-            last_success_us=to_epoch_us(now) if delivered else _S.last_success_us,
-            throughput_eps=throughput_eps,
-            updated_us=to_epoch_us(now),
-        )
-    )
-    return result.rowcount == 1
-
-
-def set_cursor(
-    conn: Connection,
-    *,
-    tenant_id: UUID,
-    destination_id: UUID,
-    cursor: EventCursor,
-    lease: Lease | None,
-) -> bool:
-    """Move the cursor without counting a delivery (past rows the filter left out)."""
-    result = conn.execute(
-        update(destination_state)
-        .where(_fenced(tenant_id, destination_id, lease))
-        .values(cursor_txid=cursor.txid, cursor_seq=cursor.seq)
-    )
-    return result.rowcount == 1
-
-
-def record_failure(
-    conn: Connection,
-    *,
-    tenant_id: UUID,
-    destination_id: UUID,
-    reason: str,
-    circuit_state: CircuitState,
-    now: datetime,
-    lease: Lease | None,
-) -> bool:
-    """Count a failed attempt; the cursor stays where it is."""
-    result = conn.execute(
-        update(destination_state)
-        .where(_fenced(tenant_id, destination_id, lease))
-        .values(
-            failures=_S.failures + 1,
-            consecutive_failures=_S.consecutive_failures + 1,
-            circuit_state=circuit_state.value,
-            circuit_reason=reason[:1000] if circuit_state is not CircuitState.CLOSED else None,
-            last_failure_us=to_epoch_us(now),
-            last_error=reason[:1000],
-            throughput_eps=0.0,
-            updated_us=to_epoch_us(now),
-        )
-    )
-    return result.rowcount == 1
 
 
 def read_health(
@@ -168,7 +81,7 @@ def read_health(
                 .label("dead_letter_count"),
             )
             .join(destinations, d.id == _S.destination_id)
-            .where(_fenced(tenant_id, destination_id, None))
+            .where(_this(tenant_id, destination_id))
         )
         .mappings()
         .first()

@@ -3,7 +3,10 @@
 `workers` holds one row per running worker, with its heartbeat: workers count the live ones
 to take about their fair share of destinations. On PostgreSQL the change feed walks every
 served tenant's new events in `(txid, seq)` order, across tenants, which needs an index of
-its own; on SQLite `seq` (the row id) already is that order.
+its own; on SQLite `seq` (the row id) already is that order. The index is partial
+(`txid >= 0`, true of every row) so that only a query that says so uses it: the feed's do;
+a tenant's reads, which say nothing of it, stay on the tenant's own index, where the
+planner would otherwise walk every tenant's rows looking for a quiet tenant's few.
 
 Revision ID: 0005
 Revises: 0004
@@ -26,7 +29,12 @@ def upgrade() -> None:
         sa.Column("heartbeat_us", sa.BigInteger(), nullable=False),
     )
     if op.get_bind().dialect.name == "postgresql":
-        op.create_index("ix_audit_events_order", "audit_events", ["txid", "seq"])
+        op.create_index(
+            "ix_audit_events_order",
+            "audit_events",
+            ["txid", "seq"],
+            postgresql_where=sa.text("txid >= 0"),
+        )
 
 
 def downgrade() -> None:
