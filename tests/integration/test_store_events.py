@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import event as sqlalchemy_event
 
 from xavyo_siem.errors import TenantRequired
 from xavyo_siem.model import FIELD_NAMES, AuditEvent, EventCategory, EventFilter
@@ -121,6 +122,34 @@ def test_filter_selects_in_sql_and_cursor_moves_past_skipped_rows(engine: Engine
     with engine.connect() as conn:
         page = read_events_after(conn, tenant_id=tenant, limit=1000, filter=wanted)
         assert page.cursor == head_cursor(conn, tenant_id=tenant)
+
+
+def test_a_filtered_read_never_moves_past_events_committed_while_it_reads(engine: Engine) -> None:
+    """Events committed by another connection between a filtered read's page and its move
+    past skipped rows are not passed over: the next read returns them."""
+    first, later = (list(generate_events(50, 1, seed=seed)) for seed in (6, 7))
+    tenant = first[0].tenant_id
+    later = [replace(event, tenant_id=tenant) for event in later]
+    with engine.begin() as conn:
+        append_events(conn, first)
+    wanted = EventFilter(categories=frozenset(EventCategory))  # every event, but filtered
+    with engine.connect() as conn:
+        committed: list[bool] = []
+
+        def commit_more(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+            # The move past skipped rows looks for the tenant's last row (ORDER BY … DESC).
+            if not committed and "DESC" in statement:
+                committed.append(True)
+                with engine.begin() as other:
+                    append_events(other, later)
+
+        sqlalchemy_event.listen(conn, "before_cursor_execute", commit_more)
+        page = read_events_after(conn, tenant_id=tenant, limit=1000, filter=wanted)
+        sqlalchemy_event.remove(conn, "before_cursor_execute", commit_more)
+    assert committed
+    with engine.connect() as conn:
+        after = read_events_after(conn, tenant_id=tenant, after=page.cursor, filter=wanted)
+    assert after.events == later
 
 
 def test_head_cursor_starts_after_existing_events(engine: Engine) -> None:

@@ -298,7 +298,6 @@ class Worker:
             oldest = min((cursor for _, cursor, _, _ in rows), default=START)
             start = feed_start(
                 conn,
-                owner=self.owner,
                 not_before=oldest,
                 window=self.settings.feed_catch_up_events,
             )

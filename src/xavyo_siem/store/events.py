@@ -154,6 +154,10 @@ def fetch_rows(conn: Connection, statement: Select[Any]) -> list[tuple[Any, ...]
         if compiled.positional
         else params
     )
+    if not conn.in_transaction():
+        # The raw cursor bypasses SQLAlchemy's autobegin: begin first, so that this read and
+        # the statements after it share one transaction (on SQLite: one snapshot).
+        conn.begin()
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(compiled.string, args)

@@ -98,24 +98,38 @@ def read_feed(conn: Connection, *, owner: str, after: EventCursor, limit: int) -
             for row, event in zip(tenant_rows, events, strict=True)
         ]
     position = EventCursor(rows[-1][0], rows[-1][1]) if rows else after
+    if len(rows) < limit:
+        # Every served event up to the store's last final one was read: move past the other
+        # tenants' events too, so the next read does not walk them again.
+        position = max(position, _last_final(conn, horizon))
     return FeedPage(by_tenant, position, len(rows))
 
 
-def feed_start(
-    conn: Connection, *, owner: str, not_before: EventCursor, window: int
-) -> EventCursor:
+def _last_final(conn: Connection, horizon: int) -> EventCursor:
+    """The position of the store's last final event, of any tenant (START when none)."""
+    row = conn.execute(
+        select(_T.txid, _T.seq)
+        .where(_FEED_INDEX, *below_horizon(horizon))
+        .order_by(*(column.desc() for column in _in_order(conn)))
+        .limit(1)
+    ).first()
+    return START if row is None else EventCursor(row[0], row[1])
+
+
+def feed_start(conn: Connection, *, not_before: EventCursor, window: int) -> EventCursor:
     """Where a new feed starts: at `not_before` (the oldest cursor of the worker's
-    destinations), unless more than `window` final events of the served tenants follow it;
-    then just before the last `window` of them.
+    destinations), unless more than `window` final events follow it; then just before the
+    last `window` of them.
 
     A destination whose cursor is at or after the start follows the feed from the first
     read, so a common backlog (many destinations just added, a worker back after an
     outage) is read once, not once per destination; one further behind catches up alone.
+    The window counts every tenant's events, which the feed's first reads walk.
     """
     horizon = read_horizon(conn)
     row = conn.execute(
         select(_T.txid, _T.seq)
-        .where(_FEED_INDEX, *below_horizon(horizon), _T.tenant_id.in_(_served(owner)))
+        .where(_FEED_INDEX, *below_horizon(horizon))
         .order_by(*(column.desc() for column in _in_order(conn)))
         .offset(window)
         .limit(1)
