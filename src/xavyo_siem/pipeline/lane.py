@@ -11,9 +11,9 @@ Where the events come from:
   tenant (`offer`), and the lane keeps those its filter matches, at most `max_buffered`.
   Offered more than that, it lets them all go and falls behind: a slow destination holds
   a bounded amount of memory, and nothing else back.
-- **behind**: the lane reads its own backlog, one page a turn, through `LaneStore`. Once a
-  read finds the end (`at_end`), the scheduler lets it join the feed, if the feed has not
-  passed it meanwhile.
+- **behind**: the lane reads its own backlog, one page a turn, through `LaneStore`, and the
+  next page while a full one is on the wire. Once a read finds the end (`at_end`), the
+  scheduler lets it join the feed, if the feed has not passed it meanwhile.
 
 After a delivered batch a lane waits until the worker wrote its progress (one transaction
 for every lane's, see runtime/lane_store.py), so at most one batch per destination is ever
@@ -26,6 +26,7 @@ into a batch, `seen` after the last event the lane has. acked ≤ taken ≤ seen
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections import deque
@@ -133,6 +134,8 @@ class Lane:
         self._rng = rng or random.Random()
         self._clock = clock
         self._throughput = Throughput(clock)
+        self._ahead: asyncio.Future[SourcePage[Any] | None] | None = None  # the next page
+        self._ahead_from: Any = None
 
     @property
     def id(self) -> UUID:
@@ -159,6 +162,7 @@ class Lane:
 
     def fall_behind(self) -> None:
         """Let go of the buffered events; they will be read again from the store."""
+        self._drop_ahead()
         self.buffer.clear()
         self.seen = self.taken
         self.following = False
@@ -263,15 +267,35 @@ class Lane:
             return format_batch(
                 events, formatter=formatter, tenant_id=self.tenant_id, position=self.taken
             )
-        page = await store.read_backlog(self, after=self.taken, limit=self.batch_size)
+        page = await self._read_backlog(store)
         if page is None:
             self.at_end = True
             return None
         self.taken = self.seen = page.position
         self.at_end = len(page.events) < self.batch_size
+        if not self.at_end:  # read the next page while this one is on the wire
+            self._ahead_from = page.position
+            self._ahead = asyncio.ensure_future(
+                store.read_backlog(self, after=page.position, limit=self.batch_size)
+            )
         return format_batch(
             page.events, formatter=formatter, tenant_id=self.tenant_id, position=page.position
         )
+
+    async def _read_backlog(self, store: LaneStore) -> SourcePage[Any] | None:
+        """The page after `taken`: the one read ahead if it starts there, else read now."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and self._ahead_from == self.taken:
+            return await ahead
+        if ahead is not None:
+            ahead.cancel()
+        return await store.read_backlog(self, after=self.taken, limit=self.batch_size)
+
+    def _drop_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.cancel()
+            ahead.add_done_callback(_retrieve)
 
     def _accepted(
         self, store: LaneStore, batch: Batch, *, delivered: int, dead: Sequence[tuple[UUID, str]]
@@ -314,6 +338,13 @@ class Lane:
 
     async def close(self) -> None:
         """Close the transport (it opens again on the next turn that needs it)."""
+        self._drop_ahead()
         components, self.components = self.components, None
         if components is not None:
             await components.transport.aclose()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """A read ahead that is no longer wanted: its outcome, an error included, is dropped."""
+    if not future.cancelled():
+        future.exception()

@@ -5,13 +5,19 @@ A connection that fails (refused, reset, the server restarting) makes the gate r
 since when; the next call that succeeds marks it available again and says how long it was
 away. The worker keeps running in between: it waits, tries again, and goes on from what the
 store holds. Every statement is counted (`xavyo_siem_store_statements_total`).
+
+Store work runs on threads of the gate's own, not the event loop's shared pool: thousands
+of file destinations fsyncing there must not make the feed's reads and the progress writes
+wait their turn.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -20,7 +26,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from xavyo_siem.pipeline import metrics
 from xavyo_siem.pipeline.lane import SourceUnavailable
-from xavyo_siem.store.engine import in_snapshot_async, in_transaction_async
+from xavyo_siem.store.engine import in_snapshot, in_transaction
 
 __all__ = ["StoreGate", "StoreUnavailable", "is_outage"]
 
@@ -45,10 +51,11 @@ def is_outage(exc: DBAPIError) -> bool:
 class StoreGate:
     """Runs store work for the worker and notices when the store is away."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, threads: int = 8) -> None:
         self.engine = engine
         self.down_since: datetime | None = None
         self._down_at = 0.0
+        self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="xavyo-store")
         if not event.contains(engine, "before_cursor_execute", _count_statement):
             event.listen(engine, "before_cursor_execute", _count_statement)
         metrics.STORE_AVAILABLE.set(1)
@@ -60,11 +67,15 @@ class StoreGate:
 
     async def write(self, work: Callable[[Connection], _R]) -> _R:
         """`work` in one transaction that writes."""
-        return await self._through(in_transaction_async, work)
+        return await self._through(in_transaction, work)
 
     async def read(self, work: Callable[[Connection], _R]) -> _R:
         """`work` in one transaction that only reads."""
-        return await self._through(in_snapshot_async, work)
+        return await self._through(in_snapshot, work)
+
+    def close(self) -> None:
+        """Let the gate's threads go (work already handed to them finishes first)."""
+        self._threads.shutdown(wait=False)
 
     async def probe(self) -> bool:
         """Whether the store answers now (and say so when it is back)."""
@@ -75,8 +86,9 @@ class StoreGate:
         return True
 
     async def _through(self, run: Any, work: Callable[[Connection], _R]) -> _R:
+        loop = asyncio.get_running_loop()
         try:
-            result: _R = await run(self.engine, work)
+            result: _R = await loop.run_in_executor(self._threads, run, self.engine, work)
         except DBAPIError as exc:
             if not is_outage(exc):
                 raise

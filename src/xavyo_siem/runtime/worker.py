@@ -130,6 +130,7 @@ class Worker:
         self._buckets: dict[UUID, TokenBucket] = {}
         self._jobs: dict[UUID, tuple[asyncio.Task[object], UUID | None]] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._lag_shown: dict[UUID, int] = {}  # the lag each lane's gauges show
         self.exporter = BatchExporter(
             engine=engine,
             owner=self.owner,
@@ -210,6 +211,7 @@ class Worker:
         finally:
             listener.stop()
             await self._shut_down()
+            self.gate.close()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -336,6 +338,7 @@ class Worker:
         lane = self.scheduler.remove(lane_id)
         self.lanes_store.forget(lane_id)
         self._updated.pop(lane_id, None)
+        self._lag_shown.pop(lane_id, None)
         for job_id, (_, target) in list(self._jobs.items()):
             if target == lane_id:
                 self.exporter.stop(job_id)
@@ -409,7 +412,9 @@ class Worker:
         for lane in lanes:
             if lane.following:
                 count, oldest = lane.lag()
-                report_lag(lane.destination, events=count, oldest=oldest and oldest.timestamp)
+                if count or self._lag_shown.get(lane.id) != 0:  # an idle lane's 0, once
+                    report_lag(lane.destination, events=count, oldest=oldest and oldest.timestamp)
+                    self._lag_shown[lane.id] = count
 
     def _bucket_for(self, destination: SiemDestination) -> TokenBucket | None:
         """The destination's one token bucket in this worker (shared by lane and exports)."""

@@ -61,6 +61,17 @@ def _served(owner: str) -> Any:
     )
 
 
+def _is_served(owner: str) -> ColumnElement[bool]:
+    """The event's tenant is one `owner` serves, asked row by row through the destinations'
+    tenant index: as `tenant_id IN (…)`, PostgreSQL compared each row with every served
+    tenant in turn (a nested loop over thousands of tenants, per row)."""
+    return exists().where(
+        destinations.c.tenant_id == _T.tenant_id,
+        leases.c.destination_id == destinations.c.id,
+        leases.c.owner == owner,
+    )
+
+
 # Every row has txid >= 0; saying so, as a literal, lets PostgreSQL use the feed's partial
 # index `ix_audit_events_order` (see migration 0005), which tenant-scoped reads cannot.
 _FEED_INDEX: Final = _T.txid >= literal_column("0")
@@ -80,7 +91,7 @@ def read_feed(conn: Connection, *, owner: str, after: EventCursor, limit: int) -
             _FEED_INDEX,
             *after_position(conn, after),
             *below_horizon(horizon),
-            _T.tenant_id.in_(_served(owner)),
+            _is_served(owner),
         )
         .order_by(*_in_order(conn))
         .limit(limit)
@@ -180,10 +191,6 @@ def unfinished_after(conn: Connection, *, owner: str, after: EventCursor) -> boo
     has not seen everything yet (a transaction may still be committing)."""
     return bool(
         conn.execute(
-            select(
-                exists().where(
-                    _FEED_INDEX, *after_position(conn, after), _T.tenant_id.in_(_served(owner))
-                )
-            )
+            select(exists().where(_FEED_INDEX, *after_position(conn, after), _is_served(owner)))
         ).scalar()
     )
