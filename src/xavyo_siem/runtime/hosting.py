@@ -48,7 +48,7 @@ class ApiServing:
 
 Secrets = Callable[[], tuple[KeyRing, EgressGuard]]
 
-_THREADS = 32
+_THREADS = 64
 ApiFor = Callable[[KeyRing, EgressGuard], ApiServing]
 
 

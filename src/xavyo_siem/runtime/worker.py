@@ -32,10 +32,11 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Connection, Engine
@@ -77,6 +78,9 @@ log = logging.getLogger("xavyo_siem.pipeline")  # the name operators filter the 
 
 _R = TypeVar("_R")
 _Leased = list[tuple[SiemDestination, EventCursor, CircuitState, int]]
+# A renewal's findings: the fair share, the leases held (epoch, destination's updated_us),
+# the leases just taken (epoch), the destinations with dead letters to replay.
+_Renewed = tuple[int, dict[UUID, tuple[int, int]], dict[UUID, int], set[UUID]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +101,7 @@ class WorkerSettings:
     idle_close_s: float = 60.0
     feed_page: int = 5_000
     feed_catch_up_events: int = 100_000  # a new feed starts at most this far back
-    max_turns: int = 64
+    max_turns: int = 256
     max_behind: int = 8
     max_buffered: int = 10_000
     shutdown_grace_s: float = 2.0
@@ -130,6 +134,9 @@ class Worker:
         self._buckets: dict[UUID, TokenBucket] = {}
         self._jobs: dict[UUID, tuple[asyncio.Task[object], UUID | None]] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._renewing: asyncio.Task[_Renewed] | None = None
+        self._scanned = False  # a renewal was applied
+        self._flushing: asyncio.Task[tuple[list[UUID], list[UUID]]] | None = None
         self._lag_shown: dict[UUID, int] = {}  # the lag each lane's gauges show
         self.exporter = BatchExporter(
             engine=engine,
@@ -183,13 +190,21 @@ class Worker:
                     if not self.gate.available and not await self.gate.probe():
                         raise StoreUnavailable("still unavailable")
                     scheduler.paused = False
-                    if now >= next_scan:
-                        await self._scan()
+                    # Renewing leases and writing progress run beside the feed; what they
+                    # found is applied here, in order with the feed's reads.
+                    if self._renewing is None and now >= next_scan:
+                        self._renewing = self._background(self._renew())
                         next_scan = now + min(
                             self.settings.scan_interval_s, self.settings.lease_ttl_s / 3
                         )
-                    if self.lanes_store.unwritten:
-                        await self._flush()
+                    if self._renewing is not None and self._renewing.done():
+                        renewing, self._renewing = self._renewing, None
+                        await self._scan(renewing.result())
+                    if self._flushing is None and self.lanes_store.unwritten:
+                        self._flushing = self._background(self.lanes_store.flush())
+                    if self._flushing is not None and self._flushing.done():
+                        flushing, self._flushing = self._flushing, None
+                        await self._written(*flushing.result())
                     if self._wake.is_set() or now >= next_poll or self._feed_behind:
                         self._wake.clear()
                         await self._read_feed()
@@ -252,23 +267,37 @@ class Worker:
 
     # -- leases -----------------------------------------------------------------------------
 
-    async def _scan(self) -> None:
-        """Heartbeat, renew every lease, take or give back the difference to the fair
-        share, load new lanes, note replays, and run export jobs."""
-        assert self.scheduler is not None
-        ttl = timedelta(seconds=self.settings.lease_ttl_s)
+    def _background(self, work: Coroutine[Any, Any, _R]) -> asyncio.Task[_R]:
+        """Run `work` beside the driver; its end wakes the driver, which takes its result."""
         scheduler = self.scheduler
+        assert scheduler is not None
+        task: asyncio.Task[_R] = asyncio.create_task(work)
+        task.add_done_callback(lambda _: scheduler.changed.set())
+        return task
 
-        def renew(conn: Connection) -> tuple[int, dict[UUID, tuple[int, int]], dict[UUID, int]]:
+    async def _renew(self) -> _Renewed:
+        """Heartbeat, renew every lease, take free ones up to the fair share, and see which
+        destinations have dead letters to replay: one transaction."""
+        ttl = timedelta(seconds=self.settings.lease_ttl_s)
+
+        def renew(conn: Connection) -> _Renewed:
             now = datetime.now(UTC)
             share = heartbeat(conn, owner=self.owner, ttl=ttl, now=now)
             held = renew_leases(conn, owner=self.owner, ttl=ttl, now=now)
             taken = acquire_leases(
                 conn, owner=self.owner, limit=share - len(held), ttl=ttl, now=now
             )
-            return share, held, taken
+            return share, held, taken, replays_waiting(conn, owner=self.owner)
 
-        share, held, taken = await self.gate.write(renew)
+        return await self.gate.write(renew)
+
+    async def _scan(self, renewal: _Renewed) -> None:
+        """Apply a renewal: drop the lanes lost, load the ones taken, give back what is over
+        the fair share, note replays, close idle transports, and run export jobs."""
+        assert self.scheduler is not None
+        scheduler = self.scheduler
+        share, held, taken, replays = renewal
+        self._scanned = True
         for lane_id in list(scheduler.lanes):
             renewed = held.get(lane_id)
             if renewed is None:  # lost, disabled or removed: its writes are fenced off
@@ -283,10 +312,10 @@ class Worker:
         if load:
             await self._load(load)
         await self._shed(share)
-        await self._replays()
+        self._replays(replays)
         self._close_idle()
         self._report()
-        await self._scan_jobs(ttl)
+        await self._scan_jobs(timedelta(seconds=self.settings.lease_ttl_s))
 
     async def _load(self, epochs: dict[UUID, int]) -> None:
         """Serve the destinations just leased: their lanes start where their cursor is."""
@@ -366,9 +395,8 @@ class Worker:
         )
         log.info("worker %s gave back %d destination(s) to balance", self.owner, len(shed))
 
-    async def _replays(self) -> None:
+    def _replays(self, waiting: set[UUID]) -> None:
         assert self.scheduler is not None
-        waiting = await self.gate.read(lambda conn: replays_waiting(conn, owner=self.owner))
         for lane_id in waiting:
             lane = self.scheduler.lanes.get(lane_id)
             if lane is not None and not lane.replay_waiting:
@@ -376,9 +404,15 @@ class Worker:
                 self.scheduler.wake(lane)
 
     async def _flush(self) -> None:
-        """Write every lane's progress in one transaction; lanes waiting on it go on."""
+        """Write every lane's progress now (after the write in flight, if any)."""
+        if self._flushing is not None:
+            flushing, self._flushing = self._flushing, None
+            await self._written(*(await flushing))
+        await self._written(*(await self.lanes_store.flush()))
+
+    async def _written(self, written: list[UUID], lost: list[UUID]) -> None:
+        """Progress was written: lanes waiting on it go on; those whose lease was lost go."""
         assert self.scheduler is not None
-        written, lost = await self.lanes_store.flush()
         self.scheduler.written(written)
         for lane_id in lost:
             log.warning("destination %s: lease lost; another worker delivers it now", lane_id)
@@ -480,7 +514,15 @@ class Worker:
         worker holds (or a dead one still holds) by their lag in the store."""
         scheduler = self.scheduler
         assert scheduler is not None
-        if scheduler.turns or self._jobs or self._feed_behind or self.lanes_store.unwritten:
+        if (
+            not self._scanned  # the leases (and the dead letters to replay) not seen yet
+            or self._renewing is not None
+            or self._flushing is not None
+            or scheduler.turns
+            or self._jobs
+            or self._feed_behind
+            or self.lanes_store.unwritten
+        ):
             return False
         for lane in scheduler.lanes.values():
             if lane.stuck_reason:
@@ -517,8 +559,10 @@ class Worker:
         jobs = [task for task, _ in self._jobs.values()]
         if jobs:
             await asyncio.wait(jobs, timeout=self.settings.shutdown_grace_s)
+        if self._renewing is not None:
+            await asyncio.wait([self._renewing], timeout=self.settings.shutdown_grace_s)
         try:
-            await self.lanes_store.flush()
+            await self._flush()
             await self.gate.write(self._leave)
         except StoreUnavailable:
             log.warning("store unavailable at shutdown: leases expire by themselves")
