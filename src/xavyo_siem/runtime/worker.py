@@ -79,8 +79,11 @@ log = logging.getLogger("xavyo_siem.pipeline")  # the name operators filter the 
 _R = TypeVar("_R")
 _Leased = list[tuple[SiemDestination, EventCursor, CircuitState, int]]
 # A renewal's findings: the fair share, the leases held (epoch, destination's updated_us),
-# the leases just taken (epoch), the destinations with dead letters to replay.
-_Renewed = tuple[int, dict[UUID, tuple[int, int]], dict[UUID, int], set[UUID]]
+# the leases just taken (epoch), the destinations with dead letters to replay, and the
+# export job claimed (if any).
+_Renewed = tuple[
+    int, dict[UUID, tuple[int, int]], dict[UUID, int], set[UUID], BatchExportJob | None
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +196,7 @@ class Worker:
                     # Renewing leases and writing progress run beside the feed; what they
                     # found is applied here, in order with the feed's reads.
                     if self._renewing is None and now >= next_scan:
-                        self._renewing = self._background(self._renew())
+                        self._renewing = self._background(self._renew(self._room_for_a_job()))
                         next_scan = now + min(
                             self.settings.scan_interval_s, self.settings.lease_ttl_s / 3
                         )
@@ -275,9 +278,10 @@ class Worker:
         task.add_done_callback(lambda _: scheduler.changed.set())
         return task
 
-    async def _renew(self) -> _Renewed:
-        """Heartbeat, renew every lease, take free ones up to the fair share, and see which
-        destinations have dead letters to replay: one transaction."""
+    async def _renew(self, jobs_for: list[UUID] | None) -> _Renewed:
+        """Heartbeat, renew every lease, take free ones up to the fair share, see which
+        destinations have dead letters to replay and, when `jobs_for` is given, claim a
+        waiting export job to one of them (or to a file): one transaction."""
         ttl = timedelta(seconds=self.settings.lease_ttl_s)
 
         def renew(conn: Connection) -> _Renewed:
@@ -287,7 +291,10 @@ class Worker:
             taken = acquire_leases(
                 conn, owner=self.owner, limit=share - len(held), ttl=ttl, now=now
             )
-            return share, held, taken, replays_waiting(conn, owner=self.owner)
+            job = None
+            if jobs_for is not None:
+                job = claim_job(conn, owner=self.owner, ttl=ttl, now=now, destination_ids=jobs_for)
+            return share, held, taken, replays_waiting(conn, owner=self.owner), job
 
         return await self.gate.write(renew)
 
@@ -296,7 +303,7 @@ class Worker:
         the fair share, note replays, close idle transports, and run export jobs."""
         assert self.scheduler is not None
         scheduler = self.scheduler
-        share, held, taken, replays = renewal
+        share, held, taken, replays, job = renewal
         self._scanned = True
         for lane_id in list(scheduler.lanes):
             renewed = held.get(lane_id)
@@ -315,7 +322,8 @@ class Worker:
         self._replays(replays)
         self._close_idle()
         self._report()
-        await self._scan_jobs(timedelta(seconds=self.settings.lease_ttl_s))
+        if job is not None:
+            self._start_job(job)
 
     async def _load(self, epochs: dict[UUID, int]) -> None:
         """Serve the destinations just leased: their lanes start where their cursor is."""
@@ -468,26 +476,20 @@ class Worker:
 
     # -- export jobs ------------------------------------------------------------------------
 
-    async def _scan_jobs(self, ttl: timedelta) -> None:
-        """Forget finished export jobs; take a waiting one when there is room.
-
-        Only file exports and exports to a destination this worker delivers are taken, so
-        the destination's rate limit covers its streaming and its exports together.
-        """
+    def _room_for_a_job(self) -> list[UUID] | None:
+        """The destinations an export job may target when one more job may run now (this
+        worker's: their rate limit then covers streaming and exports together), else None."""
         assert self.scheduler is not None
         for job_id, (running, _) in list(self._jobs.items()):
             if running.done():
                 self._jobs.pop(job_id)
         if len(self._jobs) >= self.settings.export_jobs or self._stop.is_set():
-            return
-        held = list(self.scheduler.lanes)
-        job = await self.gate.write(
-            lambda conn: claim_job(
-                conn, owner=self.owner, ttl=ttl, now=datetime.now(UTC), destination_ids=held
-            )
-        )
-        if job is None:
-            return
+            return None
+        return list(self.scheduler.lanes)
+
+    def _start_job(self, job: BatchExportJob) -> None:
+        """Run an export job this worker claimed: a file export, or one to a destination it
+        delivers."""
         target = None if job.target_kind is ExportTarget.FILE else UUID(job.target)
         task: asyncio.Task[object] = asyncio.create_task(
             self.exporter.run(job), name=f"export:{job.id}"
