@@ -729,7 +729,6 @@ class StoreProbe:
         self.database = make_url(url).database
         self.admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
         self._engine: Engine | None = None
-        self._lease_query: str | None = None
 
     @property
     def engine(self) -> Engine:
@@ -744,16 +743,14 @@ class StoreProbe:
             self._engine = None
 
     def leases_by_owner(self) -> dict[str, int] | None:
-        """Rows of `leases` by owner (unexpired ones, where rows carry `expires_us`); None
-        when the store has no such table."""
-        if self._lease_query is None:
-            columns = {c["name"] for c in inspect(self.engine).get_columns("leases")}
-            if not columns:
-                return None
-            where = " WHERE expires_us > :now" if "expires_us" in columns else ""
-            self._lease_query = f"SELECT owner, count(*) FROM leases{where} GROUP BY owner"
+        """Rows of `leases` held, by owner (a released lease has no owner); None when the
+        store has no such table."""
+        if not inspect(self.engine).has_table("leases"):
+            return None
         with self.engine.connect() as conn:
-            rows = conn.execute(text(self._lease_query), {"now": int(time.time() * 1e6)})
+            rows = conn.execute(
+                text("SELECT owner, count(*) FROM leases WHERE owner <> '' GROUP BY owner")
+            )
             return {str(owner): int(count) for owner, count in rows}
 
     def transactions(self) -> int:

@@ -67,8 +67,8 @@ from xavyo_siem.store.leases import (
     acquire_leases,
     forget_worker,
     heartbeat,
+    held_leases,
     release_leases,
-    renew_leases,
 )
 from xavyo_siem.store.state import read_state
 
@@ -279,15 +279,16 @@ class Worker:
         return task
 
     async def _renew(self, jobs_for: list[UUID] | None) -> _Renewed:
-        """Heartbeat, renew every lease, take free ones up to the fair share, see which
-        destinations have dead letters to replay and, when `jobs_for` is given, claim a
-        waiting export job to one of them (or to a file): one transaction."""
+        """Heartbeat (which renews every lease), see what is still held, take free ones up
+        to the fair share, see which destinations have dead letters to replay and, when
+        `jobs_for` is given, claim a waiting export job to one of them (or to a file): one
+        transaction."""
         ttl = timedelta(seconds=self.settings.lease_ttl_s)
 
         def renew(conn: Connection) -> _Renewed:
             now = datetime.now(UTC)
             share = heartbeat(conn, owner=self.owner, ttl=ttl, now=now)
-            held = renew_leases(conn, owner=self.owner, ttl=ttl, now=now)
+            held = held_leases(conn, owner=self.owner)
             taken = acquire_leases(
                 conn, owner=self.owner, limit=share - len(held), ttl=ttl, now=now
             )

@@ -1,25 +1,28 @@
 """Leases: each destination is delivered by one worker at a time.
 
-A lease row names its owner and an expiry; a worker renews its leases well before they
-expire, and another worker may take over a lease only once it has expired. Each takeover
-increments `epoch`, which fences the previous owner's writes (see state.py). A released
-lease keeps its row (no owner, expired), so its epoch keeps counting.
+Workers register in `workers` with a heartbeat. A lease row names the worker that holds it,
+and lasts as long as that worker's heartbeat is younger than the lease time: one row
+updated renews all of a worker's leases, however many. Another worker may take a lease
+over only once its holder's heartbeat has lapsed (or the lease was given back). Each
+takeover increments `epoch`, which fences the previous holder's writes (see state.py). A
+released lease keeps its row (no owner), so its epoch keeps counting.
 
-Workers register in `workers` with a heartbeat and work in bulk, a few statements per
-interval whatever the number of destinations: `heartbeat` (and the fair share of
-destinations among the live workers), `renew_leases` (all of a worker's at once),
-`acquire_leases` (up to a number of free ones, tenant by tenant, in one statement) and
-`release_leases`.
+Everything works in bulk, a few statements per interval whatever the number of
+destinations: `heartbeat` (and the fair share of destinations among the live workers),
+`held_leases` (what a worker still holds), `acquire_leases` (up to a number of free ones,
+tenant by tenant, in one statement) and `release_leases`.
 """
 
 from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, delete, func, insert, literal, select, update
+from sqlalchemy import Connection, delete, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
 
 from xavyo_siem.model import to_epoch_us, uuid_from_canonical
 from xavyo_siem.store.tables import destinations, leases, workers
@@ -29,8 +32,8 @@ __all__ = [
     "acquire_leases",
     "forget_worker",
     "heartbeat",
+    "held_leases",
     "release_leases",
-    "renew_leases",
 ]
 
 _L = leases.c
@@ -67,34 +70,31 @@ def forget_worker(conn: Connection, *, owner: str) -> None:
     conn.execute(delete(workers).where(_W.owner == owner))
 
 
-def renew_leases(
-    conn: Connection, *, owner: str, ttl: timedelta, now: datetime
-) -> dict[UUID, tuple[int, int]]:
-    """Extend every lease `owner` holds on an enabled destination, in one statement.
+def held_leases(conn: Connection, *, owner: str) -> dict[UUID, tuple[int, int]]:
+    """The leases `owner` holds on enabled destinations, in one read.
 
-    Returns what it holds: destination id → (lease epoch, the destination's `updated_us`,
-    which tells a worker that its settings changed). A lease missing from the answer was
-    lost (taken over after it expired) or its destination was disabled or removed.
+    Returns destination id → (lease epoch, the destination's `updated_us`, which tells a
+    worker that its settings changed). A lease missing from the answer was lost (taken over
+    while the worker's heartbeat had lapsed) or its destination was disabled or removed.
     """
-    expires = to_epoch_us(now + ttl)
-    enabled = select(_D.id).where(_D.enabled.is_(True))
-    conn.execute(
-        update(leases)
-        .where(_L.owner == owner, _L.destination_id.in_(enabled))
-        .values(expires_us=expires)
-    )
     rows = conn.execute(
         select(_L.destination_id, _L.epoch, _D.updated_us)
         .join(destinations, _D.id == _L.destination_id)
-        .where(_L.owner == owner, _L.expires_us == expires, _D.enabled.is_(True))
+        .where(_L.owner == owner, _D.enabled.is_(True))
     )
     return {uuid_from_canonical(ident): (epoch, updated) for ident, epoch, updated in rows}
+
+
+def _free(table: Any, *, ttl: timedelta, now: datetime) -> ColumnElement[bool]:
+    """A lease nobody holds: given back, or held by a worker whose heartbeat lapsed."""
+    live = select(_W.owner).where(_W.heartbeat_us > to_epoch_us(now - ttl))
+    return or_(table.c.owner == "", table.c.owner.not_in(live))
 
 
 def acquire_leases(
     conn: Connection, *, owner: str, limit: int, ttl: timedelta, now: datetime
 ) -> dict[UUID, int]:
-    """Take up to `limit` enabled destinations nobody holds (or whose lease expired).
+    """Take up to `limit` enabled destinations nobody holds (see `_free`).
 
     Destinations are taken tenant by tenant, so a tenant's destinations tend to share a
     worker (and its change feed). Returns destination id → lease epoch. On PostgreSQL,
@@ -102,30 +102,29 @@ def acquire_leases(
     """
     if limit < 1:
         return {}
-    now_us = to_epoch_us(now)
     # A lease row for every enabled destination that has none yet (new destinations).
-    missing = select(_D.id, literal(""), literal(0), literal(0)).where(
+    missing = select(_D.id, literal(""), literal(0)).where(
         _D.enabled.is_(True), ~select(_L.destination_id).where(_L.destination_id == _D.id).exists()
     )
     make = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     conn.execute(
         make(leases)
-        .from_select(["destination_id", "owner", "epoch", "expires_us"], missing)
+        .from_select(["destination_id", "owner", "epoch"], missing)
         .on_conflict_do_nothing()
     )
     free = leases.alias("free")
     chosen = (
         select(free.c.destination_id)
         .join(destinations, _D.id == free.c.destination_id)
-        .where(_D.enabled.is_(True), free.c.expires_us <= now_us)
+        .where(_D.enabled.is_(True), _free(free, ttl=ttl, now=now))
         .order_by(_D.tenant_id, _D.id)
         .limit(limit)
         .with_for_update(of=free, skip_locked=True)
     )
     rows = conn.execute(
         update(leases)
-        .where(_L.destination_id.in_(chosen), _L.expires_us <= now_us)
-        .values(owner=owner, epoch=_L.epoch + 1, expires_us=to_epoch_us(now + ttl))
+        .where(_L.destination_id.in_(chosen), _free(leases, ttl=ttl, now=now))
+        .values(owner=owner, epoch=_L.epoch + 1)
         .returning(_L.destination_id, _L.epoch)
     )
     return {uuid_from_canonical(ident): epoch for ident, epoch in rows}
@@ -135,10 +134,10 @@ def release_leases(
     conn: Connection, *, owner: str, destination_ids: list[UUID] | None = None
 ) -> int:
     """Give leases back in one statement (all of `owner`'s when `destination_ids` is None),
-    so another worker need not wait for them to expire; returns how many."""
+    so another worker need not wait for this one's heartbeat to lapse; returns how many."""
     condition = _L.owner == owner
     if destination_ids is not None:
         if not destination_ids:
             return 0
         condition = condition & _L.destination_id.in_(sorted(str(i) for i in destination_ids))
-    return conn.execute(update(leases).where(condition).values(owner="", expires_us=0)).rowcount
+    return conn.execute(update(leases).where(condition).values(owner="")).rowcount

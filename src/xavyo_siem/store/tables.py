@@ -153,7 +153,8 @@ dead_letters = Table(
     sqlite_autoincrement=True,
 )
 
-# Which worker owns a destination until when; `epoch` fences a worker that lost it.
+# Which worker owns a destination (while its heartbeat in `workers` is fresh); `epoch` fences
+# a worker that lost it. Migration 0005 dropped the per-lease expiry.
 leases = Table(
     "leases",
     metadata,
@@ -165,7 +166,6 @@ leases = Table(
     ),
     Column("owner", Text, nullable=False),
     Column("epoch", BigInteger, nullable=False),
-    Column("expires_us", BigInteger, nullable=False),
 )
 
 # Running workers (migration 0005): each counts the live ones to take its fair share.
