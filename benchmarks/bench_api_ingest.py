@@ -11,7 +11,7 @@ events not stored yet. A run counts only when every answer said `stored: 1000` a
 store holds every event afterwards. Prints a Markdown table and the machine.
 
 `--notify off` serves with ingest's notification of the workers turned off (on PostgreSQL a
-NOTIFY after each commit, coalesced to one per 50 ms), to measure what it costs; `both`
+NOTIFY after each commit, coalesced to one per 20 ms), to measure what it costs; `both`
 measures each, one after the other.
 """
 

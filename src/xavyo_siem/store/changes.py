@@ -29,7 +29,7 @@ __all__ = ["CHANNEL", "COALESCE_S", "Listener", "announce_new_events"]
 log = logging.getLogger("xavyo_siem.store")
 
 CHANNEL: Final = "xavyo_siem_events"
-COALESCE_S: Final = 0.05
+COALESCE_S: Final = 0.02
 
 _local: dict[str, set[Callable[[], None]]] = {}
 _local_lock = threading.Lock()
