@@ -68,6 +68,7 @@ from xavyo_siem.store.leases import (
     forget_worker,
     heartbeat,
     held_leases,
+    refresh_lease_statistics,
     release_leases,
 )
 from xavyo_siem.store.state import read_state
@@ -77,6 +78,7 @@ __all__ = ["Worker", "WorkerSettings", "single_worker_lock"]
 log = logging.getLogger("xavyo_siem.pipeline")  # the name operators filter the worker on
 
 _R = TypeVar("_R")
+_MANY_LEASES = 100  # taken or given back at once: the lease statistics are refreshed
 _Leased = list[tuple[SiemDestination, EventCursor, CircuitState, int]]
 # A renewal's findings: the fair share, the leases held (epoch, destination's updated_us),
 # the leases just taken (epoch), the destinations with dead letters to replay, and the
@@ -317,6 +319,8 @@ class Worker:
             for ident, (epoch, _) in held.items()
             if ident not in scheduler.lanes and ident not in scheduler.turns
         } | taken
+        if len(taken) >= _MANY_LEASES:
+            await self.gate.write(refresh_lease_statistics)
         if load:
             await self._load(load)
         await self._shed(share)
@@ -402,6 +406,8 @@ class Worker:
         await self.gate.write(
             lambda conn: release_leases(conn, owner=self.owner, destination_ids=shed)
         )
+        if len(shed) >= _MANY_LEASES:
+            await self.gate.write(refresh_lease_statistics)
         log.info("worker %s gave back %d destination(s) to balance", self.owner, len(shed))
 
     def _replays(self, waiting: set[UUID]) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "forget_worker",
     "heartbeat",
     "held_leases",
+    "refresh_lease_statistics",
     "release_leases",
 ]
 
@@ -141,3 +142,16 @@ def release_leases(
             return 0
         condition = condition & _L.destination_id.in_(sorted(str(i) for i in destination_ids))
     return conn.execute(update(leases).where(condition).values(owner="")).rowcount
+
+
+def refresh_lease_statistics(conn: Connection) -> None:
+    """Have PostgreSQL count the leases again after many changed hands at once.
+
+    The change feed asks, row by row, whether an event's tenant is one the worker serves
+    (through its leases). With statistics from before a worker took thousands of leases,
+    the planner believed it held a few dozen and compared every row with all of them
+    (seconds per read); with fresh ones it probes the index. Autovacuum would refresh them
+    too, but later. Does nothing on SQLite.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ANALYZE leases")
