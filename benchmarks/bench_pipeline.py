@@ -48,6 +48,7 @@ from xavyo_siem.egress import EgressGuard  # noqa: E402
 from xavyo_siem.model import DeliveryType, ExportFormat  # noqa: E402
 from xavyo_siem.sample import generate_events  # noqa: E402
 from xavyo_siem.store import append_events, make_engine, upgrade  # noqa: E402
+from xavyo_siem.store.changes import announce_new_events  # noqa: E402
 
 from peers.rsyslog import RsyslogPeer  # noqa: E402
 
@@ -150,7 +151,7 @@ def drain(url: str, keyfile: Path, log: Path) -> tuple[float, float]:
     with log.open("ab") as out:
         for line in proc.stderr:
             out.write(line)
-            if began is None and b"delivers destination" in line:
+            if began is None and b"destination(s)" in line:  # the worker serves them now
                 began = time.perf_counter()
     if proc.wait() != 0:
         raise RuntimeError(f"worker failed; see {log}")
@@ -270,6 +271,7 @@ def latency(args: argparse.Namespace, tmp: Path, keyfile: Path, keyring: KeyRing
                 with engine.begin() as conn:
                     append_events(conn, batch)
                 moment = time.time()
+                announce_new_events(engine)  # as ingest does once it committed
                 committed.update((str(e.event_id), moment) for e in batch)
                 sent += chunk
                 pause = begin + sent / rate - time.perf_counter()

@@ -133,7 +133,8 @@ class Listener:
                     delay = 0.5
                     self._wake()  # anything stored while we were not listening
                     while not self._stopping.is_set():
-                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                        # A short timeout: stop() waits at most this long for the thread.
+                        for _ in conn.notifies(timeout=0.1, stop_after=1):
                             self._wake()
             except psycopg.Error as exc:
                 log.debug("listening for new events failed (%s); retrying in %.1f s", exc, delay)
