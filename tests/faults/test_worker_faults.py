@@ -35,13 +35,12 @@ def start_worker(store_url: str, *extra: str, log: Path) -> subprocess.Popen[byt
 
 
 def delivered_ids(path: Path) -> list[str]:
+    """The event ids in the file so far; a last line without its newline is still being
+    written by the worker (a batch is one append, which a read may catch halfway)."""
     if not path.exists():
         return []
-    ids = []
-    for line in path.read_bytes().splitlines():
-        if line.strip():
-            ids.append(orjson.loads(line)["event_id"])
-    return ids
+    complete = path.read_bytes().rpartition(b"\n")[0]
+    return [orjson.loads(line)["event_id"] for line in complete.splitlines() if line.strip()]
 
 
 def wait_for(predicate: object, timeout: float, what: str) -> None:

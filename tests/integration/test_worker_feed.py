@@ -57,9 +57,11 @@ def add_file_destination(
 
 
 def delivered(path: Path) -> list[str]:
+    """The event ids in the file so far (complete lines: the worker may be mid-append)."""
     if not path.exists():
         return []
-    return [orjson.loads(line)["event_id"] for line in path.read_bytes().splitlines()]
+    complete = path.read_bytes().rpartition(b"\n")[0]
+    return [orjson.loads(line)["event_id"] for line in complete.splitlines()]
 
 
 def worker(engine: Engine, **settings: object) -> Worker:
