@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Final
 from uuid import UUID
 
-import orjson
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
+from file_output import delivered_id_set
 from hostile_strategies import (
     PEER_REPLIES,
     HostileDestination,
@@ -84,15 +84,6 @@ def events_of(tenant: UUID, count: int, seed: int) -> list[AuditEvent]:
 def store(engine: Engine, events: Sequence[AuditEvent]) -> None:
     with engine.begin() as conn:
         append_events(conn, events)
-
-
-def delivered_ids(path: Path) -> set[str]:
-    """The event ids in a JSON-lines file destination's output (empty if none yet); a last
-    line still being written is not counted."""
-    if not path.exists():
-        return set()
-    complete = path.read_bytes().split(b"\n")[:-1]
-    return {str(orjson.loads(line)["event_id"]) for line in complete if line.strip()}
 
 
 def ids(events: Sequence[AuditEvent]) -> set[str]:
@@ -366,15 +357,15 @@ async def _run_hostile_case(
     store(engine, [event for batch in first for event in batch])
     env = Settings(env="development" if development else "production", egress_allow=LOOPBACK)
     async with running_worker(engine, opener(engine, env)) as running:
-        await running.until(lambda: delivered_ids(out) >= ids(first[0]), "the first events")
+        await running.until(lambda: delivered_id_set(out) >= ids(first[0]), "the first events")
         later = [
             events_of(tenant, 9, seed=100 + index)
             for index, tenant in enumerate((TENANT_A, *OTHER_TENANTS))
         ]
         store(engine, [event for batch in later for event in batch])
         everything = ids(first[0]) | ids(later[0])
-        await running.until(lambda: delivered_ids(out) >= everything, "every event of tenant A")
-        assert delivered_ids(out) == everything, "another tenant's event reached tenant A"
+        await running.until(lambda: delivered_id_set(out) >= everything, "every event of tenant A")
+        assert delivered_id_set(out) == everything, "another tenant's event reached tenant A"
         assert not running.task.done(), f"the worker stopped: {running.outcome()}"
         await running.stop()
 
@@ -428,14 +419,14 @@ async def assert_isolated(
         )
 
     async with running_worker(engine, open_components) as running:
-        await running.until(lambda: delivered_ids(out) >= ids(mine), "every event of tenant A")
+        await running.until(lambda: delivered_id_set(out) >= ids(mine), "every event of tenant A")
         await running.until(recorded, "the broken destination's failure in its health")
         later = events_of(TENANT_A, 10, seed=3)
         store(engine, later)
         await running.until(
-            lambda: delivered_ids(out) >= ids(mine + later), "tenant A's later events"
+            lambda: delivered_id_set(out) >= ids(mine + later), "tenant A's later events"
         )
-        assert delivered_ids(out) == ids(mine + later)
+        assert delivered_id_set(out) == ids(mine + later)
         assert not running.task.done(), f"the worker stopped: {running.outcome()}"
         await running.stop()
     health = health_of(engine, broken)

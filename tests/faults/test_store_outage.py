@@ -16,18 +16,16 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import httpx
-import orjson
 import psycopg
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
-from xavyo_siem import destinations as manage
+from file_output import add_file_destination, delivered_id_set
 from xavyo_siem.cli import app
 from xavyo_siem.crypto import new_key_text
-from xavyo_siem.destinations import DestinationSpec
-from xavyo_siem.model import AuditEvent, DeliveryType, ExportFormat
+from xavyo_siem.model import AuditEvent
 from xavyo_siem.sample import generate_events, tenant_ids
 from xavyo_siem.store import append_events, make_engine, upgrade, writing
 
@@ -83,31 +81,6 @@ def worker_process(store_url: str, log: Path) -> Iterator[subprocess.Popen[bytes
                 worker.wait(10)
 
 
-def file_destination(engine: Engine, tenant: UUID, path: Path) -> None:
-    manage.add_destination(
-        engine,
-        tenant_id=tenant,
-        spec=DestinationSpec(
-            name=path.stem,
-            delivery_type=DeliveryType.FILE,
-            format=ExportFormat.JSON,
-            endpoint=f"file://{path}",
-            options={"start": "beginning", "batch_max_events": "50"},
-        ),
-        secret=None,
-        keyring=None,
-        development=False,
-    )
-
-
-def delivered_ids(path: Path) -> set[str]:
-    """The event ids in the destination's file (complete lines only: it may be mid-write)."""
-    if not path.exists():
-        return set()
-    lines = path.read_bytes().split(b"\n")[:-1]
-    return {orjson.loads(line)["event_id"] for line in lines if line.strip()}
-
-
 def append(engine: Engine, events: list[AuditEvent]) -> None:
     with writing(engine) as conn:
         append_events(conn, events)
@@ -142,7 +115,7 @@ def wait_for_delivery(
     """Wait until every file holds its expected ids; fail at once if the worker exits."""
     deadline = time.monotonic() + WAIT_S
     while True:
-        missing = {p.name: len(ids - delivered_ids(p)) for p, ids in expected.items()}
+        missing = {p.name: len(ids - delivered_id_set(p)) for p, ids in expected.items()}
         if not any(missing.values()):
             return
         if worker.poll() is not None:
@@ -162,7 +135,7 @@ def two_tenants(
     events = list(generate_events(600, 2, seed=seed))
     files = {tenant: tmp_path / f"tenant-{i}.jsonl" for i, tenant in enumerate(tenant_ids(2, seed))}
     for tenant, path in files.items():
-        file_destination(engine, tenant, path)
+        add_file_destination(engine, tenant, path, batch=50)
     return events, files
 
 

@@ -11,13 +11,11 @@ from collections import Counter
 from pathlib import Path
 from uuid import UUID
 
-import orjson
 from sqlalchemy import Engine, text
 
-from xavyo_siem import destinations as manage
+from file_output import add_file_destination, delivered_ids
 from xavyo_siem.crypto import new_key_text
-from xavyo_siem.destinations import DestinationSpec
-from xavyo_siem.model import AuditEvent, DeliveryType, ExportFormat, RateLimit
+from xavyo_siem.model import AuditEvent, RateLimit
 from xavyo_siem.sample import generate_events
 from xavyo_siem.store import append_events, make_engine, upgrade
 
@@ -34,15 +32,6 @@ def start_worker(store_url: str, *extra: str, log: Path) -> subprocess.Popen[byt
     )  # fmt: skip
 
 
-def delivered_ids(path: Path) -> list[str]:
-    """The event ids in the file so far; a last line without its newline is still being
-    written by the worker (a batch is one append, which a read may catch halfway)."""
-    if not path.exists():
-        return []
-    complete = path.read_bytes().rpartition(b"\n")[0]
-    return [orjson.loads(line)["event_id"] for line in complete.splitlines() if line.strip()]
-
-
 def wait_for(predicate: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -57,26 +46,6 @@ def lease_owners(engine: Engine) -> Counter[str]:
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT owner FROM leases WHERE owner <> ''"))
         return Counter(owner for (owner,) in rows)
-
-
-def file_destination(
-    engine: Engine, tenant: UUID, path: Path, *, rate: RateLimit | None = None, batch: int = 100
-) -> None:
-    manage.add_destination(
-        engine,
-        tenant_id=tenant,
-        spec=DestinationSpec(
-            name=path.stem,
-            delivery_type=DeliveryType.FILE,
-            format=ExportFormat.JSON,
-            endpoint=f"file://{path}",
-            options={"start": "beginning", "batch_max_events": str(batch)},
-            rate_limit=rate,
-        ),
-        secret=None,
-        keyring=None,
-        development=False,
-    )
 
 
 def stored(engine: Engine, count: int, seed: int, tenants: int = 1) -> list[AuditEvent]:
@@ -100,7 +69,7 @@ def test_kill_9_mid_backlog_then_restart_delivers_everything(
     """A worker killed by SIGKILL mid-backlog loses nothing: the restart resends from the cursor."""
     events = stored(engine, 6000, seed=20)
     out = tmp_path / "killed.jsonl"
-    file_destination(engine, events[0].tenant_id, out, rate=RateLimit(4000, 100))
+    add_file_destination(engine, events[0].tenant_id, out, batch=100, rate=RateLimit(4000, 100))
     worker = start_worker(store_url, "--lease-ttl", "2", log=tmp_path / "worker.log")
     try:
         wait_for(lambda: len(delivered_ids(out)) >= 1500, 60, "the first deliveries")
@@ -120,7 +89,7 @@ def test_sigterm_stops_within_seconds_and_restart_continues(
     """SIGTERM makes the worker finish its batch and exit promptly; nothing is half-counted."""
     events = stored(engine, 3000, seed=21)
     out = tmp_path / "stopped.jsonl"
-    file_destination(engine, events[0].tenant_id, out, rate=RateLimit(2000, 100))
+    add_file_destination(engine, events[0].tenant_id, out, batch=100, rate=RateLimit(2000, 100))
     worker = start_worker(store_url, log=tmp_path / "worker.log")
     try:
         wait_for(lambda: len(delivered_ids(out)) >= 500, 60, "the first deliveries")
@@ -162,7 +131,7 @@ def test_two_workers_share_destinations_and_survive_one_killed(pg_url: str, tmp_
     outputs: dict[UUID, Path] = {}
     for tenant in sorted({e.tenant_id for e in events}):
         outputs[tenant] = tmp_path / f"t-{str(tenant)[:8]}.jsonl"
-        file_destination(engine, tenant, outputs[tenant], rate=RateLimit(800, 50), batch=50)
+        add_file_destination(engine, tenant, outputs[tenant], rate=RateLimit(800, 50), batch=50)
     a = start_worker(url, "--lease-ttl", "2", log=tmp_path / "a.log")
     b = start_worker(url, "--lease-ttl", "2", log=tmp_path / "b.log")
     try:

@@ -9,20 +9,17 @@ import socket
 import threading
 import time
 from pathlib import Path
-from uuid import UUID
 
 import httpx
-import orjson
 import pytest
 from sqlalchemy import Engine
 
-from xavyo_siem import destinations as manage
+from file_output import add_file_destination, delivered_ids
 from xavyo_siem.api import create_app
 from xavyo_siem.crypto import KeyRing, new_key_text
-from xavyo_siem.destinations import DestinationSpec
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import SiemError
-from xavyo_siem.model import AuditEvent, DeliveryType, ExportFormat
+from xavyo_siem.model import AuditEvent
 from xavyo_siem.pipeline import PipelineSettings
 from xavyo_siem.runtime import ApiServing, WorkerSettings, run_worker, single_worker_lock
 from xavyo_siem.sample import generate_events
@@ -36,34 +33,11 @@ QUICK = WorkerSettings(
 )
 
 
-def file_destination(engine: Engine, tenant: UUID, path: Path) -> None:
-    manage.add_destination(
-        engine,
-        tenant_id=tenant,
-        spec=DestinationSpec(
-            name=path.stem,
-            delivery_type=DeliveryType.FILE,
-            format=ExportFormat.JSON,
-            endpoint=f"file://{path}",
-            options={"start": "beginning"},
-        ),
-        secret=None,
-        keyring=KEYS,
-        development=False,
-    )
-
-
 def stored(engine: Engine, count: int, seed: int) -> list[AuditEvent]:
     events = list(generate_events(count, 1, seed=seed))
     with engine.begin() as conn:
         append_events(conn, events)
     return events
-
-
-def delivered(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    return [orjson.loads(line)["event_id"] for line in path.read_bytes().splitlines()]
 
 
 def free_port() -> int:
@@ -86,10 +60,10 @@ def test_a_draining_worker_delivers_every_event_and_says_who_it_is(
     having announced the worker's name, and every event reached the file in store order."""
     events = stored(engine, 700, seed=1)
     out = tmp_path / "drained.jsonl"
-    file_destination(engine, events[0].tenant_id, out)
+    add_file_destination(engine, events[0].tenant_id, out)
     names: list[str] = []
     assert run(engine, drain=True, started=names.append) == []
-    assert delivered(out) == [str(e.event_id) for e in events]
+    assert delivered_ids(out) == [str(e.event_id) for e in events]
     assert len(names) == 1
     assert str(os.getpid()) in names[0]
 
@@ -115,7 +89,7 @@ def test_the_api_is_served_beside_the_worker_until_sigterm(tmp_path: Path) -> No
     upgrade(engine)
     events = stored(engine, 300, seed=2)
     out = tmp_path / "served.jsonl"
-    file_destination(engine, events[0].tenant_id, out)
+    add_file_destination(engine, events[0].tenant_id, out)
     port = free_port()
     app = create_app(SETTINGS, engine, keyring=KEYS, egress=EgressGuard(), export_dir=tmp_path)
     answers: list[int] = []
@@ -130,7 +104,7 @@ def test_the_api_is_served_beside_the_worker_until_sigterm(tmp_path: Path) -> No
                 except httpx.TransportError:
                     time.sleep(0.05)
                     continue
-                if len(delivered(out)) == len(events):
+                if len(delivered_ids(out)) == len(events):
                     break
                 time.sleep(0.05)
         if not returned.is_set():
@@ -146,4 +120,4 @@ def test_the_api_is_served_beside_the_worker_until_sigterm(tmp_path: Path) -> No
         engine.dispose()
     assert stuck == []
     assert 200 in answers
-    assert delivered(out) == [str(e.event_id) for e in events]
+    assert delivered_ids(out) == [str(e.event_id) for e in events]

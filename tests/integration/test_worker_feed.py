@@ -9,20 +9,16 @@ from collections import defaultdict
 from pathlib import Path
 from uuid import UUID
 
-import orjson
 from sqlalchemy import Engine
 
-from xavyo_siem import destinations as manage
+from file_output import add_file_destination, delivered_ids
 from xavyo_siem.crypto import KeyRing, new_key_text
-from xavyo_siem.destinations import DestinationSpec
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.ingest import store_events
 from xavyo_siem.model import (
     AuditEvent,
-    DeliveryType,
     EventCategory,
     EventFilter,
-    ExportFormat,
     SiemDestination,
 )
 from xavyo_siem.pipeline import PipelineSettings
@@ -34,34 +30,6 @@ from xavyo_siem.sample import generate_events
 from xavyo_siem.settings import Settings
 
 KEYS = KeyRing.parse(new_key_text())
-
-
-def add_file_destination(
-    engine: Engine, tenant: UUID, path: Path, *, categories: list[EventCategory] | None = None
-) -> None:
-    manage.add_destination(
-        engine,
-        tenant_id=tenant,
-        spec=DestinationSpec(
-            name=path.stem,
-            delivery_type=DeliveryType.FILE,
-            format=ExportFormat.JSON,
-            endpoint=f"file://{path}",
-            options={"start": "beginning", "batch_max_events": "7"},
-            filters=EventFilter(categories=frozenset(categories)) if categories else EventFilter(),
-        ),
-        secret=None,
-        keyring=KEYS,
-        development=False,
-    )
-
-
-def delivered(path: Path) -> list[str]:
-    """The event ids in the file so far (complete lines: the worker may be mid-append)."""
-    if not path.exists():
-        return []
-    complete = path.read_bytes().rpartition(b"\n")[0]
-    return [orjson.loads(line)["event_id"] for line in complete.splitlines()]
 
 
 def worker(engine: Engine, **settings: object) -> Worker:
@@ -112,8 +80,14 @@ async def test_many_tenants_each_get_exactly_their_matching_events_in_order(
     paths: dict[UUID, tuple[Path, Path]] = {}
     for tenant in tenants:
         every, auth = tmp_path / f"all-{tenant.int}.jsonl", tmp_path / f"auth-{tenant.int}.jsonl"
-        add_file_destination(engine, tenant, every)
-        add_file_destination(engine, tenant, auth, categories=[EventCategory.AUTHENTICATION])
+        add_file_destination(engine, tenant, every, batch=7)
+        add_file_destination(
+            engine,
+            tenant,
+            auth,
+            batch=7,
+            filters=EventFilter(categories=frozenset({EventCategory.AUTHENTICATION})),
+        )
         paths[tenant] = (every, auth)
     before = tenants_events(tenants, 1500, seed=1)
     store_events(engine, before)
@@ -128,16 +102,16 @@ async def test_many_tenants_each_get_exactly_their_matching_events_in_order(
         expected[event.tenant_id].append(event)
 
     def complete() -> bool:
-        return all(len(delivered(paths[t][0])) >= len(expected[t]) for t in tenants)
+        return all(len(delivered_ids(paths[t][0])) >= len(expected[t]) for t in tenants)
 
     await wait_until(complete)
     running.stop()
     await task
     for tenant in tenants:
         mine = expected[tenant]
-        assert delivered(paths[tenant][0]) == [str(e.event_id) for e in mine]
+        assert delivered_ids(paths[tenant][0]) == [str(e.event_id) for e in mine]
         wanted = [str(e.event_id) for e in mine if e.category is EventCategory.AUTHENTICATION]
-        assert delivered(paths[tenant][1]) == wanted
+        assert delivered_ids(paths[tenant][1]) == wanted
 
 
 async def test_a_lane_that_overflows_falls_behind_and_catches_up_without_loss(
@@ -147,17 +121,17 @@ async def test_a_lane_that_overflows_falls_behind_and_catches_up_without_loss(
     from the store: every event arrives once, in order."""
     tenant = UUID(int=7)
     path = tmp_path / "small.jsonl"
-    add_file_destination(engine, tenant, path)
+    add_file_destination(engine, tenant, path, batch=7)
     running = worker(engine, max_buffered=5)
     task = asyncio.create_task(running.run())
     events = tenants_events([tenant], 800, seed=3)
     for start in range(0, len(events), 200):
         store_events(engine, events[start : start + 200])
         await asyncio.sleep(0.02)
-    await wait_until(lambda: len(delivered(path)) >= len(events))
+    await wait_until(lambda: len(delivered_ids(path)) >= len(events))
     running.stop()
     await task
-    assert delivered(path) == [str(e.event_id) for e in events]
+    assert delivered_ids(path) == [str(e.event_id) for e in events]
 
 
 async def test_an_idle_worker_closes_its_transports_and_keeps_serving(
@@ -166,18 +140,18 @@ async def test_an_idle_worker_closes_its_transports_and_keeps_serving(
     """Transports close once idle for `idle_close_s` and open again for the next event."""
     tenant = UUID(int=8)
     path = tmp_path / "idle.jsonl"
-    add_file_destination(engine, tenant, path)
+    add_file_destination(engine, tenant, path, batch=7)
     running = worker(engine, idle_close_s=0.1)
     task = asyncio.create_task(running.run())
     first = tenants_events([tenant], 3, seed=4)
     store_events(engine, first)
-    await wait_until(lambda: len(delivered(path)) == 3)
+    await wait_until(lambda: len(delivered_ids(path)) == 3)
     scheduler = running.scheduler
     assert scheduler is not None
     await wait_until(lambda: all(lane.components is None for lane in scheduler.lanes.values()))
     second = tenants_events([tenant], 2, seed=5)
     store_events(engine, second)
-    await wait_until(lambda: len(delivered(path)) == 5)
+    await wait_until(lambda: len(delivered_ids(path)) == 5)
     running.stop()
     await task
-    assert delivered(path) == [str(e.event_id) for e in first + second]
+    assert delivered_ids(path) == [str(e.event_id) for e in first + second]

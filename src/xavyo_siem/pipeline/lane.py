@@ -47,7 +47,7 @@ from xavyo_siem.pipeline.loop import (
 )
 from xavyo_siem.pipeline.rate_limit import TokenBucket
 
-__all__ = ["Lane", "LaneStore", "SourceUnavailable"]
+__all__ = ["Lane", "LaneStore", "SourceUnavailable", "drop_outcome"]
 
 
 class SourceUnavailable(Exception):
@@ -295,7 +295,7 @@ class Lane:
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
             ahead.cancel()
-            ahead.add_done_callback(_retrieve)
+            ahead.add_done_callback(drop_outcome)
 
     def _accepted(
         self, store: LaneStore, batch: Batch, *, delivered: int, dead: Sequence[tuple[UUID, str]]
@@ -344,7 +344,8 @@ class Lane:
             await components.transport.aclose()
 
 
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """A read ahead that is no longer wanted: its outcome, an error included, is dropped."""
+def drop_outcome(future: asyncio.Future[Any]) -> None:
+    """For work nobody waits for any more (a read ahead, a transport closing): its outcome,
+    an error included, is taken and dropped, so asyncio does not report it as lost."""
     if not future.cancelled():
         future.exception()

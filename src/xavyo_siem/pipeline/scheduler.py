@@ -26,7 +26,7 @@ from typing import Any
 from uuid import UUID
 
 from xavyo_siem.model import AuditEvent
-from xavyo_siem.pipeline.lane import Lane, LaneStore, SourceUnavailable
+from xavyo_siem.pipeline.lane import Lane, LaneStore, SourceUnavailable, drop_outcome
 
 __all__ = ["Scheduler"]
 
@@ -226,7 +226,7 @@ class Scheduler:
             lane.due = self._clock() + 60.0
         if lane.components is not None:
             task = asyncio.create_task(lane.close(), name=f"close:{lane.destination.name}")
-            task.add_done_callback(_retrieve)
+            task.add_done_callback(drop_outcome)
 
     # -- stopping ---------------------------------------------------------------------------
 
@@ -243,8 +243,3 @@ class Scheduler:
             task.cancel()
         if late:
             await asyncio.wait(late, timeout=1.0)
-
-
-def _retrieve(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("closing a transport failed: %r", task.exception())

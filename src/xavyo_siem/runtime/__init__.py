@@ -6,8 +6,8 @@ composes the others.
 """
 
 from xavyo_siem.runtime.components import TestStep, open_destination, test_destination, test_event
-from xavyo_siem.runtime.hosting import ApiServing, run_worker, serve_api
-from xavyo_siem.runtime.worker import Worker, WorkerSettings, single_worker_lock
+from xavyo_siem.runtime.hosting import ApiServing, run_worker, serve_api, single_worker_lock
+from xavyo_siem.runtime.worker import Worker, WorkerSettings
 
 __all__ = [
     "ApiServing",

@@ -12,29 +12,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from prometheus_client import start_http_server
 from sqlalchemy import Engine
 
 from xavyo_siem.crypto import KeyRing
 from xavyo_siem.egress import EgressGuard
+from xavyo_siem.errors import SiemError
 from xavyo_siem.model import SiemDestination
 from xavyo_siem.pipeline.loop import DestinationComponents
 from xavyo_siem.runtime.components import open_destination
-from xavyo_siem.runtime.worker import Worker, WorkerSettings, single_worker_lock
+from xavyo_siem.runtime.worker import Worker, WorkerSettings
 from xavyo_siem.settings import Settings
 
 if TYPE_CHECKING:
     import uvicorn
     from starlette.types import ASGIApp
 
-__all__ = ["ApiFor", "ApiServing", "Secrets", "run_worker", "serve_api", "stop_on_signals"]
+__all__ = [
+    "ApiFor",
+    "ApiServing",
+    "Secrets",
+    "run_worker",
+    "serve_api",
+    "single_worker_lock",
+    "stop_on_signals",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,3 +171,20 @@ async def _serve(worker: Worker | None, server: uvicorn.Server | None, *, drain:
         if server is not None and serving is not None:
             server.should_exit = True
             await serving
+
+
+def single_worker_lock(database_path: Path) -> IO[str]:
+    """Hold an exclusive lock beside a SQLite store; a second worker fails with a clear message."""
+    lock_path = database_path.with_name(database_path.name + ".worker.lock")
+    handle = lock_path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SiemError(
+            f"another `xavyo-siem run` already works on {database_path}; SQLite supports one "
+            "worker (use PostgreSQL to run several)"
+        ) from None
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle

@@ -19,14 +19,13 @@ statement.
 
 A worker also runs queued batch export jobs (xavyo_siem.batch): file exports, and exports
 to the destinations it delivers, whose streaming and exports then share one token bucket.
-On SQLite one worker runs at a time.
+On SQLite one worker runs at a time (hosting.py holds the lock).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import socket
@@ -35,8 +34,7 @@ import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Connection, Engine
@@ -45,7 +43,6 @@ from xavyo_siem.batch import BatchExporter, ExportSettings
 from xavyo_siem.model import (
     BatchExportJob,
     CircuitState,
-    ExportTarget,
     SiemDestination,
     to_epoch_us,
 )
@@ -55,6 +52,7 @@ from xavyo_siem.pipeline.lane import Lane
 from xavyo_siem.pipeline.loop import OpenComponents, PipelineSettings
 from xavyo_siem.pipeline.rate_limit import TokenBucket
 from xavyo_siem.pipeline.scheduler import Scheduler
+from xavyo_siem.runtime.export_jobs import ExportJobs
 from xavyo_siem.runtime.lane_store import StoreLanes
 from xavyo_siem.runtime.store_gate import StoreGate, StoreUnavailable
 from xavyo_siem.store.changes import Listener
@@ -73,7 +71,7 @@ from xavyo_siem.store.leases import (
 )
 from xavyo_siem.store.state import read_state
 
-__all__ = ["Worker", "WorkerSettings", "single_worker_lock"]
+__all__ = ["Worker", "WorkerSettings"]
 
 log = logging.getLogger("xavyo_siem.pipeline")  # the name operators filter the worker on
 
@@ -137,13 +135,12 @@ class Worker:
         self._feed_behind = True  # the last feed read was a full page
         self._updated: dict[UUID, int] = {}  # each lane's destination `updated_us` when loaded
         self._buckets: dict[UUID, TokenBucket] = {}
-        self._jobs: dict[UUID, tuple[asyncio.Task[object], UUID | None]] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._renewing: asyncio.Task[_Renewed] | None = None
         self._scanned = False  # a renewal was applied
         self._flushing: asyncio.Task[tuple[list[UUID], list[UUID]]] | None = None
         self._lag_shown: dict[UUID, int] = {}  # the lag each lane's gauges show
-        self.exporter = BatchExporter(
+        self.exports = ExportJobs(
             engine=engine,
             owner=self.owner,
             settings=ExportSettings(
@@ -154,7 +151,13 @@ class Worker:
             ),
             open_components=open_components,
             bucket_for=self._bucket_for,
+            limit=self.settings.export_jobs,
         )
+
+    @property
+    def exporter(self) -> BatchExporter:
+        """What runs this worker's export jobs."""
+        return self.exports.exporter
 
     def stop(self) -> None:
         """Finish the batches in flight (briefly), write the progress, give the leases back."""
@@ -280,6 +283,12 @@ class Worker:
         task.add_done_callback(lambda _: scheduler.changed.set())
         return task
 
+    def _room_for_a_job(self) -> list[UUID] | None:
+        """The destinations an export job may target, when one more may start now."""
+        if self._stop.is_set() or self.scheduler is None:
+            return None
+        return self.exports.room(self.scheduler.lanes)
+
     async def _renew(self, jobs_for: list[UUID] | None) -> _Renewed:
         """Heartbeat (which renews every lease), see what is still held, take free ones up
         to the fair share, see which destinations have dead letters to replay and, when
@@ -308,12 +317,16 @@ class Worker:
         scheduler = self.scheduler
         share, held, taken, replays, job = renewal
         self._scanned = True
-        for lane_id in list(scheduler.lanes):
-            renewed = held.get(lane_id)
-            if renewed is None:  # lost, disabled or removed: its writes are fenced off
-                await self._drop(lane_id)
-            elif renewed[1] != self._updated.get(lane_id) and lane_id not in scheduler.turns:
-                await self._drop(lane_id)  # its settings changed: loaded again below
+        gone = [
+            lane_id
+            for lane_id in scheduler.lanes
+            if (renewed := held.get(lane_id)) is None  # lost, disabled or removed
+            or (renewed[1] != self._updated.get(lane_id) and lane_id not in scheduler.turns)
+        ]  # the second: its settings changed; it is loaded again below
+        if gone:
+            await self._flush()  # once for all of them
+            for lane_id in gone:
+                await self._drop(lane_id, flush=False)
         load = {
             ident: epoch
             for ident, (epoch, _) in held.items()
@@ -328,7 +341,7 @@ class Worker:
         self._close_idle()
         self._report()
         if job is not None:
-            self._start_job(job)
+            self.exports.start(job)
 
     async def _load(self, epochs: dict[UUID, int]) -> None:
         """Serve the destinations just leased: their lanes start where their cursor is."""
@@ -364,7 +377,7 @@ class Worker:
                 max_buffered=self.settings.max_buffered,
             )
             self.lanes_store.epochs[destination.id] = epochs[destination.id]
-            self._updated[destination.id] = _updated_us(destination)
+            self._updated[destination.id] = to_epoch_us(destination.updated_at)
             self.scheduler.add(lane, mark=heads.get(destination.tenant_id))
         log.info(
             "worker %s serves %d destination(s) (%d new)",
@@ -381,9 +394,7 @@ class Worker:
         self.lanes_store.forget(lane_id)
         self._updated.pop(lane_id, None)
         self._lag_shown.pop(lane_id, None)
-        for job_id, (_, target) in list(self._jobs.items()):
-            if target == lane_id:
-                self.exporter.stop(job_id)
+        self.exports.stop_for(lane_id)
         if lane is not None:
             self._close_later(lane)
 
@@ -481,41 +492,6 @@ class Worker:
             self._buckets[destination.id] = bucket
         return bucket
 
-    # -- export jobs ------------------------------------------------------------------------
-
-    def _room_for_a_job(self) -> list[UUID] | None:
-        """The destinations an export job may target when one more job may run now (this
-        worker's: their rate limit then covers streaming and exports together), else None."""
-        assert self.scheduler is not None
-        for job_id, (running, _) in list(self._jobs.items()):
-            if running.done():
-                self._jobs.pop(job_id)
-        if len(self._jobs) >= self.settings.export_jobs or self._stop.is_set():
-            return None
-        return list(self.scheduler.lanes)
-
-    def _start_job(self, job: BatchExportJob) -> None:
-        """Run an export job this worker claimed: a file export, or one to a destination it
-        delivers."""
-        target = None if job.target_kind is ExportTarget.FILE else UUID(job.target)
-        task: asyncio.Task[object] = asyncio.create_task(
-            self.exporter.run(job), name=f"export:{job.id}"
-        )
-        task.add_done_callback(lambda done: self._job_ended(job.id, done))
-        self._jobs[job.id] = (task, target)
-        log.info("worker %s runs export job %s", self.owner, job.id)
-
-    def _job_ended(self, job_id: UUID, task: asyncio.Task[object]) -> None:
-        if task.cancelled():
-            return
-        if (exc := task.exception()) is not None:
-            log.error("export job %s stopped: %s", job_id, exc)
-        elif isinstance(job := task.result(), BatchExportJob):
-            detail = f": {job.error}" if job.error and job.finished else ""
-            log.info(
-                "export job %s %s (%d events)%s", job_id, job.status.value, job.exported, detail
-            )
-
     # -- draining and stopping --------------------------------------------------------------
 
     async def _drained(self) -> bool:
@@ -528,7 +504,7 @@ class Worker:
             or self._renewing is not None
             or self._flushing is not None
             or scheduler.turns
-            or self._jobs
+            or self.exports
             or self._feed_behind
             or self.lanes_store.unwritten
         ):
@@ -562,12 +538,9 @@ class Worker:
     async def _shut_down(self) -> None:
         """Let turns end briefly, write the progress, give every lease back, close."""
         scheduler = self.scheduler
-        self.exporter.stop()
         if scheduler is not None:
             await scheduler.settle(grace_s=self.settings.shutdown_grace_s)
-        jobs = [task for task, _ in self._jobs.values()]
-        if jobs:
-            await asyncio.wait(jobs, timeout=self.settings.shutdown_grace_s)
+        await self.exports.stop_all(grace_s=self.settings.shutdown_grace_s)
         if self._renewing is not None:
             await asyncio.wait([self._renewing], timeout=self.settings.shutdown_grace_s)
         try:
@@ -586,10 +559,6 @@ class Worker:
         forget_worker(conn, owner=self.owner)
 
 
-def _updated_us(destination: SiemDestination) -> int:
-    return to_epoch_us(destination.updated_at)
-
-
 def _all_caught_up(conn: Connection, destinations: list[tuple[UUID, UUID]]) -> bool:
     for destination_id, tenant_id in destinations:
         destination = get_destination(conn, tenant_id=tenant_id, destination_id=destination_id)
@@ -602,22 +571,3 @@ def _all_caught_up(conn: Connection, destinations: list[tuple[UUID, UUID]]) -> b
         if waiting:
             return False
     return True
-
-
-def single_worker_lock(database_path: Path) -> IO[str]:
-    """Hold an exclusive lock beside a SQLite store; a second worker fails with a clear message."""
-    from xavyo_siem.errors import SiemError
-
-    lock_path = database_path.with_name(database_path.name + ".worker.lock")
-    handle = lock_path.open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise SiemError(
-            f"another `xavyo-siem run` already works on {database_path}; SQLite supports one "
-            "worker (use PostgreSQL to run several)"
-        ) from None
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return handle

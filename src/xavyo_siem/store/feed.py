@@ -116,12 +116,14 @@ def read_feed(conn: Connection, *, owner: str, after: EventCursor, limit: int) -
     return FeedPage(by_tenant, position, len(rows))
 
 
-def _last_final(conn: Connection, horizon: int) -> EventCursor:
-    """The position of the store's last final event, of any tenant (START when none)."""
+def _last_final(conn: Connection, horizon: int, *, skip: int = 0) -> EventCursor:
+    """The position of the store's last final event of any tenant, or of the one `skip`
+    events before it (START when there is none)."""
     row = conn.execute(
         select(_T.txid, _T.seq)
         .where(_FEED_INDEX, *below_horizon(horizon))
         .order_by(*(column.desc() for column in _in_order(conn)))
+        .offset(skip)
         .limit(1)
     ).first()
     return START if row is None else EventCursor(row[0], row[1])
@@ -137,16 +139,7 @@ def feed_start(conn: Connection, *, not_before: EventCursor, window: int) -> Eve
     outage) is read once, not once per destination; one further behind catches up alone.
     The window counts every tenant's events, which the feed's first reads walk.
     """
-    horizon = read_horizon(conn)
-    row = conn.execute(
-        select(_T.txid, _T.seq)
-        .where(_FEED_INDEX, *below_horizon(horizon))
-        .order_by(*(column.desc() for column in _in_order(conn)))
-        .offset(window)
-        .limit(1)
-    ).first()
-    window_start = START if row is None else EventCursor(row[0], row[1])
-    return max(window_start, not_before)
+    return max(_last_final(conn, read_horizon(conn), skip=window), not_before)
 
 
 def tenant_heads(
