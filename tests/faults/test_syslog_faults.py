@@ -25,6 +25,8 @@ from xavyo_siem.delivery.syslog import SyslogTransport
 from xavyo_siem.delivery.syslog_config import SyslogConfig
 from xavyo_siem.delivery.syslog_errors import classify_error
 
+from peers.resetting_collector import ResettingCollector
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
 
@@ -202,7 +204,8 @@ async def test_syslog_reset_mid_batch_then_resend_delivers_whole_batch(
 async def test_syslog_peer_closed_between_batches_is_noticed(
     fault_peer: Callable[[Handler], Awaitable[FaultPeer]],
 ) -> None:
-    """A peer that closed after a batch is noticed before the next write: nothing is lost."""
+    """A peer that closed right after a batch is noticed before the next write: the batch,
+    not confirmed yet, goes again first on the new connection, then the next one."""
     first_done = asyncio.Event()
     first, second = records(5, "a"), records(5, "b")
     expected_first = sum(len(str(len(t))) + 1 + len(t) for t in texts(first))
@@ -224,7 +227,7 @@ async def test_syslog_peer_closed_between_batches_is_noticed(
     await tcp.aclose()
     await asyncio.sleep(0.05)
     assert frames(peer.received[0]) == texts(first)
-    assert frames(peer.received[1]) == texts(second)
+    assert frames(peer.received[1]) == texts(first + second)
     assert peer.connections == 2
 
 
@@ -261,6 +264,43 @@ async def test_syslog_tls_handshake_never_answered_is_retry_later(
     result = await sender(port, "tls", timeout_s=0.3).send(records(1))
     assert isinstance(result, RetryLater)
     assert "handshake" in result.reason
+
+
+@pytest.mark.parametrize("every", [1000, 333])
+async def test_syslog_collector_resetting_after_every_n_messages_loses_nothing(every: int) -> None:
+    """A collector that resets after every N messages read gets every record (at least once),
+    with at most one batch sent twice per reset."""
+    batch_size, total = 1000, 20_000
+    sent = records(total, "z")
+    with ResettingCollector(every) as collector:
+        tcp = sender(collector.port)
+        for start in range(0, total, batch_size):
+            batch = sent[start : start + batch_size]
+            for _ in range(100):
+                if await tcp.send(batch) == Delivered():
+                    break
+        await tcp.aclose()
+        await asyncio.sleep(0.3)  # the collector reads what the close left
+    received = collector.messages
+    assert set(received) >= set(texts(sent)), f"{len(set(texts(sent)) - set(received))} lost"
+    assert len(received) - total <= collector.resets * batch_size
+    assert tcp.possibly_lost == 0
+
+
+async def test_syslog_pending_batch_that_cannot_be_resent_at_close_is_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Closing while the receiver is gone: the pending batch is counted as possibly lost."""
+    with ResettingCollector(every=5) as collector:
+        tcp = sender(collector.port)
+        assert await tcp.send(records(5)) == Delivered()
+        for _ in range(100):  # the collector reads the five messages, then resets
+            if collector.resets:
+                break
+            await asyncio.sleep(0.01)
+    await tcp.aclose()  # the collector is gone: the batch cannot be sent again
+    assert tcp.possibly_lost == 5
+    assert "possibly lost" in caplog.text
 
 
 # -- garbage --------------------------------------------------------------------------------
@@ -338,7 +378,8 @@ def test_classify_error_leaves_bugs_alone() -> None:
 async def test_syslog_tls_close_notify_between_batches_is_noticed(
     fault_peer: Callable[[Handler], Awaitable[FaultPeer]], tmp_path: Path
 ) -> None:
-    """A TLS peer that sends close_notify after a batch is noticed; the next batch arrives."""
+    """A TLS peer that sends close_notify right after a batch is noticed; that batch goes again
+    on the new connection, then the next one."""
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -367,7 +408,7 @@ async def test_syslog_tls_close_notify_between_batches_is_noticed(
         await tls.aclose()
         await asyncio.sleep(0.05)
         assert frames(peer.received[0]) == texts(first)
-        assert frames(peer.received[1]) == texts(second)
+        assert frames(peer.received[1]) == texts(first + second)  # `first` was unconfirmed
     finally:
         server.close()
         for writer in peer.writers:

@@ -83,13 +83,34 @@ async def test_tcp_lf_framing_delivers_one_message_per_record(tmp_path: Path) ->
         assert received(peer, len(records)) == expected
 
 
-async def test_receiver_restart_between_batches_loses_nothing(tmp_path: Path) -> None:
-    """A receiver that restarts between batches is noticed and the next batch is not lost."""
+async def test_receiver_restart_between_batches_resends_the_unconfirmed_batch(
+    tmp_path: Path,
+) -> None:
+    """A receiver that restarts within `confirm_after_s` of a batch gets it again, then the next."""
     with start_rsyslog(tmp_path, tcp=True, output="json") as peer:
-        sender = transport("syslog_tcp", f"tcp://127.0.0.1:{peer.tcp_port}")
+        sender = transport("syslog_tcp", f"tcp://127.0.0.1:{peer.tcp_port}", confirm_after_s=30)
         first, second = varied_records(10)[:5], varied_records(10)[5:]
         assert await sender.send(first) == Delivered()
         peer.wait_for(5)
+        await asyncio.to_thread(peer.stop)
+        await asyncio.to_thread(peer.start)
+        assert await sender.send(second) == Delivered()
+        await sender.aclose()
+        assert received(peer, 15) == [r.text for r in first + first + second]
+        assert sender.possibly_lost == 0
+
+
+async def test_receiver_restart_after_confirmation_sends_only_the_next_batch(
+    tmp_path: Path,
+) -> None:
+    """A batch confirmed (connection seen alive `confirm_after_s` later) is not sent again."""
+    with start_rsyslog(tmp_path, tcp=True, output="json") as peer:
+        sender = transport("syslog_tcp", f"tcp://127.0.0.1:{peer.tcp_port}", confirm_after_s=0.05)
+        first, second = varied_records(10)[:5], varied_records(10)[5:]
+        assert await sender.send(first) == Delivered()
+        peer.wait_for(5)
+        await asyncio.sleep(0.1)
+        assert await sender.check() == Delivered()  # alive 0.1 s after: `first` is confirmed
         await asyncio.to_thread(peer.stop)
         await asyncio.to_thread(peer.start)
         assert await sender.send(second) == Delivered()

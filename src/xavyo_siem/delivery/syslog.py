@@ -156,6 +156,12 @@ class SyslogTransport:
         return 0 if self._datagram is None else self._datagram.truncated_count
 
     @property
+    def possibly_lost(self) -> int:
+        """Records acknowledged by the receiver's TCP that could be neither confirmed nor sent
+        again (TCP and TLS; see `syslog_stream.py`)."""
+        return 0 if self._stream is None else self._stream.possibly_lost
+
+    @property
     def connected(self) -> bool:
         """Whether a TCP/TLS connection (or a UDP socket) is currently open."""
         if self._stream is not None:

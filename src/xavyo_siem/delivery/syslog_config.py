@@ -5,9 +5,9 @@ Endpoints are `tcp://host[:port]`, `tls://host[:port]` and `udp://host[:port]`, 
 path; the default ports are the registered ones (`SYSLOG_SCHEMES`). Options beyond the batch
 options every type accepts:
 
-* TCP: `framing` (`octet` or `lf`, RFC 6587), `timeout_s`.
-* TLS: `framing` (`octet` only: RFC 5425 mandates octet counting), `timeout_s`, and the TLS
-  options of `delivery/tls.py`.
+* TCP: `framing` (`octet` or `lf`, RFC 6587), `timeout_s`, `confirm_after_s`.
+* TLS: `framing` (`octet` only: RFC 5425 mandates octet counting), `timeout_s`,
+  `confirm_after_s`, and the TLS options of `delivery/tls.py`.
 * UDP: `max_datagram_bytes` (at least 480, RFC 5426; at most what one IPv4 or, for an IPv6
   literal host, IPv6 datagram carries), `timeout_s`.
 """
@@ -44,8 +44,10 @@ SYSLOG_SCHEMES: Final[Mapping[DeliveryType, tuple[SyslogProtocol, int]]] = {
     DeliveryType.SYSLOG_UDP: ("udp", 514),
 }
 SYSLOG_OPTIONS: Final[Mapping[DeliveryType, frozenset[str]]] = {
-    DeliveryType.SYSLOG_TCP: frozenset((*BATCH_OPTIONS, "framing", "timeout_s")),
-    DeliveryType.SYSLOG_TLS: frozenset((*BATCH_OPTIONS, *TLS_OPTIONS, "framing", "timeout_s")),
+    DeliveryType.SYSLOG_TCP: frozenset((*BATCH_OPTIONS, "framing", "timeout_s", "confirm_after_s")),
+    DeliveryType.SYSLOG_TLS: frozenset(
+        (*BATCH_OPTIONS, *TLS_OPTIONS, "framing", "timeout_s", "confirm_after_s")
+    ),
     DeliveryType.SYSLOG_UDP: frozenset((*BATCH_OPTIONS, "max_datagram_bytes", "timeout_s")),
 }
 
@@ -54,6 +56,7 @@ _MAX_UDP_V4: Final = 65507
 _MAX_UDP_V6: Final = 65527
 _framing: Final[Parser[Framing]] = choice(*get_args(Framing))
 _timeout: Final = seconds(0.1, 300)
+_confirm_after: Final = seconds(0, 60)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,8 +64,10 @@ class SyslogConfig:
     """A syslog destination: RFC 6587 TCP, RFC 5425 TLS or RFC 5426 UDP.
 
     `timeout_s` bounds a connect, a TLS handshake and the wait for a batch to be
-    acknowledged by the receiver's TCP. `tls` is set for TLS only. `max_datagram_bytes` is
-    for UDP only.
+    acknowledged by the receiver's TCP. `confirm_after_s` (TCP and TLS) is how long after
+    its acknowledgement a batch is kept to be sent again should the receiver close or reset
+    the connection (`syslog_stream.py`); 0 keeps nothing. `tls` is set for TLS only.
+    `max_datagram_bytes` is for UDP only.
     """
 
     delivery_type: DeliveryType
@@ -71,6 +76,7 @@ class SyslogConfig:
     port: int
     framing: Framing = "octet"
     timeout_s: float = 10.0
+    confirm_after_s: float = 1.0
     max_datagram_bytes: int = 2048
     tls: TlsConfig | None = None
     batch_max_events: int = 1000
@@ -116,6 +122,7 @@ class SyslogConfig:
             port=port,
             framing=framing,
             timeout_s=read("timeout_s", _timeout),
+            confirm_after_s=read("confirm_after_s", _confirm_after),
             max_datagram_bytes=read("max_datagram_bytes", integer(_MIN_DATAGRAM_BYTES, largest)),
             tls=tls,
             **read.batch(),

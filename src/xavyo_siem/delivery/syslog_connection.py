@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import logging
 import socket
 import struct
 import termios
@@ -22,8 +21,6 @@ from xavyo_siem.delivery.base import Misconfigured, RetryLater
 from xavyo_siem.delivery.syslog_errors import SyslogFailure
 
 __all__ = ["StreamConnection", "StreamWatcher"]
-
-log = logging.getLogger("xavyo_siem.delivery")
 
 # Polling for "every byte acknowledged": first yield to the loop, then back off to this cap.
 _POLL_FIRST_S: Final = 0.0002
@@ -82,6 +79,7 @@ class StreamConnection:
         self.tls = tls
         self.measure_outq = True
         self.tls_input_pending = False
+        self.fresh = True  # nothing written on it yet
 
     def gone_reason(self) -> str | None:
         """Why the connection cannot carry another batch, or None if it looks healthy.
@@ -102,10 +100,6 @@ class StreamConnection:
         except BlockingIOError:
             return None
         except ConnectionResetError:
-            log.warning(
-                "syslog receiver reset the connection while idle: anything it had"
-                " acknowledged but not yet read when it closed is lost (TCP loss window)"
-            )
             return "peer reset the connection"
         except OSError as exc:
             return f"connection broken: {exc.strerror or exc}"

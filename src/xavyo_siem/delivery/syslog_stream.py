@@ -6,6 +6,14 @@ batch the connection is checked without blocking, and a new one is opened if the
 closed, reset or sent bytes. Over TLS, a connection is ready once the handshake is done,
 the pinned fingerprint (if any) matches, and the peer has had a moment to refuse our client
 certificate.
+
+Acknowledged is not read: a receiver that closes or resets right after its TCP acknowledged a
+batch may never have read it, or read it and not yet written it anywhere. So the last batch
+stays *pending* until the connection is seen alive after it: the next batch acknowledged on
+the same connection, or a check `confirm_after_s` after its acknowledgement. When the receiver
+closes or resets first, the pending batch is sent again, first thing on the new connection (at
+least once; at most that one batch twice). A pending batch that can no longer be sent (the
+transport closes while the receiver is away) is counted in `possibly_lost` and logged.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import os
 import socket
 import ssl
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 from xavyo_siem.delivery.base import (
     Delivered,
@@ -46,8 +54,20 @@ _TLS_SETTLE_MIN_S: Final = 0.1
 _TLS_SETTLE_MAX_S: Final = 1.0
 
 
+class _Pending(NamedTuple):
+    """A batch the receiver's TCP acknowledged, kept until the receiver is seen alive after."""
+
+    acknowledged_at: float  # loop time
+    payload: bytes
+    records: int
+
+
 class StreamSender:
-    """RFC 6587 (TCP) and RFC 5425 (TLS) over one persistent connection."""
+    """RFC 6587 (TCP) and RFC 5425 (TLS) over one persistent connection.
+
+    `possibly_lost` counts records that were acknowledged by the receiver's TCP, then could be
+    neither confirmed nor sent again (see the module docstring).
+    """
 
     def __init__(
         self,
@@ -63,6 +83,8 @@ class StreamSender:
         self.where = f"syslog {config.endpoint}"
         self.conn: StreamConnection | None = None
         self._context: ssl.SSLContext | None = None
+        self._pending: _Pending | None = None
+        self.possibly_lost = 0
 
     # -- connection --------------------------------------------------------------------------
 
@@ -189,11 +211,42 @@ class StreamSender:
                 self._drop()
                 raise
             if reason is None:
+                if not conn.fresh:  # the connection the pending batch went over
+                    self._confirm()
                 return conn
-            log.info("%s: %s; reconnecting before the next batch", self.where, reason)
+            self._report_gone(reason)
             self._drop()
         self.conn = await self._connect()
         return self.conn
+
+    def _confirm(self) -> None:
+        """Forget the pending batch if it was acknowledged `confirm_after_s` ago (alive now)."""
+        pending = self._pending
+        if pending is not None:
+            settled = asyncio.get_running_loop().time() - self.config.confirm_after_s
+            if pending.acknowledged_at <= settled:
+                self._pending = None
+
+    def _report_gone(self, reason: str) -> None:
+        records = 0 if self._pending is None else self._pending.records
+        if records:
+            log.warning(
+                "%s: %s within %g s of acknowledging the last batch (%d records) and before"
+                " the next one; sending it again on a new connection (it may arrive twice)",
+                self.where,
+                reason,
+                self.config.confirm_after_s,
+                records,
+            )
+        elif "reset" in reason:
+            log.warning(
+                "%s: %s; earlier batches were confirmed and are not sent again: what it had"
+                " acknowledged and not yet read when it reset is lost (TCP loss window)",
+                self.where,
+                reason,
+            )
+        else:
+            log.info("%s: %s; reconnecting before the next batch", self.where, reason)
 
     def _drop(self) -> None:
         conn, self.conn = self.conn, None
@@ -212,15 +265,35 @@ class StreamSender:
             except FramingError as exc:
                 rejected[index] = str(exc)
         if parts:
+            payload = b"".join(parts)
+            count = len(parts)
+            parts.clear()  # one copy of the batch in memory while it is in flight, not two
             with capture_failure(f"send to {self.where}") as failure:
-                conn = await self._live_connection()
-                loop = asyncio.get_running_loop()
-                conn.app.write(b"".join(parts))
-                await conn.flushed(loop.time() + self.config.timeout_s)
+                await self._write(payload, count)
             if failure.result is not None:
                 self._drop()
                 return failure.result
         return Rejected(rejected) if rejected else Delivered()
+
+    async def _write(self, payload: bytes, records: int) -> None:
+        """Write `payload` on a live connection and wait until the receiver's TCP has
+        acknowledged all of it; on a new connection, the pending batch goes first."""
+        conn = await self._live_connection()
+        loop = asyncio.get_running_loop()
+        resent = self._pending if conn.fresh else None
+        if resent is not None:
+            conn.app.write(resent.payload)
+        if payload:
+            conn.app.write(payload)
+        await conn.flushed(loop.time() + self.config.timeout_s)
+        conn.fresh = False
+        now = loop.time()
+        if records and self.config.confirm_after_s > 0:
+            self._pending = _Pending(now, payload, records)  # the one before is confirmed
+        elif records:
+            self._pending = None
+        elif resent is not None:  # acknowledged again: its wait for confirmation starts over
+            self._pending = resent._replace(acknowledged_at=now)
 
     async def check(self) -> DeliveryResult:
         with capture_failure(f"connect to {self.where}") as failure:
@@ -231,13 +304,36 @@ class StreamSender:
         return Delivered()
 
     async def aclose(self) -> None:
+        """Close cleanly after the last batch is acknowledged (TLS: close_notify).
+
+        The pending batch is sent again first if the receiver went away since; if the receiver
+        resets the connection at our close, it counts as possibly lost.
+        """
+        if self._pending is not None:
+            with capture_failure(f"send to {self.where}") as failure:
+                await self._write(b"", 0)
+            if failure.result is not None:
+                self._drop()
         conn, self.conn = self.conn, None
-        if conn is None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-            with contextlib.suppress(SyslogFailure, OSError):
-                await conn.flushed(loop.time() + self.config.timeout_s)
-            await conn.close(self.config.timeout_s)
-        except Exception:  # never raise from close; the connection is gone either way
-            conn.abort()
+        reset = conn is None
+        if conn is not None:
+            try:
+                loop = asyncio.get_running_loop()
+                with contextlib.suppress(SyslogFailure, OSError):
+                    await conn.flushed(loop.time() + self.config.timeout_s)
+                await conn.close(self.config.timeout_s)
+                reset = isinstance(conn.protocol.error, ConnectionResetError)
+            except Exception:  # never raise from close; the connection is gone either way
+                conn.abort()
+                reset = True
+        pending, self._pending = self._pending, None
+        if reset and pending is not None:
+            self.possibly_lost += pending.records
+            log.warning(
+                "%s: closing while the receiver is away or resets the connection: the last"
+                " batch (%d records), acknowledged %.3g s ago, may not have been read"
+                " (possibly lost)",
+                self.where,
+                pending.records,
+                asyncio.get_running_loop().time() - pending.acknowledged_at,
+            )
