@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, RetryLater
+from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, Rejected, RetryLater
 from xavyo_siem.delivery.options import validate_destination
 from xavyo_siem.delivery.syslog import SyslogTransport
 from xavyo_siem.delivery.syslog_config import SyslogConfig
@@ -311,8 +311,11 @@ async def test_tls_verification_off_needs_development_mode(tmp_path: Path, pki: 
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
-async def test_udp_delivers_one_datagram_per_record(tmp_path: Path, family: str) -> None:
-    """Over UDP (IPv4 and IPv6) each record is one datagram; long ones are truncated."""
+async def test_udp_delivers_one_datagram_per_record_and_cuts_long_ones_when_told(
+    tmp_path: Path, family: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over UDP (IPv4 and IPv6) each record is one datagram; with `truncate` a long one is sent
+    cut, counted, and logged with its event id."""
     short = [record(i, "short") for i in range(50)]
     long = record(50, "é" * 3000)
     with start_rsyslog(
@@ -323,16 +326,32 @@ async def test_udp_delivers_one_datagram_per_record(tmp_path: Path, family: str)
             if family == "ipv4"
             else f"udp://[::1]:{peer.udp6_port}"
         )
-        sender = transport("syslog_udp", endpoint, max_datagram_bytes=1180)
+        sender = transport("syslog_udp", endpoint, max_datagram_bytes=1180, truncate="true")
         assert await sender.check() == Delivered()
         results = [await sender.send(chunk) for chunk in (short[:25], short[25:], [long])]
         assert results == [Delivered()] * 3
         assert sender.truncated_count == 1
+        assert f"event {long.event_id} cut to 1180 bytes" in caplog.text
         got = received(peer, 51)
         assert got[:50] == [r.text for r in short]
         assert long.text.startswith(got[50])
         assert len(got[50].encode()) <= 1180
         assert got[50].endswith("é")
+        await sender.aclose()
+
+
+async def test_udp_record_too_long_is_rejected_with_the_reason_by_default(tmp_path: Path) -> None:
+    """By default a record longer than the datagram limit is Rejected (dead letters) with the
+    reason, never sent cut; the records around it are sent whole."""
+    long = record(1, "x" * 3000)
+    with start_rsyslog(tmp_path, udp=True, output="json") as peer:
+        sender = transport("syslog_udp", f"udp://127.0.0.1:{peer.udp_port}")
+        result = await sender.send([record(0), long, record(2)])
+        assert isinstance(result, Rejected)
+        assert list(result.by_index) == [1]
+        assert "longer than max_datagram_bytes (2048)" in result.by_index[1]
+        assert received(peer, 2) == [record(0).text, record(2).text]
+        assert sender.truncated_count == 0
         await sender.aclose()
 
 

@@ -13,7 +13,9 @@ never answers) is noticed before anything is written into a dead connection, and
 connection is opened. What a receiver had acknowledged but not yet read when it closed is
 the one loss that TCP cannot report; docs/delivery.md states the window.
 
-UDP sends one message per datagram, cut to `max_datagram_bytes`, without acknowledgement.
+UDP sends one message per datagram, without acknowledgement. A message longer than
+`max_datagram_bytes` is `Rejected` (it goes to dead letters with the reason) unless the
+destination sets `truncate`: then it is sent cut to fit, counted and logged with its event id.
 
 Every foreign error (`OSError`, `ssl.SSLError`, `TimeoutError`) is translated in one place,
 `syslog_errors.capture_failure`, into `RetryLater` or `Misconfigured`.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import socket
 from collections.abc import Awaitable, Sequence
@@ -36,6 +39,8 @@ from xavyo_siem.delivery.syslog_stream import StreamSender
 from xavyo_siem.egress import EgressGuard, check_egress
 
 __all__ = ["SyslogTransport"]
+
+log = logging.getLogger("xavyo_siem.delivery")
 
 
 class _DatagramSender:
@@ -89,7 +94,20 @@ class _DatagramSender:
                     rejected[index] = str(exc)
                     continue
                 if truncated:
+                    if not self.config.truncate:
+                        rejected[index] = (
+                            f"the record is longer than max_datagram_bytes ({limit}) and would be"
+                            " cut; set the truncate option to send it cut, raise"
+                            " max_datagram_bytes, or use syslog over TCP or TLS"
+                        )
+                        continue
                     self.truncated_count += 1
+                    log.warning(
+                        "%s: event %s cut to %d bytes to fit one datagram (truncate option)",
+                        self.where,
+                        record.event_id,
+                        limit,
+                    )
                 try:
                     sock.send(payload)
                 except BlockingIOError:

@@ -9,7 +9,8 @@ options every type accepts:
 * TLS: `framing` (`octet` only: RFC 5425 mandates octet counting), `timeout_s`,
   `confirm_after_s`, and the TLS options of `delivery/tls.py`.
 * UDP: `max_datagram_bytes` (at least 480, RFC 5426; at most what one IPv4 or, for an IPv6
-  literal host, IPv6 datagram carries), `timeout_s`.
+  literal host, IPv6 datagram carries), `truncate` (send a longer record cut to fit instead
+  of refusing it to dead letters), `timeout_s`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from xavyo_siem.delivery.option_values import (
     choice,
     integer,
     option_field,
+    parse_bool,
     seconds,
 )
 from xavyo_siem.delivery.tls import TLS_OPTIONS, TlsConfig
@@ -48,7 +50,9 @@ SYSLOG_OPTIONS: Final[Mapping[DeliveryType, frozenset[str]]] = {
     DeliveryType.SYSLOG_TLS: frozenset(
         (*BATCH_OPTIONS, *TLS_OPTIONS, "framing", "timeout_s", "confirm_after_s")
     ),
-    DeliveryType.SYSLOG_UDP: frozenset((*BATCH_OPTIONS, "max_datagram_bytes", "timeout_s")),
+    DeliveryType.SYSLOG_UDP: frozenset(
+        (*BATCH_OPTIONS, "max_datagram_bytes", "truncate", "timeout_s")
+    ),
 }
 
 _MIN_DATAGRAM_BYTES: Final = 480
@@ -67,7 +71,8 @@ class SyslogConfig:
     acknowledged by the receiver's TCP. `confirm_after_s` (TCP and TLS) is how long after
     its acknowledgement a batch is kept to be sent again should the receiver close or reset
     the connection (`syslog_stream.py`); 0 keeps nothing. `tls` is set for TLS only.
-    `max_datagram_bytes` is for UDP only.
+    `max_datagram_bytes` and `truncate` (whether a longer record is sent cut rather than
+    refused) are for UDP only.
     """
 
     delivery_type: DeliveryType
@@ -78,6 +83,7 @@ class SyslogConfig:
     timeout_s: float = 10.0
     confirm_after_s: float = 1.0
     max_datagram_bytes: int = 2048
+    truncate: bool = False
     tls: TlsConfig | None = None
     batch_max_events: int = 1000
     batch_max_bytes: int = 1 << 20
@@ -124,6 +130,7 @@ class SyslogConfig:
             timeout_s=read("timeout_s", _timeout),
             confirm_after_s=read("confirm_after_s", _confirm_after),
             max_datagram_bytes=read("max_datagram_bytes", integer(_MIN_DATAGRAM_BYTES, largest)),
+            truncate=read("truncate", parse_bool),
             tls=tls,
             **read.batch(),
         )
