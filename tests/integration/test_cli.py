@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -265,3 +266,41 @@ def test_unknown_database_scheme_is_refused() -> None:
     )
     assert result.returncode == 1
     assert b"use sqlite:/// or postgresql://" in result.stderr
+
+
+def test_a_csv_file_destination_writes_one_header_and_crlf_rows(tmp_path: Path) -> None:
+    """`run --drain` to a CSV file destination writes the header row once, then one CRLF row
+    per event, which the standard csv module reads back to the events' ids."""
+    db = f"sqlite:///{tmp_path}/store.db"
+    events = tmp_path / "events.jsonl"
+    assert (
+        cli(
+            "sample", "--count", "300", "--tenants", "1", "--seed", "3", "-o", str(events)
+        ).returncode
+        == 0
+    )
+    assert cli("ingest", str(events), db=db).returncode == 0
+    tenant = orjson.loads(events.read_bytes().splitlines()[0])["tenant_id"]
+    out = tmp_path / "events.csv"
+    added = cli(
+        "destination", "add", "--tenant", tenant, "--name", "csv", "--type", "file",
+        "--format", "csv", "--endpoint", f"file://{out}", "--option", "start=beginning",
+        "--option", "batch_max_events=64", db=db,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    env_dev = {"XAVYO_SIEM_ENV": "development"}
+    for _ in range(2):  # a second run appends nothing and repeats no header
+        ran = subprocess.run(
+            [sys.executable, "-m", "xavyo_siem", "run", "--drain", "--poll-interval", "0.05"],
+            env={**os.environ, **env_dev, "XAVYO_SIEM_DATABASE_URL": db},
+            capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+    data = out.read_bytes()
+    assert data.count(b"\n") == data.count(b"\r\n") == 301
+    with out.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][0] == "event_id"
+    assert all(rows[0])
+    expected = [orjson.loads(line)["event_id"] for line in events.read_bytes().splitlines()]
+    assert sorted(row[0] for row in rows[1:]) == sorted(expected)

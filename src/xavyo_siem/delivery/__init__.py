@@ -57,6 +57,7 @@ def open_transport(
     event_is_json: bool,
     development: bool,
     egress: EgressGuard | None,
+    file_header: str | None = None,
 ) -> Transport:
     """The transport for a validated config; `secret` is the destination's credential.
 
@@ -68,7 +69,8 @@ def open_transport(
     Splunk HEC: the token (required). Webhook: `whsec_` signing secrets, or a JSON object of
     signing secrets and auth (see `WebhookCredentials.from_secret`). Syslog TLS: the
     password of an encrypted client key, if any. `event_is_json` says the records are JSON
-    objects (format `json`) rather than text lines, for the HTTP envelopes.
+    objects (format `json`) rather than text lines, for the HTTP envelopes. `file_header`
+    is the header row a file destination starts with (CSV; its lines then end in CRLF).
     """
     if egress is not None:
         _check_literal_host(config, egress)
@@ -94,7 +96,7 @@ def open_transport(
                 egress=egress,
             )
         case FileConfig():
-            return FileTransport(config)
+            return FileTransport(config, header=file_header)
 
 
 def _check_literal_host(config: TransportConfig, egress: EgressGuard) -> None:

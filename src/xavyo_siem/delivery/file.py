@@ -8,6 +8,11 @@ leaves no partial records behind and the resend does not duplicate them. The fil
 with mode 0600 (audit data); its directory must exist. One transport writes one file:
 two writers appending to the same file would interleave batches and defeat the rollback.
 
+A file with a header (CSV) starts with the header row when it is created (never repeated on
+append) and its lines end in CRLF. When an existing file begins with another header (the
+columns changed), it is renamed aside (`NAME.<UTC time>.EXT`) and a new file is started,
+so no row is ever appended under a header that does not describe it.
+
 Blocking file calls run in a worker thread, so the event loop never waits on the disk.
 Errors classify by errno: a full or failing disk is `RetryLater`; a missing directory, a
 permission or read-only error, or a path that is a directory is `Misconfigured`.
@@ -21,6 +26,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import unquote
 
@@ -97,12 +103,18 @@ _FILE_MODE: Final = 0o600
 
 
 class FileTransport:
-    """Appends records to the file `config.path`, one line per record."""
+    """Appends records to the file `config.path`, one line per record.
 
-    def __init__(self, config: FileConfig) -> None:
+    With `header` (the CSV header row, without its line end) the file starts with it and
+    lines end in CRLF; otherwise lines end in LF.
+    """
+
+    def __init__(self, config: FileConfig, *, header: str | None = None) -> None:
         self.config = config
         self._fd: int | None = None
         self._lock = asyncio.Lock()
+        self._line_end = b"\n" if header is None else b"\r\n"
+        self._header = None if header is None else encode_utf8(header) + self._line_end
 
     # -- blocking parts, run in a worker thread --------------------------------------------
 
@@ -110,10 +122,15 @@ class FileTransport:
         if self._fd is not None:
             return self._fd
         path = self.config.path
+        if self._header is not None:
+            self._set_aside_if_other_header(path)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         existed = os.path.exists(path)
         fd = os.open(path, flags, _FILE_MODE)
         try:
+            if self._header is not None and os.fstat(fd).st_size == 0:
+                self._write_all(fd, self._header)
+                os.fsync(fd)
             if not existed:  # make the new directory entry durable too
                 dir_fd = os.open(os.path.dirname(path) or "/", os.O_RDONLY)
                 try:
@@ -126,14 +143,39 @@ class FileTransport:
         self._fd = fd
         return fd
 
+    def _set_aside_if_other_header(self, path: str) -> None:
+        """Rename an existing file whose first line is not our header, so a new one starts."""
+        assert self._header is not None
+        try:
+            with open(path, "rb") as existing:
+                first = existing.read(len(self._header))
+        except FileNotFoundError:
+            return
+        if not first or first == self._header:
+            return
+        stem, ext = os.path.splitext(path)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        aside = f"{stem}.{stamp}{ext}"
+        os.rename(path, aside)
+        log.warning(
+            "%s starts with other columns than this destination writes: renamed to %s,"
+            " starting a new file with the current header",
+            path,
+            aside,
+        )
+
+    @staticmethod
+    def _write_all(fd: int, payload: bytes) -> None:
+        view = memoryview(payload)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
     def _append(self, payload: bytes) -> None:
         fd = self._open()
         start = os.lseek(fd, 0, os.SEEK_END)
         try:
-            view = memoryview(payload)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            self._write_all(fd, payload)
             os.fsync(fd)
         except OSError:
             try:  # take the partial batch back out, so the resend does not duplicate it
@@ -163,7 +205,8 @@ class FileTransport:
         """Append `records` as lines, fsync, and report `Delivered` once they are durable."""
         if not records:
             return Delivered()
-        payload = b"".join([encode_utf8(record.text) + b"\n" for record in records])
+        end = self._line_end
+        payload = b"".join([encode_utf8(record.text) + end for record in records])
         async with self._lock:
             try:
                 await asyncio.to_thread(self._append, payload)

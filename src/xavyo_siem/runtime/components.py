@@ -24,6 +24,7 @@ from xavyo_siem.delivery import Delivered, Record, open_transport
 from xavyo_siem.destinations import check_destination, spec_of
 from xavyo_siem.egress import EgressDenied, EgressGuard, check_egress, endpoint_host_port
 from xavyo_siem.errors import SiemError
+from xavyo_siem.format import csv_header
 from xavyo_siem.model import (
     AuditEvent,
     DeliveryType,
@@ -94,6 +95,7 @@ async def open_destination(
         event_is_json=destination.format is ExportFormat.JSON,
         development=settings.development,
         egress=EgressGuard.from_settings(settings) if egress is None else egress,
+        file_header=csv_header() if destination.format is ExportFormat.CSV else None,
     )
     return DestinationComponents(transport, formatter, config.batch_max_events)
 

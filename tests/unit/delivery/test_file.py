@@ -88,3 +88,42 @@ async def test_failed_batch_is_rolled_back(tmp_path: Path) -> None:
         r.text for r in records(2, "ok") + records(1, "after")
     ]
     assert os.path.getsize(path) > size
+
+
+def csv_transport(path: Path, header: str) -> FileTransport:
+    config = validate_destination("file", path.as_uri(), {}, development=False)
+    assert isinstance(config, FileConfig)
+    return FileTransport(config, header=header)
+
+
+async def test_csv_file_starts_with_its_header_once_and_ends_lines_in_crlf(tmp_path: Path) -> None:
+    """A file with a header gets it when created, never again on append; every line ends CRLF."""
+    path = tmp_path / "events.csv"
+    rows = [Record(f"e{i}", i, f'"e{i}","zoë"') for i in range(4)]
+    first = csv_transport(path, '"event_id","name"')
+    assert await first.send(rows[:2]) == Delivered()
+    await first.aclose()
+    again = csv_transport(path, '"event_id","name"')  # a restart appends to the same file
+    assert await again.send(rows[2:]) == Delivered()
+    await again.aclose()
+    data = path.read_bytes()
+    assert data == ('"event_id","name"\r\n' + "".join(r.text + "\r\n" for r in rows)).encode()
+
+
+async def test_csv_file_with_other_columns_is_set_aside_and_a_new_file_started(
+    tmp_path: Path,
+) -> None:
+    """When the columns change, rows never go under the old header: the old file is renamed
+    aside, kept whole, and a new file starts with the new header."""
+    path = tmp_path / "events.csv"
+    old = csv_transport(path, '"event_id"')
+    assert await old.send([Record("e0", 0, '"e0"')]) == Delivered()
+    await old.aclose()
+    new = csv_transport(path, '"event_id","name"')
+    assert await new.send([Record("e1", 1, '"e1","zoë"')]) == Delivered()
+    await new.aclose()
+    assert path.read_bytes() == '"event_id","name"\r\n"e1","zoë"\r\n'.encode()
+    (aside,) = [p for p in tmp_path.iterdir() if p != path]
+    assert aside.name.startswith("events.")
+    assert aside.suffix == ".csv"
+    assert aside.read_bytes() == b'"event_id"\r\n"e0"\r\n'
