@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, select
 
 from xavyo_siem.crypto import CryptoError, KeyRing
 from xavyo_siem.delivery import TransportConfig, validate_destination
+from xavyo_siem.delivery.option_values import DeliveryPolicy
 from xavyo_siem.delivery.webhook import WebhookCredentials
 from xavyo_siem.egress import EgressGuard, endpoint_host_port
 from xavyo_siem.errors import EncodeError, InvalidDestination, InvalidFilter
@@ -92,10 +93,12 @@ def formatter_for(spec: DestinationSpec | SiemDestination) -> Formatter:
 
 @dataclass(frozen=True, slots=True)
 class CheckedDestination:
-    """A destination's settings once validated: its transport config and its formatter."""
+    """A destination's settings once validated: its transport config, its formatter, and
+    what the pipeline does with a batch that keeps failing."""
 
     config: TransportConfig
     formatter: Formatter
+    policy: DeliveryPolicy
 
 
 def check_destination(spec: DestinationSpec, *, development: bool) -> CheckedDestination:
@@ -119,7 +122,9 @@ def check_destination(spec: DestinationSpec, *, development: bool) -> CheckedDes
     config = validate_destination(
         spec.delivery_type, spec.endpoint, transport_options, development=development
     )
-    return CheckedDestination(config, formatter_for(spec))
+    return CheckedDestination(
+        config, formatter_for(spec), DeliveryPolicy.from_options(spec.options)
+    )
 
 
 def _start_cursor(conn: Connection, tenant_id: UUID, start: str) -> EventCursor:

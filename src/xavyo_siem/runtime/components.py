@@ -97,7 +97,7 @@ async def open_destination(
         egress=EgressGuard.from_settings(settings) if egress is None else egress,
         file_header=csv_header() if destination.format is ExportFormat.CSV else None,
     )
-    return DestinationComponents(transport, formatter, config.batch_max_events)
+    return DestinationComponents(transport, formatter, config.batch_max_events, checked.policy)
 
 
 def test_event(tenant_id: UUID) -> AuditEvent:
