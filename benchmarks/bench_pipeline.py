@@ -112,6 +112,7 @@ def add(url: str, tenant: uuid.UUID, keyring: KeyRing, secret: str | None, **spe
         format=ExportFormat.JSON,
         endpoint="file:///dev/null",
         options={"start": "beginning"},
+        rate_limit=None,  # throughput is measured: no rate limit (the default would cap it)
     )
     engine = make_engine(url)
     manage.add_destination(

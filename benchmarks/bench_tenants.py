@@ -213,6 +213,7 @@ def spec_for(kind: str, name: str, endpoint: str, options: dict[str, str]) -> De
         format=ExportFormat.JSON,
         endpoint=endpoint,
         options={"start": "beginning", **options},
+        rate_limit=None,  # throughput is measured: no rate limit (the default would cap it)
     )
 
 

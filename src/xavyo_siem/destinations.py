@@ -25,6 +25,7 @@ from xavyo_siem.egress import EgressGuard, endpoint_host_port
 from xavyo_siem.errors import EncodeError, InvalidDestination, InvalidFilter
 from xavyo_siem.format import FORMAT_OPTIONS, make_formatter
 from xavyo_siem.model import (
+    DEFAULT_RATE_LIMIT,
     AuditEvent,
     DeliveryHealth,
     DeliveryType,
@@ -74,7 +75,7 @@ class DestinationSpec:
     endpoint: str
     options: Mapping[str, Any]
     filters: EventFilter = field(default_factory=EventFilter)
-    rate_limit: RateLimit | None = None
+    rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT  # None: no limit
     enabled: bool = True
 
 
@@ -358,7 +359,7 @@ def destination_health(conn: Connection, destination: SiemDestination) -> Delive
         lag_seconds=lag_seconds,
     )
     assert found is not None
-    return found
+    return replace(found, rate_limit=destination.rate_limit)
 
 
 def list_health(conn: Connection, *, tenant_id: UUID) -> list[DeliveryHealth]:

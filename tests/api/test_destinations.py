@@ -267,3 +267,28 @@ async def test_the_test_route_reports_a_closed_port_as_a_connect_failure(dev_api
         ("configuration", True), ("resolve", True), ("connect", False)
     ]  # fmt: skip
     assert "cannot connect" in report["steps"][-1]["detail"]
+
+
+async def test_a_new_destination_gets_the_default_rate_limit_unless_it_asks_for_none(
+    api: Api,
+) -> None:
+    """Without `rate_limit` a destination is limited to 1000 events/s (burst 2000); an explicit
+    `null` asks for no limit; health shows which limit applies."""
+    default = await api.client.post(
+        api.path("/destinations"),
+        headers=api.as_("admin"),
+        json={k: v for k, v in hec_body("https://127.0.0.1:8088").items() if k != "rate_limit"},
+    )
+    assert default.status_code == 201, default.text
+    assert default.json()["rate_limit"] == {"events_per_s": 1000.0, "burst": 2000}
+    unlimited = await api.client.post(
+        api.path("/destinations"),
+        headers=api.as_("admin"),
+        json=hec_body("https://127.0.0.1:8088", name="unlimited", rate_limit=None),
+    )
+    assert unlimited.status_code == 201, unlimited.text
+    assert unlimited.json()["rate_limit"] is None
+    health = await api.client.get(api.path("/health"), headers=api.as_("viewer"))
+    assert health.status_code == 200, health.text
+    limits = {entry["name"]: entry["rate_limit"] for entry in health.json()["destinations"]}
+    assert limits == {"splunk": {"events_per_s": 1000.0, "burst": 2000}, "unlimited": None}

@@ -304,3 +304,25 @@ def test_a_csv_file_destination_writes_one_header_and_crlf_rows(tmp_path: Path) 
     assert all(rows[0])
     expected = [orjson.loads(line)["event_id"] for line in events.read_bytes().splitlines()]
     assert sorted(row[0] for row in rows[1:]) == sorted(expected)
+
+
+def test_destination_add_applies_the_default_rate_limit_and_none_lifts_it(tmp_path: Path) -> None:
+    """`destination add` without `--rate-limit` sets 1000 events/s, burst 2000;
+    `--rate-limit none` sets no limit; `health` shows each destination's limit."""
+    db = f"sqlite:///{tmp_path}/store.db"
+    tenant = "7d1c0f2a-5b3e-4c6d-8e9f-0a1b2c3d4e5f"
+    limits = {}
+    for name, extra in (("limited", []), ("unlimited", ["--rate-limit", "none"])):
+        added = cli(
+            "destination", "add", "--tenant", tenant, "--name", name, "--type", "file",
+            "--format", "json", "--endpoint", f"file://{tmp_path}/{name}.jsonl", *extra,
+            "--json", db=db,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        limits[name] = orjson.loads(added.stdout)["rate_limit"]
+    assert limits == {"limited": {"events_per_s": 1000.0, "burst": 2000}, "unlimited": None}
+    shown = cli("health", "--tenant", tenant, db=db)
+    assert shown.returncode == 0, shown.stderr
+    table = shown.stdout.decode()
+    assert "1,000/s burst 2,000" in table
+    assert "none" in table

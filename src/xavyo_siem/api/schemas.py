@@ -101,7 +101,11 @@ Secret = Annotated[SecretStr, Field(min_length=1, max_length=MAX_SECRET_CHARS)]
 
 
 class DestinationCreate(BaseModel):
-    """A new destination. `secret` is the credential (HEC token, webhook secrets): write-only."""
+    """A new destination. `secret` is the credential (HEC token, webhook secrets): write-only.
+
+    Without `rate_limit` the destination gets the default limit (1000 events/s, burst 2000);
+    `rate_limit: null` asks for none.
+    """
 
     model_config = _Strict
 
@@ -193,6 +197,9 @@ class DestinationHealth(BaseModel):
     lag_seconds: float
     throughput_eps: float
     dead_letters: int
+    rate_limit: RateLimitSchema | None = Field(
+        description="The rate limit that applies to the destination; null: none."
+    )
 
 
 class TenantHealth(BaseModel):

@@ -196,7 +196,7 @@ def destination_update(
     if filters is not None:
         changes["filters"] = filters.to_dict()
     if rate_limit is not None:
-        changes["rate_limit"] = None if rate_limit == "none" else parse_rate(rate_limit)
+        changes["rate_limit"] = parse_rate(rate_limit)
     secret = read_secret(secret_file)
     updated = manage.update_destination(
         engine,

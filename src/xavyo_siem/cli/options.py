@@ -15,7 +15,7 @@ import typer
 from xavyo_siem.crypto import CryptoError, KeyRing, load_key_ring
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import InvalidFilter, SiemError
-from xavyo_siem.model import EventFilter, RateLimit
+from xavyo_siem.model import DEFAULT_RATE_LIMIT, EventFilter, RateLimit
 from xavyo_siem.settings import Settings
 
 __all__ = [
@@ -68,7 +68,11 @@ MinSeverityOption = Annotated[
 ]
 RateOption = Annotated[
     str | None,
-    typer.Option("--rate-limit", help="At most EVENTS_PER_S[:BURST] events to this destination."),
+    typer.Option(
+        "--rate-limit",
+        help="At most EVENTS_PER_S[:BURST] events to this destination, or none for no limit"
+        " (default 1000:2000).",
+    ),
 ]
 OptionOption = Annotated[
     list[str] | None,
@@ -112,8 +116,11 @@ def parse_options(pairs: list[str]) -> dict[str, str]:
 
 
 def parse_rate(text: str | None) -> RateLimit | None:
-    """`--rate-limit EVENTS_PER_S[:BURST]`; the burst defaults to one second's events."""
+    """`--rate-limit EVENTS_PER_S[:BURST]` (the burst defaults to one second's events), or
+    `none` for no limit; not given, the default limit (`DEFAULT_RATE_LIMIT`)."""
     if text is None:
+        return DEFAULT_RATE_LIMIT
+    if text.strip().lower() == "none":
         return None
     rate, _, burst = text.partition(":")
     try:

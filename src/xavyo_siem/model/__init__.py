@@ -12,7 +12,12 @@ from xavyo_siem.model.conversions import (
     uuid_from_canonical,
     uuid_text,
 )
-from xavyo_siem.model.destination import DeliveryHealth, RateLimit, SiemDestination
+from xavyo_siem.model.destination import (
+    DEFAULT_RATE_LIMIT,
+    DeliveryHealth,
+    RateLimit,
+    SiemDestination,
+)
 from xavyo_siem.model.enums import (
     CircuitState,
     DeliveryType,
@@ -34,6 +39,7 @@ from xavyo_siem.model.filter import EventFilter
 from xavyo_siem.model.jobs import BatchExportJob, ExportCheckpoint
 
 __all__ = [
+    "DEFAULT_RATE_LIMIT",
     "EPOCH",
     "EVENT_FIELDS",
     "FIELD_NAMES",

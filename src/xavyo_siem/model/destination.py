@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
 from xavyo_siem.model.conversions import EPOCH, format_timestamp, optional_timestamp
 from xavyo_siem.model.enums import CircuitState, DeliveryType, ExportFormat
 from xavyo_siem.model.filter import EventFilter
 
-__all__ = ["DeliveryHealth", "RateLimit", "SiemDestination"]
+__all__ = ["DEFAULT_RATE_LIMIT", "DeliveryHealth", "RateLimit", "SiemDestination"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +21,11 @@ class RateLimit:
 
     events_per_s: float
     burst: int
+
+
+DEFAULT_RATE_LIMIT: Final = RateLimit(events_per_s=1000.0, burst=2000)
+"""The limit a destination gets unless it asks for another or for none: a tenant cannot flood
+its SIEM (and its licence) without someone choosing that."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,9 +63,7 @@ class SiemDestination:
             "endpoint": self.endpoint,
             "options": dict(self.options),
             "filters": self.filters.to_dict(),
-            "rate_limit": None
-            if self.rate_limit is None
-            else {"events_per_s": self.rate_limit.events_per_s, "burst": self.rate_limit.burst},
+            "rate_limit": _rate_dict(self.rate_limit),
             "enabled": self.enabled,
             "has_secret": self.has_secret,
             "created_at": format_timestamp(self.created_at),
@@ -88,6 +91,7 @@ class DeliveryHealth:
     lag_seconds: float = 0.0
     throughput_eps: float = 0.0
     dead_letters: int = 0
+    rate_limit: RateLimit | None = None
 
     @property
     def failing(self) -> bool:
@@ -114,4 +118,10 @@ class DeliveryHealth:
             "lag_seconds": round(self.lag_seconds, 3),
             "throughput_eps": round(self.throughput_eps, 1),
             "dead_letters": self.dead_letters,
+            "rate_limit": _rate_dict(self.rate_limit),
         }
+
+
+def _rate_dict(limit: RateLimit | None) -> dict[str, float | int] | None:
+    """A rate limit's JSON form; None (no limit) is null."""
+    return None if limit is None else {"events_per_s": limit.events_per_s, "burst": limit.burst}

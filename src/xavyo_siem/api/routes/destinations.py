@@ -32,7 +32,7 @@ from xavyo_siem.api.schemas import (
 )
 from xavyo_siem.destinations import DestinationSpec
 from xavyo_siem.errors import InvalidDestination, InvalidFilter
-from xavyo_siem.model import DeliveryType, EventFilter, RateLimit
+from xavyo_siem.model import DEFAULT_RATE_LIMIT, DeliveryType, EventFilter, RateLimit
 from xavyo_siem.runtime import test_destination
 from xavyo_siem.store.destinations import list_destinations
 from xavyo_siem.store.tokens import ApiToken
@@ -89,7 +89,11 @@ def create_destination(
         endpoint=body.endpoint,
         options=body.options,
         filters=_filters(body.filters.model_dump(mode="json")),
-        rate_limit=_rate_limit(body.rate_limit),
+        rate_limit=(
+            _rate_limit(body.rate_limit)
+            if "rate_limit" in body.model_fields_set
+            else DEFAULT_RATE_LIMIT
+        ),
         enabled=body.enabled,
     )
     created = manage.add_destination(
