@@ -109,6 +109,24 @@ async def test_batch_arrives_in_order_with_envelope_fields(hec: HecServer) -> No
         assert (envelope["sourcetype"], envelope["host"]) == ("xavyo:audit", "idp")
 
 
+async def test_source_and_sourcetype_default_to_ours_and_empty_leaves_them_to_the_token(
+    hec: HecServer,
+) -> None:
+    """Without options every envelope says source `xavyo-siem` and sourcetype
+    `xavyo:identity:events`; set to "" they are left out (the token's defaults apply)."""
+    for options, expected in (
+        ({}, ("xavyo-siem", "xavyo:identity:events")),
+        ({"source": "", "sourcetype": ""}, (None, None)),
+    ):
+        hec.received.clear()
+        sender = transport(hec, **options)
+        try:
+            assert await sender.send(json_records(3)) == Delivered()
+        finally:
+            await sender.aclose()
+        assert [(e.get("source"), e.get("sourcetype")) for e in hec.received] == [expected] * 3
+
+
 async def test_gzip_bodies_are_compressed_and_accepted(hec: HecServer) -> None:
     """With `gzip`, every request says Content-Encoding: gzip and the server inflates it."""
     sender = transport(hec, gzip=True)

@@ -128,16 +128,20 @@ def choice(*choices: _S) -> Parser[_S]:
     return parse
 
 
-def text(max_len: int = 1024) -> Parser[str]:
-    """A parser of a non-empty string of at most `max_len` characters, without controls."""
+def text(max_len: int = 1024, *, allow_empty: bool = False) -> Parser[str]:
+    """A parser of a string of at most `max_len` characters, without controls; non-empty
+    unless `allow_empty` (for an option whose empty value means "leave it unset")."""
+    least = 0 if allow_empty else 1
 
     def parse(name: str, value: object) -> str:
         if not isinstance(value, str):
             raise InvalidDestination(
                 option_field(name), f"must be a string, got {type(value).__name__}"
             )
-        if not value or len(value) > max_len:
-            raise InvalidDestination(option_field(name), f"must be 1 to {max_len} characters long")
+        if len(value) < least or len(value) > max_len:
+            raise InvalidDestination(
+                option_field(name), f"must be {least} to {max_len} characters long"
+            )
         if any(ord(c) < 32 or ord(c) == 127 for c in value):
             raise InvalidDestination(option_field(name), "must not contain control characters")
         return value

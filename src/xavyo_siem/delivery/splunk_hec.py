@@ -113,8 +113,10 @@ _ack_poll_interval: Final = seconds(0.01, 60)
 _ack_max_pending: Final = integer(1, 1000)
 _max_requests_in_flight: Final = integer(1, 8)
 _index: Final = text(80)
-_source: Final = text()
-_sourcetype: Final = text(256)
+_source: Final = text(allow_empty=True)
+_sourcetype: Final = text(256, allow_empty=True)
+DEFAULT_SOURCE: Final = "xavyo-siem"
+DEFAULT_SOURCETYPE: Final = "xavyo:identity:events"
 _host: Final = text(256)
 
 
@@ -126,8 +128,10 @@ class HecConfig:
     """A Splunk HTTP Event Collector destination (the token is the secret, not here).
 
     `index`, `source`, `sourcetype` and `host` are written into every envelope when set
-    (unset: HEC's defaults for the token). `timeout_s` bounds one request; `tls` applies
-    over https://. The defaults are these fields' defaults.
+    (unset: HEC's defaults for the token). `source` and `sourcetype` have defaults of their
+    own, `xavyo-siem` and `xavyo:identity:events`, so searches find the events whatever the
+    token's defaults; an empty string leaves them to the token. `timeout_s` bounds one
+    request; `tls` applies over https://. The defaults are these fields' defaults.
     """
 
     delivery_type: DeliveryType = DeliveryType.SPLUNK_HEC
@@ -135,8 +139,8 @@ class HecConfig:
     gzip: bool = True
     ack: bool = False
     index: str | None = None
-    source: str | None = None
-    sourcetype: str | None = None
+    source: str | None = DEFAULT_SOURCE
+    sourcetype: str | None = DEFAULT_SOURCETYPE
     host: str | None = None
     timeout_s: float = 30.0
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -168,8 +172,8 @@ class HecConfig:
             gzip=read("gzip", parse_bool),
             ack=read("ack", parse_bool),
             index=read.optional("index", _index),
-            source=read.optional("source", _source),
-            sourcetype=read.optional("sourcetype", _sourcetype),
+            source=read.optional("source", _source) or None,
+            sourcetype=read.optional("sourcetype", _sourcetype) or None,
             host=read.optional("host", _host),
             timeout_s=read("timeout_s", _timeout),
             tls=tls,
