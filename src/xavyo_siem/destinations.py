@@ -368,5 +368,9 @@ def list_health(conn: Connection, *, tenant_id: UUID) -> list[DeliveryHealth]:
 
 
 def any_failing(reports: Iterable[DeliveryHealth]) -> bool:
-    """True when an enabled destination is failing (a disabled one is paused, not failing)."""
-    return any(report.failing and report.enabled for report in reports)
+    """True when an enabled destination is failing, or the worker switched one off because
+    its endpoint said it is gone (one an operator disabled is paused, not failing)."""
+    return any(
+        report.failing and (report.enabled or report.disabled_reason is not None)
+        for report in reports
+    )

@@ -157,6 +157,10 @@ class DestinationPublic(BaseModel):
     filters: FilterSchema
     rate_limit: RateLimitSchema | None
     enabled: bool
+    disabled_reason: str | None = Field(
+        description="Why the worker switched the destination off (its endpoint said it is"
+        " gone); cleared when it is enabled again."
+    )
     has_secret: bool
     created_at: datetime
     updated_at: datetime
@@ -200,6 +204,14 @@ class DestinationHealth(BaseModel):
     rate_limit: RateLimitSchema | None = Field(
         description="The rate limit that applies to the destination; null: none."
     )
+    disabled_reason: str | None = Field(
+        description="Why the worker switched the destination off, if it did."
+    )
+    possibly_lost: int = Field(
+        description="Records a syslog receiver's TCP acknowledged that could be neither"
+        " confirmed read nor sent again (the TCP loss window)."
+    )
+    truncated: int = Field(description="UDP messages sent cut to fit (option truncate).")
 
 
 class TenantHealth(BaseModel):

@@ -40,7 +40,7 @@ def health(
 def _print_table(reports: list[DeliveryHealth]) -> None:
     table = Table(
         "name", "status", "circuit", "delivered", "failures", "last success", "lag",
-        "lag s", "events/s", "rate limit", "dead", "last error", box=None,
+        "lag s", "events/s", "rate limit", "dead", "lost?", "cut", "last error", box=None,
     )  # fmt: skip
     for r in reports:
         table.add_row(
@@ -55,7 +55,9 @@ def _print_table(reports: list[DeliveryHealth]) -> None:
             f"{r.throughput_eps:,.0f}",
             _rate(r.rate_limit),
             str(r.dead_letters),
-            (r.last_error or "")[:60],
+            f"{r.possibly_lost:,}",
+            f"{r.truncated:,}",
+            (r.disabled_reason or r.last_error or "")[:60],
         )
     out().print(table)
 

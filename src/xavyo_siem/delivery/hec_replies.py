@@ -100,6 +100,9 @@ HEC_CODES: Final[Mapping[int, tuple[_Action, str, str]]] = {
 }
 
 
+_TOKEN_DISABLED: Final = 1  # the token was switched off in Splunk: switch the destination off
+
+
 def _reply(body: bytes) -> dict[str, Any] | None:
     try:
         reply = orjson.loads(body)
@@ -132,6 +135,7 @@ def classify_hec_response(
     | HTTP 413                               | TooLarge                                  |
     | codes 6, 12, 13, 15                    | HecEventRejected(invalid-event-number)    |
     | codes 1-5, 7, 10, 11, 14, 16           | Misconfigured (token, index, channel, …)  |
+    | code 1 (token disabled)                | Misconfigured, disable: switch it off     |
     | codes 8, 9, 17-20                      | RetryLater(Retry-After)                   |
     | no known code: 2xx                     | RetryLater (never success unparsed)       |
     | no known code: 408, 429, 5xx           | RetryLater(Retry-After)                   |
@@ -152,7 +156,7 @@ def classify_hec_response(
         if kind is _Action.DATA:
             return HecEventRejected(_int_field(reply, "invalid-event-number"), reason)
         if kind is _Action.CONFIG:
-            return Misconfigured(reason)
+            return Misconfigured(reason, disable=code == _TOKEN_DISABLED)
         return RetryLater(reason, parse_retry_after(header(headers, "Retry-After"), now=now))
     what = peer_says or peer_text(body)
     if 200 <= status < 300:

@@ -141,7 +141,7 @@ def classify_webhook_status(
     | 408, 429, 5xx     | RetryLater(after_s from Retry-After)            |
     | 413               | TooLarge (the transport sends the halves)        |
     | 3xx               | Misconfigured (redirects are not followed)      |
-    | 410               | Misconfigured (the receiver asks to be disabled) |
+    | 410               | Misconfigured, disable (the receiver asks to be disabled) |
     | other 4xx         | Misconfigured, the body (truncated) as reason   |
     | anything else     | RetryLater                                      |
     """
@@ -161,7 +161,9 @@ def classify_webhook_status(
             "followed: configure the final URL"
         )
     if status == 410:
-        return Misconfigured(f"webhook receiver answered HTTP 410 Gone: endpoint disabled{suffix}")
+        return Misconfigured(
+            f"webhook receiver answered HTTP 410 Gone: endpoint disabled{suffix}", disable=True
+        )
     if 400 <= status < 500:
         return Misconfigured(f"webhook receiver answered HTTP {status}{suffix}")
     return RetryLater(f"webhook receiver answered an unexpected HTTP {status}{suffix}")

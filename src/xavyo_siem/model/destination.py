@@ -35,6 +35,8 @@ class SiemDestination:
     `options` are the per-type settings (`framing`, `ca_file`, `index`, `batch_max_events`,
     `start`, ...). The credential is never held here: `has_secret` says whether one is stored
     (encrypted) and the pipeline asks the store for it when it opens the transport.
+    `disabled_reason` says why the worker switched the destination off (its endpoint said it
+    is gone); enabling it again clears it.
     """
 
     id: UUID
@@ -47,6 +49,7 @@ class SiemDestination:
     filters: EventFilter = field(default_factory=EventFilter)
     rate_limit: RateLimit | None = None
     enabled: bool = True
+    disabled_reason: str | None = None
     has_secret: bool = False
     created_at: datetime = EPOCH
     updated_at: datetime = EPOCH
@@ -65,6 +68,7 @@ class SiemDestination:
             "filters": self.filters.to_dict(),
             "rate_limit": _rate_dict(self.rate_limit),
             "enabled": self.enabled,
+            "disabled_reason": self.disabled_reason,
             "has_secret": self.has_secret,
             "created_at": format_timestamp(self.created_at),
             "updated_at": format_timestamp(self.updated_at),
@@ -92,11 +96,15 @@ class DeliveryHealth:
     throughput_eps: float = 0.0
     dead_letters: int = 0
     rate_limit: RateLimit | None = None
+    disabled_reason: str | None = None
+    possibly_lost: int = 0
+    truncated: int = 0
 
     @property
     def failing(self) -> bool:
-        """True while the last attempt failed (the circuit is open or probing)."""
-        return self.consecutive_failures > 0
+        """True while the last attempt failed (the circuit is open or probing), or while the
+        worker keeps the destination switched off because its endpoint said it is gone."""
+        return self.consecutive_failures > 0 or self.disabled_reason is not None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form shown by `xavyo-siem health --json` and the API."""
@@ -119,6 +127,9 @@ class DeliveryHealth:
             "throughput_eps": round(self.throughput_eps, 1),
             "dead_letters": self.dead_letters,
             "rate_limit": _rate_dict(self.rate_limit),
+            "disabled_reason": self.disabled_reason,
+            "possibly_lost": self.possibly_lost,
+            "truncated": self.truncated,
         }
 
 

@@ -98,6 +98,14 @@ class LaneStore(Protocol):
         """A batch failed (or the lane could not run); the cursor stays."""
         ...
 
+    def note_losses(self, lane: Lane, *, possibly_lost: int, truncated: int) -> None:
+        """The transport counted records it could not vouch for, or sent cut."""
+        ...
+
+    def note_disabled(self, lane: Lane, *, reason: str) -> None:
+        """The endpoint said it is gone: switch the destination off (the cursor stays)."""
+        ...
+
 
 class Lane:
     """One destination's delivery state in a worker (see the module docstring)."""
@@ -139,6 +147,8 @@ class Lane:
         self.attempts = 0  # failures of the pending batch
         self.failing_since = 0.0  # when the pending batch first failed
         self.hold_until = 0.0  # after giving up on a batch: the next one waits the backoff
+        self.switched_off: str | None = None  # why, once the endpoint said it is gone
+        self._losses_seen = (0, 0)  # the transport's (possibly lost, truncated) noted so far
         self.due: float | None = clock()  # None: nothing to do until offered events
         self.last_used = clock()
         self._open = open_components
@@ -160,7 +170,7 @@ class Lane:
 
     def offer(self, position: Any, event: AuditEvent) -> bool:
         """A new event of the lane's tenant, from the feed; True when the lane took it."""
-        if not self.following or position <= self.seen:
+        if not self.following or position <= self.seen or self.switched_off is not None:
             return False
         self.seen = position
         if not self.destination.filters.matches(event):
@@ -185,6 +195,8 @@ class Lane:
 
     def has_work(self) -> bool:
         """Something to send now, or a backlog to read."""
+        if self.switched_off is not None:
+            return False
         return (
             self.pending is not None
             or self.replay_waiting
@@ -228,6 +240,7 @@ class Lane:
             self.circuit.probe()
         result = await self.components.transport.send(batch.records)
         self.last_used = self._clock()
+        self._note_losses(store, self.components)
         verdict = judge(batch, result)
         if verdict.failed is not None:
             self.fail(
@@ -236,6 +249,11 @@ class Lane:
                 misconfigured=verdict.misconfigured,
                 after_s=verdict.after_s,
             )
+            if verdict.disable:
+                self.switched_off = verdict.failed
+                self.due = None
+                store.note_disabled(self, reason=verdict.failed)
+                return
             await self._maybe_give_up(store, batch, verdict.failed)
             return
         self.pending = None
@@ -383,12 +401,26 @@ class Lane:
             delay = max(cooldown, after_s or 0.0)
         self.due = self._clock() + delay
 
-    async def close(self) -> None:
-        """Close the transport (it opens again on the next turn that needs it)."""
+    def _note_losses(self, store: LaneStore, components: DestinationComponents) -> None:
+        """Note what the transport counted since the last look (optional counters: only
+        transports with a loss window have them)."""
+        transport = components.transport
+        now = (getattr(transport, "possibly_lost", 0), getattr(transport, "truncated_count", 0))
+        lost, cut = now[0] - self._losses_seen[0], now[1] - self._losses_seen[1]
+        self._losses_seen = now
+        if lost or cut:
+            store.note_losses(self, possibly_lost=lost, truncated=cut)
+
+    async def close(self, store: LaneStore | None = None) -> None:
+        """Close the transport (it opens again on the next turn that needs it); with `store`,
+        what the transport counted while closing is noted."""
         self._drop_ahead()
         components, self.components = self.components, None
         if components is not None:
             await components.transport.aclose()
+            if store is not None:
+                self._note_losses(store, components)
+            self._losses_seen = (0, 0)  # the next transport counts from zero
 
 
 def drop_outcome(future: asyncio.Future[Any]) -> None:

@@ -58,6 +58,7 @@ def _destination_of(row: RowMapping) -> SiemDestination:
         filters=EventFilter.from_dict(orjson.loads(row["filters"])),
         rate_limit=None if rate is None else RateLimit(rate, row["rate_burst"]),
         enabled=bool(row["enabled"]),
+        disabled_reason=row["disabled_reason"],
         has_secret=row["secret"] is not None,
         created_at=from_epoch_us(row["created_us"]),
         updated_at=from_epoch_us(row["updated_us"]),
@@ -76,6 +77,8 @@ def _columns(destination: SiemDestination) -> dict[str, Any]:
         "rate_events_per_s": None if rate is None else rate.events_per_s,
         "rate_burst": None if rate is None else rate.burst,
         "enabled": destination.enabled,
+        # Enabling a destination again clears why the worker had switched it off.
+        "disabled_reason": None if destination.enabled else destination.disabled_reason,
         "updated_us": to_epoch_us(destination.updated_at),
     }
 

@@ -72,6 +72,7 @@ def read_health(
                 destination_state,
                 d.name,
                 d.enabled,
+                d.disabled_reason,
                 select(func.count())
                 .where(
                     dead_letters.c.tenant_id == str(tenant_id),
@@ -107,6 +108,9 @@ def read_health(
         lag_seconds=lag_seconds,
         throughput_eps=row["throughput_eps"],
         dead_letters=row["dead_letter_count"],
+        disabled_reason=row["disabled_reason"],
+        possibly_lost=row["possibly_lost"],
+        truncated=row["truncated"],
     )
 
 
@@ -116,6 +120,7 @@ class Progress:
     each batch's outcome here and writes every destination's in one go (`record_progress`).
 
     `cursor` is None until a batch was delivered; the circuit fields are the latest.
+    `disabled_reason`, when set, switches the destination off (its endpoint is gone).
     """
 
     tenant_id: UUID
@@ -131,6 +136,9 @@ class Progress:
     last_failure: datetime | None = None
     last_error: str | None = None
     throughput_eps: float = 0.0
+    possibly_lost: int = 0
+    truncated: int = 0
+    disabled_reason: str | None = None
     dead: list[tuple[UUID, str]] = field(default_factory=list)
 
 
@@ -187,6 +195,8 @@ def record_progress(
             last_failure_us=func.coalesce(bindparam("b_failure_us"), _S.last_failure_us),
             last_error=func.coalesce(bindparam("b_error"), _S.last_error),
             throughput_eps=bindparam("b_throughput"),
+            possibly_lost=_S.possibly_lost + bindparam("b_lost"),
+            truncated=_S.truncated + bindparam("b_truncated"),
             updated_us=stamp,
         ),
         [
@@ -205,10 +215,36 @@ def record_progress(
                 "b_failure_us": None if p.last_failure is None else to_epoch_us(p.last_failure),
                 "b_error": None if p.last_error is None else p.last_error[:1000],
                 "b_throughput": p.throughput_eps,
+                "b_lost": p.possibly_lost,
+                "b_truncated": p.truncated,
             }
             for p in kept
         ],
     )
+    switched_off = [p for p in kept if p.disabled_reason is not None]
+    if switched_off:
+        conn.execute(
+            update(destinations)
+            .where(
+                destinations.c.id == bindparam("b_destination"),
+                destinations.c.tenant_id == bindparam("b_tenant"),
+                exists().where(
+                    leases.c.destination_id == bindparam("b_destination"),
+                    leases.c.owner == owner,
+                    leases.c.epoch == bindparam("b_epoch"),
+                ),
+            )
+            .values(enabled=False, disabled_reason=bindparam("b_disabled"), updated_us=stamp),
+            [
+                {
+                    "b_destination": str(p.destination_id),
+                    "b_tenant": str(p.tenant_id),
+                    "b_epoch": p.epoch,
+                    "b_disabled": (p.disabled_reason or "")[:1000],
+                }
+                for p in switched_off
+            ],
+        )
     for p in kept:
         if p.dead:
             add_dead_letters(

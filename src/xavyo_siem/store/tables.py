@@ -103,6 +103,7 @@ destinations = Table(
     Column("rate_events_per_s", Float),
     Column("rate_burst", Integer),
     Column("enabled", Boolean, nullable=False),
+    Column("disabled_reason", Text),  # why the worker switched it off (endpoint gone)
     Column("secret", Text),  # sealed by xavyo_siem.crypto, never clear text
     Column("created_us", BigInteger, nullable=False),
     Column("updated_us", BigInteger, nullable=False),
@@ -131,6 +132,8 @@ destination_state = Table(
     Column("last_failure_us", BigInteger),
     Column("last_error", Text),
     Column("throughput_eps", Float, nullable=False),
+    Column("possibly_lost", BigInteger, nullable=False, server_default="0"),
+    Column("truncated", BigInteger, nullable=False, server_default="0"),
     Column("updated_us", BigInteger, nullable=False),
 )
 
