@@ -27,6 +27,7 @@ from xavyo_siem.model.codegen import compile_function
 from xavyo_siem.model.conversions import format_timestamp
 from xavyo_siem.model.enums import EventCategory, Outcome
 from xavyo_siem.model.validation import (
+    MAX_TEXT_CHARS,
     check_category,
     check_ip,
     check_metadata,
@@ -73,6 +74,9 @@ class AuditEvent:
     kept), `event_type`, `category`. `severity` (0-10) defaults from the category. Every other
     field may be absent (`None`); `metadata` maps strings to strings.
 
+    An event is never refused for being long: free text is cut to 65,536 characters
+    (`event_type` to 200), metadata to 256 entries of 65,536 characters in all.
+
     The fields are in their JSON order, which is also the order of `from_values`.
     """
 
@@ -112,9 +116,11 @@ class AuditEvent:
         """Build an event from its JSON form; raises `InvalidEvent` naming the bad field.
 
         The checks run category and severity first (severity's default comes from the
-        category), then the free text as one joined string (ASCII and no NUL passes at
-        once; otherwise field by field, to name the field), then the rest in field order
-        (`_values_in` and `_check_the_rest` are compiled from the declaration).
+        category), then the free text as one joined string (short ASCII without NUL passes
+        at once; otherwise field by field, to name the field or cut it to its limit), then
+        the rest in field order (`_values_in` and `_check_the_rest` are compiled from the
+        declaration). Text and metadata longer than their limits are cut, never refused
+        (`model/validation.py`).
         """
         if not isinstance(data, Mapping):
             raise InvalidEvent("event", f"must be a JSON object, got {type(data).__name__}")
@@ -136,10 +142,10 @@ class AuditEvent:
             joined = "".join([text for text in _optional_texts(values) if text is not None])
         except TypeError:
             joined = "\x00"
-        if not joined.isascii() or "\x00" in joined:  # look closer, field by field
-            for index in _TEXT_INDEXES:
+        if not joined.isascii() or "\x00" in joined or len(joined) > MAX_TEXT_CHARS:
+            for index in _TEXT_INDEXES:  # look closer, field by field (and cut)
                 if values[index] is not None:
-                    check_text(FIELD_NAMES[index], values[index])
+                    values[index] = check_text(FIELD_NAMES[index], values[index])
         return _check_the_rest(*values)
 
     @classmethod
