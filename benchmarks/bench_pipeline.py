@@ -351,6 +351,7 @@ def main() -> None:
         tmp = Path(directory)
         keyfile = tmp / "key"
         keyfile.write_text(new_key_text())
+        keyfile.chmod(0o600)
         keyring = KeyRing.parse(keyfile.read_text())
         sections = []
         if "throughput" in parts:

@@ -8,7 +8,11 @@ needed to open old secrets; new secrets are always sealed with the newest key.
 Key ring text (the value of `XAVYO_SIEM_SECRET_KEY`, or the content of the file named by
 `XAVYO_SIEM_SECRET_KEY_FILE`): keys separated by commas or newlines, each `base64(32 bytes)`
 or `<key id>:base64(32 bytes)`, oldest first; the last one seals. Without an explicit id a
-key's id is the first 8 hex digits of its SHA-256.
+key's id is the first 8 hex digits of its SHA-256. Only one of the two settings may be set.
+
+A key file must be a regular file of UTF-8 text, owned by the process's user or by root,
+and writable by no one else (whoever can replace the key would have new credentials sealed
+with a key they know); one that its group or others may read is used, with a warning.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import binascii
 import hashlib
 import logging
 import os
+import pwd
 import secrets
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +44,7 @@ log = logging.getLogger("xavyo_siem.crypto")
 DEV_KEY_FILE: Final = Path(".xavyo-siem.key")
 _VERSION: Final = "v1"
 _NONCE_BYTES: Final = 12
+_KEY_FILE_MAX_BYTES: Final = 1 << 20  # a key ring of thousands of keys; never a stream
 
 
 class CryptoError(SiemError):
@@ -126,22 +133,91 @@ class KeyRing:
         return sealed.split(".", 2)[1] if sealed.count(".") >= 2 else ""
 
 
+def _user_name(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _check_key_file(path: Path, info: os.stat_result, label: str) -> None:
+    """Refuse a key file that someone besides this process's user (or root) could replace;
+    warn when others may read it."""
+    mode = stat.S_IMODE(info.st_mode)
+    if not stat.S_ISREG(info.st_mode):
+        raise CryptoError(f"{label}: {path} is not a regular file")
+    if info.st_uid not in (os.geteuid(), 0):
+        raise CryptoError(
+            f"{label}: {path} belongs to {_user_name(info.st_uid)}, neither this process's "
+            f"user ({_user_name(os.geteuid())}) nor root; whoever owns it can replace the "
+            f"key: chown it to the service's user and chmod 600 {path}"
+        )
+    if mode & 0o022:
+        raise CryptoError(
+            f"{label}: {path} is writable by its group or others (mode {mode:04o}); whoever "
+            f"can write it can replace the key: chmod 600 {path}"
+        )
+    if mode & 0o044:
+        log.warning(
+            "%s: %s is readable by its group or others (mode %04o); whoever can read it can "
+            "decrypt every stored credential: chmod 600 %s",
+            label,
+            path,
+            mode,
+            path,
+        )
+
+
+def _read_key_file(path: Path, label: str) -> KeyRing:
+    """The key ring in the file at `path`, once it passed `_check_key_file`; `label` names
+    where the path came from in every error."""
+    try:  # not blocking: a pipe named as the key file is refused, not waited on
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise CryptoError(f"{label}: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        _check_key_file(path, os.fstat(fd), label)
+        chunks = []
+        size = 0
+        while size <= _KEY_FILE_MAX_BYTES and (chunk := os.read(fd, 65536)):
+            chunks.append(chunk)
+            size += len(chunk)
+        raw = b"".join(chunks)
+    except OSError as exc:
+        raise CryptoError(f"{label}: cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > _KEY_FILE_MAX_BYTES:
+        raise CryptoError(f"{label}: {path} is larger than a key ring can be (1 MiB)")
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise CryptoError(
+            f"{label}: {path} is not UTF-8 text (byte {exc.start} cannot be decoded); it "
+            "must hold base64 keys separated by commas or newlines"
+        ) from None
+    try:
+        return KeyRing.parse(text)
+    except CryptoError as exc:
+        raise CryptoError(f"{label}: {path}: {exc}") from None
+
+
 def load_key_ring(settings: Settings, *, key_file: Path = DEV_KEY_FILE) -> KeyRing:
     """The key ring the settings name; in development a key file is made on first use.
 
     In production a missing key is an error: credentials are never stored in clear and
-    never sealed with a key the operator does not hold.
+    never sealed with a key the operator does not hold. Both settings at once are refused
+    (neither silently wins), and a key file must pass `_check_key_file`.
     """
+    if settings.secret_key and settings.secret_key_file:
+        raise CryptoError(
+            "XAVYO_SIEM_SECRET_KEY and XAVYO_SIEM_SECRET_KEY_FILE are both set; set only one "
+            "(the key ring itself, or the file that holds it)"
+        )
     if settings.secret_key:
         return KeyRing.parse(settings.secret_key)
     if settings.secret_key_file:
-        path = Path(settings.secret_key_file)
-        try:
-            return KeyRing.parse(path.read_text())
-        except OSError as exc:
-            raise CryptoError(
-                f"XAVYO_SIEM_SECRET_KEY_FILE: cannot read {path}: {exc.strerror}"
-            ) from None
+        return _read_key_file(Path(settings.secret_key_file), "XAVYO_SIEM_SECRET_KEY_FILE")
     if not settings.development:
         raise CryptoError(
             "no credential key: set XAVYO_SIEM_SECRET_KEY or XAVYO_SIEM_SECRET_KEY_FILE "
@@ -156,4 +232,4 @@ def load_key_ring(settings: Settings, *, key_file: Path = DEV_KEY_FILE) -> KeyRi
             "XAVYO_SIEM_SECRET_KEY or XAVYO_SIEM_SECRET_KEY_FILE",
             key_file.resolve(),
         )
-    return KeyRing.parse(key_file.read_text())
+    return _read_key_file(key_file, "development key file")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 from pathlib import Path
 from uuid import uuid4
 
@@ -99,3 +101,113 @@ def test_key_file_setting_is_read(tmp_path: Path) -> None:
     text = new_key_text()
     path.write_text(text + "\n")
     assert load_key_ring(Settings(secret_key_file=str(path))) == KeyRing.parse(text)
+
+
+def private_key_file(tmp_path: Path, mode: int = 0o600, content: bytes | None = None) -> Path:
+    """A key file holding a fresh key ring (or `content`), with `mode`."""
+    path = tmp_path / "ring"
+    path.write_bytes(new_key_text().encode() + b"\n" if content is None else content)
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize("mode", [0o620, 0o602, 0o666, 0o660, 0o622])
+def test_a_key_file_others_may_write_is_refused_naming_it_and_the_fix(
+    tmp_path: Path, mode: int
+) -> None:
+    """A key file its group or others may write is refused with its path, its mode and
+    `chmod 600`, since whoever can replace the key gets new credentials sealed with theirs."""
+    path = private_key_file(tmp_path, mode)
+    with pytest.raises(CryptoError) as caught:
+        load_key_ring(Settings(secret_key_file=str(path)))
+    message = str(caught.value)
+    assert "XAVYO_SIEM_SECRET_KEY_FILE" in message
+    assert str(path) in message
+    assert f"mode {mode:04o}" in message
+    assert f"chmod 600 {path}" in message
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o444])
+def test_a_key_file_others_may_read_is_used_with_a_warning(
+    tmp_path: Path, mode: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key file its group or others may read is used, and a warning names it, its mode
+    and `chmod 600`; a private one (0600, 0400) gives no warning."""
+    path = private_key_file(tmp_path, mode)
+    with caplog.at_level(logging.WARNING, logger="xavyo_siem.crypto"):
+        load_key_ring(Settings(secret_key_file=str(path)))
+    (record,) = caplog.records
+    assert str(path) in record.getMessage()
+    assert f"mode {mode:04o}" in record.getMessage()
+    assert "chmod 600" in record.getMessage()
+    caplog.clear()
+    for private in (0o600, 0o400):
+        path.chmod(private)
+        with caplog.at_level(logging.WARNING, logger="xavyo_siem.crypto"):
+            load_key_ring(Settings(secret_key_file=str(path)))
+        assert caplog.records == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_key_file_of_another_user_is_refused(tmp_path: Path) -> None:
+    """A key file owned by a user that is neither the process's nor root is refused naming
+    its owner, however private its mode: its owner could replace the key."""
+    path = private_key_file(tmp_path)
+    os.chown(path, 54321, 54321)
+    with pytest.raises(CryptoError, match=r"belongs to uid 54321, neither this process's user"):
+        load_key_ring(Settings(secret_key_file=str(path)))
+
+
+def test_a_key_file_owned_by_root_is_accepted(tmp_path: Path) -> None:
+    """Root may own the key file (a mounted secret); the check is on who else may write."""
+    path = private_key_file(tmp_path)
+    if os.geteuid() == 0:
+        assert path.stat().st_uid == 0
+    assert load_key_ring(Settings(secret_key_file=str(path))).primary
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\xff\xfe" + "k".encode("utf-16-le"), "is not UTF-8 text (byte 0 cannot be decoded)"),
+        (b"a2V5\xc3(", "is not UTF-8 text (byte 4 cannot be decoded)"),
+        (b"\x00" * 40, "secret key 1: is not base64"),
+    ],
+)
+def test_a_key_file_that_is_not_utf8_text_gives_a_clear_error(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    """Bytes that are not UTF-8 are a CryptoError naming the setting, the file and the byte,
+    never a traceback and never the file's content."""
+    path = private_key_file(tmp_path, content=content)
+    with pytest.raises(CryptoError, match=re.escape(message)) as caught:
+        load_key_ring(Settings(secret_key_file=str(path)))
+    assert str(caught.value).startswith(f"XAVYO_SIEM_SECRET_KEY_FILE: {path}")
+
+
+def test_a_key_file_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    """A directory or a pipe named as the key file is refused at once, never read or
+    waited on."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe, 0o600)
+    for path in (tmp_path, pipe):
+        with pytest.raises(CryptoError, match=f"{re.escape(str(path))} is not a regular file"):
+            load_key_ring(Settings(secret_key_file=str(path)))
+
+
+def test_a_key_file_may_start_with_a_byte_order_mark(tmp_path: Path) -> None:
+    """A UTF-8 byte order mark (left by some editors) before the keys is ignored."""
+    text = new_key_text()
+    path = private_key_file(tmp_path, content=b"\xef\xbb\xbf" + text.encode())
+    assert load_key_ring(Settings(secret_key_file=str(path))) == KeyRing.parse(text)
+
+
+def test_both_key_settings_at_once_are_refused_naming_both(tmp_path: Path) -> None:
+    """The key in the environment and a key file together are refused, even when they hold
+    the same key: neither silently wins."""
+    text = new_key_text()
+    path = private_key_file(tmp_path, content=text.encode())
+    with pytest.raises(CryptoError) as caught:
+        load_key_ring(Settings(secret_key=text, secret_key_file=str(path)))
+    assert "XAVYO_SIEM_SECRET_KEY and XAVYO_SIEM_SECRET_KEY_FILE are both set" in str(caught.value)
+    assert text not in str(caught.value)

@@ -59,6 +59,8 @@ class ExportRequest:
     Exactly one of `output` (a file path) and `destination` (a destination's name or id).
     `format` defaults to CSV for a file and is the destination's own for a destination;
     `filters` default to everything for a file and to the destination's own filters.
+    `make_directory` makes the file's directory (mode 0700, with its parents) once every
+    other rule passed, so a refused request leaves the file system as it was.
     """
 
     tenant_id: UUID
@@ -70,6 +72,7 @@ class ExportRequest:
     filters: EventFilter | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     overwrite: bool = False
+    make_directory: bool = False
 
 
 def _parse_options(fmt: ExportFormat, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -81,19 +84,29 @@ def _parse_options(fmt: ExportFormat, options: Mapping[str, Any]) -> dict[str, A
     return read_format_options(options)
 
 
-def _check_output(conn: Connection, output: str | os.PathLike[str], overwrite: bool) -> Path:
-    path = Path(os.path.abspath(os.path.expanduser(os.fspath(output))))
+def _check_output(conn: Connection, request: ExportRequest) -> Path:
+    """The output file's absolute path, once every rule about it passed (the last of them,
+    made only with `make_directory`: its directory exists and can be written)."""
+    assert request.output is not None
+    path = Path(os.path.abspath(os.path.expanduser(os.fspath(request.output))))
     if path.is_dir():
         raise InvalidExport("output", f"{path} is a directory")
     if path.name.endswith((PARTIAL_SUFFIX, ".manifest.json")):
         raise InvalidExport("output", "must not end in .partial or .manifest.json")
-    if not path.parent.is_dir():
-        raise InvalidExport("output", f"directory {path.parent} does not exist")
-    if not overwrite and (path.exists() or manifest_path(path).exists()):
+    if not request.overwrite and (path.exists() or manifest_path(path).exists()):
         raise InvalidExport("output", f"{path} already exists; choose another path or overwrite it")
     busy = job_rows.active_jobs_writing(conn, path=str(path))
     if busy:
         raise InvalidExport("output", f"job {busy[0]} already writes {path}")
+    if request.make_directory:
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidExport(
+                "output", f"cannot make {path.parent}: {exc.strerror or exc}"
+            ) from None
+    if not path.parent.is_dir():
+        raise InvalidExport("output", f"directory {path.parent} does not exist")
     try:
         handle, probe = tempfile.mkstemp(dir=path.parent, prefix=".xavyo-siem-probe-")
     except OSError as exc:
@@ -142,9 +155,7 @@ def _job_of_request(conn: Connection, request: ExportRequest, now: datetime) -> 
         kind, target, fmt = ExportTarget.DESTINATION, str(destination.id), destination.format
         filters = destination.filters if request.filters is None else request.filters
     else:
-        assert request.output is not None
-        kind = ExportTarget.FILE
-        target = str(_check_output(conn, request.output, request.overwrite))
+        kind, target = ExportTarget.FILE, ""
         fmt = request.format or ExportFormat.CSV
         options = _parse_options(fmt, request.options)
         filters = request.filters or EventFilter()
@@ -154,6 +165,8 @@ def _job_of_request(conn: Connection, request: ExportRequest, now: datetime) -> 
             f"tenant {request.tenant_id} has no events in [{format_timestamp(start)}, "
             f"{format_timestamp(end)}) that match the filters",
         )
+    if kind is ExportTarget.FILE:  # last: the only rule that touches the file system
+        target = str(_check_output(conn, request))
     return BatchExportJob(
         id=uuid.uuid4(),
         tenant_id=request.tenant_id,

@@ -12,7 +12,7 @@ from uuid import UUID
 
 import typer
 
-from xavyo_siem.crypto import CryptoError, KeyRing, load_key_ring
+from xavyo_siem.crypto import KeyRing, load_key_ring
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import InvalidFilter, SiemError
 from xavyo_siem.model import DEFAULT_RATE_LIMIT, EventFilter, RateLimit
@@ -171,13 +171,11 @@ def load_settings() -> Settings:
 
 
 def load_keyring(settings: Settings, *, required: bool) -> KeyRing | None:
-    """The credential key ring; without a key, an error when `required`, else None."""
-    try:
+    """The credential key ring; with no key configured, an error when `required`, else
+    None. A key that is configured but cannot be used is always an error."""
+    if required or settings.secret_key or settings.secret_key_file or settings.development:
         return load_key_ring(settings)
-    except CryptoError:
-        if required:
-            raise
-        return None
+    return None
 
 
 def startup_secrets(settings: Settings) -> tuple[KeyRing, EgressGuard]:

@@ -87,12 +87,10 @@ def create_export(tenant_id: AdminDep, body: ExportCreate, context: ContextDep) 
     """Queue an export of `[start, end)` to a file (downloadable when completed) or to one
     of the tenant's destinations; the workers of `xavyo-siem run` carry it out."""
     output = None
-    if body.destination is None:
-        fmt = body.format or ExportFormat.CSV
-        folder = _tenant_dir(context, tenant_id)
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        extension = _EXTENSIONS[fmt][0]
-        output = folder / f"export-{body.start:%Y%m%d}-{uuid.uuid4().hex[:12]}.{extension}"
+    if body.destination is None:  # the folder is made only once the request passed
+        extension = _EXTENSIONS[body.format or ExportFormat.CSV][0]
+        name = f"export-{body.start:%Y%m%d}-{uuid.uuid4().hex[:12]}.{extension}"
+        output = _tenant_dir(context, tenant_id) / name
     try:
         filters = None if body.filters is None else EventFilter.from_dict(body.filters.model_dump())
     except InvalidFilter as exc:
@@ -108,6 +106,7 @@ def create_export(tenant_id: AdminDep, body: ExportCreate, context: ContextDep) 
             format=body.format,
             filters=filters,
             options=body.options,
+            make_directory=True,
         ),
     )
     return _public(context, job)
