@@ -57,6 +57,7 @@ __all__ = [
     "Actor",
     "Change",
     "audited",
+    "blank_secret",
     "log",
     "management_event",
     "record",
@@ -95,6 +96,10 @@ class Action(StrEnum):
 
 
 def _clip(text: str) -> str:
+    """`text` as an event may carry it: at most 200 characters, a NUL or an undecodable
+    byte (a file name's) escaped, so recording never refuses a change for its names."""
+    if not text.isascii() or "\x00" in text:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
     return text if len(text) <= _TEXT_MAX else text[: _TEXT_MAX - 1] + "…"
 
 
@@ -177,7 +182,7 @@ def management_event(
     names = sorted(set(change.fields))
     if names:
         metadata["fields"] = ",".join(names)
-    metadata.update(change.details)
+    metadata.update((key, _clip(value)) for key, value in change.details.items())
     return AuditEvent(
         event_id=uuid.uuid4(),
         tenant_id=tenant_id,
@@ -235,10 +240,22 @@ def record_now(engine: Engine, event: AuditEvent) -> None:
     announce_new_events(engine)
 
 
-def _blanked(text: str, secret: object) -> str:
-    if isinstance(secret, str) and secret:
-        return text.replace(secret, "<secret>")
-    return text
+def _record_refusal(engine: Engine, event: AuditEvent) -> None:
+    """Record a refused change; if even that fails (the store is away), log it, and let the
+    caller's own error be the one that is raised."""
+    try:
+        record_now(engine, event)
+    except Exception:
+        log.exception("could not record %s of tenant %s", event.action, event.tenant_id)
+
+
+def blank_secret(text: str, secret: object) -> str | None:
+    """`text` with `secret` blanked out; None when it still shows (a secret so short that
+    the blank itself, or what surrounds it, spells it)."""
+    if not isinstance(secret, str) or not secret:
+        return text
+    blanked = text.replace(secret, "<secret>")
+    return None if secret in blanked else blanked
 
 
 Arguments = Mapping[str, Any]
@@ -261,7 +278,7 @@ def audited(
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Make a management function record its refusals, and wake the workers after it.
 
-    The function takes the store's engine first and an `actor` (and a `secret` if it
+    The function takes the store's `engine` and an `actor` (and a `secret` if it
     takes a credential). When it raises a `SiemError` (bad input, no such object), a failed
     `action` naming the error is recorded for the tenant before the error propagates. The
     function's arguments, by name, say which tenant (`tenant`, default: its `tenant_id`),
@@ -278,8 +295,8 @@ def audited(
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             arguments = signature.bind(*args, **kwargs).arguments
             actor = arguments.get("actor")
-            engine = args[0]
-            assert isinstance(engine, Engine), "the engine is the first argument"
+            engine = arguments["engine"]
+            assert isinstance(engine, Engine), "the store's engine is the `engine` argument"
             try:
                 result = function(*args, **kwargs)
             except SiemError as exc:
@@ -291,9 +308,9 @@ def audited(
                         action=action if isinstance(action, Action) else action(arguments),
                         change=Change(target=target(arguments)),
                         outcome=Outcome.FAILURE,
-                        reason=_blanked(str(exc), arguments.get("secret")),
+                        reason=blank_secret(str(exc), arguments.get("secret")),
                     )
-                    record_now(engine, event)
+                    _record_refusal(engine, event)
                 raise
             if actor is not None:
                 announce_new_events(engine)
