@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from uuid import UUID
 
 from sqlalchemy import Engine
 
 from xavyo_siem.crypto import CryptoError, KeyRing
 from xavyo_siem.store import destinations as rows
 from xavyo_siem.store import writing
+from xavyo_siem.trail import Action, Actor, Change, audited, record
 
 __all__ = ["RotationReport", "count_credentials_by_key", "rotate_credentials"]
 
@@ -41,14 +43,19 @@ def count_credentials_by_key(engine: Engine, keyring: KeyRing) -> dict[str, int]
     return dict(sorted(Counter(keyring.key_id_of(text) for text in sealed.values()).items()))
 
 
-def rotate_credentials(engine: Engine, keyring: KeyRing) -> RotationReport:
+@audited(Action.KEYS_ROTATED)
+def rotate_credentials(
+    engine: Engine, keyring: KeyRing, *, actor: Actor | None = None
+) -> RotationReport:
     """Re-seal every credential not yet under the primary key, all in one transaction.
 
     A credential that no key of the ring opens aborts the rotation (nothing changes) with a
     `CryptoError` naming its tenant and destination. One changed by someone else meanwhile
-    keeps the new value (counted in `changed_meanwhile`).
+    keeps the new value (counted in `changed_meanwhile`). Each tenant with a credential
+    re-sealed gets one `SIEM_CREDENTIAL_KEY_ROTATED` event in its audit trail.
     """
     resealed: Counter[str] = Counter()
+    tenants: Counter[UUID] = Counter()
     current = changed = 0
     with writing(engine) as conn:
         for (tenant_id, destination_id), sealed in rows.all_sealed_secrets(conn).items():
@@ -71,6 +78,10 @@ def rotate_credentials(engine: Engine, keyring: KeyRing) -> RotationReport:
                 sealed=fresh,
             ):
                 resealed[key_id] += 1
+                tenants[tenant_id] += 1
             else:
                 changed += 1
+        for tenant_id, count in tenants.items():
+            change = Change(details={"credentials": str(count), "primary_key": keyring.primary})
+            record(conn, actor, tenant_id=tenant_id, action=Action.KEYS_ROTATED, change=change)
     return RotationReport(keyring.primary, dict(sorted(resealed.items())), current, changed)

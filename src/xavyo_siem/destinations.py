@@ -9,7 +9,7 @@ destination for delivery, and testing one, is the worker's (xavyo_siem.runtime).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -35,11 +35,13 @@ from xavyo_siem.model import (
     SiemDestination,
     to_epoch_us,
 )
+from xavyo_siem.store import dead_letters as letters
 from xavyo_siem.store import destinations as rows
 from xavyo_siem.store import writing
 from xavyo_siem.store.events import START, EventCursor, head_cursor, measure_lag
 from xavyo_siem.store.state import read_health, read_state
 from xavyo_siem.store.tables import audit_events
+from xavyo_siem.trail import Action, Actor, Change, audited, record
 
 __all__ = [
     "FORMAT_OPTIONS",
@@ -52,7 +54,9 @@ __all__ = [
     "find_destination",
     "formatter_for",
     "list_health",
+    "purge_dead_letters",
     "remove_destination",
+    "replay_dead_letters",
     "set_enabled",
     "spec_of",
     "update_destination",
@@ -149,6 +153,7 @@ def _start_cursor(conn: Connection, tenant_id: UUID, start: str) -> EventCursor:
     )
 
 
+@audited(Action.DESTINATION_CREATED)
 def add_destination(
     engine: Engine,
     *,
@@ -158,11 +163,13 @@ def add_destination(
     keyring: KeyRing | None,
     development: bool,
     egress: EgressGuard | None = None,
+    actor: Actor | None = None,
 ) -> SiemDestination:
     """Validate and store a new destination; its credential is sealed before it is stored.
 
     The endpoint's host is resolved and every address checked by `egress` (default: no
-    internal address allowed), see xavyo_siem.egress.
+    internal address allowed), see xavyo_siem.egress. `actor`'s request is recorded in the
+    tenant's audit trail (xavyo_siem.trail), refused or not.
     """
     config = check_destination(spec, development=development).config
     if spec.delivery_type is DeliveryType.SPLUNK_HEC and not secret:
@@ -190,9 +197,39 @@ def add_destination(
         if rows.find_destination(conn, tenant_id=tenant_id, name=spec.name) is not None:
             raise InvalidDestination("name", f"the tenant already has a destination {spec.name!r}")
         cursor = _start_cursor(conn, tenant_id, config.start)
-        return rows.insert_destination(
+        created = rows.insert_destination(
             conn, destination=destination, sealed_secret=sealed, cursor=cursor
         )
+        given = ["name", "delivery_type", "format", "endpoint", "enabled", *_option_names(spec)]
+        given += ["filters"] if spec.filters != EventFilter() else []
+        given += ["rate_limit"] if spec.rate_limit is not None else []
+        record(
+            conn, actor, tenant_id=tenant_id, action=Action.DESTINATION_CREATED,
+            change=_about(created, [*given, *(["secret"] if secret is not None else [])]),
+        )  # fmt: skip
+        return created
+
+
+def _option_names(spec: DestinationSpec) -> list[str]:
+    return [f"options.{name}" for name in spec.options]
+
+
+def _about(destination: SiemDestination, fields: Iterable[str] = ()) -> Change:
+    """A change to `destination`, for the audit trail: its id and name, what was set (names
+    only) and its type and format."""
+    return Change(
+        target=f"destination:{destination.id}",
+        target_name=destination.name,
+        fields=fields,
+        details={
+            "delivery_type": destination.delivery_type.value,
+            "format": destination.format.value,
+        },
+    )
+
+
+def _destination_target(kwargs: Mapping[str, Any]) -> str | None:
+    return f"destination:{kwargs['destination_id']}" if "destination_id" in kwargs else None
 
 
 def _check_secret(delivery_type: DeliveryType, secret: str | None) -> None:
@@ -241,6 +278,7 @@ def find_destination(engine: Engine, *, tenant_id: UUID, name_or_id: str | UUID)
     return found
 
 
+@audited(Action.DESTINATION_UPDATED, target=_destination_target)
 def update_destination(
     engine: Engine,
     *,
@@ -251,6 +289,7 @@ def update_destination(
     keyring: KeyRing | None,
     development: bool,
     egress: EgressGuard | None = None,
+    actor: Actor | None = None,
 ) -> SiemDestination:
     """Change some settings (`name`, `endpoint`, `format`, `options`, `filters`,
     `rate_limit`, `enabled`); options given are merged, None removes one. A new secret
@@ -304,11 +343,40 @@ def update_destination(
             )
             result = rows.get_destination(conn, tenant_id=tenant_id, destination_id=destination_id)
         assert result is not None
+        _record_update(conn, actor, result, changes, secret_given=secret is not None)
         return result
 
 
+def _record_update(
+    conn: Connection,
+    actor: Actor | None,
+    updated: SiemDestination,
+    changes: Mapping[str, Any],
+    *,
+    secret_given: bool,
+) -> None:
+    """Record an update: the names of the settings changed, options by name."""
+    names = [name for name in changes if name != "options"]
+    names += [f"options.{key}" for key in changes.get("options") or {}]
+    names += ["secret"] if secret_given else []
+    change = _about(updated, names)
+    record(
+        conn, actor, tenant_id=updated.tenant_id, action=Action.DESTINATION_UPDATED, change=change
+    )
+
+
+def _enabling(kwargs: Mapping[str, Any]) -> Action:
+    return Action.DESTINATION_ENABLED if kwargs.get("enabled") else Action.DESTINATION_DISABLED
+
+
+@audited(_enabling, target=_destination_target)
 def set_enabled(
-    engine: Engine, *, tenant_id: UUID, destination_id: UUID, enabled: bool
+    engine: Engine,
+    *,
+    tenant_id: UUID,
+    destination_id: UUID,
+    enabled: bool,
+    actor: Actor | None = None,
 ) -> SiemDestination:
     """Enable or disable delivery to a destination (its cursor is kept either way)."""
     with writing(engine) as conn:
@@ -316,17 +384,74 @@ def set_enabled(
         result = rows.update_destination(
             conn, destination=replace(current, enabled=enabled), now=datetime.now(UTC)
         )
-    assert result is not None
+        assert result is not None
+        action = _enabling({"enabled": enabled})
+        record(conn, actor, tenant_id=tenant_id, action=action, change=_about(result, ["enabled"]))
     return result
 
 
-def remove_destination(engine: Engine, *, tenant_id: UUID, destination_id: UUID) -> None:
+@audited(Action.DESTINATION_DELETED, target=_destination_target)
+def remove_destination(
+    engine: Engine, *, tenant_id: UUID, destination_id: UUID, actor: Actor | None = None
+) -> None:
     """Delete a destination with its cursor, health and dead letters."""
     with writing(engine) as conn:
-        if not rows.delete_destination(conn, tenant_id=tenant_id, destination_id=destination_id):
-            raise InvalidDestination(
-                "destination", f"no destination {destination_id} for this tenant"
-            )
+        current = _get(conn, tenant_id, destination_id)
+        rows.delete_destination(conn, tenant_id=tenant_id, destination_id=destination_id)
+        record(
+            conn,
+            actor,
+            tenant_id=tenant_id,
+            action=Action.DESTINATION_DELETED,
+            change=_about(current),
+        )
+
+
+@audited(Action.DEAD_LETTERS_REPLAYED, target=_destination_target)
+def replay_dead_letters(
+    engine: Engine,
+    *,
+    tenant_id: UUID,
+    destination_id: UUID,
+    ids: Sequence[int] | None = None,
+    actor: Actor | None = None,
+) -> int:
+    """Queue the destination's dead letters (`ids`, or all) to be sent again by its worker;
+    how many were queued."""
+    with writing(engine) as conn:
+        current = _get(conn, tenant_id, destination_id)
+        queued = letters.request_replay(
+            conn, tenant_id=tenant_id, destination_id=destination_id, ids=ids
+        )
+        change = _letters_change(current, ids, queued)
+        record(conn, actor, tenant_id=tenant_id, action=Action.DEAD_LETTERS_REPLAYED, change=change)
+    return queued
+
+
+@audited(Action.DEAD_LETTERS_PURGED, target=_destination_target)
+def purge_dead_letters(
+    engine: Engine,
+    *,
+    tenant_id: UUID,
+    destination_id: UUID,
+    ids: Sequence[int] | None = None,
+    actor: Actor | None = None,
+) -> int:
+    """Delete the destination's dead letters (`ids`, or all) for good; how many were."""
+    with writing(engine) as conn:
+        current = _get(conn, tenant_id, destination_id)
+        purged = letters.remove_dead_letters(
+            conn, tenant_id=tenant_id, destination_id=destination_id, ids=ids
+        )
+        change = _letters_change(current, ids, purged)
+        record(conn, actor, tenant_id=tenant_id, action=Action.DEAD_LETTERS_PURGED, change=change)
+    return purged
+
+
+def _letters_change(destination: SiemDestination, ids: Sequence[int] | None, count: int) -> Change:
+    about = _about(destination)
+    selection = "all" if ids is None else ",".join(str(i) for i in ids[:50])
+    return replace(about, details={**about.details, "dead_letters": selection, "count": str(count)})
 
 
 def spec_of(destination: SiemDestination) -> DestinationSpec:

@@ -49,6 +49,7 @@ _STATUS_TYPES: Final = {
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid",
+    429: "too_many_requests",
     503: "unavailable",
 }
 
@@ -215,12 +216,15 @@ _DESCRIPTIONS: Final = {
     409: "The request conflicts with the resource's state.",
     413: "The request body or batch is larger than the limit.",
     422: "The request breaks a rule; `loc` names the field and `msg` the rule.",
+    429: "The token sent more requests than its budget; `Retry-After` says when to retry.",
     503: "The store or the credential key is unavailable.",
 }
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for these error status codes, all with the `ErrorBody` schema."""
+    """OpenAPI `responses` for these error status codes, all with the `ErrorBody` schema;
+    wherever a token is needed (401) its request budget may run out (429)."""
     from xavyo_siem.api.schemas import ErrorBody
 
-    return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
+    listed = (*codes, 429) if 401 in codes and 429 not in codes else codes
+    return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in listed}

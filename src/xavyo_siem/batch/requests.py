@@ -39,6 +39,7 @@ from xavyo_siem.store.destinations import find_by_name_or_id
 from xavyo_siem.store.ranges import (
     has_events,
 )
+from xavyo_siem.trail import Action, Actor, Change, audited, record
 
 __all__ = [
     "ExportRequest",
@@ -181,6 +182,29 @@ def _job_of_request(conn: Connection, request: ExportRequest, now: datetime) -> 
     )
 
 
+def _request_tenant(arguments: Mapping[str, Any]) -> UUID | None:
+    request = arguments.get("request")
+    return request.tenant_id if isinstance(request, ExportRequest) else None
+
+
+def _job_target(arguments: Mapping[str, Any]) -> str | None:
+    return f"export_job:{arguments['job_id']}" if "job_id" in arguments else None
+
+
+def _about(job: BatchExportJob) -> Change:
+    """A change to `job`, for the audit trail: its id, range, format and where it goes (a
+    file's name, never its directory)."""
+    details = {
+        "target_kind": job.target_kind.value,
+        "format": job.format.value,
+        "start": format_timestamp(job.start),
+        "end": format_timestamp(job.end),
+    }
+    name = Path(job.target).name if job.target_kind is ExportTarget.FILE else job.target
+    return Change(target=f"export_job:{job.id}", target_name=name, details=details)
+
+
+@audited(Action.EXPORT_CREATED, tenant=_request_tenant)
 def create_export_job(
     engine: Engine,
     request: ExportRequest,
@@ -188,6 +212,7 @@ def create_export_job(
     owner: str | None = None,
     ttl: timedelta = timedelta(seconds=30),
     now: datetime | None = None,
+    actor: Actor | None = None,
 ) -> BatchExportJob:
     """Validate `request` and store its job; nothing is stored when it is refused.
 
@@ -207,7 +232,12 @@ def create_export_job(
                 attempts=1,
                 started_at=moment,
             )
-        return job_rows.insert_job(conn, job=job)
+        stored = job_rows.insert_job(conn, job=job)
+        record(
+            conn, actor, tenant_id=stored.tenant_id, action=Action.EXPORT_CREATED,
+            change=_about(stored),
+        )  # fmt: skip
+        return stored
 
 
 def find_export_job(
@@ -245,7 +275,10 @@ def resume_export_job(
     )
 
 
-def cancel_export_job(engine: Engine, *, tenant_id: UUID, job_id: UUID) -> BatchExportJob:
+@audited(Action.EXPORT_CANCELLED, target=_job_target)
+def cancel_export_job(
+    engine: Engine, *, tenant_id: UUID, job_id: UUID, actor: Actor | None = None
+) -> BatchExportJob:
     """Cancel a job. A pending job is cancelled at once; a running one stops at its next
     checkpoint and deletes what it wrote; one whose runner died is cleaned up here."""
     now = now_utc()
@@ -256,7 +289,8 @@ def cancel_export_job(engine: Engine, *, tenant_id: UUID, job_id: UUID) -> Batch
         if before.finished:
             raise InvalidExport("job", f"job {job_id} is already {before.status.value}")
         job = job_rows.request_cancel(conn, tenant_id=tenant_id, job_id=job_id, now=now)
-    assert job is not None
+        assert job is not None
+        record(conn, actor, tenant_id=tenant_id, action=Action.EXPORT_CANCELLED, change=_about(job))
     if job.status is JobStatus.RUNNING and (job.lease_expires_at or EPOCH) < now:
         owner = f"cancel:{socket.gethostname()}:{os.getpid()}"
         with writing(engine) as conn:

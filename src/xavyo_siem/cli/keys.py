@@ -14,6 +14,7 @@ from xavyo_siem.credentials import count_credentials_by_key, rotate_credentials
 from xavyo_siem.crypto import load_key_ring, new_key_text
 from xavyo_siem.settings import DEFAULT_DATABASE_URL
 from xavyo_siem.store import open_store
+from xavyo_siem.trail import Actor
 
 __all__ = ["app"]
 
@@ -44,7 +45,7 @@ def keys_rotate(db: DbOption = DEFAULT_DATABASE_URL) -> None:
     Example: `XAVYO_SIEM_SECRET_KEY_FILE=/etc/xavyo-siem/keys xavyo-siem keys rotate`
     """
     keyring = load_key_ring(load_settings())
-    report = rotate_credentials(open_store(db), keyring)
+    report = rotate_credentials(open_store(db), keyring, actor=Actor.command_line())
     for key_id, count in report.resealed.items():
         err.print(f"re-encrypted {count} credential(s) from key {key_id} to key {report.primary}")
     changed = report.changed_meanwhile

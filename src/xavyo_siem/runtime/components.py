@@ -37,6 +37,7 @@ from xavyo_siem.pipeline.loop import DestinationComponents
 from xavyo_siem.runtime.store_gate import StoreUnavailable, is_outage
 from xavyo_siem.settings import Settings
 from xavyo_siem.store import destinations as rows
+from xavyo_siem.trail import Action, Actor, Change, management_event, record_now
 
 __all__ = ["TestStep", "open_destination", "test_destination", "test_event"]
 
@@ -123,14 +124,47 @@ async def test_destination(
     settings: Settings,
     keyring: KeyRing | None,
     egress: EgressGuard | None = None,  # noqa: PT028 - not a pytest test
+    actor: Actor | None = None,  # noqa: PT028 - not a pytest test
 ) -> list[TestStep]:
     """Check the settings, resolve, probe the destination, then send one test event.
 
     The steps, in order, stopping at the first failure: `configuration` (settings valid,
     credential opens), `resolve` (the host's addresses, each allowed by the SSRF guard),
     `connect`, `tls` (TLS transports: the peer's certificate verified), `authenticate`
-    (HEC token, webhook credentials), `deliver` (the test event accepted).
+    (HEC token, webhook credentials), `deliver` (the test event accepted). `actor`'s test
+    is recorded in the tenant's audit trail: the steps passed, and the first that failed
+    (its name only: a peer's answer stays out of the trail).
     """
+    steps = await _test_steps(
+        engine, destination, settings=settings, keyring=keyring, egress=egress
+    )
+    if actor is not None:
+        failed = next((step.step for step in steps if not step.ok), None)
+        change = Change(
+            target=f"destination:{destination.id}",
+            target_name=destination.name,
+            details={"steps": ",".join(step.step for step in steps if step.ok)},
+        )
+        event = management_event(
+            tenant_id=destination.tenant_id,
+            actor=actor,
+            action=Action.DESTINATION_TESTED,
+            change=change,
+            outcome=Outcome.SUCCESS if failed is None else Outcome.FAILURE,
+            reason=None if failed is None else f"step {failed} failed",
+        )
+        await asyncio.to_thread(record_now, engine, event)
+    return steps
+
+
+async def _test_steps(
+    engine: Engine,
+    destination: SiemDestination,
+    *,
+    settings: Settings,
+    keyring: KeyRing | None,
+    egress: EgressGuard | None,
+) -> list[TestStep]:
     guard = EgressGuard.from_settings(settings) if egress is None else egress
     steps: list[TestStep] = []
     try:
