@@ -63,7 +63,10 @@ def _token_looking(match: re.Match[str]) -> str:
 _SHAPES: Final[tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...]] = (
     # A header's whole value: `Authorization: Splunk x`, `"authorization": "Basic x"`, ...
     (
-        re.compile(r"""(?i)(\b(?:proxy-)?authorization\b["']?\s*[:=]\s*["']?)[^"'\r\n,;}]*"""),
+        re.compile(
+            r"""(?i)(\b(?:proxy-)?authorization\b["']?\s*[:=]\s*["']?)"""
+            r"""(?!\s|\[redacted\])[^"'\r\n,;})]+"""
+        ),
         _keep_prefix,
     ),
     (re.compile(rf"(?i)(\b(?:bearer|basic|digest|negotiate)\s+){_TOKEN68}{{6,}}=*"), _keep_prefix),
@@ -115,17 +118,17 @@ def scrub_reason(
     shaped like a credential, on one line, at most `limit` characters."""
     forms = _forms(secrets)
     cleaned = _without(text, forms)
-    if cleaned is None:
-        return _WITHHELD
-    for pattern, replacement in _SHAPES:
-        cleaned = pattern.sub(replacement, cleaned)
-    cleaned = "".join(c if c.isprintable() else " " for c in cleaned).strip()
-    final = _without(cleaned, forms)  # a control character may have hidden one
-    if final is None:
-        return _WITHHELD
-    if len(final) > limit:
-        final = final[: limit - 1] + "…"
-    return final
+    if cleaned is not None:
+        for pattern, replacement in _SHAPES:
+            cleaned = pattern.sub(replacement, cleaned)
+        cleaned = _without("".join(c if c.isprintable() else " " for c in cleaned).strip(), forms)
+    if cleaned is not None and len(cleaned) > limit:
+        cleaned = cleaned[: limit - 1] + "…"
+    # The last word: what is returned holds no secret, even one made of our own "…".
+    for candidate in (cleaned, _WITHHELD[:limit], REDACTED[:limit]):
+        if candidate is not None and not any(form in candidate for form in forms):
+            return candidate
+    return ""
 
 
 def scrub_result(result: DeliveryResult, secrets: Iterable[str | None] = ()) -> DeliveryResult:
