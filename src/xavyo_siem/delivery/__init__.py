@@ -24,6 +24,7 @@ from xavyo_siem.delivery.tls import TlsConfig
 from xavyo_siem.delivery.webhook import WebhookConfig, WebhookTransport
 from xavyo_siem.delivery.webhook_auth import WebhookCredentials
 from xavyo_siem.egress import EgressGuard
+from xavyo_siem.errors import InvalidDestination
 
 __all__ = [
     "Delivered",
@@ -78,9 +79,11 @@ def open_transport(
         case SyslogConfig():
             return SyslogTransport(config, key_password=secret, egress=egress)
         case HecConfig():
+            if not secret:
+                raise InvalidDestination("secret", "a Splunk HEC destination needs its token")
             return HecTransport(
                 config,
-                token=check_hec_token(secret),
+                token=secret,
                 event_is_json=event_is_json,
                 development=development,
                 egress=egress,
