@@ -125,7 +125,7 @@ def split_url(endpoint: object) -> SplitUrl:
         url = URL(endpoint)
         host = url.raw_host or ""
         port = url.explicit_port
-    except (ValueError, TypeError) as exc:  # UnicodeError (IDNA) is a ValueError
+    except (ValueError, TypeError, IndexError) as exc:  # IDNA: UnicodeError, a ValueError
         raise _refuse(f"is not a valid URL ({str(exc)[:100]})") from None
     if url.scheme != scheme_text.lower():
         raise _refuse(f"has an invalid scheme {scheme_text[:20]!r}")
