@@ -239,6 +239,7 @@ def test_a_hostile_endpoint_is_refused_or_connects_where_validation_looked(
         (DeliveryType.SYSLOG_TCP, "tcp://siem.example\\@127.0.0.1:514"),
         (DeliveryType.WEBHOOK, "HTTPS://bücher.example/x"),
         (DeliveryType.SYSLOG_TLS, "TlS://[::ffff:127.0.0.1]:6514"),
+        (DeliveryType.SYSLOG_TCP, "tcp://[2606:4700::1111]@"),  # yarl raises IndexError
     ],
 )
 def test_known_disagreements_are_refused_or_consistent(kind: DeliveryType, endpoint: str) -> None:
