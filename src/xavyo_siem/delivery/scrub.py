@@ -18,6 +18,10 @@ passes, then a cap:
    `token: …`, `client_secret="…"` style pairs;
 3. control characters become spaces and the text is cut to `limit` characters.
 
+Only a window of a long text is scrubbed (about four times `limit`, the work bounded for a
+64 KiB error page), and its last characters are dropped with it, so that nothing cut in two
+by the window is shown.
+
 Removing a secret can join its neighbours into a new occurrence (`ab` + `abab` + `ab`), so
 pass 1 repeats until nothing is found; a text that still holds a secret after a few rounds
 is replaced whole.
@@ -41,6 +45,7 @@ REASON_MAX_CHARS: Final = 500
 SECRET_MIN_CHARS: Final = 4
 REDACTED: Final = "[redacted]"
 _ROUNDS: Final = 8
+_SHAPE_MARGIN: Final = 128  # longer than a credential a shape could leave cut in two
 _WITHHELD: Final = "[the peer's answer is withheld: it contained the destination's credential]"
 
 _GUID: Final = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
@@ -117,11 +122,20 @@ def scrub_reason(
     """`text` (what a peer said, or a reason quoting it) without `secrets` or anything
     shaped like a credential, on one line, at most `limit` characters."""
     forms = _forms(secrets)
+    # Only the start of a long text can be shown: scrub a window of it (bounded work for a
+    # 64 KiB error page), then drop the window's last characters, where a secret or a
+    # credential cut in two by the window would sit.
+    margin = max((len(form) for form in forms), default=0) + _SHAPE_MARGIN
+    cut = len(text) > limit * 4 + 2 * margin
+    if cut:
+        text = text[: limit * 4 + 2 * margin]
     cleaned = _without(text, forms)
     if cleaned is not None:
         for pattern, replacement in _SHAPES:
             cleaned = pattern.sub(replacement, cleaned)
         cleaned = _without("".join(c if c.isprintable() else " " for c in cleaned).strip(), forms)
+    if cleaned is not None and cut:
+        cleaned = cleaned[: max(len(cleaned) - margin, 0)].rstrip() + "…"
     if cleaned is not None and len(cleaned) > limit:
         cleaned = cleaned[: limit - 1] + "…"
     # The last word: what is returned holds no secret, even one made of our own "…".
@@ -137,5 +151,9 @@ def scrub_result(result: DeliveryResult, secrets: Iterable[str | None] = ()) -> 
         return replace(result, reason=scrub_reason(result.reason, secrets))
     if isinstance(result, Rejected):
         kept = list(secrets)
-        return Rejected({index: scrub_reason(why, kept) for index, why in result.by_index.items()})
+        scrubbed: dict[str, str] = {}  # records refused for one reason share its text
+        for why in result.by_index.values():
+            if why not in scrubbed:
+                scrubbed[why] = scrub_reason(why, kept)
+        return Rejected({index: scrubbed[why] for index, why in result.by_index.items()})
     return result

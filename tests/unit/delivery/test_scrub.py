@@ -70,6 +70,17 @@ def test_a_reason_is_one_line_and_capped() -> None:
     assert scrubbed.endswith("…")
 
 
+def test_a_long_answer_costs_a_window_and_shows_its_start() -> None:
+    """Of a 64 KiB answer only a window is scrubbed: the reason is its start, cut, and
+    a secret straddling the window's end leaves no prefix."""
+    text = "Service unavailable. " + "z" * 1500 + TOKEN + "w" * 64_000
+    scrubbed = scrub_reason(text, [TOKEN], limit=300)
+    assert scrubbed.startswith("Service unavailable. zzz")
+    assert scrubbed.endswith("…")
+    assert len(scrubbed) == 300
+    assert TOKEN[:6] not in scrubbed
+
+
 def test_the_secret_is_removed_before_the_cut() -> None:
     """A secret that straddles the cut is removed whole, so no prefix of it survives."""
     text = "x" * 290 + TOKEN + "y" * 100
@@ -107,13 +118,15 @@ _SECRETS = st.one_of(
     after=_TEXT,
     copies=st.integers(min_value=1, max_value=3),
     limit=st.integers(min_value=1, max_value=600),
+    pad=st.integers(min_value=0, max_value=3000),
 )
 def test_an_embedded_secret_never_survives(
-    secret: str, before: str, after: str, copies: int, limit: int
+    secret: str, before: str, after: str, copies: int, limit: int, pad: int
 ) -> None:
-    """Whatever surrounds it, however often it repeats and wherever the cut falls, the
-    secret given is not in the scrubbed text, which is at most `limit` characters."""
-    text = before + secret * copies + after + secret
+    """Whatever surrounds it, however often it repeats and wherever the cut (or the end of
+    the scrubbed window of a long text) falls, the secret given is not in the scrubbed
+    text, which is at most `limit` characters."""
+    text = "y" * pad + before + secret * copies + after + secret
     scrubbed = scrub_reason(text, [secret], limit=limit)
     assert secret not in scrubbed
     assert len(scrubbed) <= limit
