@@ -443,7 +443,7 @@ def options_for(
 
 
 _GOOD_SECRETS: Final[dict[DeliveryType, st.SearchStrategy[str | None]]] = {
-    DeliveryType.SPLUNK_HEC: st.just("hec-token-0001"),
+    DeliveryType.SPLUNK_HEC: st.just("00000000-0000-4000-8000-000000000001"),
     DeliveryType.WEBHOOK: st.sampled_from((None, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),
 }
 
@@ -453,6 +453,8 @@ secrets: Final = st.one_of(
         (
             "",
             "hec-token-0001",
+            "00000000-0000-4000-8000-000000000001",
+            "00000000-0000-4000-8000-000000000001\n",
             "token with space",
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             "whsec_!!!",

@@ -18,10 +18,15 @@ from uuid import UUID
 from sqlalchemy import Connection, Engine, select
 
 from xavyo_siem.crypto import CryptoError, KeyRing
-from xavyo_siem.delivery import TransportConfig, validate_destination
+from xavyo_siem.delivery import (
+    TransportConfig,
+    check_hec_token,
+    connect_target,
+    validate_destination,
+)
 from xavyo_siem.delivery.option_values import DeliveryPolicy
 from xavyo_siem.delivery.webhook import WebhookCredentials
-from xavyo_siem.egress import EgressGuard, endpoint_host_port
+from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import EncodeError, InvalidDestination, InvalidFilter
 from xavyo_siem.format import FORMAT_OPTIONS, make_formatter
 from xavyo_siem.model import (
@@ -175,7 +180,7 @@ def add_destination(
     if spec.delivery_type is DeliveryType.SPLUNK_HEC and not secret:
         raise InvalidDestination("secret", "a Splunk HEC destination needs its token")
     _check_secret(spec.delivery_type, secret)
-    _check_reachable(spec.endpoint, egress)
+    _check_reachable(config, egress)
     destination_id = uuid.uuid4()
     now = datetime.now(UTC)
     sealed = _seal(keyring, secret, tenant_id, destination_id)
@@ -236,11 +241,14 @@ def _check_secret(delivery_type: DeliveryType, secret: str | None) -> None:
     """Refuse a credential of the wrong form now rather than at the first delivery."""
     if secret is not None and delivery_type is DeliveryType.WEBHOOK:
         WebhookCredentials.from_secret(secret)
+    if secret is not None and delivery_type is DeliveryType.SPLUNK_HEC:
+        check_hec_token(secret)
 
 
-def _check_reachable(endpoint: str, egress: EgressGuard | None) -> None:
-    """The SSRF guard at save time: the endpoint's host resolves only to allowed addresses."""
-    target = endpoint_host_port(endpoint)
+def _check_reachable(config: TransportConfig, egress: EgressGuard | None) -> None:
+    """The SSRF guard at save time: the host the transport will connect to resolves only to
+    allowed addresses."""
+    target = connect_target(config)
     if target is not None:
         (egress or EgressGuard()).resolve(*target)
 
@@ -325,10 +333,10 @@ def update_destination(
             rate_limit=changes.get("rate_limit", current.rate_limit),
             enabled=bool(changes.get("enabled", current.enabled)),
         )
-        check_destination(spec_of(updated), development=development)
+        config = check_destination(spec_of(updated), development=development).config
         _check_secret(updated.delivery_type, secret)
         if updated.endpoint != current.endpoint:
-            _check_reachable(updated.endpoint, egress)
+            _check_reachable(config, egress)
         if updated.name != current.name:
             clash = rows.find_destination(conn, tenant_id=tenant_id, name=updated.name)
             if clash is not None:

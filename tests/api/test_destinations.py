@@ -150,7 +150,7 @@ async def test_update_merges_options_replaces_the_secret_and_validates_first(api
             "options": {"index": None, "gzip": True},
             "rate_limit": None,
             "name": "splunk-2",
-            "secret": HEC_TOKEN + "-rotated",
+            "secret": "5e1f0c2a-7d3b-4c8e-9f10-8ec5ec2e7c02",  # a new token
         },
     )
     assert updated.status_code == 200, updated.text

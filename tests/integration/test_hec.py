@@ -174,7 +174,12 @@ async def test_batches_are_bounded_by_count_and_bytes(hec: HecServer) -> None:
 
 async def test_wrong_token_is_misconfigured(hec: HecServer) -> None:
     """An unknown token (code 4) is misconfigured and nothing is accepted."""
-    sender = HecTransport(config(hec.url), token="wrong", event_is_json=True, development=True)
+    sender = HecTransport(
+        config(hec.url),
+        token="00000000-0000-4000-8000-00000000bad1",
+        event_is_json=True,
+        development=True,
+    )
     try:
         result = await sender.send(json_records(3))
     finally:
@@ -427,7 +432,12 @@ async def test_check_probes_health_and_token(hec: HecServer) -> None:
 
 async def test_check_reports_a_bad_token_and_an_unhealthy_hec(hec: HecServer) -> None:
     """`check` is Misconfigured for a wrong token and RetryLater while HEC is unhealthy."""
-    bad = HecTransport(config(hec.url), token="nope", event_is_json=True, development=True)
+    bad = HecTransport(
+        config(hec.url),
+        token="00000000-0000-4000-8000-00000000bad2",
+        event_is_json=True,
+        development=True,
+    )
     try:
         assert isinstance(await bad.check(), Misconfigured)
     finally:

@@ -27,7 +27,7 @@ from xavyo_siem.store.tables import destinations
 
 from peers.hec_server import HecServer
 
-TOKEN = "9b0c6d52-3a1e-4f7d-8c2b-rotation-token"
+TOKEN = "9b0c6d52-3a1e-4f7d-8c2b-0e7a7103c0de"
 LOOPBACK = ("127.0.0.0/8",)
 
 

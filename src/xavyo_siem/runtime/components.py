@@ -20,9 +20,9 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from xavyo_siem.crypto import CryptoError, KeyRing
-from xavyo_siem.delivery import Delivered, Record, open_transport
+from xavyo_siem.delivery import Delivered, Record, connect_target, open_transport
 from xavyo_siem.destinations import check_destination, spec_of
-from xavyo_siem.egress import EgressDenied, EgressGuard, check_egress, endpoint_host_port
+from xavyo_siem.egress import EgressDenied, EgressGuard, check_egress
 from xavyo_siem.errors import SiemError
 from xavyo_siem.format import csv_header
 from xavyo_siem.model import (
@@ -176,7 +176,8 @@ async def _test_steps(
     steps.append(TestStep("configuration", True, f"{destination.delivery_type.value} ok"))
     transport = opened.transport
     try:
-        target = endpoint_host_port(destination.endpoint)
+        checked = check_destination(spec_of(destination), development=settings.development)
+        target = connect_target(checked.config)
         if target is not None:
             steps.append(await _resolve_step(*target, guard))
             if not steps[-1].ok:
