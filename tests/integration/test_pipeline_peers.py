@@ -487,10 +487,11 @@ async def test_no_event_reaches_another_tenants_destination(
 async def test_a_syslog_batch_that_cannot_be_confirmed_counts_as_possibly_lost(
     engine: Engine,
 ) -> None:
-    """A receiver that resets after reading the last batch and then stays away: at shutdown
-    the worker cannot send that batch again, and health counts it as possibly lost."""
+    """A receiver that goes away right after reading the last batch, before anything
+    confirmed it: at shutdown the worker cannot send that batch again, and health counts it
+    as possibly lost."""
     events = stored(engine, 40, seed=37)
-    with ResettingCollector(every=len(events)) as collector:
+    with ResettingCollector(every=len(events) + 1) as collector:  # reads, never resets
         destination = add(
             engine,
             events[0].tenant_id,
@@ -499,7 +500,7 @@ async def test_a_syslog_batch_that_cannot_be_confirmed_counts_as_possibly_lost(
             endpoint=f"tcp://127.0.0.1:{collector.port}",
         )
         running, task = serve(engine)
-        await until(lambda: collector.resets == 1, 30, "the collector to read and reset")
+        await until(lambda: len(collector.messages) == len(events), 30, "the batch to be read")
     await asyncio.sleep(0.2)  # the collector is gone: nothing listens on its port
     await finish(running, task)
     with engine.connect() as conn:
