@@ -293,6 +293,7 @@ def test_a_csv_file_destination_writes_one_header_and_crlf_rows(tmp_path: Path) 
         ran = subprocess.run(
             [sys.executable, "-m", "xavyo_siem", "run", "--drain", "--poll-interval", "0.05"],
             env={**os.environ, **env_dev, "XAVYO_SIEM_DATABASE_URL": db},
+            cwd=tmp_path,  # development mode makes its key file in the working directory
             capture_output=True, timeout=120, check=False,
         )  # fmt: skip
         assert ran.returncode == 0, ran.stderr
