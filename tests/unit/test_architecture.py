@@ -36,7 +36,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "store": _BASE | {"model"},
     "manifest": _BASE | {"model", "format"},
     "ingest": _BASE | {"model", "store"},
-    "credentials": _BASE | {"model", "store", "crypto", "settings"},
+    "credentials": _BASE | {"model", "delivery", "store", "crypto", "settings"},
     "pipeline": _BASE | {"model", "format", "delivery"},
     "destinations": _BASE
     | {"model", "format", "delivery", "store", "crypto", "egress", "settings"},

@@ -20,7 +20,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from xavyo_siem.crypto import CryptoError, KeyRing
-from xavyo_siem.delivery import Delivered, Record, open_transport
+from xavyo_siem.delivery import (
+    Delivered,
+    Record,
+    credential_binding,
+    credential_required,
+    open_transport,
+)
 from xavyo_siem.destinations import check_destination, spec_of
 from xavyo_siem.egress import EgressDenied, EgressGuard, check_egress, endpoint_host_port
 from xavyo_siem.errors import SiemError
@@ -62,9 +68,13 @@ async def open_destination(
     """The transport, formatter and batch size that deliver to `destination`, its secret
     decrypted.
 
-    The transport connects only to addresses the SSRF guard allows, checked at every
-    connect (`egress`; default: the guard of `settings.egress_allow`). The batch size is
-    the destination's `batch_max_events`, or its type's default when it has none.
+    The secret opens only under the destination's binding (its type and the origins the
+    transport sends it to, `credential_binding`), so one that was given for another
+    endpoint (a direct change of the store) raises `CryptoError`, and a type that needs a
+    credential raises `CryptoError` without one: nothing is ever sent in its place. The
+    transport connects only to addresses the SSRF guard allows, checked at every connect
+    (`egress`; default: the guard of `settings.egress_allow`). The batch size is the
+    destination's `batch_max_events`, or its type's default when it has none.
     """
     checked = check_destination(spec_of(destination), development=settings.development)
     config, formatter = checked.config, checked.formatter
@@ -82,12 +92,25 @@ async def open_destination(
 
     sealed = await asyncio.to_thread(read) if destination.has_secret else None
     secret = None
+    if sealed is None and credential_required(destination.delivery_type):
+        raise CryptoError(
+            f"credential: a {destination.delivery_type.value} destination has no stored"
+            " credential; nothing is sent without it (give the secret again)"
+        )
     if sealed is not None:
         if keyring is None:
             raise CryptoError("the destination's credential is sealed and no key is configured")
-        secret = keyring.open(
-            sealed, tenant_id=destination.tenant_id, destination_id=destination.id
-        )
+        try:
+            secret = keyring.open(
+                sealed,
+                tenant_id=destination.tenant_id,
+                destination_id=destination.id,
+                binding=credential_binding(destination),
+            )
+        except CryptoError as exc:
+            raise CryptoError(
+                f"credential: refused, nothing is sent: {exc}; give the secret again"
+            ) from None
     transport = open_transport(
         config,
         secret=secret,

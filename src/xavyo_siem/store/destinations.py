@@ -27,6 +27,7 @@ from xavyo_siem.store.events import EventCursor
 from xavyo_siem.store.tables import dead_letters, destination_state, destinations, leases
 
 __all__ = [
+    "all_credentials",
     "all_sealed_secrets",
     "all_tenant_ids",
     "delete_destination",
@@ -229,6 +230,13 @@ def all_sealed_secrets(conn: Connection) -> Mapping[tuple[UUID, UUID], str]:
         (uuid_from_canonical(tenant), uuid_from_canonical(ident)): secret
         for tenant, ident, secret in rows
     }
+
+
+def all_credentials(conn: Connection) -> list[tuple[SiemDestination, str | None]]:
+    """Every destination with its sealed credential (None without one), across tenants, by
+    tenant and name: for key rotation and `keys status`, which check each one opens."""
+    rows = conn.execute(select(destinations).order_by(_D.tenant_id, _D.name)).mappings()
+    return [(_destination_of(row), row["secret"]) for row in rows]
 
 
 def replace_sealed_secret(
