@@ -24,6 +24,7 @@ from xavyo_siem.delivery.options import TransportConfig, allowed_options, valida
 from xavyo_siem.delivery.splunk_hec import HecConfig
 from xavyo_siem.delivery.syslog_config import SyslogConfig
 from xavyo_siem.delivery.webhook import WebhookConfig
+from xavyo_siem.errors import InvalidDestination
 from xavyo_siem.model import DeliveryType
 
 __all__ = ["Targeted", "credential_binding", "credential_required", "credential_targets"]
@@ -75,7 +76,10 @@ def _origins(config: TransportConfig) -> Iterator[str]:
         case SyslogConfig():
             yield _origin(config.protocol, config.host, config.port)
         case WebhookConfig() | HecConfig():
-            url = URL(config.url)
+            try:
+                url = URL(config.url)
+            except ValueError:  # what the transport cannot parse, it cannot send to either
+                raise InvalidDestination("endpoint", "is not a valid URL") from None
             yield _origin(url.scheme, url.host or "", url.port)
         case FileConfig():
             return
