@@ -95,7 +95,9 @@ def refused(api: Api, ident: str) -> Callable[[], bool]:
 
 
 async def health_of(api: Api, ident: str) -> dict[str, Any]:
-    answer = await api.client.get(api.path(f"/destinations/{ident}/health"), headers=api.as_("admin"))
+    answer = await api.client.get(
+        api.path(f"/destinations/{ident}/health"), headers=api.as_("admin")
+    )
     return dict(answer.json())
 
 

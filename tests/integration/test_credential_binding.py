@@ -215,7 +215,9 @@ async def test_keys_status_names_a_hec_destination_without_its_token(engine: Eng
     """An HEC destination whose credential was removed in the store is named as missing it."""
     made = add_hec(engine, uuid4(), "http://127.0.0.1:9/")
     with engine.begin() as conn:
-        conn.execute(update(destinations).where(destinations.c.id == str(made.id)).values(secret=None))
+        conn.execute(
+            update(destinations).where(destinations.c.id == str(made.id)).values(secret=None)
+        )
     (problem,) = check_credentials(engine, RING)
     assert problem.name == "splunk"
     assert "has none" in problem.reason
@@ -229,7 +231,8 @@ async def test_migration_0006_binds_a_v1_credential_so_it_opens(store_url: str) 
     upgrade(engine, bind_credential=binder)
     assert (binder.bound, binder.left) == (1, [])
     _, sealed = stored(engine, ident)
-    assert sealed is not None and sealed.startswith("v2.")
+    assert sealed is not None
+    assert sealed.startswith("v2.")
     assert await opens(engine, ident)
     assert check_credentials(engine, RING) == []
     engine.dispose()
@@ -253,7 +256,8 @@ async def test_without_the_key_v1_stays_refused_until_keys_rotate_binds_it(
     engine, ident = store_at_0005_with_a_v1_credential(store_url, "http://127.0.0.1:9/")
     upgrade(engine)
     _, sealed = stored(engine, ident)
-    assert sealed is not None and sealed.startswith("v1.")
+    assert sealed is not None
+    assert sealed.startswith("v1.")
     assert not await opens(engine, ident)
     (problem,) = check_credentials(engine, RING)
     assert "keys rotate" in problem.reason
