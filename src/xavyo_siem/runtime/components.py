@@ -29,7 +29,7 @@ from xavyo_siem.delivery import (
 )
 from xavyo_siem.destinations import check_destination, spec_of
 from xavyo_siem.egress import EgressDenied, EgressGuard, check_egress, endpoint_host_port
-from xavyo_siem.errors import SiemError
+from xavyo_siem.errors import InvalidDestination, SiemError
 from xavyo_siem.model import (
     AuditEvent,
     DeliveryType,
@@ -68,21 +68,21 @@ async def open_destination(
     """The transport, formatter and batch size that deliver to `destination`, its secret
     decrypted.
 
-    The secret opens only under the destination's binding (its type and the origins the
-    transport sends it to, `credential_binding`), so one that was given for another
-    endpoint (a direct change of the store) raises `CryptoError`, and a type that needs a
-    credential raises `CryptoError` without one: nothing is ever sent in its place. The
+    The settings and the sealed secret are read again together, from one row of the store,
+    and everything is built from that row: the secret opens only under its binding (the
+    type and the origins the transport sends it to, `credential_binding`), so one given for
+    another endpoint (a direct change of the store) raises `CryptoError`, and a type that
+    needs a credential raises `CryptoError` without one: nothing is ever sent in its place.
+    A destination changed over the API meanwhile opens with its new settings and secret. The
     transport connects only to addresses the SSRF guard allows, checked at every connect
     (`egress`; default: the guard of `settings.egress_allow`). The batch size is the
     destination's `batch_max_events`, or its type's default when it has none.
     """
-    checked = check_destination(spec_of(destination), development=settings.development)
-    config, formatter = checked.config, checked.formatter
 
-    def read() -> str | None:
+    def read() -> tuple[SiemDestination, str | None] | None:
         try:
             with engine.connect() as conn:
-                return rows.read_sealed_secret(
+                return rows.get_destination_with_secret(
                     conn, tenant_id=destination.tenant_id, destination_id=destination.id
                 )
         except DBAPIError as exc:  # the store is away: not this destination's fault
@@ -90,7 +90,12 @@ async def open_destination(
                 raise StoreUnavailable(str(exc.orig)) from exc
             raise
 
-    sealed = await asyncio.to_thread(read) if destination.has_secret else None
+    found = await asyncio.to_thread(read)
+    if found is None:
+        raise InvalidDestination("destination", "no longer exists")
+    destination, sealed = found
+    checked = check_destination(spec_of(destination), development=settings.development)
+    config, formatter = checked.config, checked.formatter
     secret = None
     if sealed is None and credential_required(destination.delivery_type):
         raise CryptoError(

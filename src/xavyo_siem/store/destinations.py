@@ -34,6 +34,7 @@ __all__ = [
     "enabled_destination_ids",
     "find_destination",
     "get_destination",
+    "get_destination_with_secret",
     "insert_destination",
     "list_destinations",
     "read_leased",
@@ -130,6 +131,21 @@ def get_destination(
         .first()
     )
     return None if row is None else _destination_of(row)
+
+
+def get_destination_with_secret(
+    conn: Connection, *, tenant_id: UUID, destination_id: UUID
+) -> tuple[SiemDestination, str | None] | None:
+    """The tenant's destination and its sealed credential, read together from one row (so
+    the credential is checked against exactly the settings it is used with), or None."""
+    row = (
+        conn.execute(
+            select(destinations).where(_D.tenant_id == str(tenant_id), _D.id == str(destination_id))
+        )
+        .mappings()
+        .first()
+    )
+    return None if row is None else (_destination_of(row), row["secret"])
 
 
 def find_destination(conn: Connection, *, tenant_id: UUID, name: str) -> SiemDestination | None:

@@ -16,11 +16,13 @@ from typing import Any
 import orjson
 from sqlalchemy import select, update
 
+from xavyo_siem.delivery import Delivered
 from xavyo_siem.model import SiemDestination
 from xavyo_siem.pipeline import DestinationComponents, PipelineSettings, RetryPolicy
 from xavyo_siem.runtime import Worker, WorkerSettings, open_destination
 from xavyo_siem.sample import generate_events
 from xavyo_siem.settings import Settings
+from xavyo_siem.store.destinations import list_destinations
 from xavyo_siem.store.tables import destination_state, destinations
 
 from conftest import BEARER, HEC_TOKEN, KEYS, LOOPBACK, WEBHOOK_SECRET, Api
@@ -217,3 +219,30 @@ async def test_a_hec_destination_without_its_credential_is_refused(dev_api: Api)
     assert hec.requests == []
     assert health["status"] == "failing"
     assert "no stored credential" in health["last_error"]
+
+
+async def test_a_worker_holding_the_old_settings_opens_the_new_ones_with_the_new_secret(
+    dev_api: Api,
+) -> None:
+    """Opening reads the settings and the secret together: a destination moved over the API
+    (with its secret) opens at its new endpoint even from the settings a worker loaded
+    before the move, and the old peer is never sent the new secret."""
+    api = dev_api
+    async with HecServer(token=HEC_TOKEN) as old, HecServer(token="new-token-2") as new:
+        ident = await make_destination(api, "splunk_hec", old.url, HEC_TOKEN)
+        with api.engine.connect() as conn:
+            (loaded,) = list_destinations(conn, tenant_id=api.tenant)
+        moved = await api.client.patch(
+            api.path(f"/destinations/{ident}"),
+            headers=api.as_("admin"),
+            json={"endpoint": new.url, "secret": "new-token-2"},
+        )
+        assert moved.status_code == 200, moved.text
+        opened = await open_destination(api.engine, loaded, settings=SETTINGS, keyring=KEYS)
+        try:
+            probe = await opened.transport.check()
+        finally:
+            await opened.transport.aclose()
+    assert isinstance(probe, Delivered), probe
+    assert old.requests == []
+    assert new.requests
