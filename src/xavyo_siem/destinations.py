@@ -18,12 +18,8 @@ from uuid import UUID
 from sqlalchemy import Connection, Engine, select
 
 from xavyo_siem.crypto import CryptoError, KeyRing
-from xavyo_siem.delivery import (
-    TransportConfig,
-    credential_binding,
-    credential_targets,
-    validate_destination,
-)
+from xavyo_siem.delivery import TransportConfig, validate_destination
+from xavyo_siem.delivery.targets import credential_binding, credential_targets
 from xavyo_siem.delivery.webhook import WebhookCredentials
 from xavyo_siem.egress import EgressGuard, endpoint_host_port
 from xavyo_siem.errors import EncodeError, InvalidDestination, InvalidFilter

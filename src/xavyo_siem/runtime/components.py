@@ -29,7 +29,7 @@ from xavyo_siem.delivery import (
 )
 from xavyo_siem.destinations import check_destination, spec_of
 from xavyo_siem.egress import EgressDenied, EgressGuard, check_egress, endpoint_host_port
-from xavyo_siem.errors import InvalidDestination, SiemError
+from xavyo_siem.errors import SiemError
 from xavyo_siem.model import (
     AuditEvent,
     DeliveryType,
@@ -92,7 +92,7 @@ async def open_destination(
 
     found = await asyncio.to_thread(read)
     if found is None:
-        raise InvalidDestination("destination", "no longer exists")
+        raise SiemError("destination: no longer exists")
     destination, sealed = found
     checked = check_destination(spec_of(destination), development=settings.development)
     config, formatter = checked.config, checked.formatter
