@@ -8,11 +8,12 @@ destination has now; one that does not open (its endpoint was changed in the sto
 directly, or its key is gone) is named, and the worker refuses it the same way.
 
 Rotation re-seals every credential with the key ring's primary (newest) key in one
-transaction; the older keys keep opening what they sealed until the operator removes them
-from the ring, which is safe once `keys status` shows no credential under them. Rotation
-also binds the credentials sealed before bindings (`v1`): each is re-sealed under the
-binding its destination has at that moment, as migration 0006 does on `db upgrade` when the
-key ring is at hand (`CredentialBinder`).
+transaction, each under the binding it already had (rotation never moves a credential);
+the older keys keep opening what they sealed until the operator removes them from the ring,
+which is safe once `keys status` shows no credential under them. Rotation also binds the
+credentials sealed before bindings (`v1`): each is re-sealed under the binding its
+destination has at that moment, as migration 0006 does on `db upgrade` when the key ring is
+at hand (`CredentialBinder`).
 """
 
 from __future__ import annotations
@@ -44,13 +45,16 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class RotationReport:
-    """What a rotation did: credentials re-sealed, by the key that had sealed them."""
+    """What a rotation did: credentials re-sealed, by the key that had sealed them; those
+    bound to their endpoint for the first time; and, afterwards, every destination whose
+    credential does not open for where it points now (`check_credentials`)."""
 
     primary: str
     resealed: dict[str, int] = field(default_factory=dict)
     already_primary: int = 0
     changed_meanwhile: int = 0
     bound: int = 0
+    not_opening: tuple[CredentialProblem, ...] = ()
 
     @property
     def total_resealed(self) -> int:
@@ -124,40 +128,41 @@ def rotate_credentials(engine: Engine, keyring: KeyRing) -> RotationReport:
     """Re-seal every credential not yet under the primary key, all in one transaction, and
     bind those sealed before bindings to their destination's current type and origins.
 
-    Every credential must open under its binding first: one that does not (a key missing
-    from the ring, an endpoint changed without the secret) aborts the rotation, nothing
-    changes, and the `CryptoError` names every such destination. One changed by someone
-    else meanwhile keeps the new value (counted in `changed_meanwhile`).
+    A re-sealed credential keeps its own binding: rotation never moves a credential. One
+    that no key of the ring opens aborts the rotation (nothing changes) with a
+    `CryptoError` naming every such destination. One whose destination now points
+    elsewhere is rotated all the same and named in `not_opening` (the worker refuses it
+    until its secret is given again). One changed by someone else meanwhile keeps the new
+    value (counted in `changed_meanwhile`).
     """
     resealed: Counter[str] = Counter()
     current = changed = bound = 0
     with writing(engine) as conn:
+        stored = rows.all_credentials(conn)
         fresh: list[tuple[SiemDestination, str, str]] = []
-        problems: list[CredentialProblem] = []
-        for destination, sealed in rows.all_credentials(conn):
-            if sealed is None:
+        lost: list[CredentialProblem] = []
+        for destination, sealed in stored:
+            if sealed is None or (
+                is_bound(sealed) and keyring.key_id_of(sealed) == keyring.primary
+            ):
+                current += sealed is not None
                 continue
+            where = {"tenant_id": destination.tenant_id, "destination_id": destination.id}
             try:
                 if is_bound(sealed):
-                    secret = _open(keyring, destination, sealed)
-                else:
-                    secret = keyring.open_unbound(
-                        sealed, tenant_id=destination.tenant_id, destination_id=destination.id
-                    )
+                    fresh.append((destination, sealed, keyring.reseal(sealed, **where)))
+                    continue
+                secret = keyring.open_unbound(sealed, **where)
+            except CryptoError as exc:
+                lost.append(_problem(destination, str(exc)))
+                continue
+            try:
                 binding = credential_binding(destination)
-            except SiemError as exc:
-                problems.append(_problem(destination, str(exc)))
+            except SiemError:  # no binding to give it: it stays refused, and is named below
                 continue
-            if is_bound(sealed) and keyring.key_id_of(sealed) == keyring.primary:
-                current += 1
-                continue
-            resealed_text = keyring.seal(
-                secret, tenant_id=destination.tenant_id, destination_id=destination.id,
-                binding=binding,
-            )  # fmt: skip
-            fresh.append((destination, sealed, resealed_text))
-        if problems:
-            named = "; ".join(str(problem) for problem in problems)
+            fresh.append((destination, sealed, keyring.seal(secret, **where, binding=binding)))
+        if lost:
+            named = "; ".join(str(problem) for problem in lost)
             raise CryptoError(f"{named}; nothing was rotated")
         for destination, sealed, resealed_text in fresh:
             if rows.replace_sealed_secret(
@@ -167,15 +172,20 @@ def rotate_credentials(engine: Engine, keyring: KeyRing) -> RotationReport:
                 expected=sealed,
                 sealed=resealed_text,
             ):
-                if is_bound(sealed):
-                    resealed[keyring.key_id_of(sealed)] += 1
-                else:
-                    bound += 1
-                    if keyring.key_id_of(sealed) != keyring.primary:
-                        resealed[keyring.key_id_of(sealed)] += 1
+                bound += not is_bound(sealed)
+                if not is_bound(sealed) and keyring.key_id_of(sealed) == keyring.primary:
+                    continue
+                resealed[keyring.key_id_of(sealed)] += 1
             else:
                 changed += 1
-    return RotationReport(keyring.primary, dict(sorted(resealed.items())), current, changed, bound)
+    return RotationReport(
+        keyring.primary,
+        dict(sorted(resealed.items())),
+        current,
+        changed,
+        bound,
+        tuple(check_credentials(engine, keyring)),
+    )
 
 
 class CredentialBinder:

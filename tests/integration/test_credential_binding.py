@@ -184,7 +184,8 @@ async def test_cli_redirect_and_test_is_refused_and_reaches_no_one(store_url: st
 
 async def test_keys_status_and_rotate_name_a_credential_pointed_elsewhere(store_url: str) -> None:
     """After a direct SQL change of one endpoint, `keys status` and `keys rotate` exit 1
-    naming that destination (and only it); the rotation changes nothing."""
+    naming that destination (and only it); rotation still moves both to the new key, each
+    bound to where it was given for, so pointing the row back makes all well again."""
     engine = make_engine(store_url)
     upgrade(engine)
     tenant = uuid4()
@@ -196,17 +197,17 @@ async def test_keys_status_and_rotate_name_a_credential_pointed_elsewhere(store_
     assert code == 1
     assert "'moved'" in err
     assert "'kept'" not in err
-    before = [stored(engine, d.id) for d in (kept, moved)]
     newer = new_key_text()
-    code, err = await cli(
-        "keys", "rotate", store_url=store_url, env={"XAVYO_SIEM_SECRET_KEY": f"{KEY},{newer}"}
-    )
+    ring = {"XAVYO_SIEM_SECRET_KEY": f"{KEY},{newer}"}
+    code, err = await cli("keys", "rotate", store_url=store_url, env=ring)
     assert code == 1
     assert "'moved'" in err
-    assert "nothing was rotated" in err
-    assert [stored(engine, d.id) for d in (kept, moved)] == before
+    assert "'kept'" not in err
+    assert "re-encrypted 2 credential(s)" in err
+    after = [stored(engine, d.id)[1] or "" for d in (kept, moved)]
+    assert [text.split(".")[1] for text in after] == [newer.split(":")[0]] * 2
     point_elsewhere_in_the_store(engine, moved.id, "http://127.0.0.1:9/")
-    code, err = await cli("keys", "status", store_url=store_url)
+    code, err = await cli("keys", "status", store_url=store_url, env=ring)
     assert code == 0, err
     engine.dispose()
 

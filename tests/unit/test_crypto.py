@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from xavyo_siem.crypto import CryptoError, KeyRing, load_key_ring, new_key_text
+from xavyo_siem.crypto import CryptoError, KeyRing, binding_of, load_key_ring, new_key_text
 from xavyo_siem.settings import Settings
 
 TENANT, DESTINATION = uuid4(), uuid4()
@@ -53,7 +53,7 @@ def test_ciphertext_moved_to_another_destination_does_not_open(moved_to: str) ->
     sealed = ring.seal("secret", **WHERE)
     tenant = uuid4() if moved_to == "tenant" else TENANT
     destination = uuid4() if moved_to == "destination" else DESTINATION
-    with pytest.raises(CryptoError, match="moved, tampered"):
+    with pytest.raises(CryptoError, match="moved or tampered"):
         ring.open(sealed, tenant_id=tenant, destination_id=destination, binding=BINDING)
 
 
@@ -75,6 +75,44 @@ def test_credential_does_not_open_under_another_binding(binding: tuple[str, ...]
     sealed = ring.seal("secret", **WHERE)
     with pytest.raises(CryptoError):
         ring.open(sealed, tenant_id=TENANT, destination_id=DESTINATION, binding=binding)
+
+
+def test_a_secret_given_for_another_binding_says_where_it_was_given_for() -> None:
+    """Opened for another binding, the error names the one it was given for and the one
+    asked for (origins, never the secret)."""
+    ring = KeyRing.parse(new_key_text())
+    sealed = ring.seal("hec-token-123", **WHERE)
+    elsewhere = ("splunk_hec", "https://attacker.example:443")
+    with pytest.raises(CryptoError) as caught:
+        ring.open(sealed, tenant_id=TENANT, destination_id=DESTINATION, binding=elsewhere)
+    message = str(caught.value)
+    assert "given for splunk_hec https://hec.example.com:8088" in message
+    assert "now sends to splunk_hec https://attacker.example:443" in message
+    assert "hec-token-123" not in message
+
+
+def test_a_binding_edited_in_the_sealed_text_does_not_open() -> None:
+    """The binding written in the text is authenticated: put another one there and ask for
+    it, and the secret does not open."""
+    ring = KeyRing.parse(new_key_text())
+    version, kid, _, body = ring.seal("secret", **WHERE).split(".")
+    elsewhere = ("splunk_hec", "https://attacker.example:443")
+    label = base64.urlsafe_b64encode("\n".join(elsewhere).encode()).decode().rstrip("=")
+    forged = f"{version}.{kid}.{label}.{body}"
+    assert binding_of(forged) == elsewhere
+    with pytest.raises(CryptoError, match="moved or tampered"):
+        ring.open(forged, tenant_id=TENANT, destination_id=DESTINATION, binding=elsewhere)
+
+
+def test_reseal_moves_to_the_primary_key_and_keeps_the_binding() -> None:
+    """Rotation re-seals under the newest key and the secret's own binding, never another."""
+    old = new_key_text()
+    sealed = KeyRing.parse(old).seal("s1", **WHERE)
+    ring = KeyRing.parse(f"{old},{new_key_text()}")
+    fresh = ring.reseal(sealed, tenant_id=TENANT, destination_id=DESTINATION)
+    assert ring.key_id_of(fresh) == ring.primary != ring.key_id_of(sealed)
+    assert binding_of(fresh) == BINDING
+    assert ring.open(fresh, **WHERE) == "s1"
 
 
 def test_v1_secret_opens_only_unbound() -> None:

@@ -44,10 +44,11 @@ def keys_rotate(db: DbOption = DEFAULT_DATABASE_URL) -> None:
     """Re-encrypt every stored credential with the newest key of the ring, in one transaction.
 
     Older keys keep opening what they sealed until removed from the ring; remove one once
-    `keys status` shows no credential under it. Credentials stored before they were bound to
-    their endpoint are bound to the endpoint their destination has now. A credential that
-    does not open for its destination (a missing key, an endpoint changed without the
-    secret) stops the rotation, changing nothing, and is named.
+    `keys status` shows no credential under it. Each credential keeps the endpoint it was
+    given for; those stored before credentials were bound to their endpoint are bound to
+    the endpoint their destination has now. A credential no key of the ring opens stops the
+    rotation, changing nothing, and is named. Exits 1 naming each destination whose
+    credential does not open for where it points now (changed without its secret).
 
     Example: `XAVYO_SIEM_SECRET_KEY_FILE=/etc/xavyo-siem/keys xavyo-siem keys rotate`
     """
@@ -62,6 +63,10 @@ def keys_rotate(db: DbOption = DEFAULT_DATABASE_URL) -> None:
         f"{report.total_resealed} re-encrypted, {report.already_primary} already under key"
         f" {report.primary}{meanwhile}{bound}"
     )
+    for problem in report.not_opening:
+        err.print(f"[red]does not open[/]: {problem}", highlight=False)
+    if report.not_opening:
+        raise typer.Exit(1)
 
 
 @app.command("status")
