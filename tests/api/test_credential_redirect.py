@@ -193,15 +193,16 @@ async def test_an_endpoint_changed_in_the_store_is_refused_by_test_and_worker(
         )
         (step,) = tested.json()["steps"]
         assert (step["step"], step["ok"]) == ("configuration", False)
-        assert "does not open" in step["detail"]
+        assert f"given for splunk_hec {hec.url}" in step["detail"]
+        assert f"now sends to splunk_hec {evil.url}" in step["detail"]
         await ingest(api, 10)
         await run_worker_until(api, refused(api, ident))
         health = await health_of(api, ident)
     assert evil.requests == []
     assert hec.requests == []
     assert health["status"] == "failing"
-    assert "credential" in health["last_error"]
-    assert "does not open" in health["last_error"]
+    assert "credential: refused, nothing is sent" in health["last_error"]
+    assert "the destination now sends to" in health["last_error"]
     assert HEC_TOKEN not in str(health)
 
 

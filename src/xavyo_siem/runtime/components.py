@@ -113,9 +113,7 @@ async def open_destination(
                 binding=credential_binding(destination),
             )
         except CryptoError as exc:
-            raise CryptoError(
-                f"credential: refused, nothing is sent: {exc}; give the secret again"
-            ) from None
+            raise CryptoError(f"credential: refused, nothing is sent: {exc}") from None
     transport = open_transport(
         config,
         secret=secret,
