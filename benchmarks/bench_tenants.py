@@ -104,6 +104,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from xavyo_siem import destinations as manage  # noqa: E402
 from xavyo_siem.crypto import KeyRing, new_key_text  # noqa: E402
+from xavyo_siem.delivery import credential_binding  # noqa: E402
 from xavyo_siem.destinations import DestinationSpec, check_destination  # noqa: E402
 from xavyo_siem.egress import EgressGuard  # noqa: E402
 from xavyo_siem.model import DeliveryType, ExportFormat, SiemDestination  # noqa: E402
@@ -276,10 +277,13 @@ def create_destinations(
                     created_at=now, updated_at=now,
                 )  # fmt: skip
                 sealed = (
-                    keyring.seal(HEC_TOKEN, tenant_id=tenant, destination_id=ident)
+                    keyring.seal(
+                        HEC_TOKEN, tenant_id=tenant, destination_id=ident,
+                        binding=credential_binding(destination),
+                    )
                     if kind == HEC
                     else None
-                )
+                )  # fmt: skip
                 destination_rows.insert_destination(
                     conn, destination=destination, sealed_secret=sealed, cursor=START
                 )

@@ -25,6 +25,7 @@ from xavyo_siem.delivery import (
     validate_destination,
 )
 from xavyo_siem.delivery.option_values import DeliveryPolicy
+from xavyo_siem.delivery.targets import credential_binding, credential_targets
 from xavyo_siem.delivery.webhook import WebhookCredentials
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import EncodeError, InvalidDestination, InvalidFilter
@@ -183,7 +184,7 @@ def add_destination(
     _check_reachable(config, egress)
     destination_id = uuid.uuid4()
     now = datetime.now(UTC)
-    sealed = _seal(keyring, secret, tenant_id, destination_id)
+    sealed = _seal(keyring, secret, tenant_id, destination_id, spec)
     destination = SiemDestination(
         id=destination_id,
         tenant_id=tenant_id,
@@ -254,13 +255,54 @@ def _check_reachable(config: TransportConfig, egress: EgressGuard | None) -> Non
 
 
 def _seal(
-    keyring: KeyRing | None, secret: str | None, tenant_id: UUID, destination_id: UUID
+    keyring: KeyRing | None,
+    secret: str | None,
+    tenant_id: UUID,
+    destination_id: UUID,
+    target: DestinationSpec | SiemDestination,
 ) -> str | None:
+    """`secret` sealed for the destination and bound to its type and origins."""
     if secret is None:
         return None
     if keyring is None:
         raise CryptoError("a credential can only be stored encrypted, and no key is configured")
-    return keyring.seal(secret, tenant_id=tenant_id, destination_id=destination_id)
+    return keyring.seal(
+        secret,
+        tenant_id=tenant_id,
+        destination_id=destination_id,
+        binding=credential_binding(target),
+    )
+
+
+def _check_credential_stays(current: SiemDestination, updated: SiemDestination) -> None:
+    """Refuse to send a stored credential somewhere new: changing the delivery type or an
+    origin it goes to (`credential_targets`) needs the secret again. The error names the
+    field that moved it."""
+    if not current.has_secret:
+        return
+    before = credential_targets(current)
+    if updated.delivery_type is current.delivery_type and credential_targets(updated) == before:
+        return
+    if updated.delivery_type is not current.delivery_type:
+        field_name, what = "delivery_type", "the delivery type"
+    elif (
+        updated.endpoint != current.endpoint
+        and credential_targets(replace(current, endpoint=updated.endpoint)) != before
+    ):
+        field_name, what = "endpoint", "the endpoint's scheme, host or port"
+    else:
+        moved = sorted(
+            name
+            for name in {*current.options, *updated.options}
+            if current.options.get(name) != updated.options.get(name)
+        )
+        field_name = f"options.{moved[0]}" if moved else "endpoint"
+        what = "where the credential is sent"
+    raise InvalidDestination(
+        field_name,
+        f"changing {what} needs the secret again: give the secret with this change"
+        " (the stored one stays bound to where it was given for)",
+    )
 
 
 def _get(conn: Connection, tenant_id: UUID, destination_id: UUID) -> SiemDestination:
@@ -302,7 +344,12 @@ def update_destination(
     """Change some settings (`name`, `endpoint`, `format`, `options`, `filters`,
     `rate_limit`, `enabled`); options given are merged, None removes one. A new secret
     replaces the old one. Everything is validated before anything is written; a new
-    endpoint is checked by the SSRF guard (`egress`) as in `add_destination`."""
+    endpoint is checked by the SSRF guard (`egress`) as in `add_destination`.
+
+    A stored credential stays bound to where it was given for: a change of an origin it is
+    sent to (`credential_targets`: the endpoint's scheme, host or port, or an option naming
+    a URL) is refused unless the secret comes with it (`InvalidDestination` naming the
+    field). A path, a query or any other option changes without it."""
     allowed = {"name", "endpoint", "format", "options", "filters", "rate_limit", "enabled"}
     unknown = set(changes) - allowed
     if unknown:
@@ -335,6 +382,8 @@ def update_destination(
         )
         config = check_destination(spec_of(updated), development=development).config
         _check_secret(updated.delivery_type, secret)
+        if secret is None:
+            _check_credential_stays(current, updated)
         if updated.endpoint != current.endpoint:
             _check_reachable(config, egress)
         if updated.name != current.name:
@@ -347,7 +396,7 @@ def update_destination(
                 conn,
                 tenant_id=tenant_id,
                 destination_id=destination_id,
-                sealed=_seal(keyring, secret, tenant_id, destination_id),
+                sealed=_seal(keyring, secret, tenant_id, destination_id, updated),
             )
             result = rows.get_destination(conn, tenant_id=tenant_id, destination_id=destination_id)
         assert result is not None

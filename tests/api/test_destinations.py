@@ -54,7 +54,7 @@ async def test_create_then_read_back_without_the_credential(api: Api) -> None:
     with api.engine.connect() as conn:
         sealed = conn.execute(select(destinations.c.secret)).scalar_one()
     assert HEC_TOKEN not in sealed
-    assert sealed.startswith(f"v1.{KEYS.primary}.")
+    assert sealed.startswith(f"v2.{KEYS.primary}.")
 
 
 @pytest.mark.parametrize(

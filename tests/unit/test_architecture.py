@@ -38,7 +38,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "ingest": _BASE | {"model", "store"},
     "trail": _BASE | {"model", "store"},
     "access": _BASE | {"model", "store", "trail"},
-    "credentials": _BASE | {"model", "store", "crypto", "settings", "trail"},
+    "credentials": _BASE | {"model", "delivery", "store", "crypto", "settings", "trail"},
     "pipeline": _BASE | {"model", "format", "delivery"},
     "destinations": _BASE
     | {"model", "format", "delivery", "store", "crypto", "egress", "settings", "trail"},

@@ -1,63 +1,152 @@
-"""Credential encryption: AES-256-GCM bound to the destination, with a key ring."""
+"""Credential encryption: AES-256-GCM bound to the destination and where its credential
+goes, with a key ring; `v1` secrets (sealed before bindings) open only unbound."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from xavyo_siem.crypto import CryptoError, KeyRing, load_key_ring, new_key_text
+from xavyo_siem.crypto import CryptoError, KeyRing, binding_of, load_key_ring, new_key_text
 from xavyo_siem.settings import Settings
 
 TENANT, DESTINATION = uuid4(), uuid4()
+BINDING = ("splunk_hec", "https://hec.example.com:8088")
+WHERE = {"tenant_id": TENANT, "destination_id": DESTINATION, "binding": BINDING}
+
+
+def seal_v1(key_text: str, secret: str, tenant_id: UUID, destination_id: UUID) -> str:
+    """A secret as versions before bindings sealed it (written here from the old format,
+    sharing no code with crypto.py)."""
+    kid, _, encoded = key_text.partition(":")
+    nonce = os.urandom(12)
+    aad = f"xavyo-siem/destination/{tenant_id}/{destination_id}".encode()
+    sealed = AESGCM(base64.b64decode(encoded)).encrypt(nonce, secret.encode(), aad)
+    return f"v1.{kid}." + base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
 
 
 def test_sealed_secret_opens_for_its_destination_and_hides_the_plaintext() -> None:
     """A sealed secret decrypts for the same destination, and its text does not contain it."""
     ring = KeyRing.parse(new_key_text())
-    sealed = ring.seal("hec-token-123", tenant_id=TENANT, destination_id=DESTINATION)
+    sealed = ring.seal("hec-token-123", **WHERE)
     assert "hec-token-123" not in sealed
-    assert ring.open(sealed, tenant_id=TENANT, destination_id=DESTINATION) == "hec-token-123"
+    assert sealed.startswith("v2.")
+    assert ring.open(sealed, **WHERE) == "hec-token-123"
 
 
 def test_sealing_twice_gives_different_ciphertexts() -> None:
     """Each seal uses a fresh nonce, so equal secrets are not recognisable at rest."""
     ring = KeyRing.parse(new_key_text())
-    first = ring.seal("s", tenant_id=TENANT, destination_id=DESTINATION)
-    assert first != ring.seal("s", tenant_id=TENANT, destination_id=DESTINATION)
+    first = ring.seal("s", **WHERE)
+    assert first != ring.seal("s", **WHERE)
 
 
 @pytest.mark.parametrize("moved_to", ["tenant", "destination"])
 def test_ciphertext_moved_to_another_destination_does_not_open(moved_to: str) -> None:
     """The tenant and destination are authenticated data: a copied ciphertext is refused."""
     ring = KeyRing.parse(new_key_text())
-    sealed = ring.seal("secret", tenant_id=TENANT, destination_id=DESTINATION)
+    sealed = ring.seal("secret", **WHERE)
     tenant = uuid4() if moved_to == "tenant" else TENANT
     destination = uuid4() if moved_to == "destination" else DESTINATION
-    with pytest.raises(CryptoError, match="tampered or moved"):
-        ring.open(sealed, tenant_id=tenant, destination_id=destination)
+    with pytest.raises(CryptoError, match="moved or tampered"):
+        ring.open(sealed, tenant_id=tenant, destination_id=destination, binding=BINDING)
+
+
+@pytest.mark.parametrize(
+    "binding",
+    [
+        ("webhook", "https://hec.example.com:8088"),  # another delivery type
+        ("splunk_hec", "https://attacker.example:8088"),  # another host
+        ("splunk_hec", "https://hec.example.com:443"),  # another port
+        ("splunk_hec", "http://hec.example.com:8088"),  # another scheme
+        ("splunk_hec", "https://hec.example.com:8088", "https://x.example:443"),  # one more
+        ("splunk_hec",),  # one fewer
+        ("splunk_hec\nhttps://hec.example.com:8088",),  # the same text, parts run together
+    ],
+)
+def test_credential_does_not_open_under_another_binding(binding: tuple[str, ...]) -> None:
+    """The delivery type and every origin are authenticated data: any other binding fails."""
+    ring = KeyRing.parse(new_key_text())
+    sealed = ring.seal("secret", **WHERE)
+    with pytest.raises(CryptoError):
+        ring.open(sealed, tenant_id=TENANT, destination_id=DESTINATION, binding=binding)
+
+
+def test_a_secret_given_for_another_binding_says_where_it_was_given_for() -> None:
+    """Opened for another binding, the error names the one it was given for and the one
+    asked for (origins, never the secret)."""
+    ring = KeyRing.parse(new_key_text())
+    sealed = ring.seal("hec-token-123", **WHERE)
+    elsewhere = ("splunk_hec", "https://attacker.example:443")
+    with pytest.raises(CryptoError) as caught:
+        ring.open(sealed, tenant_id=TENANT, destination_id=DESTINATION, binding=elsewhere)
+    message = str(caught.value)
+    assert "given for splunk_hec https://hec.example.com:8088" in message
+    assert "now sends to splunk_hec https://attacker.example:443" in message
+    assert "hec-token-123" not in message
+
+
+def test_a_binding_edited_in_the_sealed_text_does_not_open() -> None:
+    """The binding written in the text is authenticated: put another one there and ask for
+    it, and the secret does not open."""
+    ring = KeyRing.parse(new_key_text())
+    version, kid, _, body = ring.seal("secret", **WHERE).split(".")
+    elsewhere = ("splunk_hec", "https://attacker.example:443")
+    label = base64.urlsafe_b64encode("\n".join(elsewhere).encode()).decode().rstrip("=")
+    forged = f"{version}.{kid}.{label}.{body}"
+    assert binding_of(forged) == elsewhere
+    with pytest.raises(CryptoError, match="moved or tampered"):
+        ring.open(forged, tenant_id=TENANT, destination_id=DESTINATION, binding=elsewhere)
+
+
+def test_reseal_moves_to_the_primary_key_and_keeps_the_binding() -> None:
+    """Rotation re-seals under the newest key and the secret's own binding, never another."""
+    old = new_key_text()
+    sealed = KeyRing.parse(old).seal("s1", **WHERE)
+    ring = KeyRing.parse(f"{old},{new_key_text()}")
+    fresh = ring.reseal(sealed, tenant_id=TENANT, destination_id=DESTINATION)
+    assert ring.key_id_of(fresh) == ring.primary != ring.key_id_of(sealed)
+    assert binding_of(fresh) == BINDING
+    assert ring.open(fresh, **WHERE) == "s1"
+
+
+def test_v1_secret_opens_only_unbound() -> None:
+    """A secret sealed before bindings is refused by `open` (saying how to bind it) and
+    read only by `open_unbound`, for its own tenant and destination."""
+    key = new_key_text()
+    ring = KeyRing.parse(key)
+    old = seal_v1(key, "legacy-token", TENANT, DESTINATION)
+    with pytest.raises(CryptoError, match="keys rotate"):
+        ring.open(old, **WHERE)
+    assert ring.open_unbound(old, tenant_id=TENANT, destination_id=DESTINATION) == "legacy-token"
+    with pytest.raises(CryptoError):
+        ring.open_unbound(old, tenant_id=TENANT, destination_id=uuid4())
+    with pytest.raises(CryptoError, match="unknown format"):
+        ring.open_unbound(ring.seal("s", **WHERE), tenant_id=TENANT, destination_id=DESTINATION)
 
 
 def test_tampered_ciphertext_is_refused() -> None:
     """Changing one character of the ciphertext makes it fail authentication."""
     ring = KeyRing.parse(new_key_text())
-    sealed = ring.seal("secret", tenant_id=TENANT, destination_id=DESTINATION)
+    sealed = ring.seal("secret", **WHERE)
     flipped = sealed[:-3] + ("A" if sealed[-3] != "A" else "B") + sealed[-2:]
     with pytest.raises(CryptoError):
-        ring.open(flipped, tenant_id=TENANT, destination_id=DESTINATION)
+        ring.open(flipped, **WHERE)
 
 
 def test_old_key_still_opens_after_a_new_key_is_added() -> None:
     """During rotation the newest key seals and the older one still opens its secrets."""
     old = new_key_text()
-    sealed_old = KeyRing.parse(old).seal("s1", tenant_id=TENANT, destination_id=DESTINATION)
+    sealed_old = KeyRing.parse(old).seal("s1", **WHERE)
     ring = KeyRing.parse(f"{old},{new_key_text()}")
-    assert ring.open(sealed_old, tenant_id=TENANT, destination_id=DESTINATION) == "s1"
-    sealed_new = ring.seal("s2", tenant_id=TENANT, destination_id=DESTINATION)
+    assert ring.open(sealed_old, **WHERE) == "s1"
+    sealed_new = ring.seal("s2", **WHERE)
     assert ring.key_id_of(sealed_new) == ring.primary != ring.key_id_of(sealed_old)
 
 

@@ -182,6 +182,10 @@ def destination_update(
 ) -> None:
     """Change a destination's settings; what is not given stays as it is.
 
+    A stored secret stays bound to where it was given for: a new `--endpoint` with another
+    scheme, host or port (or an option naming a URL) needs `--secret-file` again, else the
+    change is refused (exit 2) and nothing changes.
+
     Example: `xavyo-siem destination update --tenant 3f0c… splunk --secret-file new-token.txt`
     """
     settings = load_settings()

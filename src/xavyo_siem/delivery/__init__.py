@@ -20,6 +20,11 @@ from xavyo_siem.delivery.options import TransportConfig, allowed_options, valida
 from xavyo_siem.delivery.splunk_hec import HecConfig, HecTransport, check_hec_token
 from xavyo_siem.delivery.syslog import SyslogTransport
 from xavyo_siem.delivery.syslog_config import SyslogConfig
+from xavyo_siem.delivery.targets import (
+    credential_binding,
+    credential_required,
+    credential_targets,
+)
 from xavyo_siem.delivery.tls import TlsConfig
 from xavyo_siem.delivery.webhook import WebhookConfig, WebhookTransport
 from xavyo_siem.delivery.webhook_auth import WebhookCredentials
@@ -48,6 +53,9 @@ __all__ = [
     "allowed_options",
     "check_hec_token",
     "connect_target",
+    "credential_binding",
+    "credential_required",
+    "credential_targets",
     "open_transport",
     "validate_destination",
 ]

@@ -20,7 +20,14 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from xavyo_siem.crypto import CryptoError, KeyRing
-from xavyo_siem.delivery import Delivered, Record, connect_target, open_transport
+from xavyo_siem.delivery import (
+    Delivered,
+    Record,
+    connect_target,
+    credential_binding,
+    credential_required,
+    open_transport,
+)
 from xavyo_siem.destinations import check_destination, spec_of
 from xavyo_siem.egress import EgressDenied, EgressGuard, check_egress
 from xavyo_siem.errors import SiemError
@@ -64,17 +71,21 @@ async def open_destination(
     """The transport, formatter and batch size that deliver to `destination`, its secret
     decrypted.
 
-    The transport connects only to addresses the SSRF guard allows, checked at every
-    connect (`egress`; default: the guard of `settings.egress_allow`). The batch size is
-    the destination's `batch_max_events`, or its type's default when it has none.
+    The settings and the sealed secret are read again together, from one row of the store,
+    and everything is built from that row: the secret opens only under its binding (the
+    type and the origins the transport sends it to, `credential_binding`), so one given for
+    another endpoint (a direct change of the store) raises `CryptoError`, and a type that
+    needs a credential raises `CryptoError` without one: nothing is ever sent in its place.
+    A destination changed over the API meanwhile opens with its new settings and secret. The
+    transport connects only to addresses the SSRF guard allows, checked at every connect
+    (`egress`; default: the guard of `settings.egress_allow`). The batch size is the
+    destination's `batch_max_events`, or its type's default when it has none.
     """
-    checked = check_destination(spec_of(destination), development=settings.development)
-    config, formatter = checked.config, checked.formatter
 
-    def read() -> str | None:
+    def read() -> tuple[SiemDestination, str | None] | None:
         try:
             with engine.connect() as conn:
-                return rows.read_sealed_secret(
+                return rows.get_destination_with_secret(
                     conn, tenant_id=destination.tenant_id, destination_id=destination.id
                 )
         except DBAPIError as exc:  # the store is away: not this destination's fault
@@ -82,14 +93,30 @@ async def open_destination(
                 raise StoreUnavailable(str(exc.orig)) from exc
             raise
 
-    sealed = await asyncio.to_thread(read) if destination.has_secret else None
+    found = await asyncio.to_thread(read)
+    if found is None:
+        raise SiemError("destination: no longer exists")
+    destination, sealed = found
+    checked = check_destination(spec_of(destination), development=settings.development)
+    config, formatter = checked.config, checked.formatter
     secret = None
+    if sealed is None and credential_required(destination.delivery_type):
+        raise CryptoError(
+            f"credential: a {destination.delivery_type.value} destination has no stored"
+            " credential; nothing is sent without it (give the secret again)"
+        )
     if sealed is not None:
         if keyring is None:
             raise CryptoError("the destination's credential is sealed and no key is configured")
-        secret = keyring.open(
-            sealed, tenant_id=destination.tenant_id, destination_id=destination.id
-        )
+        try:
+            secret = keyring.open(
+                sealed,
+                tenant_id=destination.tenant_id,
+                destination_id=destination.id,
+                binding=credential_binding(destination),
+            )
+        except CryptoError as exc:
+            raise CryptoError(f"credential: refused, nothing is sent: {exc}") from None
     transport = open_transport(
         config,
         secret=secret,

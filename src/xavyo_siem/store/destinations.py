@@ -27,12 +27,14 @@ from xavyo_siem.store.events import EventCursor
 from xavyo_siem.store.tables import dead_letters, destination_state, destinations, leases
 
 __all__ = [
+    "all_credentials",
     "all_sealed_secrets",
     "all_tenant_ids",
     "delete_destination",
     "enabled_destination_ids",
     "find_destination",
     "get_destination",
+    "get_destination_with_secret",
     "insert_destination",
     "list_destinations",
     "read_leased",
@@ -134,6 +136,21 @@ def get_destination(
     return None if row is None else _destination_of(row)
 
 
+def get_destination_with_secret(
+    conn: Connection, *, tenant_id: UUID, destination_id: UUID
+) -> tuple[SiemDestination, str | None] | None:
+    """The tenant's destination and its sealed credential, read together from one row (so
+    the credential is checked against exactly the settings it is used with), or None."""
+    row = (
+        conn.execute(
+            select(destinations).where(_D.tenant_id == str(tenant_id), _D.id == str(destination_id))
+        )
+        .mappings()
+        .first()
+    )
+    return None if row is None else (_destination_of(row), row["secret"])
+
+
 def find_destination(conn: Connection, *, tenant_id: UUID, name: str) -> SiemDestination | None:
     """The tenant's destination with this name, or None."""
     row = (
@@ -232,6 +249,13 @@ def all_sealed_secrets(conn: Connection) -> Mapping[tuple[UUID, UUID], str]:
         (uuid_from_canonical(tenant), uuid_from_canonical(ident)): secret
         for tenant, ident, secret in rows
     }
+
+
+def all_credentials(conn: Connection) -> list[tuple[SiemDestination, str | None]]:
+    """Every destination with its sealed credential (None without one), across tenants, by
+    tenant and name: for key rotation and `keys status`, which check each one opens."""
+    rows = conn.execute(select(destinations).order_by(_D.tenant_id, _D.name)).mappings()
+    return [(_destination_of(row), row["secret"]) for row in rows]
 
 
 def replace_sealed_secret(

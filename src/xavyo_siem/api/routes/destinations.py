@@ -135,7 +135,8 @@ def update_destination(
     principal: PrincipalDep,
     actor: ActorDep,
 ) -> dict[str, Any]:
-    """Change some settings; options are merged (null removes one), a secret replaces the old."""
+    """Change some settings; options are merged (null removes one), a secret replaces the old.
+    Moving a stored secret to another endpoint origin needs the secret again (422)."""
     given = body.model_dump(mode="json", exclude_unset=True, exclude={"secret"})
     changes = {key: value for key, value in given.items() if value is not None}
     if "rate_limit" in given:
