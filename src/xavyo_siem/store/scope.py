@@ -17,7 +17,9 @@ keywords they already take:
 
 With no scope set a transaction sees nothing. `xavyo_siem_service` (the API) has only the
 tenant scope. `api_tokens`, `leases`, `workers` and `alembic_version` hold no tenant's rows
-and have no policies: a token is looked up by its hash before any tenant is known.
+and have no policies: a token is looked up by its hash before any tenant is known. The
+change feed moves past the events a worker cannot see with `xavyo_siem_feed_mark`, which
+tells their position and nothing else (`create_feed_mark`).
 
 `protect_table` enables RLS and creates the policies of one table; a migration that adds a
 tenant table or a partition of one calls it. SQLite has no row-level security; there the
