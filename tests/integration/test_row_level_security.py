@@ -27,7 +27,7 @@ from xavyo_siem.store import feed as feed_module
 from xavyo_siem.store.dead_letters import add_dead_letters
 from xavyo_siem.store.events import START, EventCursor, fetch_rows, read_horizon
 from xavyo_siem.store.feed import read_feed
-from xavyo_siem.store.leases import acquire_leases, heartbeat
+from xavyo_siem.store.leases import acquire_leases, heartbeat, refresh_lease_statistics
 from xavyo_siem.store.scope import (
     PLATFORM_SETTING,
     SERVICE_ROLE,
@@ -326,3 +326,17 @@ def test_the_feed_keeps_its_order_index_under_the_policies(
     (plan,) = plans
     assert "ix_audit_events_order" in plan
     assert "hashed SubPlan" in plan
+
+
+def test_a_worker_refreshes_the_lease_statistics_it_does_not_own(store: Store) -> None:
+    """The worker's role, which does not own `leases`, still has them analyzed (through a
+    function with the owner's rights): the planner learns how many leases there are."""
+    with writing(store.worker) as conn:
+        heartbeat(conn, owner="w1", ttl=TTL, now=NOW)
+        assert len(acquire_leases(conn, owner="w1", limit=3, ttl=TTL, now=NOW)) == 3
+        refresh_lease_statistics(conn)
+    with store.owner.connect() as conn:
+        counted = conn.exec_driver_sql(
+            "SELECT reltuples FROM pg_class WHERE oid = 'leases'::regclass"
+        ).scalar_one()
+    assert counted == 3

@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from xavyo_siem.model import to_epoch_us, uuid_from_canonical
-from xavyo_siem.store.scope import scoped
+from xavyo_siem.store.scope import ANALYZE_LEASES, scoped
 from xavyo_siem.store.tables import destinations, leases, workers
 
 __all__ = [
@@ -155,7 +155,9 @@ def refresh_lease_statistics(conn: Connection) -> None:
     (through its leases). With statistics from before a worker took thousands of leases,
     the planner believed it held a few dozen and compared every row with all of them
     (seconds per read); with fresh ones it probes the index. Autovacuum would refresh them
-    too, but later. Does nothing on SQLite.
+    too, but later. Only the table's owner may analyze it: the workers' role calls a
+    function with the owner's rights (`store.scope.create_functions`). Does nothing on
+    SQLite.
     """
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("ANALYZE leases")
+        conn.exec_driver_sql(f"SELECT {ANALYZE_LEASES}()")

@@ -19,7 +19,7 @@ With no scope set a transaction sees nothing. `xavyo_siem_service` (the API) has
 tenant scope. `api_tokens`, `leases`, `workers` and `alembic_version` hold no tenant's rows
 and have no policies: a token is looked up by its hash before any tenant is known. The
 change feed moves past the events a worker cannot see with `xavyo_siem_feed_mark`, which
-tells their position and nothing else (`create_feed_mark`).
+tells their position and nothing else (`create_functions`).
 
 `protect_table` enables RLS and creates the policies of one table; a migration that adds a
 tenant table or a partition of one calls it. SQLite has no row-level security; there the
@@ -36,6 +36,7 @@ from uuid import UUID
 from sqlalchemy import Connection
 
 __all__ = [
+    "ANALYZE_LEASES",
     "FEED_MARK",
     "PLATFORM_SETTING",
     "SERVICE_ROLE",
@@ -43,7 +44,7 @@ __all__ = [
     "TENANT_TABLES",
     "WORKER_ROLE",
     "WORKER_SETTING",
-    "create_feed_mark",
+    "create_functions",
     "create_roles",
     "platform_wide",
     "protect_table",
@@ -112,16 +113,29 @@ def create_roles(bind: Connection) -> None:
 
 
 FEED_MARK: Final = "xavyo_siem_feed_mark"
+ANALYZE_LEASES: Final = "xavyo_siem_analyze_leases"
 _MARKS_SETTING: Final = "xavyo_siem.feed_marks"
 
 
-def create_feed_mark(bind: Connection) -> None:
-    """Create `xavyo_siem_feed_mark(horizon, skip)`: the position (txid, seq) of the store's
-    last event below `horizon` of any tenant, or of the one `skip` events before it, and
-    nothing else. The change feed moves past the events of tenants its worker does not
-    serve with it, which row-level security hides from the worker. It runs with its
-    owner's rights (the owner that ran the migration, also subject to the policies: see
-    `protect_table`'s `feed_marks`), on the schema it was created in."""
+def create_functions(bind: Connection) -> None:
+    """Create the two functions that run with their owner's rights (the owner that ran
+    the migration), on the schema they were created in, for the group roles:
+
+    * `xavyo_siem_feed_mark(horizon, skip)`: the position (txid, seq) of the store's last
+      event below `horizon` of any tenant, or of the one `skip` events before it, and
+      nothing else. The change feed moves past the events of tenants its worker does not
+      serve with it, which row-level security hides from the worker. The owner is subject
+      to the policies too: see `protect_table`'s `feed_marks`.
+    * `xavyo_siem_analyze_leases()`: `ANALYZE leases`, which only the owner may run
+      (`leases.refresh_lease_statistics`).
+    """
+    bind.exec_driver_sql(
+        f"CREATE OR REPLACE FUNCTION {ANALYZE_LEASES}() RETURNS void"
+        " LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT"
+        " AS $$ BEGIN ANALYZE leases; END $$"
+    )
+    bind.exec_driver_sql(f"REVOKE ALL ON FUNCTION {ANALYZE_LEASES}() FROM PUBLIC")
+    bind.exec_driver_sql(f"GRANT EXECUTE ON FUNCTION {ANALYZE_LEASES}() TO {WORKER_ROLE}")
     bind.exec_driver_sql(
         f"CREATE OR REPLACE FUNCTION {FEED_MARK}(horizon bigint, skip bigint)"
         " RETURNS TABLE (txid bigint, seq bigint)"

@@ -16,11 +16,12 @@ import sqlalchemy as sa
 from alembic import op
 
 from xavyo_siem.store.scope import (
+    ANALYZE_LEASES,
     FEED_MARK,
     SERVICE_ROLE,
     TENANT_TABLES,
     WORKER_ROLE,
-    create_feed_mark,
+    create_functions,
     create_roles,
     protect_table,
     unprotect_table,
@@ -56,7 +57,7 @@ def upgrade() -> None:
         bind.exec_driver_sql(f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{schema}" {grant}')
     for table in TENANT_TABLES:
         protect_table(bind, table)
-    create_feed_mark(bind)
+    create_functions(bind)
 
 
 def downgrade() -> None:
@@ -65,6 +66,7 @@ def downgrade() -> None:
         for table in TENANT_TABLES:
             unprotect_table(bind, table)
         bind.exec_driver_sql(f"DROP FUNCTION {FEED_MARK}(bigint, bigint)")
+        bind.exec_driver_sql(f"DROP FUNCTION {ANALYZE_LEASES}()")
         schema = bind.exec_driver_sql("SELECT current_schema()").scalar_one()
         for grant in (_DEFAULT_GRANTS, _DEFAULT_SEQUENCES):
             revoke = grant.replace("GRANT", "REVOKE", 1).replace(" TO ", " FROM ")
