@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
@@ -10,12 +9,9 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from store_roles import APP_ROLE, PG_ADMIN_URL, as_role, make_login_role
 from xavyo_siem.store import make_engine, upgrade
 from xavyo_siem.store.scope import SERVICE_ROLE, WORKER_ROLE
-
-PG_ADMIN_URL = os.environ.get(
-    "XAVYO_SIEM_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 
 
 @pytest.fixture(scope="session")
@@ -57,37 +53,11 @@ def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     return _pg_schema_url(request.getfixturevalue("pg_database_url"))
 
 
-# The login role the service connects as in tests: a member of both group roles, neither
-# owner nor superuser, so that row-level security applies to everything the tests run.
-APP_ROLE = "xavyo_siem_test_app"
-
-
 @pytest.fixture(scope="session")
 def pg_app_role() -> str:
-    """A login role in `xavyo_siem_service` and `xavyo_siem_worker` (made once per cluster)."""
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        for role, login in (
-            (SERVICE_ROLE, "NOLOGIN"),
-            (WORKER_ROLE, "NOLOGIN"),
-            (APP_ROLE, "LOGIN"),
-        ):
-            conn.execute(
-                text(
-                    "DO $$ BEGIN"
-                    f" IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN"
-                    f" CREATE ROLE {role} {login}; END IF;"
-                    " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-                )
-            )
-        conn.execute(text(f"GRANT {SERVICE_ROLE}, {WORKER_ROLE} TO {APP_ROLE}"))
-    admin.dispose()
-    return APP_ROLE
-
-
-def as_app_role(url: str, role: str) -> str:
-    """`url` (the owner's) with the service's login role instead."""
-    return make_url(url).set(username=role).render_as_string(hide_password=False)
+    """A login role in `xavyo_siem_service` and `xavyo_siem_worker` (made once per cluster):
+    the tests' engine connects as it (see store_roles.py)."""
+    return make_login_role(APP_ROLE, (SERVICE_ROLE, WORKER_ROLE))
 
 
 @pytest.fixture
@@ -101,6 +71,6 @@ def engine(store_url: str, request: pytest.FixtureRequest) -> Iterator[Engine]:
         owner.dispose()
         return
     owner.dispose()
-    engine = make_engine(as_app_role(store_url, request.getfixturevalue("pg_app_role")))
+    engine = make_engine(as_role(store_url, request.getfixturevalue("pg_app_role")))
     yield engine
     engine.dispose()

@@ -8,7 +8,7 @@ from uuid import uuid4
 import pytest
 from sqlalchemy import select
 
-from store_owner import owner_connection
+from store_roles import owner_connection
 from xavyo_siem.store.tables import destinations
 
 from conftest import HEC_TOKEN, KEYS, WEBHOOK_SECRET, Api

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
-from store_owner import owner_connection
+from store_roles import owner_connection
 from xavyo_siem.api import ApiLimits
 from xavyo_siem.sample import generate_events
 from xavyo_siem.store.tables import audit_events

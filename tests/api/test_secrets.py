@@ -19,7 +19,7 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from store_owner import owner_connection
+from store_roles import owner_connection
 from xavyo_siem.model import SiemDestination
 from xavyo_siem.pipeline import DestinationComponents, PipelineSettings, RetryPolicy
 from xavyo_siem.runtime import Worker, WorkerSettings, open_destination

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
-from store_owner import owner_connection
+from store_roles import owner_connection
 from xavyo_siem.batch import (
     BatchExporter,
     ExportRequest,

@@ -17,10 +17,11 @@ from uuid import UUID, uuid4
 
 import psycopg
 import pytest
-from sqlalchemy import Connection, Engine, Select, create_engine, text
+from sqlalchemy import Connection, Engine, Select, text
 from sqlalchemy.exc import ProgrammingError
 
 from file_output import add_file_destination
+from store_roles import as_role, make_login_role
 from xavyo_siem.model import AuditEvent, EventCategory
 from xavyo_siem.store import append_events, make_engine, upgrade, writing
 from xavyo_siem.store import feed as feed_module
@@ -35,8 +36,6 @@ from xavyo_siem.store.scope import (
     TENANT_TABLES,
     WORKER_SETTING,
 )
-
-from conftest import PG_ADMIN_URL, as_app_role
 
 API_ROLE = "xavyo_siem_test_api"  # a login role in xavyo_siem_service only
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -68,21 +67,9 @@ def events_of(tenant: UUID, count: int) -> list[AuditEvent]:
 
 
 @pytest.fixture(scope="session")
-def pg_api_role(pg_app_role: str) -> str:
+def pg_api_role() -> str:
     """A login role in `xavyo_siem_service` alone (made once per cluster)."""
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(
-            text(
-                "DO $$ BEGIN"
-                f" IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{API_ROLE}') THEN"
-                f" CREATE ROLE {API_ROLE} LOGIN; END IF;"
-                " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-            )
-        )
-        conn.execute(text(f"GRANT {SERVICE_ROLE} TO {API_ROLE}"))
-    admin.dispose()
-    return API_ROLE
+    return make_login_role(API_ROLE, (SERVICE_ROLE,))
 
 
 @pytest.fixture
@@ -119,8 +106,8 @@ def store(pg_url: str, pg_app_role: str, pg_api_role: str, tmp_path: Path) -> It
             )
     made = Store(
         owner=owner,
-        api=make_engine(as_app_role(pg_url, pg_api_role)),
-        worker=make_engine(as_app_role(pg_url, pg_app_role)),
+        api=make_engine(as_role(pg_url, pg_api_role)),
+        worker=make_engine(as_role(pg_url, pg_app_role)),
         tenants=tenants,
         destinations=found,
     )

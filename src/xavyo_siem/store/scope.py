@@ -63,9 +63,11 @@ PLATFORM_SETTING: Final = "xavyo_siem.platform"
 
 # A setting set with `set_config(..., true)` reads as '' (not NULL) once its transaction
 # ends, so every test treats '' as unset: a released lease's owner is ''.
-_TENANT: Final = f"NULLIF(current_setting('{TENANT_SETTING}', true), '')"
-_WORKER: Final = f"NULLIF(current_setting('{WORKER_SETTING}', true), '')"
-_PLATFORM: Final = f"(current_setting('{PLATFORM_SETTING}', true) = 'on')"
+# Each inside a scalar subquery, so PostgreSQL reads the setting once per statement (an
+# init plan), not once per row.
+_TENANT: Final = f"(SELECT NULLIF(current_setting('{TENANT_SETTING}', true), ''))"
+_WORKER: Final = f"(SELECT NULLIF(current_setting('{WORKER_SETTING}', true), ''))"
+_PLATFORM: Final = f"(SELECT current_setting('{PLATFORM_SETTING}', true) = 'on')"
 # The leases carry their destination's tenant, so this reads no table with policies of its
 # own (which would leave the planner guessing, and plan the change feed badly).
 _LEASED: Final = f"tenant_id IN (SELECT l.tenant_id FROM leases l WHERE l.owner = {_WORKER})"
@@ -165,7 +167,7 @@ def protect_table(bind: Connection, table: str, *, like: str | None = None) -> N
         statements += [
             f"CREATE POLICY worker_reads ON {table} FOR SELECT TO {WORKER_ROLE} USING ({_LEASED})",
             f"CREATE POLICY platform_ingest ON {table} FOR INSERT TO {WORKER_ROLE}"
-            f" WITH CHECK {_PLATFORM}",
+            f" WITH CHECK ({_PLATFORM})",
             # The owner's reads inside `xavyo_siem_feed_mark`, which sets this.
             f"CREATE POLICY feed_marks ON {table} FOR SELECT TO CURRENT_USER"
             f" USING (current_setting('{_MARKS_SETTING}', true) = 'on')",
@@ -178,7 +180,7 @@ def protect_table(bind: Connection, table: str, *, like: str | None = None) -> N
     else:
         statements.append(
             f"CREATE POLICY platform_scope ON {table} TO {WORKER_ROLE}"
-            f" USING {_PLATFORM} WITH CHECK {_PLATFORM}"
+            f" USING ({_PLATFORM}) WITH CHECK ({_PLATFORM})"
         )
     for statement in statements:
         bind.exec_driver_sql(statement)
