@@ -7,6 +7,8 @@ sets the scope by hand where the store functions would.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -327,3 +329,16 @@ def test_a_worker_refreshes_the_lease_statistics_it_does_not_own(store: Store) -
             "SELECT reltuples FROM pg_class WHERE oid = 'leases'::regclass"
         ).scalar_one()
     assert counted == 3
+
+
+def test_db_upgrade_prints_how_the_service_connects(pg_url: str) -> None:
+    """`db upgrade` on PostgreSQL says which roles it made and how the service connects:
+    as a login role in them, with the store's URL under that role."""
+    done = subprocess.run(
+        [sys.executable, "-m", "xavyo_siem", "db", "upgrade", "--db", pg_url],
+        capture_output=True,
+        check=True,
+    )
+    said = done.stderr.decode()
+    assert "LOGIN PASSWORD '...' IN ROLE xavyo_siem_service, xavyo_siem_worker;" in said
+    assert f"XAVYO_SIEM_DATABASE_URL={as_role(pg_url, 'xavyo_siem_app')}" in said
