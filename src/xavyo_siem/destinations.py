@@ -45,6 +45,7 @@ from xavyo_siem.store import dead_letters as letters
 from xavyo_siem.store import destinations as rows
 from xavyo_siem.store import writing
 from xavyo_siem.store.events import START, EventCursor, head_cursor, measure_lag
+from xavyo_siem.store.scope import scope_to_tenant
 from xavyo_siem.store.state import read_health, read_state
 from xavyo_siem.store.tables import audit_events
 from xavyo_siem.trail import Action, Actor, Change, audited, record
@@ -146,6 +147,7 @@ def _start_cursor(conn: Connection, tenant_id: UUID, start: str) -> EventCursor:
         return head_cursor(conn, tenant_id=tenant_id)
     where = datetime.fromisoformat(start)
     c = audit_events.c
+    scope_to_tenant(conn, tenant_id)  # a read here, not in a store function: scope it
     first = conn.execute(
         select(c.txid, c.seq)
         .where(c.tenant_id == str(tenant_id), c.ts_us >= to_epoch_us(where))

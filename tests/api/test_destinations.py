@@ -8,6 +8,7 @@ from uuid import uuid4
 import pytest
 from sqlalchemy import select
 
+from store_roles import owner_connection
 from xavyo_siem.store.tables import destinations
 
 from conftest import HEC_TOKEN, KEYS, WEBHOOK_SECRET, Api
@@ -51,7 +52,7 @@ async def test_create_then_read_back_without_the_credential(api: Api) -> None:
     listed = await api.client.get(api.path("/destinations"), headers=api.as_("viewer"))
     assert fetched.json() == data
     assert listed.json() == [data]
-    with api.engine.connect() as conn:
+    with owner_connection(api.engine) as conn:
         sealed = conn.execute(select(destinations.c.secret)).scalar_one()
     assert HEC_TOKEN not in sealed
     assert sealed.startswith(f"v2.{KEYS.primary}.")
@@ -141,7 +142,7 @@ async def test_update_merges_options_replaces_the_secret_and_validates_first(api
         )
     ).json()
     where = api.path(f"/destinations/{created['id']}")
-    with api.engine.connect() as conn:
+    with owner_connection(api.engine) as conn:
         sealed_before = conn.execute(select(destinations.c.secret)).scalar_one()
     updated = await api.client.patch(
         where,
@@ -158,7 +159,7 @@ async def test_update_merges_options_replaces_the_secret_and_validates_first(api
     assert data["options"] == {"batch_max_events": 50, "gzip": True}
     assert data["rate_limit"] is None
     assert data["name"] == "splunk-2"
-    with api.engine.connect() as conn:
+    with owner_connection(api.engine) as conn:
         assert conn.execute(select(destinations.c.secret)).scalar_one() != sealed_before
     refused = await api.client.patch(
         where, headers=api.as_("admin"), json={"name": "x", "endpoint": "https://10.1.2.3:8088"}

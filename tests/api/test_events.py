@@ -9,6 +9,7 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
+from store_roles import owner_connection
 from xavyo_siem.api import ApiLimits
 from xavyo_siem.model import MAX_EVENT_TYPE_CHARS, MAX_METADATA_ENTRIES, MAX_TEXT_CHARS
 from xavyo_siem.sample import generate_events
@@ -32,7 +33,7 @@ def batch_of(
 
 
 def stored_count(api: Api) -> int:
-    with api.engine.connect() as conn:
+    with owner_connection(api.engine) as conn:
         return int(conn.execute(select(func.count()).select_from(audit_events)).scalar_one())
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, and_, bindparam, exists, func, select, update
 from xavyo_siem.model import CircuitState, DeliveryHealth, from_epoch_us, to_epoch_us
 from xavyo_siem.store.dead_letters import add_dead_letters
 from xavyo_siem.store.events import EventCursor
+from xavyo_siem.store.scope import scoped
 from xavyo_siem.store.tables import dead_letters, destination_state, destinations, leases
 
 __all__ = [
@@ -44,6 +45,7 @@ def _this(tenant_id: UUID, destination_id: UUID) -> Any:
     return and_(_S.tenant_id == str(tenant_id), _S.destination_id == str(destination_id))
 
 
+@scoped
 def read_state(conn: Connection, *, tenant_id: UUID, destination_id: UUID) -> DeliveryState | None:
     """The destination's cursor and circuit, or None if there is no such destination."""
     row = conn.execute(
@@ -56,6 +58,7 @@ def read_state(conn: Connection, *, tenant_id: UUID, destination_id: UUID) -> De
     return DeliveryState(EventCursor(row[0], row[1]), CircuitState(row[2]), row[3])
 
 
+@scoped
 def read_health(
     conn: Connection,
     *,
@@ -142,6 +145,7 @@ class Progress:
     dead: list[tuple[UUID, str]] = field(default_factory=list)
 
 
+@scoped
 def record_progress(
     conn: Connection, *, owner: str, progress: Sequence[Progress], now: datetime
 ) -> list[UUID]:

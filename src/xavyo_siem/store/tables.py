@@ -169,6 +169,10 @@ leases = Table(
     ),
     Column("owner", Text, nullable=False),
     Column("epoch", BigInteger, nullable=False),
+    # The destination's tenant (migration 0007): which tenants a worker serves, read without
+    # `destinations` (its row-level security would hide the rows from the planner's view).
+    Column("tenant_id", String(36), nullable=False),
+    Index("ix_leases_tenant_owner", "tenant_id", "owner"),
 )
 
 # Running workers (migration 0005): each counts the live ones to take its fair share.

@@ -13,7 +13,7 @@ Two defaults changed for new destinations:
 The upgrade prints which destinations it kept that way and how to take the new default.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 """
 
 import json
@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
