@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from sqlalchemy import select, update
 
+from store_roles import owner_connection
 from xavyo_siem.delivery import Delivered
 from xavyo_siem.model import SiemDestination
 from xavyo_siem.pipeline import DestinationComponents, PipelineSettings, RetryPolicy
@@ -88,7 +89,7 @@ def refused(api: Api, ident: str) -> Callable[[], bool]:
     """Whether the worker has recorded a failure for the destination (read from the store)."""
 
     def check() -> bool:
-        with api.engine.connect() as conn:
+        with owner_connection(api.engine) as conn:
             failures = conn.execute(
                 select(destination_state.c.failures).where(
                     destination_state.c.destination_id == ident
@@ -190,7 +191,7 @@ async def test_an_endpoint_changed_in_the_store_is_refused_by_test_and_worker(
     api = dev_api
     async with HecServer(token=HEC_TOKEN) as hec, HecServer(token="attacker") as evil:
         ident = await make_destination(api, "splunk_hec", hec.url, HEC_TOKEN)
-        with api.engine.begin() as conn:
+        with owner_connection(api.engine) as conn:
             conn.execute(
                 update(destinations).where(destinations.c.id == ident).values(endpoint=evil.url)
             )
@@ -218,7 +219,7 @@ async def test_a_hec_destination_without_its_credential_is_refused(dev_api: Api)
     api = dev_api
     async with HecServer(token=HEC_TOKEN) as hec:
         ident = await make_destination(api, "splunk_hec", hec.url, HEC_TOKEN)
-        with api.engine.begin() as conn:
+        with owner_connection(api.engine) as conn:
             conn.execute(update(destinations).where(destinations.c.id == ident).values(secret=None))
         await ingest(api, 10)
         await run_worker_until(api, refused(api, ident))
@@ -240,7 +241,7 @@ async def test_a_worker_holding_the_old_settings_opens_the_new_ones_with_the_new
         HecServer(token=NEW_TOKEN_2) as new,
     ):
         ident = await make_destination(api, "splunk_hec", old.url, HEC_TOKEN)
-        with api.engine.connect() as conn:
+        with owner_connection(api.engine) as conn:
             (loaded,) = list_destinations(conn, tenant_id=api.tenant)
         moved = await api.client.patch(
             api.path(f"/destinations/{ident}"),

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Engine, select, text, update
 
 import xavyo_siem.store
+from store_roles import owner_connection
 from xavyo_siem import destinations as manage
 from xavyo_siem.credentials import CredentialBinder, check_credentials, rotate_credentials
 from xavyo_siem.crypto import CryptoError, KeyRing, new_key_text
@@ -79,7 +80,7 @@ def add_hec(engine: Engine, tenant: UUID, url: str, name: str = "splunk") -> Sie
 
 def stored(engine: Engine, ident: UUID) -> tuple[str, str | None]:
     """The destination's stored endpoint and sealed credential."""
-    with engine.connect() as conn:
+    with owner_connection(engine) as conn:
         endpoint, secret = conn.execute(
             select(destinations.c.endpoint, destinations.c.secret).where(
                 destinations.c.id == str(ident)
@@ -89,7 +90,7 @@ def stored(engine: Engine, ident: UUID) -> tuple[str, str | None]:
 
 
 def point_elsewhere_in_the_store(engine: Engine, ident: UUID, url: str) -> None:
-    with engine.begin() as conn:
+    with owner_connection(engine) as conn:
         conn.execute(
             update(destinations).where(destinations.c.id == str(ident)).values(endpoint=url)
         )
@@ -229,7 +230,7 @@ async def test_keys_status_and_rotate_name_a_credential_pointed_elsewhere(store_
 async def test_keys_status_names_a_hec_destination_without_its_token(engine: Engine) -> None:
     """An HEC destination whose credential was removed in the store is named as missing it."""
     made = add_hec(engine, uuid4(), "http://127.0.0.1:9/")
-    with engine.begin() as conn:
+    with owner_connection(engine) as conn:
         conn.execute(
             update(destinations).where(destinations.c.id == str(made.id)).values(secret=None)
         )
