@@ -291,7 +291,8 @@ def endpoint_host_port(endpoint: str) -> tuple[str, int] | None:
     scheme = parts.scheme.lower()
     if scheme == "file" or not parts.hostname:
         return None
-    default = {"https": 443, "http": 80, "tcp": 514, "udp": 514, "tls": 6514}.get(scheme, 0)
+    ports = {"https": 443, "http": 80, "tcp": 514, "udp": 514, "tls": 6514, "relp": 2514}
+    default = ports.get(scheme, 0)
     return parts.hostname, parts.port or default
 
 
