@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import select
 import ssl
 from collections.abc import Sequence
 from importlib import metadata
@@ -68,6 +69,8 @@ log = logging.getLogger("xavyo_siem.delivery")
 # Unread answers kept before the connection stops reading (answers are a few bytes each, and
 # at most `window` are due; only a misbehaving peer sends more).
 _MAX_UNREAD_BYTES: Final = 1 << 20
+# How many loop turns to wait, at most, for bytes the socket holds to reach the session.
+_CATCH_UP_TURNS: Final = 8
 
 
 def _software() -> str:
@@ -119,6 +122,11 @@ class _Wire(asyncio.Protocol):
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    @property
+    def has_input(self) -> bool:
+        """Whether bytes, an end of stream or an error arrived and were not looked at yet."""
+        return bool(self._chunks) or self.gone
 
     @property
     def gone(self) -> bool:
@@ -322,7 +330,7 @@ class RelpTransport:
         """The open session, or a new one if there is none, the peer closed it or it is worn."""
         conn = self._conn
         if conn is not None:
-            await asyncio.sleep(0)  # let the loop deliver what the peer sent since
+            await self._catch_up(conn)
             reason = self._gone_reason(conn)
             if reason is None and conn.session.worn_out:
                 self._conn = None
@@ -334,6 +342,21 @@ class RelpTransport:
             self._drop()
         self._conn = await self._open()
         return self._conn
+
+    async def _catch_up(self, conn: _Connection) -> None:
+        """Let the event loop deliver what the peer sent since the last batch (a serverclose,
+        a FIN): while the socket is readable and nothing has reached the session yet, yield."""
+        sock = conn.tcp.get_extra_info("socket")
+        for _ in range(_CATCH_UP_TURNS):
+            if conn.wire.has_input or sock is None:
+                return
+            try:
+                readable, _, _ = select.select([sock.fileno()], [], [], 0)
+            except (OSError, ValueError):
+                return
+            if not readable:
+                return
+            await asyncio.sleep(0)
 
     def _gone_reason(self, conn: _Connection) -> str | None:
         """Why an idle session cannot carry the next batch, or None."""
@@ -402,19 +425,23 @@ class RelpTransport:
         return conn
 
     async def _opened(self, conn: _Connection) -> None:
-        """Wait for the answer to `open`."""
-        try:
+        """Wait for the answer to `open`.
+
+        Over TLS, a receiver that ends the connection or the session before answering has
+        refused our client certificate (librelp checks it after the handshake): that is
+        Misconfigured, not a transient failure.
+        """
+        events: list[RelpEvent] = []
+        with capture_failure(f"open a session with {self.where}") as failure:
             events = await self._receive(conn, "answer to open")
-        except SyslogFailure as failure:
+        refused_us = (
+            "over TLS this is how a receiver refuses our client certificate (set or fix"
+            " cert_file/key_file, or the receiver's permitted peers)"
+        )
+        if failure.result is not None:
             if self.config.tls is not None and isinstance(failure.result, RetryLater):
-                raise SyslogFailure(
-                    Misconfigured(
-                        f"{failure.result.reason}: over TLS this is how a receiver refuses our"
-                        " client certificate (set or fix cert_file/key_file, or the"
-                        " receiver's permitted peers)"
-                    )
-                ) from None
-            raise
+                raise SyslogFailure(Misconfigured(f"{failure.result.reason}; {refused_us}"))
+            raise SyslogFailure(failure.result)
         event = events[0]
         if isinstance(event, Opened):
             if len(events) > 1:
@@ -426,9 +453,10 @@ class RelpTransport:
             raise SyslogFailure(
                 Misconfigured(f"{self.where}: the receiver refused the session: {event.reason}")
             )
-        raise SyslogFailure(
-            RetryLater(f"{self.where}: the receiver closed the session instead of opening it")
-        )
+        reason = f"{self.where}: the receiver closed the session instead of opening it"
+        if self.config.tls is not None:
+            raise SyslogFailure(Misconfigured(f"{reason}; {refused_us}"))
+        raise SyslogFailure(RetryLater(reason))
 
     async def _close(self, conn: _Connection) -> None:
         """Close the session and the connection; never raises."""

@@ -346,13 +346,12 @@ class RelpSession:
 
     def receive(self, data: bytes) -> list[RelpEvent]:
         """The events in the peer's `data`; raises `RelpProtocolError` when the peer breaks
-        the grammar or the session rules (the connection must then be closed)."""
+        the grammar or the session rules (the connection must then be closed). Once the
+        session is over (serverclose, a refused open), frames after it are ignored."""
         events: list[RelpEvent] = []
         for frame in self.parser.feed(data):
             if self.state is SessionState.CLOSED:
-                raise RelpProtocolError(
-                    f"frame {frame.txnr} {frame.command[:_SHOWN]} after serverclose"
-                )
+                break  # the session is over; what follows is not read (the peer closes)
             if frame.command == "serverclose":
                 self.state = SessionState.CLOSED
                 events.append(ServerClosed())
