@@ -20,6 +20,12 @@ Contenders:
 * `xavyo-tcp` / `xavyo-tls`: `SyslogTransport`, octet counting, 1,000 records per `send`
   (the default `batch_max_events`), each batch acknowledged by the peer's TCP before the
   next; TLS verifies the chain and host name and closes with close_notify.
+* `xavyo-relp` / `xavyo-relp-tls`: `RelpTransport`, 1,000 records per `send`, each record
+  a RELP `syslog` command, at most 128 unanswered (the default `window`), a batch done when
+  every record is answered `200 OK`; TLS with a client certificate (imrelp requires one).
+  rsyslog runs imrelp with Direct queues, so each `200 OK` follows the write of its
+  message to the output file (the configuration that survives a SIGKILL of rsyslogd; the
+  TCP and TLS rows use rsyslog's in-memory main queue, where rsyslog acknowledges nothing).
 * `stdlib-tcp`: `logging.handlers.SysLogHandler(socktype=SOCK_STREAM)`, given the same
   RFC 5424 text after its PRI (the handler writes its own `<PRI>`), LF-terminated
   (`append_nul=False`), one `sendall` per record.
@@ -55,11 +61,13 @@ from machine import describe_machine
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
-from peers.rsyslog import RSYSLOGD, RsyslogPeer, TlsFiles  # noqa: E402
+from peers.rsyslog import RSYSLOGD, RelpTlsFiles, RsyslogPeer, TlsFiles  # noqa: E402
 
 CONTENDERS = (
     "xavyo-tcp",
     "xavyo-tls",
+    "xavyo-relp",
+    "xavyo-relp-tls",
     "stdlib-tcp",
     "rfc5424-tcp",
     "rfc5424-tls",
@@ -134,10 +142,14 @@ def write_sample(directory: Path, count: int) -> tuple[Path, Path, float]:
 
 
 def make_pki(directory: Path) -> tuple[TlsFiles, Path]:
+    """The server's files, and the CA (beside it: `client.pem`, a client certificate)."""
     import trustme
 
     ca = trustme.CA()
     server = ca.issue_cert("localhost")
+    ca.issue_cert("client.example").private_key_and_cert_chain_pem.write_to_path(
+        str(directory / "client.pem")
+    )
     ca.cert_pem.write_to_path(str(directory / "ca.pem"))
     server.private_key_pem.write_to_path(str(directory / "server.key"))
     server.cert_chain_pems[0].write_to_path(str(directory / "server.pem"))
@@ -190,19 +202,29 @@ class Progress:
         }
 
 
-def worker_xavyo(scheme: str, port: int, raw: Path, count: int, ca: Path) -> dict[str, Any]:
+def worker_xavyo(name: str, port: int, raw: Path, count: int, ca: Path) -> dict[str, Any]:
     from xavyo_siem.delivery.base import Delivered, Record
     from xavyo_siem.delivery.options import validate_destination
+    from xavyo_siem.delivery.relp import RelpTransport
     from xavyo_siem.delivery.syslog import SyslogTransport
     from xavyo_siem.delivery.syslog_config import SyslogConfig
 
-    kind = "syslog_tls" if scheme == "tls" else "syslog_tcp"
-    options = {"ca_file": str(ca)} if scheme == "tls" else {}
-    config = validate_destination(kind, f"{scheme}://localhost:{port}", options, development=False)
+    tls = name.endswith("-tls")
+    options: dict[str, object] = {"ca_file": str(ca)} if tls else {}
+    if "relp" in name:
+        kind, endpoint = "syslog_relp", f"relp://localhost:{port}"
+        if tls:
+            options.update(tls=True, cert_file=str(ca.parent / "client.pem"))
+    else:
+        kind = "syslog_tls" if tls else "syslog_tcp"
+        endpoint = f"{'tls' if tls else 'tcp'}://localhost:{port}"
+    config = validate_destination(kind, endpoint, options, development=False)
     assert isinstance(config, SyslogConfig)
 
     async def run() -> dict[str, Any]:
-        transport = SyslogTransport(config)
+        transport: SyslogTransport | RelpTransport = (
+            RelpTransport(config) if kind == "syslog_relp" else SyslogTransport(config)
+        )
         progress = Progress(count)
         sent = 0
         batch: list[Record] = []
@@ -461,14 +483,26 @@ def run_contender(name: str, setup: Setup, *, sink: bool) -> Row:
             sink_peer = SinkPeer(count)
             port = sink_peer.port
         else:
+            relp = "relp" in name
+            files = setup.tls_files
             peer = RsyslogPeer(
                 setup.work / name,
-                tcp=scheme == "tcp",
-                tls=setup.tls_files if scheme == "tls" else None,
+                tcp=scheme == "tcp" and not relp,
+                tls=files if scheme == "tls" and not relp else None,
+                relp=scheme == "tcp" and relp,
+                relp_tls=RelpTlsFiles(setup.ca, files.cert_file, files.key_file)
+                if scheme == "tls" and relp
+                else None,
                 throughput=True,
             )
             peer.start()
-            port = peer.tls_port if scheme == "tls" else peer.tcp_port
+            ports = {
+                (False, "tcp"): peer.tcp_port,
+                (False, "tls"): peer.tls_port,
+                (True, "tcp"): peer.relp_port,
+                (True, "tls"): peer.relp_tls_port,
+            }
+            port = ports[relp, scheme]
             assert port is not None
         proc, started = start_sender(name, port, setup)
         seen, last_change, usage, child_peak = 0, time.time(), None, None
@@ -597,7 +631,7 @@ def main() -> None:
     if args.worker:
         scheme = "tls" if args.worker.endswith("-tls") else "tcp"
         if args.worker.startswith("xavyo"):
-            report = worker_xavyo(scheme, args.port, args.raw, args.events, args.ca)
+            report = worker_xavyo(args.worker, args.port, args.raw, args.events, args.ca)
         elif args.worker == "stdlib-tcp":
             report = worker_stdlib(args.port, args.raw, args.events)
         else:

@@ -257,11 +257,16 @@ class RelpTransport:
         """Send every message as a syslog command and wait until each one is answered 200."""
         conn = await self._live_connection()
         session = conn.session
-        write = conn.app.write
+        frames: list[bytes] = []  # written together: one write per window, not per record
         for index, data in messages:
-            while not session.can_send:
-                await self._answers(conn, records)
-            write(session.syslog(index, data))
+            if not session.can_send:
+                conn.app.write(b"".join(frames))
+                frames.clear()
+                while not session.can_send:
+                    await self._answers(conn, records)
+            frames.append(session.syslog(index, data))
+        if frames:
+            conn.app.write(b"".join(frames))
         while session.in_flight:
             await self._answers(conn, records)
 
