@@ -14,6 +14,9 @@ one; "verified" counts the distinct `eventId`s in what rsyslog wrote, so a messa
 close or merged by bad framing does not count. Peak RSS is the sender process's maximum
 resident set; "RSS growth" is its RSS at the end minus its RSS after the first 10 % of the
 events, which shows whether memory stays flat as the run goes on (loggen: peak only).
+"Sender CPU" is the sender process's CPU time (user + system, start-up and reading the
+sample file included) per event: where rsyslog is the bottleneck, it shows what the sender
+itself costs.
 
 Contenders:
 
@@ -199,6 +202,7 @@ class Progress:
             "rss_early": self.rss_early,
             "rss_end": _rss_bytes(),
             "maxrss": peak_rss_bytes(),
+            "cpu_s": time.process_time(),
         }
 
 
@@ -405,6 +409,7 @@ class Row:
     verified: int = 0
     sent: int = 0
     sender_s: float | None = None
+    cpu_us: float | None = None  # sender CPU (user + system) per event, whole process
     maxrss: int | None = None
     rss_growth: int | None = None
     spread: str = ""
@@ -542,6 +547,7 @@ def run_contender(name: str, setup: Setup, *, sink: bool) -> Row:
             started = report["start"]
             row.sent = report["sent"]
             row.sender_s = report["done"] - started
+            row.cpu_us = report["cpu_s"] * 1e6 / max(1, report["sent"])
             row.maxrss = report["maxrss"]
             row.rss_growth = report["rss_end"] - report["rss_early"]
         row.rate = row.verified / (last_change - started) if last_change > started else None
@@ -596,16 +602,18 @@ def table(title: str, rows: list[Row]) -> list[str]:
         title,
         "",
         "| contender | events/s verified (median) | min - max | verified / sent | sender time s"
-        " | peak RSS MB | RSS growth MB | vs rfc5424-tcp | note |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        " | sender CPU µs/event | peak RSS MB | RSS growth MB | vs rfc5424-tcp | note |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
         rate = "-" if row.rate is None else f"{row.rate:,.0f}"
         ratio = "-" if not (row.rate and base) else f"{row.rate / base:.1f}x"
         sender = "-" if row.sender_s is None else f"{row.sender_s:.2f}"
+        cpu = "-" if row.cpu_us is None else f"{row.cpu_us:.1f}"
         lines.append(
             f"| {row.name} | {rate} | {row.spread or '-'} | {row.verified:,} / {row.sent:,}"
-            f" | {sender} | {mb(row.maxrss)} | {mb(row.rss_growth)} | {ratio} | {row.note} |"
+            f" | {sender} | {cpu} | {mb(row.maxrss)} | {mb(row.rss_growth)} | {ratio}"
+            f" | {row.note} |"
         )
     return [*lines, ""]
 

@@ -12,6 +12,7 @@ from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, Rejected,
 from xavyo_siem.delivery.options import validate_destination
 from xavyo_siem.delivery.relp import RelpTransport
 from xavyo_siem.delivery.syslog_config import SyslogConfig
+from xavyo_siem.egress import EgressGuard
 
 from peers.relp_peer import ScriptedRelpPeer, ok, rsp
 
@@ -235,3 +236,22 @@ async def test_connection_refused_is_retry_later() -> None:
     result = await transport(port).check()
     assert isinstance(result, RetryLater)
     assert "connection refused" in result.reason
+
+
+async def test_name_resolving_to_a_refused_address_is_misconfigured() -> None:
+    """With the SSRF guard, a name that resolves to loopback is refused at connect time (the
+    guard of the other syslog transports), and the peer sees no connection; allowing the
+    address lets the same transport deliver."""
+    async with ScriptedRelpPeer() as peer:
+        config = validate_destination(
+            "syslog_relp", f"relp://localhost:{peer.port}", {"timeout_s": 2}, development=False
+        )
+        assert isinstance(config, SyslogConfig)
+        guarded = RelpTransport(config, egress=EgressGuard())
+        result = await guarded.send(records(1))
+        assert isinstance(result, Misconfigured)
+        assert "loopback" in result.reason
+        assert peer.connections == 0
+        allowed = RelpTransport(config, egress=EgressGuard(allow=("127.0.0.0/8", "::1/128")))
+        assert await allowed.send(records(1)) == Delivered()
+        await allowed.aclose()
