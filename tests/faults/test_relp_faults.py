@@ -255,3 +255,22 @@ async def test_name_resolving_to_a_refused_address_is_misconfigured() -> None:
         allowed = RelpTransport(config, egress=EgressGuard(allow=("127.0.0.0/8", "::1/128")))
         assert await allowed.send(records(1)) == Delivered()
         await allowed.aclose()
+
+
+async def test_send_cancelled_mid_batch_leaves_no_half_answered_session() -> None:
+    """A send cancelled while waiting for answers drops its session, so the next batch's
+    answers are never taken for the cancelled batch's."""
+    async with ScriptedRelpPeer(answer_syslog=lambda txnr, data: b"") as peer:
+        sender = transport(peer.port, timeout_s=30)
+        sending = asyncio.create_task(sender.send(records(5)))
+        for _ in range(1000):  # until every command reached the peer
+            if len(peer.commands("syslog")) == 5:
+                break
+            await asyncio.sleep(0.01)
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        assert not sender.connected
+        peer.answer_syslog = ok
+        assert await sender.send(records(3, "n")) == Delivered()
+        assert sender.sessions_opened == 2
+        await sender.aclose()

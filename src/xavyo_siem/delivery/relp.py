@@ -227,8 +227,12 @@ class RelpTransport:
                 messages.append((index, data))
         if messages:
             async with self._lock:
-                with capture_failure(f"send to {self.where}") as failure:
-                    await self._deliver(messages, records)
+                try:
+                    with capture_failure(f"send to {self.where}") as failure:
+                        await self._deliver(messages, records)
+                except BaseException:  # cancelled, or a bug: the session's state is unknown
+                    self._drop()
+                    raise
                 if failure.result is not None:
                     self._drop()
                     return failure.result
