@@ -29,6 +29,8 @@ Contenders:
   rsyslog runs imrelp with Direct queues, so each `200 OK` follows the write of its
   message to the output file (the configuration that survives a SIGKILL of rsyslogd; the
   TCP and TLS rows use rsyslog's in-memory main queue, where rsyslog acknowledges nothing).
+* `xavyo-relp-memory`: `xavyo-relp` against rsyslog with the in-memory main queue of the TCP
+  rows (a `200 OK` then follows the enqueue, not the write): the protocol's own cost.
 * `stdlib-tcp`: `logging.handlers.SysLogHandler(socktype=SOCK_STREAM)`, given the same
   RFC 5424 text after its PRI (the handler writes its own `<PRI>`), LF-terminated
   (`append_nul=False`), one `sendall` per record.
@@ -71,6 +73,7 @@ CONTENDERS = (
     "xavyo-tls",
     "xavyo-relp",
     "xavyo-relp-tls",
+    "xavyo-relp-memory",
     "stdlib-tcp",
     "rfc5424-tcp",
     "rfc5424-tls",
@@ -498,6 +501,7 @@ def run_contender(name: str, setup: Setup, *, sink: bool) -> Row:
                 relp_tls=RelpTlsFiles(setup.ca, files.cert_file, files.key_file)
                 if scheme == "tls" and relp
                 else None,
+                relp_queue="memory" if name.endswith("-memory") else "direct",
                 throughput=True,
             )
             peer.start()

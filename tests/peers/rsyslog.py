@@ -19,7 +19,8 @@ Every input is bound to the ruleset `peer`, so rsyslog's own start/stop messages
 With `relp=True` (and `relp_tls=...` for RELP over TLS) the peer also listens with imrelp
 (rsyslog-relp), and its queues are Direct: every message rsyslog acknowledges with a RELP
 `200 OK` has been written to the output file before the answer (omfile flushes per
-transaction), so it survives a SIGKILL of rsyslogd.
+transaction), so it survives a SIGKILL of rsyslogd. `relp_queue="memory"` keeps rsyslog's
+in-memory main queue instead (a 200 then follows the enqueue; for benchmarks only).
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class RsyslogPeer:
         tls: TlsFiles | None = None,
         relp: bool = False,
         relp_tls: RelpTlsFiles | None = None,
+        relp_queue: Literal["direct", "memory"] = "direct",
         output: Literal["raw", "json"] = "raw",
         max_message_bytes: int = 65536,
         throughput: bool = False,
@@ -139,6 +141,7 @@ class RsyslogPeer:
         self.relp_tls_port = _free_port(socket.SOCK_STREAM) if relp_tls else None
         self.tls = tls
         self.relp_tls = relp_tls
+        self.relp_queue = relp_queue
         self.max_message_bytes = max_message_bytes
         self.throughput = throughput
         self._proc: subprocess.Popen[bytes] | None = None
@@ -153,14 +156,15 @@ class RsyslogPeer:
         escape = "on" if self.output == "raw" else "off"
         # For benchmarks: bigger dequeue batches and write buffer, still flushed per batch.
         queue = 'main_queue(queue.dequeueBatchSize="2048" queue.size="400000")'
-        relp = bool(self.relp_port or self.relp_tls_port)
-        if relp:  # a RELP 200 OK only after the message is written (PROTOCOLS: imrelp)
+        direct = bool(self.relp_port or self.relp_tls_port) and self.relp_queue == "direct"
+        if direct:  # a RELP 200 OK only after the message is written (docs/delivery.md)
             queue = 'main_queue(queue.type="Direct")'
-        buffer = ' ioBufferSize="1m"' if self.throughput and not relp else ""
+        relp = bool(self.relp_port or self.relp_tls_port)
+        buffer = ' ioBufferSize="1m"' if self.throughput and not direct else ""
         lines = [
             f"global(workDirectory={_q(self.workdir)} maxMessageSize={_q(self.max_message_bytes)}"
             f" parser.escapeControlCharactersOnReceive={_q(escape)})",
-            queue if self.throughput or relp else "",
+            queue if self.throughput or direct else "",
             'module(load="imtcp")' if (self.tcp_port or self.tls_port) else "",
             'module(load="imudp")' if (self.udp_port or self.udp6_port) else "",
             'module(load="imrelp" tls.tlslib="openssl")' if relp else "",
@@ -403,6 +407,7 @@ def start_rsyslog(
     tls: TlsFiles | None = None,
     relp: bool = False,
     relp_tls: RelpTlsFiles | None = None,
+    relp_queue: Literal["direct", "memory"] = "direct",
     output: Literal["raw", "json"] = "raw",
     max_message_bytes: int = 65536,
     throughput: bool = False,
@@ -419,6 +424,7 @@ def start_rsyslog(
         tls=tls,
         relp=relp,
         relp_tls=relp_tls,
+        relp_queue=relp_queue,
         output=output,
         max_message_bytes=max_message_bytes,
         throughput=throughput,
