@@ -112,6 +112,7 @@ def add(url: str, tenant: uuid.UUID, keyring: KeyRing, secret: str | None, **spe
         format=ExportFormat.JSON,
         endpoint="file:///dev/null",
         options={"start": "beginning"},
+        rate_limit=None,  # throughput is measured: no rate limit (the default would cap it)
     )
     engine = make_engine(url)
     manage.add_destination(
@@ -350,6 +351,7 @@ def main() -> None:
         tmp = Path(directory)
         keyfile = tmp / "key"
         keyfile.write_text(new_key_text())
+        keyfile.chmod(0o600)
         keyring = KeyRing.parse(keyfile.read_text())
         sections = []
         if "throughput" in parts:

@@ -104,6 +104,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from xavyo_siem import destinations as manage  # noqa: E402
 from xavyo_siem.crypto import KeyRing, new_key_text  # noqa: E402
+from xavyo_siem.delivery import credential_binding  # noqa: E402
 from xavyo_siem.destinations import DestinationSpec, check_destination  # noqa: E402
 from xavyo_siem.egress import EgressGuard  # noqa: E402
 from xavyo_siem.model import DeliveryType, ExportFormat, SiemDestination  # noqa: E402
@@ -111,6 +112,7 @@ from xavyo_siem.sample import generate_events, tenant_ids  # noqa: E402
 from xavyo_siem.store import START, append_events, make_engine, upgrade  # noqa: E402
 from xavyo_siem.store import destinations as destination_rows  # noqa: E402
 from xavyo_siem.store.changes import announce_new_events  # noqa: E402
+from xavyo_siem.store.scope import SERVICE_ROLE, WORKER_ROLE  # noqa: E402
 
 PG_ADMIN: Final = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 HEC_TOKEN: Final = "00000000-0000-4000-8000-000000000001"
@@ -206,6 +208,24 @@ def bench_database() -> Iterator[str]:
         say(f"dropped database {name}")
 
 
+def service_url(url: str, args: argparse.Namespace) -> str:
+    """`url` as the login role `--service-role` (made if missing, in both group roles, so
+    that the workers run under row-level security); the benchmark itself stays the owner."""
+    role = args.service_role
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(
+            text(
+                "DO $$ BEGIN"
+                f" IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN"
+                f" CREATE ROLE {role} LOGIN; END IF; END $$"
+            )
+        )
+        conn.execute(text(f"GRANT {SERVICE_ROLE}, {WORKER_ROLE} TO {role}"))
+    admin.dispose()
+    return make_url(url).set(username=role).render_as_string(hide_password=False)
+
+
 def spec_for(kind: str, name: str, endpoint: str, options: dict[str, str]) -> DestinationSpec:
     return DestinationSpec(
         name=name,
@@ -213,6 +233,7 @@ def spec_for(kind: str, name: str, endpoint: str, options: dict[str, str]) -> De
         format=ExportFormat.JSON,
         endpoint=endpoint,
         options={"start": "beginning", **options},
+        rate_limit=None,  # throughput is measured: no rate limit (the default would cap it)
     )
 
 
@@ -275,10 +296,13 @@ def create_destinations(
                     created_at=now, updated_at=now,
                 )  # fmt: skip
                 sealed = (
-                    keyring.seal(HEC_TOKEN, tenant_id=tenant, destination_id=ident)
+                    keyring.seal(
+                        HEC_TOKEN, tenant_id=tenant, destination_id=ident,
+                        binding=credential_binding(destination),
+                    )
                     if kind == HEC
                     else None
-                )
+                )  # fmt: skip
                 destination_rows.insert_destination(
                     conn, destination=destination, sealed_secret=sealed, cursor=START
                 )
@@ -894,7 +918,8 @@ class Bench:
 
     def start_worker(self, label: str) -> WorkerProcess:
         log = self.work / "logs" / f"worker-{label}-{len(self.workers)}.log"
-        worker = WorkerProcess(label, self.url, self.key, log, self.worker_args)
+        url = self.url if self.args.service_role is None else service_url(self.url, self.args)
+        worker = WorkerProcess(label, url, self.key, log, self.worker_args)
         self.workers.append(worker)
         self.sampler.workers.append(worker)
         say(f"worker {label} started (pid {worker.pid}, metrics port {worker.metrics_port})")
@@ -1422,6 +1447,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     scenario.add_argument("--syslog", type=int, default=100, help="syslog_tcp destinations")
     scenario.add_argument("--hec", type=int, default=100, help="splunk_hec destinations")
     scenario.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent of the tenants")
+    scenario.add_argument(
+        "--service-role",
+        default=None,
+        help="workers connect as this login role (made, in the group roles) under row-level"
+        " security, instead of as the owner (a superuser, which bypasses it)",
+    )
     scenario.add_argument("--seed", type=int, default=1, help="of the tenant ids")
     scenario.add_argument(
         "--syslog-framing", choices=("octet", "lf"), default="octet", help="of syslog_tcp"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
@@ -10,11 +9,9 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from store_roles import APP_ROLE, PG_ADMIN_URL, as_role, make_login_role
 from xavyo_siem.store import make_engine, upgrade
-
-PG_ADMIN_URL = os.environ.get(
-    "XAVYO_SIEM_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
+from xavyo_siem.store.scope import SERVICE_ROLE, WORKER_ROLE
 
 
 @pytest.fixture(scope="session")
@@ -56,10 +53,24 @@ def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     return _pg_schema_url(request.getfixturevalue("pg_database_url"))
 
 
+@pytest.fixture(scope="session")
+def pg_app_role() -> str:
+    """A login role in `xavyo_siem_service` and `xavyo_siem_worker` (made once per cluster):
+    the tests' engine connects as it (see store_roles.py)."""
+    return make_login_role(APP_ROLE, (SERVICE_ROLE, WORKER_ROLE))
+
+
 @pytest.fixture
-def engine(store_url: str) -> Iterator[Engine]:
-    """A migrated store on each backend."""
-    engine = make_engine(store_url)
-    upgrade(engine)
+def engine(store_url: str, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """A migrated store on each backend; on PostgreSQL, migrated by the owner and used
+    through the service's login role, so row-level security is in force."""
+    owner = make_engine(store_url)
+    upgrade(owner)
+    if owner.dialect.name != "postgresql":
+        yield owner
+        owner.dispose()
+        return
+    owner.dispose()
+    engine = make_engine(as_role(store_url, request.getfixturevalue("pg_app_role")))
     yield engine
     engine.dispose()

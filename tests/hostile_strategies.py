@@ -266,6 +266,12 @@ _KNOWN_OPTIONS: Final = (
     "framing",
     "timeout_s",
     "max_datagram_bytes",
+    "truncate",
+    "confirm_after_s",
+    "max_attempts",
+    "max_age_s",
+    "breaker_threshold",
+    "breaker_cooldown_s",
     "window",
     "max_message_bytes",
     "tls",
@@ -379,8 +385,12 @@ _EDGE_VALUES: Final[dict[str, st.SearchStrategy[Any]]] = {
     "framing": st.sampled_from(("octet", "lf", "LF")),
     "timeout_s": _seconds_edges,
     "max_datagram_bytes": st.sampled_from((480, 65507, 65527, 479, 65528)),
-    "confirm_after_s": st.sampled_from((0, 60, 61, "1.5")),
     "truncate": st.sampled_from((True, "false", "maybe")),
+    "confirm_after_s": st.sampled_from((0, 0.05, 60, "1", 61)),
+    "max_attempts": st.sampled_from((1, 3, "1000000", 0)),
+    "max_age_s": st.sampled_from((1, "3600", 0.5)),
+    "breaker_threshold": st.sampled_from((1, 1000, 0)),
+    "breaker_cooldown_s": st.sampled_from((0.1, "86400", 0.01)),
     "window": st.sampled_from((1, 1024, 0, 1025)),
     "max_message_bytes": st.sampled_from((128, 8096, 64 << 20, 127)),
     "tls": st.sampled_from((True, "true", False, "off", "maybe")),
@@ -440,7 +450,7 @@ def options_for(
 
 
 _GOOD_SECRETS: Final[dict[DeliveryType, st.SearchStrategy[str | None]]] = {
-    DeliveryType.SPLUNK_HEC: st.just("hec-token-0001"),
+    DeliveryType.SPLUNK_HEC: st.just("00000000-0000-4000-8000-000000000001"),
     DeliveryType.WEBHOOK: st.sampled_from((None, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),
 }
 
@@ -450,6 +460,8 @@ secrets: Final = st.one_of(
         (
             "",
             "hec-token-0001",
+            "00000000-0000-4000-8000-000000000001",
+            "00000000-0000-4000-8000-000000000001\n",
             "token with space",
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             "whsec_!!!",

@@ -9,7 +9,7 @@ destination for delivery, and testing one, is the worker's (xavyo_siem.runtime).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -18,12 +18,20 @@ from uuid import UUID
 from sqlalchemy import Connection, Engine, select
 
 from xavyo_siem.crypto import CryptoError, KeyRing
-from xavyo_siem.delivery import TransportConfig, validate_destination
+from xavyo_siem.delivery import (
+    TransportConfig,
+    check_hec_token,
+    connect_target,
+    validate_destination,
+)
+from xavyo_siem.delivery.option_values import DeliveryPolicy
+from xavyo_siem.delivery.targets import credential_binding, credential_targets
 from xavyo_siem.delivery.webhook import WebhookCredentials
-from xavyo_siem.egress import EgressGuard, endpoint_host_port
+from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import EncodeError, InvalidDestination, InvalidFilter
 from xavyo_siem.format import FORMAT_OPTIONS, make_formatter
 from xavyo_siem.model import (
+    DEFAULT_RATE_LIMIT,
     AuditEvent,
     DeliveryHealth,
     DeliveryType,
@@ -33,11 +41,14 @@ from xavyo_siem.model import (
     SiemDestination,
     to_epoch_us,
 )
+from xavyo_siem.store import dead_letters as letters
 from xavyo_siem.store import destinations as rows
 from xavyo_siem.store import writing
 from xavyo_siem.store.events import START, EventCursor, head_cursor, measure_lag
+from xavyo_siem.store.scope import scope_to_tenant
 from xavyo_siem.store.state import read_health, read_state
 from xavyo_siem.store.tables import audit_events
+from xavyo_siem.trail import Action, Actor, Change, audited, record
 
 __all__ = [
     "FORMAT_OPTIONS",
@@ -50,7 +61,9 @@ __all__ = [
     "find_destination",
     "formatter_for",
     "list_health",
+    "purge_dead_letters",
     "remove_destination",
+    "replay_dead_letters",
     "set_enabled",
     "spec_of",
     "update_destination",
@@ -78,7 +91,7 @@ class DestinationSpec:
     endpoint: str
     options: Mapping[str, Any]
     filters: EventFilter = field(default_factory=EventFilter)
-    rate_limit: RateLimit | None = None
+    rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT  # None: no limit
     enabled: bool = True
 
 
@@ -97,10 +110,12 @@ def formatter_for(spec: DestinationSpec | SiemDestination) -> Formatter:
 
 @dataclass(frozen=True, slots=True)
 class CheckedDestination:
-    """A destination's settings once validated: its transport config and its formatter."""
+    """A destination's settings once validated: its transport config, its formatter, and
+    what the pipeline does with a batch that keeps failing."""
 
     config: TransportConfig
     formatter: Formatter
+    policy: DeliveryPolicy
 
 
 def check_destination(spec: DestinationSpec, *, development: bool) -> CheckedDestination:
@@ -124,7 +139,9 @@ def check_destination(spec: DestinationSpec, *, development: bool) -> CheckedDes
     config = validate_destination(
         spec.delivery_type, spec.endpoint, transport_options, development=development
     )
-    return CheckedDestination(config, formatter_for(spec))
+    return CheckedDestination(
+        config, formatter_for(spec), DeliveryPolicy.from_options(spec.options)
+    )
 
 
 def _start_cursor(conn: Connection, tenant_id: UUID, start: str) -> EventCursor:
@@ -135,6 +152,7 @@ def _start_cursor(conn: Connection, tenant_id: UUID, start: str) -> EventCursor:
         return head_cursor(conn, tenant_id=tenant_id)
     where = datetime.fromisoformat(start)
     c = audit_events.c
+    scope_to_tenant(conn, tenant_id)  # a read here, not in a store function: scope it
     first = conn.execute(
         select(c.txid, c.seq)
         .where(c.tenant_id == str(tenant_id), c.ts_us >= to_epoch_us(where))
@@ -148,6 +166,7 @@ def _start_cursor(conn: Connection, tenant_id: UUID, start: str) -> EventCursor:
     )
 
 
+@audited(Action.DESTINATION_CREATED)
 def add_destination(
     engine: Engine,
     *,
@@ -157,20 +176,22 @@ def add_destination(
     keyring: KeyRing | None,
     development: bool,
     egress: EgressGuard | None = None,
+    actor: Actor | None = None,
 ) -> SiemDestination:
     """Validate and store a new destination; its credential is sealed before it is stored.
 
     The endpoint's host is resolved and every address checked by `egress` (default: no
-    internal address allowed), see xavyo_siem.egress.
+    internal address allowed), see xavyo_siem.egress. `actor`'s request is recorded in the
+    tenant's audit trail (xavyo_siem.trail), refused or not.
     """
     config = check_destination(spec, development=development).config
     if spec.delivery_type is DeliveryType.SPLUNK_HEC and not secret:
         raise InvalidDestination("secret", "a Splunk HEC destination needs its token")
     _check_secret(spec.delivery_type, secret)
-    _check_reachable(spec.endpoint, egress)
+    _check_reachable(config, egress)
     destination_id = uuid.uuid4()
     now = datetime.now(UTC)
-    sealed = _seal(keyring, secret, tenant_id, destination_id)
+    sealed = _seal(keyring, secret, tenant_id, destination_id, spec)
     destination = SiemDestination(
         id=destination_id,
         tenant_id=tenant_id,
@@ -189,32 +210,106 @@ def add_destination(
         if rows.find_destination(conn, tenant_id=tenant_id, name=spec.name) is not None:
             raise InvalidDestination("name", f"the tenant already has a destination {spec.name!r}")
         cursor = _start_cursor(conn, tenant_id, config.start)
-        return rows.insert_destination(
+        created = rows.insert_destination(
             conn, destination=destination, sealed_secret=sealed, cursor=cursor
         )
+        given = ["name", "delivery_type", "format", "endpoint", "enabled", *_option_names(spec)]
+        given += ["filters"] if spec.filters != EventFilter() else []
+        given += ["rate_limit"] if spec.rate_limit is not None else []
+        record(
+            conn, actor, tenant_id=tenant_id, action=Action.DESTINATION_CREATED,
+            change=_about(created, [*given, *(["secret"] if secret is not None else [])]),
+        )  # fmt: skip
+        return created
+
+
+def _option_names(spec: DestinationSpec) -> list[str]:
+    return [f"options.{name}" for name in spec.options]
+
+
+def _about(destination: SiemDestination, fields: Iterable[str] = ()) -> Change:
+    """A change to `destination`, for the audit trail: its id and name, what was set (names
+    only) and its type and format."""
+    return Change(
+        target=f"destination:{destination.id}",
+        target_name=destination.name,
+        fields=fields,
+        details={
+            "delivery_type": destination.delivery_type.value,
+            "format": destination.format.value,
+        },
+    )
+
+
+def _destination_target(kwargs: Mapping[str, Any]) -> str | None:
+    return f"destination:{kwargs['destination_id']}" if "destination_id" in kwargs else None
 
 
 def _check_secret(delivery_type: DeliveryType, secret: str | None) -> None:
     """Refuse a credential of the wrong form now rather than at the first delivery."""
     if secret is not None and delivery_type is DeliveryType.WEBHOOK:
         WebhookCredentials.from_secret(secret)
+    if secret is not None and delivery_type is DeliveryType.SPLUNK_HEC:
+        check_hec_token(secret)
 
 
-def _check_reachable(endpoint: str, egress: EgressGuard | None) -> None:
-    """The SSRF guard at save time: the endpoint's host resolves only to allowed addresses."""
-    target = endpoint_host_port(endpoint)
+def _check_reachable(config: TransportConfig, egress: EgressGuard | None) -> None:
+    """The SSRF guard at save time: the host the transport will connect to resolves only to
+    allowed addresses."""
+    target = connect_target(config)
     if target is not None:
         (egress or EgressGuard()).resolve(*target)
 
 
 def _seal(
-    keyring: KeyRing | None, secret: str | None, tenant_id: UUID, destination_id: UUID
+    keyring: KeyRing | None,
+    secret: str | None,
+    tenant_id: UUID,
+    destination_id: UUID,
+    target: DestinationSpec | SiemDestination,
 ) -> str | None:
+    """`secret` sealed for the destination and bound to its type and origins."""
     if secret is None:
         return None
     if keyring is None:
         raise CryptoError("a credential can only be stored encrypted, and no key is configured")
-    return keyring.seal(secret, tenant_id=tenant_id, destination_id=destination_id)
+    return keyring.seal(
+        secret,
+        tenant_id=tenant_id,
+        destination_id=destination_id,
+        binding=credential_binding(target),
+    )
+
+
+def _check_credential_stays(current: SiemDestination, updated: SiemDestination) -> None:
+    """Refuse to send a stored credential somewhere new: changing the delivery type or an
+    origin it goes to (`credential_targets`) needs the secret again. The error names the
+    field that moved it."""
+    if not current.has_secret:
+        return
+    before = credential_targets(current)
+    if updated.delivery_type is current.delivery_type and credential_targets(updated) == before:
+        return
+    if updated.delivery_type is not current.delivery_type:
+        field_name, what = "delivery_type", "the delivery type"
+    elif (
+        updated.endpoint != current.endpoint
+        and credential_targets(replace(current, endpoint=updated.endpoint)) != before
+    ):
+        field_name, what = "endpoint", "the endpoint's scheme, host or port"
+    else:
+        moved = sorted(
+            name
+            for name in {*current.options, *updated.options}
+            if current.options.get(name) != updated.options.get(name)
+        )
+        field_name = f"options.{moved[0]}" if moved else "endpoint"
+        what = "where the credential is sent"
+    raise InvalidDestination(
+        field_name,
+        f"changing {what} needs the secret again: give the secret with this change"
+        " (the stored one stays bound to where it was given for)",
+    )
 
 
 def _get(conn: Connection, tenant_id: UUID, destination_id: UUID) -> SiemDestination:
@@ -240,6 +335,7 @@ def find_destination(engine: Engine, *, tenant_id: UUID, name_or_id: str | UUID)
     return found
 
 
+@audited(Action.DESTINATION_UPDATED, target=_destination_target)
 def update_destination(
     engine: Engine,
     *,
@@ -250,11 +346,17 @@ def update_destination(
     keyring: KeyRing | None,
     development: bool,
     egress: EgressGuard | None = None,
+    actor: Actor | None = None,
 ) -> SiemDestination:
     """Change some settings (`name`, `endpoint`, `format`, `options`, `filters`,
     `rate_limit`, `enabled`); options given are merged, None removes one. A new secret
     replaces the old one. Everything is validated before anything is written; a new
-    endpoint is checked by the SSRF guard (`egress`) as in `add_destination`."""
+    endpoint is checked by the SSRF guard (`egress`) as in `add_destination`.
+
+    A stored credential stays bound to where it was given for: a change of an origin it is
+    sent to (`credential_targets`: the endpoint's scheme, host or port, or an option naming
+    a URL) is refused unless the secret comes with it (`InvalidDestination` naming the
+    field). A path, a query or any other option changes without it."""
     allowed = {"name", "endpoint", "format", "options", "filters", "rate_limit", "enabled"}
     unknown = set(changes) - allowed
     if unknown:
@@ -285,10 +387,12 @@ def update_destination(
             rate_limit=changes.get("rate_limit", current.rate_limit),
             enabled=bool(changes.get("enabled", current.enabled)),
         )
-        check_destination(spec_of(updated), development=development)
+        config = check_destination(spec_of(updated), development=development).config
         _check_secret(updated.delivery_type, secret)
+        if secret is None:
+            _check_credential_stays(current, updated)
         if updated.endpoint != current.endpoint:
-            _check_reachable(updated.endpoint, egress)
+            _check_reachable(config, egress)
         if updated.name != current.name:
             clash = rows.find_destination(conn, tenant_id=tenant_id, name=updated.name)
             if clash is not None:
@@ -299,15 +403,44 @@ def update_destination(
                 conn,
                 tenant_id=tenant_id,
                 destination_id=destination_id,
-                sealed=_seal(keyring, secret, tenant_id, destination_id),
+                sealed=_seal(keyring, secret, tenant_id, destination_id, updated),
             )
             result = rows.get_destination(conn, tenant_id=tenant_id, destination_id=destination_id)
         assert result is not None
+        _record_update(conn, actor, result, changes, secret_given=secret is not None)
         return result
 
 
+def _record_update(
+    conn: Connection,
+    actor: Actor | None,
+    updated: SiemDestination,
+    changes: Mapping[str, Any],
+    *,
+    secret_given: bool,
+) -> None:
+    """Record an update: the names of the settings changed, options by name."""
+    names = [name for name in changes if name != "options"]
+    names += [f"options.{key}" for key in changes.get("options") or {}]
+    names += ["secret"] if secret_given else []
+    change = _about(updated, names)
+    record(
+        conn, actor, tenant_id=updated.tenant_id, action=Action.DESTINATION_UPDATED, change=change
+    )
+
+
+def _enabling(kwargs: Mapping[str, Any]) -> Action:
+    return Action.DESTINATION_ENABLED if kwargs.get("enabled") else Action.DESTINATION_DISABLED
+
+
+@audited(_enabling, target=_destination_target)
 def set_enabled(
-    engine: Engine, *, tenant_id: UUID, destination_id: UUID, enabled: bool
+    engine: Engine,
+    *,
+    tenant_id: UUID,
+    destination_id: UUID,
+    enabled: bool,
+    actor: Actor | None = None,
 ) -> SiemDestination:
     """Enable or disable delivery to a destination (its cursor is kept either way)."""
     with writing(engine) as conn:
@@ -315,17 +448,74 @@ def set_enabled(
         result = rows.update_destination(
             conn, destination=replace(current, enabled=enabled), now=datetime.now(UTC)
         )
-    assert result is not None
+        assert result is not None
+        action = _enabling({"enabled": enabled})
+        record(conn, actor, tenant_id=tenant_id, action=action, change=_about(result, ["enabled"]))
     return result
 
 
-def remove_destination(engine: Engine, *, tenant_id: UUID, destination_id: UUID) -> None:
+@audited(Action.DESTINATION_DELETED, target=_destination_target)
+def remove_destination(
+    engine: Engine, *, tenant_id: UUID, destination_id: UUID, actor: Actor | None = None
+) -> None:
     """Delete a destination with its cursor, health and dead letters."""
     with writing(engine) as conn:
-        if not rows.delete_destination(conn, tenant_id=tenant_id, destination_id=destination_id):
-            raise InvalidDestination(
-                "destination", f"no destination {destination_id} for this tenant"
-            )
+        current = _get(conn, tenant_id, destination_id)
+        rows.delete_destination(conn, tenant_id=tenant_id, destination_id=destination_id)
+        record(
+            conn,
+            actor,
+            tenant_id=tenant_id,
+            action=Action.DESTINATION_DELETED,
+            change=_about(current),
+        )
+
+
+@audited(Action.DEAD_LETTERS_REPLAYED, target=_destination_target)
+def replay_dead_letters(
+    engine: Engine,
+    *,
+    tenant_id: UUID,
+    destination_id: UUID,
+    ids: Sequence[int] | None = None,
+    actor: Actor | None = None,
+) -> int:
+    """Queue the destination's dead letters (`ids`, or all) to be sent again by its worker;
+    how many were queued."""
+    with writing(engine) as conn:
+        current = _get(conn, tenant_id, destination_id)
+        queued = letters.request_replay(
+            conn, tenant_id=tenant_id, destination_id=destination_id, ids=ids
+        )
+        change = _letters_change(current, ids, queued)
+        record(conn, actor, tenant_id=tenant_id, action=Action.DEAD_LETTERS_REPLAYED, change=change)
+    return queued
+
+
+@audited(Action.DEAD_LETTERS_PURGED, target=_destination_target)
+def purge_dead_letters(
+    engine: Engine,
+    *,
+    tenant_id: UUID,
+    destination_id: UUID,
+    ids: Sequence[int] | None = None,
+    actor: Actor | None = None,
+) -> int:
+    """Delete the destination's dead letters (`ids`, or all) for good; how many were."""
+    with writing(engine) as conn:
+        current = _get(conn, tenant_id, destination_id)
+        purged = letters.remove_dead_letters(
+            conn, tenant_id=tenant_id, destination_id=destination_id, ids=ids
+        )
+        change = _letters_change(current, ids, purged)
+        record(conn, actor, tenant_id=tenant_id, action=Action.DEAD_LETTERS_PURGED, change=change)
+    return purged
+
+
+def _letters_change(destination: SiemDestination, ids: Sequence[int] | None, count: int) -> Change:
+    about = _about(destination)
+    selection = "all" if ids is None else ",".join(str(i) for i in ids[:50])
+    return replace(about, details={**about.details, "dead_letters": selection, "count": str(count)})
 
 
 def spec_of(destination: SiemDestination) -> DestinationSpec:
@@ -358,7 +548,7 @@ def destination_health(conn: Connection, destination: SiemDestination) -> Delive
         lag_seconds=lag_seconds,
     )
     assert found is not None
-    return found
+    return replace(found, rate_limit=destination.rate_limit)
 
 
 def list_health(conn: Connection, *, tenant_id: UUID) -> list[DeliveryHealth]:
@@ -367,5 +557,9 @@ def list_health(conn: Connection, *, tenant_id: UUID) -> list[DeliveryHealth]:
 
 
 def any_failing(reports: Iterable[DeliveryHealth]) -> bool:
-    """True when an enabled destination is failing (a disabled one is paused, not failing)."""
-    return any(report.failing and report.enabled for report in reports)
+    """True when an enabled destination is failing, or the worker switched one off because
+    its endpoint said it is gone (one an operator disabled is paused, not failing)."""
+    return any(
+        report.failing and (report.enabled or report.disabled_reason is not None)
+        for report in reports
+    )

@@ -8,12 +8,15 @@ are refused unless the operator's allow-list (`XAVYO_SIEM_EGRESS_ALLOW`: CIDRs o
 names) opens them. IPv6 forms that carry an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`,
 SIIT, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`) are judged by the IPv4 address inside.
 
-The check runs twice: when a destination is saved (`check_endpoint`, a clear 4xx for the
-tenant), and when a transport connects (`check_egress` for syslog, `GuardedResolver` for
-aiohttp), against the answer of *that* resolution; the transport then connects to exactly
-the addresses that passed, so a name whose answer changes after it was saved (DNS
-rebinding) is refused at connect time. Every address a name resolves to must pass: one
-internal address refuses the name.
+The check runs twice: when a destination is saved (`EgressGuard.resolve` of the host and
+port its transport will connect to, `delivery.connect_target`: a clear 4xx for the tenant),
+and when a transport connects (`check_egress` for syslog, `GuardedResolver` for aiohttp),
+against the answer of *that* resolution; the transport then connects to exactly the
+addresses that passed, so a name whose answer changes after it was saved (DNS rebinding)
+is refused at connect time. Both see the host of the one parse of the endpoint
+(`delivery/endpoints.py`, yarl's, as aiohttp connects). Every address a name resolves to
+must pass: one internal
+address refuses the name.
 
 `classify_address` is pure. `EgressGuard` holds the allow-list and the resolver function
 (`socket.getaddrinfo`; tests pass another to play a name whose answer changes).
@@ -28,7 +31,6 @@ import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 
@@ -43,7 +45,6 @@ __all__ = [
     "IPAddress",
     "check_egress",
     "classify_address",
-    "endpoint_host_port",
     "refusal_message",
 ]
 
@@ -283,17 +284,6 @@ async def check_egress(
         return guard._checked(host, infos)
     except InvalidDestination as exc:
         raise EgressDenied(exc.reason) from None
-
-
-def endpoint_host_port(endpoint: str) -> tuple[str, int] | None:
-    """The host and port a network endpoint URL connects to; None for `file://`."""
-    parts = urlsplit(endpoint)
-    scheme = parts.scheme.lower()
-    if scheme == "file" or not parts.hostname:
-        return None
-    ports = {"https": 443, "http": 80, "tcp": 514, "udp": 514, "tls": 6514, "relp": 2514}
-    default = ports.get(scheme, 0)
-    return parts.hostname, parts.port or default
 
 
 class GuardedResolver(AbstractResolver):

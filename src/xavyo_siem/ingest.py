@@ -98,15 +98,18 @@ def _same_uuid(value: object, tenant_id: UUID) -> bool:
         return False
 
 
-def store_events(engine: Engine, events: Iterable[AuditEvent]) -> AppendResult:
+def store_events(
+    engine: Engine, events: Iterable[AuditEvent], *, tenant_id: UUID | None = None
+) -> AppendResult:
     """Append `events` in one transaction, each `(tenant_id, event_id)` once.
 
     Events already stored are counted as duplicates and left as they are. An error raised
     while `events` is read (a bad line) rolls back everything, so it stores nothing. Once
-    committed, the workers are told (`announce_new_events`).
+    committed, the workers are told (`announce_new_events`). `tenant_id`, when given, is
+    the one tenant the events belong to (see `append_events`).
     """
     with writing(engine) as conn:
-        result = append_events(conn, events)
+        result = append_events(conn, events, tenant_id=tenant_id)
     if result.stored:
         announce_new_events(engine)
     return result

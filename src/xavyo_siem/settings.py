@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
-__all__ = ["DEFAULT_DATABASE_URL", "Settings"]
+__all__ = ["DEFAULT_API_RATE_LIMIT", "DEFAULT_DATABASE_URL", "Settings", "parse_api_rate_limit"]
 
 DEFAULT_DATABASE_URL: Final = "sqlite:///./xavyo-siem.db"
+DEFAULT_API_RATE_LIMIT: Final = (50.0, 100)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,7 @@ class Settings:
     secret_key: str | None = None
     secret_key_file: str | None = None
     egress_allow: tuple[str, ...] = ()
+    api_rate_limit: tuple[float, int] = DEFAULT_API_RATE_LIMIT
 
     @property
     def development(self) -> bool:
@@ -29,7 +31,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read XAVYO_SIEM_* variables; an unknown XAVYO_SIEM_ENV value is refused."""
+        """Read XAVYO_SIEM_* variables; an unknown XAVYO_SIEM_ENV value, or a malformed
+        XAVYO_SIEM_API_RATE_LIMIT, is refused."""
         env = os.environ if environ is None else environ
         mode = env.get("XAVYO_SIEM_ENV", "production").strip().lower() or "production"
         if mode not in ("production", "development"):
@@ -43,4 +46,24 @@ class Settings:
             secret_key=env.get("XAVYO_SIEM_SECRET_KEY") or None,
             secret_key_file=env.get("XAVYO_SIEM_SECRET_KEY_FILE") or None,
             egress_allow=tuple(part.strip() for part in allow.split(",") if part.strip()),
+            api_rate_limit=parse_api_rate_limit(env.get("XAVYO_SIEM_API_RATE_LIMIT", "")),
         )
+
+
+def parse_api_rate_limit(text: str) -> tuple[float, int]:
+    """`XAVYO_SIEM_API_RATE_LIMIT`: `REQUESTS_PER_S[:BURST]` per API token (the burst
+    defaults to one second's requests); empty means the default, 50:100."""
+    if not text.strip():
+        return DEFAULT_API_RATE_LIMIT
+    rate, _, burst = text.strip().partition(":")
+    try:
+        per_s = float(rate)
+        size = int(burst) if burst else max(1, int(per_s))
+    except ValueError:
+        per_s, size = 0.0, 0
+    if not (0 < per_s < float("inf")) or size < 1:
+        raise ValueError(
+            "XAVYO_SIEM_API_RATE_LIMIT: must be REQUESTS_PER_S or REQUESTS_PER_S:BURST with a"
+            f" positive rate and a burst of at least 1, e.g. 50:100; got {text[:40]!r}"
+        )
+    return per_s, size

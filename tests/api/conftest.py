@@ -31,7 +31,7 @@ from xavyo_siem.egress import EgressGuard
 from xavyo_siem.settings import Settings
 from xavyo_siem.store.tokens import Role, issue_token
 
-HEC_TOKEN: Final = "5e1f0c2a-7d3b-4c8e-9f10-hec-known-secret-1"
+HEC_TOKEN: Final = "5e1f0c2a-7d3b-4c8e-9f10-8ec5ec2e7c01"  # a GUID, as Splunk makes them
 WEBHOOK_SECRET: Final = "whsec_a25vd24tc2VjcmV0LXdlYmhvb2stc2lnbmluZy0x"  # 31 bytes
 BEARER: Final = "bearer-known-secret-7Q2x9Lm"
 KNOWN_SECRETS: Final = (HEC_TOKEN, WEBHOOK_SECRET, BEARER, "a25vd24tc2VjcmV0LXdlYmhvb2s")

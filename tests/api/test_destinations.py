@@ -10,6 +10,7 @@ import pytest
 import trustme
 from sqlalchemy import select
 
+from store_roles import owner_connection
 from xavyo_siem.store.tables import destinations
 
 from conftest import HEC_TOKEN, KEYS, WEBHOOK_SECRET, Api
@@ -54,10 +55,10 @@ async def test_create_then_read_back_without_the_credential(api: Api) -> None:
     listed = await api.client.get(api.path("/destinations"), headers=api.as_("viewer"))
     assert fetched.json() == data
     assert listed.json() == [data]
-    with api.engine.connect() as conn:
+    with owner_connection(api.engine) as conn:
         sealed = conn.execute(select(destinations.c.secret)).scalar_one()
     assert HEC_TOKEN not in sealed
-    assert sealed.startswith(f"v1.{KEYS.primary}.")
+    assert sealed.startswith(f"v2.{KEYS.primary}.")
 
 
 @pytest.mark.parametrize(
@@ -144,7 +145,7 @@ async def test_update_merges_options_replaces_the_secret_and_validates_first(api
         )
     ).json()
     where = api.path(f"/destinations/{created['id']}")
-    with api.engine.connect() as conn:
+    with owner_connection(api.engine) as conn:
         sealed_before = conn.execute(select(destinations.c.secret)).scalar_one()
     updated = await api.client.patch(
         where,
@@ -153,7 +154,7 @@ async def test_update_merges_options_replaces_the_secret_and_validates_first(api
             "options": {"index": None, "gzip": True},
             "rate_limit": None,
             "name": "splunk-2",
-            "secret": HEC_TOKEN + "-rotated",
+            "secret": "5e1f0c2a-7d3b-4c8e-9f10-8ec5ec2e7c02",  # a new token
         },
     )
     assert updated.status_code == 200, updated.text
@@ -161,7 +162,7 @@ async def test_update_merges_options_replaces_the_secret_and_validates_first(api
     assert data["options"] == {"batch_max_events": 50, "gzip": True}
     assert data["rate_limit"] is None
     assert data["name"] == "splunk-2"
-    with api.engine.connect() as conn:
+    with owner_connection(api.engine) as conn:
         assert conn.execute(select(destinations.c.secret)).scalar_one() != sealed_before
     refused = await api.client.patch(
         where, headers=api.as_("admin"), json={"name": "x", "endpoint": "https://10.1.2.3:8088"}
@@ -270,6 +271,31 @@ async def test_the_test_route_reports_a_closed_port_as_a_connect_failure(dev_api
         ("configuration", True), ("resolve", True), ("connect", False)
     ]  # fmt: skip
     assert "cannot connect" in report["steps"][-1]["detail"]
+
+
+async def test_a_new_destination_gets_the_default_rate_limit_unless_it_asks_for_none(
+    api: Api,
+) -> None:
+    """Without `rate_limit` a destination is limited to 1000 events/s (burst 2000); an explicit
+    `null` asks for no limit; health shows which limit applies."""
+    default = await api.client.post(
+        api.path("/destinations"),
+        headers=api.as_("admin"),
+        json={k: v for k, v in hec_body("https://127.0.0.1:8088").items() if k != "rate_limit"},
+    )
+    assert default.status_code == 201, default.text
+    assert default.json()["rate_limit"] == {"events_per_s": 1000.0, "burst": 2000}
+    unlimited = await api.client.post(
+        api.path("/destinations"),
+        headers=api.as_("admin"),
+        json=hec_body("https://127.0.0.1:8088", name="unlimited", rate_limit=None),
+    )
+    assert unlimited.status_code == 201, unlimited.text
+    assert unlimited.json()["rate_limit"] is None
+    health = await api.client.get(api.path("/health"), headers=api.as_("viewer"))
+    assert health.status_code == 200, health.text
+    limits = {entry["name"]: entry["rate_limit"] for entry in health.json()["destinations"]}
+    assert limits == {"splunk": {"events_per_s": 1000.0, "burst": 2000}, "unlimited": None}
 
 
 @pytest.mark.peer

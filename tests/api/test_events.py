@@ -9,7 +9,9 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
+from store_roles import owner_connection
 from xavyo_siem.api import ApiLimits
+from xavyo_siem.model import MAX_EVENT_TYPE_CHARS, MAX_METADATA_ENTRIES, MAX_TEXT_CHARS
 from xavyo_siem.sample import generate_events
 from xavyo_siem.store.tables import audit_events
 
@@ -31,7 +33,7 @@ def batch_of(
 
 
 def stored_count(api: Api) -> int:
-    with api.engine.connect() as conn:
+    with owner_connection(api.engine) as conn:
         return int(conn.execute(select(func.count()).select_from(audit_events)).scalar_one())
 
 
@@ -143,6 +145,29 @@ async def test_batches_and_bodies_over_the_limits_are_413(make_api: Any) -> None
     )
     assert chunked.status_code == 413
     assert stored_count(api) == 0
+
+
+async def test_over_long_text_and_metadata_are_stored_cut_not_refused(api: Api) -> None:
+    """An event whose text fields pass their documented lengths and whose metadata holds
+    600,000 entries is accepted (200) and stored cut to the limits, on both backends."""
+    (event,) = batch_of(api, 1, seed=11)
+    event["event_type"] = "T" * 300
+    event["reason"] = "r" * (MAX_TEXT_CHARS + 10) + "\x00 past the limit"
+    event["metadata"] = {f"k{n}": "v" for n in range(600_000)}
+    body = orjson.dumps({"events": [event]})
+    answer = await api.client.post(
+        api.path("/events"),
+        headers={**api.as_("admin"), "Content-Type": "application/json"},
+        content=body,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"stored": 1, "duplicates": 0}
+    (stored,) = (await api.client.get(api.path("/events"), headers=api.as_("viewer"))).json()[
+        "events"
+    ]
+    assert stored["event_type"] == "T" * MAX_EVENT_TYPE_CHARS
+    assert stored["reason"] == "r" * MAX_TEXT_CHARS
+    assert stored["metadata"] == {f"k{n}": "v" for n in range(MAX_METADATA_ENTRIES)}
 
 
 async def test_listing_pages_through_a_time_range_in_order(api: Api) -> None:

@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -141,6 +142,53 @@ async def test_bad_export_requests_are_422_and_store_no_job(api: Api) -> None:
         assert response.status_code == 422, (body, response.text)
         assert response.json()["detail"][0]["loc"][: len(loc)] == loc
     assert (await api.client.get(api.path("/exports"), headers=api.as_("admin"))).json() == []
+
+
+async def test_refused_export_requests_leave_the_export_directory_unchanged(
+    api: Api, tmp_path: Path
+) -> None:
+    """Every refused request (schema, rule, store, role, tenant, size) leaves the export
+    directory as it was: no tenant folder is made until a request is accepted."""
+    exports = tmp_path / "exports"  # the `api` fixture's export directory
+    admin = api.as_("admin")
+
+    async def refused(body: Any, status: int, headers: dict[str, str] = admin) -> None:
+        answer = await api.client.post(api.path("/exports"), headers=headers, json=body)
+        assert answer.status_code == status, (body, answer.text)
+        assert not exports.exists(), body
+
+    await refused({"start": START, "end": END}, 422)  # the tenant has no events yet
+    store_events(api, 10, seed=7)
+    destination = add_udp(api.engine, api.tenant)
+    for body in (
+        {"start": END, "end": START},
+        {"start": "2026-01-01T00:00:00", "end": END},
+        {"start": "2001-01-01T00:00:00Z", "end": "2001-02-01T00:00:00Z"},
+        {"start": START, "end": END, "options": {"nonsense": 1}},
+        {"start": START, "end": END, "format": "xml"},
+        {"start": START, "end": END, "filters": {"event_types": [""]}},
+        {"start": START, "end": END, "filters": {"categories": ["security"]}, "extra": 1},
+        {"start": START, "end": END, "destination": "nope"},
+        {"start": START, "end": END, "destination": destination.name, "format": "json"},
+        {"start": START, "end": END, "destination": destination.name, "options": {"a": 1}},
+        ["not", "an", "object"],
+    ):
+        await refused(body, 422)
+    await refused({"start": START, "end": END}, 403, api.as_("viewer"))
+    await refused({"start": START, "end": END}, 404, api.as_("other_admin"))
+    too_big = await api.client.post(
+        api.path("/exports"),
+        headers={**admin, "Content-Type": "application/json"},
+        content=b" " * (11 << 20),
+    )
+    assert too_big.status_code == 413
+    assert not exports.exists()
+    accepted = await api.client.post(
+        api.path("/exports"), headers=admin, json={"start": START, "end": END}
+    )
+    assert accepted.status_code == 201, accepted.text
+    assert [p.name for p in exports.iterdir()] == [str(api.tenant)]
+    assert (exports / str(api.tenant)).stat().st_mode & 0o777 == 0o700
 
 
 async def test_exports_are_scoped_to_the_tenant_and_creating_needs_admin(api: Api) -> None:

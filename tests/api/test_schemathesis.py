@@ -13,7 +13,7 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -31,6 +31,7 @@ from test_auth import add_udp
 from xavyo_siem.api import ApiLimits, create_app
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.settings import Settings
+from xavyo_siem.store.jobs import list_jobs
 from xavyo_siem.store.tokens import Role, issue_token
 
 from conftest import KEYS, LOOPBACK
@@ -50,8 +51,9 @@ def numeric_only(host: str, port: Any, family: int = 0, type: int = 0, **_: Any)
 
 
 def test_every_operation_keeps_to_its_openapi_document(engine: Engine, tmp_path: Path) -> None:
-    """Generated valid and invalid requests to every operation never get a 5xx, and every
-    answer's status, content type and body are the documented ones."""
+    """Generated valid and invalid requests to every operation never get a 5xx, every
+    answer's status, content type and body are the documented ones, and the export
+    directory holds a folder only for a tenant with an export job."""
     tenant = uuid4()
     with engine.begin() as conn:
         _, token = issue_token(
@@ -59,7 +61,7 @@ def test_every_operation_keeps_to_its_openapi_document(engine: Engine, tmp_path:
         )
     destination = add_udp(engine, tenant)
     app = create_app(
-        Settings(egress_allow=LOOPBACK),
+        Settings(egress_allow=LOOPBACK, api_rate_limit=(1e6, 1_000_000)),  # fuzz, not 429s
         engine,
         keyring=KEYS,
         egress=EgressGuard(allow=LOOPBACK, getaddrinfo=numeric_only),
@@ -91,3 +93,10 @@ def test_every_operation_keeps_to_its_openapi_document(engine: Engine, tmp_path:
             case.call_and_validate(checks=CHECKS)
 
         run()
+    with engine.connect() as conn:  # refused export requests left no folder behind
+        exporting = {
+            str(job.tenant_id)
+            for folder in tmp_path.iterdir()
+            for job in list_jobs(conn, tenant_id=UUID(folder.name))
+        }
+    assert {folder.name for folder in tmp_path.iterdir()} == exporting

@@ -19,6 +19,7 @@ import orjson
 import pytest
 from sqlalchemy import select
 
+from store_roles import owner_connection
 from xavyo_siem.model import SiemDestination
 from xavyo_siem.pipeline import DestinationComponents, PipelineSettings, RetryPolicy
 from xavyo_siem.runtime import Worker, WorkerSettings, open_destination
@@ -132,7 +133,7 @@ async def test_known_secrets_never_appear_in_responses_or_logs(
         assert "token" in health.json()["last_error"].lower()
         await call("GET", f"/destinations/{hec_id}/health")
         await call("GET", "/health")
-    with api.engine.connect() as conn:
+    with owner_connection(api.engine) as conn:
         sealed = [row for (row,) in conn.execute(select(destinations.c.secret))]
     assert len(sealed) == 2
     seen = [*bodies, *(r.getMessage() for r in caplog.records), caplog.text, *sealed]

@@ -10,10 +10,12 @@ import socket
 import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
-from uuid import UUID
+from uuid import UUID, uuid4
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
@@ -49,7 +51,9 @@ from xavyo_siem.pipeline import (
 from xavyo_siem.runtime import Worker, WorkerSettings, open_destination
 from xavyo_siem.sample import generate_events
 from xavyo_siem.settings import Settings
-from xavyo_siem.store import append_events, make_engine, upgrade
+from xavyo_siem.store import append_events, make_engine, upgrade, writing
+from xavyo_siem.store.destinations import insert_destination
+from xavyo_siem.store.events import START
 
 KEYS: Final = KeyRing.parse(new_key_text())
 LOOPBACK: Final = ("127.0.0.0/8", "::1/128")
@@ -289,7 +293,7 @@ MALFORMED_AUTHORITY: Final = [
         format=ExportFormat.JSON,
         endpoint="https://a[::1]:{peer}/services/collector",
         options={"start": "beginning"},
-        secret="hec-token-0001",
+        secret="00000000-0000-4000-8000-000000000001",
     ),
 ]
 
@@ -435,28 +439,50 @@ async def assert_isolated(
 
 
 async def test_a_malformed_ipv6_webhook_fails_alone(engine: Engine, tmp_path: Path) -> None:
-    """A webhook to `https://a[2606:4700::1111]/x` beside a healthy file destination of
-    another tenant: the healthy one receives every event, the worker runs on and stops
-    cleanly, and the webhook's health shows a reason with its circuit open."""
+    """A webhook to `https://a[2606:4700::1111]/x` is refused when saved; one stored before
+    that rule, beside a healthy file destination of another tenant: the healthy one receives
+    every event, the worker runs on and stops cleanly, and the webhook's health names the
+    endpoint rule with its circuit open."""
     out = tmp_path / "healthy.jsonl"
     add_file_destination(engine, TENANT_A, "healthy", out)
-    broken = manage.add_destination(
-        engine,
-        tenant_id=OTHER_TENANTS[0],
-        spec=DestinationSpec(
-            name="malformed-ipv6",
-            delivery_type=DeliveryType.WEBHOOK,
-            format=ExportFormat.JSON,
-            endpoint="https://a[2606:4700::1111]/x",
-            options={"start": "beginning"},
-        ),
-        secret=None,
-        keyring=KEYS,
-        development=False,
-        egress=GUARD,
+    spec = DestinationSpec(
+        name="malformed-ipv6",
+        delivery_type=DeliveryType.WEBHOOK,
+        format=ExportFormat.JSON,
+        endpoint="https://a[2606:4700::1111]/x",
+        options={"start": "beginning"},
     )
+    with pytest.raises(InvalidDestination) as refused:
+        manage.add_destination(
+            engine,
+            tenant_id=OTHER_TENANTS[0],
+            spec=spec,
+            secret=None,
+            keyring=KEYS,
+            development=False,
+            egress=GUARD,
+        )
+    assert refused.value.field == "endpoint"
+    now = datetime.now(UTC)
+    with writing(engine) as conn:  # as an older version, which had no such rule, saved it
+        broken = insert_destination(
+            conn,
+            destination=SiemDestination(
+                id=uuid4(),
+                tenant_id=OTHER_TENANTS[0],
+                name=spec.name,
+                delivery_type=spec.delivery_type,
+                format=spec.format,
+                endpoint=spec.endpoint,
+                options=dict(spec.options),
+                created_at=now,
+                updated_at=now,
+            ),
+            sealed_secret=None,
+            cursor=START,
+        )
     await assert_isolated(
-        engine, broken, open_components=opener(engine, Settings()), out=out, reason=None
+        engine, broken, open_components=opener(engine, Settings()), out=out, reason="brackets"
     )
 
 

@@ -274,3 +274,28 @@ async def test_send_cancelled_mid_batch_leaves_no_half_answered_session() -> Non
         assert await sender.send(records(3, "n")) == Delivered()
         assert sender.sessions_opened == 2
         await sender.aclose()
+
+
+async def test_peer_echoing_the_key_password_never_gets_it_into_a_reason() -> None:
+    """A 500 answer or garbage quoting the client key's password is scrubbed from the
+    reason, as for the other syslog transports."""
+    password = "correct-horse-battery-staple"
+    echo = f"500 bad password={password} for {password}".encode()
+    async with ScriptedRelpPeer(answer_syslog=lambda txnr, _: rsp(txnr, echo)) as peer:
+        config = validate_destination(
+            "syslog_relp", f"relp://127.0.0.1:{peer.port}", {}, development=False
+        )
+        assert isinstance(config, SyslogConfig)
+        result = await RelpTransport(config, key_password=password).send(records(1))
+        assert isinstance(result, Misconfigured)
+        assert "the receiver refused event r0: 500" in result.reason
+        assert password not in result.reason
+    async with ScriptedRelpPeer(answer_open=lambda txnr, _: password.encode() + b"\n") as peer:
+        config = validate_destination(
+            "syslog_relp", f"relp://127.0.0.1:{peer.port}", {}, development=False
+        )
+        assert isinstance(config, SyslogConfig)
+        result = await RelpTransport(config, key_password=password.encode()).check()
+        assert isinstance(result, Misconfigured)
+        assert "not a RELP frame" in result.reason
+        assert password not in result.reason

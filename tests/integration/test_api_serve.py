@@ -103,7 +103,8 @@ def test_tokens_are_made_listed_and_revoked_and_serve_honours_them(tmp_path: Pat
 
 
 def test_run_with_api_ingests_over_http_and_delivers_in_the_same_process(tmp_path: Path) -> None:
-    """`run --api`: events posted to the API are delivered by the worker of the same process."""
+    """`run --api`: events posted to the API are delivered by the worker of the same process,
+    after the audit events of the destination's and the token's creation."""
     env = {
         "XAVYO_SIEM_DATABASE_URL": f"sqlite:///{tmp_path}/store.db",
         "XAVYO_SIEM_SECRET_KEY": new_key_text(),
@@ -126,11 +127,15 @@ def test_run_with_api_ingests_over_http_and_delivers_in_the_same_process(tmp_pat
         stored = http.post(f"/v1/tenants/{tenant}/events", headers=auth, json={"events": events})
         assert stored.json() == {"stored": 500, "duplicates": 0}
         deadline = time.monotonic() + 30
-        while (not out.exists() or len(out.read_bytes().splitlines()) < 500) and (
+        while (not out.exists() or len(out.read_bytes().splitlines()) < 502) and (
             time.monotonic() < deadline
         ):
             time.sleep(0.1)
         health = http.get(f"/v1/tenants/{tenant}/health", headers=auth).json()
-    delivered = [orjson.loads(line)["event_id"] for line in out.read_bytes().splitlines()]
-    assert sorted(delivered) == sorted(e["event_id"] for e in events)
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert [line["event_type"] for line in lines[:2]] == [
+        "SIEM_DESTINATION_CREATED",
+        "SIEM_API_TOKEN_CREATED",
+    ]
+    assert sorted(line["event_id"] for line in lines[2:]) == sorted(e["event_id"] for e in events)
     assert health["status"] == "ok"

@@ -293,14 +293,40 @@ def test_a_csv_file_destination_writes_one_header_and_crlf_rows(tmp_path: Path) 
         ran = subprocess.run(
             [sys.executable, "-m", "xavyo_siem", "run", "--drain", "--poll-interval", "0.05"],
             env={**os.environ, **env_dev, "XAVYO_SIEM_DATABASE_URL": db},
+            cwd=tmp_path,  # development mode makes its key file in the working directory
             capture_output=True, timeout=120, check=False,
         )  # fmt: skip
         assert ran.returncode == 0, ran.stderr
     data = out.read_bytes()
-    assert data.count(b"\n") == data.count(b"\r\n") == 301
+    # The header, the 300 events, and the audit event of the destination's own creation.
+    assert data.count(b"\n") == data.count(b"\r\n") == 302
     with out.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     assert rows[0][0] == "event_id"
     assert all(rows[0])
+    kind = rows[0].index("event_type")
     expected = [orjson.loads(line)["event_id"] for line in events.read_bytes().splitlines()]
-    assert sorted(row[0] for row in rows[1:]) == sorted(expected)
+    ids = [row[0] for row in rows[1:] if row[kind] != "SIEM_DESTINATION_CREATED"]
+    assert sorted(ids) == sorted(expected)
+
+
+def test_destination_add_applies_the_default_rate_limit_and_none_lifts_it(tmp_path: Path) -> None:
+    """`destination add` without `--rate-limit` sets 1000 events/s, burst 2000;
+    `--rate-limit none` sets no limit; `health` shows each destination's limit."""
+    db = f"sqlite:///{tmp_path}/store.db"
+    tenant = "7d1c0f2a-5b3e-4c6d-8e9f-0a1b2c3d4e5f"
+    limits = {}
+    for name, extra in (("limited", []), ("unlimited", ["--rate-limit", "none"])):
+        added = cli(
+            "destination", "add", "--tenant", tenant, "--name", name, "--type", "file",
+            "--format", "json", "--endpoint", f"file://{tmp_path}/{name}.jsonl", *extra,
+            "--json", db=db,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        limits[name] = orjson.loads(added.stdout)["rate_limit"]
+    assert limits == {"limited": {"events_per_s": 1000.0, "burst": 2000}, "unlimited": None}
+    shown = cli("health", "--tenant", tenant, db=db)
+    assert shown.returncode == 0, shown.stderr
+    table = shown.stdout.decode()
+    assert "1,000/s burst 2,000" in table
+    assert "none" in table

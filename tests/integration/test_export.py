@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
+from store_roles import owner_connection
 from xavyo_siem.batch import (
     BatchExporter,
     ExportRequest,
@@ -316,7 +317,7 @@ async def test_cancelling_a_running_export_leaves_no_file(engine: Engine, tmp_pa
     def cancel_after_first_page(done: int, total: int | None) -> None:
         if not asked:
             asked.append(done)
-            with engine.connect() as conn:
+            with owner_connection(engine) as conn:
                 (job_id,) = conn.execute(select(export_jobs.c.id)).scalars().all()[-1:]
             cancel_export_job(engine, tenant_id=tenant, job_id=UUID(job_id))
 

@@ -116,7 +116,9 @@ def test_rsyslog_parses_json_body_messages_over_lf_framing(peer: RsyslogPeer) ->
     _send(peer, messages, octet_counting=False)
     bodies = _check_against_rsyslog(peer, messages, events)
     for body, event in zip(bodies, events, strict=True):
-        assert AuditEvent.from_dict(parse_json_line(body)) == event
+        # The JSON object itself, not `from_dict` (ingest cuts over-long values; a format
+        # carries them whole).
+        assert parse_json_line(body) == event.to_dict()
 
 
 def test_rsyslog_parses_cef_body_messages_over_octet_counting(peer: RsyslogPeer) -> None:

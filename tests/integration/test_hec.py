@@ -109,6 +109,24 @@ async def test_batch_arrives_in_order_with_envelope_fields(hec: HecServer) -> No
         assert (envelope["sourcetype"], envelope["host"]) == ("xavyo:audit", "idp")
 
 
+async def test_source_and_sourcetype_default_to_ours_and_empty_leaves_them_to_the_token(
+    hec: HecServer,
+) -> None:
+    """Without options every envelope says source `xavyo-siem` and sourcetype
+    `xavyo:identity:events`; set to "" they are left out (the token's defaults apply)."""
+    for options, expected in (
+        ({}, ("xavyo-siem", "xavyo:identity:events")),
+        ({"source": "", "sourcetype": ""}, (None, None)),
+    ):
+        hec.received.clear()
+        sender = transport(hec, **options)
+        try:
+            assert await sender.send(json_records(3)) == Delivered()
+        finally:
+            await sender.aclose()
+        assert [(e.get("source"), e.get("sourcetype")) for e in hec.received] == [expected] * 3
+
+
 async def test_gzip_bodies_are_compressed_and_accepted(hec: HecServer) -> None:
     """With `gzip`, every request says Content-Encoding: gzip and the server inflates it."""
     sender = transport(hec, gzip=True)
@@ -156,7 +174,12 @@ async def test_batches_are_bounded_by_count_and_bytes(hec: HecServer) -> None:
 
 async def test_wrong_token_is_misconfigured(hec: HecServer) -> None:
     """An unknown token (code 4) is misconfigured and nothing is accepted."""
-    sender = HecTransport(config(hec.url), token="wrong", event_is_json=True, development=True)
+    sender = HecTransport(
+        config(hec.url),
+        token="00000000-0000-4000-8000-00000000bad1",
+        event_is_json=True,
+        development=True,
+    )
     try:
         result = await sender.send(json_records(3))
     finally:
@@ -409,7 +432,12 @@ async def test_check_probes_health_and_token(hec: HecServer) -> None:
 
 async def test_check_reports_a_bad_token_and_an_unhealthy_hec(hec: HecServer) -> None:
     """`check` is Misconfigured for a wrong token and RetryLater while HEC is unhealthy."""
-    bad = HecTransport(config(hec.url), token="nope", event_is_json=True, development=True)
+    bad = HecTransport(
+        config(hec.url),
+        token="00000000-0000-4000-8000-00000000bad2",
+        event_is_json=True,
+        development=True,
+    )
     try:
         assert isinstance(await bad.check(), Misconfigured)
     finally:

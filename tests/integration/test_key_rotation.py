@@ -27,7 +27,7 @@ from xavyo_siem.store.tables import destinations
 
 from peers.hec_server import HecServer
 
-TOKEN = "9b0c6d52-3a1e-4f7d-8c2b-rotation-token"
+TOKEN = "9b0c6d52-3a1e-4f7d-8c2b-0e7a7103c0de"
 LOOPBACK = ("127.0.0.0/8",)
 
 
@@ -70,7 +70,8 @@ async def test_rotate_restart_with_only_the_new_key_and_deliveries_still_authent
     store_url: str,
 ) -> None:
     """After `keys rotate` every credential is under the new key; a worker that holds only
-    the new key delivers to HEC with the same token, and `keys status` without it fails."""
+    the new key delivers to HEC with the same token (each tenant's events, and the audit
+    event of the rotation), and `keys status` without it fails."""
     engine = make_engine(store_url)
     upgrade(engine)
     old_key, new_key = new_key_text(), new_key_text()
@@ -102,7 +103,10 @@ async def test_rotate_restart_with_only_the_new_key_and_deliveries_still_authent
                  "XAVYO_SIEM_EGRESS_ALLOW": "127.0.0.0/8"},
         )  # fmt: skip
         assert code == 0, err
-    assert sorted(e["event"]["event_id"] for e in hec.received) == sorted(
+    received = [e["event"] for e in hec.received]
+    rotated = [e for e in received if e["event_type"] == "SIEM_CREDENTIAL_KEY_ROTATED"]
+    assert sorted(e["tenant_id"] for e in rotated) == [str(t) for t in tenants]
+    assert sorted(e["event_id"] for e in received if e not in rotated) == sorted(
         str(e.event_id) for e in events
     )
     assert {r.status for r in hec.requests} == {200}

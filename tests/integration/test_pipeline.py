@@ -9,6 +9,7 @@ what a real `Worker` does with each answer: cursor, health, dead letters, order,
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -118,9 +119,12 @@ def components_of(
     transport: ScriptedTransport,
     formatter: Callable[[AuditEvent], str] = to_json,
 ) -> DestinationComponents:
-    """The destination's components with `transport`, its batch size from its validated config."""
-    config = check_destination(spec_of(destination), development=False).config
-    return DestinationComponents(transport, formatter, config.batch_max_events)
+    """The destination's components with `transport`, its batch size and delivery policy from
+    its validated settings."""
+    checked = check_destination(spec_of(destination), development=False)
+    return DestinationComponents(
+        transport, formatter, checked.config.batch_max_events, checked.policy
+    )
 
 
 def worker_for(
@@ -544,3 +548,87 @@ async def test_an_exhausted_source_is_done_only_once_its_last_batch_is_accepted(
     assert source.exhausted  # the read ahead reached the end in both cases
     assert finished is accepts
     assert source.delivered == ([20] if accepts else [])
+
+
+async def test_a_batch_that_keeps_failing_goes_to_dead_letters_after_max_attempts(
+    engine: Engine,
+) -> None:
+    """With `max_attempts`, a batch still refused after that many tries goes to dead letters
+    with the reason, delivery goes on with the next, and a replay sends it once fixed."""
+    events = store(engine, 120, seed=41)
+    ids = [str(e.event_id) for e in events]
+    destination = add(
+        engine,
+        events[0].tenant_id,
+        options={"start": "beginning", "batch_max_events": "50", "max_attempts": "3"},
+    )
+    poisoned = ids[0]
+    transport = ScriptedTransport(
+        lambda records: (
+            RetryLater("peer says later")
+            if any(r.event_id == poisoned for r in records)
+            else Delivered()
+        )
+    )
+    await deliver(engine, destination, transport)
+    first = transport.batches[0]
+    assert [batch for batch in transport.batches if batch[0] == first[0]] == [first] * 3
+    with engine.connect() as conn:
+        letters = list_dead_letters(
+            conn, tenant_id=destination.tenant_id, destination_id=destination.id
+        )
+    assert sorted(str(letter.event_id) for letter in letters) == sorted(r.event_id for r in first)
+    assert all(
+        "gave up after 3 attempts" in letter.reason and "peer says later" in letter.reason
+        for letter in letters
+    )
+    delivered = accepted_ids(transport)
+    assert sorted(delivered) == sorted(set(ids) - {r.event_id for r in first})
+
+    with engine.begin() as conn:
+        request_replay(conn, tenant_id=destination.tenant_id, destination_id=destination.id)
+    healed = ScriptedTransport(lambda records: Delivered())
+    await deliver(engine, destination, healed)
+    assert sorted(r.event_id for batch in healed.batches for r in batch) == sorted(
+        r.event_id for r in first
+    )
+
+
+def accepted_ids(transport: ScriptedTransport) -> list[str]:
+    """The event ids of every batch the scripted transport answered Delivered."""
+    return [
+        r.event_id
+        for batch in transport.batches
+        if transport.handler(batch) == Delivered()
+        for r in batch
+    ]
+
+
+async def test_breaker_threshold_and_cooldown_come_from_the_destination(engine: Engine) -> None:
+    """`breaker_threshold` opens the circuit after that many failures, and an open circuit
+    waits `breaker_cooldown_s` between probes instead of the (much shorter) backoff."""
+    events = store(engine, 10, seed=43)
+    destination = add(
+        engine,
+        events[0].tenant_id,
+        options={"start": "beginning", "breaker_threshold": "2", "breaker_cooldown_s": "0.3"},
+    )
+    sent_at: list[float] = []
+
+    def refuse(records: Sequence[Record]) -> DeliveryResult:
+        sent_at.append(asyncio.get_running_loop().time())
+        return RetryLater("down")
+
+    worker = worker_for(engine, destination, ScriptedTransport(refuse))
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: len(sent_at) >= 4, "four attempts")
+        await until(
+            lambda: health_of(engine, destination).circuit_state is CircuitState.OPEN,
+            "the circuit to open",
+        )
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(sent_at[1:])]
+    assert all(gap >= 0.3 for gap in gaps), gaps  # each probe after the circuit opened

@@ -4,7 +4,9 @@ events, a black-holed destination, and the rate limit measured at the receiver."
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -36,14 +38,18 @@ from xavyo_siem.sample import generate_events
 from xavyo_siem.settings import Settings
 from xavyo_siem.store import append_events
 from xavyo_siem.store.dead_letters import list_dead_letters
+from xavyo_siem.store.destinations import get_destination
 from xavyo_siem.store.state import read_health, read_state
 
 from peers.hec_server import HecFaults, HecServer
+from peers.resetting_collector import ResettingCollector
 from peers.rsyslog import start_rsyslog
+from peers.webhook_receiver import WebhookReceiver
 
 # Loopback peers: the SSRF guard refuses 127.0.0.1 unless the operator allows it.
 DEV = Settings(env="development", egress_allow=("127.0.0.0/8", "::1/128", "localhost"))
 KEYS = KeyRing.parse(new_key_text())
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"w" * 32).decode()
 FAST = PipelineSettings(
     poll_interval_s=0.02,
     retry=RetryPolicy(base_s=0.01, cap_s=0.1, misconfigured_cap_s=0.2),
@@ -155,13 +161,13 @@ async def test_hec_503_outage_then_recovery_delivers_every_event_in_order(engine
     )
 
 
-async def test_revoked_token_stops_delivery_without_spinning_and_resumes_when_fixed(
+async def test_invalid_token_stops_delivery_without_spinning_and_resumes_when_fixed(
     engine: Engine,
 ) -> None:
-    """A disabled token marks the destination failing, keeps the cursor, and probes on a
-    backoff; re-enabling the token resumes delivery from where it stopped, nothing lost."""
+    """An invalid token marks the destination failing, keeps the cursor, and probes on a
+    backoff; once the token is valid, delivery resumes from where it stopped, nothing lost."""
     events = stored(engine, 300, seed=31)
-    async with HecServer(disabled=True) as server:
+    async with HecServer() as server:
         destination = add(
             engine,
             events[0].tenant_id,
@@ -169,6 +175,7 @@ async def test_revoked_token_stops_delivery_without_spinning_and_resumes_when_fi
             endpoint=server.url,
             secret=server.token,
         )
+        server.token, valid = str(uuid4()), server.token  # the stored one is no longer known
         running, task = serve(engine)
 
         def stuck() -> bool:
@@ -183,18 +190,110 @@ async def test_revoked_token_stops_delivery_without_spinning_and_resumes_when_fi
             health = read_health(
                 conn, tenant_id=destination.tenant_id, destination_id=destination.id
             )
-        server.disabled = False
+        server.token = valid
         await until(lambda: len(server.received) >= len(events), 60, "delivery after the fix")
         await finish(running, task)
     assert state is not None
     assert health is not None
     assert state.cursor.seq == 0
     assert health.circuit_state is CircuitState.OPEN
-    assert "disabled" in (health.circuit_reason or "").lower()
+    assert "invalid token" in (health.circuit_reason or "").lower()
     assert attempts < 25, (
         f"{attempts} attempts in about a second: a misconfigured destination spins"
     )
     assert hec_ids(server) == [str(e.event_id) for e in events]
+
+
+async def test_a_disabled_hec_token_switches_the_destination_off_until_enabled_again(
+    engine: Engine,
+) -> None:
+    """HEC's "token disabled" switches the destination off with the reason (health, API
+    fields) instead of probing it; enabling it again resumes from its cursor, nothing lost."""
+    events = stored(engine, 300, seed=33)
+    async with HecServer(disabled=True) as server:
+        destination = add(
+            engine,
+            events[0].tenant_id,
+            delivery_type=DeliveryType.SPLUNK_HEC,
+            endpoint=server.url,
+            secret=server.token,
+        )
+        running, task = serve(engine)
+
+        def switched_off() -> bool:
+            with engine.connect() as conn:
+                found = get_destination(
+                    conn, tenant_id=destination.tenant_id, destination_id=destination.id
+                )
+            return found is not None and not found.enabled
+
+        await until(switched_off, 30, "the destination to be switched off")
+        await until(lambda: lane_of(running, destination) is None, 30, "its lane to go")
+        await asyncio.sleep(0.5)
+        attempts = len(server.requests)
+        with engine.connect() as conn:
+            health = manage.destination_health(
+                conn,
+                get_destination(  # type: ignore[arg-type]
+                    conn, tenant_id=destination.tenant_id, destination_id=destination.id
+                ),
+            )
+        assert attempts == 1  # switched off at the first answer, not probed
+        assert health.failing
+        assert not health.enabled
+        assert "Token disabled" in (health.disabled_reason or "")
+        server.disabled = False
+        manage.set_enabled(
+            engine, tenant_id=destination.tenant_id, destination_id=destination.id, enabled=True
+        )
+        await until(lambda: len(server.received) >= len(events), 60, "delivery once enabled")
+        await finish(running, task)
+    with engine.connect() as conn:
+        again = get_destination(
+            conn, tenant_id=destination.tenant_id, destination_id=destination.id
+        )
+    assert again is not None
+    assert again.disabled_reason is None
+    assert hec_ids(server) == [str(e.event_id) for e in events]
+
+
+async def test_a_webhook_that_answers_410_gone_is_switched_off(engine: Engine) -> None:
+    """A webhook receiver answering 410 Gone switches its destination off with the reason;
+    enabling it again resumes from its cursor, every event delivered."""
+    events = stored(engine, 50, seed=35)
+    async with WebhookReceiver(secrets=(WEBHOOK_SECRET,), script=deque([410])) as receiver:
+        destination = add(
+            engine,
+            events[0].tenant_id,
+            delivery_type=DeliveryType.WEBHOOK,
+            endpoint=receiver.url,
+            secret=WEBHOOK_SECRET,
+        )
+        running, task = serve(engine)
+
+        def switched_off() -> bool:
+            with engine.connect() as conn:
+                found = get_destination(
+                    conn, tenant_id=destination.tenant_id, destination_id=destination.id
+                )
+            return found is not None and found.disabled_reason is not None
+
+        await until(switched_off, 30, "the destination to be switched off")
+        with engine.connect() as conn:
+            found = get_destination(
+                conn, tenant_id=destination.tenant_id, destination_id=destination.id
+            )
+        assert found is not None
+        assert not found.enabled
+        assert "410" in (found.disabled_reason or "")
+        manage.set_enabled(
+            engine, tenant_id=destination.tenant_id, destination_id=destination.id, enabled=True
+        )
+        await until(lambda: len(receiver.events()) >= len(events), 60, "delivery once enabled")
+        await finish(running, task)
+    assert sorted(e["event_id"] for e in receiver.events()) == sorted(
+        str(e.event_id) for e in events
+    )
 
 
 async def test_poison_event_is_dead_lettered_and_the_rest_flow(engine: Engine) -> None:
@@ -409,3 +508,30 @@ async def test_no_event_reaches_another_tenants_destination(
         assert [item["event_id"] for item in got] == [
             str(e.event_id) for e in events if e.tenant_id == tenant and filters.matches(e)
         ]
+
+
+async def test_a_syslog_batch_that_cannot_be_confirmed_counts_as_possibly_lost(
+    engine: Engine,
+) -> None:
+    """A receiver that goes away right after reading the last batch, before anything
+    confirmed it: at shutdown the worker cannot send that batch again, and health counts it
+    as possibly lost."""
+    events = stored(engine, 40, seed=37)
+    with ResettingCollector(every=len(events) + 1) as collector:  # reads, never resets
+        destination = add(
+            engine,
+            events[0].tenant_id,
+            delivery_type=DeliveryType.SYSLOG_TCP,
+            format=ExportFormat.SYSLOG,
+            endpoint=f"tcp://127.0.0.1:{collector.port}",
+        )
+        running, task = serve(engine)
+        await until(lambda: len(collector.messages) == len(events), 30, "the batch to be read")
+    await asyncio.sleep(0.2)  # the collector is gone: nothing listens on its port
+    await finish(running, task)
+    with engine.connect() as conn:
+        health = read_health(conn, tenant_id=destination.tenant_id, destination_id=destination.id)
+    assert health is not None
+    assert len(collector.messages) == len(events)
+    assert health.possibly_lost == len(events)
+    assert health.successes == len(events)

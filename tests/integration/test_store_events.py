@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy import event as sqlalchemy_event
 
+from store_roles import owner_connection
 from xavyo_siem.errors import TenantRequired
 from xavyo_siem.model import FIELD_NAMES, AuditEvent, EventCategory, EventFilter
 from xavyo_siem.sample import generate_events, tenant_ids
@@ -204,7 +205,8 @@ def test_time_range_pages_continue_from_the_key(engine: Engine) -> None:
 
 
 def test_time_range_read_uses_the_tenant_time_index(engine: Engine) -> None:
-    """The query plan for a tenant's time range uses the (tenant, time) index, not a scan."""
+    """The query plan for a tenant's time range uses the (tenant, time) index, not a scan
+    of the events (on PostgreSQL, under the row-level security policies)."""
     events = list(generate_events(3000, 3, seed=9))
     with engine.begin() as conn:
         append_events(conn, events)
@@ -213,16 +215,18 @@ def test_time_range_read_uses_the_tenant_time_index(engine: Engine) -> None:
         f"SELECT event_id FROM audit_events WHERE tenant_id = '{tenant}' AND ts_us >= 0 "
         "AND ts_us < 9000000000000000 ORDER BY ts_us, seq LIMIT 100"
     )
+    if engine.dialect.name == "postgresql":
+        with owner_connection(engine) as conn:
+            conn.execute(text("ANALYZE audit_events"))  # the owner's right
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            conn.execute(text("ANALYZE audit_events"))
             plan = "\n".join(row[0] for row in conn.execute(text("EXPLAIN " + sql)))
         else:
             plan = "\n".join(
                 str(row[-1]) for row in conn.execute(text("EXPLAIN QUERY PLAN " + sql))
             )
     assert "ix_audit_events_tenant_time" in plan
-    assert "Seq Scan" not in plan
+    assert "Seq Scan on audit_events" not in plan
     assert "SCAN audit_events\n" not in plan + "\n"
 
 

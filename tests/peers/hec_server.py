@@ -115,6 +115,7 @@ class HecFaults:
     ack_garbage: int = 0  # the next N /ack polls get a 200 that is not an ack answer
     ack_string_true: int = 0  # the next N /ack polls say "true" (a string) instead of true
     unhealthy: bool = False  # /health answers 503 code 18
+    echo_headers: bool = False  # every error reply's text quotes the request's headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +346,7 @@ class HecServer:
         path = request.path.rstrip("/") or "/"
         try:
             if path in HEALTH_PATHS and request.method == "GET":
-                return self._health()
+                return self._health(request)
             if path in EVENT_PATHS and request.method == "POST":
                 return await self._event(request)
             if path == ACK_PATH and request.method == "POST":
@@ -356,11 +357,18 @@ class HecServer:
         except _Refusal as refusal:
             self._log(request, refusal.status, refusal.code, refusal.index or 0)
             extra = {} if refusal.index is None else {"invalid-event-number": refusal.index}
-            return self._reply(refusal.status, refusal.code, refusal.text, **extra)
+            text = refusal.text + self._echo(request)
+            return self._reply(refusal.status, refusal.code, text, **extra)
 
-    def _health(self) -> web.Response:
+    def _echo(self, request: web.Request) -> str:
+        """With `faults.echo_headers`: the request's headers, as a leaky proxy quotes them."""
+        if not self.faults.echo_headers:
+            return ""
+        return "; request was:\r\n" + "\r\n".join(f"{k}: {v}" for k, v in request.headers.items())
+
+    def _health(self, request: web.Request) -> web.Response:
         if self.faults.unhealthy:
-            return self._reply(503, 18, "HEC is unhealthy, queues are full")
+            return self._reply(503, 18, "HEC is unhealthy, queues are full" + self._echo(request))
         return self._reply(200, 17, "HEC is healthy")
 
     def _authenticate(self, request: web.Request) -> None:

@@ -19,7 +19,8 @@ stores the message in `messages`; any other status stores nothing. Refused reque
 listed in `refusals` with the reason.
 
 Knobs for faults: `script` entries may be an int or `(status, headers)`; `drop` closes the
-next N connections without answering; `slow_s` delays every answer.
+next N connections without answering; `slow_s` delays every answer; `echo_headers` makes
+every refusal and scripted failure quote the request's headers (a leaky receiver).
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ class WebhookReceiver:
     script: deque[int | tuple[int, dict[str, str]]] = field(default_factory=deque)
     drop: int = 0
     slow_s: float = 0.0
+    echo_headers: bool = False
     messages: list[WebhookMessage] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
     attempts: list[str] = field(default_factory=list)  # webhook-id of every POST
@@ -138,9 +140,12 @@ class WebhookReceiver:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def _refuse(self, status: int, reason: str) -> web.Response:
+    def _refuse(self, status: int, reason: str, request: web.Request | None = None) -> web.Response:
         self.refusals.append(reason)
-        return web.json_response({"error": reason}, status=status)
+        answer: dict[str, Any] = {"error": reason}
+        if self.echo_headers and request is not None:
+            answer["request_headers"] = dict(request.headers)
+        return web.json_response(answer, status=status)
 
     def _authorized(self, request: web.Request) -> bool:
         given = request.headers.get("Authorization", "")
@@ -167,7 +172,7 @@ class WebhookReceiver:
         if request.method != "POST":
             return self._refuse(405, "method not allowed")
         if not self._authorized(request):
-            return self._refuse(401, "authentication failed")
+            return self._refuse(401, "authentication failed", request)
         msg_id = request.headers.get("webhook-id")
         stamp = request.headers.get("webhook-timestamp")
         signature = request.headers.get("webhook-signature")
@@ -208,7 +213,10 @@ class WebhookReceiver:
             entry = self.script.popleft()
             status, headers = (entry, {}) if isinstance(entry, int) else entry
         if not 200 <= status < 300:
-            return web.Response(status=status, headers=headers, text=f"scripted {status}")
+            text = f"scripted {status}"
+            if self.echo_headers:
+                text += "\n" + "\n".join(f"{k}: {v}" for k, v in request.headers.items())
+            return web.Response(status=status, headers=headers, text=text)
         self.messages.append(
             WebhookMessage(msg_id, int(stamp), content_type, events, dict(request.headers))
         )

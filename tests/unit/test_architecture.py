@@ -36,11 +36,13 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "store": _BASE | {"model"},
     "manifest": _BASE | {"model", "format"},
     "ingest": _BASE | {"model", "store"},
-    "credentials": _BASE | {"model", "store", "crypto", "settings"},
+    "trail": _BASE | {"model", "store"},
+    "access": _BASE | {"model", "store", "trail"},
+    "credentials": _BASE | {"model", "delivery", "store", "crypto", "settings", "trail"},
     "pipeline": _BASE | {"model", "format", "delivery"},
     "destinations": _BASE
-    | {"model", "format", "delivery", "store", "crypto", "egress", "settings"},
-    "batch": _BASE | {"model", "format", "delivery", "store", "pipeline", "manifest"},
+    | {"model", "format", "delivery", "store", "crypto", "egress", "settings", "trail"},
+    "batch": _BASE | {"model", "format", "delivery", "store", "pipeline", "manifest", "trail"},
     "runtime": _BASE
     | {
         "model",
@@ -55,6 +57,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
         "egress",
         "settings",
         "credentials",
+        "trail",
     },
     "api": _BASE
     | {
@@ -72,6 +75,8 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
         "egress",
         "settings",
         "credentials",
+        "trail",
+        "access",
     },
 }
 ALLOWED["cli"] = ALLOWED["api"] | {"api", "sample"}

@@ -14,7 +14,6 @@ from xavyo_siem.egress import (
     GuardedResolver,
     check_egress,
     classify_address,
-    endpoint_host_port,
 )
 from xavyo_siem.errors import InvalidDestination
 from xavyo_siem.settings import Settings
@@ -158,19 +157,3 @@ async def test_the_aiohttp_resolver_returns_only_checked_answers() -> None:
     with pytest.raises(EgressDenied, match="cloud metadata"):
         await resolver.resolve("meta.example", 443)
     await resolver.close()
-
-
-@pytest.mark.parametrize(
-    ("endpoint", "expected"),
-    [
-        ("https://siem.example/hook?x=1", ("siem.example", 443)),
-        ("http://siem.example:8088", ("siem.example", 8088)),
-        ("tcp://[::1]:5514", ("::1", 5514)),
-        ("udp://10.0.0.1", ("10.0.0.1", 514)),
-        ("tls://collector", ("collector", 6514)),
-        ("file:///var/log/x", None),
-    ],
-)
-def test_endpoint_host_and_port(endpoint: str, expected: tuple[str, int] | None) -> None:
-    """The host and port a network endpoint connects to, with each scheme's default port."""
-    assert endpoint_host_port(endpoint) == expected

@@ -14,6 +14,9 @@ from xavyo_siem.errors import InvalidEvent
 from xavyo_siem.model import (
     EVENT_FIELDS,
     FIELD_NAMES,
+    MAX_EVENT_TYPE_CHARS,
+    MAX_METADATA_ENTRIES,
+    MAX_TEXT_CHARS,
     TEXT_FIELDS,
     AuditEvent,
     EventCategory,
@@ -286,3 +289,21 @@ def test_a_uuid_subclass_becomes_a_plain_uuid() -> None:
     event = AuditEvent.from_dict(minimal(event_id=TaggedUUID(EVENT_ID)))
     assert type(event.event_id) is UUID
     assert event.event_id == UUID(EVENT_ID)
+
+
+def test_from_dict_cuts_over_long_values_and_the_constructor_keeps_them() -> None:
+    """from_dict, the way events come in, cuts text and metadata to their limits (what is
+    cut away is never looked at, a NUL there included); building an event directly keeps
+    the values whole."""
+    long_reason = "r" * MAX_TEXT_CHARS + "\x00"
+    metadata = {f"k{n}": "v" for n in range(MAX_METADATA_ENTRIES + 5)}
+    data = minimal(event_type="T" * 500, reason=long_reason, metadata=metadata)
+    cut = AuditEvent.from_dict(data)
+    assert cut.event_type == "T" * MAX_EVENT_TYPE_CHARS
+    assert cut.reason == "r" * MAX_TEXT_CHARS
+    assert list(cut.metadata) == [f"k{n}" for n in range(MAX_METADATA_ENTRIES)]
+    fields = {f.name: getattr(cut, f.name) for f in dataclasses.fields(AuditEvent)}
+    whole = AuditEvent(**{**fields, "event_type": "T" * 500, "metadata": metadata})
+    assert (whole.event_type, whole.metadata) == ("T" * 500, metadata)
+    with pytest.raises(InvalidEvent, match="NUL"):
+        AuditEvent(**{**fields, "reason": long_reason})

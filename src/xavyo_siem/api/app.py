@@ -19,6 +19,7 @@ from xavyo_siem import __version__
 from xavyo_siem.api.deps import ApiContext
 from xavyo_siem.api.errors import install_error_handlers
 from xavyo_siem.api.limits import DEFAULT_LIMITS, ApiLimits, BodyLimit
+from xavyo_siem.api.rate_limit import RequestRateLimit
 from xavyo_siem.api.routes import dead_letters, destinations, events, exports, health
 from xavyo_siem.api.schemas import EventBatch
 from xavyo_siem.crypto import KeyRing, load_key_ring
@@ -67,6 +68,7 @@ def create_app(
         egress=EgressGuard.from_settings(settings) if egress is None else egress,
         limits=limits,
         export_dir=export_dir.resolve(),
+        rate_limit=RequestRateLimit(*settings.api_rate_limit),
     )
     app = FastAPI(
         title="xavyo-siem",

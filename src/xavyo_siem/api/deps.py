@@ -1,6 +1,7 @@
 """What routes depend on, as `Annotated` aliases: the store, the caller, the tenant, the role.
 
-* `PrincipalDep`: the caller's API token (`Authorization: Bearer xsk_...`), or 401.
+* `PrincipalDep`: the caller's API token (`Authorization: Bearer xsk_...`), or 401; 429
+  with `Retry-After` once the token spent its request budget (`api/rate_limit.py`).
 * `TenantDep`: the `{tenant_id}` of the path, once the token may act on it. A tenant token
   acting on another tenant gets 404, exactly as if the tenant did not exist, so tenants
   cannot even learn which other tenants there are.
@@ -9,6 +10,7 @@
 * `DestinationDep` / `AdminDestinationDep`: the tenant's `{destination_id}` of the path
   (404 when the tenant has no such destination), for a viewer / an admin.
 * `PlatformDep`: a platform token (for `/metrics`).
+* `ActorDep`: who asks, for the audit trail: the token, its role, the client's address.
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ from sqlalchemy import Engine
 
 from xavyo_siem.api.errors import ApiError
 from xavyo_siem.api.limits import ApiLimits
+from xavyo_siem.api.rate_limit import RequestRateLimit
 from xavyo_siem.crypto import KeyRing
 from xavyo_siem.destinations import find_destination
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.model import SiemDestination
 from xavyo_siem.settings import Settings
 from xavyo_siem.store.tokens import ApiToken, Role, authenticate_token
+from xavyo_siem.trail import Actor
 
 __all__ = [
+    "ActorDep",
     "AdminDep",
     "AdminDestinationDep",
     "ApiContext",
@@ -46,8 +51,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class ApiContext:
-    """What `create_app` was given: settings, store, key ring, SSRF guard, limits, and the
-    directory file exports are written to."""
+    """What `create_app` was given: settings, store, key ring, SSRF guard, limits, the
+    directory file exports are written to, and each token's request budget."""
 
     settings: Settings
     engine: Engine
@@ -55,6 +60,7 @@ class ApiContext:
     egress: EgressGuard
     limits: ApiLimits
     export_dir: FilePath
+    rate_limit: RequestRateLimit
 
 
 def _context(request: Request) -> ApiContext:
@@ -95,10 +101,31 @@ def _principal(
             401, ["header", "Authorization"], "the API token is unknown or revoked",
             headers=_CHALLENGE,
         )  # fmt: skip
+    wait = context.rate_limit.retry_after(token.id)
+    if wait is not None:
+        raise ApiError(
+            429, ["header", "Authorization"],
+            f"this token sent more than {context.rate_limit.burst} requests at once"
+            f" ({context.rate_limit.requests_per_s:g}/s); retry after {wait} s",
+            headers={"Retry-After": str(wait)},
+        )  # fmt: skip
     return token
 
 
 PrincipalDep = Annotated[ApiToken, Depends(_principal)]
+
+
+def _actor(principal: PrincipalDep, request: Request) -> Actor:
+    return Actor.api_token(
+        token_id=principal.id,
+        role=principal.role.value,
+        platform=principal.platform,
+        client=None if request.client is None else request.client.host,
+        user_agent=request.headers.get("user-agent"),
+    )
+
+
+ActorDep = Annotated[Actor, Depends(_actor)]
 
 TenantPath = Annotated[UUID, Path(description="The tenant (UUID).")]
 

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from xavyo_siem.crypto import CryptoError
 from xavyo_siem.errors import (
@@ -48,6 +49,7 @@ _STATUS_TYPES: Final = {
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid",
+    429: "too_many_requests",
     503: "unavailable",
 }
 
@@ -148,18 +150,42 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+# The methods `Allow` may name: those of HTTP itself (RFC 9110 section 9, and PATCH).
+_HTTP_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route of the app serves at the request's path, for `Allow`.
+
+    The router answers 405 from the first route whose path matched, so its `Allow` names
+    only that route's methods where several routes share a path (GET and POST of a
+    collection). Each method is asked of every route instead, through `matches`, the one
+    routing call every kind of route (and included router) answers.
+    """
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
+               for route in routes)
+    ]  # fmt: skip
+    return ", ".join(allowed)
+
+
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own answers (unknown path, wrong method) in the same shape; a body that
-    cannot be decoded is a 422 like any other invalid JSON."""
+    cannot be decoded is a 422 like any other invalid JSON; a 405's `Allow` names every
+    method of the path."""
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400:  # FastAPI could not decode the body (not UTF-8 JSON)
         return JSONResponse(error_body(["body"], "is not valid JSON", "json_invalid"), 422)
     kind = _STATUS_TYPES.get(exc.status_code, "error")
     msg = exc.detail if isinstance(exc.detail, str) else kind.replace("_", " ")
     loc: list[str | int] = ["body"] if exc.status_code == 413 else []
-    return JSONResponse(
-        error_body(loc, msg, kind), status_code=exc.status_code, headers=exc.headers
-    )
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+    return JSONResponse(error_body(loc, msg, kind), status_code=exc.status_code, headers=headers)
 
 
 async def store_away(request: Request, exc: Exception) -> JSONResponse:
@@ -190,12 +216,15 @@ _DESCRIPTIONS: Final = {
     409: "The request conflicts with the resource's state.",
     413: "The request body or batch is larger than the limit.",
     422: "The request breaks a rule; `loc` names the field and `msg` the rule.",
+    429: "The token sent more requests than its budget; `Retry-After` says when to retry.",
     503: "The store or the credential key is unavailable.",
 }
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for these error status codes, all with the `ErrorBody` schema."""
+    """OpenAPI `responses` for these error status codes, all with the `ErrorBody` schema;
+    wherever a token is needed (401) its request budget may run out (429)."""
     from xavyo_siem.api.schemas import ErrorBody
 
-    return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
+    listed = (*codes, 429) if 401 in codes and 429 not in codes else codes
+    return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in listed}

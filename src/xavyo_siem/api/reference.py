@@ -56,6 +56,8 @@ def _limits(schema: Mapping[str, Any]) -> str:
     ):
         if key in schema:
             parts.append(f"{label} {schema[key]}")
+    if "x-normalised" in schema:  # what the service changes instead of refusing
+        parts.append(f"longer: {schema['x-normalised']}")
     for option in schema.get("anyOf", ()):
         limits = _limits(option)
         if limits:

@@ -16,6 +16,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, cre
 
 from xavyo_siem.model import (
     EVENT_FIELDS,
+    MAX_EVENT_TYPE_CHARS,
+    MAX_METADATA_CHARS,
+    MAX_METADATA_ENTRIES,
+    MAX_TEXT_CHARS,
     DeliveryType,
     EventCategory,
     EventField,
@@ -101,7 +105,11 @@ Secret = Annotated[SecretStr, Field(min_length=1, max_length=MAX_SECRET_CHARS)]
 
 
 class DestinationCreate(BaseModel):
-    """A new destination. `secret` is the credential (HEC token, webhook secrets): write-only."""
+    """A new destination. `secret` is the credential (HEC token, webhook secrets): write-only.
+
+    Without `rate_limit` the destination gets the default limit (1000 events/s, burst 2000);
+    `rate_limit: null` asks for none.
+    """
 
     model_config = _Strict
 
@@ -153,6 +161,10 @@ class DestinationPublic(BaseModel):
     filters: FilterSchema
     rate_limit: RateLimitSchema | None
     enabled: bool
+    disabled_reason: str | None = Field(
+        description="Why the worker switched the destination off (its endpoint said it is"
+        " gone); cleared when it is enabled again."
+    )
     has_secret: bool
     created_at: datetime
     updated_at: datetime
@@ -193,6 +205,17 @@ class DestinationHealth(BaseModel):
     lag_seconds: float
     throughput_eps: float
     dead_letters: int
+    rate_limit: RateLimitSchema | None = Field(
+        description="The rate limit that applies to the destination; null: none."
+    )
+    disabled_reason: str | None = Field(
+        description="Why the worker switched the destination off, if it did."
+    )
+    possibly_lost: int = Field(
+        description="Records a syslog receiver's TCP acknowledged that could be neither"
+        " confirmed read nor sent again (the TCP loss window)."
+    )
+    truncated: int = Field(description="UDP messages sent cut to fit (option truncate).")
 
 
 class TenantHealth(BaseModel):
@@ -246,8 +269,22 @@ class PurgeResult(BaseModel):
     purged: int
 
 
-_Text = Annotated[str, Field(max_length=65_536)]
-_EventType = Annotated[str, Field(min_length=1, max_length=200)]
+# Over-long event values are cut, never refused: the schema says so ("x-normalised")
+# instead of declaring a maxLength the server does not enforce.
+_Text = Annotated[
+    str, Field(json_schema_extra={"x-normalised": f"cut to {MAX_TEXT_CHARS:,} characters"})
+]
+_EventType = Annotated[
+    str,
+    Field(
+        min_length=1,
+        json_schema_extra={"x-normalised": f"cut to {MAX_EVENT_TYPE_CHARS:,} characters"},
+    ),
+]
+_METADATA_CUT: Final = (
+    f"cut to its first {MAX_METADATA_ENTRIES:,} entries and {MAX_METADATA_CHARS:,} "
+    "characters of keys and values"
+)
 # Each kind of event field in the API: its type, and what its schema says besides.
 _EVENT_IN_TYPES: Final[dict[FieldKind, tuple[Any, dict[str, Any]]]] = {
     FieldKind.UUID: (UUID, {}),
@@ -257,7 +294,7 @@ _EVENT_IN_TYPES: Final[dict[FieldKind, tuple[Any, dict[str, Any]]]] = {
     FieldKind.SEVERITY: (int, {"ge": 0, "le": 10}),
     FieldKind.OUTCOME: (Outcome, {}),
     FieldKind.IP: (str, {"description": "IPv4 or IPv6 address"}),
-    FieldKind.METADATA: (dict[str, str], {}),
+    FieldKind.METADATA: (dict[str, str], {"json_schema_extra": {"x-normalised": _METADATA_CUT}}),
 }
 
 

@@ -39,6 +39,7 @@ from xavyo_siem.store.destinations import find_by_name_or_id
 from xavyo_siem.store.ranges import (
     has_events,
 )
+from xavyo_siem.trail import Action, Actor, Change, audited, record
 
 __all__ = [
     "ExportRequest",
@@ -59,6 +60,8 @@ class ExportRequest:
     Exactly one of `output` (a file path) and `destination` (a destination's name or id).
     `format` defaults to CSV for a file and is the destination's own for a destination;
     `filters` default to everything for a file and to the destination's own filters.
+    `make_directory` makes the file's directory (mode 0700, with its parents) once every
+    other rule passed, so a refused request leaves the file system as it was.
     """
 
     tenant_id: UUID
@@ -70,6 +73,7 @@ class ExportRequest:
     filters: EventFilter | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     overwrite: bool = False
+    make_directory: bool = False
 
 
 def _parse_options(fmt: ExportFormat, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -81,19 +85,29 @@ def _parse_options(fmt: ExportFormat, options: Mapping[str, Any]) -> dict[str, A
     return read_format_options(options)
 
 
-def _check_output(conn: Connection, output: str | os.PathLike[str], overwrite: bool) -> Path:
-    path = Path(os.path.abspath(os.path.expanduser(os.fspath(output))))
+def _check_output(conn: Connection, request: ExportRequest) -> Path:
+    """The output file's absolute path, once every rule about it passed (the last of them,
+    made only with `make_directory`: its directory exists and can be written)."""
+    assert request.output is not None
+    path = Path(os.path.abspath(os.path.expanduser(os.fspath(request.output))))
     if path.is_dir():
         raise InvalidExport("output", f"{path} is a directory")
     if path.name.endswith((PARTIAL_SUFFIX, ".manifest.json")):
         raise InvalidExport("output", "must not end in .partial or .manifest.json")
-    if not path.parent.is_dir():
-        raise InvalidExport("output", f"directory {path.parent} does not exist")
-    if not overwrite and (path.exists() or manifest_path(path).exists()):
+    if not request.overwrite and (path.exists() or manifest_path(path).exists()):
         raise InvalidExport("output", f"{path} already exists; choose another path or overwrite it")
     busy = job_rows.active_jobs_writing(conn, path=str(path))
     if busy:
         raise InvalidExport("output", f"job {busy[0]} already writes {path}")
+    if request.make_directory:
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidExport(
+                "output", f"cannot make {path.parent}: {exc.strerror or exc}"
+            ) from None
+    if not path.parent.is_dir():
+        raise InvalidExport("output", f"directory {path.parent} does not exist")
     try:
         handle, probe = tempfile.mkstemp(dir=path.parent, prefix=".xavyo-siem-probe-")
     except OSError as exc:
@@ -142,9 +156,7 @@ def _job_of_request(conn: Connection, request: ExportRequest, now: datetime) -> 
         kind, target, fmt = ExportTarget.DESTINATION, str(destination.id), destination.format
         filters = destination.filters if request.filters is None else request.filters
     else:
-        assert request.output is not None
-        kind = ExportTarget.FILE
-        target = str(_check_output(conn, request.output, request.overwrite))
+        kind, target = ExportTarget.FILE, ""
         fmt = request.format or ExportFormat.CSV
         options = _parse_options(fmt, request.options)
         filters = request.filters or EventFilter()
@@ -154,6 +166,8 @@ def _job_of_request(conn: Connection, request: ExportRequest, now: datetime) -> 
             f"tenant {request.tenant_id} has no events in [{format_timestamp(start)}, "
             f"{format_timestamp(end)}) that match the filters",
         )
+    if kind is ExportTarget.FILE:  # last: the only rule that touches the file system
+        target = str(_check_output(conn, request))
     return BatchExportJob(
         id=uuid.uuid4(),
         tenant_id=request.tenant_id,
@@ -168,6 +182,29 @@ def _job_of_request(conn: Connection, request: ExportRequest, now: datetime) -> 
     )
 
 
+def _request_tenant(arguments: Mapping[str, Any]) -> UUID | None:
+    request = arguments.get("request")
+    return request.tenant_id if isinstance(request, ExportRequest) else None
+
+
+def _job_target(arguments: Mapping[str, Any]) -> str | None:
+    return f"export_job:{arguments['job_id']}" if "job_id" in arguments else None
+
+
+def _about(job: BatchExportJob) -> Change:
+    """A change to `job`, for the audit trail: its id, range, format and where it goes (a
+    file's name, never its directory)."""
+    details = {
+        "target_kind": job.target_kind.value,
+        "format": job.format.value,
+        "start": format_timestamp(job.start),
+        "end": format_timestamp(job.end),
+    }
+    name = Path(job.target).name if job.target_kind is ExportTarget.FILE else job.target
+    return Change(target=f"export_job:{job.id}", target_name=name, details=details)
+
+
+@audited(Action.EXPORT_CREATED, tenant=_request_tenant)
 def create_export_job(
     engine: Engine,
     request: ExportRequest,
@@ -175,6 +212,7 @@ def create_export_job(
     owner: str | None = None,
     ttl: timedelta = timedelta(seconds=30),
     now: datetime | None = None,
+    actor: Actor | None = None,
 ) -> BatchExportJob:
     """Validate `request` and store its job; nothing is stored when it is refused.
 
@@ -194,7 +232,12 @@ def create_export_job(
                 attempts=1,
                 started_at=moment,
             )
-        return job_rows.insert_job(conn, job=job)
+        stored = job_rows.insert_job(conn, job=job)
+        record(
+            conn, actor, tenant_id=stored.tenant_id, action=Action.EXPORT_CREATED,
+            change=_about(stored),
+        )  # fmt: skip
+        return stored
 
 
 def find_export_job(
@@ -232,7 +275,10 @@ def resume_export_job(
     )
 
 
-def cancel_export_job(engine: Engine, *, tenant_id: UUID, job_id: UUID) -> BatchExportJob:
+@audited(Action.EXPORT_CANCELLED, target=_job_target)
+def cancel_export_job(
+    engine: Engine, *, tenant_id: UUID, job_id: UUID, actor: Actor | None = None
+) -> BatchExportJob:
     """Cancel a job. A pending job is cancelled at once; a running one stops at its next
     checkpoint and deletes what it wrote; one whose runner died is cleaned up here."""
     now = now_utc()
@@ -243,7 +289,8 @@ def cancel_export_job(engine: Engine, *, tenant_id: UUID, job_id: UUID) -> Batch
         if before.finished:
             raise InvalidExport("job", f"job {job_id} is already {before.status.value}")
         job = job_rows.request_cancel(conn, tenant_id=tenant_id, job_id=job_id, now=now)
-    assert job is not None
+        assert job is not None
+        record(conn, actor, tenant_id=tenant_id, action=Action.EXPORT_CANCELLED, change=_about(job))
     if job.status is JobStatus.RUNNING and (job.lease_expires_at or EPOCH) < now:
         owner = f"cancel:{socket.gethostname()}:{os.getpid()}"
         with writing(engine) as conn:

@@ -14,11 +14,12 @@ from rich.table import Table
 
 from xavyo_siem.cli.options import DbOption, DestinationArg, JsonOption, TenantOption
 from xavyo_siem.cli.output import err, out, print_json_lines
-from xavyo_siem.destinations import find_destination
+from xavyo_siem.destinations import find_destination, purge_dead_letters, replay_dead_letters
 from xavyo_siem.model import format_timestamp
 from xavyo_siem.settings import DEFAULT_DATABASE_URL
 from xavyo_siem.store import dead_letters as rows
-from xavyo_siem.store import open_store, writing
+from xavyo_siem.store import open_store
+from xavyo_siem.trail import Actor
 
 __all__ = ["app"]
 
@@ -75,8 +76,9 @@ def dead_letters_replay(
     """
     engine = open_store(db)
     found = find_destination(engine, tenant_id=tenant, name_or_id=destination)
-    with writing(engine) as conn:
-        count = rows.request_replay(conn, tenant_id=tenant, destination_id=found.id, ids=id)
+    count = replay_dead_letters(
+        engine, tenant_id=tenant, destination_id=found.id, ids=id, actor=Actor.command_line()
+    )
     err.print(f"{count} dead letter(s) queued for replay to {found.name}")
 
 
@@ -93,6 +95,7 @@ def dead_letters_purge(
     """
     engine = open_store(db)
     found = find_destination(engine, tenant_id=tenant, name_or_id=destination)
-    with writing(engine) as conn:
-        count = rows.remove_dead_letters(conn, tenant_id=tenant, destination_id=found.id, ids=id)
+    count = purge_dead_letters(
+        engine, tenant_id=tenant, destination_id=found.id, ids=id, actor=Actor.command_line()
+    )
     err.print(f"purged {count} dead letter(s) of {found.name}")

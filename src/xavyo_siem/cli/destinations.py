@@ -43,6 +43,7 @@ from xavyo_siem.runtime.components import test_destination
 from xavyo_siem.settings import DEFAULT_DATABASE_URL
 from xavyo_siem.store import destinations as dest_rows
 from xavyo_siem.store import open_store
+from xavyo_siem.trail import Actor
 
 __all__ = ["app"]
 
@@ -108,6 +109,7 @@ def destination_add(
         keyring=None if secret is None else load_keyring(settings, required=True),
         development=settings.development,
         egress=EgressGuard.from_settings(settings),
+        actor=Actor.command_line(),
     )
     if json:
         print_json_lines([added.to_dict()])
@@ -181,6 +183,10 @@ def destination_update(
 ) -> None:
     """Change a destination's settings; what is not given stays as it is.
 
+    A stored secret stays bound to where it was given for: a new `--endpoint` with another
+    scheme, host or port (or an option naming a URL) needs `--secret-file` again, else the
+    change is refused (exit 2) and nothing changes.
+
     Example: `xavyo-siem destination update --tenant 3f0c… splunk --secret-file new-token.txt`
     """
     settings = load_settings()
@@ -197,7 +203,7 @@ def destination_update(
     if filters is not None:
         changes["filters"] = filters.to_dict()
     if rate_limit is not None:
-        changes["rate_limit"] = None if rate_limit == "none" else parse_rate(rate_limit)
+        changes["rate_limit"] = parse_rate(rate_limit)
     secret = read_secret(secret_file)
     updated = manage.update_destination(
         engine,
@@ -208,6 +214,7 @@ def destination_update(
         keyring=None if secret is None else load_keyring(settings, required=True),
         development=settings.development,
         egress=EgressGuard.from_settings(settings),
+        actor=Actor.command_line(),
     )
     if json:
         print_json_lines([updated.to_dict()])
@@ -218,7 +225,13 @@ def destination_update(
 def _set_enabled(tenant: UUID, destination: str, db: str, *, enabled: bool) -> None:
     engine = open_store(db)
     current = manage.find_destination(engine, tenant_id=tenant, name_or_id=destination)
-    manage.set_enabled(engine, tenant_id=tenant, destination_id=current.id, enabled=enabled)
+    manage.set_enabled(
+        engine,
+        tenant_id=tenant,
+        destination_id=current.id,
+        enabled=enabled,
+        actor=Actor.command_line(),
+    )
     err.print(f"{'enabled' if enabled else 'disabled'} destination {current.name}")
 
 
@@ -254,7 +267,9 @@ def destination_remove(
     """
     engine = open_store(db)
     current = manage.find_destination(engine, tenant_id=tenant, name_or_id=destination)
-    manage.remove_destination(engine, tenant_id=tenant, destination_id=current.id)
+    manage.remove_destination(
+        engine, tenant_id=tenant, destination_id=current.id, actor=Actor.command_line()
+    )
     err.print(f"removed destination {current.name}")
 
 
@@ -273,7 +288,11 @@ def destination_test(
     engine = open_store(db)
     found = manage.find_destination(engine, tenant_id=tenant, name_or_id=destination)
     keyring = load_keyring(settings, required=False)
-    steps = asyncio.run(test_destination(engine, found, settings=settings, keyring=keyring))
+    steps = asyncio.run(
+        test_destination(
+            engine, found, settings=settings, keyring=keyring, actor=Actor.command_line()
+        )
+    )
     if json:
         print_json_lines({"step": s.step, "ok": s.ok, "detail": s.detail} for s in steps)
     else:

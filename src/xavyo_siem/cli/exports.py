@@ -74,6 +74,7 @@ from xavyo_siem.runtime.hosting import stop_on_signals
 from xavyo_siem.settings import DEFAULT_DATABASE_URL, Settings
 from xavyo_siem.store import jobs as job_rows
 from xavyo_siem.store import open_store
+from xavyo_siem.trail import Actor
 
 __all__ = ["export_app", "jobs_app"]
 
@@ -204,7 +205,9 @@ def export(
                 options=option, overwrite=force,
             )  # fmt: skip
             owner = None if queue else exporter.owner
-            job = create_export_job(engine, request, owner=owner, ttl=ttl)
+            job = create_export_job(
+                engine, request, owner=owner, ttl=ttl, actor=Actor.command_line()
+            )
             if queue:
                 err.print(f"queued job {job.id}: {_job_line(job)}")
                 if json:
@@ -460,7 +463,9 @@ def jobs_cancel(
     with _export_errors():
         engine = open_store(db)
         found = find_export_job(engine, job_id=job, tenant_id=tenant)
-        after = cancel_export_job(engine, tenant_id=found.tenant_id, job_id=job)
+        after = cancel_export_job(
+            engine, tenant_id=found.tenant_id, job_id=job, actor=Actor.command_line()
+        )
     if after.status is JobStatus.CANCELLED:
         err.print(f"cancelled job {job}")
     else:

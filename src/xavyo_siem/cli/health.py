@@ -9,7 +9,7 @@ from rich.table import Table
 from xavyo_siem import destinations as manage
 from xavyo_siem.cli.options import AnyTenantOption, DbOption, JsonOption
 from xavyo_siem.cli.output import out, print_json_lines
-from xavyo_siem.model import DeliveryHealth, format_timestamp
+from xavyo_siem.model import DeliveryHealth, RateLimit, format_timestamp
 from xavyo_siem.settings import DEFAULT_DATABASE_URL
 from xavyo_siem.store import open_store
 from xavyo_siem.store.destinations import all_tenant_ids
@@ -40,7 +40,7 @@ def health(
 def _print_table(reports: list[DeliveryHealth]) -> None:
     table = Table(
         "name", "status", "circuit", "delivered", "failures", "last success", "lag",
-        "lag s", "events/s", "dead", "last error", box=None,
+        "lag s", "events/s", "rate limit", "dead", "lost?", "cut", "last error", box=None,
     )  # fmt: skip
     for r in reports:
         table.add_row(
@@ -53,7 +53,15 @@ def _print_table(reports: list[DeliveryHealth]) -> None:
             f"{r.lag_events:,}",
             f"{r.lag_seconds:,.1f}",
             f"{r.throughput_eps:,.0f}",
+            _rate(r.rate_limit),
             str(r.dead_letters),
-            (r.last_error or "")[:60],
+            f"{r.possibly_lost:,}",
+            f"{r.truncated:,}",
+            (r.disabled_reason or r.last_error or "")[:60],
         )
     out().print(table)
+
+
+def _rate(limit: RateLimit | None) -> str:
+    """`1,000/s burst 2,000`, or `none`."""
+    return "none" if limit is None else f"{limit.events_per_s:,.0f}/s burst {limit.burst:,}"

@@ -12,10 +12,10 @@ from uuid import UUID
 
 import typer
 
-from xavyo_siem.crypto import CryptoError, KeyRing, load_key_ring
+from xavyo_siem.crypto import KeyRing, load_key_ring
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import InvalidFilter, SiemError
-from xavyo_siem.model import EventFilter, RateLimit
+from xavyo_siem.model import DEFAULT_RATE_LIMIT, EventFilter, RateLimit
 from xavyo_siem.settings import Settings
 
 __all__ = [
@@ -68,7 +68,11 @@ MinSeverityOption = Annotated[
 ]
 RateOption = Annotated[
     str | None,
-    typer.Option("--rate-limit", help="At most EVENTS_PER_S[:BURST] events to this destination."),
+    typer.Option(
+        "--rate-limit",
+        help="At most EVENTS_PER_S[:BURST] events to this destination, or none for no limit"
+        " (default 1000:2000).",
+    ),
 ]
 OptionOption = Annotated[
     list[str] | None,
@@ -112,8 +116,11 @@ def parse_options(pairs: list[str]) -> dict[str, str]:
 
 
 def parse_rate(text: str | None) -> RateLimit | None:
-    """`--rate-limit EVENTS_PER_S[:BURST]`; the burst defaults to one second's events."""
+    """`--rate-limit EVENTS_PER_S[:BURST]` (the burst defaults to one second's events), or
+    `none` for no limit; not given, the default limit (`DEFAULT_RATE_LIMIT`)."""
     if text is None:
+        return DEFAULT_RATE_LIMIT
+    if text.strip().lower() == "none":
         return None
     rate, _, burst = text.partition(":")
     try:
@@ -164,13 +171,11 @@ def load_settings() -> Settings:
 
 
 def load_keyring(settings: Settings, *, required: bool) -> KeyRing | None:
-    """The credential key ring; without a key, an error when `required`, else None."""
-    try:
+    """The credential key ring; with no key configured, an error when `required`, else
+    None. A key that is configured but cannot be used is always an error."""
+    if required or settings.secret_key or settings.secret_key_file or settings.development:
         return load_key_ring(settings)
-    except CryptoError:
-        if required:
-            raise
-        return None
+    return None
 
 
 def startup_secrets(settings: Settings) -> tuple[KeyRing, EgressGuard]:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
 import typer
 from rich.table import Table
 
+from xavyo_siem.access import create_api_token, revoke_api_token
 from xavyo_siem.cli.options import DbOption, JsonOption
 from xavyo_siem.cli.output import err, out, print_json_lines
 from xavyo_siem.model import format_timestamp
 from xavyo_siem.settings import DEFAULT_DATABASE_URL
-from xavyo_siem.store import open_store, writing
-from xavyo_siem.store.tokens import Role, issue_token, list_tokens, revoke_token
+from xavyo_siem.store import open_store
+from xavyo_siem.store.tokens import Role, list_tokens
+from xavyo_siem.trail import Actor
 
 __all__ = ["app"]
 
@@ -40,10 +41,9 @@ def tokens_create(
     """
     if (tenant is None) == (not platform):
         raise typer.BadParameter("give either --tenant T or --platform", param_hint="--tenant")
-    with writing(open_store(db)) as conn:
-        record, token = issue_token(
-            conn, tenant_id=tenant, role=role, name=name, now=datetime.now(UTC)
-        )
+    record, token = create_api_token(
+        open_store(db), tenant_id=tenant, role=role, name=name, actor=Actor.command_line()
+    )
     if json:
         print_json_lines([{**record.to_dict(), "token": token}])
         return
@@ -86,8 +86,7 @@ def tokens_revoke(
 
     Example: `xavyo-siem tokens revoke 8d1e…`
     """
-    with writing(open_store(db)) as conn:
-        revoked = revoke_token(conn, token_id=token_id, now=datetime.now(UTC))
+    revoked = revoke_api_token(open_store(db), token_id=token_id, actor=Actor.command_line())
     if not revoked:
         err.print(f"error: no live token {token_id}")
         raise typer.Exit(1)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from urllib.parse import urlsplit
+
+from yarl import URL
 
 from xavyo_siem.delivery.base import (
     Delivered,
@@ -17,9 +18,14 @@ from xavyo_siem.delivery.base import (
 from xavyo_siem.delivery.file import FileConfig, FileTransport
 from xavyo_siem.delivery.options import TransportConfig, allowed_options, validate_destination
 from xavyo_siem.delivery.relp import RelpTransport
-from xavyo_siem.delivery.splunk_hec import HecConfig, HecTransport
+from xavyo_siem.delivery.splunk_hec import HecConfig, HecTransport, check_hec_token
 from xavyo_siem.delivery.syslog import SyslogTransport
 from xavyo_siem.delivery.syslog_config import SyslogConfig
+from xavyo_siem.delivery.targets import (
+    credential_binding,
+    credential_required,
+    credential_targets,
+)
 from xavyo_siem.delivery.tls import TlsConfig
 from xavyo_siem.delivery.webhook import WebhookConfig, WebhookTransport
 from xavyo_siem.delivery.webhook_auth import WebhookCredentials
@@ -47,6 +53,11 @@ __all__ = [
     "WebhookCredentials",
     "WebhookTransport",
     "allowed_options",
+    "check_hec_token",
+    "connect_target",
+    "credential_binding",
+    "credential_required",
+    "credential_targets",
     "open_transport",
     "validate_destination",
 ]
@@ -104,16 +115,28 @@ def open_transport(
             return FileTransport(config, header=file_header)
 
 
-def _check_literal_host(config: TransportConfig, egress: EgressGuard) -> None:
-    """Refuse an IP-literal host the guard forbids (names are checked at connect time)."""
+def connect_target(config: TransportConfig) -> tuple[str, int] | None:
+    """The host and port a transport of `config` connects to; None for a file.
+
+    For HTTP it is what aiohttp connects to: the host and port of yarl's parse of the URL
+    (`raw_host`, the ASCII form), the one parse that validation made too
+    (`endpoints.split_url`). The SSRF guard checks this pair at save and at test time.
+    """
     match config:
         case SyslogConfig():
-            host: str | None = config.host
+            return config.host, config.port
         case WebhookConfig() | HecConfig():
-            host = urlsplit(config.url).hostname
+            url = URL(config.url)
+            return url.raw_host or "", url.port or 0
         case FileConfig():
-            host = None
-    if host:
+            return None
+
+
+def _check_literal_host(config: TransportConfig, egress: EgressGuard) -> None:
+    """Refuse an IP-literal host the guard forbids (names are checked at connect time)."""
+    target = connect_target(config)
+    if target is not None and target[0]:
+        host = target[0]
         try:
             ipaddress.ip_address(host)
         except ValueError:

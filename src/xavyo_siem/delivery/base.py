@@ -78,9 +78,12 @@ class Misconfigured:
     """The destination cannot accept anything until someone fixes its settings.
 
     A revoked token, a certificate that does not verify, an index the token may not write.
+    `disable` says the endpoint declared itself gone for good (a webhook's 410 Gone, a
+    disabled HEC token): the destination is switched off with the reason rather than probed.
     """
 
     reason: str
+    disable: bool = False
 
 
 DeliveryResult = Delivered | RetryLater | Rejected | Misconfigured

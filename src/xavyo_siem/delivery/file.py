@@ -67,7 +67,7 @@ class FileConfig:
 
 def _file_path(endpoint: str) -> str:
     """The absolute path a `file://` endpoint names (percent escapes decoded)."""
-    scheme, host, port, rest = split_url(endpoint)
+    scheme, host, port, rest, _url = split_url(endpoint)
     if scheme != "file":
         raise InvalidDestination("endpoint", "a file destination needs a file:///absolute/path URL")
     if host not in ("", "localhost") or port is not None:

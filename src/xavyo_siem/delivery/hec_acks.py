@@ -11,7 +11,7 @@ caps them with a semaphore); an ackId older than `ack_timeout_s` ends the batch 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import orjson
 
@@ -25,7 +25,7 @@ class PendingAcks:
     """The ackIds of one batch not yet reported indexed, each with the time it was issued.
 
     `post_ack` sends an `/ack` request body and returns HEC's answer; `monotonic` is the
-    clock the ages are measured with.
+    clock the ages are measured with; `secrets` (the token) never appear in a reason.
     """
 
     def __init__(
@@ -35,7 +35,9 @@ class PendingAcks:
         timeout_s: float,
         poll_interval_s: float,
         monotonic: Callable[[], float],
+        secrets: Sequence[str] = (),
     ) -> None:
+        self._secrets = secrets
         self._post_ack = post_ack
         self._timeout_s = timeout_s
         self._poll_interval_s = poll_interval_s
@@ -59,7 +61,7 @@ class PendingAcks:
         while len(issued) > keep:
             asked = sorted(issued)
             status, answer, headers = await self._post_ack(orjson.dumps({"acks": asked}))
-            outcome = classify_hec_ack(status, answer, headers, asked=asked)
+            outcome = classify_hec_ack(status, answer, headers, asked=asked, secrets=self._secrets)
             if not isinstance(outcome, frozenset):
                 return outcome
             for ack_id in outcome:

@@ -9,7 +9,7 @@ an event is written.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
@@ -100,6 +100,9 @@ HEC_CODES: Final[Mapping[int, tuple[_Action, str, str]]] = {
 }
 
 
+_TOKEN_DISABLED: Final = 1  # the token was switched off in Splunk: switch the destination off
+
+
 def _reply(body: bytes) -> dict[str, Any] | None:
     try:
         reply = orjson.loads(body)
@@ -122,7 +125,12 @@ def hec_reply_code(body: bytes) -> int | None:
 
 
 def classify_hec_response(
-    status: int, body: bytes, headers: Mapping[str, str] | None = None, *, now: float | None = None
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str] | None = None,
+    *,
+    now: float | None = None,
+    secrets: Sequence[str] = (),
 ) -> HecOutcome:
     """What an HEC reply to an event request means (Splunk's HEC status codes, `HEC_CODES`).
 
@@ -132,16 +140,20 @@ def classify_hec_response(
     | HTTP 413                               | TooLarge                                  |
     | codes 6, 12, 13, 15                    | HecEventRejected(invalid-event-number)    |
     | codes 1-5, 7, 10, 11, 14, 16           | Misconfigured (token, index, channel, …)  |
+    | code 1 (token disabled)                | Misconfigured, disable: switch it off     |
     | codes 8, 9, 17-20                      | RetryLater(Retry-After)                   |
     | no known code: 2xx                     | RetryLater (never success unparsed)       |
     | no known code: 408, 429, 5xx           | RetryLater(Retry-After)                   |
     | no known code: 3xx, other 4xx          | Misconfigured                             |
+
+    What HEC said is quoted through `peer_text`, without `secrets` (the token) or anything
+    shaped like a credential.
     """
     reply = _reply(body)
     code = None if reply is None else _int_field(reply, "code")
     peer_says = ""
     if reply is not None and isinstance(reply.get("text"), str):
-        peer_says = peer_text(reply["text"].encode())
+        peer_says = peer_text(reply["text"].encode(), secrets=secrets)
     if status == 413:
         return TooLarge(f"HEC answered HTTP 413 (request too large){_colon(peer_says)}")
     if reply is not None and code == 0 and 200 <= status < 300:
@@ -152,9 +164,9 @@ def classify_hec_response(
         if kind is _Action.DATA:
             return HecEventRejected(_int_field(reply, "invalid-event-number"), reason)
         if kind is _Action.CONFIG:
-            return Misconfigured(reason)
+            return Misconfigured(reason, disable=code == _TOKEN_DISABLED)
         return RetryLater(reason, parse_retry_after(header(headers, "Retry-After"), now=now))
-    what = peer_says or peer_text(body)
+    what = peer_says or peer_text(body, secrets=secrets)
     if 200 <= status < 300:
         return RetryLater(f"HTTP {status} without an HEC success reply{_colon(what)}")
     if status in (408, 429) or 500 <= status < 600:
@@ -181,6 +193,7 @@ def classify_hec_ack(
     *,
     asked: Collection[int],
     now: float | None = None,
+    secrets: Sequence[str] = (),
 ) -> frozenset[int] | RetryLater | Misconfigured:
     """The ackIds among `asked` that the `/ack` answer marks indexed, or why there are none.
 
@@ -189,14 +202,16 @@ def classify_hec_ack(
     `Misconfigured`), and an answer that cannot be parsed is `RetryLater`, never success.
     """
     if status != 200:
-        outcome = classify_hec_response(status, body, headers, now=now)
+        outcome = classify_hec_response(status, body, headers, now=now, secrets=secrets)
         if isinstance(outcome, RetryLater | Misconfigured):
             return outcome
         return RetryLater(f"HEC answered /ack with HTTP {status}")
     reply = _reply(body)
     acks = None if reply is None else reply.get("acks")
     if not isinstance(acks, dict):
-        return RetryLater(f"HEC sent an /ack answer that cannot be parsed: {peer_text(body, 80)}")
+        return RetryLater(
+            f"HEC sent an /ack answer that cannot be parsed: {peer_text(body, 80, secrets=secrets)}"
+        )
     done: set[int] = set()
     for key, value in acks.items():
         if (
@@ -204,19 +219,22 @@ def classify_hec_ack(
             or type(value) is not bool
         ):
             return RetryLater(
-                f"HEC sent an /ack answer that cannot be parsed: {peer_text(body, 80)}"
+                "HEC sent an /ack answer that cannot be parsed:"
+                f" {peer_text(body, 80, secrets=secrets)}"
             )
         if value:
             done.add(int(key))
     return frozenset(done.intersection(asked))
 
 
-def classify_hec_health(status: int, body: bytes) -> Delivered | RetryLater | Misconfigured:
+def classify_hec_health(
+    status: int, body: bytes, *, secrets: Sequence[str] = ()
+) -> Delivered | RetryLater | Misconfigured:
     """What `/services/collector/health` says: 200 healthy; 5xx (codes 18-20) retry later;
     auth and other 4xx answers are classified like event replies."""
     if status == 200:
         return Delivered()
-    outcome = classify_hec_response(status, body)
+    outcome = classify_hec_response(status, body, secrets=secrets)
     if isinstance(outcome, RetryLater | Misconfigured):
         return outcome
     return RetryLater(f"HEC health answered HTTP {status}")

@@ -6,7 +6,10 @@ socket or timeout error is classified and re-raised as `PeerFailure(result)`, wh
 transport's `send`/`check` catches and returns. Nothing else from aiohttp leaves
 `delivery/`.
 
-Reasons never quote a URL: a webhook URL may carry a credential in its query string.
+Reasons never quote a URL: a webhook URL may carry a credential in its query string. What
+the peer said is quoted only through `peer_text` (or, for a garbled response, whole), and
+each transport passes every result through `scrub.scrub_result` with its own secrets, which
+also cuts reasons to length.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from yarl import URL
 from xavyo_siem.delivery.base import Misconfigured, RetryLater
 from xavyo_siem.delivery.endpoints import check_host, split_url
 from xavyo_siem.delivery.option_values import option_field
+from xavyo_siem.delivery.scrub import scrub_reason
 from xavyo_siem.delivery.tls import Fingerprint, TlsConfig, TlsFileError, client_context
 from xavyo_siem.egress import EgressDenied, EgressGuard, GuardedResolver
 from xavyo_siem.errors import InvalidDestination
@@ -97,7 +101,7 @@ def read_http_target(
     HTTPS rule: a pinned `fingerprint` replaces the chain check (the session checks either
     a pin or a context, not both), so it cannot be combined with `ca_file` or `cert_file`.
     """
-    scheme, host, _port, _rest = split_url(endpoint)
+    scheme, host, _port, _rest, _url = split_url(endpoint)
     if scheme not in ("https", "http"):
         raise InvalidDestination(
             "endpoint", f"a {delivery_type.value} destination needs an https:// URL"
@@ -246,7 +250,7 @@ def classify_as_peer_failure(peer: str) -> Iterator[None]:
         raise PeerFailure(RetryLater(f"{peer} sent a truncated or garbled response body")) from None
     except aiohttp.ClientResponseError as exc:
         raise PeerFailure(
-            RetryLater(f"{peer} sent an invalid HTTP response ({exc.message[:80]})")
+            RetryLater(f"{peer} sent an invalid HTTP response ({exc.message})")
         ) from None
     except aiohttp.ClientOSError as exc:
         raise PeerFailure(RetryLater(f"connection to {peer} failed ({_os_detail(exc)})")) from None
@@ -276,13 +280,11 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - current)
 
 
-def peer_text(body: bytes, limit: int = PEER_TEXT_MAX_CHARS) -> str:
-    """A response body as a one-line reason: decoded, controls replaced, truncated."""
-    text = body[: limit * 4].decode("utf-8", "replace")
-    text = "".join(ch if ch.isprintable() else " " for ch in text).strip()
-    if len(text) > limit:
-        return text[: limit - 1] + "…"
-    return text
+def peer_text(body: bytes, limit: int = PEER_TEXT_MAX_CHARS, *, secrets: Sequence[str] = ()) -> str:
+    """A response body as a one-line reason: decoded, the transport's `secrets` and every
+    credential shape removed (`scrub_reason`, over the whole body before it is cut), controls
+    replaced, truncated to `limit` characters."""
+    return scrub_reason(body.decode("utf-8", "replace"), secrets, limit=limit)
 
 
 def header(headers: Mapping[str, str] | None, name: str) -> str | None:

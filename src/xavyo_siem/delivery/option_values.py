@@ -17,6 +17,7 @@ import dataclasses
 import math
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, TypeAlias, TypedDict, TypeVar
 
@@ -24,7 +25,9 @@ from xavyo_siem.errors import InvalidDestination
 
 __all__ = [
     "BATCH_OPTIONS",
+    "POLICY_OPTIONS",
     "BatchFields",
+    "DeliveryPolicy",
     "OptionReader",
     "Parser",
     "choice",
@@ -45,6 +48,7 @@ Parser: TypeAlias = Callable[[str, object], _T]
 """A value parser: (option name, raw value) -> typed value, or InvalidDestination."""
 
 BATCH_OPTIONS: Final = ("batch_max_events", "batch_max_bytes", "start")
+POLICY_OPTIONS: Final = ("max_attempts", "max_age_s", "breaker_threshold", "breaker_cooldown_s")
 _TRUE: Final = frozenset(("true", "yes", "on", "1"))
 _FALSE: Final = frozenset(("false", "no", "off", "0"))
 
@@ -124,16 +128,20 @@ def choice(*choices: _S) -> Parser[_S]:
     return parse
 
 
-def text(max_len: int = 1024) -> Parser[str]:
-    """A parser of a non-empty string of at most `max_len` characters, without controls."""
+def text(max_len: int = 1024, *, allow_empty: bool = False) -> Parser[str]:
+    """A parser of a string of at most `max_len` characters, without controls; non-empty
+    unless `allow_empty` (for an option whose empty value means "leave it unset")."""
+    least = 0 if allow_empty else 1
 
     def parse(name: str, value: object) -> str:
         if not isinstance(value, str):
             raise InvalidDestination(
                 option_field(name), f"must be a string, got {type(value).__name__}"
             )
-        if not value or len(value) > max_len:
-            raise InvalidDestination(option_field(name), f"must be 1 to {max_len} characters long")
+        if len(value) < least or len(value) > max_len:
+            raise InvalidDestination(
+                option_field(name), f"must be {least} to {max_len} characters long"
+            )
         if any(ord(c) < 32 or ord(c) == 127 for c in value):
             raise InvalidDestination(option_field(name), "must not contain control characters")
         return value
@@ -222,3 +230,46 @@ class OptionReader:
             batch_max_bytes=self("batch_max_bytes", _batch_bytes),
             start=self("start", parse_start),
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryPolicy:
+    """What the pipeline does with a batch that keeps failing, from the options every
+    delivery type accepts (`POLICY_OPTIONS`).
+
+    By default a batch is retried without end: nothing is lost, the backlog waits. With
+    `max_attempts` or `max_age_s` (from its first failure), a batch that still fails goes
+    to dead letters with the last reason, where it can be replayed, and delivery goes on.
+    `breaker_threshold` is the consecutive failures that open the circuit (None: the
+    worker's default), `breaker_cooldown_s` how long an open circuit waits before each probe
+    (None: the exponential backoff).
+    """
+
+    max_attempts: int | None = None
+    max_age_s: float | None = None
+    breaker_threshold: int | None = None
+    breaker_cooldown_s: float | None = None
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, object]) -> DeliveryPolicy:
+        """The policy the options set, or InvalidDestination naming the bad option."""
+        read = OptionReader(options, cls)
+        return cls(
+            max_attempts=read.optional("max_attempts", _attempts),
+            max_age_s=read.optional("max_age_s", _max_age),
+            breaker_threshold=read.optional("breaker_threshold", _threshold),
+            breaker_cooldown_s=read.optional("breaker_cooldown_s", _cooldown),
+        )
+
+    def gives_up(self, *, attempts: int, failing_for_s: float) -> bool:
+        """Whether a batch that failed `attempts` times over `failing_for_s` goes to dead
+        letters now."""
+        return (self.max_attempts is not None and attempts >= self.max_attempts) or (
+            self.max_age_s is not None and failing_for_s >= self.max_age_s
+        )
+
+
+_attempts: Final = integer(1, 1_000_000)
+_max_age: Final = seconds(1, 30 * 86_400)
+_threshold: Final = integer(1, 1000)
+_cooldown: Final = seconds(0.1, 86_400)

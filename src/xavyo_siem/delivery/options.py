@@ -9,7 +9,8 @@ transport never sees an unchecked option ("validate, then open").
 Each delivery type declares its config, its option names and their defaults beside its
 transport: `SyslogConfig` (syslog_config.py), `WebhookConfig` (webhook.py), `HecConfig`
 (splunk_hec.py) and `FileConfig` (file.py). Every type accepts the batch options
-`batch_max_events`, `batch_max_bytes` and `start` (option_values.py); the TLS options are
+`batch_max_events`, `batch_max_bytes` and `start`, and the delivery policy options
+(`DeliveryPolicy`, read by `check_destination`) (option_values.py); the TLS options are
 those of `TlsConfig` (tls.py). How values are written (types, strings from the command
 line) is described in option_values.py. An unknown option, or an option of another
 delivery type, is refused with a message naming every such option and the options that
@@ -22,6 +23,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from xavyo_siem.delivery.file import FILE_OPTIONS, FileConfig
+from xavyo_siem.delivery.option_values import POLICY_OPTIONS
 from xavyo_siem.delivery.splunk_hec import HEC_OPTIONS, HecConfig
 from xavyo_siem.delivery.syslog_config import SYSLOG_OPTIONS, SyslogConfig
 from xavyo_siem.delivery.webhook import WEBHOOK_OPTIONS, WebhookConfig
@@ -33,10 +35,13 @@ __all__ = ["TransportConfig", "allowed_options", "validate_destination"]
 TransportConfig = SyslogConfig | WebhookConfig | HecConfig | FileConfig
 
 _ALLOWED: Final[Mapping[DeliveryType, frozenset[str]]] = {
-    **SYSLOG_OPTIONS,
-    DeliveryType.WEBHOOK: WEBHOOK_OPTIONS,
-    DeliveryType.SPLUNK_HEC: HEC_OPTIONS,
-    DeliveryType.FILE: FILE_OPTIONS,
+    kind: names | frozenset(POLICY_OPTIONS)
+    for kind, names in {
+        **SYSLOG_OPTIONS,
+        DeliveryType.WEBHOOK: WEBHOOK_OPTIONS,
+        DeliveryType.SPLUNK_HEC: HEC_OPTIONS,
+        DeliveryType.FILE: FILE_OPTIONS,
+    }.items()
 }
 
 

@@ -21,7 +21,9 @@ verified with the TLS options of `tls.py`; an anonymous TLS receiver (no certifi
 the handshake. Connecting (the SSRF guard), the fingerprint pin and the translation of
 foreign errors are shared with the syslog TCP/TLS transport (`syslog_stream.py`,
 `syslog_errors.py`). A session is closed and a new one opened long before its transaction
-numbers run out.
+numbers run out. What the peer says reaches a reason only scrubbed (`scrub.py`): a receiver
+that echoes the client key's password, or anything shaped like a credential, never puts it
+into health, dead letters or logs.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from xavyo_siem.delivery.relp_protocol import (
     ServerClosed,
     SessionState,
 )
+from xavyo_siem.delivery.scrub import scrub_result
 from xavyo_siem.delivery.syslog_config import SyslogConfig
 from xavyo_siem.delivery.syslog_errors import SyslogFailure, capture_failure
 from xavyo_siem.delivery.syslog_stream import check_fingerprint, open_tcp
@@ -204,6 +207,12 @@ class RelpTransport:
         self.config = config
         self.egress = egress
         self.key_password = key_password
+        # removed from every reason, with whatever the peer sent (scrub.py)
+        self._secrets = (
+            (key_password.decode("utf-8", "replace"),)
+            if isinstance(key_password, bytes)
+            else (key_password,)
+        )
         self.reopen_after_txnr = reopen_after_txnr
         tls = " over TLS" if config.tls is not None else ""
         self.where = f"RELP {config.endpoint}{tls}"
@@ -250,7 +259,7 @@ class RelpTransport:
                     raise
                 if failure.result is not None:
                     self._drop()
-                    return failure.result
+                    return scrub_result(failure.result, self._secrets)
         return Rejected(rejected) if rejected else Delivered()
 
     async def check(self) -> DeliveryResult:
@@ -260,7 +269,7 @@ class RelpTransport:
                 await self._live_connection()
             if failure.result is not None:
                 self._drop()
-                return failure.result
+                return scrub_result(failure.result, self._secrets)
         return Delivered()
 
     async def aclose(self) -> None:

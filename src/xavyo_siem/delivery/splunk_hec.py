@@ -28,6 +28,7 @@ at least once; every event carries its `event_id` for de-duplication.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections import deque
@@ -79,12 +80,13 @@ from xavyo_siem.delivery.option_values import (
     seconds,
     text,
 )
+from xavyo_siem.delivery.scrub import scrub_result
 from xavyo_siem.delivery.tls import TLS_OPTIONS, TlsConfig
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import InvalidDestination
 from xavyo_siem.model import DeliveryType
 
-__all__ = ["HEC_OPTIONS", "HecConfig", "HecTransport"]
+__all__ = ["HEC_OPTIONS", "HecConfig", "HecTransport", "check_hec_token"]
 
 EVENT_PATH: Final = "/services/collector/event"
 ACK_PATH: Final = "/services/collector/ack"
@@ -113,12 +115,46 @@ _ack_poll_interval: Final = seconds(0.01, 60)
 _ack_max_pending: Final = integer(1, 1000)
 _max_requests_in_flight: Final = integer(1, 8)
 _index: Final = text(80)
-_source: Final = text()
-_sourcetype: Final = text(256)
+_source: Final = text(allow_empty=True)
+_sourcetype: Final = text(256, allow_empty=True)
+DEFAULT_SOURCE: Final = "xavyo-siem"
+DEFAULT_SOURCETYPE: Final = "xavyo:identity:events"
 _host: Final = text(256)
 
 
 # --- Config ------------------------------------------------------------------------------
+
+# Splunk documents an HEC token as a GUID (it generates one per token; inputs.conf requires
+# that form); it travels as `Authorization: Splunk <token>`.
+_HEC_TOKEN: Final = re.compile(r"[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}")
+
+
+def _check_token_characters(token: object) -> str:
+    """A token that can travel in a header: present, without spaces or controls."""
+    if not isinstance(token, str) or not token:
+        raise InvalidDestination("secret", "a Splunk HEC destination needs its token")
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise InvalidDestination(
+            "secret", "the HEC token must not contain spaces, line breaks or control characters"
+        )
+    return token
+
+
+def check_hec_token(token: object) -> str:
+    """`token` if it has the documented shape of an HEC token, a GUID; otherwise
+    InvalidDestination on `secret` saying why (never quoting the token).
+
+    Checked when a destination is saved. A transport checks only that the token can travel
+    in a header, so a token stored before this rule keeps working.
+    """
+    token = _check_token_characters(token)
+    if not _HEC_TOKEN.fullmatch(token):
+        raise InvalidDestination(
+            "secret",
+            "a Splunk HEC token is a GUID: 8-4-4-4-12 hexadecimal digits, as Splunk"
+            f" generates it (got {len(token)} characters of another form)",
+        )
+    return token
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,8 +162,10 @@ class HecConfig:
     """A Splunk HTTP Event Collector destination (the token is the secret, not here).
 
     `index`, `source`, `sourcetype` and `host` are written into every envelope when set
-    (unset: HEC's defaults for the token). `timeout_s` bounds one request; `tls` applies
-    over https://. The defaults are these fields' defaults.
+    (unset: HEC's defaults for the token). `source` and `sourcetype` have defaults of their
+    own, `xavyo-siem` and `xavyo:identity:events`, so searches find the events whatever the
+    token's defaults; an empty string leaves them to the token. `timeout_s` bounds one
+    request; `tls` applies over https://. The defaults are these fields' defaults.
     """
 
     delivery_type: DeliveryType = DeliveryType.SPLUNK_HEC
@@ -135,8 +173,8 @@ class HecConfig:
     gzip: bool = True
     ack: bool = False
     index: str | None = None
-    source: str | None = None
-    sourcetype: str | None = None
+    source: str | None = DEFAULT_SOURCE
+    sourcetype: str | None = DEFAULT_SOURCETYPE
     host: str | None = None
     timeout_s: float = 30.0
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -168,8 +206,8 @@ class HecConfig:
             gzip=read("gzip", parse_bool),
             ack=read("ack", parse_bool),
             index=read.optional("index", _index),
-            source=read.optional("source", _source),
-            sourcetype=read.optional("sourcetype", _sourcetype),
+            source=read.optional("source", _source) or None,
+            sourcetype=read.optional("sourcetype", _sourcetype) or None,
             host=read.optional("host", _host),
             timeout_s=read("timeout_s", _timeout),
             tls=tls,
@@ -218,14 +256,14 @@ class HecTransport:
     ) -> None:
         base = _collector_base(URL(config.url))
         refuse_plain_http(base, development=development)
-        if not token or not token.isprintable() or any(c.isspace() for c in token):
-            raise InvalidDestination("secret", "the HEC token is required, without spaces")
+        _check_token_characters(token)
         if channel is not None:
             try:
                 uuid.UUID(channel)
             except ValueError:
                 raise InvalidDestination("channel", "must be a GUID") from None
         self._config = config
+        self._secrets = (token,)  # removed from every reason (scrub.py)
         self._monotonic = monotonic
         prefix = base.path.rstrip("/")
         self._event_url = base.with_path(prefix + EVENT_PATH)
@@ -287,9 +325,10 @@ class HecTransport:
         if not records:
             return Delivered()
         try:
-            return await self._send(records)
+            result = await self._send(records)
         except PeerFailure as failure:
-            return failure.result
+            result = failure.result
+        return scrub_result(result, self._secrets)
 
     async def _send(self, records: Sequence[Record]) -> DeliveryResult:
         config = self._config
@@ -317,6 +356,7 @@ class HecTransport:
                 timeout_s=config.ack_timeout_s,
                 poll_interval_s=config.ack_poll_interval_s,
                 monotonic=self._monotonic,
+                secrets=self._secrets,
             ),
         )
         in_flight: dict[asyncio.Future[HecReply], Sequence[int]] = {}
@@ -339,7 +379,7 @@ class HecTransport:
                 for future in sorted(done, key=lambda f: in_flight[f][0]):
                     part = in_flight.pop(future)
                     failure = await self._settle(
-                        part, classify_hec_response(*future.result()), batch
+                        part, classify_hec_response(*future.result(), secrets=self._secrets), batch
                     )
                     if failure is not None:
                         return failure
@@ -400,12 +440,15 @@ class HecTransport:
         The token is checked with an empty event request, which HEC answers with code 5
         ("No data") only once the token (and channel) passed; no event is sent.
         """
+        return scrub_result(await self._check(), self._secrets)
+
+    async def _check(self) -> DeliveryResult:
         health_url = self._health_url.with_query(ack="true") if self._config.ack else None
         try:
             status, answer, _ = await self._request(
                 "GET", health_url or self._health_url, None, self._headers
             )
-            health = classify_hec_health(status, answer)
+            health = classify_hec_health(status, answer, secrets=self._secrets)
             if isinstance(health, RetryLater) or status in (401, 403):
                 return health
             status, answer, headers = await self._request(
@@ -415,7 +458,7 @@ class HecTransport:
             return failure.result
         if hec_reply_code(answer) in (0, 5):
             return Delivered()
-        outcome = classify_hec_response(status, answer, headers)
+        outcome = classify_hec_response(status, answer, headers, secrets=self._secrets)
         if isinstance(outcome, RetryLater | Misconfigured):
             return outcome
         return Misconfigured(f"HEC answered the token probe with HTTP {status}")

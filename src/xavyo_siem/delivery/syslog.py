@@ -33,6 +33,7 @@ from typing import Any
 
 from xavyo_siem.delivery.base import Delivered, DeliveryResult, Record, Rejected, RetryLater
 from xavyo_siem.delivery.framing import FramingError, fit_datagram
+from xavyo_siem.delivery.scrub import scrub_result
 from xavyo_siem.delivery.syslog_config import SyslogConfig
 from xavyo_siem.delivery.syslog_errors import capture_failure
 from xavyo_siem.delivery.syslog_stream import StreamSender
@@ -160,6 +161,12 @@ class SyslogTransport:
         egress: EgressGuard | None = None,
     ) -> None:
         self.config = config
+        # removed from every reason, with whatever the peer sent (scrub.py)
+        self._secrets = (
+            (key_password.decode("utf-8", "replace"),)
+            if isinstance(key_password, bytes)
+            else (key_password,)
+        )
         self._lock = asyncio.Lock()
         self._datagram: _DatagramSender | None = None
         self._stream: StreamSender | None = None
@@ -192,9 +199,11 @@ class SyslogTransport:
             return Delivered()
         async with self._lock:
             if self._stream is not None:
-                return await self._stream.send(records)
-            assert self._datagram is not None
-            return await self._datagram.send(records)
+                result = await self._stream.send(records)
+            else:
+                assert self._datagram is not None
+                result = await self._datagram.send(records)
+        return scrub_result(result, self._secrets)
 
     async def check(self) -> DeliveryResult:
         """Connect (TLS: handshake, fingerprint, client acceptance) without sending an event.
@@ -203,9 +212,11 @@ class SyslogTransport:
         """
         async with self._lock:
             if self._stream is not None:
-                return await self._stream.check()
-            assert self._datagram is not None
-            return await self._datagram.check()
+                result = await self._stream.check()
+            else:
+                assert self._datagram is not None
+                result = await self._datagram.check()
+        return scrub_result(result, self._secrets)
 
     async def aclose(self) -> None:
         """Wait for what is in flight, then close (TLS: close_notify); never raises."""

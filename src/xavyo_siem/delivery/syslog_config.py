@@ -168,7 +168,7 @@ def _refuse_tls_options(options: Mapping[str, object]) -> None:
 def _syslog_endpoint(delivery_type: DeliveryType, endpoint: str) -> tuple[SyslogProtocol, str, int]:
     """(protocol, host, port) of a syslog endpoint; the port defaults by protocol."""
     protocol, default_port = SYSLOG_SCHEMES[delivery_type]
-    scheme, host, port, rest = split_url(endpoint)
+    scheme, host, port, rest, _url = split_url(endpoint)
     if scheme != protocol:
         raise InvalidDestination(
             "endpoint",

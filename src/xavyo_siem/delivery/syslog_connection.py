@@ -18,6 +18,7 @@ import termios
 from typing import Final
 
 from xavyo_siem.delivery.base import Misconfigured, RetryLater
+from xavyo_siem.delivery.scrub import scrub_reason
 from xavyo_siem.delivery.syslog_errors import SyslogFailure
 
 __all__ = ["StreamConnection", "StreamWatcher"]
@@ -25,7 +26,8 @@ __all__ = ["StreamConnection", "StreamWatcher"]
 # Polling for "every byte acknowledged": first yield to the loop, then back off to this cap.
 _POLL_FIRST_S: Final = 0.0002
 _POLL_MAX_S: Final = 0.01
-_GARBAGE_SHOWN: Final = 40
+_GARBAGE_SHOWN: Final = 40  # characters of what the peer sent quoted in the reason
+_GARBAGE_KEPT: Final = 1024  # bytes kept to scrub before quoting (a credential cut in two)
 
 
 class StreamWatcher(asyncio.Protocol):
@@ -39,8 +41,8 @@ class StreamWatcher(asyncio.Protocol):
         self.first_bytes = b""
 
     def data_received(self, data: bytes) -> None:
-        if len(self.first_bytes) < _GARBAGE_SHOWN:
-            self.first_bytes += data[: _GARBAGE_SHOWN - len(self.first_bytes)]
+        if len(self.first_bytes) < _GARBAGE_KEPT:
+            self.first_bytes += data[: _GARBAGE_KEPT - len(self.first_bytes)]
         self.received += len(data)
 
     def eof_received(self) -> bool | None:
@@ -107,16 +109,17 @@ class StreamConnection:
             return "peer closed the connection"
         if not self.tls:
             with contextlib.suppress(OSError):
-                peek = self.probe.recv(_GARBAGE_SHOWN, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                peek = self.probe.recv(_GARBAGE_KEPT, socket.MSG_PEEK | socket.MSG_DONTWAIT)
             raise SyslogFailure(self.garbage(peek))
         self.tls_input_pending = True  # TLS records (an alert, a ticket) not yet processed
         return None
 
     def garbage(self, peeked: bytes = b"") -> Misconfigured:
         proto = self.protocol
-        shown = (proto.first_bytes or peeked)[:_GARBAGE_SHOWN]
+        said = (proto.first_bytes or peeked).decode("utf-8", "replace")
+        shown = scrub_reason(said, limit=_GARBAGE_SHOWN)
         return Misconfigured(
-            f"the peer sent data ({shown!r}...); a syslog receiver never answers,"
+            f"the peer sent data ({shown!r}); a syslog receiver never answers,"
             " so the endpoint is probably not a syslog listener"
         )
 

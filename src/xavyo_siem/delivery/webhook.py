@@ -60,6 +60,7 @@ from xavyo_siem.delivery.option_values import (
     parse_bool,
     seconds,
 )
+from xavyo_siem.delivery.scrub import scrub_result
 from xavyo_siem.delivery.tls import TLS_OPTIONS, TlsConfig
 from xavyo_siem.delivery.webhook_auth import WebhookCredentials, sign_with_keys, webhook_id
 from xavyo_siem.egress import EgressGuard
@@ -131,7 +132,12 @@ class WebhookConfig:
 
 
 def classify_webhook_status(
-    status: int, headers: Mapping[str, str] | None, body: bytes, *, now: float | None = None
+    status: int,
+    headers: Mapping[str, str] | None,
+    body: bytes,
+    *,
+    now: float | None = None,
+    secrets: Sequence[str] = (),
 ) -> DeliveryResult | TooLarge:
     """What a webhook receiver's answer means for the batch.
 
@@ -141,11 +147,14 @@ def classify_webhook_status(
     | 408, 429, 5xx     | RetryLater(after_s from Retry-After)            |
     | 413               | TooLarge (the transport sends the halves)        |
     | 3xx               | Misconfigured (redirects are not followed)      |
-    | 410               | Misconfigured (the receiver asks to be disabled) |
+    | 410               | Misconfigured, disable (the receiver asks to be disabled) |
     | other 4xx         | Misconfigured, the body (truncated) as reason   |
     | anything else     | RetryLater                                      |
+
+    The body is quoted through `peer_text`, without `secrets` (the transport's credentials)
+    or anything shaped like a credential.
     """
-    text = peer_text(body)
+    text = peer_text(body, secrets=secrets)
     suffix = f": {text}" if text else ""
     if 200 <= status < 300:
         return Delivered()
@@ -161,7 +170,9 @@ def classify_webhook_status(
             "followed: configure the final URL"
         )
     if status == 410:
-        return Misconfigured(f"webhook receiver answered HTTP 410 Gone: endpoint disabled{suffix}")
+        return Misconfigured(
+            f"webhook receiver answered HTTP 410 Gone: endpoint disabled{suffix}", disable=True
+        )
     if 400 <= status < 500:
         return Misconfigured(f"webhook receiver answered HTTP {status}{suffix}")
     return RetryLater(f"webhook receiver answered an unexpected HTTP {status}{suffix}")
@@ -208,6 +219,8 @@ class WebhookTransport:
         self._session: aiohttp.ClientSession | None = None
         self._egress = egress  # the SSRF guard (xavyo_siem.egress); None in some tests
         self._auth = self._auth_headers(self._credentials)
+        # removed from every reason (scrub.py), with the header values as sent
+        self._secrets = (*self._credentials.secret_values(), *self._auth.values())
         self._headers = {"Content-Type": _CONTENT_TYPES[config.body], **self._auth}
         if config.gzip:
             self._headers["Content-Encoding"] = "gzip"
@@ -246,9 +259,10 @@ class WebhookTransport:
         if not records:
             return Delivered()
         try:
-            return await self._send(records)
+            result = await self._send(records)
         except PeerFailure as failure:
-            return failure.result
+            result = failure.result
+        return scrub_result(result, self._secrets)
 
     async def _send(self, records: Sequence[Record]) -> DeliveryResult:
         config = self._config
@@ -308,7 +322,9 @@ class WebhookTransport:
                 server_hostname=self._config.tls.server_name,
             ) as response:
                 answer = await read_bounded(response, 16_384)
-                return classify_webhook_status(response.status, response.headers, answer)
+                return classify_webhook_status(
+                    response.status, response.headers, answer, secrets=self._secrets
+                )
 
     async def check(self) -> DeliveryResult:
         """Probe the receiver with an unsigned `OPTIONS` request (no event is sent).
@@ -316,6 +332,9 @@ class WebhookTransport:
         Any HTTP answer proves DNS, TCP, TLS and HTTP work: 2xx-4xx is `Delivered`, except
         410 and redirects (`Misconfigured`); 408, 429 and 5xx are `RetryLater`.
         """
+        return scrub_result(await self._check(), self._secrets)
+
+    async def _check(self) -> DeliveryResult:
         try:
             with classify_as_peer_failure(self._peer):
                 session = self._open()
@@ -330,7 +349,7 @@ class WebhookTransport:
                     headers = response.headers
         except PeerFailure as failure:
             return failure.result
-        result = classify_webhook_status(status, headers, answer)
+        result = classify_webhook_status(status, headers, answer, secrets=self._secrets)
         if isinstance(result, RetryLater):
             return result
         if isinstance(result, Misconfigured) and (status == 410 or 300 <= status < 400):

@@ -128,6 +128,17 @@ class WebhookCredentials:
                 raise InvalidDestination("secret", f"custom header {name[:40]!r} is reserved")
         object.__setattr__(self, "keys", tuple(webhook_key(s) for s in self.signing_secrets))
 
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret string these credentials hold (signing secrets with and without
+        their prefix, bearer token, basic password, custom header values), for
+        `scrub.scrub_reason` to remove from what a peer says."""
+        return (
+            *self.signing_secrets,
+            *(s.removeprefix(SECRET_PREFIX).rstrip("=") for s in self.signing_secrets),
+            *(v for v in (self.bearer_token, self.basic_password) if v is not None),
+            *(value for _, value in self.auth_headers),
+        )
+
     @classmethod
     def from_secret(cls, secret: str | None) -> WebhookCredentials:
         """Read a destination's `secret`: whitespace-separated `whsec_` secrets, or a JSON

@@ -12,7 +12,12 @@ from xavyo_siem.model.conversions import (
     uuid_from_canonical,
     uuid_text,
 )
-from xavyo_siem.model.destination import DeliveryHealth, RateLimit, SiemDestination
+from xavyo_siem.model.destination import (
+    DEFAULT_RATE_LIMIT,
+    DeliveryHealth,
+    RateLimit,
+    SiemDestination,
+)
 from xavyo_siem.model.enums import (
     CircuitState,
     DeliveryType,
@@ -32,11 +37,22 @@ from xavyo_siem.model.event import (
 )
 from xavyo_siem.model.filter import EventFilter
 from xavyo_siem.model.jobs import BatchExportJob, ExportCheckpoint
+from xavyo_siem.model.validation import (
+    MAX_EVENT_TYPE_CHARS,
+    MAX_METADATA_CHARS,
+    MAX_METADATA_ENTRIES,
+    MAX_TEXT_CHARS,
+)
 
 __all__ = [
+    "DEFAULT_RATE_LIMIT",
     "EPOCH",
     "EVENT_FIELDS",
     "FIELD_NAMES",
+    "MAX_EVENT_TYPE_CHARS",
+    "MAX_METADATA_CHARS",
+    "MAX_METADATA_ENTRIES",
+    "MAX_TEXT_CHARS",
     "TEXT_FIELDS",
     "AuditEvent",
     "BatchExportJob",

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
 from xavyo_siem.model.conversions import EPOCH, format_timestamp, optional_timestamp
 from xavyo_siem.model.enums import CircuitState, DeliveryType, ExportFormat
 from xavyo_siem.model.filter import EventFilter
 
-__all__ = ["DeliveryHealth", "RateLimit", "SiemDestination"]
+__all__ = ["DEFAULT_RATE_LIMIT", "DeliveryHealth", "RateLimit", "SiemDestination"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,11 @@ class RateLimit:
     burst: int
 
 
+DEFAULT_RATE_LIMIT: Final = RateLimit(events_per_s=1000.0, burst=2000)
+"""The limit a destination gets unless it asks for another or for none: a tenant cannot flood
+its SIEM (and its licence) without someone choosing that."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SiemDestination:
     """Where one tenant's events go, in which format, through which transport.
@@ -30,6 +35,8 @@ class SiemDestination:
     `options` are the per-type settings (`framing`, `ca_file`, `index`, `batch_max_events`,
     `start`, ...). The credential is never held here: `has_secret` says whether one is stored
     (encrypted) and the pipeline asks the store for it when it opens the transport.
+    `disabled_reason` says why the worker switched the destination off (its endpoint said it
+    is gone); enabling it again clears it.
     """
 
     id: UUID
@@ -42,6 +49,7 @@ class SiemDestination:
     filters: EventFilter = field(default_factory=EventFilter)
     rate_limit: RateLimit | None = None
     enabled: bool = True
+    disabled_reason: str | None = None
     has_secret: bool = False
     created_at: datetime = EPOCH
     updated_at: datetime = EPOCH
@@ -58,10 +66,9 @@ class SiemDestination:
             "endpoint": self.endpoint,
             "options": dict(self.options),
             "filters": self.filters.to_dict(),
-            "rate_limit": None
-            if self.rate_limit is None
-            else {"events_per_s": self.rate_limit.events_per_s, "burst": self.rate_limit.burst},
+            "rate_limit": _rate_dict(self.rate_limit),
             "enabled": self.enabled,
+            "disabled_reason": self.disabled_reason,
             "has_secret": self.has_secret,
             "created_at": format_timestamp(self.created_at),
             "updated_at": format_timestamp(self.updated_at),
@@ -88,11 +95,16 @@ class DeliveryHealth:
     lag_seconds: float = 0.0
     throughput_eps: float = 0.0
     dead_letters: int = 0
+    rate_limit: RateLimit | None = None
+    disabled_reason: str | None = None
+    possibly_lost: int = 0
+    truncated: int = 0
 
     @property
     def failing(self) -> bool:
-        """True while the last attempt failed (the circuit is open or probing)."""
-        return self.consecutive_failures > 0
+        """True while the last attempt failed (the circuit is open or probing), or while the
+        worker keeps the destination switched off because its endpoint said it is gone."""
+        return self.consecutive_failures > 0 or self.disabled_reason is not None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form shown by `xavyo-siem health --json` and the API."""
@@ -114,4 +126,13 @@ class DeliveryHealth:
             "lag_seconds": round(self.lag_seconds, 3),
             "throughput_eps": round(self.throughput_eps, 1),
             "dead_letters": self.dead_letters,
+            "rate_limit": _rate_dict(self.rate_limit),
+            "disabled_reason": self.disabled_reason,
+            "possibly_lost": self.possibly_lost,
+            "truncated": self.truncated,
         }
+
+
+def _rate_dict(limit: RateLimit | None) -> dict[str, float | int] | None:
+    """A rate limit's JSON form; None (no limit) is null."""
+    return None if limit is None else {"events_per_s": limit.events_per_s, "burst": limit.burst}

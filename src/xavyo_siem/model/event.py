@@ -27,6 +27,7 @@ from xavyo_siem.model.codegen import compile_function
 from xavyo_siem.model.conversions import format_timestamp
 from xavyo_siem.model.enums import EventCategory, Outcome
 from xavyo_siem.model.validation import (
+    MAX_TEXT_CHARS,
     check_category,
     check_ip,
     check_metadata,
@@ -37,6 +38,9 @@ from xavyo_siem.model.validation import (
     check_text,
     check_timestamp,
     check_uuid,
+    normalise_event_type,
+    normalise_metadata,
+    normalise_text,
     parse_severity,
 )
 
@@ -72,6 +76,10 @@ class AuditEvent:
     Required: `event_id`, `tenant_id`, `timestamp` (aware; normalised to UTC, microseconds
     kept), `event_type`, `category`. `severity` (0-10) defaults from the category. Every other
     field may be absent (`None`); `metadata` maps strings to strings.
+
+    Building one checks every rule but length; `from_dict`, the way events come in, also
+    cuts what is too long (free text to 65,536 characters, `event_type` to 200, metadata to
+    256 entries of 65,536 characters in all): an event is never refused for its length.
 
     The fields are in their JSON order, which is also the order of `from_values`.
     """
@@ -112,9 +120,11 @@ class AuditEvent:
         """Build an event from its JSON form; raises `InvalidEvent` naming the bad field.
 
         The checks run category and severity first (severity's default comes from the
-        category), then the free text as one joined string (ASCII and no NUL passes at
-        once; otherwise field by field, to name the field), then the rest in field order
-        (`_values_in` and `_check_the_rest` are compiled from the declaration).
+        category), then the free text as one joined string (short ASCII without NUL passes
+        at once; otherwise field by field, to name the field or cut it to its limit), then
+        the rest in field order (`_values_in` and `_check_the_rest` are compiled from the
+        declaration). Text and metadata longer than their limits are cut, never refused
+        (`model/validation.py`).
         """
         if not isinstance(data, Mapping):
             raise InvalidEvent("event", f"must be a JSON object, got {type(data).__name__}")
@@ -136,10 +146,10 @@ class AuditEvent:
             joined = "".join([text for text in _optional_texts(values) if text is not None])
         except TypeError:
             joined = "\x00"
-        if not joined.isascii() or "\x00" in joined:  # look closer, field by field
-            for index in _TEXT_INDEXES:
+        if not joined.isascii() or "\x00" in joined or len(joined) > MAX_TEXT_CHARS:
+            for index in _TEXT_INDEXES:  # look closer, field by field (and cut)
                 if values[index] is not None:
-                    check_text(FIELD_NAMES[index], values[index])
+                    values[index] = normalise_text(FIELD_NAMES[index], values[index])
         return _check_the_rest(*values)
 
     @classmethod
@@ -234,6 +244,16 @@ def _check_for(declared: EventField) -> Check:
     return _CHECK_OF[declared.kind]
 
 
+def _normalise_for(declared: EventField) -> Check:
+    """What `from_dict` runs for a field: its check, or for a field with a length limit
+    the check of its value cut to that limit."""
+    if declared.kind is FieldKind.TEXT:
+        return normalise_event_type if declared.required else normalise_text
+    if declared.kind is FieldKind.METADATA:
+        return normalise_metadata
+    return _check_for(declared)
+
+
 def _index_of(kind: FieldKind) -> int:
     (index,) = (i for i, f in enumerate(EVENT_FIELDS) if f.kind is kind)
     return index
@@ -270,14 +290,15 @@ _values_in: Final[Callable[[Callable[[str], Any]], list[Any]]] = compile_functio
     "values_in", ["get"], f"[{', '.join(f'get({name!r})' for name in FIELD_NAMES)}]", {}
 )
 # from_dict's last step: the checks of the fields not checked yet, in field order, and the
-# event made from all values; e.g. `check_0('event_id', event_id)` for the first field.
+# event made from all values; e.g. `check_0('event_id', event_id)` for the first field. The
+# fields with a length limit are normalised (cut to it) rather than only checked.
 _check_the_rest: Final[Callable[..., AuditEvent]] = compile_function(
     "check_the_rest",
     FIELD_NAMES,
     f"from_values(({', '.join(_check_cell(i, f) for i, f in enumerate(EVENT_FIELDS))},))",
     {
         "from_values": AuditEvent.from_values,
-        **{f"check_{index}": check for index, (_, check) in enumerate(_CHECKS)},
+        **{f"check_{index}": _normalise_for(f) for index, f in enumerate(EVENT_FIELDS)},
     },
 )
 _values_of: Final = operator.attrgetter(*FIELD_NAMES)

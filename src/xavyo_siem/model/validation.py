@@ -3,6 +3,13 @@ that names the field and the rule, and returning the value in its model form.
 
 Every check takes the field's name first, so that one check serves every field of its kind
 and its message names the field it was given.
+
+An event that comes in is never refused for being long. `AuditEvent.from_dict`, the way
+every event comes in (a file, the API), normalises where the constructor only checks: text
+longer than its limit and metadata past its limits come back cut (`normalise_text`,
+`normalise_event_type`, `normalise_metadata`), so what the store keeps, and what every
+reader of it holds in memory, is bounded per event. Code that builds an event directly
+decides its size.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import ipaddress
 import math
 import re
 import socket
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Final
@@ -31,8 +39,17 @@ __all__ = [
     "check_text",
     "check_timestamp",
     "check_uuid",
+    "normalise_event_type",
+    "normalise_metadata",
+    "normalise_text",
     "parse_severity",
 ]
+
+# Limits of what one event that comes in carries; longer values are cut to them, never refused.
+MAX_TEXT_CHARS: Final = 65_536  # each free-text field
+MAX_EVENT_TYPE_CHARS: Final = 200  # event_type (filters name event types of this length)
+MAX_METADATA_ENTRIES: Final = 256
+MAX_METADATA_CHARS: Final = 65_536  # metadata's keys and values together
 
 
 def check_text(name: str, value: object) -> str:
@@ -57,6 +74,21 @@ def check_required_text(name: str, value: object) -> str:
     if not text.strip():
         raise InvalidEvent(name, "must not be empty")
     return text
+
+
+def normalise_text(name: str, value: object, limit: int = MAX_TEXT_CHARS) -> str:
+    """`check_text` of `value` cut to its first `limit` characters (what is cut away is not
+    looked at)."""
+    if type(value) is str and len(value) > limit:
+        value = value[:limit]
+    return check_text(name, value)
+
+
+def normalise_event_type(name: str, value: object) -> str:
+    """`check_required_text` of `value` cut to its first `MAX_EVENT_TYPE_CHARS` characters."""
+    if type(value) is str and len(value) > MAX_EVENT_TYPE_CHARS:
+        value = value[:MAX_EVENT_TYPE_CHARS]
+    return check_required_text(name, value)
 
 
 _CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -173,16 +205,22 @@ def check_outcome(name: str, value: object) -> Outcome:
         ) from None
 
 
-def check_metadata(name: str, value: object) -> dict[str, str]:
-    """A mapping of non-empty text keys to text values, as a dict."""
-    if type(value) is dict:
+def _metadata(name: str, value: object, max_entries: int, max_chars: int) -> dict[str, str]:
+    """A mapping of non-empty text keys to text values, as a dict, within the limits.
+
+    It keeps its first `max_entries` entries as long as their keys and values together fit
+    in `max_chars`: the value that crosses that limit is cut, and the entries after it are
+    dropped, unchecked (a key is never cut).
+    """
+    if type(value) is dict and len(value) <= max_entries:
         try:  # all keys, then all values, as one string each (TypeError: not all strings)
             keys, items = "".join(value), "".join(value.values())
         except TypeError:
             pass
         else:
             if (
-                "" not in value
+                len(keys) + len(items) <= max_chars
+                and "" not in value
                 and keys.isascii()
                 and items.isascii()
                 and "\x00" not in keys
@@ -192,11 +230,30 @@ def check_metadata(name: str, value: object) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise InvalidEvent(name, f"must be an object of strings, got {type(value).__name__}")
     checked: dict[str, str] = {}
+    budget = max_chars
     for key, item in value.items():
+        if len(checked) == max_entries:
+            break
+        if type(key) is str and len(key) > budget:
+            break
         check_text(name, key)
         if not key:
             raise InvalidEvent(name, "keys must not be empty")
+        budget -= len(key)
         if not isinstance(item, str):
             raise InvalidEvent(f"{name}.{key[:40]}", f"must be a string, got {type(item).__name__}")
-        checked[key] = check_text(f"{name}.{key[:40]}", item)
+        checked[key] = item = normalise_text(f"{name}.{key[:40]}", item, budget)
+        budget -= len(item)
     return checked
+
+
+def check_metadata(name: str, value: object) -> dict[str, str]:
+    """A mapping of non-empty text keys to text values, as a dict."""
+    return _metadata(name, value, sys.maxsize, sys.maxsize)
+
+
+def normalise_metadata(name: str, value: object) -> dict[str, str]:
+    """`check_metadata` within `MAX_METADATA_ENTRIES` entries and `MAX_METADATA_CHARS`
+    characters of keys and values: the value that crosses the limit is cut, and the entries
+    after it are dropped, unchecked (a key is never cut)."""
+    return _metadata(name, value, MAX_METADATA_ENTRIES, MAX_METADATA_CHARS)

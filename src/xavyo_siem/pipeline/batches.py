@@ -91,13 +91,15 @@ class Verdict:
 
     Accepted (`failed` is None): `delivered` records went through and `dead` are refused
     for good (with the unencodable ones). Failed: the batch is sent again later; `failed`
-    is the reason, `misconfigured` says whether a person must fix something first.
+    is the reason, `misconfigured` says whether a person must fix something first, and
+    `disable` whether the endpoint said it is gone for good (switch the destination off).
     """
 
     delivered: int = 0
     dead: list[tuple[UUID, str]] | None = None
     failed: str | None = None
     misconfigured: bool = False
+    disable: bool = False
     after_s: float | None = None
     refused_index: dict[int, str] | None = None
 
@@ -115,8 +117,8 @@ def judge(batch: Batch, result: DeliveryResult) -> Verdict:
             return Verdict(len(batch.records) - len(by_index), dead, refused_index=dict(by_index))
         case RetryLater(reason=reason, after_s=after_s):
             return Verdict(failed=reason, after_s=after_s)
-        case Misconfigured(reason=reason):
-            return Verdict(failed=reason, misconfigured=True)
+        case Misconfigured(reason=reason, disable=disable):
+            return Verdict(failed=reason, misconfigured=True, disable=disable)
     raise AssertionError(f"unknown delivery result {result!r}")
 
 

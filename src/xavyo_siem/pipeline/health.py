@@ -16,7 +16,14 @@ from uuid import UUID
 from xavyo_siem.model import CircuitState, SiemDestination
 from xavyo_siem.pipeline import metrics
 
-__all__ = ["Throughput", "report_delivered", "report_failure", "report_lag"]
+__all__ = [
+    "Throughput",
+    "report_delivered",
+    "report_disabled",
+    "report_failure",
+    "report_lag",
+    "report_losses",
+]
 
 log = logging.getLogger("xavyo_siem.pipeline")
 
@@ -61,6 +68,25 @@ def report_failure(
     log.warning(
         "destination %s: %s (%s; circuit %s)",
         destination.name, reason, kind.replace("_", " "), circuit_state.value,
+    )  # fmt: skip
+
+
+def report_losses(destination: SiemDestination, *, possibly_lost: int, truncated: int) -> None:
+    """Records the transport could not vouch for (possibly lost) or sent cut (truncated)."""
+    labels = _labels(destination)
+    if possibly_lost:
+        metrics.POSSIBLY_LOST.labels(*labels).inc(possibly_lost)
+    if truncated:
+        metrics.TRUNCATED.labels(*labels).inc(truncated)
+
+
+def report_disabled(destination: SiemDestination, *, reason: str) -> None:
+    """The worker switched the destination off: its endpoint said it is gone for good."""
+    metrics.DISABLED.labels(*_labels(destination)).set(1)
+    log.error(
+        "destination %s switched off: %s; enable it again once fixed"
+        " (delivery resumes from where it stopped)",
+        destination.name, reason,
     )  # fmt: skip
 
 

@@ -15,6 +15,12 @@ Where the events come from:
   next page while a full one is on the wire. Once a read finds the end (`at_end`), the
   scheduler lets it join the feed, if the feed has not passed it meanwhile.
 
+A batch that fails is sent again after a backoff, without end by default. A destination's
+delivery policy (`DeliveryPolicy`) may give up on it after some attempts or some time: its
+events then go to dead letters with the last reason (they can be replayed) and the lane goes
+on with the next batch after the backoff. The policy also sets the circuit's threshold and
+the cool-down of an open circuit.
+
 After a delivered batch a lane waits until the worker wrote its progress (one transaction
 for every lane's, see runtime/lane_store.py), so at most one batch per destination is ever
 delivered and not yet recorded.
@@ -34,6 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 from uuid import UUID
 
+from xavyo_siem.delivery.option_values import DeliveryPolicy
 from xavyo_siem.errors import SiemError
 from xavyo_siem.model import AuditEvent, CircuitState, SiemDestination
 from xavyo_siem.pipeline.batches import Batch, format_batch, format_replay, judge, replay_outcome
@@ -91,6 +98,14 @@ class LaneStore(Protocol):
         """A batch failed (or the lane could not run); the cursor stays."""
         ...
 
+    def note_losses(self, lane: Lane, *, possibly_lost: int, truncated: int) -> None:
+        """The transport counted records it could not vouch for, or sent cut."""
+        ...
+
+    def note_disabled(self, lane: Lane, *, reason: str) -> None:
+        """The endpoint said it is gone: switch the destination off (the cursor stays)."""
+        ...
+
 
 class Lane:
     """One destination's delivery state in a worker (see the module docstring)."""
@@ -128,6 +143,12 @@ class Lane:
             state=circuit_state,
         )
         self.stuck_reason: str | None = None
+        self.policy = DeliveryPolicy()
+        self.attempts = 0  # failures of the pending batch
+        self.failing_since = 0.0  # when the pending batch first failed
+        self.hold_until = 0.0  # after giving up on a batch: the next one waits the backoff
+        self.switched_off: str | None = None  # why, once the endpoint said it is gone
+        self._losses_seen = (0, 0)  # the transport's (possibly lost, truncated) noted so far
         self.due: float | None = clock()  # None: nothing to do until offered events
         self.last_used = clock()
         self._open = open_components
@@ -149,7 +170,7 @@ class Lane:
 
     def offer(self, position: Any, event: AuditEvent) -> bool:
         """A new event of the lane's tenant, from the feed; True when the lane took it."""
-        if not self.following or position <= self.seen:
+        if not self.following or position <= self.seen or self.switched_off is not None:
             return False
         self.seen = position
         if not self.destination.filters.matches(event):
@@ -174,6 +195,8 @@ class Lane:
 
     def has_work(self) -> bool:
         """Something to send now, or a backlog to read."""
+        if self.switched_off is not None:
+            return False
         return (
             self.pending is not None
             or self.replay_waiting
@@ -194,6 +217,9 @@ class Lane:
         if self.components is None and not await self._opened(store):
             return
         assert self.components is not None
+        if self.hold_until > self._clock():
+            self.due = self.hold_until
+            return
         batch = self.pending
         if batch is None:
             batch = await self._next_batch(store)
@@ -214,6 +240,7 @@ class Lane:
             self.circuit.probe()
         result = await self.components.transport.send(batch.records)
         self.last_used = self._clock()
+        self._note_losses(store, self.components)
         verdict = judge(batch, result)
         if verdict.failed is not None:
             self.fail(
@@ -222,8 +249,15 @@ class Lane:
                 misconfigured=verdict.misconfigured,
                 after_s=verdict.after_s,
             )
+            if verdict.disable:
+                self.switched_off = verdict.failed
+                self.due = None
+                store.note_disabled(self, reason=verdict.failed)
+                return
+            await self._maybe_give_up(store, batch, verdict.failed)
             return
         self.pending = None
+        self.attempts = 0
         self.circuit.record_success()
         self.stuck_reason = None
         if batch.replayed is not None:
@@ -234,6 +268,31 @@ class Lane:
             return
         self._accepted(store, batch, delivered=verdict.delivered, dead=verdict.dead or [])
 
+    async def _maybe_give_up(self, store: LaneStore, batch: Batch, reason: str) -> None:
+        """After a failure of `batch`: if the delivery policy says so, its events go to dead
+        letters with the reason, and the next batch waits the backoff already set."""
+        now = self._clock()
+        if self.attempts == 0:
+            self.failing_since = now
+        self.attempts += 1
+        failing_for = now - self.failing_since
+        if not self.policy.gives_up(attempts=self.attempts, failing_for_s=failing_for):
+            return
+        why = (
+            f"gave up after {self.attempts} attempts in {failing_for:.0f} s"
+            f" (delivery policy): {reason}"
+        )
+        self.pending = None
+        self.attempts = 0
+        assert self.due is not None
+        self.hold_until = self.due
+        if batch.replayed is not None:  # dead letters already: they stay, with the reason
+            refused = dict.fromkeys(batch.replayed.values(), why)
+            await store.settle_replay(self, delivered=(), refused=refused)
+            return  # they leave the replay; others asked for may follow
+        dead = list(batch.unencodable) + [(UUID(r.event_id), why) for r in batch.records]
+        self._accepted(store, batch, delivered=0, dead=dead)
+
     async def _opened(self, store: LaneStore) -> bool:
         try:
             components = await self._open(self.destination)
@@ -241,6 +300,9 @@ class Lane:
             self.fail(store, f"cannot be opened: {exc}", misconfigured=True)
             return False
         self.components = components
+        self.policy = components.policy
+        if self.policy.breaker_threshold is not None:
+            self.circuit.threshold = self.policy.breaker_threshold
         size = components.batch_size
         if self.bucket is not None:
             size = min(size, self.bucket.burst)
@@ -334,14 +396,31 @@ class Lane:
         delay = self.settings.retry.delay(
             self.circuit.failures, peer_after_s=after_s, misconfigured=misconfigured, rng=self._rng
         )
+        cooldown = self.policy.breaker_cooldown_s
+        if cooldown is not None and self.circuit.state is CircuitState.OPEN:
+            delay = max(cooldown, after_s or 0.0)
         self.due = self._clock() + delay
 
-    async def close(self) -> None:
-        """Close the transport (it opens again on the next turn that needs it)."""
+    def _note_losses(self, store: LaneStore, components: DestinationComponents) -> None:
+        """Note what the transport counted since the last look (optional counters: only
+        transports with a loss window have them)."""
+        transport = components.transport
+        now = (getattr(transport, "possibly_lost", 0), getattr(transport, "truncated_count", 0))
+        lost, cut = now[0] - self._losses_seen[0], now[1] - self._losses_seen[1]
+        self._losses_seen = now
+        if lost or cut:
+            store.note_losses(self, possibly_lost=lost, truncated=cut)
+
+    async def close(self, store: LaneStore | None = None) -> None:
+        """Close the transport (it opens again on the next turn that needs it); with `store`,
+        what the transport counted while closing is noted."""
         self._drop_ahead()
         components, self.components = self.components, None
         if components is not None:
             await components.transport.aclose()
+            if store is not None:
+                self._note_losses(store, components)
+            self._losses_seen = (0, 0)  # the next transport counts from zero
 
 
 def drop_outcome(future: asyncio.Future[Any]) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
 from xavyo_siem.delivery.base import DeliveryResult, Transport
+from xavyo_siem.delivery.option_values import DeliveryPolicy
 from xavyo_siem.model import AuditEvent, CircuitState, SiemDestination
 from xavyo_siem.pipeline.batches import (
     Batch,
@@ -69,11 +70,13 @@ class PipelineSettings:
 @dataclass(frozen=True, slots=True)
 class DestinationComponents:
     """What delivers to one destination, opened from its stored settings: the transport, the
-    record formatter, and the events per batch its validated transport config allows."""
+    record formatter, the events per batch its validated transport config allows, and its
+    delivery policy (when to give up on a batch, its circuit breaker)."""
 
     transport: Transport
     formatter: Formatter
     batch_size: int
+    policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
 
 
 # Opens a destination's components (xavyo_siem.runtime.open_destination, bound to a store).

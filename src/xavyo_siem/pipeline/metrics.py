@@ -9,13 +9,16 @@ __all__ = [
     "CIRCUIT_OPEN",
     "DEAD_LETTERS",
     "DELIVERED",
+    "DISABLED",
     "FAILURES",
     "LAG_EVENTS",
     "LAG_SECONDS",
     "LAST_SUCCESS",
+    "POSSIBLY_LOST",
     "STORE_AVAILABLE",
     "STORE_STATEMENTS",
     "STORE_UNAVAILABLE_SINCE",
+    "TRUNCATED",
     "WORKER_BEHIND",
     "WORKER_DESTINATIONS",
     "WORKER_OPEN_TRANSPORTS",
@@ -30,6 +33,20 @@ FAILURES = Counter(
 )  # fmt: skip
 DEAD_LETTERS = Counter(
     "xavyo_siem_dead_letters", "Events the destination refused for good.", _LABELS
+)
+POSSIBLY_LOST = Counter(
+    "xavyo_siem_possibly_lost",
+    "Records a syslog receiver's TCP acknowledged that could be neither confirmed read nor"
+    " sent again.",
+    _LABELS,
+)
+TRUNCATED = Counter(
+    "xavyo_siem_truncated", "UDP messages sent cut to fit a datagram (option truncate).", _LABELS
+)
+DISABLED = Gauge(
+    "xavyo_siem_destination_disabled",
+    "1 once the worker switched the destination off because its endpoint said it is gone.",
+    _LABELS,
 )
 CIRCUIT_OPEN = Gauge(
     "xavyo_siem_circuit_open", "1 while the circuit is open or half-open, else 0.", _LABELS

@@ -20,9 +20,16 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from xavyo_siem.crypto import CryptoError, KeyRing
-from xavyo_siem.delivery import Delivered, Record, open_transport
+from xavyo_siem.delivery import (
+    Delivered,
+    Record,
+    connect_target,
+    credential_binding,
+    credential_required,
+    open_transport,
+)
 from xavyo_siem.destinations import check_destination, spec_of
-from xavyo_siem.egress import EgressDenied, EgressGuard, check_egress, endpoint_host_port
+from xavyo_siem.egress import EgressDenied, EgressGuard, check_egress
 from xavyo_siem.errors import SiemError
 from xavyo_siem.format import csv_header
 from xavyo_siem.model import (
@@ -37,6 +44,7 @@ from xavyo_siem.pipeline.loop import DestinationComponents
 from xavyo_siem.runtime.store_gate import StoreUnavailable, is_outage
 from xavyo_siem.settings import Settings
 from xavyo_siem.store import destinations as rows
+from xavyo_siem.trail import Action, Actor, Change, management_event, record_now
 
 __all__ = ["TestStep", "open_destination", "test_destination", "test_event"]
 
@@ -63,17 +71,21 @@ async def open_destination(
     """The transport, formatter and batch size that deliver to `destination`, its secret
     decrypted.
 
-    The transport connects only to addresses the SSRF guard allows, checked at every
-    connect (`egress`; default: the guard of `settings.egress_allow`). The batch size is
-    the destination's `batch_max_events`, or its type's default when it has none.
+    The settings and the sealed secret are read again together, from one row of the store,
+    and everything is built from that row: the secret opens only under its binding (the
+    type and the origins the transport sends it to, `credential_binding`), so one given for
+    another endpoint (a direct change of the store) raises `CryptoError`, and a type that
+    needs a credential raises `CryptoError` without one: nothing is ever sent in its place.
+    A destination changed over the API meanwhile opens with its new settings and secret. The
+    transport connects only to addresses the SSRF guard allows, checked at every connect
+    (`egress`; default: the guard of `settings.egress_allow`). The batch size is the
+    destination's `batch_max_events`, or its type's default when it has none.
     """
-    checked = check_destination(spec_of(destination), development=settings.development)
-    config, formatter = checked.config, checked.formatter
 
-    def read() -> str | None:
+    def read() -> tuple[SiemDestination, str | None] | None:
         try:
             with engine.connect() as conn:
-                return rows.read_sealed_secret(
+                return rows.get_destination_with_secret(
                     conn, tenant_id=destination.tenant_id, destination_id=destination.id
                 )
         except DBAPIError as exc:  # the store is away: not this destination's fault
@@ -81,14 +93,30 @@ async def open_destination(
                 raise StoreUnavailable(str(exc.orig)) from exc
             raise
 
-    sealed = await asyncio.to_thread(read) if destination.has_secret else None
+    found = await asyncio.to_thread(read)
+    if found is None:
+        raise SiemError("destination: no longer exists")
+    destination, sealed = found
+    checked = check_destination(spec_of(destination), development=settings.development)
+    config, formatter = checked.config, checked.formatter
     secret = None
+    if sealed is None and credential_required(destination.delivery_type):
+        raise CryptoError(
+            f"credential: a {destination.delivery_type.value} destination has no stored"
+            " credential; nothing is sent without it (give the secret again)"
+        )
     if sealed is not None:
         if keyring is None:
             raise CryptoError("the destination's credential is sealed and no key is configured")
-        secret = keyring.open(
-            sealed, tenant_id=destination.tenant_id, destination_id=destination.id
-        )
+        try:
+            secret = keyring.open(
+                sealed,
+                tenant_id=destination.tenant_id,
+                destination_id=destination.id,
+                binding=credential_binding(destination),
+            )
+        except CryptoError as exc:
+            raise CryptoError(f"credential: refused, nothing is sent: {exc}") from None
     transport = open_transport(
         config,
         secret=secret,
@@ -97,7 +125,7 @@ async def open_destination(
         egress=EgressGuard.from_settings(settings) if egress is None else egress,
         file_header=csv_header() if destination.format is ExportFormat.CSV else None,
     )
-    return DestinationComponents(transport, formatter, config.batch_max_events)
+    return DestinationComponents(transport, formatter, config.batch_max_events, checked.policy)
 
 
 def test_event(tenant_id: UUID) -> AuditEvent:
@@ -123,14 +151,47 @@ async def test_destination(
     settings: Settings,
     keyring: KeyRing | None,
     egress: EgressGuard | None = None,  # noqa: PT028 - not a pytest test
+    actor: Actor | None = None,  # noqa: PT028 - not a pytest test
 ) -> list[TestStep]:
     """Check the settings, resolve, probe the destination, then send one test event.
 
     The steps, in order, stopping at the first failure: `configuration` (settings valid,
     credential opens), `resolve` (the host's addresses, each allowed by the SSRF guard),
     `connect`, `tls` (TLS transports: the peer's certificate verified), `authenticate`
-    (HEC token, webhook credentials), `deliver` (the test event accepted).
+    (HEC token, webhook credentials), `deliver` (the test event accepted). `actor`'s test
+    is recorded in the tenant's audit trail: the steps passed, and the first that failed
+    (its name only: a peer's answer stays out of the trail).
     """
+    steps = await _test_steps(
+        engine, destination, settings=settings, keyring=keyring, egress=egress
+    )
+    if actor is not None:
+        failed = next((step.step for step in steps if not step.ok), None)
+        change = Change(
+            target=f"destination:{destination.id}",
+            target_name=destination.name,
+            details={"steps": ",".join(step.step for step in steps if step.ok)},
+        )
+        event = management_event(
+            tenant_id=destination.tenant_id,
+            actor=actor,
+            action=Action.DESTINATION_TESTED,
+            change=change,
+            outcome=Outcome.SUCCESS if failed is None else Outcome.FAILURE,
+            reason=None if failed is None else f"step {failed} failed",
+        )
+        await asyncio.to_thread(record_now, engine, event)
+    return steps
+
+
+async def _test_steps(
+    engine: Engine,
+    destination: SiemDestination,
+    *,
+    settings: Settings,
+    keyring: KeyRing | None,
+    egress: EgressGuard | None,
+) -> list[TestStep]:
     guard = EgressGuard.from_settings(settings) if egress is None else egress
     steps: list[TestStep] = []
     try:
@@ -142,7 +203,8 @@ async def test_destination(
     steps.append(TestStep("configuration", True, f"{destination.delivery_type.value} ok"))
     transport = opened.transport
     try:
-        target = endpoint_host_port(destination.endpoint)
+        checked = check_destination(spec_of(destination), development=settings.development)
+        target = connect_target(checked.config)
         if target is not None:
             steps.append(await _resolve_step(*target, guard))
             if not steps[-1].ok:

@@ -21,7 +21,12 @@ from sqlalchemy import Connection
 
 from xavyo_siem.model import AuditEvent, CircuitState
 from xavyo_siem.pipeline.circuit import CircuitBreaker
-from xavyo_siem.pipeline.health import report_delivered, report_failure
+from xavyo_siem.pipeline.health import (
+    report_delivered,
+    report_disabled,
+    report_failure,
+    report_losses,
+)
 from xavyo_siem.pipeline.lane import Lane
 from xavyo_siem.pipeline.loop import SourcePage
 from xavyo_siem.runtime.store_gate import StoreGate, StoreUnavailable
@@ -141,6 +146,16 @@ class StoreLanes:
             misconfigured=misconfigured,
         )
 
+    def note_losses(self, lane: Lane, *, possibly_lost: int, truncated: int) -> None:
+        entry = self._entry(lane)
+        entry.possibly_lost += possibly_lost
+        entry.truncated += truncated
+        report_losses(lane.destination, possibly_lost=possibly_lost, truncated=truncated)
+
+    def note_disabled(self, lane: Lane, *, reason: str) -> None:
+        self._entry(lane).disabled_reason = reason
+        report_disabled(lane.destination, reason=reason)
+
     async def flush(self) -> tuple[list[UUID], list[UUID]]:
         """Write every lane's noted progress in one transaction: (the lanes written, the
         lanes whose lease was lost and nothing of theirs written). What could not be written
@@ -176,5 +191,8 @@ def _merged(older: Progress, newer: Progress) -> Progress:
     newer.last_success = newer.last_success or older.last_success
     newer.last_failure = newer.last_failure or older.last_failure
     newer.last_error = newer.last_error or older.last_error
+    newer.possibly_lost += older.possibly_lost
+    newer.truncated += older.truncated
+    newer.disabled_reason = newer.disabled_reason or older.disabled_reason
     newer.dead[:0] = older.dead
     return newer

@@ -447,7 +447,9 @@ class Worker:
     # -- transports, metrics ----------------------------------------------------------------
 
     def _close_later(self, lane: Lane) -> None:
-        task = asyncio.create_task(lane.close(), name=f"close:{lane.destination.name}")
+        task = asyncio.create_task(
+            lane.close(self.lanes_store), name=f"close:{lane.destination.name}"
+        )
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
@@ -543,15 +545,18 @@ class Worker:
         await self.exports.stop_all(grace_s=self.settings.shutdown_grace_s)
         if self._renewing is not None:
             await asyncio.wait([self._renewing], timeout=self.settings.shutdown_grace_s)
+        # Transports close first, so that what they count while closing (a syslog batch the
+        # receiver could not confirm) is in the last progress written.
+        lanes = [] if scheduler is None else list(scheduler.lanes.values())
+        closing = [asyncio.create_task(lane.close(self.lanes_store)) for lane in lanes]
+        closing += list(self._closing)
+        if closing:
+            await asyncio.wait(closing, timeout=self.settings.shutdown_grace_s)
         try:
             await self._flush()
             await self.gate.write(self._leave)
         except StoreUnavailable:
             log.warning("store unavailable at shutdown: leases expire by themselves")
-        lanes = [] if scheduler is None else list(scheduler.lanes.values())
-        closing = [asyncio.create_task(lane.close()) for lane in lanes] + list(self._closing)
-        if closing:
-            await asyncio.wait(closing, timeout=self.settings.shutdown_grace_s)
         metrics.WORKER_DESTINATIONS.set(0)
 
     def _leave(self, conn: Connection) -> None:

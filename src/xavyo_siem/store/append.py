@@ -15,12 +15,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Final
+from uuid import UUID
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 
 from xavyo_siem.model import AuditEvent
 from xavyo_siem.store.event_rows import EVENT_COLUMNS, Row, row_of
+from xavyo_siem.store.scope import scope_to_platform, scope_to_tenant
 
 __all__ = ["AppendResult", "append_events"]
 
@@ -39,7 +41,11 @@ class AppendResult:
 
 
 def append_events(
-    conn: Connection, events: Iterable[AuditEvent], *, chunk_size: int = 5000
+    conn: Connection,
+    events: Iterable[AuditEvent],
+    *,
+    tenant_id: UUID | None = None,
+    chunk_size: int = 5000,
 ) -> AppendResult:
     """Store `events` in the caller's transaction, each `(tenant_id, event_id)` once.
 
@@ -47,7 +53,15 @@ def append_events(
     as they are. Memory stays bounded by a few chunks whatever the input size. An exception
     raised while iterating `events` (a bad input line) propagates unchanged, and the caller's
     transaction then rolls back what was written.
+
+    `tenant_id` says the events are all that tenant's (the API's ingest; on PostgreSQL
+    row-level security refuses another tenant's event); None appends any tenant's events,
+    for the platform (see `store.scope`).
     """
+    if tenant_id is None:
+        scope_to_platform(conn)
+    else:
+        scope_to_tenant(conn, tenant_id)
     write: Callable[[Connection, Sequence[Row]], AppendResult]
     if conn.dialect.name == "postgresql":
         feeding = _Feeding()
@@ -181,10 +195,13 @@ def _pg_stage(dialect: Dialect) -> str:
 
 
 _PG_COPY: Final = f"COPY xavyo_ingest (ord, {', '.join(_INSERT_NAMES)}) FROM STDIN"
+# No conflict target: the only other unique key is `seq`, which the sequence fills, so any
+# conflict is on (tenant_id, event_id). Naming the target would need SELECT rights on the
+# new row, which row-level security grants the platform's ingest no more than reading.
 _PG_MOVE: Final = (
     f"INSERT INTO audit_events ({', '.join(_INSERT_NAMES)}) "
     f"SELECT {', '.join(_INSERT_NAMES)} FROM xavyo_ingest ORDER BY ord "
-    "ON CONFLICT (tenant_id, event_id) DO NOTHING"
+    "ON CONFLICT DO NOTHING"
 )
 
 

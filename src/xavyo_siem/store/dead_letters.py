@@ -11,6 +11,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from xavyo_siem.model import format_timestamp, from_epoch_us, to_epoch_us, uuid_from_canonical
+from xavyo_siem.store.scope import scoped
 from xavyo_siem.store.tables import dead_letters, leases
 
 __all__ = [
@@ -48,6 +49,7 @@ class DeadLetter:
         }
 
 
+@scoped
 def add_dead_letters(
     conn: Connection,
     *,
@@ -73,6 +75,7 @@ def add_dead_letters(
     return len(rows)
 
 
+@scoped
 def list_dead_letters(
     conn: Connection, *, tenant_id: UUID, destination_id: UUID, limit: int = 100, after_id: int = 0
 ) -> list[DeadLetter]:
@@ -80,6 +83,7 @@ def list_dead_letters(
     return _select(conn, tenant_id, destination_id, limit, _DL.id > after_id)
 
 
+@scoped
 def remove_dead_letters(
     conn: Connection, *, tenant_id: UUID, destination_id: UUID, ids: Iterable[int] | None = None
 ) -> int:
@@ -92,6 +96,7 @@ def remove_dead_letters(
     return conn.execute(statement).rowcount
 
 
+@scoped
 def request_replay(
     conn: Connection, *, tenant_id: UUID, destination_id: UUID, ids: Iterable[int] | None = None
 ) -> int:
@@ -110,6 +115,7 @@ def request_replay(
     return conn.execute(statement).rowcount
 
 
+@scoped
 def replay_requested(
     conn: Connection, *, tenant_id: UUID, destination_id: UUID, limit: int
 ) -> list[DeadLetter]:
@@ -138,6 +144,7 @@ def _select(
     ]
 
 
+@scoped
 def settle_replay(
     conn: Connection,
     *,
@@ -157,6 +164,7 @@ def settle_replay(
         )
 
 
+@scoped
 def replays_waiting(conn: Connection, *, owner: str) -> set[UUID]:
     """The destinations leased by `owner` with dead letters an operator asked to send again
     (one statement for all of a worker's destinations)."""

@@ -24,15 +24,18 @@ from xavyo_siem.model import (
     uuid_from_canonical,
 )
 from xavyo_siem.store.events import EventCursor
+from xavyo_siem.store.scope import platform_wide, scope_to_tenant, scoped
 from xavyo_siem.store.tables import dead_letters, destination_state, destinations, leases
 
 __all__ = [
+    "all_credentials",
     "all_sealed_secrets",
     "all_tenant_ids",
     "delete_destination",
     "enabled_destination_ids",
     "find_destination",
     "get_destination",
+    "get_destination_with_secret",
     "insert_destination",
     "list_destinations",
     "read_leased",
@@ -58,6 +61,7 @@ def _destination_of(row: RowMapping) -> SiemDestination:
         filters=EventFilter.from_dict(orjson.loads(row["filters"])),
         rate_limit=None if rate is None else RateLimit(rate, row["rate_burst"]),
         enabled=bool(row["enabled"]),
+        disabled_reason=row["disabled_reason"],
         has_secret=row["secret"] is not None,
         created_at=from_epoch_us(row["created_us"]),
         updated_at=from_epoch_us(row["updated_us"]),
@@ -76,6 +80,8 @@ def _columns(destination: SiemDestination) -> dict[str, Any]:
         "rate_events_per_s": None if rate is None else rate.events_per_s,
         "rate_burst": None if rate is None else rate.burst,
         "enabled": destination.enabled,
+        # Enabling a destination again clears why the worker had switched it off.
+        "disabled_reason": None if destination.enabled else destination.disabled_reason,
         "updated_us": to_epoch_us(destination.updated_at),
     }
 
@@ -88,6 +94,7 @@ def insert_destination(
     cursor: EventCursor,
 ) -> SiemDestination:
     """Store a new destination and its delivery state, starting at `cursor`."""
+    scope_to_tenant(conn, destination.tenant_id)
     tenant = str(destination.tenant_id)
     conn.execute(
         insert(destinations).values(
@@ -117,6 +124,7 @@ def insert_destination(
     return found
 
 
+@scoped
 def get_destination(
     conn: Connection, *, tenant_id: UUID, destination_id: UUID
 ) -> SiemDestination | None:
@@ -131,6 +139,23 @@ def get_destination(
     return None if row is None else _destination_of(row)
 
 
+@scoped
+def get_destination_with_secret(
+    conn: Connection, *, tenant_id: UUID, destination_id: UUID
+) -> tuple[SiemDestination, str | None] | None:
+    """The tenant's destination and its sealed credential, read together from one row (so
+    the credential is checked against exactly the settings it is used with), or None."""
+    row = (
+        conn.execute(
+            select(destinations).where(_D.tenant_id == str(tenant_id), _D.id == str(destination_id))
+        )
+        .mappings()
+        .first()
+    )
+    return None if row is None else (_destination_of(row), row["secret"])
+
+
+@scoped
 def find_destination(conn: Connection, *, tenant_id: UUID, name: str) -> SiemDestination | None:
     """The tenant's destination with this name, or None."""
     row = (
@@ -141,6 +166,7 @@ def find_destination(conn: Connection, *, tenant_id: UUID, name: str) -> SiemDes
     return None if row is None else _destination_of(row)
 
 
+@scoped
 def find_by_name_or_id(
     conn: Connection, *, tenant_id: UUID, name_or_id: str | UUID
 ) -> SiemDestination | None:
@@ -157,6 +183,7 @@ def find_by_name_or_id(
     return found
 
 
+@scoped
 def list_destinations(conn: Connection, *, tenant_id: UUID) -> list[SiemDestination]:
     """The tenant's destinations, by name."""
     rows = conn.execute(
@@ -165,12 +192,14 @@ def list_destinations(conn: Connection, *, tenant_id: UUID) -> list[SiemDestinat
     return [_destination_of(row) for row in rows]
 
 
+@platform_wide
 def enabled_destination_ids(conn: Connection) -> list[tuple[UUID, UUID]]:
     """(tenant id, destination id) of every enabled destination: the workers' to-do list."""
     rows = conn.execute(select(_D.tenant_id, _D.id).where(_D.enabled.is_(True)).order_by(_D.id))
     return [(uuid_from_canonical(tenant), uuid_from_canonical(ident)) for tenant, ident in rows]
 
 
+@platform_wide
 def all_tenant_ids(conn: Connection) -> list[UUID]:
     """Every tenant that has a destination (for operator-wide listings)."""
     rows = conn.execute(select(_D.tenant_id).distinct().order_by(_D.tenant_id))
@@ -184,6 +213,7 @@ def update_destination(
     now: datetime,
 ) -> SiemDestination | None:
     """Replace a destination's settings; its secret stays (see `set_sealed_secret`)."""
+    scope_to_tenant(conn, destination.tenant_id)
     values: dict[str, Any] = {**_columns(destination), "updated_us": to_epoch_us(now)}
     conn.execute(
         update(destinations)
@@ -193,6 +223,7 @@ def update_destination(
     return get_destination(conn, tenant_id=destination.tenant_id, destination_id=destination.id)
 
 
+@scoped
 def delete_destination(conn: Connection, *, tenant_id: UUID, destination_id: UUID) -> bool:
     """Remove a destination with its state, dead letters and lease; False if it was not there."""
     ident = str(destination_id)
@@ -204,6 +235,7 @@ def delete_destination(conn: Connection, *, tenant_id: UUID, destination_id: UUI
     return True
 
 
+@scoped
 def read_sealed_secret(conn: Connection, *, tenant_id: UUID, destination_id: UUID) -> str | None:
     """The destination's credential as sealed by xavyo_siem.crypto, or None."""
     return conn.execute(
@@ -211,6 +243,7 @@ def read_sealed_secret(conn: Connection, *, tenant_id: UUID, destination_id: UUI
     ).scalar_one_or_none()
 
 
+@scoped
 def set_sealed_secret(
     conn: Connection, *, tenant_id: UUID, destination_id: UUID, sealed: str | None
 ) -> None:
@@ -222,6 +255,7 @@ def set_sealed_secret(
     )
 
 
+@platform_wide
 def all_sealed_secrets(conn: Connection) -> Mapping[tuple[UUID, UUID], str]:
     """Every stored sealed secret by (tenant, destination): for key rotation."""
     rows = conn.execute(select(_D.tenant_id, _D.id, _D.secret).where(_D.secret.is_not(None)))
@@ -231,6 +265,15 @@ def all_sealed_secrets(conn: Connection) -> Mapping[tuple[UUID, UUID], str]:
     }
 
 
+@platform_wide
+def all_credentials(conn: Connection) -> list[tuple[SiemDestination, str | None]]:
+    """Every destination with its sealed credential (None without one), across tenants, by
+    tenant and name: for key rotation and `keys status`, which check each one opens."""
+    rows = conn.execute(select(destinations).order_by(_D.tenant_id, _D.name)).mappings()
+    return [(_destination_of(row), row["secret"]) for row in rows]
+
+
+@scoped
 def replace_sealed_secret(
     conn: Connection, *, tenant_id: UUID, destination_id: UUID, expected: str, sealed: str
 ) -> bool:
@@ -244,6 +287,7 @@ def replace_sealed_secret(
     return result.rowcount == 1
 
 
+@scoped
 def read_leased(
     conn: Connection, *, owner: str, destination_ids: Collection[UUID]
 ) -> list[tuple[SiemDestination, EventCursor, CircuitState, int]]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeAlias, TypeVar
+from uuid import UUID
 
 from alembic import command
 from alembic.config import Config
@@ -20,6 +21,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from xavyo_siem.errors import StoreError
 
 __all__ = [
+    "BindCredential",
     "current_revision",
     "head_revision",
     "in_snapshot",
@@ -33,6 +35,11 @@ __all__ = [
 ]
 
 _R = TypeVar("_R")
+
+BindCredential: TypeAlias = Callable[[UUID, UUID, str, str, Mapping[str, Any], str], "str | None"]
+"""(tenant id, destination id, delivery type, endpoint, options, sealed `v1` credential) ->
+the credential re-sealed under the destination's binding, or None to leave it: what
+migration 0006 calls for each credential sealed before bindings (`credentials.CredentialBinder`)."""
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -114,12 +121,19 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: Engine) -> tuple[str | None, str | None]:
-    """Run every pending migration; returns (revision before, revision after)."""
+def upgrade(
+    engine: Engine, *, bind_credential: BindCredential | None = None
+) -> tuple[str | None, str | None]:
+    """Run every pending migration; returns (revision before, revision after).
+
+    `bind_credential`, given when the key ring is at hand, lets migration 0006 bind the
+    credentials sealed before bindings; without it they stay as they are until `keys rotate`.
+    """
     before = current_revision(engine)
     config = _alembic_config()
     with writing(engine) as conn:
         config.attributes["connection"] = conn
+        config.attributes["bind_credential"] = bind_credential
         command.upgrade(config, "head")
     return before, head_revision()
 

@@ -29,6 +29,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from xavyo_siem.errors import StoreError, TenantRequired
 from xavyo_siem.model import AuditEvent, EventFilter, from_epoch_us, to_epoch_us
 from xavyo_siem.store.event_rows import EVENT_COLUMNS, events_of
+from xavyo_siem.store.scope import scoped
 from xavyo_siem.store.tables import audit_events
 
 __all__ = [
@@ -166,6 +167,7 @@ def fetch_rows(conn: Connection, statement: Select[Any]) -> list[tuple[Any, ...]
         cursor.close()
 
 
+@scoped
 def read_events_after(
     conn: Connection,
     *,
@@ -222,12 +224,14 @@ def _last_final(conn: Connection, *, tenant: str, horizon: int) -> EventCursor |
     return None if row is None else EventCursor(row[0], row[1])
 
 
+@scoped
 def head_cursor(conn: Connection, *, tenant_id: UUID) -> EventCursor:
     """The cursor just after the tenant's last final event: where "start now" begins."""
     tenant = _require_tenant(tenant_id)
     return _last_final(conn, tenant=tenant, horizon=read_horizon(conn)) or START
 
 
+@scoped
 def read_events_in_range(
     conn: Connection,
     *,
@@ -264,6 +268,7 @@ def read_events_in_range(
     return events_of(rows, tenant_id=tenant_id), key
 
 
+@scoped
 def read_events_by_id(
     conn: Connection, *, tenant_id: UUID, event_ids: Sequence[UUID]
 ) -> list[AuditEvent]:
@@ -279,6 +284,7 @@ def read_events_by_id(
     return events_of(fetch_rows(conn, statement), tenant_id=tenant_id)
 
 
+@scoped
 def measure_lag(
     conn: Connection,
     *,

@@ -31,6 +31,7 @@ from xavyo_siem.model import (
     to_epoch_us,
     uuid_from_canonical,
 )
+from xavyo_siem.store.scope import platform_wide, scope_to_tenant, scoped
 from xavyo_siem.store.tables import export_jobs
 
 __all__ = [
@@ -115,6 +116,7 @@ def _owned(tenant_id: UUID, job_id: UUID, owner: str) -> ColumnElement[bool]:
 
 def insert_job(conn: Connection, *, job: BatchExportJob) -> BatchExportJob:
     """Store a new job as it is (pending, or running and already leased to its creator)."""
+    scope_to_tenant(conn, job.tenant_id)
     conn.execute(
         insert(export_jobs).values(
             id=str(job.id),
@@ -145,17 +147,20 @@ def insert_job(conn: Connection, *, job: BatchExportJob) -> BatchExportJob:
     return found
 
 
+@scoped
 def get_job(conn: Connection, *, tenant_id: UUID, job_id: UUID) -> BatchExportJob | None:
     """The tenant's job with this id, or None (another tenant's job is None too)."""
     return _one(conn, _this(tenant_id, job_id))
 
 
+@platform_wide
 def find_job_tenant(conn: Connection, *, job_id: UUID) -> UUID | None:
     """The tenant a job belongs to (operators name jobs by id alone), or None."""
     tenant = conn.execute(select(_J.tenant_id).where(_J.id == str(job_id))).scalar_one_or_none()
     return None if tenant is None else uuid_from_canonical(tenant)
 
 
+@scoped
 def list_jobs(conn: Connection, *, tenant_id: UUID, limit: int = 100) -> list[BatchExportJob]:
     """The tenant's jobs, newest first."""
     rows = conn.execute(
@@ -167,12 +172,14 @@ def list_jobs(conn: Connection, *, tenant_id: UUID, limit: int = 100) -> list[Ba
     return [_job_of(row) for row in rows]
 
 
+@platform_wide
 def job_tenant_ids(conn: Connection) -> list[UUID]:
     """Every tenant that has a job, sorted."""
     rows = conn.execute(select(_J.tenant_id).distinct().order_by(_J.tenant_id)).scalars()
     return [uuid_from_canonical(tenant) for tenant in rows]
 
 
+@platform_wide
 def active_jobs_writing(conn: Connection, *, path: str) -> list[UUID]:
     """Ids of pending or running jobs (of any tenant) that write the file `path`."""
     rows = conn.execute(
@@ -210,6 +217,7 @@ def _take(
     return result.rowcount == 1
 
 
+@scoped
 def claim_job(
     conn: Connection,
     *,
@@ -247,6 +255,7 @@ def claim_job(
     return None
 
 
+@scoped
 def claim_job_by_id(
     conn: Connection, *, tenant_id: UUID, job_id: UUID, owner: str, ttl: timedelta, now: datetime
 ) -> BatchExportJob | None:
@@ -256,6 +265,7 @@ def claim_job_by_id(
     return None
 
 
+@scoped
 def renew_job_lease(
     conn: Connection, *, tenant_id: UUID, job_id: UUID, owner: str, ttl: timedelta, now: datetime
 ) -> BatchExportJob | None:
@@ -269,6 +279,7 @@ def renew_job_lease(
     return get_job(conn, tenant_id=tenant_id, job_id=job_id) if result.rowcount == 1 else None
 
 
+@scoped
 def set_job_snapshot(
     conn: Connection,
     *,
@@ -287,6 +298,7 @@ def set_job_snapshot(
     return result.rowcount == 1
 
 
+@scoped
 def set_job_total(
     conn: Connection, *, tenant_id: UUID, job_id: UUID, owner: str, estimated_total: int
 ) -> bool:
@@ -299,6 +311,7 @@ def set_job_total(
     return result.rowcount == 1
 
 
+@scoped
 def save_checkpoint(
     conn: Connection,
     *,
@@ -336,6 +349,7 @@ def save_checkpoint(
     return get_job(conn, tenant_id=tenant_id, job_id=job_id) if result.rowcount == 1 else None
 
 
+@scoped
 def record_job_error(
     conn: Connection, *, tenant_id: UUID, job_id: UUID, owner: str, error: str
 ) -> bool:
@@ -346,6 +360,7 @@ def record_job_error(
     return result.rowcount == 1
 
 
+@scoped
 def release_job(conn: Connection, *, tenant_id: UUID, job_id: UUID, owner: str) -> None:
     """Give a running job back (shutdown): it stays running, claimable at once, checkpoint kept."""
     conn.execute(
@@ -355,6 +370,7 @@ def release_job(conn: Connection, *, tenant_id: UUID, job_id: UUID, owner: str) 
     )
 
 
+@scoped
 def finish_job(
     conn: Connection,
     *,
@@ -387,6 +403,7 @@ def finish_job(
     return result.rowcount == 1
 
 
+@scoped
 def request_cancel(
     conn: Connection, *, tenant_id: UUID, job_id: UUID, now: datetime
 ) -> BatchExportJob | None:

@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from xavyo_siem.model import to_epoch_us, uuid_from_canonical
+from xavyo_siem.store.scope import ANALYZE_LEASES, scoped
 from xavyo_siem.store.tables import destinations, leases, workers
 
 __all__ = [
@@ -46,6 +47,7 @@ class LeaseLost(Exception):
     """Another worker owns the destination now; the loop that held it must stop writing."""
 
 
+@scoped
 def heartbeat(conn: Connection, *, owner: str, ttl: timedelta, now: datetime) -> int:
     """Say `owner` is alive; returns its fair share of the enabled destinations.
 
@@ -71,6 +73,7 @@ def forget_worker(conn: Connection, *, owner: str) -> None:
     conn.execute(delete(workers).where(_W.owner == owner))
 
 
+@scoped
 def held_leases(conn: Connection, *, owner: str) -> dict[UUID, tuple[int, int]]:
     """The leases `owner` holds on enabled destinations, in one read.
 
@@ -92,6 +95,7 @@ def _free(table: Any, *, ttl: timedelta, now: datetime) -> ColumnElement[bool]:
     return or_(table.c.owner == "", table.c.owner.not_in(live))
 
 
+@scoped
 def acquire_leases(
     conn: Connection, *, owner: str, limit: int, ttl: timedelta, now: datetime
 ) -> dict[UUID, int]:
@@ -104,13 +108,13 @@ def acquire_leases(
     if limit < 1:
         return {}
     # A lease row for every enabled destination that has none yet (new destinations).
-    missing = select(_D.id, literal(""), literal(0)).where(
+    missing = select(_D.id, literal(""), literal(0), _D.tenant_id).where(
         _D.enabled.is_(True), ~select(_L.destination_id).where(_L.destination_id == _D.id).exists()
     )
     make = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     conn.execute(
         make(leases)
-        .from_select(["destination_id", "owner", "epoch"], missing)
+        .from_select(["destination_id", "owner", "epoch", "tenant_id"], missing)
         .on_conflict_do_nothing()
     )
     free = leases.alias("free")
@@ -151,7 +155,9 @@ def refresh_lease_statistics(conn: Connection) -> None:
     (through its leases). With statistics from before a worker took thousands of leases,
     the planner believed it held a few dozen and compared every row with all of them
     (seconds per read); with fresh ones it probes the index. Autovacuum would refresh them
-    too, but later. Does nothing on SQLite.
+    too, but later. Only the table's owner may analyze it: the workers' role calls a
+    function with the owner's rights (`store.scope.create_functions`). Does nothing on
+    SQLite.
     """
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("ANALYZE leases")
+        conn.exec_driver_sql(f"SELECT {ANALYZE_LEASES}()")

@@ -38,6 +38,7 @@ from xavyo_siem.store.events import (
     after_time_key,
     fetch_rows,
 )
+from xavyo_siem.store.scope import scoped
 from xavyo_siem.store.tables import audit_events
 
 __all__ = [
@@ -128,6 +129,7 @@ def scan_cache(conn: Connection, *, kib: int = 8192) -> Iterator[None]:
         conn.exec_driver_sql(f"PRAGMA cache_size = {int(before)}")
 
 
+@scoped
 def has_events(
     conn: Connection,
     *,
@@ -141,6 +143,7 @@ def has_events(
     return conn.execute(statement).first() is not None
 
 
+@scoped
 def count_in_range(
     conn: Connection,
     *,
@@ -171,6 +174,7 @@ def _page(
     return conditions
 
 
+@scoped
 def read_range_events(
     conn: Connection,
     *,
@@ -196,6 +200,7 @@ def read_range_events(
     return events_of(rows, tenant_id=tenant_id), key
 
 
+@scoped
 def read_range_parts(
     conn: Connection,
     *,

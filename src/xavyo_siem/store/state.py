@@ -18,6 +18,7 @@ from sqlalchemy import Connection, and_, bindparam, exists, func, select, update
 from xavyo_siem.model import CircuitState, DeliveryHealth, from_epoch_us, to_epoch_us
 from xavyo_siem.store.dead_letters import add_dead_letters
 from xavyo_siem.store.events import EventCursor
+from xavyo_siem.store.scope import scoped
 from xavyo_siem.store.tables import dead_letters, destination_state, destinations, leases
 
 __all__ = [
@@ -44,6 +45,7 @@ def _this(tenant_id: UUID, destination_id: UUID) -> Any:
     return and_(_S.tenant_id == str(tenant_id), _S.destination_id == str(destination_id))
 
 
+@scoped
 def read_state(conn: Connection, *, tenant_id: UUID, destination_id: UUID) -> DeliveryState | None:
     """The destination's cursor and circuit, or None if there is no such destination."""
     row = conn.execute(
@@ -56,6 +58,7 @@ def read_state(conn: Connection, *, tenant_id: UUID, destination_id: UUID) -> De
     return DeliveryState(EventCursor(row[0], row[1]), CircuitState(row[2]), row[3])
 
 
+@scoped
 def read_health(
     conn: Connection,
     *,
@@ -72,6 +75,7 @@ def read_health(
                 destination_state,
                 d.name,
                 d.enabled,
+                d.disabled_reason,
                 select(func.count())
                 .where(
                     dead_letters.c.tenant_id == str(tenant_id),
@@ -107,6 +111,9 @@ def read_health(
         lag_seconds=lag_seconds,
         throughput_eps=row["throughput_eps"],
         dead_letters=row["dead_letter_count"],
+        disabled_reason=row["disabled_reason"],
+        possibly_lost=row["possibly_lost"],
+        truncated=row["truncated"],
     )
 
 
@@ -116,6 +123,7 @@ class Progress:
     each batch's outcome here and writes every destination's in one go (`record_progress`).
 
     `cursor` is None until a batch was delivered; the circuit fields are the latest.
+    `disabled_reason`, when set, switches the destination off (its endpoint is gone).
     """
 
     tenant_id: UUID
@@ -131,9 +139,13 @@ class Progress:
     last_failure: datetime | None = None
     last_error: str | None = None
     throughput_eps: float = 0.0
+    possibly_lost: int = 0
+    truncated: int = 0
+    disabled_reason: str | None = None
     dead: list[tuple[UUID, str]] = field(default_factory=list)
 
 
+@scoped
 def record_progress(
     conn: Connection, *, owner: str, progress: Sequence[Progress], now: datetime
 ) -> list[UUID]:
@@ -187,6 +199,8 @@ def record_progress(
             last_failure_us=func.coalesce(bindparam("b_failure_us"), _S.last_failure_us),
             last_error=func.coalesce(bindparam("b_error"), _S.last_error),
             throughput_eps=bindparam("b_throughput"),
+            possibly_lost=_S.possibly_lost + bindparam("b_lost"),
+            truncated=_S.truncated + bindparam("b_truncated"),
             updated_us=stamp,
         ),
         [
@@ -205,10 +219,36 @@ def record_progress(
                 "b_failure_us": None if p.last_failure is None else to_epoch_us(p.last_failure),
                 "b_error": None if p.last_error is None else p.last_error[:1000],
                 "b_throughput": p.throughput_eps,
+                "b_lost": p.possibly_lost,
+                "b_truncated": p.truncated,
             }
             for p in kept
         ],
     )
+    switched_off = [p for p in kept if p.disabled_reason is not None]
+    if switched_off:
+        conn.execute(
+            update(destinations)
+            .where(
+                destinations.c.id == bindparam("b_destination"),
+                destinations.c.tenant_id == bindparam("b_tenant"),
+                exists().where(
+                    leases.c.destination_id == bindparam("b_destination"),
+                    leases.c.owner == owner,
+                    leases.c.epoch == bindparam("b_epoch"),
+                ),
+            )
+            .values(enabled=False, disabled_reason=bindparam("b_disabled"), updated_us=stamp),
+            [
+                {
+                    "b_destination": str(p.destination_id),
+                    "b_tenant": str(p.tenant_id),
+                    "b_epoch": p.epoch,
+                    "b_disabled": (p.disabled_reason or "")[:1000],
+                }
+                for p in switched_off
+            ],
+        )
     for p in kept:
         if p.dead:
             add_dead_letters(

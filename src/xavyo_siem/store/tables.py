@@ -103,6 +103,7 @@ destinations = Table(
     Column("rate_events_per_s", Float),
     Column("rate_burst", Integer),
     Column("enabled", Boolean, nullable=False),
+    Column("disabled_reason", Text),  # why the worker switched it off (endpoint gone)
     Column("secret", Text),  # sealed by xavyo_siem.crypto, never clear text
     Column("created_us", BigInteger, nullable=False),
     Column("updated_us", BigInteger, nullable=False),
@@ -131,6 +132,8 @@ destination_state = Table(
     Column("last_failure_us", BigInteger),
     Column("last_error", Text),
     Column("throughput_eps", Float, nullable=False),
+    Column("possibly_lost", BigInteger, nullable=False, server_default="0"),
+    Column("truncated", BigInteger, nullable=False, server_default="0"),
     Column("updated_us", BigInteger, nullable=False),
 )
 
@@ -166,6 +169,10 @@ leases = Table(
     ),
     Column("owner", Text, nullable=False),
     Column("epoch", BigInteger, nullable=False),
+    # The destination's tenant (migration 0007): which tenants a worker serves, read without
+    # `destinations` (its row-level security would hide the rows from the planner's view).
+    Column("tenant_id", String(36), nullable=False),
+    Index("ix_leases_tenant_owner", "tenant_id", "owner"),
 )
 
 # Running workers (migration 0005): each counts the live ones to take its fair share.

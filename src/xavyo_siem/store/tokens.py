@@ -30,6 +30,7 @@ __all__ = [
     "ApiToken",
     "Role",
     "authenticate_token",
+    "find_token",
     "hash_token",
     "issue_token",
     "list_tokens",
@@ -130,6 +131,12 @@ def authenticate_token(conn: Connection, *, token: str) -> ApiToken | None:
     if row is None or not hmac.compare_digest(row["token_hash"], digest):
         return None
     return _token_of(row)
+
+
+def find_token(conn: Connection, *, token_id: UUID) -> ApiToken | None:
+    """The token with this id, revoked or not; None when there is none."""
+    row = conn.execute(select(api_tokens).where(_K.id == str(token_id))).mappings().first()
+    return None if row is None else _token_of(row)
 
 
 def list_tokens(conn: Connection, *, tenant_id: UUID | None = None) -> list[ApiToken]:

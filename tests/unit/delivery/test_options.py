@@ -8,7 +8,13 @@ import logging
 import pytest
 
 from xavyo_siem.delivery.file import FileConfig
-from xavyo_siem.delivery.option_values import OptionReader, integer, text
+from xavyo_siem.delivery.option_values import (
+    POLICY_OPTIONS,
+    DeliveryPolicy,
+    OptionReader,
+    integer,
+    text,
+)
 from xavyo_siem.delivery.options import allowed_options, validate_destination
 from xavyo_siem.delivery.splunk_hec import HecConfig
 from xavyo_siem.delivery.syslog_config import SyslogConfig
@@ -346,7 +352,8 @@ def test_every_type_has_an_option_table() -> None:
 
 
 def test_every_option_names_a_config_field() -> None:
-    """Each option a type accepts is a field of its config (TLS options: of TlsConfig)."""
+    """Each option a type accepts is a field of its config (TLS options: of TlsConfig; the
+    delivery policy's: of DeliveryPolicy)."""
     configs = {
         DeliveryType.SYSLOG_TCP: SyslogConfig,
         DeliveryType.SYSLOG_TLS: SyslogConfig,
@@ -357,6 +364,7 @@ def test_every_option_names_a_config_field() -> None:
         DeliveryType.FILE: FileConfig,
     }
     tls_fields = {f.name for f in dataclasses.fields(TlsConfig)} | {"tls_verify"}
+    tls_fields |= {f.name for f in dataclasses.fields(DeliveryPolicy)}
     for kind, config_type in configs.items():
         names = {f.name for f in dataclasses.fields(config_type)}
         for option in allowed_options(kind):
@@ -386,3 +394,34 @@ def test_defaults_of_unset_options_are_the_config_defaults() -> None:
     tls = validate_destination("syslog_tls", "tls://h", {}, development=False)
     assert isinstance(tls, SyslogConfig)
     assert tls.tls == TlsConfig()
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"max_attempts": 0}, "options.max_attempts"),
+        ({"max_attempts": "many"}, "options.max_attempts"),
+        ({"max_age_s": 0.5}, "options.max_age_s"),
+        ({"breaker_threshold": 0}, "options.breaker_threshold"),
+        ({"breaker_cooldown_s": "later"}, "options.breaker_cooldown_s"),
+    ],
+)
+def test_a_bad_delivery_policy_is_refused_naming_the_option(
+    options: dict[str, object], field: str
+) -> None:
+    """A delivery policy option out of range or of the wrong type is refused, naming it."""
+    with pytest.raises(InvalidDestination) as raised:
+        DeliveryPolicy.from_options(options)
+    assert raised.value.field == field
+
+
+@pytest.mark.parametrize("kind", [t.value for t in DeliveryType])
+def test_every_delivery_type_accepts_the_delivery_policy(kind: str) -> None:
+    """The delivery policy options are accepted by every delivery type; unset, a batch is
+    retried without end."""
+    assert set(POLICY_OPTIONS) <= allowed_options(DeliveryType(kind))
+    policy = DeliveryPolicy.from_options({"max_attempts": "7", "max_age_s": "3600"})
+    assert (policy.max_attempts, policy.max_age_s) == (7, 3600.0)
+    assert policy.gives_up(attempts=7, failing_for_s=1)
+    assert policy.gives_up(attempts=1, failing_for_s=3600)
+    assert not DeliveryPolicy().gives_up(attempts=10**9, failing_for_s=1e12)

@@ -87,7 +87,7 @@ async def test_https_with_an_unreadable_ca_file_is_misconfigured(tmp_path: Path)
     assert isinstance(hook, WebhookConfig)
     assert isinstance(hec, HecConfig)
     webhook_sender = WebhookTransport(hook, event_is_json=True)
-    hec_sender = HecTransport(hec, token="t", event_is_json=True)
+    hec_sender = HecTransport(hec, token="00000000-0000-4000-8000-000000000001", event_is_json=True)
     try:
         for result in (
             await webhook_sender.send(_records()),

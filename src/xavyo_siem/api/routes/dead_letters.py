@@ -10,11 +10,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from xavyo_siem.api.deps import AdminDestinationDep, ContextDep, DestinationDep
+from xavyo_siem import destinations as manage
+from xavyo_siem.api.deps import ActorDep, AdminDestinationDep, ContextDep, DestinationDep
 from xavyo_siem.api.errors import error_responses
 from xavyo_siem.api.schemas import DeadLetterPage, DeadLetterSelection, PurgeResult, ReplayResult
 from xavyo_siem.store import dead_letters as rows
-from xavyo_siem.store import writing
 
 __all__ = ["router"]
 
@@ -51,16 +51,17 @@ def list_dead_letters(
 def replay_dead_letters(
     destination: AdminDestinationDep,
     context: ContextDep,
+    actor: ActorDep,
     body: DeadLetterSelection | None = None,
 ) -> dict[str, int]:
     """Queue dead letters (the listed `ids`, or all) to be sent again by the worker."""
-    with writing(context.engine) as conn:
-        queued = rows.request_replay(
-            conn,
-            tenant_id=destination.tenant_id,
-            destination_id=destination.id,
-            ids=None if body is None else body.ids,
-        )
+    queued = manage.replay_dead_letters(
+        context.engine,
+        tenant_id=destination.tenant_id,
+        destination_id=destination.id,
+        ids=None if body is None else body.ids,
+        actor=actor,
+    )
     return {"queued": queued}
 
 
@@ -68,14 +69,15 @@ def replay_dead_letters(
 def purge_dead_letters(
     destination: AdminDestinationDep,
     context: ContextDep,
+    actor: ActorDep,
     body: DeadLetterSelection | None = None,
 ) -> dict[str, int]:
     """Delete dead letters (the listed `ids`, or all) for good; the events stay stored."""
-    with writing(context.engine) as conn:
-        purged = rows.remove_dead_letters(
-            conn,
-            tenant_id=destination.tenant_id,
-            destination_id=destination.id,
-            ids=None if body is None else body.ids,
-        )
+    purged = manage.purge_dead_letters(
+        context.engine,
+        tenant_id=destination.tenant_id,
+        destination_id=destination.id,
+        ids=None if body is None else body.ids,
+        actor=actor,
+    )
     return {"purged": purged}

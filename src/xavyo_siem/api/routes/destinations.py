@@ -15,6 +15,7 @@ from fastapi import APIRouter, Response
 
 from xavyo_siem import destinations as manage
 from xavyo_siem.api.deps import (
+    ActorDep,
     AdminDep,
     AdminDestinationDep,
     ContextDep,
@@ -32,7 +33,7 @@ from xavyo_siem.api.schemas import (
 )
 from xavyo_siem.destinations import DestinationSpec
 from xavyo_siem.errors import InvalidDestination, InvalidFilter
-from xavyo_siem.model import DeliveryType, EventFilter, RateLimit
+from xavyo_siem.model import DEFAULT_RATE_LIMIT, DeliveryType, EventFilter, RateLimit
 from xavyo_siem.runtime import test_destination
 from xavyo_siem.store.destinations import list_destinations
 from xavyo_siem.store.tokens import ApiToken
@@ -78,7 +79,11 @@ def _filters(data: Mapping[str, Any]) -> EventFilter:
 
 @router.post("", status_code=201, response_model=DestinationPublic, responses=_WRITE)
 def create_destination(
-    tenant_id: AdminDep, body: DestinationCreate, context: ContextDep, principal: PrincipalDep
+    tenant_id: AdminDep,
+    body: DestinationCreate,
+    context: ContextDep,
+    principal: PrincipalDep,
+    actor: ActorDep,
 ) -> dict[str, Any]:
     """Create a destination; its endpoint must resolve to addresses the service may reach."""
     _check_may_configure(principal, body.delivery_type, body.options)
@@ -89,7 +94,11 @@ def create_destination(
         endpoint=body.endpoint,
         options=body.options,
         filters=_filters(body.filters.model_dump(mode="json")),
-        rate_limit=_rate_limit(body.rate_limit),
+        rate_limit=(
+            _rate_limit(body.rate_limit)
+            if "rate_limit" in body.model_fields_set
+            else DEFAULT_RATE_LIMIT
+        ),
         enabled=body.enabled,
     )
     created = manage.add_destination(
@@ -100,6 +109,7 @@ def create_destination(
         keyring=context.keyring,
         development=context.settings.development,
         egress=context.egress,
+        actor=actor,
     )
     return created.to_dict()
 
@@ -123,8 +133,10 @@ def update_destination(
     body: DestinationUpdate,
     context: ContextDep,
     principal: PrincipalDep,
+    actor: ActorDep,
 ) -> dict[str, Any]:
-    """Change some settings; options are merged (null removes one), a secret replaces the old."""
+    """Change some settings; options are merged (null removes one), a secret replaces the old.
+    Moving a stored secret to another endpoint origin needs the secret again (422)."""
     given = body.model_dump(mode="json", exclude_unset=True, exclude={"secret"})
     changes = {key: value for key, value in given.items() if value is not None}
     if "rate_limit" in given:
@@ -139,40 +151,54 @@ def update_destination(
         keyring=context.keyring,
         development=context.settings.development,
         egress=context.egress,
+        actor=actor,
     )
     return updated.to_dict()
 
 
 @router.delete("/{destination_id}", status_code=204, responses=_WRITE)
-def delete_destination(destination: AdminDestinationDep, context: ContextDep) -> Response:
+def delete_destination(
+    destination: AdminDestinationDep, context: ContextDep, actor: ActorDep
+) -> Response:
     """Delete a destination with its cursor, health and dead letters."""
     manage.remove_destination(
-        context.engine, tenant_id=destination.tenant_id, destination_id=destination.id
+        context.engine, tenant_id=destination.tenant_id, destination_id=destination.id, actor=actor
     )
     return Response(status_code=204)
 
 
 @router.post("/{destination_id}/enable", response_model=DestinationPublic, responses=_WRITE)
-def enable_destination(destination: AdminDestinationDep, context: ContextDep) -> dict[str, Any]:
+def enable_destination(
+    destination: AdminDestinationDep, context: ContextDep, actor: ActorDep
+) -> dict[str, Any]:
     """Resume delivery from where it stopped."""
     return manage.set_enabled(
-        context.engine, tenant_id=destination.tenant_id, destination_id=destination.id, enabled=True
+        context.engine,
+        tenant_id=destination.tenant_id,
+        destination_id=destination.id,
+        enabled=True,
+        actor=actor,
     ).to_dict()
 
 
 @router.post("/{destination_id}/disable", response_model=DestinationPublic, responses=_WRITE)
-def disable_destination(destination: AdminDestinationDep, context: ContextDep) -> dict[str, Any]:
+def disable_destination(
+    destination: AdminDestinationDep, context: ContextDep, actor: ActorDep
+) -> dict[str, Any]:
     """Pause delivery; the cursor is kept, so nothing is skipped."""
     return manage.set_enabled(
         context.engine,
         tenant_id=destination.tenant_id,
         destination_id=destination.id,
         enabled=False,
+        actor=actor,
     ).to_dict()
 
 
 @router.post("/{destination_id}/test", response_model=TestReport, responses=_WRITE)
-async def run_destination_test(destination: AdminDestinationDep, context: ContextDep) -> TestReport:
+async def run_destination_test(
+    destination: AdminDestinationDep, context: ContextDep, actor: ActorDep
+) -> TestReport:
     """Resolve, connect, verify TLS, authenticate and send one test event (XAVYO_SIEM_TEST),
     reporting each step; stops at the first step that fails."""
     steps = await test_destination(
@@ -181,6 +207,7 @@ async def run_destination_test(destination: AdminDestinationDep, context: Contex
         settings=context.settings,
         keyring=context.keyring,
         egress=context.egress,
+        actor=actor,
     )
     return TestReport.model_validate(
         {

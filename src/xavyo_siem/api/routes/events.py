@@ -65,7 +65,7 @@ def parse_batch(raw: bytes, *, tenant_id: UUID, max_events: int) -> list[AuditEv
 
 def _ingest(context: ApiContext, tenant_id: UUID, raw: bytes) -> dict[str, int]:
     events = parse_batch(raw, tenant_id=tenant_id, max_events=context.limits.max_batch_events)
-    result = store_events(context.engine, events)
+    result = store_events(context.engine, events, tenant_id=tenant_id)
     return {"stored": result.stored, "duplicates": result.duplicates}
 
 

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
-from xavyo_siem.api.deps import AdminDep, ApiContext, ContextDep, TenantDep
+from xavyo_siem.api.deps import ActorDep, AdminDep, ApiContext, ContextDep, TenantDep
 from xavyo_siem.api.errors import ApiError, error_responses
 from xavyo_siem.api.schemas import ExportCreate, ExportJobPublic
 from xavyo_siem.batch import (
@@ -83,16 +83,16 @@ def _job(context: ApiContext, tenant_id: UUID, job_id: UUID) -> BatchExportJob:
 
 
 @router.post("", status_code=201, response_model=ExportJobPublic, responses=_WRITE)
-def create_export(tenant_id: AdminDep, body: ExportCreate, context: ContextDep) -> dict[str, Any]:
+def create_export(
+    tenant_id: AdminDep, body: ExportCreate, context: ContextDep, actor: ActorDep
+) -> dict[str, Any]:
     """Queue an export of `[start, end)` to a file (downloadable when completed) or to one
     of the tenant's destinations; the workers of `xavyo-siem run` carry it out."""
     output = None
-    if body.destination is None:
-        fmt = body.format or ExportFormat.CSV
-        folder = _tenant_dir(context, tenant_id)
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        extension = _EXTENSIONS[fmt][0]
-        output = folder / f"export-{body.start:%Y%m%d}-{uuid.uuid4().hex[:12]}.{extension}"
+    if body.destination is None:  # the folder is made only once the request passed
+        extension = _EXTENSIONS[body.format or ExportFormat.CSV][0]
+        name = f"export-{body.start:%Y%m%d}-{uuid.uuid4().hex[:12]}.{extension}"
+        output = _tenant_dir(context, tenant_id) / name
     try:
         filters = None if body.filters is None else EventFilter.from_dict(body.filters.model_dump())
     except InvalidFilter as exc:
@@ -108,7 +108,9 @@ def create_export(tenant_id: AdminDep, body: ExportCreate, context: ContextDep) 
             format=body.format,
             filters=filters,
             options=body.options,
+            make_directory=True,
         ),
+        actor=actor,
     )
     return _public(context, job)
 
@@ -130,13 +132,16 @@ def get_export(tenant_id: TenantDep, job_id: JobPath, context: ContextDep) -> di
 
 
 @router.post("/{job_id}/cancel", response_model=ExportJobPublic, responses=_WRITE)
-def cancel_export(tenant_id: AdminDep, job_id: JobPath, context: ContextDep) -> dict[str, Any]:
+def cancel_export(
+    tenant_id: AdminDep, job_id: JobPath, context: ContextDep, actor: ActorDep
+) -> dict[str, Any]:
     """Cancel a job: a queued one at once, a running one at its next checkpoint (its partial
     file is deleted; a destination keeps what it already received)."""
     job = _job(context, tenant_id, job_id)
     if job.finished:
         raise ApiError(409, ["path", "job_id"], f"the job is already {job.status.value}")
-    return _public(context, cancel_export_job(context.engine, tenant_id=tenant_id, job_id=job_id))
+    cancelled = cancel_export_job(context.engine, tenant_id=tenant_id, job_id=job_id, actor=actor)
+    return _public(context, cancelled)
 
 
 def _file_of(context: ApiContext, tenant_id: UUID, job_id: UUID) -> tuple[BatchExportJob, Path]:

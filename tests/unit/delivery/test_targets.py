@@ -1,0 +1,99 @@
+"""Where a credential goes: the origins of each delivery type, what moves them and what not."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import pytest
+
+from xavyo_siem.delivery import credential_binding, credential_required, credential_targets
+from xavyo_siem.errors import InvalidDestination
+from xavyo_siem.model import DeliveryType
+
+
+class Target(NamedTuple):
+    delivery_type: DeliveryType
+    endpoint: str
+    options: Mapping[str, Any] = {}
+
+
+HEC, HOOK = DeliveryType.SPLUNK_HEC, DeliveryType.WEBHOOK
+
+
+@pytest.mark.parametrize(
+    ("target", "origins"),
+    [
+        (Target(HEC, "https://HEC.example.com/services/collector/event"),
+         ("https://hec.example.com:443",)),
+        (Target(HEC, "https://hec.example.com:8088"), ("https://hec.example.com:8088",)),
+        (Target(HOOK, "https://hooks.example.com/a?b=c"), ("https://hooks.example.com:443",)),
+        (Target(HOOK, "http://[::1]:8080/x"), ("http://[::1]:8080",)),
+        (Target(DeliveryType.SYSLOG_TLS, "tls://siem.example.com"),
+         ("tls://siem.example.com:6514",)),
+        (Target(DeliveryType.SYSLOG_TCP, "tcp://10.0.0.1:1514"), ("tcp://10.0.0.1:1514",)),
+        (Target(DeliveryType.SYSLOG_UDP, "udp://siem.example.com"),
+         ("udp://siem.example.com:514",)),
+        (Target(DeliveryType.SYSLOG_RELP, "relp://siem.example.com"),
+         ("relp://siem.example.com:2514",)),
+        (Target(DeliveryType.FILE, "file:///var/log/siem.jsonl"), ()),
+    ],
+)  # fmt: skip
+def test_each_type_names_the_origins_its_transport_sends_to(
+    target: Target, origins: tuple[str, ...]
+) -> None:
+    """An origin is the lower-case scheme, host and port (the default port filled in)."""
+    assert credential_targets(target) == origins
+    assert credential_binding(target) == (target.delivery_type.value, *origins)
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("https://hec.example.com/services/collector", "https://hec.example.com/other/path"),
+        ("https://hec.example.com", "https://hec.example.com:443/"),
+        ("https://hec.example.com/?a=1", "https://HEC.example.com/?a=2"),
+    ],
+)
+def test_a_path_query_or_spelling_keeps_the_binding(before: str, after: str) -> None:
+    """Changes that send the credential to the same origin keep the same binding."""
+    assert credential_binding(Target(HEC, before)) == credential_binding(Target(HEC, after))
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("https://hec.example.com", "https://attacker.example"),
+        ("https://hec.example.com", "https://hec.example.com:8443"),
+        ("https://hec.example.com", "http://hec.example.com:443"),
+        ("https://hec.example.com", "https://hec.example.com.attacker.example"),
+    ],
+)
+def test_another_scheme_host_or_port_moves_the_binding(before: str, after: str) -> None:
+    """Any change of scheme, host or port gives another binding."""
+    assert credential_binding(Target(HEC, before)) != credential_binding(Target(HEC, after))
+
+
+def test_options_that_are_no_target_do_not_move_the_binding() -> None:
+    """Format options, batch and TLS options change nothing about where the credential goes."""
+    plain = Target(HOOK, "https://hooks.example.com/")
+    tuned = Target(HOOK, plain.endpoint, {"gzip": False, "batch_max_events": 5, "cef_x": "y"})
+    assert credential_binding(plain) == credential_binding(tuned)
+
+
+def test_the_delivery_type_is_part_of_the_binding() -> None:
+    """The same URL as a webhook and as HEC binds differently."""
+    url = "https://hooks.example.com/"
+    assert credential_binding(Target(HOOK, url)) != credential_binding(Target(HEC, url))
+
+
+def test_an_invalid_destination_has_no_targets() -> None:
+    """A destination whose endpoint does not validate names the field instead."""
+    with pytest.raises(InvalidDestination) as caught:
+        credential_targets(Target(HEC, "ftp://hec.example.com"))
+    assert caught.value.field == "endpoint"
+
+
+def test_only_hec_never_sends_without_a_credential() -> None:
+    """HEC needs its token; a webhook may be unsigned; syslog and file use none."""
+    assert [t for t in DeliveryType if credential_required(t)] == [HEC]
