@@ -14,12 +14,23 @@ one; "verified" counts the distinct `eventId`s in what rsyslog wrote, so a messa
 close or merged by bad framing does not count. Peak RSS is the sender process's maximum
 resident set; "RSS growth" is its RSS at the end minus its RSS after the first 10 % of the
 events, which shows whether memory stays flat as the run goes on (loggen: peak only).
+"Sender CPU" is the sender process's CPU time (user + system, start-up and reading the
+sample file included) per event: where rsyslog is the bottleneck, it shows what the sender
+itself costs.
 
 Contenders:
 
 * `xavyo-tcp` / `xavyo-tls`: `SyslogTransport`, octet counting, 1,000 records per `send`
   (the default `batch_max_events`), each batch acknowledged by the peer's TCP before the
   next; TLS verifies the chain and host name and closes with close_notify.
+* `xavyo-relp` / `xavyo-relp-tls`: `RelpTransport`, 1,000 records per `send`, each record
+  a RELP `syslog` command, at most 128 unanswered (the default `window`), a batch done when
+  every record is answered `200 OK`; TLS with a client certificate (imrelp requires one).
+  rsyslog runs imrelp with Direct queues, so each `200 OK` follows the write of its
+  message to the output file (the configuration that survives a SIGKILL of rsyslogd; the
+  TCP and TLS rows use rsyslog's in-memory main queue, where rsyslog acknowledges nothing).
+* `xavyo-relp-memory`: `xavyo-relp` against rsyslog with the in-memory main queue of the TCP
+  rows (a `200 OK` then follows the enqueue, not the write): the protocol's own cost.
 * `stdlib-tcp`: `logging.handlers.SysLogHandler(socktype=SOCK_STREAM)`, given the same
   RFC 5424 text after its PRI (the handler writes its own `<PRI>`), LF-terminated
   (`append_nul=False`), one `sendall` per record.
@@ -55,11 +66,14 @@ from machine import describe_machine
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
-from peers.rsyslog import RSYSLOGD, RsyslogPeer, TlsFiles  # noqa: E402
+from peers.rsyslog import RSYSLOGD, RelpTlsFiles, RsyslogPeer, TlsFiles  # noqa: E402
 
 CONTENDERS = (
     "xavyo-tcp",
     "xavyo-tls",
+    "xavyo-relp",
+    "xavyo-relp-tls",
+    "xavyo-relp-memory",
     "stdlib-tcp",
     "rfc5424-tcp",
     "rfc5424-tls",
@@ -134,10 +148,14 @@ def write_sample(directory: Path, count: int) -> tuple[Path, Path, float]:
 
 
 def make_pki(directory: Path) -> tuple[TlsFiles, Path]:
+    """The server's files, and the CA (beside it: `client.pem`, a client certificate)."""
     import trustme
 
     ca = trustme.CA()
     server = ca.issue_cert("localhost")
+    ca.issue_cert("client.example").private_key_and_cert_chain_pem.write_to_path(
+        str(directory / "client.pem")
+    )
     ca.cert_pem.write_to_path(str(directory / "ca.pem"))
     server.private_key_pem.write_to_path(str(directory / "server.key"))
     server.cert_chain_pems[0].write_to_path(str(directory / "server.pem"))
@@ -187,22 +205,33 @@ class Progress:
             "rss_early": self.rss_early,
             "rss_end": _rss_bytes(),
             "maxrss": peak_rss_bytes(),
+            "cpu_s": time.process_time(),
         }
 
 
-def worker_xavyo(scheme: str, port: int, raw: Path, count: int, ca: Path) -> dict[str, Any]:
+def worker_xavyo(name: str, port: int, raw: Path, count: int, ca: Path) -> dict[str, Any]:
     from xavyo_siem.delivery.base import Delivered, Record
     from xavyo_siem.delivery.options import validate_destination
+    from xavyo_siem.delivery.relp import RelpTransport
     from xavyo_siem.delivery.syslog import SyslogTransport
     from xavyo_siem.delivery.syslog_config import SyslogConfig
 
-    kind = "syslog_tls" if scheme == "tls" else "syslog_tcp"
-    options = {"ca_file": str(ca)} if scheme == "tls" else {}
-    config = validate_destination(kind, f"{scheme}://localhost:{port}", options, development=False)
+    tls = name.endswith("-tls")
+    options: dict[str, object] = {"ca_file": str(ca)} if tls else {}
+    if "relp" in name:
+        kind, endpoint = "syslog_relp", f"relp://localhost:{port}"
+        if tls:
+            options.update(tls=True, cert_file=str(ca.parent / "client.pem"))
+    else:
+        kind = "syslog_tls" if tls else "syslog_tcp"
+        endpoint = f"{'tls' if tls else 'tcp'}://localhost:{port}"
+    config = validate_destination(kind, endpoint, options, development=False)
     assert isinstance(config, SyslogConfig)
 
     async def run() -> dict[str, Any]:
-        transport = SyslogTransport(config)
+        transport: SyslogTransport | RelpTransport = (
+            RelpTransport(config) if kind == "syslog_relp" else SyslogTransport(config)
+        )
         progress = Progress(count)
         sent = 0
         batch: list[Record] = []
@@ -383,6 +412,7 @@ class Row:
     verified: int = 0
     sent: int = 0
     sender_s: float | None = None
+    cpu_us: float | None = None  # sender CPU (user + system) per event, whole process
     maxrss: int | None = None
     rss_growth: int | None = None
     spread: str = ""
@@ -461,14 +491,27 @@ def run_contender(name: str, setup: Setup, *, sink: bool) -> Row:
             sink_peer = SinkPeer(count)
             port = sink_peer.port
         else:
+            relp = "relp" in name
+            files = setup.tls_files
             peer = RsyslogPeer(
                 setup.work / name,
-                tcp=scheme == "tcp",
-                tls=setup.tls_files if scheme == "tls" else None,
+                tcp=scheme == "tcp" and not relp,
+                tls=files if scheme == "tls" and not relp else None,
+                relp=scheme == "tcp" and relp,
+                relp_tls=RelpTlsFiles(setup.ca, files.cert_file, files.key_file)
+                if scheme == "tls" and relp
+                else None,
+                relp_queue="memory" if name.endswith("-memory") else "direct",
                 throughput=True,
             )
             peer.start()
-            port = peer.tls_port if scheme == "tls" else peer.tcp_port
+            ports = {
+                (False, "tcp"): peer.tcp_port,
+                (False, "tls"): peer.tls_port,
+                (True, "tcp"): peer.relp_port,
+                (True, "tls"): peer.relp_tls_port,
+            }
+            port = ports[relp, scheme]
             assert port is not None
         proc, started = start_sender(name, port, setup)
         seen, last_change, usage, child_peak = 0, time.time(), None, None
@@ -508,6 +551,7 @@ def run_contender(name: str, setup: Setup, *, sink: bool) -> Row:
             started = report["start"]
             row.sent = report["sent"]
             row.sender_s = report["done"] - started
+            row.cpu_us = report["cpu_s"] * 1e6 / max(1, report["sent"])
             row.maxrss = report["maxrss"]
             row.rss_growth = report["rss_end"] - report["rss_early"]
         row.rate = row.verified / (last_change - started) if last_change > started else None
@@ -562,16 +606,18 @@ def table(title: str, rows: list[Row]) -> list[str]:
         title,
         "",
         "| contender | events/s verified (median) | min - max | verified / sent | sender time s"
-        " | peak RSS MB | RSS growth MB | vs rfc5424-tcp | note |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        " | sender CPU µs/event | peak RSS MB | RSS growth MB | vs rfc5424-tcp | note |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
         rate = "-" if row.rate is None else f"{row.rate:,.0f}"
         ratio = "-" if not (row.rate and base) else f"{row.rate / base:.1f}x"
         sender = "-" if row.sender_s is None else f"{row.sender_s:.2f}"
+        cpu = "-" if row.cpu_us is None else f"{row.cpu_us:.1f}"
         lines.append(
             f"| {row.name} | {rate} | {row.spread or '-'} | {row.verified:,} / {row.sent:,}"
-            f" | {sender} | {mb(row.maxrss)} | {mb(row.rss_growth)} | {ratio} | {row.note} |"
+            f" | {sender} | {cpu} | {mb(row.maxrss)} | {mb(row.rss_growth)} | {ratio}"
+            f" | {row.note} |"
         )
     return [*lines, ""]
 
@@ -597,7 +643,7 @@ def main() -> None:
     if args.worker:
         scheme = "tls" if args.worker.endswith("-tls") else "tcp"
         if args.worker.startswith("xavyo"):
-            report = worker_xavyo(scheme, args.port, args.raw, args.events, args.ca)
+            report = worker_xavyo(args.worker, args.port, args.raw, args.events, args.ca)
         elif args.worker == "stdlib-tcp":
             report = worker_stdlib(args.port, args.raw, args.events)
         else:

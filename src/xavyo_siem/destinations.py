@@ -72,7 +72,12 @@ __all__ = [
 Formatter = Callable[[AuditEvent], str]
 
 _SYSLOG_TYPES: Final = frozenset(
-    (DeliveryType.SYSLOG_TCP, DeliveryType.SYSLOG_TLS, DeliveryType.SYSLOG_UDP)
+    (
+        DeliveryType.SYSLOG_TCP,
+        DeliveryType.SYSLOG_TLS,
+        DeliveryType.SYSLOG_UDP,
+        DeliveryType.SYSLOG_RELP,
+    )
 )
 
 

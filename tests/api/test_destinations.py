@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import pytest
+import trustme
 from sqlalchemy import select
 
 from store_roles import owner_connection
@@ -13,6 +15,7 @@ from xavyo_siem.store.tables import destinations
 
 from conftest import HEC_TOKEN, KEYS, WEBHOOK_SECRET, Api
 from peers.hec_server import HecServer
+from peers.rsyslog import RelpTlsFiles, start_rsyslog
 
 
 def hec_body(url: str, **changes: Any) -> dict[str, Any]:
@@ -293,3 +296,43 @@ async def test_a_new_destination_gets_the_default_rate_limit_unless_it_asks_for_
     assert health.status_code == 200, health.text
     limits = {entry["name"]: entry["rate_limit"] for entry in health.json()["destinations"]}
     assert limits == {"splunk": {"events_per_s": 1000.0, "burst": 2000}, "unlimited": None}
+
+
+@pytest.mark.peer
+async def test_the_test_route_checks_relp_over_tls_step_by_step(
+    dev_api: Api, tmp_path: Path
+) -> None:
+    """A RELP destination over TLS against rsyslog imrelp (files on the host: a platform
+    token): configuration, resolve, connect, tls (chain and host name verified) and deliver
+    all pass, and the event arrives."""
+    ca = trustme.CA()
+    server = ca.issue_cert("localhost")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    client = ca.issue_cert("client.example").private_key_and_cert_chain_pem
+    client.write_to_path(str(tmp_path / "client.pem"))
+    files = RelpTlsFiles(tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key")
+    with start_rsyslog(tmp_path / "rsyslog", relp_tls=files) as peer:
+        body = {
+            "name": "relp",
+            "delivery_type": "syslog_relp",
+            "format": "cef",
+            "endpoint": f"relp://localhost:{peer.relp_tls_port}",
+            "options": {
+                "tls": True,
+                "ca_file": str(tmp_path / "ca.pem"),
+                "cert_file": str(tmp_path / "client.pem"),
+            },
+        }
+        created = await dev_api.client.post(
+            dev_api.path("/destinations"), headers=dev_api.as_("platform"), json=body
+        )
+        assert created.status_code == 201, created.json()
+        where = dev_api.path(f"/destinations/{created.json()['id']}/test")
+        report = (await dev_api.client.post(where, headers=dev_api.as_("platform"))).json()
+        assert report["ok"] is True, report
+        assert [s["step"] for s in report["steps"]] == [
+            "configuration", "resolve", "connect", "tls", "deliver"
+        ]  # fmt: skip
+        assert "XAVYO_SIEM_TEST" in peer.wait_for(1)[0]

@@ -63,6 +63,8 @@ HOSTILE = [
     ("splunk_hec", "https://splunk.corp.example:8088", "resolves to 10.0.0.5, a private"),
     ("webhook", "https://0.0.0.0/", "an unspecified address"),
     ("syslog_udp", "udp://224.0.0.251:5353", "a multicast address"),
+    ("syslog_relp", "relp://10.1.2.3:2514", "a private address"),
+    ("syslog_relp", "relp://localhost", "localhost resolves to 127.0.0.1, a loopback"),
     ("webhook", "https://[fe80::1]/x", "a link-local address"),
     ("webhook", "https://100.64.7.7/x", "carrier-grade NAT"),
 ]

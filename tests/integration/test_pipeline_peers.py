@@ -360,6 +360,32 @@ async def test_syslog_receiver_stopped_and_started_loses_nothing(
     assert len(received) - len(set(received)) <= 200
 
 
+async def test_relp_receiver_killed_and_restarted_loses_nothing_through_the_worker(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A RELP destination served by the worker: rsyslog killed with SIGKILL mid-stream and
+    started again; the worker drains and every event arrives at least once."""
+    events = stored(engine, 3000, seed=34)
+    with start_rsyslog(tmp_path / "rsyslog", relp=True) as peer:
+        add(
+            engine,
+            events[0].tenant_id,
+            delivery_type=DeliveryType.SYSLOG_RELP,
+            endpoint=f"relp://127.0.0.1:{peer.relp_port}",
+            options={"start": "beginning", "batch_max_events": "100", "timeout_s": "2"},
+            rate_limit=RateLimit(3000, 100),
+        )
+        _, task = serve(engine, drain=True)
+        await until(lambda: peer.count_lines() >= 600, 60, "the first deliveries")
+        peer.kill()
+        await asyncio.sleep(0.3)
+        peer.start()
+        assert await asyncio.wait_for(task, 90) == []  # caught up after the crash
+        received = syslog_ids(peer.wait_for(len(events), timeout=30))
+    assert set(received) == {str(e.event_id) for e in events}
+    assert len(received) - len(set(received)) <= 100  # at most the batch in flight
+
+
 async def test_black_holed_destination_does_not_hold_back_another_tenant(
     engine: Engine, tmp_path: Path
 ) -> None:

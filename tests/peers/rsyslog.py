@@ -15,6 +15,12 @@ Every input is bound to the ruleset `peer`, so rsyslog's own start/stop messages
   them). Keys: `rawmsg`, `pri`, `version`, `timestamp`, `hostname`, `app_name`, `procid`,
   `msgid`, `structured_data`, `msg`, and `sd`, the structured data parsed by mmpstrucdata
   (`{sd_id: {param: value}}`, `{}` when the message has none). See `read_json()`.
+
+With `relp=True` (and `relp_tls=...` for RELP over TLS) the peer also listens with imrelp
+(rsyslog-relp), and its queues are Direct: every message rsyslog acknowledges with a RELP
+`200 OK` has been written to the output file before the answer (omfile flushes per
+transaction), so it survives a SIGKILL of rsyslogd. `relp_queue="memory"` keeps rsyslog's
+in-memory main queue instead (a 200 then follows the enqueue; for benchmarks only).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["RSYSLOGD", "RsyslogPeer", "TlsFiles", "start_rsyslog"]
+__all__ = ["RSYSLOGD", "RelpTlsFiles", "RsyslogPeer", "TlsFiles", "start_rsyslog"]
 
 RSYSLOGD = "/usr/sbin/rsyslogd"
 
@@ -54,6 +60,22 @@ class TlsFiles:
     cert_file: Path
     key_file: Path
     require_client_cert: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RelpTlsFiles:
+    """The files of rsyslog's RELP TLS listener (PEM), by librelp's OpenSSL driver.
+
+    `auth_mode` is imrelp's `tls.authmode`: `certvalid` (the client certificate must chain to
+    `ca_file`) or `name` (also its name must be one of `permitted_peers`). With `anonymous`
+    no certificate is configured at all: librelp then offers only anonymous TLS.
+    """
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    auth_mode: Literal["certvalid", "name", "anonymous"] = "certvalid"
+    permitted_peers: tuple[str, ...] = ()
 
 
 def _free_port(kind: int, family: int = socket.AF_INET) -> int:
@@ -91,12 +113,17 @@ class RsyslogPeer:
         udp: bool = False,
         udp6: bool = False,
         tls: TlsFiles | None = None,
+        relp: bool = False,
+        relp_tls: RelpTlsFiles | None = None,
+        relp_queue: Literal["direct", "memory"] = "direct",
         output: Literal["raw", "json"] = "raw",
         max_message_bytes: int = 65536,
         throughput: bool = False,
     ) -> None:
-        if not (tcp or udp or udp6 or tls):
-            raise ValueError("start_rsyslog needs at least one of tcp, udp, udp6, tls")
+        if not (tcp or udp or udp6 or tls or relp or relp_tls):
+            raise ValueError(
+                "start_rsyslog needs at least one of tcp, udp, udp6, tls, relp, relp_tls"
+            )
         self.workdir = workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.output = output
@@ -110,7 +137,11 @@ class RsyslogPeer:
         self.tls_port = _free_port(socket.SOCK_STREAM) if tls else None
         self.udp_port = _free_port(socket.SOCK_DGRAM) if udp else None
         self.udp6_port = _free_port(socket.SOCK_DGRAM, socket.AF_INET6) if udp6 else None
+        self.relp_port = _free_port(socket.SOCK_STREAM) if relp else None
+        self.relp_tls_port = _free_port(socket.SOCK_STREAM) if relp_tls else None
         self.tls = tls
+        self.relp_tls = relp_tls
+        self.relp_queue = relp_queue
         self.max_message_bytes = max_message_bytes
         self.throughput = throughput
         self._proc: subprocess.Popen[bytes] | None = None
@@ -125,13 +156,18 @@ class RsyslogPeer:
         escape = "on" if self.output == "raw" else "off"
         # For benchmarks: bigger dequeue batches and write buffer, still flushed per batch.
         queue = 'main_queue(queue.dequeueBatchSize="2048" queue.size="400000")'
-        buffer = ' ioBufferSize="1m"' if self.throughput else ""
+        direct = bool(self.relp_port or self.relp_tls_port) and self.relp_queue == "direct"
+        if direct:  # a RELP 200 OK only after the message is written (docs/delivery.md)
+            queue = 'main_queue(queue.type="Direct")'
+        relp = bool(self.relp_port or self.relp_tls_port)
+        buffer = ' ioBufferSize="1m"' if self.throughput and not direct else ""
         lines = [
             f"global(workDirectory={_q(self.workdir)} maxMessageSize={_q(self.max_message_bytes)}"
             f" parser.escapeControlCharactersOnReceive={_q(escape)})",
-            queue if self.throughput else "",
+            queue if self.throughput or direct else "",
             'module(load="imtcp")' if (self.tcp_port or self.tls_port) else "",
             'module(load="imudp")' if (self.udp_port or self.udp6_port) else "",
+            'module(load="imrelp" tls.tlslib="openssl")' if relp else "",
             'module(load="mmpstrucdata")' if self.output == "json" else "",
             'template(name="peer_raw" type="string" string="%rawmsg%\\n")',
             f'template(name="peer_json" type="string" string={_q(_JSON_TEMPLATE)})',
@@ -169,6 +205,13 @@ class RsyslogPeer:
                 f" streamDriver.CertFile={_q(self.tls.cert_file)}"
                 f" streamDriver.KeyFile={_q(self.tls.key_file)})"
             )
+        if self.relp_port:
+            lines.append(
+                f'input(type="imrelp" address="127.0.0.1" port="{self.relp_port}"'
+                f' ruleset="peer" maxDataSize={_q(self.max_message_bytes)})'
+            )
+        if self.relp_tls_port and self.relp_tls:
+            lines.append(self._relp_tls_input(self.relp_tls_port, self.relp_tls))
         if self.udp_port:
             lines.append(
                 f'input(type="imudp" address="127.0.0.1" port="{self.udp_port}" ruleset="peer")'
@@ -178,6 +221,21 @@ class RsyslogPeer:
                 f'input(type="imudp" address="::1" port="{self.udp6_port}" ruleset="peer")'
             )
         return "\n".join(line for line in lines if line) + "\n"
+
+    def _relp_tls_input(self, port: int, files: RelpTlsFiles) -> str:
+        settings = (
+            ""
+            if files.auth_mode == "anonymous"
+            else f" tls.cacert={_q(files.ca_file)} tls.mycert={_q(files.cert_file)}"
+            f" tls.myprivkey={_q(files.key_file)} tls.authmode={_q(files.auth_mode)}"
+        )
+        if files.permitted_peers:
+            peers = ", ".join(_q(peer) for peer in files.permitted_peers)
+            settings += f" tls.permittedpeer=[{peers}]"
+        return (
+            f'input(type="imrelp" address="127.0.0.1" port="{port}" ruleset="peer"'
+            f' maxDataSize={_q(self.max_message_bytes)} tls="on"{settings})'
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -244,7 +302,8 @@ class RsyslogPeer:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + _START_TIMEOUT_S
-        pending_tcp = [p for p in (self.tcp_port, self.tls_port) if p]
+        ports = (self.tcp_port, self.tls_port, self.relp_port, self.relp_tls_port)
+        pending_tcp = [p for p in ports if p]
         pending_udp = [
             (fam, host, port)
             for fam, host, port in (
@@ -346,6 +405,9 @@ def start_rsyslog(
     udp: bool = False,
     udp6: bool = False,
     tls: TlsFiles | None = None,
+    relp: bool = False,
+    relp_tls: RelpTlsFiles | None = None,
+    relp_queue: Literal["direct", "memory"] = "direct",
     output: Literal["raw", "json"] = "raw",
     max_message_bytes: int = 65536,
     throughput: bool = False,
@@ -360,6 +422,9 @@ def start_rsyslog(
         udp=udp,
         udp6=udp6,
         tls=tls,
+        relp=relp,
+        relp_tls=relp_tls,
+        relp_queue=relp_queue,
         output=output,
         max_message_bytes=max_message_bytes,
         throughput=throughput,

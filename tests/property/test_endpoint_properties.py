@@ -42,7 +42,21 @@ HEC_TOKEN: Final = "00000000-0000-4000-8000-000000000001"
 PUBLIC: Final = "93.184.216.34"
 
 _SCHEMES: Final = st.sampled_from(
-    ("https", "HTTPS", "HtTpS", "http", "tcp", "TCP", "tls", "Tls", "udp", "file", "ftp", "")
+    (
+        "https",
+        "HTTPS",
+        "HtTpS",
+        "http",
+        "tcp",
+        "TCP",
+        "tls",
+        "Tls",
+        "udp",
+        "relp",
+        "file",
+        "ftp",
+        "",
+    )
 )
 _SEPARATORS: Final = st.sampled_from(("://", "://", "://", ":/", ":", ":\\\\", ":/\\", ":///"))
 _USERINFO: Final = st.sampled_from(
@@ -109,6 +123,7 @@ _SCHEME_OF: Final = {
     DeliveryType.SYSLOG_TCP: "tcp",
     DeliveryType.SYSLOG_TLS: "tls",
     DeliveryType.SYSLOG_UDP: "udp",
+    DeliveryType.SYSLOG_RELP: "relp",
     DeliveryType.WEBHOOK: "https",
     DeliveryType.SPLUNK_HEC: "https",
     DeliveryType.FILE: "file",

@@ -65,7 +65,8 @@ def destination_add(
         str,
         typer.Option(
             "--endpoint",
-            help="tcp://host:port, tls://host:port, udp://host:port, https://…, file:///path",
+            help="tcp://host:port, tls://host:port, udp://host:port, relp://host:port,"
+            " https://…, file:///path",
         ),
     ],
     secret_file: SecretOption = None,

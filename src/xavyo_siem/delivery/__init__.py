@@ -1,4 +1,4 @@
-"""Transports: syslog TCP/TLS/UDP, webhook, Splunk HEC and file, behind one interface."""
+"""Transports: syslog TCP/TLS/UDP/RELP, webhook, Splunk HEC and file, behind one interface."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from xavyo_siem.delivery.base import (
 )
 from xavyo_siem.delivery.file import FileConfig, FileTransport
 from xavyo_siem.delivery.options import TransportConfig, allowed_options, validate_destination
+from xavyo_siem.delivery.relp import RelpTransport
 from xavyo_siem.delivery.splunk_hec import HecConfig, HecTransport, check_hec_token
 from xavyo_siem.delivery.syslog import SyslogTransport
 from xavyo_siem.delivery.syslog_config import SyslogConfig
@@ -41,6 +42,7 @@ __all__ = [
     "Misconfigured",
     "Record",
     "Rejected",
+    "RelpTransport",
     "RetryLater",
     "SyslogConfig",
     "SyslogTransport",
@@ -78,14 +80,17 @@ def open_transport(
     None.
 
     Splunk HEC: the token (required). Webhook: `whsec_` signing secrets, or a JSON object of
-    signing secrets and auth (see `WebhookCredentials.from_secret`). Syslog TLS: the
-    password of an encrypted client key, if any. `event_is_json` says the records are JSON
-    objects (format `json`) rather than text lines, for the HTTP envelopes. `file_header`
-    is the header row a file destination starts with (CSV; its lines then end in CRLF).
+    signing secrets and auth (see `WebhookCredentials.from_secret`). Syslog TLS and RELP
+    over TLS: the password of an encrypted client key, if any. `event_is_json` says the
+    records are JSON objects (format `json`) rather than text lines, for the HTTP
+    envelopes. `file_header` is the header row a file destination starts with (CSV; its
+    lines then end in CRLF).
     """
     if egress is not None:
         _check_literal_host(config, egress)
     match config:
+        case SyslogConfig() if config.protocol == "relp":
+            return RelpTransport(config, key_password=secret, egress=egress)
         case SyslogConfig():
             return SyslogTransport(config, key_password=secret, egress=egress)
         case HecConfig():

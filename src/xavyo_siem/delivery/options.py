@@ -72,7 +72,12 @@ def validate_destination(
         ) from None
     _check_names(kind, options)
     match kind:
-        case DeliveryType.SYSLOG_TCP | DeliveryType.SYSLOG_TLS | DeliveryType.SYSLOG_UDP:
+        case (
+            DeliveryType.SYSLOG_TCP
+            | DeliveryType.SYSLOG_TLS
+            | DeliveryType.SYSLOG_UDP
+            | DeliveryType.SYSLOG_RELP
+        ):
             return SyslogConfig.from_options(kind, endpoint, options, development=development)
         case DeliveryType.WEBHOOK:
             return WebhookConfig.from_options(endpoint, options, development=development)

@@ -1,9 +1,10 @@
-"""The config of a syslog destination (TCP, TLS or UDP): its options, their defaults (the
-fields of `SyslogConfig`), and the one builder that checks them.
+"""The config of a syslog destination (TCP, TLS, UDP or RELP): its options, their defaults
+(the fields of `SyslogConfig`), and the one builder that checks them.
 
-Endpoints are `tcp://host[:port]`, `tls://host[:port]` and `udp://host[:port]`, without a
-path; the default ports are the registered ones (`SYSLOG_SCHEMES`). Options beyond the batch
-options every type accepts:
+Endpoints are `tcp://host[:port]`, `tls://host[:port]`, `udp://host[:port]` and
+`relp://host[:port]`, without a path; the default ports are the registered ones
+(`SYSLOG_SCHEMES`), and 2514 for RELP, which has none (rsyslog's documentation uses it).
+Options beyond the batch options every type accepts:
 
 * TCP: `framing` (`octet` or `lf`, RFC 6587), `timeout_s`, `confirm_after_s`.
 * TLS: `framing` (`octet` only: RFC 5425 mandates octet counting), `timeout_s`,
@@ -11,6 +12,10 @@ options every type accepts:
 * UDP: `max_datagram_bytes` (at least 480, RFC 5426; at most what one IPv4 or, for an IPv6
   literal host, IPv6 datagram carries), `truncate` (send a longer record cut to fit instead
   of refusing it to dead letters), `timeout_s`.
+* RELP: `window` (unanswered commands, 1 to 1024), `max_message_bytes` (a longer record is
+  refused to dead letters: the receiver would cut it and still acknowledge it),
+  `timeout_s`, and `tls` (true: RELP over TLS, which then takes the TLS options of
+  `delivery/tls.py`; the endpoint stays `relp://`).
 """
 
 from __future__ import annotations
@@ -37,13 +42,14 @@ from xavyo_siem.model import DeliveryType
 __all__ = ["SYSLOG_OPTIONS", "SYSLOG_SCHEMES", "Framing", "SyslogConfig", "SyslogProtocol"]
 
 Framing = Literal["octet", "lf"]
-SyslogProtocol = Literal["tcp", "tls", "udp"]
+SyslogProtocol = Literal["tcp", "tls", "udp", "relp"]
 
 # delivery type: (URL scheme, default port)
 SYSLOG_SCHEMES: Final[Mapping[DeliveryType, tuple[SyslogProtocol, int]]] = {
     DeliveryType.SYSLOG_TCP: ("tcp", 514),
     DeliveryType.SYSLOG_TLS: ("tls", 6514),
     DeliveryType.SYSLOG_UDP: ("udp", 514),
+    DeliveryType.SYSLOG_RELP: ("relp", 2514),
 }
 SYSLOG_OPTIONS: Final[Mapping[DeliveryType, frozenset[str]]] = {
     DeliveryType.SYSLOG_TCP: frozenset((*BATCH_OPTIONS, "framing", "timeout_s", "confirm_after_s")),
@@ -53,6 +59,9 @@ SYSLOG_OPTIONS: Final[Mapping[DeliveryType, frozenset[str]]] = {
     DeliveryType.SYSLOG_UDP: frozenset(
         (*BATCH_OPTIONS, "max_datagram_bytes", "truncate", "timeout_s")
     ),
+    DeliveryType.SYSLOG_RELP: frozenset(
+        (*BATCH_OPTIONS, *TLS_OPTIONS, "tls", "window", "max_message_bytes", "timeout_s")
+    ),
 }
 
 _MIN_DATAGRAM_BYTES: Final = 480
@@ -61,18 +70,23 @@ _MAX_UDP_V6: Final = 65527
 _framing: Final[Parser[Framing]] = choice(*get_args(Framing))
 _timeout: Final = seconds(0.1, 300)
 _confirm_after: Final = seconds(0, 60)
+_window: Final = integer(1, 1024)
+# rsyslog's smallest maxMessageSize is 128; a RELP frame carries at most 999,999,999 octets.
+_max_message: Final = integer(128, 64 << 20)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SyslogConfig:
-    """A syslog destination: RFC 6587 TCP, RFC 5425 TLS or RFC 5426 UDP.
+    """A syslog destination: RFC 6587 TCP, RFC 5425 TLS, RFC 5426 UDP or RELP.
 
     `timeout_s` bounds a connect, a TLS handshake and the wait for a batch to be
     acknowledged by the receiver's TCP. `confirm_after_s` (TCP and TLS) is how long after
     its acknowledgement a batch is kept to be sent again should the receiver close or reset
     the connection (`syslog_stream.py`); 0 keeps nothing. `tls` is set for TLS only.
     `max_datagram_bytes` and `truncate` (whether a longer record is sent cut rather than
-    refused) are for UDP only.
+    refused) are for UDP only. `window` and `max_message_bytes` are for RELP only; for
+    RELP `timeout_s` also bounds the wait for each answer, and `tls` is set when the
+    destination's `tls` option is true.
     """
 
     delivery_type: DeliveryType
@@ -84,6 +98,8 @@ class SyslogConfig:
     confirm_after_s: float = 1.0
     max_datagram_bytes: int = 2048
     truncate: bool = False
+    window: int = 128
+    max_message_bytes: int = 8096
     tls: TlsConfig | None = None
     batch_max_events: int = 1000
     batch_max_bytes: int = 1 << 20
@@ -117,7 +133,9 @@ class SyslogConfig:
             )
         largest = _MAX_UDP_V6 if ":" in host else _MAX_UDP_V4
         tls = None
-        if protocol == "tls":
+        if protocol == "relp" and not read.optional("tls", parse_bool):
+            _refuse_tls_options(options)
+        elif protocol in ("tls", "relp"):
             tls = TlsConfig.from_options(
                 options, delivery_type=delivery_type, endpoint=endpoint, development=development
             )
@@ -131,9 +149,20 @@ class SyslogConfig:
             confirm_after_s=read("confirm_after_s", _confirm_after),
             max_datagram_bytes=read("max_datagram_bytes", integer(_MIN_DATAGRAM_BYTES, largest)),
             truncate=read("truncate", parse_bool),
+            window=read("window", _window),
+            max_message_bytes=read("max_message_bytes", _max_message),
             tls=tls,
             **read.batch(),
         )
+
+
+def _refuse_tls_options(options: Mapping[str, object]) -> None:
+    """Refuse TLS options on a RELP destination that does not turn TLS on."""
+    for name in TLS_OPTIONS:
+        if options.get(name) is not None:
+            raise InvalidDestination(
+                option_field(name), "is a TLS option: set tls=true to use RELP over TLS"
+            )
 
 
 def _syslog_endpoint(delivery_type: DeliveryType, endpoint: str) -> tuple[SyslogProtocol, str, int]:

@@ -42,7 +42,7 @@ from xavyo_siem.delivery.syslog_errors import SyslogFailure, capture_failure
 from xavyo_siem.delivery.tls import TlsConfig, client_context
 from xavyo_siem.egress import EgressGuard, check_egress
 
-__all__ = ["StreamSender"]
+__all__ = ["StreamSender", "check_fingerprint", "open_tcp"]
 
 log = logging.getLogger("xavyo_siem.delivery")
 
@@ -136,48 +136,11 @@ class StreamSender:
     async def _open_tcp(
         self, loop: asyncio.AbstractEventLoop, protocol: StreamWatcher
     ) -> asyncio.Transport:
-        """Connect; with the SSRF guard, only to addresses of this resolution that it allows."""
-        config = self.config
-        if self.egress is None:
-            tcp, _ = await loop.create_connection(lambda: protocol, config.host, config.port)
-            return tcp
-        failure: OSError | None = None
-        for family, kind, proto, _, address in await check_egress(
-            config.host, config.port, self.egress
-        ):
-            sock = socket.socket(family, kind, proto)
-            try:
-                sock.setblocking(False)
-                await loop.sock_connect(sock, address)
-            except OSError as exc:
-                sock.close()
-                failure = exc
-                continue
-            except BaseException:
-                sock.close()
-                raise
-            tcp, _ = await loop.create_connection(lambda: protocol, sock=sock)
-            return tcp
-        assert failure is not None
-        raise failure
+        return await open_tcp(loop, protocol, self.config.host, self.config.port, self.egress)
 
     def _check_fingerprint(self, conn: StreamConnection) -> None:
         assert self.tls is not None
-        pinned = self.tls.fingerprint
-        if pinned is None:
-            return
-        ssl_object = conn.app.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        if not der:
-            raise SyslogFailure(Misconfigured(f"{self.where}: the TLS peer sent no certificate"))
-        seen = pinned.of_certificate(der)
-        if not pinned.matches(seen):
-            raise SyslogFailure(
-                Misconfigured(
-                    f"{self.where}: the peer's certificate {seen}"
-                    " does not match the pinned fingerprint option"
-                )
-            )
+        check_fingerprint(self.tls, conn.app, self.where)
 
     async def _settle(self, conn: StreamConnection, handshake_s: float) -> None:
         """Give a peer that refuses our client certificate the chance to say so."""
@@ -337,3 +300,54 @@ class StreamSender:
                 pending.records,
                 asyncio.get_running_loop().time() - pending.acknowledged_at,
             )
+
+
+async def open_tcp(
+    loop: asyncio.AbstractEventLoop,
+    protocol: asyncio.Protocol,
+    host: str,
+    port: int,
+    egress: EgressGuard | None,
+) -> asyncio.Transport:
+    """Connect `protocol` to host:port; with the SSRF guard, only to addresses of this
+    resolution that it allows (also used by the RELP transport)."""
+    if egress is None:
+        tcp, _ = await loop.create_connection(lambda: protocol, host, port)
+        return tcp
+    failure: OSError | None = None
+    for family, kind, proto, _, address in await check_egress(host, port, egress):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            failure = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        tcp, _ = await loop.create_connection(lambda: protocol, sock=sock)
+        return tcp
+    assert failure is not None
+    raise failure
+
+
+def check_fingerprint(tls: TlsConfig, app: asyncio.BaseTransport, where: str) -> None:
+    """Raise `SyslogFailure(Misconfigured)` unless the TLS peer's certificate on `app`
+    matches the pinned fingerprint, if one is pinned (also used by the RELP transport)."""
+    pinned = tls.fingerprint
+    if pinned is None:
+        return
+    ssl_object = app.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        raise SyslogFailure(Misconfigured(f"{where}: the TLS peer sent no certificate"))
+    seen = pinned.of_certificate(der)
+    if not pinned.matches(seen):
+        raise SyslogFailure(
+            Misconfigured(
+                f"{where}: the peer's certificate {seen}"
+                " does not match the pinned fingerprint option"
+            )
+        )

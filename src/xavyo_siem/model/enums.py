@@ -72,6 +72,7 @@ class DeliveryType(StrEnum):
     SYSLOG_TCP = "syslog_tcp"
     SYSLOG_TLS = "syslog_tls"
     SYSLOG_UDP = "syslog_udp"
+    SYSLOG_RELP = "syslog_relp"
     WEBHOOK = "webhook"
     SPLUNK_HEC = "splunk_hec"
     FILE = "file"

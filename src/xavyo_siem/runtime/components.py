@@ -234,8 +234,13 @@ async def _resolve_step(host: str, port: int, guard: EgressGuard) -> TestStep:
 
 
 def _uses_tls(destination: SiemDestination) -> bool:
-    return destination.delivery_type is DeliveryType.SYSLOG_TLS or (
-        destination.endpoint.lower().startswith("https://")
+    relp_tls = destination.delivery_type is DeliveryType.SYSLOG_RELP and str(
+        destination.options.get("tls", "false")
+    ).strip().lower() in ("true", "yes", "on", "1")
+    return (
+        relp_tls
+        or destination.delivery_type is DeliveryType.SYSLOG_TLS
+        or destination.endpoint.lower().startswith("https://")
     )
 
 

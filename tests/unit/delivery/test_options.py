@@ -92,6 +92,58 @@ def test_syslog_udp_ipv6_and_datagram_size() -> None:
     )  # type: ignore[union-attr]
 
 
+def test_syslog_relp_defaults() -> None:
+    """A bare relp:// endpoint gets port 2514, a window of 128, rsyslog's 8096-byte message
+    limit, and no TLS."""
+    config = validate_destination("syslog_relp", "relp://siem.example.com", {}, development=False)
+    assert config == SyslogConfig(
+        delivery_type=DeliveryType.SYSLOG_RELP,
+        protocol="relp",
+        host="siem.example.com",
+        port=2514,
+    )
+    assert isinstance(config, SyslogConfig)
+    assert (config.window, config.max_message_bytes, config.tls) == (128, 8096, None)
+    assert config.endpoint == "relp://siem.example.com:2514"
+
+
+def test_syslog_relp_over_tls_takes_the_tls_options() -> None:
+    """`tls=true` turns RELP over TLS on, with the TLS options; the endpoint stays relp://."""
+    config = validate_destination(
+        "syslog_relp",
+        "relp://[2001:db8::1]:20514",
+        {
+            "tls": "true",
+            "ca_file": "/etc/ca.pem",
+            "cert_file": "/etc/client.pem",
+            "fingerprint": SHA256,
+            "window": "16",
+            "max_message_bytes": 65536,
+        },
+        development=False,
+    )
+    assert isinstance(config, SyslogConfig)
+    assert config.tls == TlsConfig(
+        ca_file="/etc/ca.pem",
+        cert_file="/etc/client.pem",
+        fingerprint=Fingerprint("sha256", bytes([0xAB] * 32)),
+    )
+    assert (config.window, config.max_message_bytes) == (16, 65536)
+    assert config.endpoint == "relp://[2001:db8::1]:20514"
+    plain = validate_destination("syslog_relp", "relp://h", {"tls": False}, development=False)
+    assert isinstance(plain, SyslogConfig)
+    assert plain.tls is None
+
+
+@pytest.mark.parametrize("option", ["ca_file", "cert_file", "fingerprint", "server_name"])
+def test_syslog_relp_refuses_tls_options_without_tls(option: str) -> None:
+    """A TLS option on a RELP destination without tls=true is refused, saying to set it."""
+    value = SHA256 if option == "fingerprint" else "/etc/x.pem"
+    error = invalid("syslog_relp", "relp://h", {option: value})
+    assert error.field == f"options.{option}"
+    assert "tls=true" in str(error)
+
+
 def test_configs_are_frozen() -> None:
     """A validated config cannot be changed afterwards."""
     config = validate_destination("syslog_tcp", "tcp://h", {}, development=False)
@@ -176,6 +228,13 @@ def test_unknown_options_are_all_named() -> None:
         ("syslog_tls", {"fingerprint": "SHA256:zz"}, "options.fingerprint"),
         ("syslog_tls", {"server_name": "bad name"}, "options.server_name"),
         ("syslog_tls", {"tls_verify": "maybe"}, "options.tls_verify"),
+        ("syslog_relp", {"window": 0}, "options.window"),
+        ("syslog_relp", {"window": 1025}, "options.window"),
+        ("syslog_relp", {"max_message_bytes": 100}, "options.max_message_bytes"),
+        ("syslog_relp", {"max_message_bytes": "big"}, "options.max_message_bytes"),
+        ("syslog_relp", {"tls": "maybe"}, "options.tls"),
+        ("syslog_relp", {"tls": True, "tls_verify": False}, "options.tls_verify"),
+        ("syslog_relp", {"framing": "lf"}, "options.framing"),
         ("webhook", {"body": "xml"}, "options.body"),
         ("splunk_hec", {"ack": "sometimes"}, "options.ack"),
         ("splunk_hec", {"index": ""}, "options.index"),
@@ -188,6 +247,7 @@ def test_ill_typed_options_are_refused(kind: str, options: dict[str, object], fi
         "syslog_tcp": "tcp://h",
         "syslog_udp": "udp://h",
         "syslog_tls": "tls://h",
+        "syslog_relp": "relp://h",
         "webhook": "https://h/x",
         "splunk_hec": "https://h:8088",
     }[kind]
@@ -207,6 +267,9 @@ def test_ill_typed_options_are_refused(kind: str, options: dict[str, object], fi
         ("syslog_tcp", "tcp://h :514"),
         ("syslog_udp", "udp://[fe80::1%eth0]:514"),
         ("syslog_tls", "tcp://h:6514"),
+        ("syslog_relp", "tcp://h:2514"),
+        ("syslog_relp", "relp://h:2514/x"),
+        ("syslog_tcp", "relp://h:2514"),
         ("webhook", "ftp://h/x"),
         ("webhook", "http://h/x"),
         ("webhook", "https://h/x#frag"),
@@ -281,6 +344,9 @@ def test_every_type_has_an_option_table() -> None:
     assert "framing" in allowed_options(DeliveryType.SYSLOG_TCP)
     assert "max_datagram_bytes" in allowed_options(DeliveryType.SYSLOG_UDP)
     assert "fingerprint" in allowed_options(DeliveryType.SYSLOG_TLS)
+    assert {"window", "max_message_bytes", "tls", "ca_file"} <= allowed_options(
+        DeliveryType.SYSLOG_RELP
+    )
     assert "sourcetype" in allowed_options(DeliveryType.SPLUNK_HEC)
     assert "body" in allowed_options(DeliveryType.WEBHOOK)
 
@@ -292,6 +358,7 @@ def test_every_option_names_a_config_field() -> None:
         DeliveryType.SYSLOG_TCP: SyslogConfig,
         DeliveryType.SYSLOG_TLS: SyslogConfig,
         DeliveryType.SYSLOG_UDP: SyslogConfig,
+        DeliveryType.SYSLOG_RELP: SyslogConfig,
         DeliveryType.WEBHOOK: WebhookConfig,
         DeliveryType.SPLUNK_HEC: HecConfig,
         DeliveryType.FILE: FileConfig,

@@ -34,6 +34,8 @@ HEC, HOOK = DeliveryType.SPLUNK_HEC, DeliveryType.WEBHOOK
         (Target(DeliveryType.SYSLOG_TCP, "tcp://10.0.0.1:1514"), ("tcp://10.0.0.1:1514",)),
         (Target(DeliveryType.SYSLOG_UDP, "udp://siem.example.com"),
          ("udp://siem.example.com:514",)),
+        (Target(DeliveryType.SYSLOG_RELP, "relp://siem.example.com"),
+         ("relp://siem.example.com:2514",)),
         (Target(DeliveryType.FILE, "file:///var/log/siem.jsonl"), ()),
     ],
 )  # fmt: skip
