@@ -13,7 +13,9 @@ known secrets appears in one of them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +30,9 @@ from sqlalchemy import Engine
 from xavyo_siem.api import ApiLimits, create_app
 from xavyo_siem.crypto import KeyRing, new_key_text
 from xavyo_siem.egress import EgressGuard
+from xavyo_siem.model import SiemDestination
+from xavyo_siem.pipeline import DestinationComponents, PipelineSettings, RetryPolicy
+from xavyo_siem.runtime import Worker, WorkerSettings, open_destination
 from xavyo_siem.settings import Settings
 from xavyo_siem.store.tokens import Role, issue_token
 
@@ -176,3 +181,29 @@ async def api(make_api: Callable[..., Api]) -> Api:
 async def dev_api(make_api: Callable[..., Api]) -> Api:
     """The API in development mode (plain http:// peers) with loopback peers allowed."""
     return make_api(Settings(env="development", egress_allow=LOOPBACK))
+
+
+async def deliver_until(api: Api, settings: Settings, until: Callable[[], bool]) -> None:
+    """Run a worker over every destination of the store until `until()` holds (or 20 s
+    pass), with fast retries, then stop it."""
+
+    async def open_components(destination: SiemDestination) -> DestinationComponents:
+        return await open_destination(api.engine, destination, settings=settings, keyring=KEYS)
+
+    worker = Worker(
+        engine=api.engine,
+        open_components=open_components,
+        settings=WorkerSettings(
+            lease_ttl_s=5, scan_interval_s=0.1, listen_poll_s=0.05,
+            pipeline=PipelineSettings(
+                poll_interval_s=0.05,
+                retry=RetryPolicy(base_s=0.01, cap_s=0.05, misconfigured_cap_s=0.05),
+            ),
+        ),
+    )  # fmt: skip
+    task = asyncio.create_task(worker.run())
+    deadline = time.monotonic() + 20
+    while not until() and time.monotonic() < deadline and not task.done():
+        await asyncio.sleep(0.02)
+    worker.stop()
+    await asyncio.wait_for(task, 30)

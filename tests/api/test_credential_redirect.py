@@ -8,8 +8,6 @@ test asserts they never received a single request.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,15 +16,13 @@ from sqlalchemy import select, update
 
 from store_roles import owner_connection
 from xavyo_siem.delivery import Delivered
-from xavyo_siem.model import SiemDestination
-from xavyo_siem.pipeline import DestinationComponents, PipelineSettings, RetryPolicy
-from xavyo_siem.runtime import Worker, WorkerSettings, open_destination
+from xavyo_siem.runtime import open_destination
 from xavyo_siem.sample import generate_events
 from xavyo_siem.settings import Settings
 from xavyo_siem.store.destinations import list_destinations
 from xavyo_siem.store.tables import destination_state, destinations
 
-from conftest import BEARER, HEC_TOKEN, KEYS, LOOPBACK, WEBHOOK_SECRET, Api
+from conftest import BEARER, HEC_TOKEN, KEYS, LOOPBACK, WEBHOOK_SECRET, Api, deliver_until
 from peers.hec_server import HecServer
 from peers.webhook_receiver import WebhookReceiver
 
@@ -37,31 +33,6 @@ WEBHOOK_CREDENTIALS = orjson.dumps(
 
 NEW_TOKEN_1 = "0a1b2c3d-0000-4000-8000-000000000001"
 NEW_TOKEN_2 = "0a1b2c3d-0000-4000-8000-000000000002"
-
-
-async def run_worker_until(api: Api, until: Callable[[], bool]) -> None:
-    """Run a worker over the store until `until()` holds (or 20 s pass)."""
-
-    async def open_components(destination: SiemDestination) -> DestinationComponents:
-        return await open_destination(api.engine, destination, settings=SETTINGS, keyring=KEYS)
-
-    worker = Worker(
-        engine=api.engine,
-        open_components=open_components,
-        settings=WorkerSettings(
-            lease_ttl_s=5, scan_interval_s=0.1, listen_poll_s=0.05,
-            pipeline=PipelineSettings(
-                poll_interval_s=0.05,
-                retry=RetryPolicy(base_s=0.01, cap_s=0.05, misconfigured_cap_s=0.05),
-            ),
-        ),
-    )  # fmt: skip
-    task = asyncio.create_task(worker.run())
-    deadline = time.monotonic() + 20
-    while not until() and time.monotonic() < deadline and not task.done():
-        await asyncio.sleep(0.02)
-    worker.stop()
-    await asyncio.wait_for(task, 30)
 
 
 async def make_destination(api: Api, kind: str, url: str, secret: str) -> str:
@@ -203,7 +174,7 @@ async def test_an_endpoint_changed_in_the_store_is_refused_by_test_and_worker(
         assert f"given for splunk_hec {hec.url}" in step["detail"]
         assert f"now sends to splunk_hec {evil.url}" in step["detail"]
         await ingest(api, 10)
-        await run_worker_until(api, refused(api, ident))
+        await deliver_until(api, SETTINGS, refused(api, ident))
         health = await health_of(api, ident)
     assert evil.requests == []
     assert hec.requests == []
@@ -222,7 +193,7 @@ async def test_a_hec_destination_without_its_credential_is_refused(dev_api: Api)
         with owner_connection(api.engine) as conn:
             conn.execute(update(destinations).where(destinations.c.id == ident).values(secret=None))
         await ingest(api, 10)
-        await run_worker_until(api, refused(api, ident))
+        await deliver_until(api, SETTINGS, refused(api, ident))
         health = await health_of(api, ident)
     assert hec.requests == []
     assert health["status"] == "failing"

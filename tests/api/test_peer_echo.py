@@ -10,11 +10,8 @@ a destination test, the credentials are in no stored row, no API answer and no l
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any, Final
 from uuid import UUID
 
@@ -22,45 +19,17 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from xavyo_siem.model import SiemDestination
-from xavyo_siem.pipeline import DestinationComponents, PipelineSettings, RetryPolicy
-from xavyo_siem.runtime import Worker, WorkerSettings, open_destination
 from xavyo_siem.sample import generate_events
 from xavyo_siem.settings import Settings
 from xavyo_siem.store.tables import dead_letters, destination_state
 
-from conftest import HEC_TOKEN, KEYS, LOOPBACK, Api
+from conftest import HEC_TOKEN, LOOPBACK, Api, deliver_until
 from peers.hec_server import HecFaults, HecServer
 from peers.webhook_receiver import WebhookReceiver
 
 FEED_KEY: Final = "fk-7d41c0aa93be5f12"
 WEBHOOK_CREDENTIALS: Final = orjson.dumps({"headers": {"X-Feed-Key": FEED_KEY}}).decode()
 CREDENTIALS: Final = (HEC_TOKEN, FEED_KEY)
-
-
-async def deliver_until(api: Api, settings: Settings, until: Callable[[], bool]) -> None:
-    """Run a worker over every destination of the store until `until()` holds (or 20 s)."""
-
-    async def open_components(destination: SiemDestination) -> DestinationComponents:
-        return await open_destination(api.engine, destination, settings=settings, keyring=KEYS)
-
-    worker = Worker(
-        engine=api.engine,
-        open_components=open_components,
-        settings=WorkerSettings(
-            lease_ttl_s=5, scan_interval_s=0.1, listen_poll_s=0.05,
-            pipeline=PipelineSettings(
-                poll_interval_s=0.05,
-                retry=RetryPolicy(base_s=0.01, cap_s=0.05, misconfigured_cap_s=0.05),
-            ),
-        ),
-    )  # fmt: skip
-    task = asyncio.create_task(worker.run())
-    deadline = time.monotonic() + 20
-    while not until() and time.monotonic() < deadline and not task.done():
-        await asyncio.sleep(0.02)
-    worker.stop()
-    await asyncio.wait_for(task, 30)
 
 
 def stored_reasons(api: Api) -> tuple[list[str], list[str]]:

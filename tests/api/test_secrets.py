@@ -9,9 +9,7 @@ searches everything the rest of the run produces.)
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from typing import Any
 from uuid import UUID
 
@@ -20,46 +18,25 @@ import pytest
 from sqlalchemy import select
 
 from store_roles import owner_connection
-from xavyo_siem.model import SiemDestination
-from xavyo_siem.pipeline import DestinationComponents, PipelineSettings, RetryPolicy
-from xavyo_siem.runtime import Worker, WorkerSettings, open_destination
 from xavyo_siem.sample import generate_events
 from xavyo_siem.settings import Settings
 from xavyo_siem.store.tables import destinations
 
-from conftest import BEARER, HEC_TOKEN, KEYS, KNOWN_SECRETS, LOOPBACK, WEBHOOK_SECRET, Api
+from conftest import (
+    BEARER,
+    HEC_TOKEN,
+    KNOWN_SECRETS,
+    LOOPBACK,
+    WEBHOOK_SECRET,
+    Api,
+    deliver_until,
+)
 from peers.hec_server import HecServer
 from peers.webhook_receiver import WebhookReceiver
 
 WEBHOOK_CREDENTIALS = orjson.dumps(
     {"signing_secrets": [WEBHOOK_SECRET], "bearer_token": BEARER}
 ).decode()
-
-
-async def deliver_all(api: Api, settings: Settings, until: Any) -> None:
-    """Run a worker, which delivers every destination of the store, until `until()` holds (or
-    20 s pass)."""
-
-    async def open_components(destination: SiemDestination) -> DestinationComponents:
-        return await open_destination(api.engine, destination, settings=settings, keyring=KEYS)
-
-    worker = Worker(
-        engine=api.engine,
-        open_components=open_components,
-        settings=WorkerSettings(
-            lease_ttl_s=5, scan_interval_s=0.1, listen_poll_s=0.05,
-            pipeline=PipelineSettings(
-                poll_interval_s=0.05,
-                retry=RetryPolicy(base_s=0.01, cap_s=0.05, misconfigured_cap_s=0.05),
-            ),
-        ),
-    )  # fmt: skip
-    task = asyncio.create_task(worker.run())
-    deadline = time.monotonic() + 20
-    while not until() and time.monotonic() < deadline and not task.done():
-        await asyncio.sleep(0.02)
-    worker.stop()
-    await asyncio.wait_for(task, 30)
 
 
 async def test_known_secrets_never_appear_in_responses_or_logs(
@@ -115,8 +92,8 @@ async def test_known_secrets_never_appear_in_responses_or_logs(
         assert ok.json()["ok"] is True, ok.text
         assert ok.json()["steps"][-2]["step"] == "authenticate"
         await call("POST", "/events", json={"events": events})
-        await deliver_all(api, settings, lambda: len(hec.received) >= 40)
-        await deliver_all(api, settings, lambda: len(hook.events()) >= 40)
+        await deliver_until(api, settings, lambda: len(hec.received) >= 40)
+        await deliver_until(api, settings, lambda: len(hook.events()) >= 40)
         assert len(hec.received) >= 40
         assert len(hook.events()) >= 40
         assert not hook.refusals
@@ -127,7 +104,7 @@ async def test_known_secrets_never_appear_in_responses_or_logs(
             {**e, "event_id": str(UUID(int=i + 1))} for i, e in enumerate(events[:5])
         ]})  # fmt: skip
         asked = len(hec.requests)
-        await deliver_all(api, settings, lambda: len(hec.requests) >= asked + 3)
+        await deliver_until(api, settings, lambda: len(hec.requests) >= asked + 3)
         health = await call("GET", f"/destinations/{hec_id}/health")
         assert health.json()["status"] == "failing"
         assert "token" in health.json()["last_error"].lower()

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import trustme
 
+from syslog_records import deliver, received, record, send_all
 from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, Rejected, RetryLater
 from xavyo_siem.delivery.options import validate_destination
 from xavyo_siem.delivery.relp import RelpTransport
@@ -25,16 +25,6 @@ from xavyo_siem.delivery.syslog_config import SyslogConfig
 from peers.rsyslog import RelpTlsFiles, RsyslogPeer, start_rsyslog
 
 pytestmark = pytest.mark.peer
-
-
-def record(i: int, body: str = "") -> Record:
-    """A realistic RFC 5424 record with escaped SD values, non-ASCII and (sometimes) a LF."""
-    text = (
-        f"<110>1 2024-05-01T12:34:{i % 60:02d}.{i:06d}Z idp.example.com xavyo-siem - USER_LOGIN"
-        f' [audit@32473 event_id="ev-{i}" reason="bad \\"pw\\" \\] x" actor="zoë"]'
-        f" \ufeffevent {i} {body}"
-    )
-    return Record(event_id=f"ev-{i}", timestamp_us=i, text=text)
 
 
 def varied_records(count: int) -> list[Record]:
@@ -57,30 +47,6 @@ def transport(endpoint: str, **options: object) -> RelpTransport:
     )
     assert isinstance(config, SyslogConfig)
     return RelpTransport(config)
-
-
-def received(peer: RsyslogPeer, count: int) -> list[str]:
-    peer.wait_for(count, timeout=30)
-    return [r["rawmsg"] for r in peer.read_json()]
-
-
-async def send_all(sender: RelpTransport, records: list[Record], batch: int) -> None:
-    for start in range(0, len(records), batch):
-        assert await sender.send(records[start : start + batch]) == Delivered()
-
-
-async def deliver(sender: RelpTransport, batch: list[Record]) -> int:
-    """Send like the pipeline does: the same batch again after RetryLater until delivered."""
-    failures = 0
-    deadline = time.monotonic() + 60
-    while True:
-        result = await sender.send(batch)
-        if result == Delivered():
-            return failures
-        assert isinstance(result, RetryLater), result
-        failures += 1
-        assert time.monotonic() < deadline, result
-        await asyncio.sleep(0.01)
 
 
 # -- plain RELP ------------------------------------------------------------------------------

@@ -17,24 +17,15 @@ from pathlib import Path
 import pytest
 import trustme
 
-from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, Rejected, RetryLater
+from syslog_records import deliver, received, record, send_all
+from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, Rejected
 from xavyo_siem.delivery.options import validate_destination
 from xavyo_siem.delivery.syslog import SyslogTransport
 from xavyo_siem.delivery.syslog_config import SyslogConfig
 
-from peers.rsyslog import RsyslogPeer, TlsFiles, start_rsyslog
+from peers.rsyslog import TlsFiles, start_rsyslog
 
 pytestmark = pytest.mark.peer
-
-
-def record(i: int, body: str = "") -> Record:
-    """A realistic RFC 5424 record with escaped SD values, non-ASCII and (sometimes) a LF."""
-    text = (
-        f"<110>1 2024-05-01T12:34:{i % 60:02d}.{i:06d}Z idp.example.com xavyo-siem - USER_LOGIN"
-        f' [audit@32473 event_id="ev-{i}" reason="bad \\"pw\\" \\] x" actor="zoë"]'
-        f" \ufeffevent {i} {body}"
-    )
-    return Record(event_id=f"ev-{i}", timestamp_us=i, text=text)
 
 
 def varied_records(count: int) -> list[Record]:
@@ -46,16 +37,6 @@ def transport(kind: str, endpoint: str, **options: object) -> SyslogTransport:
     config = validate_destination(kind, endpoint, {"timeout_s": 5, **options}, development=False)
     assert isinstance(config, SyslogConfig)
     return SyslogTransport(config)
-
-
-def received(peer: RsyslogPeer, count: int) -> list[str]:
-    peer.wait_for(count, timeout=30)
-    return [r["rawmsg"] for r in peer.read_json()]
-
-
-async def send_all(sender: SyslogTransport, records: list[Record], batch: int) -> None:
-    for start in range(0, len(records), batch):
-        assert await sender.send(records[start : start + batch]) == Delivered()
 
 
 # -- TCP -------------------------------------------------------------------------------------
@@ -116,19 +97,6 @@ async def test_receiver_restart_after_confirmation_sends_only_the_next_batch(
         assert await sender.send(second) == Delivered()
         await sender.aclose()
         assert received(peer, 10) == [r.text for r in first + second]
-
-
-async def deliver(sender: SyslogTransport, batch: list[Record]) -> int:
-    """Send like the pipeline does: the same batch again until it is delivered."""
-    failures = 0
-    while True:
-        result = await sender.send(batch)
-        if result == Delivered():
-            return failures
-        assert isinstance(result, RetryLater), result
-        failures += 1
-        assert failures < 500, result
-        await asyncio.sleep(0.01)
 
 
 async def test_receiver_restart_under_load_loses_nothing(tmp_path: Path) -> None:
