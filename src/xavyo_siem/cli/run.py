@@ -101,6 +101,7 @@ def run(
             lease_ttl_s=lease_ttl,
             scan_interval_s=lease_ttl / 3,
             listen_poll_s=poll_interval * 10,
+            export_retention_s=settings.export_retention.total_seconds(),
             pipeline=PipelineSettings(
                 poll_interval_s=poll_interval,
                 retry=RetryPolicy(
