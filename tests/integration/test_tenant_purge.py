@@ -15,9 +15,10 @@ from uuid import UUID
 import orjson
 import pytest
 from sqlalchemy import Engine, func, select
+from test_worker_feed import tenants_events, wait_until, worker
 
 from file_output import add_file_destination, delivered_ids
-from store_roles import owner_connection
+from store_roles import as_role, make_login_role, owner_connection
 from xavyo_siem.access import create_api_token
 from xavyo_siem.batch import BatchExporter, ExportRequest, ExportSettings, create_export_job
 from xavyo_siem.errors import ExportJobError
@@ -25,15 +26,15 @@ from xavyo_siem.ingest import store_events
 from xavyo_siem.manifest import manifest_path
 from xavyo_siem.model import AuditEvent, JobStatus
 from xavyo_siem.sample import DEFAULT_START, generate_events
-from xavyo_siem.store import make_engine, open_store, writing
 from xavyo_siem.store import destinations as destination_rows
+from xavyo_siem.store import make_engine, open_store, upgrade, writing
 from xavyo_siem.store.dead_letters import add_dead_letters
 from xavyo_siem.store.leases import acquire_leases, heartbeat
 from xavyo_siem.store.purge import TENANT_ROWS
+from xavyo_siem.store.scope import SERVICE_ROLE
 from xavyo_siem.store.tables import audit_events, metadata
 from xavyo_siem.store.tokens import Role
 from xavyo_siem.tenants import purge_tenant
-from test_worker_feed import tenants_events, wait_until, worker
 
 A, B = UUID(int=0xA), UUID(int=0xB)
 START = DEFAULT_START
@@ -92,9 +93,7 @@ def counts(engine: Engine, tenant: UUID) -> dict[str, int]:
         return {
             kind: int(
                 conn.execute(
-                    select(func.count())
-                    .select_from(table)
-                    .where(table.c.tenant_id == str(tenant))
+                    select(func.count()).select_from(table).where(table.c.tenant_id == str(tenant))
                 ).scalar_one()
             )
             for kind, table in TENANT_ROWS
@@ -116,15 +115,18 @@ async def test_purge_removes_everything_of_one_tenant_and_nothing_of_another(
     b_file = await populate(engine, B, tmp_path, seed=2)
     b_before = counts(engine, B)
     a_before = counts(engine, A)
-    assert all(a_before.values()) and all(b_before.values())
+    assert all(a_before.values())
+    assert all(b_before.values())
 
     purge = purge_tenant(engine, tenant_id=A)
 
     assert purge.removed == {**a_before, "export_files": 2}
     assert counts(engine, A) == dict.fromkeys(a_before, 0)
     assert counts(engine, B) == b_before
-    assert not a_file.exists() and not manifest_path(a_file).exists()
-    assert b_file.exists() and manifest_path(b_file).exists()
+    assert not a_file.exists()
+    assert not manifest_path(a_file).exists()
+    assert b_file.exists()
+    assert manifest_path(b_file).exists()
 
 
 async def test_a_dry_run_counts_what_would_go_and_changes_nothing(
@@ -134,9 +136,11 @@ async def test_a_dry_run_counts_what_would_go_and_changes_nothing(
     path = await populate(engine, A, tmp_path, seed=3)
     before = counts(engine, A)
     dry = purge_tenant(engine, tenant_id=A, dry_run=True)
-    assert dry.dry_run and dry.removed == {**before, "export_files": 2}
+    assert dry.dry_run
+    assert dry.removed == {**before, "export_files": 2}
     assert counts(engine, A) == before
-    assert path.exists() and manifest_path(path).exists()
+    assert path.exists()
+    assert manifest_path(path).exists()
 
 
 async def test_a_purge_is_refused_while_an_export_of_the_tenant_runs(
@@ -172,7 +176,8 @@ async def test_a_running_worker_drops_the_purged_tenant_and_keeps_serving_the_ot
     b_first = [str(e.event_id) for e in first if e.tenant_id == B]
     await wait_until(lambda: len(delivered_ids(b_path)) >= len(b_first))
     scheduler = running.scheduler
-    assert scheduler is not None and a_destination in scheduler.lanes
+    assert scheduler is not None
+    assert a_destination in scheduler.lanes
 
     purge_tenant(engine, tenant_id=A)
     await wait_until(lambda: a_destination not in scheduler.lanes)
@@ -184,6 +189,28 @@ async def test_a_running_worker_drops_the_purged_tenant_and_keeps_serving_the_ot
     await task
     assert delivered_ids(b_path) == b_first + [str(e.event_id) for e in later]
     assert counts(engine, A)["leases"] == 0
+
+
+async def test_the_service_role_alone_purges_its_tenant_and_no_other(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Connected as a role with the tenant scope only (no platform rights), a purge removes
+    every row of its tenant, and row-level security keeps every row of the other."""
+    owner = make_engine(pg_url)
+    upgrade(owner)
+    await populate(owner, A, tmp_path, seed=9)
+    await populate(owner, B, tmp_path, seed=10)
+    b_before, a_before = counts(owner, B), counts(owner, A)
+    role = make_login_role("xavyo_siem_test_api", (SERVICE_ROLE,))
+    service = make_engine(as_role(pg_url, role))
+    try:
+        purge = purge_tenant(service, tenant_id=A)
+    finally:
+        service.dispose()
+    assert purge.removed == {**a_before, "export_files": 2}
+    assert counts(owner, A) == dict.fromkeys(a_before, 0)
+    assert counts(owner, B) == b_before
+    owner.dispose()
 
 
 def test_the_cli_refuses_without_yes_and_purges_with_it(tmp_path: Path) -> None:
@@ -206,12 +233,15 @@ def test_the_cli_refuses_without_yes_and_purges_with_it(tmp_path: Path) -> None:
 
     dry = cli()
     assert dry.returncode == 1
-    assert b"would remove" in dry.stderr and b"--yes" in dry.stderr
-    assert b"events" in dry.stdout and b"30" in dry.stdout
+    assert b"would remove" in dry.stderr
+    assert b"--yes" in dry.stderr
+    assert b"events" in dry.stdout
+    assert b"30" in dry.stdout
     done = cli("--yes", "--json")
     assert done.returncode == 0, done.stderr
     report = orjson.loads(done.stdout)
-    assert report["dry_run"] is False and report["removed"]["events"] == 30
+    assert report["dry_run"] is False
+    assert report["removed"]["events"] == 30
     again = cli("--yes", "--json")
     assert orjson.loads(again.stdout)["removed"]["events"] == 0
     engine = make_engine(url)

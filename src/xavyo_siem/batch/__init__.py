@@ -37,9 +37,9 @@ from xavyo_siem.batch.requests import (
 
 __all__ = [
     "BatchExporter",
+    "Expired",
     "ExportRequest",
     "ExportSettings",
-    "Expired",
     "Progress",
     "RangeSource",
     "cancel_export_job",

@@ -37,11 +37,11 @@ from sqlalchemy import Engine
 
 from xavyo_siem.batch import (
     BatchExporter,
-    expire_export_jobs,
     ExportRequest,
     ExportSettings,
     cancel_export_job,
     create_export_job,
+    expire_export_jobs,
     find_export_job,
     resume_export_job,
 )
@@ -80,9 +80,7 @@ from xavyo_siem.trail import Actor
 __all__ = ["export_app", "jobs_app"]
 
 export_app = typer.Typer(invoke_without_command=True)  # help: the callback's docstring
-jobs_app = typer.Typer(
-    help="Batch export jobs: list, show, cancel, expire.", no_args_is_help=True
-)
+jobs_app = typer.Typer(help="Batch export jobs: list, show, cancel, expire.", no_args_is_help=True)
 
 # The request fields of InvalidExport, as the flags that set them.
 _EXPORT_FLAGS = {
@@ -499,7 +497,9 @@ def jobs_expire(
             "--older-than", older_than or "", default=settings.export_retention
         )
     except ValueError as exc:
-        raise typer.BadParameter(str(exc).removeprefix("--older-than: "), param_hint="--older-than") from None
+        raise typer.BadParameter(
+            str(exc).removeprefix("--older-than: "), param_hint="--older-than"
+        ) from None
     expired = expire_export_jobs(open_store(db), retention=retention, now=datetime.now(UTC))
     if json:
         print_json_lines([expired.to_dict()])
