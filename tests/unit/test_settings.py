@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from xavyo_siem.settings import DEFAULT_EXPORT_RETENTION, Settings, parse_duration
+
+_DURATION = re.compile(r"[0-9]{1,9}[smhd]")
 
 
 @pytest.mark.parametrize(
@@ -36,3 +41,17 @@ def test_the_export_retention_defaults_to_seven_days() -> None:
     """Unset or empty, the export retention is 7 days."""
     assert Settings.from_env({}).export_retention == DEFAULT_EXPORT_RETENTION == timedelta(days=7)
     assert Settings.from_env({"XAVYO_SIEM_EXPORT_RETENTION": ""}).export_retention.days == 7
+
+
+@given(st.text(max_size=30))
+def test_any_text_is_a_positive_duration_or_refused_naming_the_setting(text: str) -> None:
+    """Whatever the text, the retention reads as a positive duration (a whole number and a
+    unit; empty: the default) or is refused with a message that names the setting."""
+    environ = {"XAVYO_SIEM_EXPORT_RETENTION": text}
+    if not text.strip() or (
+        _DURATION.fullmatch(text.strip().lower()) and int(text.strip()[:-1]) > 0
+    ):
+        assert Settings.from_env(environ).export_retention > timedelta(0)
+    else:
+        with pytest.raises(ValueError, match=r"^XAVYO_SIEM_EXPORT_RETENTION: "):
+            Settings.from_env(environ)
