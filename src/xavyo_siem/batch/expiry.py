@@ -109,11 +109,13 @@ def expire_export_jobs(engine: Engine, *, retention: timedelta, now: datetime) -
     while True:
         with writing(engine) as conn:
             expired = job_rows.expired_jobs(conn, finished_before=cutoff, limit=_PASS)
-            jobs += job_rows.delete_expired_jobs(
+            deleted = job_rows.delete_expired_jobs(
                 conn, job_ids=[job.id for job in expired], finished_before=cutoff
             )
-            busy = busy_paths(conn, expired)
-        files += remove_job_files(expired, busy=busy)  # after the commit: see the docstring
+            mine = [job for job in expired if job.id in deleted]  # not another worker's
+            busy = busy_paths(conn, mine)
+        jobs += len(mine)
+        files += remove_job_files(mine, busy=busy)  # after the commit: see the docstring
         if len(expired) < _PASS:
             break
     if jobs:

@@ -449,13 +449,17 @@ def expired_jobs(
 @platform_wide
 def delete_expired_jobs(
     conn: Connection, *, job_ids: Collection[UUID], finished_before: datetime
-) -> int:
-    """Delete these jobs if they are still finished before `finished_before`; how many."""
+) -> set[UUID]:
+    """Delete these jobs if they still finished before `finished_before`; the ids this
+    transaction deleted (another process may have deleted some first)."""
     if not job_ids:
-        return 0
-    return conn.execute(
-        delete(export_jobs).where(
+        return set()
+    deleted = conn.execute(
+        delete(export_jobs)
+        .where(
             _J.id.in_(sorted(str(j) for j in job_ids)),
             _expired(to_epoch_us(finished_before)),
         )
-    ).rowcount
+        .returning(_J.id)
+    ).scalars()
+    return {uuid_from_canonical(ident) for ident in deleted}
