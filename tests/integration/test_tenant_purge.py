@@ -20,13 +20,20 @@ from test_worker_feed import tenants_events, wait_until, worker
 from file_output import add_file_destination, delivered_ids
 from store_roles import as_role, make_login_role, owner_connection
 from xavyo_siem.access import create_api_token
-from xavyo_siem.batch import BatchExporter, ExportRequest, ExportSettings, create_export_job
+from xavyo_siem.batch import (
+    BatchExporter,
+    ExportRequest,
+    ExportSettings,
+    create_export_job,
+    partial_path,
+)
 from xavyo_siem.errors import ExportJobError
 from xavyo_siem.ingest import store_events
 from xavyo_siem.manifest import manifest_path
 from xavyo_siem.model import AuditEvent, JobStatus
 from xavyo_siem.sample import DEFAULT_START, generate_events
 from xavyo_siem.store import destinations as destination_rows
+from xavyo_siem.store import jobs as job_rows
 from xavyo_siem.store import make_engine, open_store, upgrade, writing
 from xavyo_siem.store.dead_letters import add_dead_letters
 from xavyo_siem.store.leases import acquire_leases, heartbeat
@@ -158,6 +165,28 @@ async def test_a_purge_is_refused_while_an_export_of_the_tenant_runs(
     with pytest.raises(ExportJobError, match=str(job.id)):
         purge_tenant(engine, tenant_id=A)
     assert counts(engine, A) == before
+
+
+async def test_the_partial_file_of_an_export_whose_exporter_died_goes_too(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A job whose exporter died (its lease expired) does not hold the purge up; its row
+    and its partial files are removed."""
+    store_events(engine, of(A, 50, 11))
+    path = tmp_path / "died.csv"
+    job = create_export_job(
+        engine,
+        ExportRequest(tenant_id=A, start=START, end=END, output=path),
+        owner="died",
+        ttl=timedelta(seconds=1),
+        now=datetime.now(UTC) - timedelta(hours=1),
+    )
+    partial_path(path).write_bytes(b"half a file")
+    purge = purge_tenant(engine, tenant_id=A)
+    assert purge.removed["export_jobs"] == 1
+    assert not partial_path(path).exists()
+    with engine.connect() as conn:
+        assert job_rows.get_job(conn, tenant_id=A, job_id=job.id) is None
 
 
 async def test_a_running_worker_drops_the_purged_tenant_and_keeps_serving_the_other(
