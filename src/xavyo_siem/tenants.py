@@ -31,7 +31,8 @@ from xavyo_siem.batch.expiry import busy_paths, job_files, remove_job_files
 from xavyo_siem.errors import ExportJobError
 from xavyo_siem.model import BatchExportJob
 from xavyo_siem.store import writing
-from xavyo_siem.store.purge import count_tenant_rows, delete_tenant_rows, live_jobs, tenant_jobs
+from xavyo_siem.store.jobs import lock_tenant_jobs
+from xavyo_siem.store.purge import count_tenant_rows, delete_tenant_rows, live_jobs
 from xavyo_siem.trail import Actor, log
 
 __all__ = ["Purge", "purge_tenant"]
@@ -56,8 +57,9 @@ class Purge:
 
 
 def _idle_jobs(conn: Connection, tenant_id: UUID) -> list[BatchExportJob]:
-    """The tenant's export jobs, none of which a live process runs (else refused)."""
-    jobs = tenant_jobs(conn, tenant_id=tenant_id)
+    """The tenant's export jobs, locked for the transaction (so no worker claims one in
+    between), none of which a live process runs (else refused)."""
+    jobs = lock_tenant_jobs(conn, tenant_id=tenant_id)
     running = live_jobs(jobs, now=datetime.now(UTC))
     if running:
         names = ", ".join(str(job.id) for job in running[:5])

@@ -46,6 +46,7 @@ __all__ = [
     "insert_job",
     "job_tenant_ids",
     "list_jobs",
+    "lock_tenant_jobs",
     "record_job_error",
     "release_job",
     "renew_job_lease",
@@ -171,6 +172,19 @@ def list_jobs(conn: Connection, *, tenant_id: UUID, limit: int = 100) -> list[Ba
         .where(_J.tenant_id == str(tenant_id))
         .order_by(_J.created_us.desc(), _J.id)
         .limit(limit)
+    ).mappings()
+    return [_job_of(row) for row in rows]
+
+
+@scoped
+def lock_tenant_jobs(conn: Connection, *, tenant_id: UUID) -> list[BatchExportJob]:
+    """Every job of the tenant, locked until the transaction ends (PostgreSQL: a claim,
+    checkpoint or cancel of one of them waits for it; SQLite's writers wait anyway)."""
+    rows = conn.execute(
+        select(export_jobs)
+        .where(_J.tenant_id == str(tenant_id))
+        .order_by(_J.created_us, _J.id)
+        .with_for_update()
     ).mappings()
     return [_job_of(row) for row in rows]
 

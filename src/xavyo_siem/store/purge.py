@@ -15,7 +15,6 @@ from uuid import UUID
 from sqlalchemy import Connection, Table, delete, func, select
 
 from xavyo_siem.model import BatchExportJob, JobStatus, to_epoch_us
-from xavyo_siem.store.jobs import list_jobs
 from xavyo_siem.store.scope import scoped
 from xavyo_siem.store.tables import (
     api_tokens,
@@ -27,7 +26,7 @@ from xavyo_siem.store.tables import (
     leases,
 )
 
-__all__ = ["TENANT_ROWS", "count_tenant_rows", "delete_tenant_rows", "live_jobs", "tenant_jobs"]
+__all__ = ["TENANT_ROWS", "count_tenant_rows", "delete_tenant_rows", "live_jobs"]
 
 TENANT_ROWS: Final[tuple[tuple[str, Table], ...]] = (
     ("dead_letters", dead_letters),
@@ -61,15 +60,6 @@ def delete_tenant_rows(conn: Connection, *, tenant_id: UUID) -> dict[str, int]:
         kind: conn.execute(delete(table).where(table.c.tenant_id == str(tenant_id))).rowcount
         for kind, table in TENANT_ROWS
     }
-
-
-@scoped
-def tenant_jobs(conn: Connection, *, tenant_id: UUID) -> list[BatchExportJob]:
-    """Every export job of the tenant (their files go with them)."""
-    total = conn.execute(
-        select(func.count()).where(export_jobs.c.tenant_id == str(tenant_id))
-    ).scalar_one()
-    return list_jobs(conn, tenant_id=tenant_id, limit=max(int(total), 1))
 
 
 def live_jobs(jobs: list[BatchExportJob], *, now: datetime) -> list[BatchExportJob]:
