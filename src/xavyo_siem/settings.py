@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Final, Literal
 
-__all__ = ["DEFAULT_API_RATE_LIMIT", "DEFAULT_DATABASE_URL", "Settings", "parse_api_rate_limit"]
+__all__ = [
+    "DEFAULT_API_RATE_LIMIT",
+    "DEFAULT_DATABASE_URL",
+    "DEFAULT_EXPORT_RETENTION",
+    "Settings",
+    "parse_api_rate_limit",
+    "parse_duration",
+]
 
 DEFAULT_DATABASE_URL: Final = "sqlite:///./xavyo-siem.db"
 DEFAULT_API_RATE_LIMIT: Final = (50.0, 100)
+DEFAULT_EXPORT_RETENTION: Final = timedelta(days=7)
+_DURATION: Final = re.compile(r"([0-9]{1,9})([smhd])")
+_UNIT_S: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +35,7 @@ class Settings:
     secret_key_file: str | None = None
     egress_allow: tuple[str, ...] = ()
     api_rate_limit: tuple[float, int] = DEFAULT_API_RATE_LIMIT
+    export_retention: timedelta = DEFAULT_EXPORT_RETENTION
 
     @property
     def development(self) -> bool:
@@ -32,7 +45,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read XAVYO_SIEM_* variables; an unknown XAVYO_SIEM_ENV value, or a malformed
-        XAVYO_SIEM_API_RATE_LIMIT, is refused."""
+        XAVYO_SIEM_API_RATE_LIMIT or XAVYO_SIEM_EXPORT_RETENTION, is refused."""
         env = os.environ if environ is None else environ
         mode = env.get("XAVYO_SIEM_ENV", "production").strip().lower() or "production"
         if mode not in ("production", "development"):
@@ -47,6 +60,11 @@ class Settings:
             secret_key_file=env.get("XAVYO_SIEM_SECRET_KEY_FILE") or None,
             egress_allow=tuple(part.strip() for part in allow.split(",") if part.strip()),
             api_rate_limit=parse_api_rate_limit(env.get("XAVYO_SIEM_API_RATE_LIMIT", "")),
+            export_retention=parse_duration(
+                "XAVYO_SIEM_EXPORT_RETENTION",
+                env.get("XAVYO_SIEM_EXPORT_RETENTION", ""),
+                default=DEFAULT_EXPORT_RETENTION,
+            ),
         )
 
 
@@ -67,3 +85,17 @@ def parse_api_rate_limit(text: str) -> tuple[float, int]:
             f" positive rate and a burst of at least 1, e.g. 50:100; got {text[:40]!r}"
         )
     return per_s, size
+
+
+def parse_duration(name: str, text: str, *, default: timedelta) -> timedelta:
+    """A positive duration `NUMBER UNIT`, the unit one of s, m, h, d (`7d`, `12h`, `90m`);
+    empty means `default`. `name` (the setting or flag) names the value in the error."""
+    if not text.strip():
+        return default
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None or int(match[1]) == 0:
+        raise ValueError(
+            f"{name}: must be a positive whole number followed by s, m, h or d, e.g. 7d;"
+            f" got {text[:40]!r}"
+        )
+    return timedelta(seconds=int(match[1]) * _UNIT_S[match[2]])

@@ -25,7 +25,8 @@ own use: tests, benchmarks) nothing is recorded.
 
 Platform-wide actions: a key rotation records one event per tenant whose credentials were
 re-sealed; a platform token belongs to no tenant, so issuing or revoking one is only a log
-line on the `xavyo_siem.audit` logger (as is every event recorded here).
+line on the `xavyo_siem.audit` logger (as is every event recorded here); so is a tenant
+purge (`tenants.purge_tenant`), which removes the tenant's trail with the tenant.
 """
 
 from __future__ import annotations

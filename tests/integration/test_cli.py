@@ -35,6 +35,8 @@ COMMANDS = [
     ["jobs", "list"],
     ["jobs", "show"],
     ["jobs", "cancel"],
+    ["jobs", "expire"],
+    ["tenant", "purge"],
 ]
 
 

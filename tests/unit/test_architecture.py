@@ -43,6 +43,8 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "destinations": _BASE
     | {"model", "format", "delivery", "store", "crypto", "egress", "settings", "trail"},
     "batch": _BASE | {"model", "format", "delivery", "store", "pipeline", "manifest", "trail"},
+    "tenants": _BASE
+    | {"model", "format", "delivery", "store", "pipeline", "batch", "manifest", "trail"},
     "runtime": _BASE
     | {
         "model",
@@ -77,6 +79,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
         "credentials",
         "trail",
         "access",
+        "tenants",
     },
 }
 ALLOWED["cli"] = ALLOWED["api"] | {"api", "sample"}

@@ -16,6 +16,7 @@ created it. `BatchExporter.run` carries a leased job to its end:
   retries, circuit, dead letters) on a `RangeSource`: its checkpoint lives in the job, so
   the destination's streaming cursor and health never move.
 
+Finished jobs and their files expire after a retention period (`expiry.py`).
 `requests.py` validates requests and finds, resumes and cancels jobs; `control.py` holds the
 settings and the signals between an exporter and its threads. The layout of the files and
 the guarantees are in docs/export.md.
@@ -23,6 +24,7 @@ the guarantees are in docs/export.md.
 
 from xavyo_siem.batch.control import ExportSettings, Progress, partial_path
 from xavyo_siem.batch.destination import RangeSource
+from xavyo_siem.batch.expiry import Expired, expire_export_jobs
 from xavyo_siem.batch.exporter import BatchExporter
 from xavyo_siem.batch.files import csv_lines_of_parts
 from xavyo_siem.batch.requests import (
@@ -35,6 +37,7 @@ from xavyo_siem.batch.requests import (
 
 __all__ = [
     "BatchExporter",
+    "Expired",
     "ExportRequest",
     "ExportSettings",
     "Progress",
@@ -42,6 +45,7 @@ __all__ = [
     "cancel_export_job",
     "create_export_job",
     "csv_lines_of_parts",
+    "expire_export_jobs",
     "find_export_job",
     "partial_path",
     "resume_export_job",

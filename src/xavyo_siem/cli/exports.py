@@ -1,6 +1,6 @@
 """Batch exports (the API's `/v1/tenants/{tenant_id}/exports`): `export` runs one here and
 now (or queues it for the workers), `export verify` checks a file against its manifest, and
-`jobs` lists, shows and cancels export jobs.
+`jobs` lists, shows, cancels and expires export jobs.
 
 A bad request is bad input: one line naming the flag (`error: --to: must be after
 --from`) and exit status 2.
@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache, partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,6 +41,7 @@ from xavyo_siem.batch import (
     ExportSettings,
     cancel_export_job,
     create_export_job,
+    expire_export_jobs,
     find_export_job,
     resume_export_job,
 )
@@ -71,7 +72,7 @@ from xavyo_siem.model import (
 from xavyo_siem.pipeline import DestinationComponents
 from xavyo_siem.runtime.components import open_destination
 from xavyo_siem.runtime.hosting import stop_on_signals
-from xavyo_siem.settings import DEFAULT_DATABASE_URL, Settings
+from xavyo_siem.settings import DEFAULT_DATABASE_URL, Settings, parse_duration
 from xavyo_siem.store import jobs as job_rows
 from xavyo_siem.store import open_store
 from xavyo_siem.trail import Actor
@@ -79,7 +80,7 @@ from xavyo_siem.trail import Actor
 __all__ = ["export_app", "jobs_app"]
 
 export_app = typer.Typer(invoke_without_command=True)  # help: the callback's docstring
-jobs_app = typer.Typer(help="Batch export jobs: list, show, cancel.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Batch export jobs: list, show, cancel, expire.", no_args_is_help=True)
 
 # The request fields of InvalidExport, as the flags that set them.
 _EXPORT_FLAGS = {
@@ -470,3 +471,37 @@ def jobs_cancel(
         err.print(f"cancelled job {job}")
     else:
         err.print(f"asked job {job} to stop; it cancels itself at its next checkpoint")
+
+
+@jobs_app.command("expire")
+def jobs_expire(
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            help="Retention, e.g. 7d, 12h, 90m (default: XAVYO_SIEM_EXPORT_RETENTION, 7d).",
+        ),
+    ] = None,
+    json: JsonOption = False,
+    db: DbOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """Remove the export jobs (every tenant's) that finished longer ago than the retention,
+    with the files they wrote. Queued and running jobs are never removed. The workers of
+    `run` do this about once an hour; this does it now.
+
+    Example: `xavyo-siem jobs expire`, or `xavyo-siem jobs expire --older-than 1d --json`
+    """
+    settings = load_settings()
+    try:
+        retention = parse_duration(
+            "--older-than", older_than or "", default=settings.export_retention
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(
+            str(exc).removeprefix("--older-than: "), param_hint="--older-than"
+        ) from None
+    expired = expire_export_jobs(open_store(db), retention=retention, now=datetime.now(UTC))
+    if json:
+        print_json_lines([expired.to_dict()])
+        return
+    err.print(f"removed {expired.jobs} export job(s) and {expired.files} file(s)")

@@ -20,6 +20,7 @@ from xavyo_siem.cli import (
     health,
     keys,
     run,
+    tenants,
     tokens,
 )
 from xavyo_siem.cli.output import err
@@ -76,6 +77,7 @@ app.add_typer(tokens.app, name="tokens")
 app.add_typer(keys.app, name="keys")
 app.add_typer(exports.export_app, name="export")
 app.add_typer(exports.jobs_app, name="jobs")
+app.add_typer(tenants.app, name="tenant")
 
 
 def tune_gc() -> None:

@@ -82,7 +82,9 @@ def run(
     """Deliver every enabled destination's events, continuously (Ctrl-C or SIGTERM stops).
 
     Several workers may share a PostgreSQL store: each destination is leased to one worker
-    at a time. On SQLite one worker runs at a time.
+    at a time. On SQLite one worker runs at a time. Workers also run queued export jobs,
+    and about once an hour remove the finished ones older than XAVYO_SIEM_EXPORT_RETENTION
+    (default 7d) with their files.
 
     With `--api` the HTTP API is served too, in the same process. In production a
     credential key is required (XAVYO_SIEM_SECRET_KEY or XAVYO_SIEM_SECRET_KEY_FILE).
@@ -101,6 +103,7 @@ def run(
             lease_ttl_s=lease_ttl,
             scan_interval_s=lease_ttl / 3,
             listen_poll_s=poll_interval * 10,
+            export_retention_s=settings.export_retention.total_seconds(),
             pipeline=PipelineSettings(
                 poll_interval_s=poll_interval,
                 retry=RetryPolicy(

@@ -19,6 +19,8 @@ statement.
 
 A worker also runs queued batch export jobs (xavyo_siem.batch): file exports, and exports
 to the destinations it delivers, whose streaming and exports then share one token bucket.
+About once an hour (`expiry_interval_s`) it removes the export jobs that finished longer
+than `export_retention_s` ago, with their files (batch/expiry.py), beside its other work.
 On SQLite one worker runs at a time (hosting.py holds the lock).
 """
 
@@ -39,7 +41,7 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Engine
 
-from xavyo_siem.batch import BatchExporter, ExportSettings
+from xavyo_siem.batch import BatchExporter, ExportSettings, expire_export_jobs
 from xavyo_siem.model import (
     BatchExportJob,
     CircuitState,
@@ -109,6 +111,8 @@ class WorkerSettings:
     max_buffered: int = 10_000
     shutdown_grace_s: float = 2.0
     listen_poll_s: float = 5.0  # PostgreSQL with LISTEN: the fallback poll
+    export_retention_s: float | None = 7 * 86400.0  # finished export jobs expire (None: never)
+    expiry_interval_s: float = 3600.0  # how often the retention is applied
 
 
 class Worker:
@@ -140,6 +144,8 @@ class Worker:
         self._scanned = False  # a renewal was applied
         self._flushing: asyncio.Task[tuple[list[UUID], list[UUID]]] | None = None
         self._lag_shown: dict[UUID, int] = {}  # the lag each lane's gauges show
+        self._next_expiry = 0.0  # when export jobs are next expired (monotonic)
+        self._expiring: asyncio.Task[None] | None = None
         self.exports = ExportJobs(
             engine=engine,
             owner=self.owner,
@@ -342,6 +348,29 @@ class Worker:
         self._report()
         if job is not None:
             self.exports.start(job)
+        self._expire_jobs()
+
+    def _expire_jobs(self) -> None:
+        """Remove expired export jobs and their files, in the background, once per
+        `expiry_interval_s` (one indexed read when there is nothing to remove)."""
+        retention_s = self.settings.export_retention_s
+        now = time.monotonic()
+        if retention_s is None or now < self._next_expiry or self._expiring is not None:
+            return
+        self._next_expiry = now + self.settings.expiry_interval_s
+        retention = timedelta(seconds=retention_s)
+
+        async def expire() -> None:
+            try:
+                await asyncio.to_thread(
+                    expire_export_jobs, self.engine, retention=retention, now=datetime.now(UTC)
+                )
+            except Exception as exc:  # the store went away: the next pass tries again
+                log.warning("worker %s could not expire export jobs: %s", self.owner, exc)
+            finally:
+                self._expiring = None
+
+        self._expiring = asyncio.create_task(expire(), name="expire-export-jobs")
 
     async def _load(self, epochs: dict[UUID, int]) -> None:
         """Serve the destinations just leased: their lanes start where their cursor is."""
@@ -441,7 +470,11 @@ class Worker:
         assert self.scheduler is not None
         self.scheduler.written(written)
         for lane_id in lost:
-            log.warning("destination %s: lease lost; another worker delivers it now", lane_id)
+            log.warning(
+                "destination %s: lease lost (another worker delivers it now, or the"
+                " destination was removed)",
+                lane_id,
+            )
             await self._drop(lane_id, flush=False)
 
     # -- transports, metrics ----------------------------------------------------------------
@@ -545,6 +578,8 @@ class Worker:
         await self.exports.stop_all(grace_s=self.settings.shutdown_grace_s)
         if self._renewing is not None:
             await asyncio.wait([self._renewing], timeout=self.settings.shutdown_grace_s)
+        if self._expiring is not None:
+            await asyncio.wait([self._expiring], timeout=self.settings.shutdown_grace_s)
         # Transports close first, so that what they count while closing (a syslog batch the
         # receiver could not confirm) is in the last progress written.
         lanes = [] if scheduler is None else list(scheduler.lanes.values())

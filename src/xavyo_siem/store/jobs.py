@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -38,12 +38,15 @@ __all__ = [
     "active_jobs_writing",
     "claim_job",
     "claim_job_by_id",
+    "delete_expired_jobs",
+    "expired_jobs",
     "find_job_tenant",
     "finish_job",
     "get_job",
     "insert_job",
     "job_tenant_ids",
     "list_jobs",
+    "lock_tenant_jobs",
     "record_job_error",
     "release_job",
     "renew_job_lease",
@@ -55,6 +58,7 @@ __all__ = [
 
 _J = export_jobs.c
 _ACTIVE = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
+_FINISHED = (JobStatus.COMPLETED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value)
 
 
 def _optional_time(us: int | None) -> datetime | None:
@@ -168,6 +172,19 @@ def list_jobs(conn: Connection, *, tenant_id: UUID, limit: int = 100) -> list[Ba
         .where(_J.tenant_id == str(tenant_id))
         .order_by(_J.created_us.desc(), _J.id)
         .limit(limit)
+    ).mappings()
+    return [_job_of(row) for row in rows]
+
+
+@scoped
+def lock_tenant_jobs(conn: Connection, *, tenant_id: UUID) -> list[BatchExportJob]:
+    """Every job of the tenant, locked until the transaction ends (PostgreSQL: a claim,
+    checkpoint or cancel of one of them waits for it; SQLite's writers wait anyway)."""
+    rows = conn.execute(
+        select(export_jobs)
+        .where(_J.tenant_id == str(tenant_id))
+        .order_by(_J.created_us, _J.id)
+        .with_for_update()
     ).mappings()
     return [_job_of(row) for row in rows]
 
@@ -420,3 +437,43 @@ def request_cancel(
         .values(cancel_requested=True)
     )
     return get_job(conn, tenant_id=tenant_id, job_id=job_id)
+
+
+def _expired(cutoff_us: int) -> ColumnElement[bool]:
+    # A job is created before it finishes, so `created_us < cutoff` holds for every expired
+    # job: it bounds the scan to a range of `ix_export_jobs_status` (status, created_us).
+    return and_(_J.status.in_(_FINISHED), _J.created_us < cutoff_us, _J.finished_us < cutoff_us)
+
+
+@platform_wide
+def expired_jobs(
+    conn: Connection, *, finished_before: datetime, limit: int
+) -> list[BatchExportJob]:
+    """Up to `limit` finished jobs (completed, failed, cancelled; of any tenant) that
+    finished before `finished_before`, oldest first. Pending and running jobs never are."""
+    rows = conn.execute(
+        select(export_jobs)
+        .where(_expired(to_epoch_us(finished_before)))
+        .order_by(_J.created_us, _J.id)
+        .limit(limit)
+    ).mappings()
+    return [_job_of(row) for row in rows]
+
+
+@platform_wide
+def delete_expired_jobs(
+    conn: Connection, *, job_ids: Collection[UUID], finished_before: datetime
+) -> set[UUID]:
+    """Delete these jobs if they still finished before `finished_before`; the ids this
+    transaction deleted (another process may have deleted some first)."""
+    if not job_ids:
+        return set()
+    deleted = conn.execute(
+        delete(export_jobs)
+        .where(
+            _J.id.in_(sorted(str(j) for j in job_ids)),
+            _expired(to_epoch_us(finished_before)),
+        )
+        .returning(_J.id)
+    ).scalars()
+    return {uuid_from_canonical(ident) for ident in deleted}
