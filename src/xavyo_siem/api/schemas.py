@@ -293,8 +293,18 @@ _EVENT_IN_TYPES: Final[dict[FieldKind, tuple[Any, dict[str, Any]]]] = {
     FieldKind.CATEGORY: (EventCategory, {}),
     FieldKind.SEVERITY: (int, {"ge": 0, "le": 10}),
     FieldKind.OUTCOME: (Outcome, {}),
-    FieldKind.IP: (str, {"description": "IPv4 or IPv6 address"}),
+    FieldKind.IP: (
+        str,
+        {
+            "description": "IPv4 or IPv6 address",
+            "json_schema_extra": {"x-normalised": "anything else is kept in source_address"},
+        },
+    ),
     FieldKind.METADATA: (dict[str, str], {"json_schema_extra": {"x-normalised": _METADATA_CUT}}),
+    FieldKind.NAMES: (
+        list[str],
+        {"description": "the fields ingest normalised (sorted); ingest adds its own"},
+    ),
 }
 
 

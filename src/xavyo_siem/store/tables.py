@@ -56,6 +56,7 @@ _EVENT_COLUMN_TYPES: Final[dict[FieldKind, type[TypeEngine[Any]] | TypeEngine[An
     FieldKind.OUTCOME: String(16),
     FieldKind.IP: Text,
     FieldKind.METADATA: Text,
+    FieldKind.NAMES: Text,  # the names joined by ",", NULL when none (migration 0010)
 }
 # Where a column's name is not the field's.
 _RENAMED: Final = {"timestamp": "ts_us"}
@@ -67,7 +68,7 @@ EVENT_COLUMN_NAMES: Final[tuple[str, ...]] = tuple(
 
 
 def _event_column(field: EventField) -> Column[Any]:
-    nullable = field.nullable or field.kind is FieldKind.METADATA
+    nullable = field.nullable or field.kind in (FieldKind.METADATA, FieldKind.NAMES)
     name = _RENAMED.get(field.name, field.name)
     return Column(name, _EVENT_COLUMN_TYPES[field.kind], nullable=nullable)
 
