@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import strategies as st
 
-from xavyo_siem.model import AuditEvent, EventCategory, Outcome
+from xavyo_siem.model import FIELD_NAMES, AuditEvent, EventCategory, Outcome
 
 # Any Unicode the model accepts: no lone surrogates (Cs), no NUL.
 audit_text = st.text(
@@ -32,8 +32,9 @@ ip_texts = st.one_of(st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(str
 def audit_events(
     draw: st.DrawFn, tenant_ids: st.SearchStrategy[object] | None = None
 ) -> AuditEvent:
-    """Any valid AuditEvent, optionally drawing its tenant from `tenant_ids`."""
-    optional = lambda strategy: st.none() | strategy  # noqa: E731
+    """Any valid AuditEvent as ingest makes them (an empty text is absent), optionally
+    drawing its tenant from `tenant_ids`."""
+    optional = lambda strategy: st.none() | strategy.filter(bool)  # noqa: E731
     return AuditEvent(
         event_id=draw(st.uuids()),
         tenant_id=draw(tenant_ids if tenant_ids is not None else st.uuids()),  # type: ignore[arg-type]
@@ -53,5 +54,7 @@ def audit_events(
         reason=draw(optional(hostile_text)),
         session_id=draw(optional(hostile_text)),
         request_id=draw(optional(hostile_text)),
+        source_address=draw(optional(hostile_text)),
         metadata=draw(st.dictionaries(hostile_text.filter(bool), hostile_text, max_size=4)),
+        normalized=tuple(sorted(draw(st.sets(st.sampled_from(FIELD_NAMES), max_size=4)))),
     )
