@@ -261,7 +261,14 @@ def test_to_dict_writes_the_fields_in_declaration_order() -> None:
     """An event with every field present has its JSON keys in FIELD_NAMES order."""
     values = dict.fromkeys(TEXT_FIELDS, "x")
     event = AuditEvent.from_dict(
-        minimal(severity=1, outcome="success", source_ip="192.0.2.1", metadata={"k": "v"}, normalized=["reason"], **values)
+        minimal(
+            severity=1,
+            outcome="success",
+            source_ip="192.0.2.1",
+            metadata={"k": "v"},
+            normalized=["reason"],
+            **values,
+        )
     )
     assert tuple(event.to_dict()) == FIELD_NAMES
 

@@ -332,7 +332,7 @@ AuditEventIn: Final[type[BaseModel]] = create_model(
 
 
 class EventBatch(BaseModel):
-    """A batch of audit events, stored all or nothing; events already stored are skipped."""
+    """A batch of audit events, each normalised; items that are no event are quarantined."""
 
     model_config = _Strict
 
@@ -340,10 +340,15 @@ class EventBatch(BaseModel):
 
 
 class IngestResult(BaseModel):
-    """How many events the batch stored, and how many were already stored (skipped)."""
+    """How many events the batch stored, how many were already stored with the same content
+    (skipped), how many came with a stored id but other content (conflicts) and how many
+    items were no event: both kept in the tenant's quarantine. `errors`: the first reasons."""
 
     stored: int
     duplicates: int
+    conflicts: int
+    quarantined: int
+    errors: list[str]
 
 
 class AuditEventPublic(BaseModel):

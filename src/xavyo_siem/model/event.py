@@ -245,6 +245,7 @@ _UncheckedEvent: Final = make_dataclass(
     "_UncheckedEvent", FIELD_NAMES, slots=True, repr=False, eq=False, match_args=False
 )
 
+
 def check_field_names(name: str, value: object) -> tuple[str, ...]:
     """Names of event fields, sorted and each once (a list or tuple of them), as a tuple."""
     if not isinstance(value, list | tuple):
