@@ -17,6 +17,7 @@ transaction. Without it (`--strict`), one bad input stores nothing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,7 +94,19 @@ def decode_json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise _not_json(exc) from None
+        return _loads_leniently(raw, exc)
+
+
+def _loads_leniently(raw: bytes, exc: orjson.JSONDecodeError) -> Any:
+    """`raw` read by the standard library's parser, which takes the escape of a lone
+    surrogate (`"\\ud800"`) that orjson refuses (`from_dict` then replaces it); any other
+    error is orjson's, as `InvalidEvent`."""
+    if b"\\u" in raw:
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            pass
+    raise _not_json(exc) from None
 
 
 def _not_json(exc: orjson.JSONDecodeError) -> InvalidEvent:
@@ -124,10 +137,11 @@ def events_of_lines(
             continue
         value: Any = None
         try:
-            value = loads(line)
+            try:
+                value = loads(line)
+            except orjson.JSONDecodeError as exc:
+                value = _loads_leniently(line, exc)
             yield from_dict(value)
-        except orjson.JSONDecodeError as exc:
-            error = _not_json(exc).at_line(number)
         except InvalidEvent as exc:
             error = exc.at_line(number)
         else:

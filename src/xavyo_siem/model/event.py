@@ -404,9 +404,9 @@ def _normalised(data: Mapping[str, Any]) -> AuditEvent:
         try:
             out["severity"] = parse_severity("severity", severity)
         except InvalidEvent:
-            if isinstance(severity, int | float) and not isinstance(severity, bool):
-                if severity == severity:  # not NaN
-                    out["severity"] = min(10, max(0, int(min(1e9, max(-1e9, severity)))))
+            number = isinstance(severity, int | float) and not isinstance(severity, bool)
+            if number and severity == severity:  # a number, not NaN: clamped to 0-10
+                out["severity"] = min(10, max(0, int(min(1e9, max(-1e9, severity)))))
     outcome = given.get("outcome")
     if outcome is not None:
         try:

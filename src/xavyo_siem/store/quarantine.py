@@ -25,8 +25,8 @@ from xavyo_siem.store.tables import quarantine
 __all__ = [
     "CONFLICT",
     "RAW_MAX_CHARS",
-    "Quarantined",
     "QuarantineEntry",
+    "Quarantined",
     "add_quarantined",
     "get_quarantined",
     "list_quarantined",
