@@ -259,7 +259,7 @@ def test_a_conflict_is_quarantined_and_the_same_content_is_a_duplicate(
     conflict = cli("ingest", "-", db=store_url, stdin=changed + b"\n")
     assert conflict.returncode == 1
     assert b"1 conflicts" in conflict.stderr
-    [entry] = map(orjson.loads, cli("quarantine", "list", "--json", db=store_url).stdout.split())
+    [entry] = map(orjson.loads, cli("quarantine", "list", "--json", db=store_url).stdout.splitlines())
     assert entry["reason"].startswith("conflict")
     assert entry["event_id"] == first["event_id"]
     listed = cli("events", "--tenant", first["tenant_id"], "--json", db=store_url).stdout
@@ -274,7 +274,7 @@ def test_quarantine_retry_stores_what_is_an_event_now_and_purge_deletes(
     tenant = orjson.loads(GOOD.splitlines()[0])["tenant_id"]
     lines = b'{"tenant_id": "%s", "event_type": "X"}\n{oops\n' % tenant.encode()
     assert cli("ingest", "-", db=store_url, stdin=lines).returncode == 1
-    mine = cli("quarantine", "list", "--json", "--tenant", tenant, db=store_url).stdout.split()
+    mine = cli("quarantine", "list", "--json", "--tenant", tenant, db=store_url).stdout.splitlines()
     assert len(mine) == 1  # the line without a tenant is the platform's alone
     # An entry kept by an earlier, stricter ingest: an event by today's rules.
     storable = next(generate_events(1, 1, seed=99))
@@ -287,7 +287,7 @@ def test_quarantine_retry_stores_what_is_an_event_now_and_purge_deletes(
     assert b"stored 1, duplicates 0, still quarantined 2" in retry.stderr
     assert count_events(engine) == 1
     assert cli("quarantine", "purge", "--tenant", tenant, db=store_url).returncode == 0
-    assert len(cli("quarantine", "list", "--json", db=store_url).stdout.split()) == 1
+    assert len(cli("quarantine", "list", "--json", db=store_url).stdout.splitlines()) == 1
     assert cli("quarantine", "purge", db=store_url).returncode == 0
     assert cli("quarantine", "list", "--json", db=store_url).stdout == b""
 
