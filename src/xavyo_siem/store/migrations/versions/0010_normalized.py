@@ -39,8 +39,8 @@ def upgrade() -> None:
         sqlite_autoincrement=True,
     )
     op.create_index("ix_quarantine_tenant", "quarantine", ["tenant_id", "id"])
-    if op.get_bind().dialect.name == "postgresql":  # the platform-wide tables' policies
-        protect_table(op.get_bind(), "quarantine", like="export_jobs")
+    if op.get_bind().dialect.name == "postgresql":
+        protect_table(op.get_bind(), "quarantine")
 
 
 def downgrade() -> None:
