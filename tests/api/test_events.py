@@ -163,9 +163,7 @@ async def test_the_same_id_with_other_content_is_a_conflict_kept_in_the_quaranti
     response = await api.client.post(
         api.path("/events"), headers=api.as_("admin"), json={"events": edited}
     )
-    assert response.json() == counts(
-        duplicates=1, conflicts=1, quarantined=1, errors=[CONFLICT]
-    )
+    assert response.json() == counts(duplicates=1, conflicts=1, quarantined=1, errors=[CONFLICT])
     with api.engine.connect() as conn:
         [entry] = list_quarantined(conn, tenant_id=api.tenant)
     assert str(entry.event_id) == events[1]["event_id"]

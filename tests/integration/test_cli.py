@@ -259,7 +259,9 @@ def test_a_conflict_is_quarantined_and_the_same_content_is_a_duplicate(
     conflict = cli("ingest", "-", db=store_url, stdin=changed + b"\n")
     assert conflict.returncode == 1
     assert b"1 conflicts" in conflict.stderr
-    [entry] = map(orjson.loads, cli("quarantine", "list", "--json", db=store_url).stdout.splitlines())
+    [entry] = map(
+        orjson.loads, cli("quarantine", "list", "--json", db=store_url).stdout.splitlines()
+    )
     assert entry["reason"].startswith("conflict")
     assert entry["event_id"] == first["event_id"]
     listed = cli("events", "--tenant", first["tenant_id"], "--json", db=store_url).stdout

@@ -252,7 +252,7 @@ def check_field_names(name: str, value: object) -> tuple[str, ...]:
         raise InvalidEvent(name, f"must be a list of field names, got {type(value).__name__}")
     names = tuple(value)
     for item in names:
-        if item not in _KNOWN_KEYS:
+        if type(item) is not str or item not in _KNOWN_KEYS:
             raise InvalidEvent(name, f"must hold only field names, got {str(item)[:60]!r}")
     if list(names) != sorted(set(names)):
         raise InvalidEvent(name, "must be sorted, each name once")
