@@ -28,10 +28,10 @@ from xavyo_siem.model import AuditEvent, EventCategory
 from xavyo_siem.store import append_events, make_engine, upgrade, writing
 from xavyo_siem.store import feed as feed_module
 from xavyo_siem.store.dead_letters import add_dead_letters
-from xavyo_siem.store.quarantine import QuarantineEntry, add_quarantined
 from xavyo_siem.store.events import START, EventCursor, fetch_rows, read_horizon
 from xavyo_siem.store.feed import read_feed
 from xavyo_siem.store.leases import acquire_leases, heartbeat, refresh_lease_statistics
+from xavyo_siem.store.quarantine import QuarantineEntry, add_quarantined
 from xavyo_siem.store.scope import (
     PLATFORM_SETTING,
     SERVICE_ROLE,
@@ -78,8 +78,8 @@ def pg_api_role() -> str:
 @pytest.fixture
 def store(pg_url: str, pg_app_role: str, pg_api_role: str, tmp_path: Path) -> Iterator[Store]:
     """Tenants A, B and C, each with 30 events, a file destination (and its state), a dead
-    letter, an export job and a quarantine entry (and one entry without a tenant); stored by the owner, which row-level security does not
-    restrict (a superuser here)."""
+    letter, an export job and a quarantine entry (and one entry without a tenant); stored
+    by the owner, which row-level security does not restrict (a superuser here)."""
     owner = make_engine(pg_url)
     upgrade(owner)
     tenants = [UUID(int=0xA), UUID(int=0xB), UUID(int=0xC)]

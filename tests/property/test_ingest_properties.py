@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 from hypothesis import HealthCheck, given, settings
 
+from format_parsers import parse_cef, parse_csv, parse_json_line, parse_syslog
 from xavyo_siem.format import csv_header, to_cef, to_csv, to_json, to_syslog
 from xavyo_siem.model import FIELD_NAMES, AuditEvent
 
-from format_parsers import parse_cef, parse_csv, parse_json_line, parse_syslog
 from strategies import hostile_event_dicts
 
 
