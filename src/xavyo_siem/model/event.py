@@ -444,7 +444,12 @@ def _normalised(data: Mapping[str, Any]) -> AuditEvent:
             changed.add(name)
     for name in given.keys() - out.keys() - {"normalized"}:
         changed.add(name)  # given, but not kept as given (the source went to source_address)
-    return AuditEvent(**out, normalized=tuple(sorted(previous | changed)))
+    out["normalized"] = tuple(sorted(previous | changed))
+    if "severity" not in out:
+        out["severity"] = category.default_severity
+    out.setdefault("metadata", {})
+    # Every value is checked or repaired above: built without checking them again.
+    return AuditEvent.from_values([out.get(name) for name in FIELD_NAMES])
 
 
 def _json_of(value: Any) -> Any:

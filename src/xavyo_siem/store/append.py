@@ -3,7 +3,8 @@ transaction, with memory bounded by a few chunks whatever the input size.
 
 An event whose `(tenant_id, event_id)` is stored already is a duplicate when its content is
 the same, and a conflict when it differs: a chunk that skipped any event is compared with
-what is stored (by tenant, in that tenant's scope), and the conflicting events are returned
+what is stored (by tenant, in that tenant's scope; `normalized` aside, which says what
+ingest changed, not what the event holds), and the conflicting events are returned
 (`AppendResult.conflicts`) for the caller to keep (the quarantine); the stored event stays.
 
 SQLite takes the rows with one `executemany` per chunk. PostgreSQL takes them by COPY into a
@@ -100,6 +101,15 @@ def append_events(
 
 _TENANT_AT: Final = _INSERT_NAMES.index("tenant_id")
 _EVENT_ID_AT: Final = _INSERT_NAMES.index("event_id")
+# What ingest changed is no part of the content: an event stored before `normalized`
+# existed (migration 0010), sent again, is the same event.
+_NORMALIZED_AT: Final = _INSERT_NAMES.index("normalized")
+
+
+def _content(row: Row) -> Row:
+    return row[:_NORMALIZED_AT] + row[_NORMALIZED_AT + 1 :]
+
+
 _AE = audit_events.c
 
 
@@ -121,9 +131,11 @@ def _conflicts_in(conn: Connection, rows: Sequence[Row]) -> list[AuditEvent]:
                 _AE.tenant_id == tenant, _AE.event_id.in_(ids[start : start + 500])
             )
             for found in conn.execute(query):
-                stored[found[_EVENT_ID_AT]] = tuple(found)
+                stored[found[_EVENT_ID_AT]] = _content(tuple(found))
         differing = [
-            (0,) * KEY_WIDTH + row for row in group if stored.get(row[_EVENT_ID_AT]) != row
+            (0,) * KEY_WIDTH + row
+            for row in group
+            if stored.get(row[_EVENT_ID_AT]) != _content(row)
         ]
         conflicts += events_of(differing, tenant_id=tenant_id)
     return conflicts
