@@ -30,7 +30,6 @@ import orjson
 
 from machine import describe_machine
 
-
 # What `--hostile` puts into events, in turn: each a change ingest must normalise.
 _HOSTILE: list[dict[str, object]] = [
     {"actor_email": "zoe\u0000@example.com", "source_ip": ""},
