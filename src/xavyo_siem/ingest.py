@@ -148,9 +148,8 @@ def events_of_lines(
             continue
         if set_aside is None:
             raise error from None
-        raw = line.decode("utf-8", "replace").rstrip("\r\n")
         set_aside.append(
-            QuarantineEntry(str(error), f"{source}:{number}", raw, tenant_id=_tenant_in(value))
+            QuarantineEntry.of_line(str(error), f"{source}:{number}", line, _tenant_in(value))
         )
 
 

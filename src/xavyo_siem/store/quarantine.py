@@ -51,6 +51,16 @@ class QuarantineEntry:
     raw: str
     tenant_id: UUID | None = None
     event_id: UUID | None = None
+    raw_bytes: int | None = None  # the whole line's length, when `raw` is already cut
+
+    @classmethod
+    def of_line(
+        cls, reason: str, source: str, line: bytes, tenant_id: UUID | None
+    ) -> QuarantineEntry:
+        """The entry of an input line, cut to what the quarantine keeps as soon as it is
+        read (a huge line is not held whole until the commit)."""
+        raw = line[: RAW_MAX_CHARS * 4].decode("utf-8", "replace").rstrip("\r\n")
+        return cls(reason, source, raw[:RAW_MAX_CHARS], tenant_id, None, len(line.rstrip(b"\r\n")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +104,11 @@ def _row_of(entry: QuarantineEntry, received_us: int) -> dict[str, object]:
         "reason": entry.reason[:1000],
         "source": entry.source[:1000],
         "raw": entry.raw[:RAW_MAX_CHARS],
-        "raw_bytes": len(entry.raw.encode("utf-8", "replace")),
+        "raw_bytes": (
+            len(entry.raw.encode("utf-8", "replace"))
+            if entry.raw_bytes is None
+            else entry.raw_bytes
+        ),
         "received_us": received_us,
     }
 
