@@ -1,6 +1,7 @@
 """Store benchmark: ingest and read rates (events/s) and peak memory, SQLite and PostgreSQL.
 
     .venv/bin/python benchmarks/bench_store.py [--events 200000] [--repeat 3] [--pg-admin-url URL]
+        [--backend sqlite|postgresql|both] [--hostile]
 
 Ingest is what `xavyo-siem ingest FILE` does (parse the JSON lines, validate every event,
 store it idempotently); read is `read_events_after` paging through every tenant into
@@ -8,6 +9,9 @@ store it idempotently); read is `read_events_after` paging through every tenant 
 ingest also runs on a quarter of the input to show that memory does not grow with its size.
 With `--repeat N` every measurement runs N times (each ingest into a fresh database) and the
 best rate is kept: on a shared virtual machine the slow runs measure the neighbours.
+With `--hostile` every event of the input carries values ingest must normalise (a NUL in the
+e-mail, an empty or non-address source IP, a number and an empty key in the metadata, a
+leap second, an escaped lone surrogate, a key that is no field), one or several each.
 """
 
 from __future__ import annotations
@@ -25,6 +29,21 @@ from pathlib import Path
 import orjson
 
 from machine import describe_machine
+
+# What `--hostile` puts into events, in turn: each a change ingest must normalise.
+_HOSTILE: list[dict[str, object]] = [
+    {"actor_email": "zoe\u0000@example.com", "source_ip": ""},
+    {"source_ip": "gateway.internal", "metadata": {"": "x", "attempt": 3}},
+    {"timestamp": "2016-12-31T23:59:60Z", "shoe_size": 44},
+    {"user_agent": "\ud800agent", "reason": ""},
+]
+
+
+def hostile_line(data: dict[str, object], index: int) -> bytes:
+    """The JSON line of `data` with the `index`-th hostile change (a lone surrogate is
+    written as its JSON escape, as a producer would send it)."""
+    line = json.dumps({**data, **_HOSTILE[index % len(_HOSTILE)]}, ensure_ascii=False)
+    return line.encode("utf-8", "backslashreplace") + b"\n"  # a surrogate: its \\u escape
 
 
 def worker(kind: str, url: str, path: str, tenants: int, seed: int) -> None:
@@ -102,6 +121,8 @@ def main() -> None:
     parser.add_argument(
         "--pg-admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     )
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--hostile", action="store_true", help="events ingest must normalise")
     parser.add_argument("--worker", choices=["ingest", "read"])
     parser.add_argument("--url")
     parser.add_argument("--file")
@@ -120,12 +141,16 @@ def main() -> None:
         quarter = Path(tmp) / "quarter.jsonl"
         with full.open("wb") as out, quarter.open("wb") as small:
             for index, event in enumerate(generate_events(args.events, args.tenants, args.seed)):
-                line = orjson.dumps(event.to_dict()) + b"\n"
+                if args.hostile:
+                    line = hostile_line(event.to_dict(), index)
+                else:
+                    line = orjson.dumps(event.to_dict()) + b"\n"
                 out.write(line)
                 if index < args.events // 4:
                     small.write(line)
         rows = []
-        for backend in ("sqlite", "postgresql"):
+        backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
+        for backend in backends:
             runs: dict[str, list[dict[str, float]]] = {
                 "ingest": [], "quarter": [], "again": [], "read": []
             }  # fmt: skip
@@ -171,7 +196,8 @@ def main() -> None:
             rows.append((backend, best["ingest"], best["quarter"], best["again"], best["read"]))
 
     print(
-        f"\n{args.events:,} sample events, {args.tenants} tenants, best of {args.repeat}; "
+        f"\n{args.events:,} sample events{' (hostile)' if args.hostile else ''}, "
+        f"{args.tenants} tenants, best of {args.repeat}; "
         f"{describe_machine()}\n"
     )
     print(

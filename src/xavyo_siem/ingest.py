@@ -1,17 +1,26 @@
-"""What comes in: audit events parsed from JSON, validated, and appended to the store.
+"""What comes in: audit events parsed from JSON, normalised, and appended to the store.
 
 One parser serves both ways in. `xavyo-siem ingest` reads a file of JSON lines
 (`events_of_lines`); the API's `POST /v1/tenants/{tenant_id}/events` reads a batch
 `{"events": [...]}` and hands its list to `events_of_batch`. Both decode with orjson
-(`decode_json`) and validate with `AuditEvent.from_dict`, and an error says where the bad
-event is, then the field and the rule: `line 3: timestamp: must carry a UTC offset` for a
-file, field `events.17.timestamp` for a batch. `store_events` appends them in one
-transaction, so one bad event stores nothing.
+(`decode_json`) and build events with `AuditEvent.from_dict`, which never refuses an event
+for its content (it normalises it, and the event names the changed fields in `normalized`).
+
+Only an input that cannot be an event at all (not JSON, not an object, no usable tenant,
+id or time) is refused, and the error says where it is, then the field and the rule:
+`line 3: timestamp: must carry a UTC offset` for a file, field `events.17.timestamp` for a
+batch. Given a `set_aside` list, the parsers keep such an input there as a
+`QuarantineEntry` and go on; `store_events` then appends the events and keeps the set-aside
+entries and the conflicts (an id stored with other content) in the quarantine, all in one
+transaction. Without it (`--strict`), one bad input stores nothing.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 from uuid import UUID
 
@@ -20,13 +29,64 @@ from sqlalchemy import Engine
 
 from xavyo_siem.errors import InvalidEvent
 from xavyo_siem.model import AuditEvent
-from xavyo_siem.store import AppendResult, append_events, writing
+from xavyo_siem.store import append_events, writing
 from xavyo_siem.store.changes import announce_new_events
+from xavyo_siem.store.quarantine import (
+    CONFLICT,
+    QuarantineEntry,
+    add_quarantined,
+    get_quarantined,
+    remove_quarantined,
+)
 
-__all__ = ["PROGRESS_EVERY", "decode_json", "events_of_batch", "events_of_lines", "store_events"]
+__all__ = [
+    "FIRST_ERRORS",
+    "PROGRESS_EVERY",
+    "IngestResult",
+    "RetryResult",
+    "decode_json",
+    "events_of_batch",
+    "events_of_lines",
+    "retry_quarantined",
+    "store_events",
+]
 
 # `events_of_lines` reports its progress every this many lines.
 PROGRESS_EVERY: Final = 2048
+# How many reasons an ingest reports (every entry is kept in the quarantine).
+FIRST_ERRORS: Final = 10
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What an ingest did: events stored, duplicates skipped (same content), conflicts and
+    inputs that were no event kept in the quarantine, and the first reasons."""
+
+    stored: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    quarantined: int = 0
+    errors: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (the API's answer, `ingest --json`)."""
+        return {
+            "stored": self.stored,
+            "duplicates": self.duplicates,
+            "conflicts": self.conflicts,
+            "quarantined": self.quarantined,
+            "errors": list(self.errors),
+        }
+
+
+def _tenant_in(value: Any) -> UUID | None:
+    """The tenant an input that is no event names, if it names a usable one."""
+    if isinstance(value, dict) and isinstance(tenant := value.get("tenant_id"), str):
+        try:
+            return UUID(tenant)
+        except ValueError:
+            return None
+    return None
 
 
 def decode_json(raw: bytes) -> Any:
@@ -34,7 +94,19 @@ def decode_json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise _not_json(exc) from None
+        return _loads_leniently(raw, exc)
+
+
+def _loads_leniently(raw: bytes, exc: orjson.JSONDecodeError) -> Any:
+    """`raw` read by the standard library's parser, which takes the escape of a lone
+    surrogate (`"\\ud800"`) that orjson refuses (`from_dict` then replaces it); any other
+    error is orjson's, as `InvalidEvent`."""
+    if b"\\u" in raw:
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            pass
+    raise _not_json(exc) from None
 
 
 def _not_json(exc: orjson.JSONDecodeError) -> InvalidEvent:
@@ -42,14 +114,20 @@ def _not_json(exc: orjson.JSONDecodeError) -> InvalidEvent:
 
 
 def events_of_lines(
-    lines: Iterable[bytes], *, on_progress: Callable[[int], None] | None = None
+    lines: Iterable[bytes],
+    *,
+    on_progress: Callable[[int], None] | None = None,
+    set_aside: list[QuarantineEntry] | None = None,
+    source: str = "-",
 ) -> Iterator[AuditEvent]:
-    """The events of JSON lines, one per line, each validated as it is read.
+    """The events of JSON lines, one per line, each normalised as it is read.
 
-    Lazy, so memory stays bounded whatever the input's size; on PostgreSQL the store reads
-    it from a helper thread. Blank lines are skipped but counted. A bad line raises
-    `InvalidEvent` located at its (1-based) line. `on_progress(line_number)` is called
-    every `PROGRESS_EVERY` lines.
+    Lazy, so memory stays bounded by the events whatever the input's size (the set-aside
+    lines are kept, each capped by the quarantine); on PostgreSQL the store reads it from a
+    helper thread. Blank lines are skipped but counted. A line that is no event raises
+    `InvalidEvent` located at its (1-based) line, or, given `set_aside`, is added to it
+    (source `<source>:<line>`). `on_progress(line_number)` is called every `PROGRESS_EVERY`
+    lines.
     """
     loads, from_dict = orjson.loads, AuditEvent.from_dict  # decode_json, inlined: runs per line
     for number, line in enumerate(lines, start=1):
@@ -57,37 +135,52 @@ def events_of_lines(
             on_progress(number)
         if line.isspace():  # stops at the first other byte: no copy of the line, as strip() made
             continue
+        value: Any = None
         try:
-            yield from_dict(loads(line))
-        except orjson.JSONDecodeError as exc:
-            raise _not_json(exc).at_line(number) from None
+            try:
+                value = loads(line)
+            except orjson.JSONDecodeError as exc:
+                value = _loads_leniently(line, exc)
+            yield from_dict(value)
         except InvalidEvent as exc:
-            raise exc.at_line(number) from None
+            error = exc.at_line(number)
+        else:
+            continue
+        if set_aside is None:
+            raise error from None
+        set_aside.append(
+            QuarantineEntry.of_line(str(error), f"{source}:{number}", line, _tenant_in(value))
+        )
 
 
-def events_of_batch(items: Iterable[Any], *, tenant_id: UUID) -> list[AuditEvent]:
-    """The events of a batch sent for `tenant_id` (the API's path), each validated.
+def events_of_batch(
+    items: Iterable[Any], *, tenant_id: UUID, set_aside: list[QuarantineEntry] | None = None
+) -> list[AuditEvent]:
+    """The events of a batch sent for `tenant_id` (the API's path), each normalised.
 
     `items` is the batch's decoded JSON list. An event without `tenant_id` belongs to
-    `tenant_id`; one naming another tenant is refused. A bad event raises `InvalidEvent`
-    naming `events.<index>.<field>`.
+    `tenant_id`. An item that is no event, or names another tenant, raises `InvalidEvent`
+    naming `events.<index>.<field>`, or, given `set_aside`, is added to it as the tenant's
+    (source `api`, the item as JSON).
     """
     from_dict = AuditEvent.from_dict
     tenant = str(tenant_id)
     events: list[AuditEvent] = []
     for index, item in enumerate(items):
-        if isinstance(item, dict):
-            given = item.get("tenant_id")
-            if given is None:
-                item["tenant_id"] = tenant
-            elif given != tenant and not _same_uuid(given, tenant_id):
-                raise InvalidEvent(
-                    f"events.{index}.tenant_id", "must be the tenant of the path, or left out"
-                )
         try:
+            if isinstance(item, dict):
+                given = item.get("tenant_id")
+                if given is None:
+                    item["tenant_id"] = tenant
+                elif given != tenant and not _same_uuid(given, tenant_id):
+                    raise InvalidEvent("tenant_id", "must be the tenant of the path, or left out")
             events.append(from_dict(item))
         except InvalidEvent as exc:
-            raise InvalidEvent(f"events.{index}.{exc.field}", exc.reason) from None
+            error = InvalidEvent(f"events.{index}.{exc.field}", exc.reason)
+            if set_aside is None:
+                raise error from None
+            raw = orjson.dumps(item, default=str).decode()
+            set_aside.append(QuarantineEntry(str(error), f"api:events.{index}", raw, tenant_id))
     return events
 
 
@@ -99,17 +192,83 @@ def _same_uuid(value: object, tenant_id: UUID) -> bool:
 
 
 def store_events(
-    engine: Engine, events: Iterable[AuditEvent], *, tenant_id: UUID | None = None
-) -> AppendResult:
-    """Append `events` in one transaction, each `(tenant_id, event_id)` once.
+    engine: Engine,
+    events: Iterable[AuditEvent],
+    *,
+    tenant_id: UUID | None = None,
+    set_aside: list[QuarantineEntry] | None = None,
+    source: str = "api",
+) -> IngestResult:
+    """Append `events` in one transaction, each `(tenant_id, event_id)` once, and keep in
+    the quarantine what was set aside while they were read and every conflict.
 
-    Events already stored are counted as duplicates and left as they are. An error raised
-    while `events` is read (a bad line) rolls back everything, so it stores nothing. Once
-    committed, the workers are told (`announce_new_events`). `tenant_id`, when given, is
-    the one tenant the events belong to (see `append_events`).
+    Events already stored with the same content are counted as duplicates and left as they
+    are; one whose id is stored with other content is a conflict, kept in the quarantine
+    (source `source`, the event as JSON) while the stored event stays. `set_aside` is the
+    list the parser filled (read once `events` is exhausted). An error raised while `events`
+    is read rolls back everything, so it stores nothing. Once committed, the workers are
+    told (`announce_new_events`). `tenant_id`, when given, is the one tenant the events
+    belong to (see `append_events`).
     """
     with writing(engine) as conn:
         result = append_events(conn, events, tenant_id=tenant_id)
+        entries = list(set_aside or ())
+        for event in result.conflicts:
+            raw = orjson.dumps(event.to_dict()).decode()
+            entries.append(QuarantineEntry(CONFLICT, source, raw, event.tenant_id, event.event_id))
+        add_quarantined(conn, entries, tenant_id=tenant_id, now=datetime.now(UTC))
     if result.stored:
         announce_new_events(engine)
-    return result
+    return IngestResult(
+        stored=result.stored,
+        duplicates=result.duplicates,
+        conflicts=len(result.conflicts),
+        quarantined=len(entries),
+        errors=tuple(entry.reason for entry in entries[:FIRST_ERRORS]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryResult:
+    """What `retry_quarantined` did: entries that are stored events now (or were duplicates
+    of stored ones) and left the quarantine, and entries that stay (with why)."""
+
+    stored: int
+    duplicates: int
+    kept: tuple[str, ...]
+
+
+def retry_quarantined(
+    engine: Engine, *, tenant_id: UUID | None, entry_ids: Iterable[int]
+) -> RetryResult:
+    """Ingest quarantined entries again through the normalising path, in one transaction.
+
+    An entry that is now an event is stored (or found a duplicate) and leaves the
+    quarantine; one that is still no event, or still conflicts with the stored event of
+    its id, stays as it is. `tenant_id` scopes it to that tenant's entries; None is the
+    platform's view (every entry, tenantless ones included).
+    """
+    stored = duplicates = 0
+    kept: list[str] = []
+    with writing(engine) as conn:
+        for entry_id in entry_ids:
+            entry = get_quarantined(conn, tenant_id=tenant_id, entry_id=entry_id)
+            if entry is None:
+                kept.append(f"{entry_id}: no such quarantine entry")
+                continue
+            try:
+                event = AuditEvent.from_dict(decode_json(entry.raw.encode()))
+                if tenant_id is not None and event.tenant_id != tenant_id:
+                    raise InvalidEvent("tenant_id", "is another tenant's")
+            except InvalidEvent as exc:
+                kept.append(f"{entry_id}: {exc}")
+                continue
+            result = append_events(conn, [event], tenant_id=tenant_id)
+            if result.conflicts:
+                kept.append(f"{entry_id}: {CONFLICT}")
+                continue
+            stored, duplicates = stored + result.stored, duplicates + result.duplicates
+            remove_quarantined(conn, tenant_id=tenant_id, entry_ids=[entry_id])
+    if stored:
+        announce_new_events(engine)
+    return RetryResult(stored, duplicates, tuple(kept))

@@ -207,6 +207,7 @@ def generate_events(
             "session_id": f"sess_{rng.getrandbits(64):016x}",
             "request_id": f"req_{rng.getrandbits(64):016x}",
             "metadata": metadata,
+            "normalized": (),
         }
         # Valid by making; a field not made here is absent.
         yield AuditEvent.from_values([values.get(name) for name in FIELD_NAMES])

@@ -197,7 +197,7 @@ def management_event(
         source_ip=actor.source_ip,
         user_agent=actor.user_agent,
         target_resource=change.target,
-        reason=None if reason is None else _clip(reason),
+        reason=_clip(reason) if reason else None,  # an empty reason is none (as ingest reads it)
         metadata=metadata,
     )
 

@@ -1,4 +1,5 @@
-"""Audit events over HTTP: ingest is idempotent and all-or-nothing; listing pages a range."""
+"""Audit events over HTTP: ingest is idempotent, normalises, quarantines what is no event
+(all or nothing with ?strict=true); listing pages a range."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from store_roles import owner_connection
 from xavyo_siem.api import ApiLimits
 from xavyo_siem.model import MAX_EVENT_TYPE_CHARS, MAX_METADATA_ENTRIES, MAX_TEXT_CHARS
 from xavyo_siem.sample import generate_events
+from xavyo_siem.store.quarantine import CONFLICT, list_quarantined
 from xavyo_siem.store.tables import audit_events
 
 from conftest import Api
@@ -37,6 +39,11 @@ def stored_count(api: Api) -> int:
         return int(conn.execute(select(func.count()).select_from(audit_events)).scalar_one())
 
 
+def counts(**given: Any) -> dict[str, Any]:
+    """The answer of an ingest: zero counts and no errors but for `given`."""
+    return {"stored": 0, "duplicates": 0, "conflicts": 0, "quarantined": 0, "errors": [], **given}
+
+
 async def test_ingest_is_idempotent(api: Api) -> None:
     """Sending the same batch twice stores it once and reports the rest as duplicates."""
     events = batch_of(api, 300)
@@ -46,26 +53,40 @@ async def test_ingest_is_idempotent(api: Api) -> None:
     again = await api.client.post(
         api.path("/events"), headers=api.as_("admin"), json={"events": events[:200]}
     )
-    assert first.json() == {"stored": 300, "duplicates": 0}
-    assert again.json() == {"stored": 0, "duplicates": 200}
+    assert first.json() == counts(stored=300)
+    assert again.json() == counts(duplicates=200)
     assert stored_count(api) == 300
 
 
-async def test_events_without_a_tenant_get_the_paths_and_another_tenants_are_refused(
+async def test_events_without_a_tenant_get_the_paths_and_another_tenants_are_set_aside(
     api: Api,
 ) -> None:
-    """A missing tenant_id is the path's; the path's own is accepted; another's is a 422."""
+    """A missing tenant_id is the path's; the path's own is accepted; another's is kept in
+    the path tenant's quarantine (a 422 naming it with ?strict=true)."""
     mine = batch_of(api, 2, seed=2, with_tenant=True) + batch_of(api, 2, seed=3)
     ok = await api.client.post(api.path("/events"), headers=api.as_("admin"), json={"events": mine})
-    assert ok.json() == {"stored": 4, "duplicates": 0}
+    assert ok.json() == counts(stored=4)
     theirs = batch_of(api, 3, seed=4)
     theirs[2]["tenant_id"] = str(api.other)
     refused = await api.client.post(
-        api.path("/events"), headers=api.as_("admin"), json={"events": theirs}
+        api.path("/events") + "?strict=true", headers=api.as_("admin"), json={"events": theirs}
     )
     assert refused.status_code == 422
     assert refused.json()["detail"][0]["loc"] == ["body", "events", 2, "tenant_id"]
     assert stored_count(api) == 4
+    kept = await api.client.post(
+        api.path("/events"), headers=api.as_("admin"), json={"events": theirs}
+    )
+    assert kept.json() == counts(
+        stored=2,
+        quarantined=1,
+        errors=["events.2.tenant_id: must be the tenant of the path, or left out"],
+    )
+    assert stored_count(api) == 6
+    with api.engine.connect() as conn:
+        [entry] = list_quarantined(conn, tenant_id=api.tenant)
+        assert list_quarantined(conn, tenant_id=api.other) == []
+    assert (entry.source, orjson.loads(entry.raw)) == ("api:events.2", theirs[2])
 
 
 @pytest.mark.parametrize(
@@ -73,27 +94,83 @@ async def test_events_without_a_tenant_get_the_paths_and_another_tenants_are_ref
     [
         ("timestamp", "2026-01-01T00:00:00", "timestamp", "UTC offset"),
         ("event_id", "not-a-uuid", "event_id", "UUID"),
-        ("category", "gossip", "category", "must be one of"),
-        ("severity", 11, "severity", "0 to 10"),
-        ("source_ip", "999.1.1.1", "source_ip", "IPv4 or IPv6"),
-        ("shoe_size", "44", "shoe_size", "not a field"),
-        ("metadata", {"k": 1}, "metadata.k", "must be a string"),
+        ("timestamp", None, "timestamp", "is required"),
     ],
 )
-async def test_one_bad_event_stores_nothing_and_is_named_by_index_and_field(
+async def test_an_item_that_is_no_event_is_quarantined_or_with_strict_stores_nothing(
     api: Api, field: str, value: object, loc_field: str, rule: str
 ) -> None:
-    """The whole batch is validated first: one bad event is a 422 naming it; nothing is stored."""
+    """An item without a usable id or time is kept in the tenant's quarantine and the rest
+    stored (200, counted and named); with ?strict=true it is a 422 naming it, nothing stored."""
     events = batch_of(api, 50, seed=5)
     events[37][field] = value
-    response = await api.client.post(
-        api.path("/events"), headers=api.as_("admin"), json={"events": events}
+    strict = await api.client.post(
+        api.path("/events") + "?strict=true", headers=api.as_("admin"), json={"events": events}
     )
-    assert response.status_code == 422
-    (problem,) = response.json()["detail"]
+    assert strict.status_code == 422
+    (problem,) = strict.json()["detail"]
     assert problem["loc"] == ["body", "events", 37, *loc_field.split(".")]
     assert rule in problem["msg"]
     assert stored_count(api) == 0
+    response = await api.client.post(
+        api.path("/events"), headers=api.as_("admin"), json={"events": events}
+    )
+    assert response.status_code == 200
+    answer = response.json()
+    assert (answer["stored"], answer["quarantined"]) == (49, 1)
+    assert answer["errors"][0].startswith(f"events.37.{loc_field}: ")
+    assert stored_count(api) == 49
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "normalized"),
+    [
+        ("category", "gossip", ["category"]),
+        ("severity", 11, ["severity"]),
+        ("source_ip", "999.1.1.1", ["source_address", "source_ip"]),
+        ("source_ip", "", ["source_ip"]),
+        ("shoe_size", "44", ["metadata"]),
+        ("metadata", {"k": 1, "": "v"}, ["metadata"]),
+        ("actor_email", "a\x00b", ["actor_email"]),
+        ("timestamp", "2016-12-31T23:59:60Z", ["timestamp"]),
+    ],
+)
+async def test_an_event_is_stored_normalised_never_refused_for_its_content(
+    api: Api, field: str, value: object, normalized: list[str]
+) -> None:
+    """A value the event cannot carry is normalised, the event stored with `normalized`
+    naming the changed fields, and the batch is a plain 200."""
+    events = batch_of(api, 3, seed=6)
+    events[1][field] = value
+    response = await api.client.post(
+        api.path("/events"), headers=api.as_("admin"), json={"events": events}
+    )
+    assert response.json() == counts(stored=3)
+    listed = (await api.client.get(api.path("/events"), headers=api.as_("viewer"))).json()
+    [changed] = [event for event in listed["events"] if "normalized" in event]
+    assert changed["event_id"] == events[1]["event_id"]
+    assert changed["normalized"] == normalized
+
+
+async def test_the_same_id_with_other_content_is_a_conflict_kept_in_the_quarantine(
+    api: Api,
+) -> None:
+    """An event sent again with different content is counted and kept as a conflict in the
+    tenant's quarantine, the stored event unchanged; the same content is a duplicate."""
+    events = batch_of(api, 3, seed=8)
+    await api.client.post(api.path("/events"), headers=api.as_("admin"), json={"events": events})
+    edited = [events[0], {**events[1], "reason": "edited"}]
+    response = await api.client.post(
+        api.path("/events"), headers=api.as_("admin"), json={"events": edited}
+    )
+    assert response.json() == counts(duplicates=1, conflicts=1, quarantined=1, errors=[CONFLICT])
+    with api.engine.connect() as conn:
+        [entry] = list_quarantined(conn, tenant_id=api.tenant)
+    assert str(entry.event_id) == events[1]["event_id"]
+    assert orjson.loads(entry.raw)["reason"] == "edited"
+    listed = (await api.client.get(api.path("/events"), headers=api.as_("viewer"))).json()
+    kept = next(e for e in listed["events"] if e["event_id"] == events[1]["event_id"])
+    assert kept.get("reason") == events[1].get("reason")
 
 
 @pytest.mark.parametrize(
@@ -161,7 +238,7 @@ async def test_over_long_text_and_metadata_are_stored_cut_not_refused(api: Api) 
         content=body,
     )
     assert answer.status_code == 200, answer.text
-    assert answer.json() == {"stored": 1, "duplicates": 0}
+    assert answer.json() == counts(stored=1)
     (stored,) = (await api.client.get(api.path("/events"), headers=api.as_("viewer"))).json()[
         "events"
     ]

@@ -269,7 +269,7 @@ async def test_allow_listed_loopback_peers_receive_what_the_api_ingested(dev_api
         ingested = await dev_api.client.post(
             dev_api.path("/events"), headers=dev_api.as_("admin"), json={"events": events}
         )
-        assert ingested.json() == {"stored": 120, "duplicates": 0}
+        assert (ingested.json()["stored"], ingested.json()["duplicates"]) == (120, 0)
         destination = stored(dev_api.engine, dev_api.tenant, UUID(created.json()["id"]))
         settings = Settings(env="development", egress_allow=LOOPBACK)
         components = await open_destination(

@@ -31,6 +31,7 @@ from xavyo_siem.store.dead_letters import add_dead_letters
 from xavyo_siem.store.events import START, EventCursor, fetch_rows, read_horizon
 from xavyo_siem.store.feed import read_feed
 from xavyo_siem.store.leases import acquire_leases, heartbeat, refresh_lease_statistics
+from xavyo_siem.store.quarantine import QuarantineEntry, add_quarantined
 from xavyo_siem.store.scope import (
     PLATFORM_SETTING,
     SERVICE_ROLE,
@@ -77,8 +78,8 @@ def pg_api_role() -> str:
 @pytest.fixture
 def store(pg_url: str, pg_app_role: str, pg_api_role: str, tmp_path: Path) -> Iterator[Store]:
     """Tenants A, B and C, each with 30 events, a file destination (and its state), a dead
-    letter and an export job; stored by the owner, which row-level security does not
-    restrict (a superuser here)."""
+    letter, an export job and a quarantine entry (and one entry without a tenant); stored
+    by the owner, which row-level security does not restrict (a superuser here)."""
     owner = make_engine(pg_url)
     upgrade(owner)
     tenants = [UUID(int=0xA), UUID(int=0xB), UUID(int=0xC)]
@@ -106,6 +107,11 @@ def store(pg_url: str, pg_app_role: str, pg_api_role: str, tmp_path: Path) -> It
                 ),
                 {"id": str(uuid4()), "tenant": str(tenant)},
             )
+            add_quarantined(
+                conn, [QuarantineEntry("line 1: x", "f:1", "{}", tenant)], tenant_id=tenant, now=NOW
+            )
+        # A line that named no tenant: the platform's alone.
+        add_quarantined(conn, [QuarantineEntry("not JSON", "f:2", "?")], tenant_id=None, now=NOW)
     made = Store(
         owner=owner,
         api=make_engine(as_role(pg_url, pg_api_role)),

@@ -109,6 +109,12 @@ def expected_cef_extension(event: AuditEvent) -> dict[str, str]:
                 ext["cs6"] = visible(ip, newlines=False)
         else:
             ext["src"] = ip
+    if event.normalized:
+        ext["flexString1Label"] = "normalized"
+        ext["flexString1"] = ",".join(event.normalized)
+    if event.source_address is not None:
+        ext["flexString2Label"] = "sourceAddress"
+        ext["flexString2"] = visible(event.source_address, newlines=False)
     return ext
 
 
@@ -166,6 +172,7 @@ def expected_sd(event: AuditEvent) -> dict[str, list[str]]:
         ("sourceIp", event.source_ip),
         ("sessionId", event.session_id),
         ("requestId", event.request_id),
+        ("normalized", ",".join(event.normalized) or None),
     ]
     return {name: [visible(v, newlines=True)] for name, v in fields if v is not None}
 
@@ -230,6 +237,8 @@ def expected_csv(event: AuditEvent, *, guard: bool) -> list[tuple[str, bool]]:
             cells.append(("", False))
         elif column == "metadata":
             cells.append(("<json>", True))
+        elif column == "normalized":
+            cells.append((",".join(value), True))
         else:
             text = str(value)
             cells.append((guarded(text) if guard else text, True))
@@ -244,9 +253,10 @@ def test_csv_row_parses_back_to_the_event(event: AuditEvent, guard: bool) -> Non
     header, row = parse_csv(text)
     assert [f.value for f in header] == list(CSV_COLUMNS)
     cells = [(f.value, f.quoted) for f in row]
+    at = CSV_COLUMNS.index("metadata")
     if event.metadata:
-        assert json.loads(cells[-1][0]) == dict(event.metadata)
-        cells[-1] = ("<json>", True)
+        assert json.loads(cells[at][0]) == dict(event.metadata)
+        cells[at] = ("<json>", True)
     assert cells == expected_csv(event, guard=guard)
 
 
@@ -326,16 +336,19 @@ def test_no_text_anywhere_adds_a_key_an_element_or_a_record(text: str) -> None:
         reason=text,
         session_id=text,
         request_id=text,
+        source_address=text,
         metadata={text or "k": text},
+        normalized=("metadata", "source_ip"),
     )
     assert set(parse_cef(to_cef(event)).extension) == {
         "rt", "externalId", "cat", "act", "suser", "suid", "duser", "reason",
         "requestClientApplication", "cs1", "cs1Label", "cs2", "cs2Label", "cs3", "cs3Label",
-        "cs4", "cs4Label", "cs5", "cs5Label",
+        "cs4", "cs4Label", "cs5", "cs5Label", "flexString1", "flexString1Label", "flexString2",
+        "flexString2Label",
     }  # fmt: skip
     for body in ("json", "cef"):
         record = parse_syslog(to_syslog(event, body=body))  # type: ignore[arg-type]
         assert list(record.sd) == ["xavyo@32473"]
-        assert len(record.sd["xavyo@32473"]) == 11
+        assert len(record.sd["xavyo@32473"]) == 12
     assert len(parse_csv(csv_header() + "\r\n" + to_csv(event) + "\r\n")) == 2
-    assert len(parse_json_line(to_json(event))) == 17
+    assert len(parse_json_line(to_json(event))) == 19

@@ -10,6 +10,7 @@ import pytest
 from xavyo_siem.errors import InvalidEvent
 from xavyo_siem.ingest import events_of_batch, events_of_lines
 from xavyo_siem.sample import generate_events
+from xavyo_siem.store.quarantine import RAW_MAX_CHARS, QuarantineEntry
 
 EVENTS = [event.to_dict() for event in generate_events(3, 1, seed=11)]
 TENANT = uuid.UUID(EVENTS[0]["tenant_id"])
@@ -55,3 +56,35 @@ def test_a_batch_event_without_tenant_is_the_batch_tenants_and_another_tenant_is
     with pytest.raises(InvalidEvent) as refused:
         events_of_batch([EVENTS[0], other], tenant_id=TENANT)
     assert refused.value.field == "events.1.tenant_id"
+
+
+def test_lines_that_are_no_event_are_set_aside_capped_and_the_rest_read() -> None:
+    """Given a list to set aside into, a line that is no event goes there (its reason, its
+    source line, its tenant when it names one, its text cut to the quarantine's cap with the
+    whole length kept) and reading goes on."""
+    set_aside: list[QuarantineEntry] = []
+    huge = b'{"tenant_id": "%s", "x": "' % TENANT.hex.encode() + b"y" * 100_000 + b'"}'
+    lines = [b"{not json\n", orjson.dumps(EVENTS[0]), huge]
+    events = list(events_of_lines(lines, set_aside=set_aside, source="f.jsonl"))
+    assert [event.event_id for event in events] == [uuid.UUID(EVENTS[0]["event_id"])]
+    first, second = set_aside
+    assert (first.source, first.raw, first.tenant_id) == ("f.jsonl:1", "{not json", None)
+    assert first.reason.startswith("line 1: event: is not valid JSON")
+    assert (second.source, second.tenant_id) == ("f.jsonl:3", TENANT)
+    assert second.reason == "line 3: event_id: is required"
+    assert (len(second.raw), second.raw_bytes) == (RAW_MAX_CHARS, len(huge))
+
+
+def test_a_batch_item_that_is_no_event_is_set_aside_as_the_paths_tenants() -> None:
+    """Given a list to set aside into, a batch item without an id, or naming another tenant,
+    goes there as the path tenant's, named by index, and the other items are read."""
+    set_aside: list[QuarantineEntry] = []
+    other = {**EVENTS[1], "tenant_id": str(uuid.uuid4())}
+    no_id = {key: value for key, value in EVENTS[2].items() if key != "event_id"}
+    events = events_of_batch([EVENTS[0], other, no_id], tenant_id=TENANT, set_aside=set_aside)
+    assert len(events) == 1
+    assert [(e.source, e.tenant_id) for e in set_aside] == [
+        ("api:events.1", TENANT),
+        ("api:events.2", TENANT),
+    ]
+    assert set_aside[1].reason == "events.2.event_id: is required"

@@ -293,8 +293,18 @@ _EVENT_IN_TYPES: Final[dict[FieldKind, tuple[Any, dict[str, Any]]]] = {
     FieldKind.CATEGORY: (EventCategory, {}),
     FieldKind.SEVERITY: (int, {"ge": 0, "le": 10}),
     FieldKind.OUTCOME: (Outcome, {}),
-    FieldKind.IP: (str, {"description": "IPv4 or IPv6 address"}),
+    FieldKind.IP: (
+        str,
+        {
+            "description": "IPv4 or IPv6 address",
+            "json_schema_extra": {"x-normalised": "anything else is kept in source_address"},
+        },
+    ),
     FieldKind.METADATA: (dict[str, str], {"json_schema_extra": {"x-normalised": _METADATA_CUT}}),
+    FieldKind.NAMES: (
+        list[str],
+        {"description": "the fields ingest normalised (sorted); ingest adds its own"},
+    ),
 }
 
 
@@ -322,7 +332,7 @@ AuditEventIn: Final[type[BaseModel]] = create_model(
 
 
 class EventBatch(BaseModel):
-    """A batch of audit events, stored all or nothing; events already stored are skipped."""
+    """A batch of audit events, each normalised; items that are no event are quarantined."""
 
     model_config = _Strict
 
@@ -330,10 +340,15 @@ class EventBatch(BaseModel):
 
 
 class IngestResult(BaseModel):
-    """How many events the batch stored, and how many were already stored (skipped)."""
+    """How many events the batch stored, how many were already stored with the same content
+    (skipped), how many came with a stored id but other content (conflicts) and how many
+    items were no event: both kept in the tenant's quarantine. `errors`: the first reasons."""
 
     stored: int
     duplicates: int
+    conflicts: int
+    quarantined: int
+    errors: list[str]
 
 
 class AuditEventPublic(BaseModel):

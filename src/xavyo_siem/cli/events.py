@@ -31,6 +31,7 @@ from xavyo_siem.model import format_timestamp
 from xavyo_siem.sample import DEFAULT_START, generate_events
 from xavyo_siem.settings import DEFAULT_DATABASE_URL
 from xavyo_siem.store import open_store, read_events_in_range
+from xavyo_siem.store.quarantine import QuarantineEntry
 
 __all__ = ["ingest", "list_events", "sample"]
 
@@ -73,13 +74,24 @@ def sample(
 
 def ingest(
     source: Annotated[str, typer.Argument(help="A JSON-lines file, or - for standard input.")],
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="All or nothing: one line that is no event stores nothing."),
+    ] = False,
+    json: JsonOption = False,
     db: DbOption = DEFAULT_DATABASE_URL,
 ) -> None:
     """Store audit events from a JSON-lines file, each (tenant, event id) once.
 
-    Everything is validated inside one transaction: one bad line stores nothing, and the
-    error names the line, the field and the rule. Events already stored are counted as
-    duplicates and left as they are, so ingesting the same file twice is harmless.
+    An event is never refused for its content: what it cannot carry is normalised, and the
+    event's `normalized` names the fields changed. A line that cannot be an event at all
+    (not JSON, not an object, no usable tenant, id or time) is kept verbatim in the
+    quarantine (`xavyo-siem quarantine list`) with its reason; the rest of the file is
+    stored and the command exits with status 1, printing the first reasons. An event whose
+    id is stored with different content is a conflict, kept in the quarantine too (status
+    1); the same content again is a duplicate, left as it is, so ingesting the same file
+    twice is harmless. With `--strict`, one line that is no event stores nothing (status
+    2), and the error names the line, the field and the rule.
 
     Example: `xavyo-siem sample -n 1000 | xavyo-siem ingest -`
     """
@@ -87,17 +99,30 @@ def ingest(
     stream, size = _open_source(source)
     show = err.is_terminal and size is not None and size > _PROGRESS_BYTES
     progress = _bytes_progress() if show else None
+    set_aside: list[QuarantineEntry] | None = None if strict else []
+    name = "stdin" if source == "-" else Path(source).name
     began = time.perf_counter()
     with progress or nullcontext(), stream:
         shown = None if progress is None else _shown_in(progress, stream, size)
-        result = store_events(engine, events_of_lines(stream, on_progress=shown))
+        events = events_of_lines(stream, on_progress=shown, set_aside=set_aside, source=name)
+        result = store_events(engine, events, set_aside=set_aside, source=name)
     seconds = time.perf_counter() - began
     total = result.stored + result.duplicates
     rate = f", {total / seconds:,.0f} events/s" if seconds > 0 and total else ""
+    if json:
+        print_json_lines([result.to_dict()])
     err.print(
         f"stored {result.stored:,} events, skipped {result.duplicates:,} duplicates "
         f"(already stored) in {seconds:.1f} s{rate}"
     )
+    if result.quarantined:
+        err.print(
+            f"quarantined {result.quarantined:,} ({result.conflicts:,} conflicts); "
+            "see `xavyo-siem quarantine list`. First reasons:"
+        )
+        for reason in result.errors:
+            err.print(f"  {reason}", markup=False)
+        raise typer.Exit(1)
 
 
 def _open_source(source: str) -> tuple[IO[bytes], int | None]:

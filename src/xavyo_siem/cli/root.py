@@ -19,6 +19,7 @@ from xavyo_siem.cli import (
     exports,
     health,
     keys,
+    quarantine,
     run,
     tenants,
     tokens,
@@ -73,6 +74,7 @@ app.command("serve")(run.serve)
 app.add_typer(db.app, name="db")
 app.add_typer(destinations.app, name="destination")
 app.add_typer(dead_letters.app, name="dead-letters")
+app.add_typer(quarantine.app, name="quarantine")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(keys.app, name="keys")
 app.add_typer(exports.export_app, name="export")

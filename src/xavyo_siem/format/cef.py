@@ -25,6 +25,8 @@ The extension keys, in order (absent fields are left out; empty strings are writ
 | `cs4` + `cs4Label=targetResource` | `target_resource` |
 | `cs5` + `cs5Label=metadata` | `metadata` as one compact JSON object (left out when empty) |
 | `cs6` + `cs6Label=sourceAddressScoped` | `source_ip` exactly, when it is IPv6 with a zone index |
+| `flexString1` + `flexString1Label=normalized` | `normalized`, the names joined by `,` |
+| `flexString2` + `flexString2Label=sourceAddress` | `source_address` (cap 1023) |
 
 `csN` values are capped at `cs_max_chars` (default 4000, CEF rev. 23+; 1023 for older
 consumers). A value over its cap is cut before escaping and ends in "…".
@@ -60,6 +62,8 @@ _NO_CAP: Final = 1 << 62
 _CACHE_ENTRIES: Final = 4096
 _CACHED_HEADER_TEXT_MAX: Final = 512
 _METADATA_KEY: Final = " cs5Label=metadata cs5="
+_NORMALIZED_KEY: Final = " flexString1Label=normalized flexString1="
+_SOURCE_ADDRESS_KEY: Final = " flexString2Label=sourceAddress flexString2="
 _dumps: Final = orjson.dumps
 
 VENDOR: Final = "Xavyo"
@@ -76,6 +80,7 @@ CEF_VALUE_MAX: Final[dict[str, int]] = {
     "requestClientApplication": 1023,
     "cat": 1023,
     "externalId": 40,
+    "flexString2": 1023,
 }
 # ArcSight's header lengths (the CEF guide's field table).
 CEF_HEADER_MAX: Final[dict[str, int]] = {
@@ -174,6 +179,8 @@ class CefFormatter:
             " cs4Label=targetResource cs4=": cs_max_chars,
             _METADATA_KEY: cs_max_chars,
             " cs6Label=sourceAddressScoped cs6=": cs_max_chars,
+            _NORMALIZED_KEY: _NO_CAP,  # at most the field names, joined
+            _SOURCE_ADDRESS_KEY: CEF_VALUE_MAX["flexString2"],
         }
         # act is cut where it is added, and outcome is at most 7 characters.
         self._cut_over = min(
@@ -272,6 +279,10 @@ class CefFormatter:
             metadata_at = len(pieces) - 1
         if scoped is not None:
             pieces += (" cs6Label=sourceAddressScoped cs6=", scoped)
+        if normalized := event.normalized:
+            pieces += (_NORMALIZED_KEY, ",".join(normalized))
+        if (value := event.source_address) is not None:
+            pieces += (_SOURCE_ADDRESS_KEY, value)
 
         # The common case, decided in one pass (in C when built): no value needs escaping, and
         # all of them together are shorter than the smallest cap, so none is over its own.

@@ -5,7 +5,8 @@ holds. The header, `CsvFormatter` and the export's fast path (`format.csv_sql`, 
 the database write some cells) are all built from it; how each kind of cell is written is
 said once (`_CELL_SOURCE`) and compiled into a row writer per layout (`row_writer`). Every
 file has the header row, then one row per event, with the `to_dict` fields in their order,
-`event_id` first and `metadata` last as one compact JSON object. Rows follow RFC 4180 and
+`event_id` first, `metadata` as one compact JSON object and `normalized` (the names of the
+fields ingest normalised, joined by `,`) last. Rows follow RFC 4180 and
 end in CRLF (`CsvWriter`; `to_csv` returns a row without its line end):
 
 * a present value is always quoted, `"` doubled; CR, LF and every other character are kept
@@ -69,6 +70,9 @@ class CellKind(Enum):
     """Free text: formula-guarded, then `"` doubled."""
     METADATA = "metadata"
     """The metadata as one compact JSON object, `"` doubled; no metadata is an absent cell."""
+    NAMES = "names"
+    """Field names (`normalized`) joined by `,`; none is an absent cell (a name never holds
+    `"` nor starts like a formula)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,7 @@ class CsvColumn:
 
 _ID, _TIMESTAMP, _PLAIN = CellKind.ID, CellKind.TIMESTAMP, CellKind.PLAIN
 _ADDRESS, _TEXT, _METADATA = CellKind.ADDRESS, CellKind.TEXT, CellKind.METADATA
+_NAMES = CellKind.NAMES
 
 CSV_LAYOUT: Final[tuple[CsvColumn, ...]] = (
     CsvColumn("event_id", _ID, required=True),
@@ -103,7 +108,9 @@ CSV_LAYOUT: Final[tuple[CsvColumn, ...]] = (
     CsvColumn("reason", _TEXT),
     CsvColumn("session_id", _TEXT),
     CsvColumn("request_id", _TEXT),
+    CsvColumn("source_address", _TEXT),
     CsvColumn("metadata", _METADATA),
+    CsvColumn("normalized", _NAMES),
 )
 CSV_COLUMNS: Final[tuple[str, ...]] = tuple(column.name for column in CSV_LAYOUT)
 
@@ -199,6 +206,7 @@ _CELL_SOURCE: Final[dict[tuple[CellKind | None, bool], str]] = {
     (CellKind.PLAIN, False): """"" if @ is None else f'"{@!s}"'""",  # !s: 2x faster than str()
     (CellKind.ADDRESS, False): '"" if @ is None else _quote(@)',
     (CellKind.METADATA, False): '_quote(_metadata_json(@)) if @ else ""',
+    (CellKind.NAMES, False): '''('"' + ",".join(@) + '"') if @ else ""''',
     (CellKind.TEXT, False): '"" if @ is None else _text_cell(@, False)',
     (CellKind.TEXT, True): '"" if @ is None else _text_cell(@, True)',
 }

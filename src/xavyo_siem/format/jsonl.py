@@ -67,8 +67,12 @@ def event_object(event: AuditEvent) -> dict[str, Any]:
         out["session_id"] = value
     if (value := event.request_id) is not None:
         out["request_id"] = value
+    if (value := event.source_address) is not None:
+        out["source_address"] = value
     if metadata := event.metadata:
         out["metadata"] = metadata if type(metadata) is dict else dict(metadata)
+    if normalized := event.normalized:
+        out["normalized"] = list(normalized)
     return out
 
 

@@ -77,7 +77,8 @@ PROCID_MAX: Final = 128
 MSGID_MAX: Final = 32
 
 # The PARAM-NAMEs of the SD element and the field each holds, in order. Absent fields are
-# left out. Free text (event name, user agent, reason, target resource, metadata) is in MSG.
+# left out. Free text (event name, user agent, reason, target resource, source address,
+# metadata) is in MSG.
 SD_PARAMS: Final[tuple[tuple[str, str], ...]] = (
     ("eventId", "event_id"),
     ("tenantId", "tenant_id"),
@@ -92,6 +93,7 @@ SD_PARAMS: Final[tuple[tuple[str, str], ...]] = (
     ("sourceIp", "source_ip"),
     ("sessionId", "session_id"),
     ("requestId", "request_id"),
+    ("normalized", "normalized"),  # the names joined by ","
 )
 
 _BOM: Final = "\ufeff"
@@ -261,6 +263,8 @@ class SyslogFormatter:
             pieces += ('" sessionId="', value)
         if (value := event.request_id) is not None:
             pieces += ('" requestId="', value)
+        if normalized := event.normalized:
+            pieces += ('" normalized="', ",".join(normalized))
         if plain_values_length(pieces, _SD_SPECIAL_BYTES) < 0:  # one pass, in C when built
             raw = utf8("".join(pieces[2::2]), "event")
             if len(raw.translate(None, _SD_SPECIAL_BYTES)) != len(raw):

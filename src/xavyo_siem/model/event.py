@@ -27,21 +27,26 @@ from xavyo_siem.model.codegen import compile_function
 from xavyo_siem.model.conversions import format_timestamp
 from xavyo_siem.model.enums import EventCategory, Outcome
 from xavyo_siem.model.validation import (
+    DEFAULT_EVENT_TYPE,
+    MAX_EVENT_TYPE_CHARS,
     MAX_TEXT_CHARS,
     check_category,
+    check_event_type_within_limits,
     check_ip,
     check_metadata,
+    check_metadata_within_limits,
     check_outcome,
     check_required_text,
     check_severity,
     check_tenant_id,
     check_text,
+    check_text_within_limits,
     check_timestamp,
     check_uuid,
-    normalise_event_type,
-    normalise_metadata,
-    normalise_text,
     parse_severity,
+    repair_metadata,
+    repair_text,
+    repair_timestamp,
 )
 
 __all__ = [
@@ -66,6 +71,7 @@ class FieldKind(StrEnum):
     OUTCOME = "outcome"  # an Outcome; JSON and stored: its value
     IP = "ip"  # an IPv4 or IPv6 address, as text
     METADATA = "metadata"  # string -> string; empty when absent, left out of JSON then
+    NAMES = "names"  # sorted event field names; empty when absent, left out of JSON then
 
 
 @final  # `from_values` builds exactly this class (see `_UncheckedEvent`)
@@ -75,11 +81,12 @@ class AuditEvent:
 
     Required: `event_id`, `tenant_id`, `timestamp` (aware; normalised to UTC, microseconds
     kept), `event_type`, `category`. `severity` (0-10) defaults from the category. Every other
-    field may be absent (`None`); `metadata` maps strings to strings.
+    field may be absent (`None`); `metadata` maps strings to strings; `normalized` names the
+    fields `from_dict` changed (sorted, empty when none).
 
-    Building one checks every rule but length; `from_dict`, the way events come in, also
-    cuts what is too long (free text to 65,536 characters, `event_type` to 200, metadata to
-    256 entries of 65,536 characters in all): an event is never refused for its length.
+    Building one checks every rule but length; `from_dict`, the way events come in, never
+    refuses an event that has an id, a tenant and a time: what cannot be carried is
+    normalised (`_normalised`) and `normalized` says which fields were changed.
 
     The fields are in their JSON order, which is also the order of `from_values`.
     """
@@ -102,7 +109,11 @@ class AuditEvent:
     reason: Annotated[str | None, FieldKind.TEXT] = None
     session_id: Annotated[str | None, FieldKind.TEXT] = None
     request_id: Annotated[str | None, FieldKind.TEXT] = None
+    # A source that is not an IP address, as the producer sent it (`source_ip` is then None).
+    source_address: Annotated[str | None, FieldKind.TEXT] = None
     metadata: Annotated[Mapping[str, str], FieldKind.METADATA] = field(default_factory=dict)
+    # The fields `from_dict` had to change for the event to be carried (see `normalise`).
+    normalized: Annotated[tuple[str, ...], FieldKind.NAMES] = ()
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -117,40 +128,44 @@ class AuditEvent:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AuditEvent:
-        """Build an event from its JSON form; raises `InvalidEvent` naming the bad field.
+        """Build an event from its JSON form, normalising what cannot be carried.
 
-        The checks run category and severity first (severity's default comes from the
-        category), then the free text as one joined string (short ASCII without NUL passes
-        at once; otherwise field by field, to name the field or cut it to its limit), then
-        the rest in field order (`_values_in` and `_check_the_rest` are compiled from the
-        declaration). Text and metadata longer than their limits are cut, never refused
-        (`model/validation.py`).
+        Raises `InvalidEvent` naming the field only for what cannot be an event at all: not
+        an object, or no usable `event_id`, `tenant_id` or `timestamp`.
+
+        First every rule is checked, as fast as it goes: category and severity first
+        (severity's default comes from the category), then the free text as one joined
+        string (short ASCII without NUL passes at once; otherwise field by field), then the
+        rest in field order (`_values_in` and `_check_the_rest` are compiled from the
+        declaration). When any check fails (or a field is an empty string), the event is
+        built again by `_normalised`, which repairs field by field and records what changed.
         """
         if not isinstance(data, Mapping):
             raise InvalidEvent("event", f"must be a JSON object, got {type(data).__name__}")
-        if not _KNOWN_KEYS.issuperset(data):
-            unknown = sorted(data.keys() - _KNOWN_KEYS)[0]
-            raise InvalidEvent(str(unknown)[:60], "is not a field of an audit event")
-        values = _values_in(data.get)
-        if None in _required_values(values):
-            missing = next(name for name in _REQUIRED if data.get(name) is None)
-            raise InvalidEvent(missing, "is required")
-        category = values[_CATEGORY] = check_category(_CATEGORY_NAME, values[_CATEGORY])
-        severity = values[_SEVERITY]
-        values[_SEVERITY] = (
-            category.default_severity
-            if severity is None
-            else parse_severity(_SEVERITY_NAME, severity)
-        )
-        try:  # the present texts as one string (TypeError: one is not a string)
-            joined = "".join([text for text in _optional_texts(values) if text is not None])
-        except TypeError:
-            joined = "\x00"
-        if not joined.isascii() or "\x00" in joined or len(joined) > MAX_TEXT_CHARS:
-            for index in _TEXT_INDEXES:  # look closer, field by field (and cut)
-                if values[index] is not None:
-                    values[index] = normalise_text(FIELD_NAMES[index], values[index])
-        return _check_the_rest(*values)
+        try:
+            if not _KNOWN_KEYS.issuperset(data):
+                raise InvalidEvent("event", "has a key that is not a field")
+            values = _values_in(data.get)
+            if None in _required_values(values) or "" in values:
+                raise InvalidEvent("event", "lacks a field or has an empty one")
+            category = values[_CATEGORY] = check_category(_CATEGORY_NAME, values[_CATEGORY])
+            severity = values[_SEVERITY]
+            values[_SEVERITY] = (
+                category.default_severity
+                if severity is None
+                else parse_severity(_SEVERITY_NAME, severity)
+            )
+            try:  # the present texts as one string (TypeError: one is not a string)
+                joined = "".join([text for text in _optional_texts(values) if text is not None])
+            except TypeError:
+                joined = "\x00"
+            if not joined.isascii() or "\x00" in joined or len(joined) > MAX_TEXT_CHARS:
+                for index in _TEXT_INDEXES:  # look closer, field by field
+                    if values[index] is not None:
+                        check_text_within_limits(FIELD_NAMES[index], values[index])
+            return _check_the_rest(*values)
+        except InvalidEvent:
+            return _normalised(data)
 
     @classmethod
     def from_values(cls, values: Sequence[Any]) -> AuditEvent:
@@ -180,6 +195,8 @@ class AuditEvent:
                 out[name] = value if to_json is None else to_json(value)
         if not out[_METADATA_NAME]:
             del out[_METADATA_NAME]
+        if not out[_NORMALIZED_NAME]:
+            del out[_NORMALIZED_NAME]
         return out
 
 
@@ -193,8 +210,12 @@ class EventField:
 
     @property
     def nullable(self) -> bool:
-        """True when an event may hold None here (severity and metadata always hold a value)."""
-        return not self.required and self.kind not in (FieldKind.SEVERITY, FieldKind.METADATA)
+        """True when an event may hold None here (severity, metadata and names always hold a
+        value)."""
+        return not self.required and self.kind not in _NEVER_NONE
+
+
+_NEVER_NONE: Final = (FieldKind.SEVERITY, FieldKind.METADATA, FieldKind.NAMES)
 
 
 def _declared_fields() -> tuple[EventField, ...]:
@@ -224,6 +245,20 @@ _UncheckedEvent: Final = make_dataclass(
     "_UncheckedEvent", FIELD_NAMES, slots=True, repr=False, eq=False, match_args=False
 )
 
+
+def check_field_names(name: str, value: object) -> tuple[str, ...]:
+    """Names of event fields, sorted and each once (a list or tuple of them), as a tuple."""
+    if not isinstance(value, list | tuple):
+        raise InvalidEvent(name, f"must be a list of field names, got {type(value).__name__}")
+    names = tuple(value)
+    for item in names:
+        if type(item) is not str or item not in _KNOWN_KEYS:
+            raise InvalidEvent(name, f"must hold only field names, got {str(item)[:60]!r}")
+    if list(names) != sorted(set(names)):
+        raise InvalidEvent(name, "must be sorted, each name once")
+    return names
+
+
 Check = Callable[[str, Any], Any]
 _CHECK_OF: Final[dict[FieldKind, Check]] = {
     FieldKind.UUID: check_uuid,
@@ -235,6 +270,7 @@ _CHECK_OF: Final[dict[FieldKind, Check]] = {
     FieldKind.OUTCOME: check_outcome,
     FieldKind.IP: check_ip,
     FieldKind.METADATA: check_metadata,
+    FieldKind.NAMES: check_field_names,
 }
 
 
@@ -244,13 +280,13 @@ def _check_for(declared: EventField) -> Check:
     return _CHECK_OF[declared.kind]
 
 
-def _normalise_for(declared: EventField) -> Check:
-    """What `from_dict` runs for a field: its check, or for a field with a length limit
-    the check of its value cut to that limit."""
+def _check_in_for(declared: EventField) -> Check:
+    """What `from_dict`'s checks run for a field: its check, and for a field with a length
+    limit the check that it is within it."""
     if declared.kind is FieldKind.TEXT:
-        return normalise_event_type if declared.required else normalise_text
+        return check_event_type_within_limits if declared.required else check_text_within_limits
     if declared.kind is FieldKind.METADATA:
-        return normalise_metadata
+        return check_metadata_within_limits
     return _check_for(declared)
 
 
@@ -269,6 +305,7 @@ _METADATA: Final = _index_of(FieldKind.METADATA)
 _CATEGORY_NAME: Final = FIELD_NAMES[_CATEGORY]
 _SEVERITY_NAME: Final = FIELD_NAMES[_SEVERITY]
 _METADATA_NAME: Final = FIELD_NAMES[_METADATA]
+_NORMALIZED_NAME: Final = FIELD_NAMES[_index_of(FieldKind.NAMES)]
 _TEXT_INDEXES: Final = tuple(FIELD_NAMES.index(name) for name in TEXT_FIELDS)
 _optional_texts: Final = operator.itemgetter(*_TEXT_INDEXES)
 
@@ -281,7 +318,7 @@ def _check_cell(index: int, declared: EventField) -> str:
     checked = f"check_{index}({declared.name!r}, {value})"
     if declared.required:
         return checked
-    absent = "{}" if declared.kind is FieldKind.METADATA else "None"
+    absent = {FieldKind.METADATA: "{}", FieldKind.NAMES: "()"}.get(declared.kind, "None")
     return f"{absent} if {value} is None else {checked}"
 
 
@@ -291,14 +328,14 @@ _values_in: Final[Callable[[Callable[[str], Any]], list[Any]]] = compile_functio
 )
 # from_dict's last step: the checks of the fields not checked yet, in field order, and the
 # event made from all values; e.g. `check_0('event_id', event_id)` for the first field. The
-# fields with a length limit are normalised (cut to it) rather than only checked.
+# fields with a length limit are checked to be within it.
 _check_the_rest: Final[Callable[..., AuditEvent]] = compile_function(
     "check_the_rest",
     FIELD_NAMES,
     f"from_values(({', '.join(_check_cell(i, f) for i, f in enumerate(EVENT_FIELDS))},))",
     {
         "from_values": AuditEvent.from_values,
-        **{f"check_{index}": _normalise_for(f) for index, f in enumerate(EVENT_FIELDS)},
+        **{f"check_{index}": _check_in_for(f) for index, f in enumerate(EVENT_FIELDS)},
     },
 )
 _values_of: Final = operator.attrgetter(*FIELD_NAMES)
@@ -309,5 +346,112 @@ _TO_JSON_OF: Final[dict[FieldKind, Callable[[Any], Any]]] = {
     FieldKind.CATEGORY: operator.attrgetter("value"),
     FieldKind.OUTCOME: operator.attrgetter("value"),
     FieldKind.METADATA: dict,
+    FieldKind.NAMES: list,
 }
 _TO_JSON: Final = tuple((f.name, _TO_JSON_OF.get(f.kind)) for f in EVENT_FIELDS)
+
+
+# What an event cannot be without: a line without one of these is not an event.
+_KEY_NAMES: Final = ("event_id", "tenant_id", "timestamp")
+
+
+def _normalised(data: Mapping[str, Any]) -> AuditEvent:
+    """The event of `data`, every field repaired that cannot be carried as it is, with the
+    names of the fields changed in `normalized` (with those `data` said were changed before).
+
+    The rules (docs/store.md has them as a table): an empty string is absent; text is
+    `repair_text` (JSON text of a non-string, cut, NUL and lone surrogates -> U+FFFD); no or
+    a blank `event_type` is `UNKNOWN`; an unknown `category` is `security`; a bad `severity`
+    is clamped to 0-10 when it is a number, else the category's default; a bad `outcome` is
+    `unknown`; a `source_ip` that is not an address goes to `source_address` as text;
+    metadata is `repair_metadata`, and a key that is not a field goes into it (as
+    `metadata`); a leap second is the last microsecond of its minute. Only an event without
+    a usable `event_id`, `tenant_id` or `timestamp` raises `InvalidEvent`.
+    """
+    changed: set[str] = set()
+    given: dict[str, Any] = {}
+    unknown: dict[Any, Any] = {}
+    for key, value in data.items():
+        if key not in _KNOWN_KEYS:
+            unknown[key] = value
+        elif isinstance(value, str) and not value:
+            changed.add(key)  # an empty string is absent
+        elif value is not None:
+            given[key] = value
+    for name in _KEY_NAMES:
+        if name not in given:
+            raise InvalidEvent(name, "is required")
+    out: dict[str, Any] = {
+        "event_id": check_uuid("event_id", given["event_id"]),
+        "tenant_id": check_tenant_id("tenant_id", given["tenant_id"]),
+    }
+    out["timestamp"], leap = repair_timestamp("timestamp", given["timestamp"])
+    if leap:
+        changed.add("timestamp")
+    event_type = given.get("event_type")
+    if event_type is not None:
+        event_type = repair_text(event_type, MAX_EVENT_TYPE_CHARS)
+    if event_type is None or not event_type.strip():
+        event_type = DEFAULT_EVENT_TYPE
+    out["event_type"] = event_type
+    try:
+        category = check_category("category", given.get("category"))
+    except InvalidEvent:
+        category = EventCategory.SECURITY
+    out["category"] = category
+    severity = given.get("severity")
+    if severity is not None:
+        try:
+            out["severity"] = parse_severity("severity", severity)
+        except InvalidEvent:
+            number = isinstance(severity, int | float) and not isinstance(severity, bool)
+            if number and severity == severity:  # a number, not NaN: clamped to 0-10
+                out["severity"] = min(10, max(0, int(min(1e9, max(-1e9, severity)))))
+    outcome = given.get("outcome")
+    if outcome is not None:
+        try:
+            out["outcome"] = check_outcome("outcome", outcome)
+        except InvalidEvent:
+            out["outcome"] = Outcome.UNKNOWN
+    for name in TEXT_FIELDS:
+        value = given.get(name)
+        if value is not None:
+            out[name] = repair_text(value)
+    source_ip = given.get("source_ip")
+    if source_ip is not None:
+        try:
+            out["source_ip"] = check_ip("source_ip", source_ip)
+        except InvalidEvent:
+            if out.get("source_address") is None:
+                out["source_address"] = repair_text(source_ip)
+    metadata = given.get("metadata")
+    if unknown:
+        merged = dict(metadata) if isinstance(metadata, Mapping) else {}
+        if metadata is not None and not isinstance(metadata, Mapping):
+            merged[""] = metadata
+        for key, value in unknown.items():
+            merged.setdefault(key, value)
+        out["metadata"] = repair_metadata(merged)
+        changed.add("metadata")
+    elif metadata is not None:
+        out["metadata"] = repair_metadata(metadata)
+    try:
+        previous = set(check_field_names("normalized", given.get("normalized", ())))
+    except InvalidEvent:
+        previous = {"normalized"}
+    for name, value in out.items():
+        if name not in _KEY_NAMES and given.get(name) != _json_of(value):
+            changed.add(name)
+    for name in given.keys() - out.keys() - {"normalized"}:
+        changed.add(name)  # given, but not kept as given (the source went to source_address)
+    out["normalized"] = tuple(sorted(previous | changed))
+    if "severity" not in out:
+        out["severity"] = category.default_severity
+    out.setdefault("metadata", {})
+    # Every value is checked or repaired above: built without checking them again.
+    return AuditEvent.from_values([out.get(name) for name in FIELD_NAMES])
+
+
+def _json_of(value: Any) -> Any:
+    """A field's value as `from_dict` would have been given it, to tell what changed."""
+    return value.value if isinstance(value, EventCategory | Outcome) else value

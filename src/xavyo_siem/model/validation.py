@@ -4,17 +4,20 @@ that names the field and the rule, and returning the value in its model form.
 Every check takes the field's name first, so that one check serves every field of its kind
 and its message names the field it was given.
 
-An event that comes in is never refused for being long. `AuditEvent.from_dict`, the way
-every event comes in (a file, the API), normalises where the constructor only checks: text
-longer than its limit and metadata past its limits come back cut (`normalise_text`,
-`normalise_event_type`, `normalise_metadata`), so what the store keeps, and what every
-reader of it holds in memory, is bounded per event. Code that builds an event directly
-decides its size.
+An event that comes in is never refused for its content. `AuditEvent.from_dict`, the way
+every event comes in (a file, the API), first only checks (the `check_*` functions, and the
+`*_within_limits` ones, which also refuse what is past a length limit); when a check fails
+it normalises instead, with the `repair_*` functions here: text longer than its limit and
+metadata past its limits are cut, NUL and lone surrogates become U+FFFD, a value that is
+not a string becomes its JSON text, a leap second becomes the last microsecond of its
+minute. What the store keeps, and what every reader of it holds in memory, is bounded per
+event. Code that builds an event directly decides its size.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import re
 import socket
@@ -29,20 +32,27 @@ from xavyo_siem.model.conversions import uuid_from_canonical
 from xavyo_siem.model.enums import EventCategory, Outcome
 
 __all__ = [
+    "DEFAULT_EVENT_TYPE",
+    "EMPTY_METADATA_KEY",
+    "REPLACEMENT_CHARACTER",
     "check_category",
+    "check_event_type_within_limits",
     "check_ip",
     "check_metadata",
+    "check_metadata_within_limits",
     "check_outcome",
     "check_required_text",
     "check_severity",
     "check_tenant_id",
     "check_text",
+    "check_text_within_limits",
     "check_timestamp",
     "check_uuid",
-    "normalise_event_type",
-    "normalise_metadata",
-    "normalise_text",
     "parse_severity",
+    "repair_metadata",
+    "repair_text",
+    "repair_timestamp",
+    "text_of",
 ]
 
 # Limits of what one event that comes in carries; longer values are cut to them, never refused.
@@ -76,19 +86,50 @@ def check_required_text(name: str, value: object) -> str:
     return text
 
 
-def normalise_text(name: str, value: object, limit: int = MAX_TEXT_CHARS) -> str:
-    """`check_text` of `value` cut to its first `limit` characters (what is cut away is not
-    looked at)."""
+def check_text_within_limits(name: str, value: object, limit: int = MAX_TEXT_CHARS) -> str:
+    """`check_text`, and at most `limit` characters."""
     if type(value) is str and len(value) > limit:
-        value = value[:limit]
+        raise InvalidEvent(name, f"is longer than {limit} characters")
     return check_text(name, value)
 
 
-def normalise_event_type(name: str, value: object) -> str:
-    """`check_required_text` of `value` cut to its first `MAX_EVENT_TYPE_CHARS` characters."""
+def check_event_type_within_limits(name: str, value: object) -> str:
+    """`check_required_text`, and at most `MAX_EVENT_TYPE_CHARS` characters."""
     if type(value) is str and len(value) > MAX_EVENT_TYPE_CHARS:
-        value = value[:MAX_EVENT_TYPE_CHARS]
+        raise InvalidEvent(name, f"is longer than {MAX_EVENT_TYPE_CHARS} characters")
     return check_required_text(name, value)
+
+
+# What a normalised text holds instead of a character an event cannot carry (NUL, which
+# PostgreSQL text cannot hold, and a lone surrogate, which UTF-8 cannot): U+FFFD, Unicode's
+# replacement character. Other controls are kept; each format writes them its own way.
+REPLACEMENT_CHARACTER: Final = "\ufffd"
+_SURROGATES: Final = re.compile("[\ud800-\udfff]")
+# The event type of an event that came without one (or with a blank one).
+DEFAULT_EVENT_TYPE: Final = "UNKNOWN"
+
+
+def text_of(value: object) -> str:
+    """`value` as text: a string as it is, any other value as its compact JSON text."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    except (ValueError, TypeError):  # a circular structure, built in Python
+        return repr(value)
+
+
+def repair_text(value: object, limit: int = MAX_TEXT_CHARS) -> str:
+    """The text an event can carry for `value`: `text_of(value)` cut to its first `limit`
+    characters (what is cut away is not looked at), NUL and lone surrogates -> U+FFFD."""
+    text = text_of(value)
+    if len(text) > limit:
+        text = text[:limit]
+    if "\x00" in text:
+        text = text.replace("\x00", REPLACEMENT_CHARACTER)
+    if not text.isascii():
+        text = _SURROGATES.sub(REPLACEMENT_CHARACTER, text)
+    return text
 
 
 _CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -153,6 +194,22 @@ def check_timestamp(name: str, value: object) -> datetime:
         raise InvalidEvent(name, "is out of range once converted to UTC") from None
 
 
+# A leap second (`hh:mm:60`, any fraction), which `datetime` cannot hold.
+_LEAP_SECOND: Final = re.compile(r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d):60(?:[.,]\d+)?")
+
+
+def repair_timestamp(name: str, value: object) -> tuple[datetime, bool]:
+    """`check_timestamp` of `value`, and whether it had to change it: a leap second
+    (`23:59:60`) becomes the last microsecond of its minute (`23:59:59.999999`); any other
+    bad time is refused (an event without a time cannot be one)."""
+    try:
+        return check_timestamp(name, value), False
+    except InvalidEvent:
+        if not isinstance(value, str) or _LEAP_SECOND.match(value) is None:
+            raise
+    return check_timestamp(name, _LEAP_SECOND.sub(r"\1:59.999999", value, count=1)), True
+
+
 def check_ip(name: str, value: object) -> str:
     """An IPv4 or IPv6 address (an IPv6 zone index included), kept as given."""
     text = check_text(name, value)
@@ -206,12 +263,8 @@ def check_outcome(name: str, value: object) -> Outcome:
 
 
 def _metadata(name: str, value: object, max_entries: int, max_chars: int) -> dict[str, str]:
-    """A mapping of non-empty text keys to text values, as a dict, within the limits.
-
-    It keeps its first `max_entries` entries as long as their keys and values together fit
-    in `max_chars`: the value that crosses that limit is cut, and the entries after it are
-    dropped, unchecked (a key is never cut).
-    """
+    """A mapping of non-empty text keys to text values, as a dict, within the limits
+    (`InvalidEvent` past them)."""
     if type(value) is dict and len(value) <= max_entries:
         try:  # all keys, then all values, as one string each (TypeError: not all strings)
             keys, items = "".join(value), "".join(value.values())
@@ -231,19 +284,18 @@ def _metadata(name: str, value: object, max_entries: int, max_chars: int) -> dic
         raise InvalidEvent(name, f"must be an object of strings, got {type(value).__name__}")
     checked: dict[str, str] = {}
     budget = max_chars
+    if len(value) > max_entries:
+        raise InvalidEvent(name, f"holds more than {max_entries} entries")
     for key, item in value.items():
-        if len(checked) == max_entries:
-            break
-        if type(key) is str and len(key) > budget:
-            break
         check_text(name, key)
         if not key:
             raise InvalidEvent(name, "keys must not be empty")
-        budget -= len(key)
         if not isinstance(item, str):
             raise InvalidEvent(f"{name}.{key[:40]}", f"must be a string, got {type(item).__name__}")
-        checked[key] = item = normalise_text(f"{name}.{key[:40]}", item, budget)
-        budget -= len(item)
+        checked[key] = check_text(f"{name}.{key[:40]}", item)
+        budget -= len(key) + len(item)
+    if budget < 0:
+        raise InvalidEvent(name, f"holds more than {max_chars} characters of keys and values")
     return checked
 
 
@@ -252,8 +304,39 @@ def check_metadata(name: str, value: object) -> dict[str, str]:
     return _metadata(name, value, sys.maxsize, sys.maxsize)
 
 
-def normalise_metadata(name: str, value: object) -> dict[str, str]:
+def check_metadata_within_limits(name: str, value: object) -> dict[str, str]:
     """`check_metadata` within `MAX_METADATA_ENTRIES` entries and `MAX_METADATA_CHARS`
-    characters of keys and values: the value that crosses the limit is cut, and the entries
-    after it are dropped, unchecked (a key is never cut)."""
+    characters of keys and values."""
     return _metadata(name, value, MAX_METADATA_ENTRIES, MAX_METADATA_CHARS)
+
+
+# The key of an empty metadata key, and of metadata that was not an object at all.
+EMPTY_METADATA_KEY: Final = "_"
+
+
+def repair_metadata(value: object) -> dict[str, str]:
+    """The metadata an event can carry for `value`.
+
+    Something that is not an object is kept as one entry under `_`, as its JSON text. Each
+    key and value is repaired as text (`repair_text`: a value that is not a string becomes
+    its JSON text); an empty key becomes `_`, and a key that then repeats one before it gets
+    `_` appended until it is new. The first `MAX_METADATA_ENTRIES` entries are kept as long
+    as their keys and values together fit in `MAX_METADATA_CHARS`: the value that crosses
+    that limit is cut, and the entries after it are dropped, unread (a key is never cut).
+    """
+    if not isinstance(value, Mapping):
+        value = {EMPTY_METADATA_KEY: value}
+    repaired: dict[str, str] = {}
+    budget = MAX_METADATA_CHARS
+    for raw_key, raw_item in value.items():
+        if len(repaired) == MAX_METADATA_ENTRIES:
+            break
+        key = repair_text(raw_key, budget) or EMPTY_METADATA_KEY
+        while key in repaired:
+            key += EMPTY_METADATA_KEY
+        if len(key) > budget:
+            break
+        budget -= len(key)
+        repaired[key] = item = repair_text(raw_item, budget)
+        budget -= len(item)
+    return repaired

@@ -1,6 +1,12 @@
 """Appending audit events: idempotent (each `(tenant_id, event_id)` once), in the caller's
 transaction, with memory bounded by a few chunks whatever the input size.
 
+An event whose `(tenant_id, event_id)` is stored already is a duplicate when its content is
+the same, and a conflict when it differs: a chunk that skipped any event is compared with
+what is stored (by tenant, in that tenant's scope; `normalized` aside, which says what
+ingest changed, not what the event holds), and the conflicting events are returned
+(`AppendResult.conflicts`) for the caller to keep (the quarantine); the stored event stays.
+
 SQLite takes the rows with one `executemany` per chunk. PostgreSQL takes them by COPY into a
 staging table and one `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, while a helper thread
 builds the next chunk's rows. Rows are built by `event_rows.row_of`, in `EVENT_COLUMNS` order.
@@ -17,12 +23,13 @@ from functools import partial
 from typing import Final
 from uuid import UUID
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 from sqlalchemy.engine import Dialect
 
 from xavyo_siem.model import AuditEvent
-from xavyo_siem.store.event_rows import EVENT_COLUMNS, Row, row_of
+from xavyo_siem.store.event_rows import EVENT_COLUMNS, KEY_WIDTH, Row, events_of, row_of
 from xavyo_siem.store.scope import scope_to_platform, scope_to_tenant
+from xavyo_siem.store.tables import audit_events
 
 __all__ = ["AppendResult", "append_events"]
 
@@ -31,13 +38,19 @@ _INSERT_NAMES: Final = tuple(column.name for column in EVENT_COLUMNS)
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
-    """How many events an append stored, and how many it skipped as already stored."""
+    """How many events an append stored, how many it skipped as already stored with the
+    same content, and the events it skipped because their id is stored with other content."""
 
     stored: int = 0
     duplicates: int = 0
+    conflicts: tuple[AuditEvent, ...] = ()
 
     def __add__(self, other: AppendResult) -> AppendResult:
-        return AppendResult(self.stored + other.stored, self.duplicates + other.duplicates)
+        return AppendResult(
+            self.stored + other.stored,
+            self.duplicates + other.duplicates,
+            self.conflicts + other.conflicts,
+        )
 
 
 def append_events(
@@ -74,8 +87,58 @@ def append_events(
         write, chunks = _append_sqlite, _rows_in_chunks(events, chunk_size)
     total = AppendResult()
     for chunk in chunks:
-        total += write(conn, chunk)
+        written = write(conn, chunk)
+        if written.duplicates:
+            conflicts = _conflicts_in(conn, chunk)
+            if tenant_id is not None:
+                scope_to_tenant(conn, tenant_id)
+            written = AppendResult(
+                written.stored, written.duplicates - len(conflicts), tuple(conflicts)
+            )
+        total += written
     return total
+
+
+_TENANT_AT: Final = _INSERT_NAMES.index("tenant_id")
+_EVENT_ID_AT: Final = _INSERT_NAMES.index("event_id")
+# What ingest changed is no part of the content: an event stored before `normalized`
+# existed (migration 0010), sent again, is the same event.
+_NORMALIZED_AT: Final = _INSERT_NAMES.index("normalized")
+
+
+def _content(row: Row) -> Row:
+    return row[:_NORMALIZED_AT] + row[_NORMALIZED_AT + 1 :]
+
+
+_AE = audit_events.c
+
+
+def _conflicts_in(conn: Connection, rows: Sequence[Row]) -> list[AuditEvent]:
+    """The events of `rows` that differ from the stored event of their id: each tenant's
+    rows compared, in that tenant's scope, with what is stored (the rows just stored
+    compare equal to themselves)."""
+    by_tenant: dict[str, list[Row]] = {}
+    for row in rows:
+        by_tenant.setdefault(row[_TENANT_AT], []).append(row)
+    conflicts: list[AuditEvent] = []
+    for tenant, group in by_tenant.items():
+        tenant_id = UUID(tenant)
+        scope_to_tenant(conn, tenant_id)
+        ids = list({row[_EVENT_ID_AT] for row in group})
+        stored: dict[str, Row] = {}
+        for start in range(0, len(ids), 500):
+            query = select(*EVENT_COLUMNS).where(
+                _AE.tenant_id == tenant, _AE.event_id.in_(ids[start : start + 500])
+            )
+            for found in conn.execute(query):
+                stored[found[_EVENT_ID_AT]] = _content(tuple(found))
+        differing = [
+            (0,) * KEY_WIDTH + row
+            for row in group
+            if stored.get(row[_EVENT_ID_AT]) != _content(row)
+        ]
+        conflicts += events_of(differing, tenant_id=tenant_id)
+    return conflicts
 
 
 class _Feeding:

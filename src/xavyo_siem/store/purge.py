@@ -24,6 +24,7 @@ from xavyo_siem.store.tables import (
     destinations,
     export_jobs,
     leases,
+    quarantine,
 )
 
 __all__ = ["TENANT_ROWS", "count_tenant_rows", "delete_tenant_rows", "live_jobs"]
@@ -35,6 +36,7 @@ TENANT_ROWS: Final[tuple[tuple[str, Table], ...]] = (
     ("destinations", destinations),
     ("export_jobs", export_jobs),
     ("events", audit_events),
+    ("quarantine", quarantine),
     ("api_tokens", api_tokens),
 )
 """(kind, table) of everything a tenant owns in the store, in deletion order."""

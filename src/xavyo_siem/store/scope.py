@@ -81,6 +81,7 @@ _WORKER_ACCESS: Final = {
     "destination_state": "leased",
     "dead_letters": "leased",
     "export_jobs": "platform",
+    "quarantine": "platform",  # migration 0010; a tenantless entry: the platform's alone
 }
 TENANT_TABLES: Final = tuple(_WORKER_ACCESS)
 _POLICIES: Final = (

@@ -40,6 +40,7 @@ __all__ = [
     "export_jobs",
     "leases",
     "metadata",
+    "quarantine",
     "workers",
 ]
 
@@ -56,6 +57,7 @@ _EVENT_COLUMN_TYPES: Final[dict[FieldKind, type[TypeEngine[Any]] | TypeEngine[An
     FieldKind.OUTCOME: String(16),
     FieldKind.IP: Text,
     FieldKind.METADATA: Text,
+    FieldKind.NAMES: Text,  # the names joined by ",", NULL when none (migration 0010)
 }
 # Where a column's name is not the field's.
 _RENAMED: Final = {"timestamp": "ts_us"}
@@ -67,7 +69,7 @@ EVENT_COLUMN_NAMES: Final[tuple[str, ...]] = tuple(
 
 
 def _event_column(field: EventField) -> Column[Any]:
-    nullable = field.nullable or field.kind is FieldKind.METADATA
+    nullable = field.nullable or field.kind in (FieldKind.METADATA, FieldKind.NAMES)
     name = _RENAMED.get(field.name, field.name)
     return Column(name, _EVENT_COLUMN_TYPES[field.kind], nullable=nullable)
 
@@ -232,4 +234,22 @@ api_tokens = Table(
     Column("name", Text),
     Column("created_us", BigInteger, nullable=False),
     Column("revoked_us", BigInteger),
+)
+
+# What ingest could not take (migration 0010): a line that is no event (verbatim, capped),
+# or an event sent again under a stored id with different content (reason "conflict").
+# NULL tenant_id: the line named no usable tenant, a platform-only row.
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", _SEQ, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(36)),
+    Column("event_id", String(36)),
+    Column("reason", Text, nullable=False),
+    Column("source", Text, nullable=False),  # "<file>:<line>" or "api"
+    Column("raw", Text, nullable=False),  # the line as received, capped (see store/quarantine)
+    Column("raw_bytes", BigInteger, nullable=False),  # the line's whole length
+    Column("received_us", BigInteger, nullable=False),
+    Index("ix_quarantine_tenant", "tenant_id", "id"),
+    sqlite_autoincrement=True,
 )

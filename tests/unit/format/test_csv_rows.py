@@ -38,11 +38,12 @@ def _row(line: str) -> dict[str, tuple[str, bool]]:
 
 
 def test_columns_are_fixed_and_event_id_first() -> None:
-    """The documented column list, event_id first, metadata last."""
+    """The documented column list, event_id first, metadata and normalized last."""
     assert CSV_COLUMNS == (
         "event_id", "tenant_id", "timestamp", "event_type", "category", "severity", "outcome",
         "source_ip", "event_name", "action", "actor_id", "actor_email", "user_agent",
-        "target_user", "target_resource", "reason", "session_id", "request_id", "metadata",
+        "target_user", "target_resource", "reason", "session_id", "request_id", "source_address",
+        "metadata", "normalized",
     )  # fmt: skip
 
 
@@ -53,7 +54,7 @@ def test_golden_header_and_row() -> None:
     assert row == (
         '"7f5c9a2e-3b1d-4c8e-9f6a-2d4b8e1c0a37","0b9d6a1e-5c3f-4e2a-8d7b-1f6e9c4a2b58",'
         '"2024-05-01T12:34:56.789000Z","USER_LOGIN","authentication","3","success",'
-        ',,,,,,,,"say ""hi""",,,"{""geo"":""FR""}"'
+        ',,,,,,,,"say ""hi""",,,,"{""geo"":""FR""}",'
     )
 
 

@@ -20,7 +20,9 @@ from xavyo_siem.model import to_epoch_us
 def test_layout_is_the_event_fields_in_to_dict_order() -> None:
     """The columns are the fields of an event with every field set, in `to_dict` order."""
     text = {column.name: "x" for column in CSV_LAYOUT if column.kind is CellKind.TEXT}
-    event = make_event(**text, outcome="success", source_ip="::1", metadata={"k": "v"})
+    event = make_event(
+        **text, outcome="success", source_ip="::1", metadata={"k": "v"}, normalized=("reason",)
+    )
     assert tuple(event.to_dict()) == CSV_COLUMNS
 
 
@@ -43,7 +45,7 @@ def test_lines_of_parts_write_ids_time_and_guarded_text_and_keep_sql_cells() -> 
     moment = datetime(1969, 12, 31, 23, 59, 58, 5, tzinfo=UTC)
     event = make_event(timestamp=moment, reason='=say "hi"', metadata={"k": "v"})
     stored = {"event_id": str(EVENT_ID), "event_type": "USER_LOGIN", "reason": '=say "hi"'}
-    sql_cells = iter(['"authentication","3",,', '"{""k"":""v""}"'])
+    sql_cells = iter(['"authentication","3",,', '"{""k"":""v""}",'])
     row = tuple(stored.get(part) if "||" not in part else next(sql_cells) for part in CSV_SQL_PARTS)
     row += (to_epoch_us(moment), 7)
     for guard in (True, False):

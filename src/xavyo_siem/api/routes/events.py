@@ -1,10 +1,15 @@
-"""A tenant's audit events: ingest a batch (idempotent, all or nothing); list a time range.
+"""A tenant's audit events: ingest a batch (idempotent, never refused for content); list a
+time range.
 
 Ingest reads the body itself with the parser of `xavyo-siem ingest` (`xavyo_siem.ingest`:
 orjson and `AuditEvent.from_dict`, several times the speed of a Pydantic model per event); the
-OpenAPI document still describes the body (`EventBatch`). Every event is validated before
-anything is stored; then the batch is appended in one transaction, so one bad event stores
-nothing and the error names it: `loc: ["body", "events", 17, "timestamp"]`.
+OpenAPI document still describes the body (`EventBatch`). Every event is normalised (what it
+cannot carry is repaired and named in its `normalized`); an item that is no event at all
+(no usable id or time, not an object, another tenant's) is kept in the tenant's quarantine,
+and the batch is appended in one transaction. The answer is 200 with the counts and the
+first reasons, also when items were quarantined. With `?strict=true` the batch is all or
+nothing: one item that is no event stores nothing and the 422 names it,
+`loc: ["body", "events", 17, "timestamp"]`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from xavyo_siem.errors import InvalidEvent
 from xavyo_siem.ingest import decode_json, events_of_batch, store_events
 from xavyo_siem.model import AuditEvent, EventCategory, EventFilter
 from xavyo_siem.store import TimeKey, read_events_in_range
+from xavyo_siem.store.quarantine import QuarantineEntry
 
 __all__ = ["parse_batch", "router"]
 
@@ -37,12 +43,19 @@ _BATCH_BODY: Final = {
 }
 
 
-def parse_batch(raw: bytes, *, tenant_id: UUID, max_events: int) -> list[AuditEvent]:
-    """The events of a request body `{"events": [...]}`, every one validated.
+def parse_batch(
+    raw: bytes,
+    *,
+    tenant_id: UUID,
+    max_events: int,
+    set_aside: list[QuarantineEntry] | None = None,
+) -> list[AuditEvent]:
+    """The events of a request body `{"events": [...]}`, every one normalised.
 
-    An event without `tenant_id` belongs to `tenant_id`; one naming another tenant is
-    refused. Raises `InvalidEvent` naming `events.<index>.<field>`, or `ApiError` for a
-    body that is not a batch at all (422) or holds more than `max_events` events (413).
+    An event without `tenant_id` belongs to `tenant_id`. An item that is no event (or names
+    another tenant) raises `InvalidEvent` naming `events.<index>.<field>`, or given
+    `set_aside` is added to it. Raises `ApiError` for a body that is not a batch at all
+    (422) or holds more than `max_events` events (413).
     """
     try:
         data = decode_json(raw)
@@ -60,13 +73,16 @@ def parse_batch(raw: bytes, *, tenant_id: UUID, max_events: int) -> list[AuditEv
         raise ApiError(
             413, ["body", "events"], f"a batch holds at most {max_events} events, got {len(items)}"
         )
-    return events_of_batch(items, tenant_id=tenant_id)
+    return events_of_batch(items, tenant_id=tenant_id, set_aside=set_aside)
 
 
-def _ingest(context: ApiContext, tenant_id: UUID, raw: bytes) -> dict[str, int]:
-    events = parse_batch(raw, tenant_id=tenant_id, max_events=context.limits.max_batch_events)
-    result = store_events(context.engine, events, tenant_id=tenant_id)
-    return {"stored": result.stored, "duplicates": result.duplicates}
+def _ingest(context: ApiContext, tenant_id: UUID, raw: bytes, strict: bool) -> dict[str, Any]:
+    set_aside: list[QuarantineEntry] | None = None if strict else []
+    events = parse_batch(
+        raw, tenant_id=tenant_id, max_events=context.limits.max_batch_events, set_aside=set_aside
+    )
+    result = store_events(context.engine, events, tenant_id=tenant_id, set_aside=set_aside)
+    return result.to_dict()
 
 
 @router.post(
@@ -75,11 +91,24 @@ def _ingest(context: ApiContext, tenant_id: UUID, raw: bytes) -> dict[str, int]:
     responses=error_responses(401, 403, 404, 413, 422),
     openapi_extra=_BATCH_BODY,
 )
-async def ingest_events(tenant_id: AdminDep, request: Request, context: ContextDep) -> Any:
-    """Store a batch of audit events, all or nothing; events already stored are counted as
-    duplicates and left as they are, so sending a batch again is harmless."""
+async def ingest_events(
+    tenant_id: AdminDep,
+    request: Request,
+    context: ContextDep,
+    strict: Annotated[
+        bool, Query(description="All or nothing: refuse the batch if an item is no event.")
+    ] = False,
+) -> Any:
+    """Store a batch of audit events, each normalised, never refused for its content.
+
+    An item that is no event at all (no usable id or time) is kept in the tenant's
+    quarantine and counted; the rest is stored (200 either way; `quarantined` and `errors`
+    say what was set aside). Events already stored with the same content are counted as
+    duplicates, so sending a batch again is harmless; an id stored with different content
+    is a conflict, kept in the quarantine.
+    """
     raw = await request.body()
-    return await run_in_threadpool(_ingest, context, tenant_id, raw)
+    return await run_in_threadpool(_ingest, context, tenant_id, raw, strict)
 
 
 def _time_key(after: str | None) -> TimeKey | None:

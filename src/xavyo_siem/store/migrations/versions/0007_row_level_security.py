@@ -19,7 +19,6 @@ from xavyo_siem.store.scope import (
     ANALYZE_LEASES,
     FEED_MARK,
     SERVICE_ROLE,
-    TENANT_TABLES,
     WORKER_ROLE,
     create_functions,
     create_roles,
@@ -32,6 +31,8 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
+# The tenant tables this migration protects (later migrations protect the ones they add).
+TENANT_TABLES = ("audit_events", "destinations", "destination_state", "dead_letters", "export_jobs")
 _DEFAULT_GRANTS = f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {SERVICE_ROLE}, {WORKER_ROLE}"
 _DEFAULT_SEQUENCES = f"GRANT USAGE, SELECT ON SEQUENCES TO {SERVICE_ROLE}, {WORKER_ROLE}"
 
