@@ -38,6 +38,7 @@ from xavyo_siem.store import make_engine, open_store, upgrade, writing
 from xavyo_siem.store.dead_letters import add_dead_letters
 from xavyo_siem.store.leases import acquire_leases, heartbeat
 from xavyo_siem.store.purge import TENANT_ROWS
+from xavyo_siem.store.quarantine import QuarantineEntry, add_quarantined
 from xavyo_siem.store.scope import SERVICE_ROLE
 from xavyo_siem.store.tables import audit_events, metadata
 from xavyo_siem.store.tokens import Role
@@ -67,7 +68,7 @@ async def completed_export(engine: Engine, tenant: UUID, path: Path) -> None:
 
 async def populate(engine: Engine, tenant: UUID, tmp_path: Path, seed: int) -> Path:
     """Give `tenant` events, a destination with state, a lease and dead letters, a completed
-    file export and an API token; the export's path."""
+    file export, an API token and a quarantined line; the export's path."""
     store_events(engine, of(tenant, 120, seed))
     add_file_destination(engine, tenant, tmp_path / f"dest-{tenant.int}.jsonl")
     (destination,) = destination_rows_of(engine, tenant)
@@ -86,6 +87,9 @@ async def populate(engine: Engine, tenant: UUID, tmp_path: Path, seed: int) -> P
     path = tmp_path / f"export-{tenant.int}.csv"
     await completed_export(engine, tenant, path)
     create_api_token(engine, tenant_id=tenant, role=Role.VIEWER, name="soc")
+    with writing(engine) as conn:
+        entry = QuarantineEntry("no event_id", "api:events.0", '{"tenant_id": "…"}', tenant)
+        add_quarantined(conn, [entry], tenant_id=tenant, now=now)
     return path
 
 
