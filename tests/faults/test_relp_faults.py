@@ -299,3 +299,30 @@ async def test_peer_echoing_the_key_password_never_gets_it_into_a_reason() -> No
         assert isinstance(result, Misconfigured)
         assert "not a RELP frame" in result.reason
         assert password not in result.reason
+
+
+async def test_peer_dropping_the_session_after_every_n_messages_loses_nothing() -> None:
+    """A RELP peer that drops its session after answering every N messages (a collector
+    restarting, a load balancer cutting): every record is answered 200 OK at least once."""
+    every, batch_size, total = 333, 1000, 10_000
+    answered: list[bytes] = []
+
+    def answer_n_then_drop(txnr: int, data: bytes) -> bytes | None:
+        if txnr - 1 > every:  # txnr 1 is this session's `open`
+            return None
+        answered.append(data)
+        return ok(txnr, data)
+
+    sent = records(total, "n")
+    async with ScriptedRelpPeer(answer_syslog=answer_n_then_drop) as peer:
+        sender = transport(peer.port)
+        for start in range(0, total, batch_size):
+            batch = sent[start : start + batch_size]
+            for _ in range(200):
+                if await sender.send(batch) == Delivered():
+                    break
+            else:
+                raise AssertionError("a batch was never delivered")
+        await sender.aclose()
+    assert {r.text.encode() for r in sent} <= set(answered)
+    assert peer.connections > total // every  # the peer really dropped that often

@@ -4,7 +4,11 @@ One persistent connection carries one RELP session (`relp_protocol.py`): `open`,
 `syslog` command per record, at most `window` unanswered, then `close`. `send(records)`
 returns `Delivered` only when every record of the batch was answered `200 OK`. It
 classifies and never sleeps between attempts or retries; the pipeline sends the whole batch
-again after `RetryLater` (at least once: what was acknowledged before a break arrives twice).
+again after `RetryLater`. The transport remembers which records of the batch that failed
+were answered 200, and when the same batch comes again it sends only the others: after a
+break only the unanswered records go again (at least once: a record whose answer the break
+cut off arrives twice), and a receiver that drops its session after every N messages still
+gets every record, even when N is smaller than a batch.
 
 * The connection breaks, the receiver sends `serverclose`, or no answer comes within
   `timeout_s` (a receiver that stops answering): `RetryLater` with the reason; the
@@ -219,6 +223,9 @@ class RelpTransport:
         self.sessions_opened = 0
         self._software = _software()
         self._lock = asyncio.Lock()
+        # The last batch that failed (its event ids) and its records answered 200 OK.
+        self._answered_batch: tuple[str, ...] = ()
+        self._answered: set[int] = set()
         self._conn: _Connection | None = None
         self._context: ssl.SSLContext | None = None
 
@@ -236,7 +243,13 @@ class RelpTransport:
         limit = self.config.max_message_bytes
         messages: list[tuple[int, bytes]] = []
         rejected: dict[int, str] = {}
+        batch = tuple(record.event_id for record in records)
+        if batch != self._answered_batch:
+            self._answered_batch, self._answered = batch, set()
+        answered = self._answered
         for index, record in enumerate(records):
+            if index in answered:
+                continue  # the receiver acknowledged it before the session broke
             data = encode_utf8(record.text)
             if not data:
                 rejected[index] = "empty record: a syslog message needs at least one octet"
@@ -260,6 +273,7 @@ class RelpTransport:
                 if failure.result is not None:
                     self._drop()
                     return scrub_result(failure.result, self._secrets)
+        self._answered_batch, self._answered = (), set()
         return Rejected(rejected) if rejected else Delivered()
 
     async def check(self) -> DeliveryResult:
@@ -303,6 +317,7 @@ class RelpTransport:
         session = conn.session
         for event in await self._receive(conn, "answer"):
             if isinstance(event, Acknowledged):
+                self._answered.add(event.index)
                 continue
             if isinstance(event, Refused) and event.index is not None:
                 raise SyslogFailure(
