@@ -20,7 +20,14 @@ from xavyo_siem.api.deps import ApiContext
 from xavyo_siem.api.errors import install_error_handlers
 from xavyo_siem.api.limits import DEFAULT_LIMITS, ApiLimits, BodyLimit
 from xavyo_siem.api.rate_limit import RequestRateLimit
-from xavyo_siem.api.routes import dead_letters, destinations, events, exports, health
+from xavyo_siem.api.routes import (
+    dead_letters,
+    destinations,
+    events,
+    exports,
+    health,
+    quarantine,
+)
 from xavyo_siem.api.schemas import EventBatch
 from xavyo_siem.crypto import KeyRing, load_key_ring
 from xavyo_siem.egress import EgressGuard
@@ -82,7 +89,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_body_bytes=limits.max_body_bytes)
     app.include_router(health.service_router)
-    for module in (destinations, health, dead_letters, events, exports):
+    for module in (destinations, health, dead_letters, events, exports, quarantine):
         app.include_router(module.router)
     app.openapi = _openapi(app, limits)  # type: ignore[method-assign]
     return app

@@ -249,6 +249,27 @@ class DeadLetterPage(BaseModel):
     next_after_id: int | None
 
 
+class QuarantinedPublic(BaseModel):
+    """A line ingest could not take as an event, or an event that came again with different
+    content (`reason` starts with `conflict`); `raw` only when one entry is asked for."""
+
+    id: int
+    tenant_id: UUID | None
+    event_id: UUID | None
+    reason: str
+    source: str
+    raw_bytes: int
+    received_at: datetime
+    raw: str | None = None
+
+
+class QuarantinePage(BaseModel):
+    """Quarantined entries, oldest first; pass `next_after_id` as `after_id` for the next."""
+
+    items: list[QuarantinedPublic]
+    next_after_id: int | None
+
+
 class DeadLetterSelection(BaseModel):
     """Which dead letters to replay or purge: `ids`, or every one when left out."""
 
