@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from xavyo_siem.delivery.base import Delivered, Record, RetryLater, Transport
 
 from peers.rsyslog import RsyslogPeer
 
-__all__ = ["deliver", "received", "record", "send_all"]
+__all__ = ["deliver", "lines_with_every", "received", "record", "send_all"]
 
 
 def record(i: int, body: str = "") -> Record:
@@ -48,3 +49,17 @@ async def deliver(sender: Transport, batch: list[Record]) -> int:
         failures += 1
         assert time.monotonic() < deadline, result
         await asyncio.sleep(0.01)
+
+
+def lines_with_every(
+    peer: RsyslogPeer, keys: set[str], key: Callable[[str], str], timeout: float = 30.0
+) -> list[str]:
+    """The peer's lines once each of `keys` is among them (`key` reads one from a line), or
+    when `timeout` is over. Waiting for a line count is not enough where batches are sent
+    again: the duplicates reach the count before the last records are written."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = peer.wait_for(len(keys), timeout=timeout)
+        if {key(line) for line in lines} >= keys or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)

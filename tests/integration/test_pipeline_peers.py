@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
+from syslog_records import lines_with_every
 from xavyo_siem import destinations as manage
 from xavyo_siem.crypto import KeyRing, new_key_text
 from xavyo_siem.destinations import DestinationSpec
@@ -355,7 +356,8 @@ async def test_syslog_receiver_stopped_and_started_loses_nothing(
         await asyncio.sleep(0.5)
         peer.start()
         assert await asyncio.wait_for(task, 90) == []  # caught up after the restart
-        received = syslog_ids(peer.wait_for(len(events), timeout=30))
+        ids = {str(e.event_id) for e in events}
+        received = syslog_ids(lines_with_every(peer, ids, lambda line: syslog_ids([line])[0]))
     assert set(received) == {str(e.event_id) for e in events}
     assert len(received) - len(set(received)) <= 200
 

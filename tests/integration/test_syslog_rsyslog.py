@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from syslog_records import deliver, received, record, send_all
+from syslog_records import deliver, lines_with_every, received, record, send_all
 from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, Rejected
 from xavyo_siem.delivery.options import validate_destination
 from xavyo_siem.delivery.syslog import SyslogTransport
@@ -120,9 +120,9 @@ async def test_receiver_restart_under_load_loses_nothing(tmp_path: Path) -> None
                 await restart  # the restart happens while batches are still being sent
         await restart
         await sender.aclose()
-        lines = peer.wait_for(total)
-        seen = {line.rsplit(" ", 1)[1] for line in lines}
-        assert seen == {f"{i:06d}" for i in range(total)}
+        expected = {f"{i:06d}" for i in range(total)}
+        lines = lines_with_every(peer, expected, lambda line: line.rsplit(" ", 1)[1])
+        assert {line.rsplit(" ", 1)[1] for line in lines} == expected
 
 
 # -- TLS -------------------------------------------------------------------------------------
