@@ -52,6 +52,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def wait_until_serving(base: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait (up to 60 s) until `xavyo-siem serve` at `base` answers /healthz; exit with its
+    log if it stops or never answers."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"serve did not start:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
 def batches(tenant: uuid.UUID, count: int, size: int, seed: int) -> list[bytes]:
     """`count` events of `tenant` as JSON request bodies of `size` events (no tenant_id:
     the path's tenant applies)."""
@@ -141,16 +156,7 @@ def measure(
         )  # fmt: skip
         try:
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"serve did not start:\n{log.read_text()}")
-                time.sleep(0.1)
+            wait_until_serving(base, server, log)
             ingest = f"{base}/v1/tenants/{tenant}/events"
             post_all(ingest, token, batches(tenant, batch, batch, seed=999), 1)  # warm-up
             rows: list[dict[str, Any]] = []

@@ -20,14 +20,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import httpx
 import orjson
 
-from bench_api_ingest import batches, cli, free_port
+from bench_api_ingest import batches, cli, free_port, wait_until_serving
 from xavyo_siem.crypto import new_key_text
 from xavyo_siem.sample import generate_events
 from xavyo_siem.store import make_engine, upgrade
@@ -82,16 +81,7 @@ def main() -> None:
         )  # fmt: skip
         try:
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"serve did not start:\n{log.read_text()}")
-                time.sleep(0.1)
+            wait_until_serving(base, server, log)
             ingest = f"{base}/v1/tenants/{tenant}/events"
             with httpx.Client(timeout=300) as client:
                 for body in batches(tenant, 500, 500, seed=1):

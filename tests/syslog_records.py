@@ -38,16 +38,15 @@ async def send_all(sender: Transport, records: list[Record], batch: int) -> None
 
 async def deliver(sender: Transport, batch: list[Record]) -> int:
     """Send like the pipeline does: the same batch again after RetryLater until it is
-    delivered (within a minute); how many attempts failed."""
+    delivered (giving up after 5,000 failed attempts); how many attempts failed."""
     failures = 0
-    deadline = time.monotonic() + 60
     while True:
         result = await sender.send(batch)
         if result == Delivered():
             return failures
         assert isinstance(result, RetryLater), result
         failures += 1
-        assert time.monotonic() < deadline, result
+        assert failures < 5000, result
         await asyncio.sleep(0.01)
 
 

@@ -5,18 +5,23 @@ there is room: file exports, and exports to a destination it delivers, whose rat
 covers the destination's streaming and its exports together. An export follows its
 destination: when the worker gives the destination up, the export stops at its next
 checkpoint, for whichever worker holds the destination next.
+
+About once an hour (`expiry_interval_s`) it also removes the export jobs that finished
+longer than `retention_s` ago, with their files (batch/expiry.py), in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from sqlalchemy import Engine
 
-from xavyo_siem.batch import BatchExporter, ExportSettings
+from xavyo_siem.batch import BatchExporter, ExportSettings, expire_export_jobs
 from xavyo_siem.model import BatchExportJob, ExportTarget, SiemDestination
 from xavyo_siem.pipeline.loop import OpenComponents
 from xavyo_siem.pipeline.rate_limit import TokenBucket
@@ -38,6 +43,8 @@ class ExportJobs:
         open_components: OpenComponents,
         bucket_for: Callable[[SiemDestination], TokenBucket | None],
         limit: int,
+        retention_s: float | None = None,
+        expiry_interval_s: float = 3600.0,
     ) -> None:
         self.exporter = BatchExporter(
             engine=engine,
@@ -46,9 +53,14 @@ class ExportJobs:
             open_components=open_components,
             bucket_for=bucket_for,
         )
+        self.engine = engine
         self.owner = owner
         self.limit = limit
+        self.retention_s = retention_s
+        self.expiry_interval_s = expiry_interval_s
         self._running: dict[UUID, tuple[asyncio.Task[object], UUID | None]] = {}
+        self._next_expiry = 0.0  # when export jobs are next expired (monotonic)
+        self._expiring: asyncio.Task[None] | None = None
 
     def __bool__(self) -> bool:
         """Whether a job runs."""
@@ -77,12 +89,36 @@ class ExportJobs:
             if target == destination_id:
                 self.exporter.stop(job_id)
 
+    def expire(self) -> None:
+        """Remove expired export jobs and their files, in the background, once per
+        `expiry_interval_s` (one indexed read when there is nothing to remove)."""
+        now = time.monotonic()
+        if self.retention_s is None or now < self._next_expiry or self._expiring is not None:
+            return
+        self._next_expiry = now + self.expiry_interval_s
+        retention = timedelta(seconds=self.retention_s)
+
+        async def expire() -> None:
+            try:
+                await asyncio.to_thread(
+                    expire_export_jobs, self.engine, retention=retention, now=datetime.now(UTC)
+                )
+            except Exception as exc:  # the store went away: the next pass tries again
+                log.warning("worker %s could not expire export jobs: %s", self.owner, exc)
+            finally:
+                self._expiring = None
+
+        self._expiring = asyncio.create_task(expire(), name="expire-export-jobs")
+
     async def stop_all(self, *, grace_s: float) -> None:
-        """Stop every job at its next checkpoint, waiting at most `grace_s`."""
+        """Stop every job at its next checkpoint, and the expiry pass, waiting at most
+        `grace_s`."""
         self.exporter.stop()
-        running = [task for task, _ in self._running.values()]
-        if running:
-            await asyncio.wait(running, timeout=grace_s)
+        waiting = [task for task, _ in self._running.values()]
+        if self._expiring is not None:
+            waiting.append(self._expiring)
+        if waiting:
+            await asyncio.wait(waiting, timeout=grace_s)
 
 
 def _ended(job_id: UUID, task: asyncio.Task[object]) -> None:

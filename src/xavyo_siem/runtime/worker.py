@@ -41,7 +41,7 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Engine
 
-from xavyo_siem.batch import BatchExporter, ExportSettings, expire_export_jobs
+from xavyo_siem.batch import BatchExporter, ExportSettings
 from xavyo_siem.model import (
     BatchExportJob,
     CircuitState,
@@ -144,8 +144,6 @@ class Worker:
         self._scanned = False  # a renewal was applied
         self._flushing: asyncio.Task[tuple[list[UUID], list[UUID]]] | None = None
         self._lag_shown: dict[UUID, int] = {}  # the lag each lane's gauges show
-        self._next_expiry = 0.0  # when export jobs are next expired (monotonic)
-        self._expiring: asyncio.Task[None] | None = None
         self.exports = ExportJobs(
             engine=engine,
             owner=self.owner,
@@ -158,6 +156,8 @@ class Worker:
             open_components=open_components,
             bucket_for=self._bucket_for,
             limit=self.settings.export_jobs,
+            retention_s=self.settings.export_retention_s,
+            expiry_interval_s=self.settings.expiry_interval_s,
         )
 
     @property
@@ -348,29 +348,7 @@ class Worker:
         self._report()
         if job is not None:
             self.exports.start(job)
-        self._expire_jobs()
-
-    def _expire_jobs(self) -> None:
-        """Remove expired export jobs and their files, in the background, once per
-        `expiry_interval_s` (one indexed read when there is nothing to remove)."""
-        retention_s = self.settings.export_retention_s
-        now = time.monotonic()
-        if retention_s is None or now < self._next_expiry or self._expiring is not None:
-            return
-        self._next_expiry = now + self.settings.expiry_interval_s
-        retention = timedelta(seconds=retention_s)
-
-        async def expire() -> None:
-            try:
-                await asyncio.to_thread(
-                    expire_export_jobs, self.engine, retention=retention, now=datetime.now(UTC)
-                )
-            except Exception as exc:  # the store went away: the next pass tries again
-                log.warning("worker %s could not expire export jobs: %s", self.owner, exc)
-            finally:
-                self._expiring = None
-
-        self._expiring = asyncio.create_task(expire(), name="expire-export-jobs")
+        self.exports.expire()
 
     async def _load(self, epochs: dict[UUID, int]) -> None:
         """Serve the destinations just leased: their lanes start where their cursor is."""
@@ -578,8 +556,6 @@ class Worker:
         await self.exports.stop_all(grace_s=self.settings.shutdown_grace_s)
         if self._renewing is not None:
             await asyncio.wait([self._renewing], timeout=self.settings.shutdown_grace_s)
-        if self._expiring is not None:
-            await asyncio.wait([self._expiring], timeout=self.settings.shutdown_grace_s)
         # Transports close first, so that what they count while closing (a syslog batch the
         # receiver could not confirm) is in the last progress written.
         lanes = [] if scheduler is None else list(scheduler.lanes.values())

@@ -18,7 +18,7 @@ Revises: 0007
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import sqlalchemy as sa
 from alembic import op
@@ -53,7 +53,9 @@ _KEPT: Mapping[str, tuple[Mapping[str, object], str]] = {
 }
 
 
-def _rewrite(conn: sa.Connection, kind: str, change: object) -> list[str]:
+def _rewrite(
+    conn: sa.Connection, kind: str, change: Callable[[dict[str, object]], list[str]]
+) -> list[str]:
     """Apply `change(options) -> names changed` to every destination of `kind`."""
     rows = conn.execute(
         sa.select(_destinations.c.id, _destinations.c.name, _destinations.c.options).where(
@@ -63,7 +65,7 @@ def _rewrite(conn: sa.Connection, kind: str, change: object) -> list[str]:
     touched = []
     for ident, name, raw in rows:
         options = json.loads(raw)
-        names = change(options)  # type: ignore[operator]
+        names = change(options)
         if not names:
             continue
         conn.execute(
