@@ -45,6 +45,7 @@ _EXTENSIONS: Final = {
     ExportFormat.JSON: ("jsonl", "application/x-ndjson"),
     ExportFormat.CEF: ("cef", "text/plain"),
     ExportFormat.SYSLOG: ("log", "text/plain"),
+    ExportFormat.OCSF: ("ocsf.jsonl", "application/x-ndjson"),
 }
 JobPath = Annotated[UUID, PathParam(description="The export job (UUID).")]
 
