@@ -322,8 +322,10 @@ class OcsfFormatter:
                 evidence["actor"] = who
             if source:
                 evidence["src_endpoint"] = source
-            if request:
+            if request:  # an evidence needs an actor or an endpoint: the stand-in actor
                 evidence["http_request"] = request
+                if len(evidence) == 1:
+                    evidence["actor"] = {"app_name": SERVICE}
             if evidence:
                 out["evidences"] = [evidence]
             if resources := _resources(target_user, resource):
