@@ -395,4 +395,3 @@ def test_ocsf_line_is_a_valid_ocsf_event_that_parses_back_to_the_event(event: Au
         assert _without_email(record.user) == expected_ocsf_user(event)
         expected.pop("target_user", None)
     assert record.fields == expected
-
