@@ -1,8 +1,7 @@
 """Strict, independent parsers for the records xavyo_siem.format writes (tests only).
 
 Written from the specs alone (the CEF guide, RFC 5424, JSON, RFC 4180, the OCSF 1.5.0 schema
-as ocsf-json-schema bundles it) and sharing no code
-with the encoders: a parser either returns every field of exactly one record or raises
+as ocsf-json-schema bundles it) and sharing no code with the encoders: a parser either returns every field of exactly one record or raises
 `ParseError`. They are stricter than real consumers on purpose: any escape the spec does not
 define, any raw control character where a record must be one line, any repeated key or SD-ID
 is an error.
@@ -481,9 +480,10 @@ def parse_ocsf(line: str) -> OcsfRecord:
             raise ParseError("a finding is new and has the event's id")
         fields["outcome"] = unmapped.get("outcome")
     else:
-        fields["outcome"] = {None: None, 0: "unknown", 1: "success", 2: "failure"}[
-            event.get("status_id")
-        ]
+        outcomes = {None: None, 0: "unknown", 1: "success", 2: "failure"}
+        if event.get("status_id") not in outcomes:
+            raise ParseError("status_id is not one an audit outcome gives")
+        fields["outcome"] = outcomes[event.get("status_id")]
     actor = evidence.get("actor")
     if actor is not None and actor.keys() == {"app_name"}:
         actor = None  # API Activity's stand-in for an event that names no actor
