@@ -1,10 +1,10 @@
 """Strict, independent parsers for the records xavyo_siem.format writes (tests only).
 
 Written from the specs alone (the CEF guide, RFC 5424, JSON, RFC 4180, the OCSF 1.5.0 schema
-as ocsf-json-schema bundles it) and sharing no code with the encoders: a parser either returns every field of exactly one record or raises
-`ParseError`. They are stricter than real consumers on purpose: any escape the spec does not
-define, any raw control character where a record must be one line, any repeated key or SD-ID
-is an error.
+as ocsf-json-schema bundles it) and sharing no code with the encoders: a parser either
+returns every field of exactly one record or raises `ParseError`. They are stricter than
+real consumers on purpose: any escape the spec does not define, any raw control character
+where a record must be one line, any repeated key or SD-ID is an error.
 """
 
 from __future__ import annotations
