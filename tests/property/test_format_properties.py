@@ -3,7 +3,8 @@
 The parsers (tests/format_parsers.py) share no code with the encoders. What a format cannot
 carry is stated here, as documented in docs/formats.md: CEF keeps milliseconds, removes
 CR/LF from header fields and pictures controls; SD pictures controls and CR/LF; CSV guards
-formula-like cells.
+formula-like cells; OCSF's `user` is the target user, else the actor, else a stand-in. Each
+OCSF event is also validated against the OCSF 1.5.0 schema bundled in ocsf-json-schema.
 """
 
 from __future__ import annotations
@@ -356,6 +357,16 @@ def test_no_text_anywhere_adds_a_key_an_element_or_a_record(text: str) -> None:
         assert len(record.sd["xavyo@32473"]) == 12
     assert len(parse_csv(csv_header() + "\r\n" + to_csv(event) + "\r\n")) == 2
     assert len(parse_json_line(to_json(event))) == 19
+    ocsf = parse_ocsf(to_ocsf(event)).event
+    assert set(ocsf) == {
+        "class_uid", "class_name", "category_uid", "category_name", "activity_id",
+        "activity_name", "type_uid", "type_name", "time", "severity_id", "severity",
+        "status_id", "status", "message", "status_detail", "metadata", "finding_info",
+        "evidences", "resources", "unmapped",
+    }  # fmt: skip
+    assert set(ocsf["unmapped"]) == {"category", "severity", "action", "metadata", "normalized"}
+    assert len(ocsf["evidences"]) == 1
+    assert len(ocsf["resources"]) == 2
 
 
 def _without_email(user: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -379,14 +390,10 @@ def expected_ocsf_user(event: AuditEvent) -> dict[str, Any]:
     return actor or {"name": "unknown", "type_id": 0}
 
 
-@PROPERTY
-@given(events())
-def test_ocsf_line_is_a_valid_ocsf_event_that_parses_back_to_the_event(event: AuditEvent) -> None:
-    """Any event is one line holding one OCSF 1.5.0 event valid against the bundled schema,
-    and every field reads back from its documented place."""
-    line = to_ocsf(event)
+def check_ocsf(line: str, event: AuditEvent) -> None:
+    """`line` is one OCSF 1.5.0 event valid against the bundled schema, and every field of
+    `event` reads back from its documented place."""
     record = parse_ocsf(line)
-    assert orjson.loads(line) == ocsf_event(event)
     expected = event.to_dict()
     time_ms = to_epoch_us(event.timestamp) // 1000
     assert record.event["time"] == time_ms
@@ -395,3 +402,21 @@ def test_ocsf_line_is_a_valid_ocsf_event_that_parses_back_to_the_event(event: Au
         assert _without_email(record.user) == expected_ocsf_user(event)
         expected.pop("target_user", None)
     assert record.fields == expected
+
+
+@PROPERTY
+@given(events())
+def test_ocsf_line_is_a_valid_ocsf_event_that_parses_back_to_the_event(event: AuditEvent) -> None:
+    """Any event is one line holding one OCSF 1.5.0 event valid against the bundled schema,
+    every field reads back from its documented place, and the dict is the line."""
+    line = to_ocsf(event)
+    check_ocsf(line, event)
+    assert orjson.loads(line) == ocsf_event(event)
+
+
+@PROPERTY
+@given(events())
+def test_syslog_ocsf_message_parses_back_to_the_event(event: AuditEvent) -> None:
+    """With an OCSF body, the MSG is the OCSF event, which itself parses back to the event."""
+    msg = check_syslog(to_syslog(event, body="ocsf"), event, facility=13, pen=32473)
+    check_ocsf(msg, event)
