@@ -111,6 +111,7 @@ _STATUS: Final[dict[Outcome, tuple[int, str]]] = {
 # OCSF's email_t, narrowed (no `,` in the local part): only text this accepts is written
 # to `email_addr`, so the schema's pattern always accepts it; the text is in `name` anyway.
 _EMAIL: Final = re.compile(r"[a-zA-Z0-9!#$%&'*+\-/=?^_`{|}~.]+@[a-zA-Z0-9-]+\.[a-zA-Z0-9.-]+")
+_email_shaped: Final = _EMAIL.fullmatch
 _IP_MAX: Final = 40  # OCSF's ip_t maxLength
 
 
@@ -201,13 +202,23 @@ _API: Final = 6003
 _GROUP: Final = 3006
 _ACCESS: Final = 3005
 _AUTHENTICATION: Final = 3002
-_CACHE_ENTRIES: Final = 4096
+
+
+def _person(uid: str | None, name: str | None) -> dict[str, Any] | None:
+    """An OCSF `user`: the id as `uid`, the address or login as `name` (+ `email_addr`)."""
+    person: dict[str, Any] = {}
+    if uid is not None:
+        person["uid"] = uid
+    if name is not None:
+        person["name"] = name
+        if _email_shaped(name) is not None:
+            person["email_addr"] = name
+    return person or None
 
 
 def _fitting_ip(ip: str) -> str | None:
-    """`ip` as OCSF's ip_t holds it (no zone index, at most 40 characters), else None."""
-    if "%" not in ip and len(ip) <= _IP_MAX:
-        return ip
+    """`ip` with a zone index or over 40 characters as OCSF's ip_t holds it (compressed,
+    without its zone), else None."""
     address = str(ipaddress.ip_address(ip.partition("%")[0]))  # compressed: at most 39
     return address if len(address) <= _IP_MAX else None
 
@@ -221,32 +232,17 @@ class OcsfFormatter:
 
     OPTIONS: Final = frozenset({"version"})
 
-    __slots__ = ("_emails", "_product")
+    __slots__ = ("_product",)
 
     def __init__(self, *, version: str = __version__) -> None:
         if type(version) is not str or not version.strip() or len(version) > 255:
             raise EncodeError("version", "must be a non-blank text of at most 255 characters")
         self._product = {"name": PRODUCT, "vendor_name": VENDOR, "version": version}
-        self._emails: dict[str, bool] = {}  # text -> whether OCSF's email_t accepts it
-
-    def _person(self, uid: str | None, name: str | None) -> dict[str, Any] | None:
-        """An OCSF `user`: the id as `uid`, the address or login as `name` (+ `email_addr`)."""
-        person: dict[str, Any] = {}
-        if uid is not None:
-            person["uid"] = uid
-        if name is not None:
-            person["name"] = name
-            shaped = self._emails.get(name)
-            if shaped is None:
-                if len(self._emails) >= _CACHE_ENTRIES:
-                    self._emails.clear()
-                shaped = self._emails[name] = _EMAIL.fullmatch(name) is not None
-            if shaped:
-                person["email_addr"] = name
-        return person or None
 
     def event(self, event: AuditEvent) -> dict[str, Any]:
         """The OCSF event of `event` as a dict of JSON values (str, int, bool, list, dict).
+
+        Each call builds new objects throughout: the dict may be changed by its caller.
 
         One function on purpose, longer than most: it runs once per event on the delivery
         path, and each call it saves is a few per cent of the encoder's time.
@@ -287,16 +283,18 @@ class OcsfFormatter:
         if (text := event.action) is not None:
             unmapped["action"] = text
 
-        actor = self._person(event.actor_id, event.actor_email)
+        actor = _person(event.actor_id, event.actor_email)
         who: dict[str, Any] = {} if actor is None else {"user": actor}
         if (text := event.session_id) is not None:
             who["session"] = {"uid": text}
         source: dict[str, Any] = {}
         if (ip := event.source_ip) is not None:
-            fitting = _fitting_ip(ip)
-            if fitting is not None:
-                source["ip"] = fitting
-            if fitting != ip:
+            if "%" not in ip and len(ip) <= _IP_MAX:
+                source["ip"] = ip
+            else:
+                fitting = _fitting_ip(ip)
+                if fitting is not None:
+                    source["ip"] = fitting
                 unmapped["source_ip"] = ip
         if (text := event.source_address) is not None:
             source["hostname"] = text
@@ -344,10 +342,10 @@ class OcsfFormatter:
                 out["actor"] = who
             if class_uid == _GROUP:
                 if target_user is not None:
-                    out["user"] = self._person(None, target_user)
+                    out["user"] = _person(None, target_user)
                 out["group"] = {"name": UNKNOWN if resource is None else resource}
             elif target_user is not None:
-                out["user"] = self._person(None, target_user)
+                out["user"] = _person(None, target_user)
             else:  # no target: the actor's own account (self-service), else unknown
                 out["user"] = dict(actor if actor is not None else UNKNOWN_USER)
             if class_uid == _ACCESS:
