@@ -368,7 +368,7 @@ class OcsfFormatter:
                 out["http_request"] = request
 
         if metadata := event.metadata:
-            unmapped["metadata"] = metadata if type(metadata) is dict else dict(metadata)
+            unmapped["metadata"] = dict(metadata)
         if normalized := event.normalized:
             unmapped["normalized"] = list(normalized)
         out["unmapped"] = unmapped
