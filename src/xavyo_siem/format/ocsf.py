@@ -40,10 +40,9 @@ A text OCSF's email type accepts is also `email_addr`. An address OCSF's IP type
 hold (a zone index, over 40 characters) is `src_endpoint.ip` without its zone and, exactly,
 `unmapped.source_ip`. In 2004 the actor, source and request go into `evidences[0]`.
 `target_user` is `user` in 3001, 3002, 3005 and 3006 and a `resources` entry of type "user"
-in 6003 and 2004;
-`target_resource` is `resource.name` in 3005 and 3006, a `resources` entry in 6003 and
-2004, and `unmapped.target_resource` in 3001 and 3002. Attributes a class requires are
-always filled: `user` is the target user, else the actor (self-service), else
+in 6003 and 2004; `target_resource` is `resource.name` in 3005 and 3006, a `resources` entry
+in 6003 and 2004, and `unmapped.target_resource` in 3001 and 3002. Attributes a class
+requires are always filled: `user` is the target user, else the actor (self-service), else
 `UNKNOWN_USER`; `group`, `privileges`, `api.operation`, `actor` and `src_endpoint` fall back
 as `docs/formats.md` says.
 """
@@ -216,11 +215,13 @@ def _person(uid: str | None, name: str | None) -> dict[str, Any] | None:
     return person or None
 
 
-def _fitting_ip(ip: str) -> str | None:
-    """`ip` with a zone index or over 40 characters as OCSF's ip_t holds it (compressed,
-    without its zone), else None."""
-    address = str(ipaddress.ip_address(ip.partition("%")[0]))  # compressed: at most 39
-    return address if len(address) <= _IP_MAX else None
+def _fitting_ip(ip: str) -> str:
+    """`ip`, which has a zone index or over 40 characters, as OCSF's ip_t holds it: without
+    its zone, compressed (at most 39 characters)."""
+    try:
+        return str(ipaddress.ip_address(ip.partition("%")[0]))
+    except ValueError:  # only an unvalidated event gets here
+        raise EncodeError("source_ip", "is not an IP address") from None
 
 
 class OcsfFormatter:
@@ -292,9 +293,7 @@ class OcsfFormatter:
             if "%" not in ip and len(ip) <= _IP_MAX:
                 source["ip"] = ip
             else:
-                fitting = _fitting_ip(ip)
-                if fitting is not None:
-                    source["ip"] = fitting
+                source["ip"] = _fitting_ip(ip)
                 unmapped["source_ip"] = ip
         if (text := event.source_address) is not None:
             source["hostname"] = text

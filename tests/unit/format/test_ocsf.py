@@ -7,6 +7,7 @@ against the OCSF 1.5.0 schema bundled in ocsf-json-schema, offline, with jsonsch
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from typing import Any
 
 import orjson
@@ -279,12 +280,19 @@ def test_email_addr_only_for_text_the_schema_accepts_as_an_address() -> None:
 
 
 def test_an_address_with_a_zone_index_is_kept_exactly_in_unmapped() -> None:
-    """OCSF's IP type holds no zone index: the address goes to src_endpoint, the exact text
-    to unmapped.source_ip."""
+    """OCSF's IP type holds no zone index and at most 40 characters: the address goes to
+    src_endpoint (without zone, compressed), the exact text to unmapped.source_ip."""
     event = ocsf_event(make_event(source_ip="fe80::1%eth0", source_address="gw.example"))
     assert event["src_endpoint"] == {"ip": "fe80::1", "hostname": "gw.example"}
     assert event["unmapped"]["source_ip"] == "fe80::1%eth0"
     assert "source_ip" not in ocsf_event(make_event(source_ip="203.0.113.7"))["unmapped"]
+    long_form = "0000:0000:0000:0000:0000:ffff:192.168.100.200"  # 45 characters
+    event = ocsf_event(make_event(source_ip=long_form))
+    written = event["src_endpoint"]["ip"]  # the compressed form (its spelling varies by Python)
+    assert ipaddress.ip_address(written) == ipaddress.ip_address(long_form)
+    assert len(written) <= 40
+    assert event["unmapped"]["source_ip"] == long_form
+    assert parse_ocsf(to_ocsf(make_event(source_ip=long_form))).fields["source_ip"] == long_form
     assert parse_ocsf(to_ocsf(make_event(source_ip="fe80::1%eth0"))).fields["source_ip"] == (
         "fe80::1%eth0"
     )
