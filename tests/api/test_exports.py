@@ -17,6 +17,7 @@ from uuid import UUID, uuid4
 import orjson
 from test_auth import add_udp
 
+from format_parsers import parse_ocsf
 from xavyo_siem.batch import BatchExporter, resume_export_job
 from xavyo_siem.model import AuditEvent, BatchExportJob
 from xavyo_siem.sample import DEFAULT_START, generate_events
@@ -86,6 +87,25 @@ async def test_a_file_export_is_queued_run_and_downloaded_with_its_manifest(api:
     assert data["events"] == 200
     rows = list(csv.DictReader(io.StringIO(file.content.decode())))
     assert sorted(row["event_id"] for row in rows) == sorted(e["event_id"] for e in events)
+
+
+async def test_an_ocsf_export_downloads_as_ocsf_json_lines(api: Api) -> None:
+    """An `ocsf` export is named .ocsf.jsonl, served as NDJSON, one valid OCSF event per line."""
+    events = store_events(api, 20)
+    created = await api.client.post(
+        api.path("/exports"),
+        headers=api.as_("admin"),
+        json={"start": START, "end": END, "format": "ocsf"},
+    )
+    assert created.status_code == 201, created.text
+    job = created.json()
+    assert job["target"].endswith(".ocsf.jsonl")
+    assert (await run_job(api, job["id"])).status.value == "completed"
+    file = await api.client.get(api.path(f"/exports/{job['id']}/file"), headers=api.as_("viewer"))
+    assert file.status_code == 200
+    assert file.headers["content-type"].startswith("application/x-ndjson")
+    records = [parse_ocsf(line) for line in file.content.decode().splitlines()]
+    assert sorted(r.fields["event_id"] for r in records) == sorted(e["event_id"] for e in events)
 
 
 async def test_a_queued_export_can_be_cancelled_once(api: Api) -> None:
