@@ -2,8 +2,8 @@
 
 One audit event becomes one OCSF event: a dict (`ocsf_event`, for writers that want
 columns, such as Parquet) or that dict as one line of compact JSON (`to_ocsf`). The OCSF
-version is pinned: `metadata.version` is always `OCSF_VERSION` ("1.5.0"), the first release
-in which the IAM classes 3005 and 3006 carry `actor`.
+version is pinned: `metadata.version` is always `OCSF_VERSION` ("1.5.0"), which has `actor`
+in the IAM classes 3005 and 3006 (since 1.4.0).
 
 The class comes from the event type, or, for a type not in `EVENT_CLASSES`, from the
 category (`CATEGORY_CLASSES`):
