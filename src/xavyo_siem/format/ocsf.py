@@ -3,7 +3,8 @@
 One audit event becomes one OCSF event: a dict (`ocsf_event`, for writers that want
 columns, such as Parquet) or that dict as one line of compact JSON (`to_ocsf`). The OCSF
 version is pinned: `metadata.version` is always `OCSF_VERSION` ("1.5.0"), which has `actor`
-in the IAM classes 3005 and 3006 (since 1.4.0).
+in the IAM classes 3005 and 3006 (part of them since 1.4.0; in 1.3.0 only with the `host`
+profile).
 
 The class comes from the event type, or, for a type not in `EVENT_CLASSES`, from the
 category (`CATEGORY_CLASSES`):
