@@ -64,6 +64,7 @@ class ExportFormat(StrEnum):
     SYSLOG = "syslog"
     JSON = "json"
     CSV = "csv"
+    OCSF = "ocsf"
 
 
 class DeliveryType(StrEnum):
