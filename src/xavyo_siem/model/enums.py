@@ -76,6 +76,7 @@ class DeliveryType(StrEnum):
     WEBHOOK = "webhook"
     SPLUNK_HEC = "splunk_hec"
     FILE = "file"
+    ELASTICSEARCH = "elasticsearch"
 
 
 class CircuitState(StrEnum):
