@@ -95,8 +95,8 @@ def open_transport(
     over TLS: the password of an encrypted client key, if any. Elasticsearch: an API key,
     user and password, or a bearer token (see `elasticsearch_authorization`), or none.
     `event_is_json` says the records are JSON objects (format `json`) rather than text
-    lines, for the HTTP envelopes. `file_header` is the header row a file destination starts with (CSV; its
-    lines then end in CRLF).
+    lines, for the HTTP envelopes. `file_header` is the header row a file destination
+    starts with (CSV; its lines then end in CRLF).
     """
     if egress is not None:
         _check_literal_host(config, egress)

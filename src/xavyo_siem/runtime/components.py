@@ -165,8 +165,8 @@ async def test_destination(
     credential opens), `resolve` (the host's addresses, each allowed by the SSRF guard),
     `connect`, `tls` (TLS transports: the peer's certificate verified), `authenticate`
     (HEC token, Elasticsearch credential, webhook credentials), `deliver` (the test event
-    accepted). `actor`'s test is recorded in the tenant's audit trail: the steps passed, and the first that failed
-    (its name only: a peer's answer stays out of the trail).
+    accepted). `actor`'s test is recorded in the tenant's audit trail: the steps passed,
+    and the first that failed (its name only: a peer's answer stays out of the trail).
     """
     steps = await _test_steps(
         engine, destination, settings=settings, keyring=keyring, egress=egress
