@@ -11,33 +11,13 @@ from typing import Any
 import orjson
 import pytest
 
+from bulk_records import API_KEY, KEY, KEY_ID, STREAM, config, json_records
 from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, Rejected, RetryLater
-from xavyo_siem.delivery.elasticsearch import ElasticsearchConfig, ElasticsearchTransport
+from xavyo_siem.delivery.elasticsearch import ElasticsearchTransport
 from xavyo_siem.delivery.elasticsearch_bulk import iso_timestamp
-from xavyo_siem.delivery.options import validate_destination
-from xavyo_siem.sample import generate_events
 
 from peers.elasticsearch_peer import ElasticsearchPeer
 from peers.hec_server import TlsFiles, make_tls
-
-KEY_ID, KEY = "VuaCfGcBCdbkQm-e5aOx", "ui2lp2axTNmsyakw9tvNnw"
-API_KEY = base64.b64encode(f"{KEY_ID}:{KEY}".encode()).decode()
-STREAM = "logs-xavyo.audit-default"
-
-
-def json_records(count: int, seed: int = 1) -> list[Record]:
-    """`count` sample events as JSON-format records."""
-    return [
-        Record.of(event, orjson.dumps(event.to_dict()).decode())
-        for event in generate_events(count, 1, seed=seed)
-    ]
-
-
-def config(url: str, development: bool = True, **options: Any) -> ElasticsearchConfig:
-    """A validated config, as the API would build it."""
-    result = validate_destination("elasticsearch", url, options, development=development)
-    assert isinstance(result, ElasticsearchConfig)
-    return result
 
 
 def transport(
