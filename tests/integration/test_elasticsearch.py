@@ -176,6 +176,18 @@ async def test_requests_are_bounded_by_count_and_bytes(peer: ElasticsearchPeer) 
     assert len(peer.documents(STREAM)) == 31
 
 
+async def test_a_batch_is_spread_over_the_requests_in_flight(peer: ElasticsearchPeer) -> None:
+    """1,000 documents go as two requests of 500 by default, as one with
+    max_requests_in_flight=1; every document is stored once either way."""
+    assert await send_once(peer, json_records(1000)) == Delivered()
+    assert sorted(r.documents for r in peer.requests) == [500, 500]
+    peer.requests.clear()
+    records = json_records(1000, seed=2)
+    assert await send_once(peer, records, max_requests_in_flight=1) == Delivered()
+    assert [r.documents for r in peer.requests] == [1000]
+    assert len(peer.documents(STREAM)) == 2000
+
+
 async def test_413_sends_halves_and_a_lone_document_too_large_is_rejected() -> None:
     """A request over the cluster's limit is halved; one document still over is Rejected
     with the reason and the others stored."""

@@ -20,8 +20,8 @@ from xavyo_siem.delivery.elasticsearch import (
     ELASTICSEARCH_FORMATS,
     ElasticsearchConfig,
     ElasticsearchTransport,
-    elasticsearch_authorization,
 )
+from xavyo_siem.delivery.elasticsearch_auth import elasticsearch_authorization
 from xavyo_siem.delivery.file import FileConfig, FileTransport
 from xavyo_siem.delivery.options import TransportConfig, allowed_options, validate_destination
 from xavyo_siem.delivery.relp import RelpTransport

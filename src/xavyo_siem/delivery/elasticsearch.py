@@ -2,8 +2,10 @@
 event; and the config of such a destination (`ElasticsearchConfig`).
 
 A batch is one or more `POST <endpoint>/<index>/_bulk` requests of NDJSON action and source
-lines (`elasticsearch_bulk.py`), `_id` = the event id and, by default, `op_type` `create`:
-a document sent again is answered 409 "already exists", which counts as stored, so a resend
+lines (`elasticsearch_bulk.py`; the credential's header: `elasticsearch_auth.py`), up to
+`max_requests_in_flight` of them on the wire at once (a batch of more than 100 documents is
+spread over that many requests, each of at least 100), `_id` = the event id and, by default,
+`op_type` `create`: a document sent again is answered 409 "already exists", which counts as stored, so a resend
 never stores an event twice in the same index (a data stream accepts only `create`; with
 `op_type` `index` a resend overwrites the same document). After a data stream or alias
 rolls over, a resend lands in the new write index and is stored a second time: searches
@@ -27,8 +29,8 @@ document still too large is rejected); 408, 429 and 5xx `RetryLater` with `Retry
 
 from __future__ import annotations
 
-import base64
-import binascii
+import asyncio
+import math
 import re
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -48,6 +50,7 @@ from xavyo_siem.delivery.base import (
     RetryLater,
     Transport,
 )
+from xavyo_siem.delivery.elasticsearch_auth import elasticsearch_authorization
 from xavyo_siem.delivery.elasticsearch_bulk import (
     BULK_FILTER_PATH,
     BulkAnswer,
@@ -75,6 +78,7 @@ from xavyo_siem.delivery.option_values import (
     OptionReader,
     Parser,
     choice,
+    integer,
     option_field,
     parse_bool,
     seconds,
@@ -91,7 +95,6 @@ __all__ = [
     "ELASTICSEARCH_OPTIONS",
     "ElasticsearchConfig",
     "ElasticsearchTransport",
-    "elasticsearch_authorization",
 ]
 
 ELASTICSEARCH_OPTIONS: Final = frozenset(
@@ -104,6 +107,7 @@ ELASTICSEARCH_OPTIONS: Final = frozenset(
         "require_data_stream",
         "gzip",
         "timeout_s",
+        "max_requests_in_flight",
     )
 )
 # The formats whose records are JSON objects, the only thing a `_bulk` source line can be.
@@ -114,6 +118,10 @@ _INDEX: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,254}")
 _PIPELINE: Final = re.compile(r"_none|[A-Za-z0-9][A-Za-z0-9._@-]{0,511}")
 _op_type: Final[Parser[OpType]] = choice("create", "index")
 _timeout: Final = seconds(0.1, 300)
+_in_flight: Final = integer(1, 8)
+# A batch is spread over up to `max_requests_in_flight` requests, each of at least this
+# many documents (fewer only when the batch is smaller).
+_MIN_SPREAD_EVENTS: Final = 100
 # Bytes read of an answer per document, beyond a fixed allowance: an item is about 60
 # bytes (`filter_path`), an error with its cause a few hundred.
 _ANSWER_BYTES_PER_DOCUMENT: Final = 4096
@@ -151,8 +159,10 @@ class ElasticsearchConfig:
     streams need it; a document sent again is recognised by its `_id`) or `index`
     (overwrites); `pipeline` the ingest pipeline to run (`_none` skips the index's
     default); `require_data_stream` refuses to write to anything but a data stream;
-    `gzip` compresses request bodies; `timeout_s` bounds one request. The defaults are
-    these fields' defaults.
+    `gzip` compresses request bodies; `timeout_s` bounds one request;
+    `max_requests_in_flight` is how many requests of one batch may be on the wire at once
+    (the next is built and compressed while the cluster reads the previous; 1 keeps
+    arrival order). The defaults are these fields' defaults.
     """
 
     delivery_type: DeliveryType = DeliveryType.ELASTICSEARCH
@@ -163,6 +173,7 @@ class ElasticsearchConfig:
     require_data_stream: bool = False
     gzip: bool = True
     timeout_s: float = 30.0
+    max_requests_in_flight: int = 2
     tls: TlsConfig = field(default_factory=TlsConfig)
     batch_max_events: int = 1000
     batch_max_bytes: int = 5 << 20
@@ -194,6 +205,7 @@ class ElasticsearchConfig:
             require_data_stream=read("require_data_stream", parse_bool),
             gzip=read("gzip", parse_bool),
             timeout_s=read("timeout_s", _timeout),
+            max_requests_in_flight=read("max_requests_in_flight", _in_flight),
             tls=tls,
             **read.batch(),
         )
@@ -204,81 +216,10 @@ class ElasticsearchConfig:
         return config
 
 
-# --- Credential --------------------------------------------------------------------------
-
-
-def elasticsearch_authorization(secret: str | None) -> str | None:
-    """The `Authorization` header a destination's secret stands for (None: no secret).
-
-    * the API key's `encoded` value, as the create-API-key API and Kibana return it
-      (base64 of `id:api_key`), alone or as `{"api_key": "<encoded>"}`: `ApiKey <encoded>`;
-    * `{"api_key_id": "<id>", "api_key": "<api_key>"}`: the same, encoded here;
-    * `{"username": "<user>", "password": "<password>"}`: `Basic` (also OpenSearch);
-    * `{"bearer": "<token>"}`: `Bearer` (service account tokens, OAuth / JWT).
-
-    InvalidDestination on `secret` says what is wrong, never quoting it.
-    """
-    if secret is None:
-        return None
-    if not isinstance(secret, str) or not secret.strip():
-        raise InvalidDestination("secret", "an Elasticsearch credential must not be empty")
-    text = secret.strip()
-    if not text.startswith("{"):
-        return "ApiKey " + _encoded_api_key(text)
-    try:
-        given = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise InvalidDestination("secret", "starts with '{' but is not a JSON object") from None
-    if not isinstance(given, dict) or not all(isinstance(v, str) for v in given.values()):
-        raise InvalidDestination("secret", "must be a JSON object of strings")
-    keys = frozenset(given)
-    if keys == {"api_key"}:
-        return "ApiKey " + _encoded_api_key(given["api_key"])
-    if keys == {"api_key_id", "api_key"}:
-        pair = f"{_header_safe(given['api_key_id'])}:{_header_safe(given['api_key'])}"
-        return "ApiKey " + base64.b64encode(pair.encode()).decode()
-    if keys == {"username", "password"}:
-        user, password = _header_safe(given["username"]), given["password"]
-        if ":" in user:
-            raise InvalidDestination("secret", "a username must not contain ':'")
-        if any(ord(c) < 32 or ord(c) == 127 for c in password):
-            raise InvalidDestination("secret", "the password must not contain control characters")
-        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    if keys == {"bearer"}:
-        return "Bearer " + _header_safe(given["bearer"])
-    raise InvalidDestination(
-        "secret",
-        "must be an API key's encoded value, or a JSON object with api_key, api_key_id and"
-        " api_key, username and password, or bearer",
-    )
-
-
-def _header_safe(value: str) -> str:
-    if not value or any(c.isspace() or not c.isprintable() for c in value):
-        raise InvalidDestination(
-            "secret", "credential parts must be non-empty, without spaces or control characters"
-        )
-    return value
-
-
-def _encoded_api_key(value: str) -> str:
-    """An API key's `encoded` form, checked: base64 of `id:api_key`."""
-    value = _header_safe(value)
-    try:
-        pair = base64.b64decode(value, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        pair = ""
-    key_id, colon, key = pair.partition(":")
-    if not (key_id and colon and key):
-        raise InvalidDestination(
-            "secret",
-            "an API key is given as its encoded value (base64 of id:api_key, the `encoded`"
-            ' field of the create-API-key answer), or as {"api_key_id": ..., "api_key": ...}',
-        )
-    return value
-
-
 # --- Transport ---------------------------------------------------------------------------
+
+
+_Outcome = BulkAnswer | TooLarge | RetryLater | Misconfigured
 
 
 @dataclass(slots=True)
@@ -335,7 +276,10 @@ class ElasticsearchTransport:
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = open_session(
-                self._config.tls, timeout_s=self._config.timeout_s, egress=self._egress
+                self._config.tls,
+                timeout_s=self._config.timeout_s,
+                limit=self._config.max_requests_in_flight,
+                egress=self._egress,
             )
         return self._session
 
@@ -366,39 +310,42 @@ class ElasticsearchTransport:
                 settled.rejected[position] = exc.reason
                 continue
             positions.append(position)
-        todo: deque[Sequence[int]] = deque(
-            range(start, end)
-            for start, end in cut_spans(
-                [len(item) for item in items],
-                0,
-                len(items),
-                max_events=config.batch_max_events,
-                max_bytes=config.batch_max_bytes,
-            )
+        per_request = min(
+            config.batch_max_events,
+            max(_MIN_SPREAD_EVENTS, math.ceil(len(items) / config.max_requests_in_flight)),
         )
+        spans = cut_spans(
+            [len(item) for item in items],
+            0,
+            len(items),
+            max_events=per_request,
+            max_bytes=config.batch_max_bytes,
+        )
+        todo: deque[Sequence[int]] = deque(range(start, end) for start, end in spans)
         retry: dict[int, str] = {}
-        while todo:
-            part = todo.popleft()
-            ids = [records[positions[k]].event_id for k in part]
-            outcome = await self._post(b"".join([items[k] for k in part]), ids)
-            if isinstance(outcome, TooLarge):
-                if len(part) == 1:
-                    settled.rejected[positions[part[0]]] = outcome.reason
-                else:
-                    middle = len(part) // 2
-                    todo.extendleft([part[middle:], part[:middle]])
-                continue
-            if not isinstance(outcome, BulkAnswer):
-                return outcome
-            for j, k in enumerate(part):
-                if j in outcome.retry:
-                    retry[positions[k]] = outcome.retry[j]
-                elif j in outcome.rejected:
-                    settled.rejected[positions[k]] = outcome.rejected[j]
-                else:
-                    settled.stored.add(positions[k])
-            if outcome.misconfigured is not None:
-                return Misconfigured(outcome.misconfigured)
+        in_flight: dict[asyncio.Future[_Outcome], Sequence[int]] = {}
+        try:
+            while todo or in_flight:
+                while todo and len(in_flight) < config.max_requests_in_flight:
+                    part = todo.popleft()
+                    ids = [records[positions[k]].event_id for k in part]
+                    body = b"".join([items[k] for k in part])
+                    in_flight[asyncio.ensure_future(self._post(body, ids))] = part
+                    await asyncio.sleep(0)  # let it start sending before the next is built
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for future in sorted(done, key=lambda f: in_flight[f][0]):
+                    part = in_flight.pop(future)
+                    failure = self._settle(part, future.result(), positions, todo, retry)
+                    if failure is not None:
+                        return failure
+        finally:  # a batch that ended early leaves nothing running or unobserved
+            for future in in_flight:
+                future.cancel()
+            if in_flight:
+                await asyncio.wait(in_flight)
+            for future in in_flight:
+                if not future.cancelled():
+                    future.exception()
         if retry:
             first = min(retry)
             return RetryLater(
@@ -408,9 +355,37 @@ class ElasticsearchTransport:
         self._settled = _Settled()
         return Rejected(dict(sorted(settled.rejected.items()))) if settled.rejected else Delivered()
 
-    async def _post(
-        self, body: bytes, ids: Sequence[str]
-    ) -> BulkAnswer | TooLarge | RetryLater | Misconfigured:
+    def _settle(
+        self,
+        part: Sequence[int],
+        outcome: _Outcome,
+        positions: Sequence[int],
+        todo: deque[Sequence[int]],
+        retry: dict[int, str],
+    ) -> RetryLater | Misconfigured | None:
+        """Note what one answer says of its documents; the failure that ends the batch."""
+        settled = self._settled
+        if isinstance(outcome, TooLarge):
+            if len(part) == 1:
+                settled.rejected[positions[part[0]]] = outcome.reason
+            else:
+                middle = len(part) // 2
+                todo.extendleft([part[middle:], part[:middle]])
+            return None
+        if not isinstance(outcome, BulkAnswer):
+            return outcome
+        for j, k in enumerate(part):
+            if j in outcome.retry:
+                retry[positions[k]] = outcome.retry[j]
+            elif j in outcome.rejected:
+                settled.rejected[positions[k]] = outcome.rejected[j]
+            else:
+                settled.stored.add(positions[k])
+        if outcome.misconfigured is not None:
+            return Misconfigured(outcome.misconfigured)
+        return None
+
+    async def _post(self, body: bytes, ids: Sequence[str]) -> _Outcome:
         if self._config.gzip:
             body = gzip_body(body)
         with classify_as_peer_failure(self._peer):

@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Final, Literal
 
 import orjson
@@ -66,8 +67,13 @@ class UnsendableRecord(Exception):
 def iso_timestamp(timestamp_us: int) -> str:
     """Epoch microseconds as RFC 3339 UTC with six fraction digits and `Z`."""
     seconds, micros = divmod(timestamp_us, 1_000_000)
-    moment = _EPOCH + timedelta(seconds=seconds)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{micros:06d}Z"
+    return f"{_second_text(seconds)}.{micros:06d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _second_text(seconds: int) -> str:
+    """`YYYY-MM-DDTHH:MM:SS` of an epoch second (events of a batch share few seconds)."""
+    return f"{_EPOCH + timedelta(seconds=seconds):%Y-%m-%dT%H:%M:%S}"
 
 
 class BulkEncoder:
@@ -90,9 +96,23 @@ class BulkEncoder:
         if source[:1] != b"{" or b"\n" in source or b"\r" in source:
             source = _one_line_object(source)
         if _TIMESTAMP_KEY not in source or not _has_top_level_timestamp(source):
-            stamp = b'{"@timestamp":"' + iso_timestamp(record.timestamp_us).encode() + b'"'
-            source = stamp + (b"," + source[1:] if source[1:].strip() != b"}" else b"}")
-        return self._head + orjson.dumps(record.event_id) + self._tail + source + b"\n"
+            stamp = iso_timestamp(record.timestamp_us).encode()
+            rest = source[1:]
+            if rest.strip() == b"}":
+                return b'%s%s%s{"@timestamp":"%s"}\n' % (
+                    self._head,
+                    orjson.dumps(record.event_id),
+                    self._tail,
+                    stamp,
+                )
+            return b'%s%s%s{"@timestamp":"%s",%s\n' % (
+                self._head,
+                orjson.dumps(record.event_id),
+                self._tail,
+                stamp,
+                rest,
+            )
+        return b"%s%s%s%s\n" % (self._head, orjson.dumps(record.event_id), self._tail, source)
 
 
 def _one_line_object(source: bytes) -> bytes:

@@ -7,7 +7,8 @@ import base64
 
 import pytest
 
-from xavyo_siem.delivery.elasticsearch import ElasticsearchConfig, elasticsearch_authorization
+from xavyo_siem.delivery.elasticsearch import ElasticsearchConfig
+from xavyo_siem.delivery.elasticsearch_auth import elasticsearch_authorization
 from xavyo_siem.delivery.options import validate_destination
 from xavyo_siem.delivery.tls import TlsConfig
 from xavyo_siem.errors import InvalidDestination
@@ -58,6 +59,7 @@ def test_every_option() -> None:
         batch_max_bytes=1 << 20,
         start="beginning",
         server_name="es.internal",
+        max_requests_in_flight="4",
     )
     assert (given.url, given.index, given.op_type) == (
         "https://es.example:9200/proxy/",
@@ -71,6 +73,7 @@ def test_every_option() -> None:
         "beginning",
     )
     assert given.tls.server_name == "es.internal"
+    assert given.max_requests_in_flight == 4
     assert config(require_data_stream="true", pipeline="_none").require_data_stream
 
 
@@ -94,6 +97,8 @@ def test_every_option() -> None:
         ({"pipeline": "../x"}, "options.pipeline"),
         ({"gzip": "maybe"}, "options.gzip"),
         ({"timeout_s": 0}, "options.timeout_s"),
+        ({"max_requests_in_flight": 0}, "options.max_requests_in_flight"),
+        ({"max_requests_in_flight": 9}, "options.max_requests_in_flight"),
         ({"require_data_stream": "perhaps"}, "options.require_data_stream"),
         ({"body": "ndjson"}, "options.body"),
         ({"tls_verify": False}, "options.tls_verify"),
