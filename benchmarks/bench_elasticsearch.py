@@ -82,8 +82,9 @@ def pipeline(args: argparse.Namespace, tmp: Path, keyfile: Path, keyring: KeyRin
             tenant = fill(url, args.events)
             peer = Peer(tmp / "tls")
             try:
+                options = {"start": "beginning", "ca_file": peer.ca_file}
                 add(url, tenant, keyring, API_KEY, delivery_type=DeliveryType.ELASTICSEARCH,
-                    endpoint=peer.url, options={"start": "beginning", "ca_file": peer.ca_file})  # fmt: skip
+                    endpoint=peer.url, options=options)  # fmt: skip
                 seconds, peak = drain(url, keyfile, tmp / "worker.log")
                 stats = peer.stats()
             finally:
@@ -156,7 +157,8 @@ def _run_elasticsearch_py(events: Path, url: str, ca_file: str) -> float:
     done, errors = helpers.bulk(client, actions, chunk_size=BATCH, max_chunk_bytes=5 << 20)
     seconds = time.perf_counter() - began
     client.close()
-    assert not errors and done == len(actions)
+    assert not errors
+    assert done == len(actions)
     return seconds
 
 

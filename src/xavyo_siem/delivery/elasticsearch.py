@@ -5,11 +5,11 @@ A batch is one or more `POST <endpoint>/<index>/_bulk` requests of NDJSON action
 lines (`elasticsearch_bulk.py`; the credential's header: `elasticsearch_auth.py`), up to
 `max_requests_in_flight` of them on the wire at once (a batch of more than 100 documents is
 spread over that many requests, each of at least 100), `_id` = the event id and, by default,
-`op_type` `create`: a document sent again is answered 409 "already exists", which counts as stored, so a resend
-never stores an event twice in the same index (a data stream accepts only `create`; with
-`op_type` `index` a resend overwrites the same document). After a data stream or alias
-rolls over, a resend lands in the new write index and is stored a second time: searches
-de-duplicate on `event_id`.
+`op_type` `create`: a document sent again is answered 409 "already exists", which counts
+as stored, so a resend never stores an event twice in the same index (a data stream
+accepts only `create`; with `op_type` `index` a resend overwrites the same document). After
+a data stream or alias rolls over, a resend lands in the new write index and is stored a
+second time: searches de-duplicate on `event_id`.
 
 `Delivered` means the cluster answered 201/200 (or 409 on `create`) for every document. The
 cluster answers 200 even when some documents failed, so each is classified
