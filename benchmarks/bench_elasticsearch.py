@@ -7,7 +7,9 @@ Run: .venv/bin/python benchmarks/bench_elasticsearch.py [--events 200000] [--onl
    (format json, HTTPS with the peer's test CA, gzip, API key, 1,000 documents per
    request: the defaults), one `xavyo-siem run --drain` worker process; events/s from its
    first delivery to its exit (bench_pipeline.drain), every document counted at the peer
-   (distinct `_id`s stored).
+   (distinct `_id`s stored). The same run delivers to the test HEC (gzip, 2,000 events
+   per batch, as bench_pipeline.py does) as a reference measured on the same machine at the
+   same time.
 2. client: the same sample events, encoded once as JSON, sent by our
    `ElasticsearchTransport` (batches of 1,000) and by elasticsearch-py's
    `helpers.bulk` (chunk_size 1,000, `http_compress=True`), each in a fresh process
@@ -39,7 +41,7 @@ from machine import describe_machine
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
-from bench_pipeline import add, drain, fill, store  # noqa: E402
+from bench_pipeline import HEC_TOKEN, add, drain, fill, store  # noqa: E402
 from xavyo_siem.crypto import KeyRing, new_key_text  # noqa: E402
 from xavyo_siem.model import DeliveryType  # noqa: E402
 
@@ -48,11 +50,13 @@ BATCH = 1_000
 
 
 class Peer:
-    """The contract peer in its own process (HTTPS, test CA), driven over stdin."""
+    """A test peer in its own process (HTTPS, test CA), driven over stdin: the Elasticsearch
+    contract peer, or (`hec`) the test HEC as the reference."""
 
-    def __init__(self, tls_dir: Path) -> None:
+    def __init__(self, tls_dir: Path, *, hec: bool = False) -> None:
+        module = "peers.hec_server" if hec else "peers.elasticsearch_peer"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "peers.elasticsearch_peer", "--tls-dir", str(tls_dir)],
+            [sys.executable, "-m", module, "--tls-dir", str(tls_dir)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONPATH": str(ROOT / "tests")},
         )  # fmt: skip
@@ -60,13 +64,18 @@ class Peer:
         info = json.loads(self.process.stdout.readline())
         self.url = f"https://localhost:{info['port']}"
         self.ca_file = str(info["ca_file"])
+        self.hec = hec
 
     def stats(self) -> dict[str, Any]:
+        """The peer's counters; `unique_ids` are the distinct event ids it stored."""
         assert self.process.stdin is not None
         assert self.process.stdout is not None
         self.process.stdin.write("stats\n")
         self.process.stdin.flush()
-        return dict(json.loads(self.process.stdout.readline()))
+        stats = dict(json.loads(self.process.stdout.readline()))
+        if self.hec:
+            stats["unique_ids"] = stats["unique_event_ids"]
+        return stats
 
     def stop(self) -> None:
         assert self.process.stdin is not None
@@ -78,28 +87,41 @@ class Peer:
 def pipeline(args: argparse.Namespace, tmp: Path, keyfile: Path, keyring: KeyRing) -> list[str]:
     rows = []
     for backend in ("sqlite", "postgresql"):
-        with store(backend, tmp) as url:
-            tenant = fill(url, args.events)
-            peer = Peer(tmp / "tls")
-            try:
+        for peer_kind in ("elasticsearch", "hec (reference)"):
+            with store(backend, tmp) as url:
+                tenant = fill(url, args.events)
+                hec = peer_kind != "elasticsearch"
+                peer = Peer(tmp / "tls", hec=hec)
                 options = {"start": "beginning", "ca_file": peer.ca_file}
-                add(url, tenant, keyring, API_KEY, delivery_type=DeliveryType.ELASTICSEARCH,
-                    endpoint=peer.url, options=options)  # fmt: skip
-                seconds, peak = drain(url, keyfile, tmp / "worker.log")
-                stats = peer.stats()
-            finally:
-                peer.stop()
+                try:
+                    if hec:
+                        options["batch_max_events"] = "2000"
+                    add(
+                        url,
+                        tenant,
+                        keyring,
+                        HEC_TOKEN if hec else API_KEY,
+                        delivery_type=DeliveryType.SPLUNK_HEC
+                        if hec
+                        else DeliveryType.ELASTICSEARCH,
+                        endpoint=peer.url,
+                        options=options,
+                    )
+                    seconds, peak = drain(url, keyfile, tmp / "worker.log")
+                    stats = peer.stats()
+                finally:
+                    peer.stop()
             verified = stats["unique_ids"]
             rows.append(
-                f"| {backend} | {args.events:,} | {verified:,} | {args.events / seconds:,.0f} "
-                f"| {stats['requests']:,} | {stats['cpu_s'] * 1e6 / max(verified, 1):.1f} µs "
-                f"| {peak:.0f} MB |"
+                f"| {backend} | {peer_kind} | {args.events:,} | {verified:,} "
+                f"| {args.events / seconds:,.0f} | {stats['requests']:,} "
+                f"| {stats['cpu_s'] * 1e6 / max(verified, 1):.1f} µs | {peak:.0f} MB |"
             )
             print(rows[-1], flush=True)
     return [
-        "| store | events | verified at peer | events/s (first delivery → exit) | requests "
-        "| peer CPU per event | worker peak RSS |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| store | peer | events | verified at peer | events/s (first delivery → exit) "
+        "| requests | peer CPU per event | worker peak RSS |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         *rows,
     ]
 
