@@ -62,6 +62,7 @@ from xavyo_siem.delivery.elasticsearch_bulk import (
 from xavyo_siem.delivery.http import (
     PeerFailure,
     TooLarge,
+    cancel_all,
     classify_as_peer_failure,
     close_session,
     cut_spans,
@@ -114,8 +115,6 @@ ELASTICSEARCH_OPTIONS: Final = frozenset(
 # A new JSON-object format adds its name here.
 ELASTICSEARCH_FORMATS: Final = frozenset(("json", "ecs", "ocsf"))
 
-_INDEX: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,254}")
-_PIPELINE: Final = re.compile(r"_none|[A-Za-z0-9][A-Za-z0-9._@-]{0,511}")
 _op_type: Final[Parser[OpType]] = choice("create", "index")
 _timeout: Final = seconds(0.1, 300)
 _in_flight: Final = integer(1, 8)
@@ -127,24 +126,27 @@ _MIN_SPREAD_EVENTS: Final = 100
 _ANSWER_BYTES_PER_DOCUMENT: Final = 4096
 
 
-def _index(name: str, value: object) -> str:
-    if not isinstance(value, str) or not _INDEX.fullmatch(value):
-        raise InvalidDestination(
-            option_field(name),
-            "must be an index, data stream or alias name: lower-case letters, digits, '.',"
-            f" '_' and '-', starting with a letter or digit, at most 255; got {show(value)}",
-        )
-    return value
+def _name(pattern: str, rule: str) -> Parser[str]:
+    """A parser of a name that must match `pattern` whole; `rule` says it in words."""
+    compiled = re.compile(pattern)
+
+    def parse(name: str, value: object) -> str:
+        if not isinstance(value, str) or not compiled.fullmatch(value):
+            raise InvalidDestination(option_field(name), f"must be {rule}; got {show(value)}")
+        return value
+
+    return parse
 
 
-def _pipeline(name: str, value: object) -> str:
-    if not isinstance(value, str) or not _PIPELINE.fullmatch(value):
-        raise InvalidDestination(
-            option_field(name),
-            "must be an ingest pipeline id (letters, digits, '.', '_', '-', '@') or _none;"
-            f" got {show(value)}",
-        )
-    return value
+_index: Final = _name(
+    r"[a-z0-9][a-z0-9._-]{0,254}",
+    "an index, data stream or alias name: lower-case letters, digits, '.', '_' and '-',"
+    " starting with a letter or digit, at most 255",
+)
+_pipeline: Final = _name(
+    r"_none|[A-Za-z0-9][A-Za-z0-9._@-]{0,511}",
+    "an ingest pipeline id (letters, digits, '.', '_', '-', '@') or _none",
+)
 
 
 # --- Config ------------------------------------------------------------------------------
@@ -339,13 +341,7 @@ class ElasticsearchTransport:
                     if failure is not None:
                         return failure
         finally:  # a batch that ended early leaves nothing running or unobserved
-            for future in in_flight:
-                future.cancel()
-            if in_flight:
-                await asyncio.wait(in_flight)
-            for future in in_flight:
-                if not future.cancelled():
-                    future.exception()
+            await cancel_all(in_flight)
         if retry:
             first = min(retry)
             return RetryLater(
