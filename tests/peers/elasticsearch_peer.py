@@ -178,6 +178,20 @@ def filter_path(value: Any, paths: list[list[str]]) -> Any:
     """`value` pruned to `paths` (each a list of keys, `*` any key), as `filter_path` does:
     the elements of an array are matched by the same paths, and objects left empty are
     dropped (from arrays too)."""
+    fields = {path[2] for path in paths if len(path) == 3 and path[:2] == ["items", "*"]}
+    if isinstance(value, dict) and all(
+        len(path) == 1 or (len(path) == 3 and path[:2] == ["items", "*"]) for path in paths
+    ):  # the shape of filter every client sends: the same result, without the recursion
+        out = {k: v for k, v in value.items() if [k] in paths and k != "items"}
+        items = [
+            {op: {k: v for k, v in body.items() if k in fields}}
+            for item in value.get("items", [])
+            for op, body in item.items()
+        ]
+        if "items" in value and (fields or ["items"] in paths):
+            kept = [item for item in items if next(iter(item.values()))]
+            out["items"] = value["items"] if ["items"] in paths else kept
+        return out
     kept = _prune(value, paths)
     return {} if kept is _NOTHING else kept
 
