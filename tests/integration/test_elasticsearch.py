@@ -91,6 +91,20 @@ async def test_a_resend_stores_nothing_twice(peer: ElasticsearchPeer) -> None:
     assert peer.document_count == 10
 
 
+async def test_a_resend_after_a_rollover_is_stored_again_in_the_new_write_index(
+    peer: ElasticsearchPeer,
+) -> None:
+    """The documented limit of `create` with `_id`: it de-duplicates within one backing
+    index only, so a batch sent again after the data stream rolled over exists twice."""
+    records = json_records(3)
+    assert await send_once(peer, records) == Delivered()
+    peer.rollover(STREAM)
+    assert await send_once(peer, records) == Delivered()
+    backing = {index: docs for index, docs in peer.stored.items() if STREAM in index}
+    assert len(backing) == 2
+    assert all(list(docs) == [r.event_id for r in records] for docs in backing.values())
+
+
 async def test_op_type_index_overwrites_on_a_resend(peer: ElasticsearchPeer) -> None:
     """With op_type `index` to a plain index a resend replaces the same documents."""
     records = json_records(5)
