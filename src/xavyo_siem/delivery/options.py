@@ -8,8 +8,7 @@ transport never sees an unchecked option ("validate, then open").
 
 Each delivery type declares its config, its option names and their defaults beside its
 transport: `SyslogConfig` (syslog_config.py), `WebhookConfig` (webhook.py), `HecConfig`
-(splunk_hec.py), `FileConfig` (file.py) and
-`ElasticsearchConfig` (elasticsearch.py). Every type accepts the batch options
+(splunk_hec.py) and `FileConfig` (file.py). Every type accepts the batch options
 `batch_max_events`, `batch_max_bytes` and `start`, and the delivery policy options
 (`DeliveryPolicy`, read by `check_destination`) (option_values.py); the TLS options are
 those of `TlsConfig` (tls.py). How values are written (types, strings from the command
