@@ -70,44 +70,17 @@ from peers.hec_server import TlsFiles, make_tls
 
 __all__ = ["BulkRequest", "ElasticsearchFaults", "ElasticsearchPeer"]
 
-BULK_PARAMS = frozenset(
-    (
-        "filter_path",
-        "pipeline",
-        "refresh",
-        "require_alias",
-        "require_data_stream",
-        "routing",
-        "timeout",
-        "wait_for_active_shards",
-        "_source",
-        "_source_excludes",
-        "_source_includes",
-        "include_source_on_error",
-        "list_executed_pipelines",
-        "error_trace",
-        "human",
-        "pretty",
-    )
-)
+BULK_PARAMS = frozenset((
+    "filter_path", "pipeline", "refresh", "require_alias", "require_data_stream", "routing",
+    "timeout", "wait_for_active_shards", "_source", "_source_excludes", "_source_includes",
+    "include_source_on_error", "list_executed_pipelines", "error_trace", "human", "pretty",
+))  # fmt: skip
 ACTIONS = ("index", "create", "update", "delete")
-METADATA = frozenset(
-    (
-        "_index",
-        "_id",
-        "routing",
-        "pipeline",
-        "require_alias",
-        "if_seq_no",
-        "if_primary_term",
-        "version",
-        "version_type",
-        "dynamic_templates",
-        "op_type",
-        "require_data_stream",
-        "list_executed_pipelines",
-    )
-)
+METADATA = frozenset((
+    "_index", "_id", "routing", "pipeline", "require_alias", "if_seq_no", "if_primary_term",
+    "version", "version_type", "dynamic_templates", "op_type", "require_data_stream",
+    "list_executed_pipelines",
+))  # fmt: skip
 REQUEST_ERRORS = {
     401: "security_exception",
     403: "security_exception",
