@@ -1,4 +1,5 @@
-"""Transports: syslog TCP/TLS/UDP/RELP, webhook, Splunk HEC and file, behind one interface."""
+"""Transports: syslog TCP/TLS/UDP/RELP, webhook, Splunk HEC, Elasticsearch and file, behind
+one interface."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from xavyo_siem.delivery.base import (
     RetryLater,
     Transport,
 )
+from xavyo_siem.delivery.elasticsearch import (
+    ELASTICSEARCH_FORMATS,
+    ElasticsearchConfig,
+    ElasticsearchTransport,
+)
+from xavyo_siem.delivery.elasticsearch_auth import elasticsearch_authorization
 from xavyo_siem.delivery.file import FileConfig, FileTransport
 from xavyo_siem.delivery.options import TransportConfig, allowed_options, validate_destination
 from xavyo_siem.delivery.relp import RelpTransport
@@ -33,8 +40,11 @@ from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import InvalidDestination
 
 __all__ = [
+    "ELASTICSEARCH_FORMATS",
     "Delivered",
     "DeliveryResult",
+    "ElasticsearchConfig",
+    "ElasticsearchTransport",
     "FileConfig",
     "FileTransport",
     "HecConfig",
@@ -58,6 +68,7 @@ __all__ = [
     "credential_binding",
     "credential_required",
     "credential_targets",
+    "elasticsearch_authorization",
     "open_transport",
     "validate_destination",
 ]
@@ -81,10 +92,11 @@ def open_transport(
 
     Splunk HEC: the token (required). Webhook: `whsec_` signing secrets, or a JSON object of
     signing secrets and auth (see `WebhookCredentials.from_secret`). Syslog TLS and RELP
-    over TLS: the password of an encrypted client key, if any. `event_is_json` says the
-    records are JSON objects (format `json`) rather than text lines, for the HTTP
-    envelopes. `file_header` is the header row a file destination starts with (CSV; its
-    lines then end in CRLF).
+    over TLS: the password of an encrypted client key, if any. Elasticsearch: an API key,
+    user and password, or a bearer token (see `elasticsearch_authorization`), or none.
+    `event_is_json` says the records are JSON objects (format `json`) rather than text
+    lines, for the HTTP envelopes. `file_header` is the header row a file destination
+    starts with (CSV; its lines then end in CRLF).
     """
     if egress is not None:
         _check_literal_host(config, egress)
@@ -113,6 +125,10 @@ def open_transport(
             )
         case FileConfig():
             return FileTransport(config, header=file_header)
+        case ElasticsearchConfig():
+            return ElasticsearchTransport(
+                config, secret=secret, development=development, egress=egress
+            )
 
 
 def connect_target(config: TransportConfig) -> tuple[str, int] | None:
@@ -125,7 +141,7 @@ def connect_target(config: TransportConfig) -> tuple[str, int] | None:
     match config:
         case SyslogConfig():
             return config.host, config.port
-        case WebhookConfig() | HecConfig():
+        case WebhookConfig() | HecConfig() | ElasticsearchConfig():
             url = URL(config.url)
             return url.raw_host or "", url.port or 0
         case FileConfig():

@@ -77,6 +77,7 @@ class DeliveryType(StrEnum):
     WEBHOOK = "webhook"
     SPLUNK_HEC = "splunk_hec"
     FILE = "file"
+    ELASTICSEARCH = "elasticsearch"
 
 
 class CircuitState(StrEnum):
