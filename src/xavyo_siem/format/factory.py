@@ -3,11 +3,13 @@
 `make_formatter(format, options, syslog_transport=...)` returns the per-event callable:
 
 * over a syslog transport every record is an RFC 5424 message, whose MSG is the CEF line
-  for the `cef` format and the JSON event otherwise; its options are those of the message
-  (`hostname`, `app_name`, `procid`, `facility`, `enterprise_number`, `cef_version`);
+  for the `cef` format, the LEEF line for `leef`, the ECS document for `ecs` and the JSON
+  event otherwise; its options are those of the message (`hostname`, `app_name`, `procid`,
+  `facility`, `enterprise_number`, `cef_version`), and `delimiter` for `leef`;
 * elsewhere `cef` is the CEF line (`version`, `cs_max_chars`), `syslog` the RFC 5424 message
-  with the JSON event as MSG (the message's options), `json` the event object (no options)
-  and `csv` a CSV row (`formula_guard`).
+  with the JSON event as MSG (the message's options), `json` the event object (no options),
+  `csv` a CSV row (`formula_guard`), `leef` the LEEF 2.0 line (`version`, `delimiter`) and
+  `ecs` the ECS document (no options).
 
 Option values given as text (`--option facility=10` on the command line) are read as the
 type the option takes, and an option that does not apply, or a bad value, raises
@@ -18,12 +20,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from xavyo_siem.errors import EncodeError
 from xavyo_siem.format.cef import CefFormatter
 from xavyo_siem.format.csv_rows import CsvFormatter
+from xavyo_siem.format.ecs import to_ecs
 from xavyo_siem.format.jsonl import to_json
+from xavyo_siem.format.leef import LeefFormatter
 from xavyo_siem.format.rfc5424 import SyslogFormatter
 from xavyo_siem.model import AuditEvent, ExportFormat
 
@@ -33,7 +37,15 @@ Formatter = Callable[[AuditEvent], str]
 
 # A destination's options that shape its records; its other options configure its transport.
 FORMAT_OPTIONS: Final = frozenset(
-    ("hostname", "app_name", "procid", "facility", "enterprise_number", "formula_guard")
+    (
+        "hostname",
+        "app_name",
+        "procid",
+        "facility",
+        "enterprise_number",
+        "formula_guard",
+        "delimiter",
+    )
 )
 
 _INTEGER_OPTIONS: Final = frozenset(("facility", "enterprise_number", "cs_max_chars"))
@@ -46,6 +58,14 @@ _OPTIONS: Final[dict[ExportFormat, frozenset[str]]] = {
     ExportFormat.SYSLOG: _MESSAGE_OPTIONS,
     ExportFormat.JSON: frozenset(),
     ExportFormat.CSV: CsvFormatter.OPTIONS,
+    ExportFormat.LEEF: LeefFormatter.OPTIONS,
+    ExportFormat.ECS: frozenset(),
+}
+# The MSG of each format over a syslog transport (the JSON event when not named here).
+_SYSLOG_BODIES: Final[dict[ExportFormat, Literal["cef", "leef", "ecs"]]] = {
+    ExportFormat.CEF: "cef",
+    ExportFormat.LEEF: "leef",
+    ExportFormat.ECS: "ecs",
 }
 
 
@@ -93,8 +113,10 @@ def make_formatter(
         raise EncodeError("format", f"must be one of {allowed}; got {str(fmt)[:40]!r}") from None
     read = read_format_options(options or {})
     if syslog_transport:
+        if kind is ExportFormat.LEEF and "delimiter" in read:
+            read["leef_delimiter"] = read.pop("delimiter")
         _check_options(read, _MESSAGE_OPTIONS, f"{kind.value} format over syslog")
-        return SyslogFormatter(body="cef" if kind is ExportFormat.CEF else "json", **read)
+        return SyslogFormatter(body=_SYSLOG_BODIES.get(kind, "json"), **read)
     _check_options(read, _OPTIONS[kind], f"{kind.value} format")
     if kind is ExportFormat.CEF:
         return CefFormatter(**read)
@@ -102,4 +124,8 @@ def make_formatter(
         return SyslogFormatter(body="json", **read)
     if kind is ExportFormat.JSON:
         return to_json
+    if kind is ExportFormat.LEEF:
+        return LeefFormatter(**read)
+    if kind is ExportFormat.ECS:
+        return to_ecs
     return CsvFormatter(**read)

@@ -8,6 +8,7 @@ LF; other text (non-ASCII included) is written as UTF-8, unescaped.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC
 from typing import Any, Final
@@ -18,9 +19,12 @@ from xavyo_siem.errors import EncodeError
 from xavyo_siem.format._text import rfc3339_utc
 from xavyo_siem.model import AuditEvent
 
-__all__ = ["event_object", "metadata_json", "to_json"]
+__all__ = ["event_object", "metadata_json", "metadata_json_without_controls", "to_json"]
 
 _UTC_Z: Final = orjson.OPT_UTC_Z
+
+# DEL and C1 controls pass through JSON unescaped (JSON only requires escaping C0).
+_JSON_RAW_CONTROLS: Final = re.compile("[\x7f-\x9f]")
 
 
 def event_object(event: AuditEvent) -> dict[str, Any]:
@@ -82,6 +86,15 @@ def metadata_json(metadata: Mapping[str, str]) -> str:
         return orjson.dumps(metadata if type(metadata) is dict else dict(metadata)).decode()
     except (TypeError, orjson.JSONEncodeError) as exc:  # only an unvalidated event gets here
         raise EncodeError("metadata", f"cannot be written as JSON: {exc}") from None
+
+
+def metadata_json_without_controls(metadata: Mapping[str, str]) -> str:
+    """`metadata_json`, with DEL and C1 controls written as `\\u` escapes too, so the JSON
+    stays exact and holds no control character at all (for formats that cannot carry one)."""
+    text = metadata_json(metadata)
+    if _JSON_RAW_CONTROLS.search(text) is not None:
+        text = _JSON_RAW_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text
 
 
 def to_json(event: AuditEvent) -> str:

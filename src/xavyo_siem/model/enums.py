@@ -64,6 +64,8 @@ class ExportFormat(StrEnum):
     SYSLOG = "syslog"
     JSON = "json"
     CSV = "csv"
+    LEEF = "leef"
+    ECS = "ecs"
 
 
 class DeliveryType(StrEnum):

@@ -45,6 +45,8 @@ _EXTENSIONS: Final = {
     ExportFormat.JSON: ("jsonl", "application/x-ndjson"),
     ExportFormat.CEF: ("cef", "text/plain"),
     ExportFormat.SYSLOG: ("log", "text/plain"),
+    ExportFormat.LEEF: ("leef", "text/plain"),
+    ExportFormat.ECS: ("ecs.jsonl", "application/x-ndjson"),
 }
 JobPath = Annotated[UUID, PathParam(description="The export job (UUID).")]
 
