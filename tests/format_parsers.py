@@ -455,16 +455,24 @@ def parse_leef(line: str) -> LeefRecord:
     return LeefRecord(vendor, product, version, event_id, delimiter, attributes)
 
 
+def _is_ip(value: object) -> bool:
+    """An IPv4 or IPv6 address without a zone index (which IP-typed fields refuse)."""
+    if not isinstance(value, str) or "%" in value:
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_leef_types(attributes: dict[str, str]) -> None:
     if "sev" in attributes:
         sev = attributes["sev"]
         if not sev.isdigit() or not 1 <= int(sev) <= 10:
             raise ParseError(f"sev must be an integer from 1 to 10, got {sev!r}")
-    if "src" in attributes:
-        try:
-            ipaddress.ip_address(attributes["src"])
-        except ValueError:
-            raise ParseError(f"src is not an IP address: {attributes['src']!r}") from None
+    if "src" in attributes and not _is_ip(attributes["src"]):
+        raise ParseError(f"src is not an IP address: {attributes['src']!r}")
     if "devTime" in attributes:
         pattern = _LEEF_DEV_TIMES.get(attributes.get("devTimeFormat"))
         if pattern is None:
@@ -512,9 +520,9 @@ def _check_ecs_value(name: str, spec: dict[str, Any], value: Any) -> None:
             if key == "" or "." in key or not isinstance(item, str):
                 raise ParseError(f"{name}.{key} must be a plain key with a keyword value")
         return
-    items = value if spec["array"] and isinstance(value, list) else [value]
-    if spec["array"] and not items:
-        raise ParseError(f"{name} is an empty array")
+    if spec["array"] and (not isinstance(value, list) or not value):
+        raise ParseError(f"{name} must be a non-empty array (ECS normalises it to one)")
+    items = value if spec["array"] else [value]
     for item in items:
         if kind in ("keyword", "match_only_text", "constant_keyword"):
             ok = isinstance(item, str)
@@ -523,11 +531,7 @@ def _check_ecs_value(name: str, spec: dict[str, Any], value: Any) -> None:
         elif kind == "date":
             ok = isinstance(item, str) and _ECS_DATE.fullmatch(item) is not None
         elif kind == "ip":
-            try:
-                ipaddress.ip_address(item)
-                ok = True
-            except (TypeError, ValueError):
-                ok = False
+            ok = _is_ip(item)
         else:
             raise ParseError(f"{name}: type {kind} is not checked here")
         if not ok:

@@ -12,22 +12,26 @@ from xavyo_siem.format import (
     FORMAT_OPTIONS,
     CefFormatter,
     CsvFormatter,
+    LeefFormatter,
     SyslogFormatter,
     make_formatter,
     read_format_options,
     to_csv,
+    to_ecs,
     to_json,
 )
 from xavyo_siem.model import ExportFormat
 
 
 @pytest.mark.parametrize(
-    ("fmt", "body"), [("cef", "cef"), ("json", "json"), ("syslog", "json"), ("csv", "json")]
-)
+    ("fmt", "body"),
+    [("cef", "cef"), ("json", "json"), ("syslog", "json"), ("csv", "json"), ("leef", "leef"),
+     ("ecs", "ecs")],
+)  # fmt: skip
 def test_over_a_syslog_transport_every_record_is_an_rfc5424_message(
-    fmt: str, body: Literal["cef", "json"]
+    fmt: str, body: Literal["cef", "json", "leef", "ecs"]
 ) -> None:
-    """Over syslog the record is RFC 5424 with the CEF line as MSG for cef, else the JSON."""
+    """Over syslog the MSG is the CEF, LEEF or ECS record for those formats, else the JSON."""
     event = make_event()
     formatter = make_formatter(fmt, {"hostname": "idp1", "facility": "10"}, syslog_transport=True)
     assert formatter(event) == SyslogFormatter(body=body, hostname="idp1", facility=10)(event)
@@ -39,6 +43,19 @@ def test_without_a_syslog_transport_each_format_is_its_own_record() -> None:
     assert make_formatter(ExportFormat.CEF)(event) == CefFormatter()(event)
     assert make_formatter(ExportFormat.JSON) is to_json
     assert make_formatter("csv")(event) == to_csv(event)
+    assert make_formatter("leef", {"delimiter": "^"})(event) == LeefFormatter(delimiter="^")(
+        event
+    )
+    assert make_formatter(ExportFormat.ECS) is to_ecs
+
+
+def test_leef_over_syslog_takes_its_delimiter() -> None:
+    """Over syslog, the leef format's `delimiter` option is the delimiter of the LEEF MSG."""
+    event = make_event()
+    formatter = make_formatter("leef", {"delimiter": "x5e", "app_name": "a"}, syslog_transport=True)
+    message = formatter(event)
+    assert message == SyslogFormatter(body="leef", leef_delimiter="^", app_name="a")(event)
+    assert message.endswith(LeefFormatter(delimiter="^")(event))
 
 
 @pytest.mark.parametrize(
@@ -74,6 +91,12 @@ def test_text_option_values_are_read_as_their_types(
         ("json", {"formula_guard": "false"}, True, "formula_guard"),
         ("cef", {"hostname": "h"}, False, "hostname"),
         ("csv", {"colour": "red"}, False, "colour"),
+        ("leef", {"delimiter": "="}, False, "delimiter"),
+        ("leef", {"delimiter": "|"}, True, "delimiter"),
+        ("leef", {"cs_max_chars": "1023"}, False, "cs_max_chars"),
+        ("cef", {"delimiter": "^"}, True, "delimiter"),
+        ("ecs", {"version": "1"}, False, "version"),
+        ("ecs", {"delimiter": "^"}, True, "delimiter"),
     ],
 )
 def test_bad_or_foreign_options_raise_encode_error_naming_them(
@@ -86,7 +109,8 @@ def test_bad_or_foreign_options_raise_encode_error_naming_them(
 
 
 def test_format_options_are_the_ones_a_destination_may_set() -> None:
-    """A destination's format options: the RFC 5424 header settings and the CSV guard."""
+    """A destination's format options: the RFC 5424 header settings, the CSV guard, and the
+    LEEF delimiter."""
     names = ("hostname", "app_name", "procid", "facility", "enterprise_number", "formula_guard")
-    assert frozenset(names) == FORMAT_OPTIONS
-    assert FORMAT_OPTIONS <= SyslogFormatter.OPTIONS | CsvFormatter.OPTIONS
+    assert frozenset((*names, "delimiter")) == FORMAT_OPTIONS
+    assert FORMAT_OPTIONS <= SyslogFormatter.OPTIONS | CsvFormatter.OPTIONS | LeefFormatter.OPTIONS

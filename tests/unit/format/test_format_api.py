@@ -19,7 +19,7 @@ def test_package_exports_its_public_names() -> None:
     assert fmt.__doc__.startswith("Record formats")
 
 
-@pytest.mark.parametrize("name", ["cef", "syslog", "json", "csv"])
+@pytest.mark.parametrize("name", ["cef", "syslog", "json", "csv", "leef", "ecs"])
 def test_make_formatter_knows_every_export_format(name: str) -> None:
     """make_formatter builds a callable for each ExportFormat value."""
     assert callable(fmt.make_formatter(name))
