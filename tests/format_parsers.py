@@ -493,9 +493,7 @@ ECS_FIELDS: dict[str, dict[str, Any]] = _ECS_SCHEMA["fields"]
 # Where an ECS document may hold names of its own: `labels` (a flat keyword map, in ECS) and
 # the custom `xavyo` object (outside ECS's names, as ECS asks of custom fields).
 _ECS_CUSTOM_ROOT = "xavyo"
-_ECS_DATE = re.compile(
-    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})"
-)
+_ECS_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
 
 
 def _ecs_leaves(value: Any, prefix: str, out: dict[str, Any]) -> None:

@@ -162,7 +162,8 @@ def test_sample_events_are_valid_ecs_documents() -> None:
 def test_control_characters_are_escaped_by_json() -> None:
     """A CR/LF or control in any text is a JSON escape: the line stays one line."""
     line = to_ecs(make_event(reason="a\r\nb\x01", metadata={"k\n": "\x7f"}))
-    assert "\n" not in line and "\r" not in line
+    assert "\n" not in line
+    assert "\r" not in line
     assert json.loads(line)["event"]["reason"] == "a\r\nb\x01"
 
 

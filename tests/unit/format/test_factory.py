@@ -43,9 +43,7 @@ def test_without_a_syslog_transport_each_format_is_its_own_record() -> None:
     assert make_formatter(ExportFormat.CEF)(event) == CefFormatter()(event)
     assert make_formatter(ExportFormat.JSON) is to_json
     assert make_formatter("csv")(event) == to_csv(event)
-    assert make_formatter("leef", {"delimiter": "^"})(event) == LeefFormatter(delimiter="^")(
-        event
-    )
+    assert make_formatter("leef", {"delimiter": "^"})(event) == LeefFormatter(delimiter="^")(event)
     assert make_formatter(ExportFormat.ECS) is to_ecs
 
 
