@@ -110,6 +110,8 @@ def test_docs_examples_are_current() -> None:
         fmt.to_json(event),
         fmt.csv_header(),
         fmt.to_csv(event),
+        fmt.to_leef(event, version="0.1.0", delimiter="^"),
+        fmt.to_ecs(event),
     ):
         assert record in lines, record[:80]
 
