@@ -114,6 +114,27 @@ def _replacements(delimiter: str, *, header: bool) -> dict[int, str]:
     return table
 
 
+# The optional attributes, in their order (see the module docstring).
+_OPTIONAL_KEYS: Final = (
+    "eventName",
+    "action",
+    "outcome",
+    "usrName",
+    "actorId",
+    "targetUser",
+    "resource",
+    "src",
+    "sourceAddressScoped",
+    "sourceAddress",
+    "reason",
+    "userAgent",
+    "sessionId",
+    "requestId",
+    "metadata",
+    "normalized",
+)
+
+
 class LeefFormatter:
     """Writes audit events as LEEF 2.0 lines for one destination; build once, call per event.
 
@@ -123,7 +144,16 @@ class LeefFormatter:
 
     OPTIONS: Final = frozenset({"version", "delimiter"})
 
-    __slots__ = ("_delimiter", "_kinds", "_prefix", "_special", "_specials", "_table")
+    __slots__ = (
+        "_delimiter",
+        "_fixed",
+        "_keys",
+        "_kinds",
+        "_prefix",
+        "_special",
+        "_specials",
+        "_table",
+    )
 
     def __init__(self, *, version: str = __version__, delimiter: str = "x09") -> None:
         if not isinstance(version, str) or not version.strip():
@@ -139,6 +169,17 @@ class LeefFormatter:
         # and C1 lead bytes, TAB and the delimiter.
         self._specials = C0_DEL_C1_BYTES + b"\t" + delim.encode()
         self._prefix = f"LEEF:2.0|{VENDOR}|{PRODUCT}|{version}|"
+        d = delim
+        # The fixed attributes' texts around their values, and each optional attribute's
+        # "<delimiter>key=", made once: per event only the values are joined in.
+        self._fixed = (
+            "devTime=",
+            f"{d}devTimeFormat={DEV_TIME_FORMAT}{d}cat=",
+            f"{d}sev=",
+            f"{d}eventId=",
+            f"{d}tenantId=",
+        )
+        self._keys = tuple(f"{d}{key}=" for key in _OPTIONAL_KEYS)
         # Per event type: the header up to the attributes. Bounded like CefFormatter's.
         self._kinds: dict[str, str] = {}
 
@@ -163,49 +204,52 @@ class LeefFormatter:
         if head is None:
             utf8(event_type, "event_type")
             head = self._kind(event_type)
-        d = self._delimiter
         ts = event.timestamp
         dev_time = rfc3339_utc(ts)
-        dev_time = f"{dev_time[:-4]}Z"  # milliseconds: LEEF's pattern has no microseconds
         severity = event.severity
+        t_time, t_cat, t_sev, t_id, t_tenant = self._fixed
+        (k_name, k_action, k_outcome, k_user, k_actor, k_target, k_resource, k_src, k_scoped,
+         k_address, k_reason, k_agent, k_session, k_request, k_metadata, k_normalized,
+         ) = self._keys  # fmt: skip
         # After the head, `pieces` alternates "<delimiter>key=" and its raw value: values are
-        # at even indexes from 2. The head holds only values known to be clean.
+        # at even indexes from 2. The head holds only values known to be clean; devTime keeps
+        # milliseconds (LEEF's pattern has no microseconds).
+        sev = str(severity) if severity else "1"
         pieces = [
-            f"{head}devTime={dev_time}{d}devTimeFormat={DEV_TIME_FORMAT}"
-            f"{d}cat={event.category._value_}{d}sev={severity if severity else 1}"
-            f"{d}eventId={uuid_text(event.event_id)}{d}tenantId={uuid_text(event.tenant_id)}"
+            f"{head}{t_time}{dev_time[:-4]}Z{t_cat}{event.category._value_}{t_sev}{sev}"
+            f"{t_id}{uuid_text(event.event_id)}{t_tenant}{uuid_text(event.tenant_id)}"
         ]
         value: str | None
         if (value := event.event_name) is not None:
-            pieces += (f"{d}eventName=", value)
+            pieces += (k_name, value)
         if (value := event.action) is not None:
-            pieces += (f"{d}action=", value)
+            pieces += (k_action, value)
         if (value := event.outcome) is not None:
-            pieces += (f"{d}outcome=", value)
+            pieces += (k_outcome, value)
         actor_id = event.actor_id
         if (value := event.actor_email if event.actor_email is not None else actor_id) is not None:
-            pieces += (f"{d}usrName=", value)
+            pieces += (k_user, value)
         if actor_id is not None:
-            pieces += (f"{d}actorId=", actor_id)
+            pieces += (k_actor, actor_id)
         if (value := event.target_user) is not None:
-            pieces += (f"{d}targetUser=", value)
+            pieces += (k_target, value)
         if (value := event.target_resource) is not None:
-            pieces += (f"{d}resource=", value)
+            pieces += (k_resource, value)
         if (value := event.source_ip) is not None:
             address, percent, _zone = value.partition("%")
-            pieces += (f"{d}src=", address)
+            pieces += (k_src, address)
             if percent:  # a zone index is invalid in an IP attribute
-                pieces += (f"{d}sourceAddressScoped=", value)
+                pieces += (k_scoped, value)
         if (value := event.source_address) is not None:
-            pieces += (f"{d}sourceAddress=", value)
+            pieces += (k_address, value)
         if (value := event.reason) is not None:
-            pieces += (f"{d}reason=", value)
+            pieces += (k_reason, value)
         if (value := event.user_agent) is not None:
-            pieces += (f"{d}userAgent=", value)
+            pieces += (k_agent, value)
         if (value := event.session_id) is not None:
-            pieces += (f"{d}sessionId=", value)
+            pieces += (k_session, value)
         if (value := event.request_id) is not None:
-            pieces += (f"{d}requestId=", value)
+            pieces += (k_request, value)
         if metadata := event.metadata:
             try:  # orjson inline: this runs for nearly every event
                 value = _dumps(metadata if type(metadata) is dict else dict(metadata)).decode()
@@ -213,18 +257,20 @@ class LeefFormatter:
                 value = metadata_json(metadata)  # raises EncodeError naming the field
             if self._special.search(value) is not None:  # DEL and C1 as \u escapes
                 value = metadata_json_without_controls(metadata)
-            pieces += (f"{d}metadata=", value)
+            pieces += (k_metadata, value)
         if normalized := event.normalized:
-            pieces += (f"{d}normalized=", ",".join(normalized))
+            pieces += (k_normalized, ",".join(normalized))
 
         # The common case, decided in one pass (in C when built): no value needs replacing.
         if plain_values_length(pieces, self._specials) < 0:
-            utf8("".join(pieces[2::2]), "event")  # a lone surrogate raises EncodeError
-            special = self._special
-            table = self._table
-            pieces[2::2] = [
-                v if special.search(v) is None else v.translate(table) for v in pieces[2::2]
-            ]
+            # Non-ASCII or a special: one check over all values decides (as in CefFormatter).
+            raw = utf8("".join(pieces[2::2]), "event")  # a lone surrogate: EncodeError
+            if len(raw.translate(None, self._specials)) != len(raw):
+                special = self._special
+                table = self._table
+                pieces[2::2] = [
+                    v if special.search(v) is None else v.translate(table) for v in pieces[2::2]
+                ]
         return "".join(pieces)
 
 
