@@ -32,6 +32,7 @@ from xavyo_siem.format.csv_sql import CSV_SQL_PARTS, csv_lines_of_parts, event_i
 from xavyo_siem.format.ecs import ECS_VERSION, ecs_categorisation, ecs_object, to_ecs
 from xavyo_siem.format.factory import (
     FORMAT_OPTIONS,
+    JSON_RECORD_FORMATS,
     Formatter,
     make_formatter,
     read_format_options,
@@ -65,6 +66,7 @@ __all__ = [
     "DEV_TIME_FORMAT",
     "ECS_VERSION",
     "FORMAT_OPTIONS",
+    "JSON_RECORD_FORMATS",
     "SD_PARAMS",
     "SYSLOG_SEVERITY",
     "CefFormatter",

@@ -31,7 +31,13 @@ from xavyo_siem.format.leef import LeefFormatter
 from xavyo_siem.format.rfc5424 import SyslogFormatter
 from xavyo_siem.model import AuditEvent, ExportFormat
 
-__all__ = ["FORMAT_OPTIONS", "Formatter", "make_formatter", "read_format_options"]
+__all__ = [
+    "FORMAT_OPTIONS",
+    "JSON_RECORD_FORMATS",
+    "Formatter",
+    "make_formatter",
+    "read_format_options",
+]
 
 Formatter = Callable[[AuditEvent], str]
 
@@ -47,6 +53,10 @@ FORMAT_OPTIONS: Final = frozenset(
         "delimiter",
     )
 )
+
+# The formats whose records are JSON objects: HTTP transports embed them as objects, and
+# send the records of the other formats as JSON strings.
+JSON_RECORD_FORMATS: Final = frozenset((ExportFormat.JSON, ExportFormat.ECS))
 
 _INTEGER_OPTIONS: Final = frozenset(("facility", "enterprise_number", "cs_max_chars"))
 _BOOLEAN_OPTIONS: Final = frozenset(("formula_guard",))

@@ -31,7 +31,7 @@ from xavyo_siem.delivery import (
 from xavyo_siem.destinations import check_destination, spec_of
 from xavyo_siem.egress import EgressDenied, EgressGuard, check_egress
 from xavyo_siem.errors import SiemError
-from xavyo_siem.format import csv_header
+from xavyo_siem.format import JSON_RECORD_FORMATS, csv_header
 from xavyo_siem.model import (
     AuditEvent,
     DeliveryType,
@@ -120,7 +120,7 @@ async def open_destination(
     transport = open_transport(
         config,
         secret=secret,
-        event_is_json=destination.format is ExportFormat.JSON,
+        event_is_json=destination.format in JSON_RECORD_FORMATS,
         development=settings.development,
         egress=EgressGuard.from_settings(settings) if egress is None else egress,
         file_header=csv_header() if destination.format is ExportFormat.CSV else None,

@@ -7,9 +7,11 @@ from typing import Any, Literal
 import pytest
 
 from format_events import make_event
+from format_parsers import parse_json_line
 from xavyo_siem.errors import EncodeError
 from xavyo_siem.format import (
     FORMAT_OPTIONS,
+    JSON_RECORD_FORMATS,
     CefFormatter,
     CsvFormatter,
     LeefFormatter,
@@ -112,3 +114,17 @@ def test_format_options_are_the_ones_a_destination_may_set() -> None:
     names = ("hostname", "app_name", "procid", "facility", "enterprise_number", "formula_guard")
     assert frozenset((*names, "delimiter")) == FORMAT_OPTIONS
     assert FORMAT_OPTIONS <= SyslogFormatter.OPTIONS | CsvFormatter.OPTIONS | LeefFormatter.OPTIONS
+
+
+@pytest.mark.parametrize("fmt", list(ExportFormat), ids=lambda f: f.value)
+def test_json_record_formats_are_exactly_those_whose_records_are_json_objects(
+    fmt: ExportFormat,
+) -> None:
+    """HTTP transports embed a format's records as objects exactly when they are JSON objects."""
+    record = make_formatter(fmt)(make_event())
+    try:
+        parse_json_line(record)
+        is_object = True
+    except ValueError:
+        is_object = False
+    assert is_object == (fmt in JSON_RECORD_FORMATS)
