@@ -41,17 +41,14 @@ import re
 from datetime import UTC
 from typing import Any, Final
 
-import orjson
-
-from xavyo_siem.errors import EncodeError
 from xavyo_siem.format._text import rfc3339_utc
+from xavyo_siem.format.jsonl import json_line
 from xavyo_siem.model import AuditEvent, EventCategory
 
 __all__ = ["ECS_VERSION", "ecs_categorisation", "ecs_object", "to_ecs"]
 
 ECS_VERSION: Final = "9.4.0"
 _ECS: Final = {"version": ECS_VERSION}
-_UTC_Z: Final = orjson.OPT_UTC_Z
 _CACHE_ENTRIES: Final = 4096
 _CACHED_TYPE_MAX: Final = 256
 
@@ -215,7 +212,4 @@ def ecs_object(event: AuditEvent) -> dict[str, Any]:
 
 def to_ecs(event: AuditEvent) -> str:
     """`event` as one ECS JSON document on one line (no line end), written by orjson."""
-    try:
-        return orjson.dumps(ecs_object(event), option=_UTC_Z).decode()
-    except orjson.JSONEncodeError as exc:  # only an unvalidated event gets here
-        raise EncodeError("event", f"cannot be written as JSON: {exc}") from None
+    return json_line(ecs_object(event))

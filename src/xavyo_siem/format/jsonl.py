@@ -19,7 +19,13 @@ from xavyo_siem.errors import EncodeError
 from xavyo_siem.format._text import rfc3339_utc
 from xavyo_siem.model import AuditEvent
 
-__all__ = ["event_object", "metadata_json", "metadata_json_without_controls", "to_json"]
+__all__ = [
+    "event_object",
+    "json_line",
+    "metadata_json",
+    "metadata_json_without_controls",
+    "to_json",
+]
 
 _UTC_Z: Final = orjson.OPT_UTC_Z
 
@@ -97,9 +103,14 @@ def metadata_json_without_controls(metadata: Mapping[str, str]) -> str:
     return text
 
 
-def to_json(event: AuditEvent) -> str:
-    """`event` as one line of JSON (no line end), the `to_dict` form, written by orjson."""
+def json_line(document: dict[str, Any]) -> str:
+    """`document` (an event's object, ids and times as objects) as one line of JSON."""
     try:
-        return orjson.dumps(event_object(event), option=_UTC_Z).decode()
+        return orjson.dumps(document, option=_UTC_Z).decode()
     except orjson.JSONEncodeError as exc:  # only an unvalidated event gets here
         raise EncodeError("event", f"cannot be written as JSON: {exc}") from None
+
+
+def to_json(event: AuditEvent) -> str:
+    """`event` as one line of JSON (no line end), the `to_dict` form, written by orjson."""
+    return json_line(event_object(event))
