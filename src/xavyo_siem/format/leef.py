@@ -33,7 +33,7 @@ LEEF defines no escaping at all, so nothing is escaped: what could break a recor
 replaced visibly instead. In attribute values, the delimiter becomes its fullwidth form
 (`^` -> U+FF3E) and TAB its Control Picture (U+2409), whatever the delimiter, for consumers
 that ignore the declaration and split on TAB; CR, LF and other controls become their
-pictures too. Header fields do the same and replace `|` with U+FF5C. `=` needs nothing:
+pictures too. Header fields do the same, and replace `|` with U+FF5C. `=` needs nothing:
 a key ends at the first `=` of its attribute.
 """
 

@@ -106,6 +106,12 @@ def test_header_event_id_replaces_pipes_and_controls() -> None:
     assert record.event_id == "A\uff5cB\u2409C\u240aD"
 
 
+def test_header_event_id_writes_a_printable_delimiter_fullwidth() -> None:
+    """With `^` as delimiter, `^` in the event type is U+FF3E in the header too."""
+    line = to_leef(make_event(event_type="A^B"), delimiter="^")
+    assert line.startswith("LEEF:2.0|Xavyo|IDP|0.1.0|A\uff3eB|^|devTime=")
+
+
 def test_metadata_is_exact_json_without_controls() -> None:
     """Metadata JSON escapes TAB and C0 itself, and DEL/C1 as \\u escapes: no raw control."""
     line = to_leef(make_event(metadata={"k\t": "v\x7f\x85"}))
