@@ -1,6 +1,7 @@
 """Encoder throughput: each xavyo_siem.format encoder beside what a Python user would pick.
 
-Run: .venv/bin/python benchmarks/bench_formats.py [--events 200000] [--repeat 3]
+Run: .venv/bin/python benchmarks/bench_formats.py [--events 200000] [--repeat 3] [--only CEF LEEF]
+(`--only`: the rows whose encoder names contain one of the words, case ignored).
 
 Every encoder runs on the same events (xavyo_siem.sample.generate_events), one process, one
 core, inside the same harness: each record is appended to a batch that is dropped every 1,000
@@ -291,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tenants", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", nargs="*", default=None, metavar="WORD")
     args = parser.parse_args(argv)
 
     events = list(generate_events(args.events, tenants=args.tenants, seed=args.seed))
@@ -331,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         Contest("ECS 9.4.0 (`to_ecs`)", rec(to_ecs),
                 "ecs-logging 2.3 `StdlibFormatter`", rec(ecs_logging_encoder()), 150_000),
     ]  # fmt: skip
+    if args.only:
+        words = [word.lower() for word in args.only]
+        contests = [c for c in contests if any(w in c.encoder.lower() for w in words)]
     best = _measure(contests, len(events), args.repeat)
 
     print(f"Machine: {describe_machine()}")
