@@ -43,16 +43,8 @@ Formatter = Callable[[AuditEvent], str]
 
 # A destination's options that shape its records; its other options configure its transport.
 FORMAT_OPTIONS: Final = frozenset(
-    (
-        "hostname",
-        "app_name",
-        "procid",
-        "facility",
-        "enterprise_number",
-        "formula_guard",
-        "delimiter",
-    )
-)
+    ("hostname", "app_name", "procid", "facility", "enterprise_number", "formula_guard")
+) | {"delimiter"}
 
 # The formats whose records are JSON objects: HTTP transports embed them as objects, and
 # send the records of the other formats as JSON strings.
