@@ -116,18 +116,19 @@ def _action_of_type(event_type: str) -> str:
     return event_type.lower().replace("_", "-").replace(" ", "-")
 
 
-_kinds: dict[tuple[EventCategory, str], tuple[dict[str, Any], str]] = {}
+_Kind = tuple[str, list[str], list[str], str]
+_kinds: dict[tuple[EventCategory, str], _Kind] = {}
 
 
-def _kind(category: EventCategory, event_type: str) -> tuple[dict[str, Any], str]:
-    """The fixed `event` fields of a kind of event, and its default action (cached)."""
+def _kind(category: EventCategory, event_type: str) -> _Kind:
+    """`event.kind`, `.category`, `.type` of a kind of event and its default action (cached;
+    the lists are shared by every document of the kind, and only read)."""
     key = (category, event_type)
     known = _kinds.get(key)
     if known is not None:
         return known
     kind, categories, types = ecs_categorisation(category, event_type)
-    known = ({"kind": kind, "category": list(categories), "type": list(types)},
-             _action_of_type(event_type))  # fmt: skip
+    known = (kind, list(categories), list(types), _action_of_type(event_type))
     if len(event_type) <= _CACHED_TYPE_MAX:
         if len(_kinds) >= _CACHE_ENTRIES:
             _kinds.clear()
@@ -140,10 +141,12 @@ def ecs_object(event: AuditEvent) -> dict[str, Any]:
     ts: Any = event.timestamp
     if not ts.microsecond or ts.tzinfo is not UTC:
         ts = rfc3339_utc(ts)
-    fixed, default_action = _kind(event.category, event.event_type)
+    kind, categories, types, default_action = _kind(event.category, event.event_type)
     action = event.action
     ev: dict[str, Any] = {
-        **fixed,
+        "kind": kind,
+        "category": categories,
+        "type": types,
         "action": default_action if action is None else action,
     }
     if (outcome := event.outcome) is not None:

@@ -40,6 +40,7 @@ a key ends at the first `=` of its attribute.
 from __future__ import annotations
 
 import re
+from datetime import UTC
 from typing import Final, TypedDict, Unpack
 
 import orjson
@@ -72,6 +73,7 @@ VERSION_MAX: Final = 100
 _CACHE_ENTRIES: Final = 4096
 _CACHED_TYPE_MAX: Final = 256
 _dumps: Final = orjson.dumps
+_UTC_Z: Final = orjson.OPT_UTC_Z
 
 # The delimiters a destination may choose: TAB, or printable ASCII punctuation other than
 # `=` (it ends a key) and `|` (it ends a header field).
@@ -205,7 +207,10 @@ class LeefFormatter:
             utf8(event_type, "event_type")
             head = self._kind(event_type)
         ts = event.timestamp
-        dev_time = rfc3339_utc(ts)
+        if ts.tzinfo is UTC and ts.microsecond:  # orjson writes ...T08:26:10.123456Z, fast
+            dev_time = _dumps(ts, option=_UTC_Z)[1:24].decode()
+        else:
+            dev_time = rfc3339_utc(ts)[:-4]
         severity = event.severity
         t_time, t_cat, t_sev, t_id, t_tenant = self._fixed
         (k_name, k_action, k_outcome, k_user, k_actor, k_target, k_resource, k_src, k_scoped,
@@ -216,7 +221,7 @@ class LeefFormatter:
         # milliseconds (LEEF's pattern has no microseconds).
         sev = str(severity) if severity else "1"
         pieces = [
-            f"{head}{t_time}{dev_time[:-4]}Z{t_cat}{event.category._value_}{t_sev}{sev}"
+            f"{head}{t_time}{dev_time}Z{t_cat}{event.category._value_}{t_sev}{sev}"
             f"{t_id}{uuid_text(event.event_id)}{t_tenant}{uuid_text(event.tenant_id)}"
         ]
         value: str | None
@@ -250,14 +255,14 @@ class LeefFormatter:
             pieces += (k_session, value)
         if (value := event.request_id) is not None:
             pieces += (k_request, value)
+        metadata_at = 0
         if metadata := event.metadata:
             try:  # orjson inline: this runs for nearly every event
                 value = _dumps(metadata if type(metadata) is dict else dict(metadata)).decode()
             except (TypeError, orjson.JSONEncodeError):
                 value = metadata_json(metadata)  # raises EncodeError naming the field
-            if self._special.search(value) is not None:  # DEL and C1 as \u escapes
-                value = metadata_json_without_controls(metadata)
             pieces += (k_metadata, value)
+            metadata_at = len(pieces) - 1
         if normalized := event.normalized:
             pieces += (k_normalized, ",".join(normalized))
 
@@ -266,6 +271,8 @@ class LeefFormatter:
             # Non-ASCII or a special: one check over all values decides (as in CefFormatter).
             raw = utf8("".join(pieces[2::2]), "event")  # a lone surrogate: EncodeError
             if len(raw.translate(None, self._specials)) != len(raw):
+                if metadata_at:  # DEL and C1 in the JSON become \u escapes, not pictures
+                    pieces[metadata_at] = metadata_json_without_controls(metadata)
                 special = self._special
                 table = self._table
                 pieces[2::2] = [
