@@ -1,6 +1,7 @@
 """Encoder throughput: each xavyo_siem.format encoder beside what a Python user would pick.
 
-Run: .venv/bin/python benchmarks/bench_formats.py [--events 200000] [--repeat 3]
+Run: .venv/bin/python benchmarks/bench_formats.py [--events 200000] [--repeat 3] [--only CEF LEEF]
+(`--only`: the rows whose encoder names contain one of the words, case ignored).
 
 Every encoder runs on the same events (xavyo_siem.sample.generate_events), one process, one
 core, inside the same harness: each record is appended to a batch that is dropped every 1,000
@@ -25,6 +26,12 @@ fields:
   `emit_json`, which validates it. It writes far fewer attributes than our `OcsfFormatter`
   (one class, no metadata ids, no actor, endpoint, request or unmapped fields), so the
   comparison flatters it.
+* LEEF 2.0: no package on PyPI writes LEEF; the alternative is what one would write by
+  hand, `"\t".join(f"{key}={value}")` over the same attributes, which replaces nothing (a
+  TAB or LF in a value breaks its record): the price of the replacements.
+* ECS: `ecs_logging.StdlibFormatter` (PyPI `ecs-logging`, Elastic's) on a LogRecord carrying
+  the event's time, message and the same ECS fields as dotted attributes, with its `log.*`
+  and `process.*` fields excluded. It states its own `ecs.version`.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from typing import Any
 import ocsf_emitter
 import orjson
 from cefevent import CEFEvent
+from ecs_logging import StdlibFormatter
 from ocsf_emitter.defaults import Severity
 from ocsf_emitter.domain import UserRef
 from rfc5424logging import Rfc5424SysLogHandler
@@ -51,8 +59,11 @@ from xavyo_siem.format import (
     CSV_COLUMNS,
     CefFormatter,
     CsvWriter,
+    LeefFormatter,
     OcsfFormatter,
     SyslogFormatter,
+    ecs_object,
+    to_ecs,
     to_json,
 )
 from xavyo_siem.model import AuditEvent, to_epoch_us
@@ -181,6 +192,59 @@ def rfc5424_handler_encoder() -> Callable[[AuditEvent], bytes]:
     return encode
 
 
+def naive_leef_encoder(event: AuditEvent) -> str:
+    """LEEF by hand: the header, then key=value joined by TAB, nothing replaced."""
+    ts = event.timestamp
+    pairs: list[tuple[str, Any]] = [
+        ("devTime", ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"),
+        ("devTimeFormat", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"),
+        ("cat", event.category.value),
+        ("sev", max(event.severity, 1)),
+        ("eventId", event.event_id),
+        ("tenantId", event.tenant_id),
+        ("eventName", event.event_name),
+        ("action", event.action),
+        ("outcome", event.outcome),
+        ("usrName", event.actor_email or event.actor_id),
+        ("actorId", event.actor_id),
+        ("targetUser", event.target_user),
+        ("resource", event.target_resource),
+        ("src", event.source_ip),
+        ("reason", event.reason),
+        ("userAgent", event.user_agent),
+        ("sessionId", event.session_id),
+        ("requestId", event.request_id),
+        ("metadata", json.dumps(dict(event.metadata)) if event.metadata else None),
+    ]
+    attributes = "\t".join(f"{k}={v}" for k, v in pairs if v is not None)
+    return f"LEEF:2.0|Xavyo|IDP|0.1.0|{event.event_type}|x09|{attributes}"
+
+
+def ecs_logging_encoder() -> Callable[[AuditEvent], str]:
+    """ECS with ecs-logging: StdlibFormatter.format on a LogRecord per event."""
+    formatter = StdlibFormatter(exclude_fields=("log", "process", "log.level"))
+
+    def encode(event: AuditEvent) -> str:
+        doc = ecs_object(event)  # the same fields, given as dotted record attributes
+        record = logging.LogRecord(
+            "xavyo", logging.INFO, __file__, 0, event.event_name or "", None, None
+        )
+        record.created = to_epoch_us(event.timestamp) / 1e6
+        extra = record.__dict__
+        for key, value in doc["event"].items():
+            extra[f"event.{key}"] = str(value) if key == "id" else value
+        extra["organization.id"] = str(event.tenant_id)
+        for group in ("user", "source", "user_agent", "related", "group"):
+            for key, value in doc.get(group, {}).items():
+                extra[f"{group}.{key}"] = value
+        extra["labels"] = doc["labels"]
+        if "xavyo" in doc:
+            extra["xavyo"] = doc["xavyo"]
+        return formatter.format(record)
+
+    return encode
+
+
 def stdlib_json_encoder(event: AuditEvent) -> str:
     """JSON with the standard library."""
     return json.dumps(event.to_dict())
@@ -257,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tenants", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", nargs="*", default=None, metavar="WORD")
     args = parser.parse_args(argv)
 
     events = list(generate_events(args.events, tenants=args.tenants, seed=args.seed))
@@ -294,7 +359,14 @@ def main(argv: list[str] | None = None) -> int:
                 "stdlib csv.DictWriter", stream(dictwriter_stream()), 120_000),
         Contest("OCSF 1.5.0 (`OcsfFormatter`)", rec(OcsfFormatter()),
                 "ocsf-emitter 0.3 (Authentication only)", rec(ocsf_emitter_encoder()), 150_000),
+        Contest("LEEF 2.0 (`LeefFormatter`)", rec(LeefFormatter()),
+                "hand-written join, nothing replaced", rec(naive_leef_encoder), 150_000),
+        Contest("ECS 9.4.0 (`to_ecs`)", rec(to_ecs),
+                "ecs-logging 2.3 `StdlibFormatter`", rec(ecs_logging_encoder()), 150_000),
     ]  # fmt: skip
+    if args.only:
+        words = [word.lower() for word in args.only]
+        contests = [c for c in contests if any(w in c.encoder.lower() for w in words)]
     best = _measure(contests, len(events), args.repeat)
 
     print(f"Machine: {describe_machine()}")

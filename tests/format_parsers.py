@@ -1,28 +1,35 @@
 """Strict, independent parsers for the records xavyo_siem.format writes (tests only).
 
 Written from the specs alone (the CEF guide, RFC 5424, JSON, RFC 4180, the OCSF 1.5.0 schema
-as ocsf-json-schema bundles it) and sharing no code with the encoders: a parser either
-returns every field of exactly one record or raises `ParseError`. They are stricter than
-real consumers on purpose: any escape the spec does not define, any raw control character
-where a record must be one line, any repeated key or SD-ID is an error.
+as ocsf-json-schema bundles it, the LEEF guide, and the ECS 9.4.0 field definitions vendored
+in ecs_fields_9.4.0.json) and sharing no code with the encoders: a parser either returns
+every field of exactly one record or raises `ParseError`. They are stricter than real
+consumers on purpose: any escape the spec does not define, any raw control character where a
+record must be one line, any repeated key or SD-ID is an error.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "ECS_FIELDS",
     "CefRecord",
     "CsvField",
+    "LeefRecord",
     "OcsfRecord",
     "ParseError",
     "SyslogRecord",
+    "check_ecs_document",
     "parse_cef",
     "parse_csv",
     "parse_json_line",
+    "parse_leef",
     "parse_ocsf",
     "parse_syslog",
 ]
@@ -517,3 +524,190 @@ def parse_ocsf(line: str) -> OcsfRecord:
         event.get("user"),
         event,
     )
+
+
+# LEEF 2.0 (IBM QRadar's LEEF guide)
+
+
+@dataclass(frozen=True)
+class LeefRecord:
+    """One parsed LEEF 2.0 line: the header fields, the declared delimiter, the attributes."""
+
+    vendor: str
+    product: str
+    version: str
+    event_id: str
+    delimiter: str
+    attributes: dict[str, str]
+
+
+_LEEF_HEX = re.compile("(?:0x|x)([0-9A-Fa-f]{1,2})")
+_LEEF_KEY = re.compile("[A-Za-z][A-Za-z0-9]*")
+_LEEF_DEV_TIMES = {
+    # devTimeFormat -> what devTime must look like
+    "yyyy-MM-dd'T'HH:mm:ss.SSSXXX": re.compile(
+        r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}"
+        r"(Z|[+-]\d{2}:\d{2})"
+    ),
+    # the guide's default when no devTimeFormat is given
+    None: re.compile(r"[A-Z][a-z]{2} \d{2} \d{4} \d{2}:\d{2}:\d{2}"),
+}
+
+
+def parse_leef(line: str) -> LeefRecord:
+    """Parse one LEEF 2.0 line strictly (no syslog header in front).
+
+    The header is `LEEF:2.0|Vendor|Product|Version|EventID|Delimiter|`, every field
+    non-empty; the delimiter is one character or its hex code (`x09`, `0x5E`). Attributes are
+    `key=value` joined by the delimiter: a key is alphanumeric and never repeats, the value
+    runs to the next delimiter (LEEF defines no escape). Stricter than QRadar on purpose: no
+    raw control character anywhere (TAB only as the delimiter), `sev` an integer 1-10, `src` an
+    IP address, and `devTime` of the shape its `devTimeFormat` names.
+    """
+    _no_line_breaks(line)
+    if not line.startswith("LEEF:2.0|"):
+        raise ParseError("a LEEF 2.0 line starts with 'LEEF:2.0|'")
+    parts = line[len("LEEF:2.0|") :].split("|", 5)
+    if len(parts) != 6:
+        raise ParseError(f"the header has {len(parts)} fields after the version, not 6")
+    vendor, product, version, event_id, declared, body = parts
+    for name, value in (("Vendor", vendor), ("Product", product), ("Version", version)):
+        if value == "":
+            raise ParseError(f"header field {name} is empty")
+    if event_id == "":
+        raise ParseError("header field EventID is empty")
+    hex_code = _LEEF_HEX.fullmatch(declared)
+    delimiter = chr(int(hex_code.group(1), 16)) if hex_code else declared
+    if len(delimiter) != 1 or delimiter in "=|" or delimiter.isalnum():
+        raise ParseError(f"bad delimiter declaration {declared!r}")
+    header = "|".join(parts[:5])
+    if _RAW_CONTROL.search(header) or "\t" in header:
+        raise ParseError("raw control character in the LEEF header")
+    attributes: dict[str, str] = {}
+    if body != "":
+        for attribute in body.split(delimiter):
+            key, sep, value = attribute.partition("=")
+            if not sep:
+                raise ParseError(f"attribute without '=': {attribute[:40]!r}")
+            if not _LEEF_KEY.fullmatch(key):
+                raise ParseError(f"invalid attribute key {key!r}")
+            if key in attributes:
+                raise ParseError(f"repeated attribute key {key!r}")
+            if _RAW_CONTROL.search(value) or "\t" in value:
+                raise ParseError(f"raw control character in the value of {key!r}")
+            attributes[key] = value
+    _check_leef_types(attributes)
+    return LeefRecord(vendor, product, version, event_id, delimiter, attributes)
+
+
+def _is_ip(value: object) -> bool:
+    """An IPv4 or IPv6 address without a zone index (which IP-typed fields refuse)."""
+    if not isinstance(value, str) or "%" in value:
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_leef_types(attributes: dict[str, str]) -> None:
+    if "sev" in attributes:
+        sev = attributes["sev"]
+        if not sev.isdigit() or not 1 <= int(sev) <= 10:
+            raise ParseError(f"sev must be an integer from 1 to 10, got {sev!r}")
+    if "src" in attributes and not _is_ip(attributes["src"]):
+        raise ParseError(f"src is not an IP address: {attributes['src']!r}")
+    if "devTime" in attributes:
+        pattern = _LEEF_DEV_TIMES.get(attributes.get("devTimeFormat"))
+        if pattern is None:
+            raise ParseError(f"unknown devTimeFormat {attributes.get('devTimeFormat')!r}")
+        if not pattern.fullmatch(attributes["devTime"]):
+            raise ParseError(f"devTime {attributes['devTime']!r} does not match its format")
+    elif "devTimeFormat" in attributes:
+        raise ParseError("devTimeFormat without devTime")
+
+
+# ---------------------------------------------------------------------------------------
+# ECS (Elastic Common Schema), checked against the vendored field definitions
+
+_ECS_SCHEMA = json.loads(
+    (Path(__file__).parent / "ecs_fields_9.4.0.json").read_text(encoding="utf-8")
+)
+ECS_FIELDS: dict[str, dict[str, Any]] = _ECS_SCHEMA["fields"]
+# Where an ECS document may hold names of its own: `labels` (a flat keyword map, in ECS) and
+# the custom `xavyo` object (outside ECS's names, as ECS asks of custom fields).
+_ECS_CUSTOM_ROOT = "xavyo"
+_ECS_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
+
+
+def _ecs_leaves(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    for key, item in value.items():
+        if key == "" or "." in key:
+            raise ParseError(f"field name {prefix + key!r} is empty or dotted")
+        name = prefix + key
+        if name in ECS_FIELDS or name.startswith(_ECS_CUSTOM_ROOT + "."):
+            out[name] = item
+        elif isinstance(item, dict):
+            _ecs_leaves(item, name + ".", out)
+        else:
+            raise ParseError(f"{name!r} is not an ECS {_ECS_SCHEMA['ecs_version']} field")
+
+
+def _check_ecs_value(name: str, spec: dict[str, Any], value: Any) -> None:
+    kind = spec["type"]
+    if kind == "object":  # labels: a flat map of keyword values
+        if not isinstance(value, dict) or not value:
+            raise ParseError(f"{name} must be a non-empty object")
+        for key, item in value.items():
+            if key == "" or "." in key or not isinstance(item, str):
+                raise ParseError(f"{name}.{key} must be a plain key with a keyword value")
+        return
+    if spec["array"] and (not isinstance(value, list) or not value):
+        raise ParseError(f"{name} must be a non-empty array (ECS normalises it to one)")
+    items = value if spec["array"] else [value]
+    for item in items:
+        if kind in ("keyword", "match_only_text", "constant_keyword"):
+            ok = isinstance(item, str)
+        elif kind == "long":
+            ok = type(item) is int and -(2**63) <= item < 2**63
+        elif kind == "date":
+            ok = isinstance(item, str) and _ECS_DATE.fullmatch(item) is not None
+        elif kind == "ip":
+            ok = _is_ip(item)
+        else:
+            raise ParseError(f"{name}: type {kind} is not checked here")
+        if not ok:
+            raise ParseError(f"{name} must be of ECS type {kind}, got {item!r}")
+        allowed = spec.get("allowed")
+        if allowed is not None and item not in allowed:
+            raise ParseError(f"{name} value {item!r} is not one ECS allows")
+
+
+def check_ecs_document(line: str) -> dict[str, Any]:
+    """Parse one ECS JSON line and check it against ECS 9.4.0; return its fields by name.
+
+    One JSON object with no repeated key; `@timestamp` and `ecs.version` (9.4.0) present;
+    every other name an ECS field of the vendored subset (or under the custom `xavyo` object);
+    each value of its ECS type (an array only where ECS normalises to one); categorisation
+    values only from ECS's allowed lists, every `event.type` expected by one of the event's
+    categories, and never `event.kind: signal` (reserved for Kibana).
+    """
+    fields: dict[str, Any] = {}
+    _ecs_leaves(parse_json_line(line), "", fields)
+    for required in ("@timestamp", "ecs.version"):
+        if required not in fields:
+            raise ParseError(f"{required} is required")
+    if fields["ecs.version"] != _ECS_SCHEMA["ecs_version"]:
+        raise ParseError(f"ecs.version must be {_ECS_SCHEMA['ecs_version']}")
+    for name, value in fields.items():
+        if name in ECS_FIELDS:
+            _check_ecs_value(name, ECS_FIELDS[name], value)
+    if fields.get("event.kind") == "signal":
+        raise ParseError("event.kind 'signal' is reserved for Kibana")
+    categories = fields.get("event.category", [])
+    expected = {t for c in categories for t in ECS_FIELDS["event.category"]["allowed"][c]}
+    for event_type in fields.get("event.type", []):
+        if event_type not in expected:
+            raise ParseError(f"event.type {event_type!r} is not expected with {categories}")
+    return fields

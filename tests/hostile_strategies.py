@@ -300,6 +300,7 @@ _KNOWN_OPTIONS: Final = (
     "enterprise_number",
     "formula_guard",
     "cs_max_chars",
+    "delimiter",
 )
 _UNKNOWN_OPTIONS: Final = ("", " ", "TIMEOUT_S", "timeout_s ", "__proto__", "x" * 200, "ünknown")
 option_names: Final = st.one_of(
@@ -425,12 +426,14 @@ _FORMAT_EDGE_VALUES: Final[dict[str, st.SearchStrategy[Any]]] = {
     "facility": st.sampled_from((0, 23, "13")),
     "enterprise_number": st.sampled_from((1, 32473, 2**31 - 1)),
     "formula_guard": st.sampled_from((True, False, "yes")),
+    "delimiter": st.sampled_from(("x09", "\t", "^", "0x7E", "|")),
 }
 
 
 _FORMAT_OPTION_NAMES: Final[dict[ExportFormat, tuple[str, ...]]] = {
     ExportFormat.SYSLOG: ("hostname", "app_name", "procid", "facility", "enterprise_number"),
     ExportFormat.CSV: ("formula_guard",),
+    ExportFormat.LEEF: ("delimiter",),
 }
 
 

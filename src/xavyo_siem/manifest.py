@@ -53,6 +53,7 @@ _READ_BYTES: Final = 1 << 20
 _UUID: Final = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _CEF_EXTERNAL_ID: Final = re.compile(f"(?:^| )externalId=({_UUID})(?= |$)")
 _SYSLOG_EVENT_ID: Final = re.compile(f'^\\[xavyo@[0-9.]+ eventId="({_UUID})"')
+_LEEF_HEX_DELIMITER: Final = re.compile("(?:0x|x)([0-9A-Fa-f]{1,2})")
 
 
 def manifest_path(file: Path) -> Path:
@@ -165,32 +166,62 @@ def _line_ids(path: Path, fmt: ExportFormat, tenant: str, problems: list[str]) -
             if not raw.endswith(b"\n"):
                 problems.append(f"record {number} does not end with a line feed")
                 return
-            line = raw[:-1].decode("utf-8")
-            found: str | None = None
-            if fmt is ExportFormat.JSON:
-                data = orjson.loads(line)
-                found = data.get("event_id") if isinstance(data, dict) else None
-                if isinstance(data, dict) and data.get("tenant_id") != tenant:
-                    problems.append(f"record {number} belongs to another tenant")
-                    return
-            elif fmt is ExportFormat.OCSF:
-                data = orjson.loads(line)
-                meta = data.get("metadata") if isinstance(data, dict) else None
-                found = meta.get("uid") if isinstance(meta, dict) else None
-                if isinstance(meta, dict) and meta.get("tenant_uid") != tenant:
-                    problems.append(f"record {number} belongs to another tenant")
-                    return
-            elif fmt is ExportFormat.CEF:
-                match = _CEF_EXTERNAL_ID.search(_cef_extension(line))
-                found = match.group(1) if match else None
-            else:
-                parts = line.split(" ", 6)
-                match = _SYSLOG_EVENT_ID.match(parts[6]) if len(parts) == 7 else None
-                found = match.group(1) if match else None
+            found, owner = _record_ids(raw[:-1].decode("utf-8"), fmt)
+            if owner is not _UNKNOWN and owner != tenant:
+                problems.append(f"record {number} belongs to another tenant")
+                return
             if not isinstance(found, str):
                 problems.append(f"record {number} has no event id")
                 return
             yield found
+
+
+# The tenant of a record whose format does not carry it.
+_UNKNOWN: Final = object()
+
+
+def _record_ids(line: str, fmt: ExportFormat) -> tuple[object, object]:
+    """The event id of one record, and its tenant id (`_UNKNOWN` where it carries none)."""
+    if fmt is ExportFormat.JSON or fmt is ExportFormat.ECS:
+        data = orjson.loads(line)
+        if not isinstance(data, dict):
+            return None, _UNKNOWN
+        if fmt is ExportFormat.JSON:
+            return data.get("event_id"), data.get("tenant_id")
+        event, organization = data.get("event"), data.get("organization")
+        return (
+            event.get("id") if isinstance(event, dict) else None,
+            organization.get("id") if isinstance(organization, dict) else None,
+        )
+    if fmt is ExportFormat.OCSF:
+        data = orjson.loads(line)
+        meta = data.get("metadata") if isinstance(data, dict) else None
+        if not isinstance(meta, dict):
+            return None, _UNKNOWN
+        return meta.get("uid"), meta.get("tenant_uid")
+    if fmt is ExportFormat.LEEF:
+        attributes = _leef_attributes(line)
+        return attributes.get("eventId"), attributes.get("tenantId")
+    if fmt is ExportFormat.CEF:
+        match = _CEF_EXTERNAL_ID.search(_cef_extension(line))
+    else:
+        parts = line.split(" ", 6)
+        match = _SYSLOG_EVENT_ID.match(parts[6]) if len(parts) == 7 else None
+    return (match.group(1) if match else None), _UNKNOWN
+
+
+def _leef_attributes(line: str) -> dict[str, str]:
+    """The attributes of a LEEF 2.0 line, split at the delimiter its header declares."""
+    parts = line.split("|", 6)
+    if len(parts) != 7 or parts[0] != "LEEF:2.0":
+        return {}
+    declared = parts[5]
+    hex_code = _LEEF_HEX_DELIMITER.fullmatch(declared)
+    delimiter = chr(int(hex_code.group(1), 16)) if hex_code else declared
+    if len(delimiter) != 1:
+        return {}
+    pairs = (attribute.partition("=") for attribute in parts[6].split(delimiter))
+    return {key: value for key, _, value in pairs}
 
 
 def _cef_extension(line: str) -> str:

@@ -6,11 +6,17 @@ is the peer. What it showed, and what the assertions pin down:
 * the UTF-8 BOM before a non-ASCII MSG is *kept* by rsyslog in `%msg%` (it does not strip it);
 * mmpstrucdata lower-cases PARAM-NAMEs (`eventId` arrives as `eventid`) and unescapes
   `\\"`, `\\\\` and `\\]` in PARAM-VALUEs;
-* LF framing is safe because no message holds a raw LF; octet counting works as well.
+* LF framing is safe because no message holds a raw LF; octet counting works as well;
+* a LEEF MSG is split by rsyslog's own normaliser (mmnormalize with a liblognorm rule for
+  LEEF 2.0) into the same header fields and attributes as our strict parser reads;
+* mmjsonparse reads an ECS MSG as the same JSON document, but only when the MSG is pure
+  ASCII: it does not skip the BOM that RFC 5424 puts before a UTF-8 MSG, and keeps such a
+  MSG unparsed.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from format_parsers import parse_cef, parse_json_line, parse_syslog
+from format_parsers import check_ecs_document, parse_cef, parse_json_line, parse_leef, parse_syslog
 from xavyo_siem.format import SyslogFormatter
 from xavyo_siem.model import AuditEvent
 from xavyo_siem.sample import generate_events
@@ -138,3 +144,66 @@ def test_rsyslog_parses_cef_body_messages_over_octet_counting(peer: RsyslogPeer)
     assert hostile["cs6"] == "fe80::1%eth0"
     assert "act" in hostile
     assert hostile["reason"] == "alice act=allowed"
+
+
+@pytest.fixture
+def leef_peer(tmp_path: Path) -> Iterator[RsyslogPeer]:
+    """An rsyslog peer that also splits each MSG with its LEEF 2.0 normaliser rule."""
+    with start_rsyslog(
+        tmp_path, tcp=True, output="json", max_message_bytes=1 << 20, msg_parser="leef"
+    ) as running:
+        yield running
+
+
+def test_rsyslog_normaliser_splits_leef_bodies_as_our_parser_does(leef_peer: RsyslogPeer) -> None:
+    """LEEF MSGs arrive whole; rsyslog's LEEF rule finds our header fields and attributes."""
+    events = _events()
+    formatter = SyslogFormatter(body="leef", hostname="idp1.example.com")
+    messages = [formatter(event) for event in events]
+    _send(leef_peer, messages, octet_counting=True)
+    bodies = _check_against_rsyslog(leef_peer, messages, events)
+    received = leef_peer.read_json()
+    for got, body, event in zip(received, bodies, events, strict=True):
+        ours = parse_leef(body)
+        fields = got["msg_fields"]
+        assert "originalmsg" not in fields, fields  # the rule matched
+        header = (fields["version"], fields["vendor"], fields["product"], fields["event_id"])
+        assert header == ("2.0", ours.vendor, ours.product, ours.event_id)
+        assert fields["delimiter"] == "x09"
+        pairs = [(pair["key"], pair["value"]) for pair in fields["attributes"]]
+        assert dict(pairs) == ours.attributes
+        assert len(pairs) == len(ours.attributes)  # no attribute forged, none repeated
+        assert ours.attributes["eventId"] == str(event.event_id)
+    hostile = parse_leef(bodies[0]).attributes
+    assert hostile["reason"] == "alice act=allowed"
+    assert hostile["sourceAddressScoped"] == "fe80::1%eth0"
+
+
+@pytest.fixture
+def json_peer(tmp_path: Path) -> Iterator[RsyslogPeer]:
+    """An rsyslog peer that also parses each MSG with mmjsonparse."""
+    with start_rsyslog(
+        tmp_path, tcp=True, output="json", max_message_bytes=1 << 20, msg_parser="json"
+    ) as running:
+        yield running
+
+
+def test_rsyslog_reads_ascii_ecs_bodies_as_json_and_keeps_bom_ones_whole(
+    json_peer: RsyslogPeer,
+) -> None:
+    """mmjsonparse gives the ECS document of each ASCII MSG; a BOM MSG stays unparsed, intact."""
+    events = _events()
+    formatter = SyslogFormatter(body="ecs")
+    messages = [formatter(event) for event in events]
+    _send(json_peer, messages, octet_counting=False)
+    bodies = _check_against_rsyslog(json_peer, messages, events)
+    received = json_peer.read_json()
+    parsed = 0
+    for got, body in zip(received, bodies, strict=True):
+        check_ecs_document(body)
+        if body.isascii():
+            assert got["msg_fields"] == json.loads(body)
+            parsed += 1
+        else:
+            assert got["msg_fields"] == {"msg": "\ufeff" + body}
+    assert 0 < parsed < len(events)

@@ -15,6 +15,11 @@ Every input is bound to the ruleset `peer`, so rsyslog's own start/stop messages
   them). Keys: `rawmsg`, `pri`, `version`, `timestamp`, `hostname`, `app_name`, `procid`,
   `msgid`, `structured_data`, `msg`, and `sd`, the structured data parsed by mmpstrucdata
   (`{sd_id: {param: value}}`, `{}` when the message has none). See `read_json()`.
+  With `msg_parser`, rsyslog also parses the MSG into `msg_fields`: `"leef"` with
+  mmnormalize and a liblognorm rule for LEEF 2.0 with the TAB delimiter (`LEEF_RULEBASE`:
+  the header fields, and `attributes` as a list of `{key, value}`), `"json"` with
+  mmjsonparse (no cookie). Either leaves the MSG it cannot parse in `msg_fields` as
+  `originalmsg` (mmnormalize) or `msg` (mmjsonparse).
 
 With `relp=True` (and `relp_tls=...` for RELP over TLS) the peer also listens with imrelp
 (rsyslog-relp), and its queues are Direct: every message rsyslog acknowledges with a RELP
@@ -102,6 +107,25 @@ _JSON_TEMPLATE = (
 )
 
 
+# liblognorm (v2 rule syntax) for a LEEF 2.0 line with the TAB delimiter, with or without the
+# UTF-8 BOM of a non-ASCII RFC 5424 MSG: the header split at `|`, then the attributes as a
+# repeat of key (up to `=`), `=`, value (up to the next TAB or the end).
+_LEEF_ATTRIBUTES = (
+    '%attributes:repeat{"parser":[{"type":"char-to","name":"key","extradata":"="},'
+    '{"type":"literal","text":"="},{"type":"char-sep","name":"value","extradata":"\\t"}],'
+    '"while":[{"type":"literal","text":"\\t"}]}%'
+)
+_LEEF_HEADER = "|".join(
+    f'%{name}:char-to{{"extradata":"|"}}%'
+    for name in ("version", "vendor", "product", "product_version", "event_id", "delimiter")
+)
+LEEF_RULEBASE = (
+    "version=2\n"
+    f"rule=:LEEF:{_LEEF_HEADER}|{_LEEF_ATTRIBUTES}\n"
+    f"rule=:\\xef\\xbb\\xbfLEEF:{_LEEF_HEADER}|{_LEEF_ATTRIBUTES}\n"
+)
+
+
 class RsyslogPeer:
     """One rsyslogd process with fixed ports, writing what it receives to `output_path`."""
 
@@ -119,7 +143,10 @@ class RsyslogPeer:
         output: Literal["raw", "json"] = "raw",
         max_message_bytes: int = 65536,
         throughput: bool = False,
+        msg_parser: Literal["leef", "json"] | None = None,
     ) -> None:
+        if msg_parser is not None and output != "json":
+            raise ValueError("msg_parser needs output='json'")
         if not (tcp or udp or udp6 or tls or relp or relp_tls):
             raise ValueError(
                 "start_rsyslog needs at least one of tcp, udp, udp6, tls, relp, relp_tls"
@@ -144,6 +171,10 @@ class RsyslogPeer:
         self.relp_queue = relp_queue
         self.max_message_bytes = max_message_bytes
         self.throughput = throughput
+        self.msg_parser = msg_parser
+        self.rulebase_path = self.workdir / "leef.rulebase"
+        if msg_parser == "leef":
+            self.rulebase_path.write_text(LEEF_RULEBASE)
         self._proc: subprocess.Popen[bytes] | None = None
         self._probes = 0
         self._counted_bytes = 0
@@ -169,6 +200,8 @@ class RsyslogPeer:
             'module(load="imudp")' if (self.udp_port or self.udp6_port) else "",
             'module(load="imrelp" tls.tlslib="openssl")' if relp else "",
             'module(load="mmpstrucdata")' if self.output == "json" else "",
+            'module(load="mmnormalize")' if self.msg_parser == "leef" else "",
+            'module(load="mmjsonparse")' if self.msg_parser == "json" else "",
             'template(name="peer_raw" type="string" string="%rawmsg%\\n")',
             f'template(name="peer_json" type="string" string={_q(_JSON_TEMPLATE)})',
             'template(name="peer_probe" type="string" string="%msg%\\n")',
@@ -184,6 +217,13 @@ class RsyslogPeer:
             lines += [
                 '  set $!peer = "rsyslog";',
                 '  action(type="mmpstrucdata")',
+                f'  action(type="mmnormalize" rulebase={_q(self.rulebase_path)}'
+                ' path="$!msg_fields")'
+                if self.msg_parser == "leef"
+                else "",
+                '  action(type="mmjsonparse" cookie="" container="$!msg_fields")'
+                if self.msg_parser == "json"
+                else "",
                 f'  action(type="omfile" file={_q(self.output_path)} template="peer_json"{buffer})',
             ]
         else:
@@ -360,7 +400,9 @@ class RsyslogPeer:
         records = []
         for line in self.read_lines():
             obj = json.loads(line)
-            obj["sd"] = obj.pop("parsed", {}).get("rfc5424-sd", {})
+            parsed = obj.pop("parsed", {})
+            obj["sd"] = parsed.get("rfc5424-sd", {})
+            obj["msg_fields"] = parsed.get("msg_fields")
             records.append(obj)
         return records
 
@@ -411,6 +453,7 @@ def start_rsyslog(
     output: Literal["raw", "json"] = "raw",
     max_message_bytes: int = 65536,
     throughput: bool = False,
+    msg_parser: Literal["leef", "json"] | None = None,
 ) -> Iterator[RsyslogPeer]:
     """Run an rsyslog peer in `workdir` (use a fresh directory per test) for a `with` block.
 
@@ -428,6 +471,7 @@ def start_rsyslog(
         output=output,
         max_message_bytes=max_message_bytes,
         throughput=throughput,
+        msg_parser=msg_parser,
     )
     peer.start()
     try:

@@ -4,7 +4,9 @@ The parsers (tests/format_parsers.py) share no code with the encoders. What a fo
 carry is stated here, as documented in docs/formats.md: CEF keeps milliseconds, removes
 CR/LF from header fields and pictures controls; SD pictures controls and CR/LF; CSV guards
 formula-like cells; OCSF's `user` is the target user, else the actor, else a stand-in. Each
-OCSF event is also validated against the OCSF 1.5.0 schema bundled in ocsf-json-schema.
+OCSF event is also validated against the OCSF 1.5.0 schema bundled in ocsf-json-schema. LEEF
+keeps milliseconds, writes severity 0 as 1, pictures controls (TAB, CR, LF too) and writes a
+printable delimiter in its fullwidth form; ECS is exact.
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from format_parsers import parse_cef, parse_csv, parse_json_line, parse_ocsf, parse_syslog
+from format_parsers import (
+    check_ecs_document,
+    parse_cef,
+    parse_csv,
+    parse_json_line,
+    parse_leef,
+    parse_ocsf,
+    parse_syslog,
+)
 from xavyo_siem.errors import InvalidEvent
 from xavyo_siem.format import (
     CSV_COLUMNS,
@@ -31,7 +41,9 @@ from xavyo_siem.format import (
     ocsf_event,
     to_cef,
     to_csv,
+    to_ecs,
     to_json,
+    to_leef,
     to_ocsf,
     to_syslog,
 )
@@ -321,11 +333,9 @@ def test_long_values_are_cut_at_their_caps_in_cef_and_whole_elsewhere(
     assert AuditEvent.from_dict(parse_json_line(record.msg)) == event
 
 
-@PROPERTY
-@given(hostile_text)
-def test_no_text_anywhere_adds_a_key_an_element_or_a_record(text: str) -> None:
-    """The same hostile text in every field leaves the key sets and record counts unchanged."""
-    event = AuditEvent(
+def hostile_event(text: str) -> AuditEvent:
+    """An event with `text` in every text field (and as a metadata key and value)."""
+    return AuditEvent(
         event_id="7f5c9a2e-3b1d-4c8e-9f6a-2d4b8e1c0a37",
         tenant_id="0b9d6a1e-5c3f-4e2a-8d7b-1f6e9c4a2b58",
         timestamp=datetime(2024, 5, 1, tzinfo=UTC),
@@ -345,6 +355,13 @@ def test_no_text_anywhere_adds_a_key_an_element_or_a_record(text: str) -> None:
         metadata={text or "k": text},
         normalized=("metadata", "source_ip"),
     )
+
+
+@PROPERTY
+@given(hostile_text)
+def test_no_text_anywhere_adds_a_key_an_element_or_a_record(text: str) -> None:
+    """The same hostile text in every field leaves the key sets and record counts unchanged."""
+    event = hostile_event(text)
     assert set(parse_cef(to_cef(event)).extension) == {
         "rt", "externalId", "cat", "act", "suser", "suid", "duser", "reason",
         "requestClientApplication", "cs1", "cs1Label", "cs2", "cs2Label", "cs3", "cs3Label",
@@ -404,6 +421,85 @@ def check_ocsf(line: str, event: AuditEvent) -> None:
     assert record.fields == expected
 
 
+# -- LEEF 2.0 -----------------------------------------------------------------------------
+
+# Delimiters that are no JSON syntax, so the metadata JSON can be compared after the swap.
+leef_delimiters = st.sampled_from(["\t", "^", "~", ";", "#", "!", "$", "*"])
+LEEF_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"
+
+
+def leef_text(text: str, delimiter: str, *, header: bool = False) -> str:
+    """LEEF's documented replacements: controls (TAB, CR, LF too) pictured, a printable
+    delimiter as its fullwidth form, and `|` as U+FF5C in header fields."""
+    text = visible(text, newlines=True).replace("\t", "\u2409")
+    if delimiter != "\t":
+        text = text.replace(delimiter, chr(ord(delimiter) + 0xFEE0))
+    return text.replace("|", "\uff5c") if header else text
+
+
+def expected_leef(event: AuditEvent, delimiter: str) -> dict[str, str]:
+    moment = event.timestamp.astimezone(UTC)
+    attributes = {
+        "devTime": moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z",
+        "devTimeFormat": LEEF_TIME_FORMAT,
+        "cat": event.category.value,
+        "sev": str(max(event.severity, 1)),
+        "eventId": str(event.event_id),
+        "tenantId": str(event.tenant_id),
+    }
+    if moment.year < 1000:  # strftime does not pad the year everywhere
+        attributes["devTime"] = f"{moment.year:04d}" + attributes["devTime"][-20:]
+    user = event.actor_email if event.actor_email is not None else event.actor_id
+    ip = event.source_ip
+    text = {
+        "eventName": event.event_name,
+        "action": event.action,
+        "outcome": None if event.outcome is None else event.outcome.value,
+        "usrName": user,
+        "actorId": event.actor_id,
+        "targetUser": event.target_user,
+        "resource": event.target_resource,
+        "src": None if ip is None else ip.split("%")[0],
+        "sourceAddressScoped": ip if ip is not None and "%" in ip else None,
+        "sourceAddress": event.source_address,
+        "reason": event.reason,
+        "userAgent": event.user_agent,
+        "sessionId": event.session_id,
+        "requestId": event.request_id,
+    }
+    for key, value in text.items():
+        if value is not None:
+            attributes[key] = leef_text(value, delimiter)
+    if event.metadata:
+        attributes["metadata"] = "<json>"
+    if event.normalized:
+        attributes["normalized"] = ",".join(event.normalized)
+    return attributes
+
+
+def check_leef(line: str, event: AuditEvent, delimiter: str) -> None:
+    record = parse_leef(line)
+    assert (record.vendor, record.product, record.delimiter) == ("Xavyo", "IDP", delimiter)
+    assert record.event_id == leef_text(event.event_type, delimiter, header=True)
+    attributes = dict(record.attributes)
+    if event.metadata:
+        swap = (lambda t: t) if delimiter == "\t" else (
+            lambda t: t.replace(delimiter, chr(ord(delimiter) + 0xFEE0))
+        )  # fmt: skip
+        assert json.loads(attributes["metadata"]) == {
+            swap(k): swap(v) for k, v in event.metadata.items()
+        }
+        attributes["metadata"] = "<json>"
+    assert attributes == expected_leef(event, delimiter)
+
+
+@PROPERTY
+@given(events(), leef_delimiters)
+def test_leef_line_parses_back_to_the_event(event: AuditEvent, delimiter: str) -> None:
+    """The LEEF line is one strict record whose header and attributes give every field back."""
+    check_leef(to_leef(event, delimiter=delimiter), event, delimiter)
+
+
 @PROPERTY
 @given(events())
 def test_ocsf_line_is_a_valid_ocsf_event_that_parses_back_to_the_event(event: AuditEvent) -> None:
@@ -416,7 +512,116 @@ def test_ocsf_line_is_a_valid_ocsf_event_that_parses_back_to_the_event(event: Au
 
 @PROPERTY
 @given(events())
+def test_syslog_leef_message_parses_back_to_the_event(event: AuditEvent) -> None:
+    """With a LEEF body, the MSG is the LEEF line, which itself parses back to the event."""
+    msg = check_syslog(to_syslog(event, body="leef"), event, facility=13, pen=32473)
+    check_leef(msg, event, "\t")
+
+
+# -- ECS ------------------------------------------------------------------------------------
+
+
+def expected_ecs(event: AuditEvent) -> dict[str, Any]:
+    """The documented mapping, restated; the categorisation is checked apart."""
+    fields: dict[str, Any] = {
+        "@timestamp": event.to_dict()["timestamp"],
+        "ecs.version": "9.4.0",
+        "event.action": event.action
+        if event.action is not None
+        else event.event_type.lower().replace("_", "-").replace(" ", "-"),
+        "event.id": str(event.event_id),
+        "event.severity": event.severity,
+        "event.module": "xavyo",
+        "event.dataset": "xavyo.audit",
+        "organization.id": str(event.tenant_id),
+    }
+    labels = {"event_type": event.event_type, "category": event.category.value}
+    optional = {
+        "event.outcome": None if event.outcome is None else event.outcome.value,
+        "event.reason": event.reason,
+        "message": event.event_name,
+        "user.id": event.actor_id,
+        "user.email": event.actor_email,
+        "user.target.name": event.target_user,
+        "user_agent.original": event.user_agent,
+    }
+    fields.update({k: v for k, v in optional.items() if v is not None})
+    users = [u for u in (event.actor_id, event.actor_email, event.target_user) if u is not None]
+    if users:
+        fields["related.user"] = list(dict.fromkeys(users))
+    if event.target_resource is not None:
+        if event.category.value == "group_changes":
+            fields["group.name"] = event.target_resource
+        else:
+            labels["target_resource"] = event.target_resource
+    if event.source_ip is not None:
+        fields["source.ip"] = event.source_ip.split("%")[0]
+        fields["source.address"] = event.source_ip
+        fields["related.ip"] = [fields["source.ip"]]
+        if event.source_address is not None:
+            labels["source_address"] = event.source_address
+    elif event.source_address is not None:
+        fields["source.address"] = event.source_address
+    for name, value in (("session_id", event.session_id), ("request_id", event.request_id)):
+        if value is not None:
+            labels[name] = value
+    fields["labels"] = labels
+    if event.metadata:
+        fields["xavyo.metadata"] = dict(event.metadata)
+    if event.normalized:
+        fields["xavyo.normalized"] = list(event.normalized)
+    return fields
+
+
+def check_ecs(line: str, event: AuditEvent) -> None:
+    fields = check_ecs_document(line)  # names, types and allowed values of ECS 9.4.0
+    kind = "alert" if event.category.value == "sod_violation" else "event"
+    assert fields.pop("event.kind") == kind
+    assert fields.pop("event.category")
+    assert fields.pop("event.type")
+    assert fields == expected_ecs(event)
+
+
+@PROPERTY
+@given(events())
 def test_syslog_ocsf_message_parses_back_to_the_event(event: AuditEvent) -> None:
     """With an OCSF body, the MSG is the OCSF event, which itself parses back to the event."""
     msg = check_syslog(to_syslog(event, body="ocsf"), event, facility=13, pen=32473)
     check_ocsf(msg, event)
+
+
+@PROPERTY
+@given(events())
+def test_ecs_document_is_valid_ecs_and_gives_every_field_back(event: AuditEvent) -> None:
+    """The ECS line passes the ECS 9.4.0 checks, and its fields are the event's, exactly."""
+    check_ecs(to_ecs(event), event)
+
+
+@PROPERTY
+@given(events())
+def test_syslog_ecs_message_parses_back_to_the_event(event: AuditEvent) -> None:
+    """With an ECS body, the MSG is the ECS document of the event."""
+    check_ecs(check_syslog(to_syslog(event, body="ecs"), event, facility=13, pen=32473), event)
+
+
+@PROPERTY
+@given(hostile_text, leef_delimiters)
+def test_no_text_anywhere_adds_a_leef_attribute_or_an_ecs_field(text: str, delimiter: str) -> None:
+    """The same hostile text in every field leaves the LEEF keys and ECS fields unchanged."""
+    event = hostile_event(text)
+    record = parse_leef(to_leef(event, delimiter=delimiter))
+    assert record.vendor == "Xavyo"
+    assert set(record.attributes) == {
+        "devTime", "devTimeFormat", "cat", "sev", "eventId", "tenantId", "eventName", "action",
+        "usrName", "actorId", "targetUser", "resource", "sourceAddress", "reason", "userAgent",
+        "sessionId", "requestId", "metadata", "normalized",
+    }  # fmt: skip
+    for line in (to_ecs(event), parse_syslog(to_syslog(event, body="ecs")).msg or ""):
+        assert set(check_ecs_document(line)) == {
+            "@timestamp", "ecs.version", "event.kind", "event.category", "event.type",
+            "event.action", "event.id", "event.severity", "event.reason", "event.module",
+            "event.dataset", "message", "organization.id", "user.id", "user.email",
+            "user.target.name", "source.address", "user_agent.original", "related.user",
+            "labels", "xavyo.metadata", "xavyo.normalized",
+        }  # fmt: skip
+    assert len(parse_syslog(to_syslog(event, body="leef")).sd["xavyo@32473"]) == 12

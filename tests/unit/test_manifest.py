@@ -147,15 +147,33 @@ def test_records_of_another_tenant_are_reported(tmp_path: Path) -> None:
     assert any("belongs to tenant" in problem for problem in result.problems)
 
 
-@pytest.mark.parametrize("fmt", [ExportFormat.JSON, ExportFormat.OCSF], ids=lambda f: f.value)
-def test_a_json_record_of_another_tenant_is_reported(tmp_path: Path, fmt: ExportFormat) -> None:
-    """A JSON or OCSF record that names another tenant than the manifest's fails the check."""
+@pytest.mark.parametrize(
+    "fmt",
+    [ExportFormat.JSON, ExportFormat.OCSF, ExportFormat.LEEF, ExportFormat.ECS],
+    ids=lambda f: f.value,
+)
+def test_records_that_carry_their_tenant_are_checked_against_it(
+    tmp_path: Path, fmt: ExportFormat
+) -> None:
+    """A JSON, OCSF, LEEF or ECS record of a tenant other than the manifest's is reported."""
     path = write_export(tmp_path, fmt, sample())
     manifest = orjson.loads(manifest_path(path).read_bytes())
     manifest["tenant_id"] = str(uuid.uuid4())
     manifest_path(path).write_bytes(encode_manifest(manifest))
     result = verify_export(path)
-    assert any("belongs to another tenant" in problem for problem in result.problems)
+    assert "record 1 belongs to another tenant" in result.problems
+
+
+def test_leef_ids_are_read_from_attributes_not_from_text(tmp_path: Path) -> None:
+    """A reason holding `eventId=` (inside its value, after the TAB delimiter) does not fool
+    the reader: attributes are split at the declared delimiter."""
+    events = sample(5)
+    forged = str(uuid.uuid4())
+    events[-1] = AuditEvent.from_dict(
+        {**events[-1].to_dict(), "reason": f"x\teventId={forged}", "event_type": "A|B"}
+    )
+    result = verify_export(write_export(tmp_path, ExportFormat.LEEF, events))
+    assert result.ok, result.problems
 
 
 def test_no_manifest_is_a_clear_error(tmp_path: Path) -> None:

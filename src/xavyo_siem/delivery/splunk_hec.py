@@ -3,8 +3,8 @@ and the config of an HEC destination (`HecConfig`).
 
 A batch is written as envelopes `{"time":<sec>.<µs>,"host":…,"source":…,"sourcetype":…,
 "index":…,"event":…}`, one per line (not a JSON array: HEC reads concatenated envelopes,
-with or without newlines between them). JSON-format records are embedded as the event
-object as they are; CEF and syslog lines become string events. The pure parts (envelopes,
+with or without newlines between them). JSON and ECS records are embedded as the event
+object as they are; CEF, syslog and LEEF lines become string events. The pure parts (envelopes,
 the reply classifiers) are in `hec_replies.py`, indexer acknowledgement in `hec_acks.py`.
 
 One `send` may make several requests, and none of them is a retry of a failure:

@@ -2,7 +2,7 @@
 config of a webhook destination (`WebhookConfig`).
 
 A batch is one JSON array (`body="json_array"`) or NDJSON (`body="ndjson"`) of the
-records; JSON-format records are embedded as they are, CEF and syslog lines as JSON strings.
+records; JSON and ECS records are embedded as they are, other lines as JSON strings.
 
 * `webhook-id` is `msg_` + the first 32 hex digits of SHA-256 over the batch's event ids
   (newline-joined), so a retry of the same batch carries the same id and a receiver can
@@ -191,10 +191,10 @@ class WebhookTransport:
     resends the whole batch: parts already accepted then arrive again, with the same
     `webhook-id`, so a receiver that de-duplicates drops them.
 
-    `event_is_json` is True for the `json` format (records are JSON objects) and False
-    for `cef`/`syslog` (records are lines, sent as JSON strings). With `gzip`, the body is
-    sent with `Content-Encoding: gzip` and the signature covers the uncompressed body,
-    which is what the receiver's application reads.
+    `event_is_json` is True for the `json` and `ecs` formats (records are JSON objects) and
+    False for `cef`/`syslog`/`leef` (records are lines, sent as JSON strings). With `gzip`,
+    the body is sent with `Content-Encoding: gzip` and the signature covers the uncompressed
+    body, which is what the receiver's application reads.
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Record formats: CEF, RFC 5424 syslog, JSON lines, CSV and OCSF, as pure functions.
+"""Record formats: CEF, RFC 5424 syslog, JSON lines, CSV, OCSF, LEEF and ECS, as pure functions.
 
 Each format turns one `AuditEvent` into one record (a `str` without line end): no sockets,
 no clock, no store. A formatter is built once from a destination's or an export's format
@@ -30,6 +30,7 @@ from xavyo_siem.format.csv_rows import (
     to_csv,
 )
 from xavyo_siem.format.csv_sql import CSV_SQL_PARTS, csv_lines_of_parts, event_id_of_parts
+from xavyo_siem.format.ecs import ECS_VERSION, ecs_categorisation, ecs_object, to_ecs
 from xavyo_siem.format.factory import (
     FORMAT_OPTIONS,
     JSON_OBJECT_FORMATS,
@@ -38,6 +39,13 @@ from xavyo_siem.format.factory import (
     read_format_options,
 )
 from xavyo_siem.format.jsonl import metadata_json, to_json
+from xavyo_siem.format.leef import (
+    DEV_TIME_FORMAT,
+    LeefFormatter,
+    LeefOptions,
+    leef_delimiter,
+    to_leef,
+)
 from xavyo_siem.format.ocsf import OCSF_VERSION, OcsfFormatter, ocsf_event, to_ocsf
 from xavyo_siem.format.rfc5424 import (
     DEFAULT_ENTERPRISE_NUMBER,
@@ -57,6 +65,8 @@ __all__ = [
     "CSV_SQL_PARTS",
     "DEFAULT_ENTERPRISE_NUMBER",
     "DEFAULT_FACILITY",
+    "DEV_TIME_FORMAT",
+    "ECS_VERSION",
     "FORMAT_OPTIONS",
     "JSON_OBJECT_FORMATS",
     "OCSF_VERSION",
@@ -69,16 +79,21 @@ __all__ = [
     "CsvFormatter",
     "CsvWriter",
     "Formatter",
+    "LeefFormatter",
+    "LeefOptions",
     "OcsfFormatter",
     "SyslogFormatter",
     "SyslogOptions",
     "csv_header",
     "csv_lines_of_parts",
+    "ecs_categorisation",
+    "ecs_object",
     "escape_cef_extension_value",
     "escape_cef_header",
     "escape_sd_param_value",
     "event_id_of_parts",
     "guard_formula",
+    "leef_delimiter",
     "make_formatter",
     "metadata_json",
     "ocsf_event",
@@ -87,7 +102,9 @@ __all__ = [
     "sanitize_header_field",
     "to_cef",
     "to_csv",
+    "to_ecs",
     "to_json",
+    "to_leef",
     "to_ocsf",
     "to_syslog",
 ]

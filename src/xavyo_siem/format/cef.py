@@ -35,7 +35,6 @@ consumers). A value over its cap is cut before escaping and ends in "…".
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import Final, TypedDict, Unpack
 from uuid import UUID
 
@@ -44,7 +43,7 @@ import orjson
 from xavyo_siem import __version__
 from xavyo_siem.errors import EncodeError
 from xavyo_siem.format._text import C0_DEL_C1_BYTES, CONTROL_PICTURES, epoch_ms, truncate, utf8
-from xavyo_siem.format.jsonl import metadata_json
+from xavyo_siem.format.jsonl import metadata_json, metadata_json_without_controls
 from xavyo_siem.model import AuditEvent
 from xavyo_siem.speedups import plain_values_length, uuid_text
 
@@ -121,18 +120,6 @@ def escape_cef_extension_value(value: str) -> str:
     if _CONTROLS.search(value) is not None:
         value = value.translate(CONTROL_PICTURES)
     return value
-
-
-# DEL and C1 controls pass through JSON unescaped; in the metadata JSON they are written as
-# \u escapes instead, so the JSON stays exact and the CEF value holds no control at all.
-_JSON_RAW_CONTROLS: Final = re.compile("[\x7f-\x9f]")
-
-
-def _metadata_json(metadata: Mapping[str, str]) -> str:
-    text = metadata_json(metadata)
-    if _JSON_RAW_CONTROLS.search(text) is not None:
-        text = _JSON_RAW_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-    return text
 
 
 def _check_header_option(name: str, value: object, limit: int) -> str:
@@ -304,7 +291,7 @@ class CefFormatter:
             raw = utf8(values, "event")  # raises EncodeError
         if len(raw.translate(None, _EXTENSION_SPECIAL_BYTES)) != len(raw):
             if metadata_at:  # DEL and C1 in the JSON become \u escapes, not pictures
-                value = _metadata_json(metadata)
+                value = metadata_json_without_controls(metadata)
                 cap = self._cs_max
                 pieces[metadata_at] = value if len(value) <= cap else truncate(value, cap)
             pieces[2::2] = [escape_cef_extension_value(v) for v in pieces[2::2]]

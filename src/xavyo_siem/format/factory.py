@@ -3,13 +3,15 @@
 `make_formatter(format, options, syslog_transport=...)` returns the per-event callable:
 
 * over a syslog transport every record is an RFC 5424 message, whose MSG is the CEF line
-  for the `cef` format, the OCSF event for `ocsf` and the JSON event otherwise; its options
-  are those of the message (`hostname`, `app_name`, `procid`, `facility`,
-  `enterprise_number`, `cef_version`);
+  for the `cef` format, the OCSF event for `ocsf`, the LEEF line for `leef`, the ECS
+  document for `ecs` and the JSON event otherwise; its options are those of the message
+  (`hostname`, `app_name`, `procid`, `facility`, `enterprise_number`, `cef_version`), and
+  `delimiter` for `leef`;
 * elsewhere `cef` is the CEF line (`version`, `cs_max_chars`), `syslog` the RFC 5424 message
   with the JSON event as MSG (the message's options), `json` the event object (no options),
-  `csv` a CSV row (`formula_guard`) and `ocsf` the OCSF event as one JSON object (`version`,
-  the product version).
+  `csv` a CSV row (`formula_guard`), `ocsf` the OCSF event as one JSON object (`version`,
+  the product version), `leef` the LEEF 2.0 line (`version`, `delimiter`) and `ecs` the ECS
+  document (no options).
 
 Option values given as text (`--option facility=10` on the command line) are read as the
 type the option takes, and an option that does not apply, or a bad value, raises
@@ -25,7 +27,9 @@ from typing import Any, Final, Literal
 from xavyo_siem.errors import EncodeError
 from xavyo_siem.format.cef import CefFormatter
 from xavyo_siem.format.csv_rows import CsvFormatter
+from xavyo_siem.format.ecs import to_ecs
 from xavyo_siem.format.jsonl import to_json
+from xavyo_siem.format.leef import LeefFormatter
 from xavyo_siem.format.ocsf import OcsfFormatter
 from xavyo_siem.format.rfc5424 import SyslogFormatter
 from xavyo_siem.model import AuditEvent, ExportFormat
@@ -43,7 +47,11 @@ Formatter = Callable[[AuditEvent], str]
 # A destination's options that shape its records; its other options configure its transport.
 FORMAT_OPTIONS: Final = frozenset(
     ("hostname", "app_name", "procid", "facility", "enterprise_number", "formula_guard")
-)
+) | {"delimiter"}
+
+# The formats whose records are JSON objects: HTTP transports embed them as objects, and
+# send the records of the other formats as JSON strings.
+JSON_OBJECT_FORMATS: Final = frozenset((ExportFormat.JSON, ExportFormat.OCSF, ExportFormat.ECS))
 
 _INTEGER_OPTIONS: Final = frozenset(("facility", "enterprise_number", "cs_max_chars"))
 _BOOLEAN_OPTIONS: Final = frozenset(("formula_guard",))
@@ -56,12 +64,15 @@ _OPTIONS: Final[dict[ExportFormat, frozenset[str]]] = {
     ExportFormat.JSON: frozenset(),
     ExportFormat.CSV: CsvFormatter.OPTIONS,
     ExportFormat.OCSF: OcsfFormatter.OPTIONS,
+    ExportFormat.LEEF: LeefFormatter.OPTIONS,
+    ExportFormat.ECS: frozenset(),
 }
-# Formats whose record is one JSON object: HTTP transports send it as an object, not a string.
-JSON_OBJECT_FORMATS: Final = frozenset((ExportFormat.JSON, ExportFormat.OCSF))
-_SYSLOG_BODIES: Final[dict[ExportFormat, Literal["cef", "ocsf"]]] = {
+# The MSG of each format over a syslog transport (the JSON event when not named here).
+_SYSLOG_BODIES: Final[dict[ExportFormat, Literal["cef", "ocsf", "leef", "ecs"]]] = {
     ExportFormat.CEF: "cef",
     ExportFormat.OCSF: "ocsf",
+    ExportFormat.LEEF: "leef",
+    ExportFormat.ECS: "ecs",
 }
 
 
@@ -109,6 +120,8 @@ def make_formatter(
         raise EncodeError("format", f"must be one of {allowed}; got {str(fmt)[:40]!r}") from None
     read = read_format_options(options or {})
     if syslog_transport:
+        if kind is ExportFormat.LEEF and "delimiter" in read:
+            read["leef_delimiter"] = read.pop("delimiter")
         _check_options(read, _MESSAGE_OPTIONS, f"{kind.value} format over syslog")
         return SyslogFormatter(body=_SYSLOG_BODIES.get(kind, "json"), **read)
     _check_options(read, _OPTIONS[kind], f"{kind.value} format")
@@ -120,4 +133,8 @@ def make_formatter(
         return to_json
     if kind is ExportFormat.OCSF:
         return OcsfFormatter(**read)
+    if kind is ExportFormat.LEEF:
+        return LeefFormatter(**read)
+    if kind is ExportFormat.ECS:
+        return to_ecs
     return CsvFormatter(**read)

@@ -8,6 +8,7 @@ LF; other text (non-ASCII included) is written as UTF-8, unescaped.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC
 from typing import Any, Final
@@ -18,9 +19,18 @@ from xavyo_siem.errors import EncodeError
 from xavyo_siem.format._text import rfc3339_utc
 from xavyo_siem.model import AuditEvent
 
-__all__ = ["event_object", "metadata_json", "to_json"]
+__all__ = [
+    "event_object",
+    "json_line",
+    "metadata_json",
+    "metadata_json_without_controls",
+    "to_json",
+]
 
 _UTC_Z: Final = orjson.OPT_UTC_Z
+
+# DEL and C1 controls pass through JSON unescaped (JSON only requires escaping C0).
+_JSON_RAW_CONTROLS: Final = re.compile("[\x7f-\x9f]")
 
 
 def event_object(event: AuditEvent) -> dict[str, Any]:
@@ -84,9 +94,23 @@ def metadata_json(metadata: Mapping[str, str]) -> str:
         raise EncodeError("metadata", f"cannot be written as JSON: {exc}") from None
 
 
-def to_json(event: AuditEvent) -> str:
-    """`event` as one line of JSON (no line end), the `to_dict` form, written by orjson."""
+def metadata_json_without_controls(metadata: Mapping[str, str]) -> str:
+    """`metadata_json`, with DEL and C1 controls written as `\\u` escapes too, so the JSON
+    stays exact and holds no control character at all (for formats that cannot carry one)."""
+    text = metadata_json(metadata)
+    if _JSON_RAW_CONTROLS.search(text) is not None:
+        text = _JSON_RAW_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text
+
+
+def json_line(document: dict[str, Any]) -> str:
+    """`document` (an event's object, ids and times as objects) as one line of JSON."""
     try:
-        return orjson.dumps(event_object(event), option=_UTC_Z).decode()
+        return orjson.dumps(document, option=_UTC_Z).decode()
     except orjson.JSONEncodeError as exc:  # only an unvalidated event gets here
         raise EncodeError("event", f"cannot be written as JSON: {exc}") from None
+
+
+def to_json(event: AuditEvent) -> str:
+    """`event` as one line of JSON (no line end), the `to_dict` form, written by orjson."""
+    return json_line(event_object(event))

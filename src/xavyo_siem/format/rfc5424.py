@@ -11,8 +11,8 @@ One event is one message, with no line end (framing is the transport's job)::
   replaced by `_`; an empty value is written `-` (NILVALUE). The exact event type is in SD.
 * One SD element `[xavyo@<enterprise_number> ...]` holds the identifiers and classifiers
   (`SD_PARAMS`); PARAM-VALUEs escape `"`, `\\` and `]`, and picture control characters.
-* MSG is the event as JSON (`to_json`), as CEF (`to_cef`) or as OCSF (`to_ocsf`), after a
-  UTF-8 BOM when it is not pure ASCII.
+* MSG is the event as JSON (`to_json`), as CEF (`to_cef`), as OCSF (`to_ocsf`), as LEEF
+  (`to_leef`) or as an ECS document (`to_ecs`), after a UTF-8 BOM when it is not pure ASCII.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from xavyo_siem.format._text import (
     utf8,
 )
 from xavyo_siem.format.cef import CefFormatter
+from xavyo_siem.format.ecs import to_ecs
 from xavyo_siem.format.jsonl import to_json
+from xavyo_siem.format.leef import LeefFormatter
 from xavyo_siem.format.ocsf import OcsfFormatter
 from xavyo_siem.model import AuditEvent
 from xavyo_siem.speedups import plain_values_length
@@ -141,8 +143,9 @@ class SyslogOptions(TypedDict, total=False):
     procid: str | int
     facility: int
     enterprise_number: int
-    body: Literal["json", "cef", "ocsf"]
+    body: Literal["json", "cef", "ocsf", "leef", "ecs"]
     cef_version: str
+    leef_delimiter: str
 
 
 class SyslogFormatter:
@@ -150,8 +153,9 @@ class SyslogFormatter:
 
     Options: `hostname` (default `-`), `app_name` (default `xavyo-siem`), `procid` (default
     `-`), `facility` (0-23, default 13 log audit), `enterprise_number` (the PEN in the SD-ID,
-    default 32473, RFC 5424's example: set your own), `body` (`"json"`, `"cef"` or `"ocsf"`) and
-    `cef_version` (the CEF Device Version when `body="cef"`).
+    default 32473, RFC 5424's example: set your own), `body` (`"json"`, `"cef"`, `"ocsf"`,
+    `"leef"` or `"ecs"`), `cef_version` (the CEF Device Version when `body="cef"`) and
+    `leef_delimiter` (the LEEF attribute delimiter when `body="leef"`).
     """
 
     OPTIONS: Final = frozenset(SyslogOptions.__annotations__)
@@ -166,8 +170,9 @@ class SyslogFormatter:
         procid: str | int = "-",
         facility: int = DEFAULT_FACILITY,
         enterprise_number: int = DEFAULT_ENTERPRISE_NUMBER,
-        body: Literal["json", "cef", "ocsf"] = "json",
+        body: Literal["json", "cef", "ocsf", "leef", "ecs"] = "json",
         cef_version: str | None = None,
+        leef_delimiter: str | None = None,
     ) -> None:
         for name, value in (("hostname", hostname), ("app_name", app_name)):
             if not isinstance(value, str):
@@ -191,8 +196,14 @@ class SyslogFormatter:
             )
         elif body == "ocsf":
             self._body = OcsfFormatter()
+        elif body == "leef":
+            leef = {} if leef_delimiter is None else {"delimiter": leef_delimiter}
+            self._body = LeefFormatter(**leef)
+        elif body == "ecs":
+            self._body = to_ecs
         else:
-            raise EncodeError("body", f"must be 'json', 'cef' or 'ocsf', got {body!r}"[:120])
+            reason = f"must be 'json', 'cef', 'ocsf', 'leef' or 'ecs', got {body!r}"
+            raise EncodeError("body", reason[:120])
         host = sanitize_header_field(hostname, HOSTNAME_MAX)
         app = sanitize_header_field(app_name, APP_NAME_MAX)
         proc = sanitize_header_field(str(procid), PROCID_MAX)

@@ -65,6 +65,8 @@ class ExportFormat(StrEnum):
     JSON = "json"
     CSV = "csv"
     OCSF = "ocsf"
+    LEEF = "leef"
+    ECS = "ecs"
 
 
 class DeliveryType(StrEnum):

@@ -19,7 +19,7 @@ def test_package_exports_its_public_names() -> None:
     assert fmt.__doc__.startswith("Record formats")
 
 
-@pytest.mark.parametrize("name", ["cef", "syslog", "json", "csv", "ocsf"])
+@pytest.mark.parametrize("name", ["cef", "syslog", "json", "csv", "ocsf", "leef", "ecs"])
 def test_make_formatter_knows_every_export_format(name: str) -> None:
     """make_formatter builds a callable for each ExportFormat value."""
     assert callable(fmt.make_formatter(name))
@@ -111,6 +111,8 @@ def test_docs_examples_are_current() -> None:
         fmt.csv_header(),
         fmt.to_csv(event),
         fmt.to_ocsf(event, version="0.1.0"),
+        fmt.to_leef(event, version="0.1.0", delimiter="^"),
+        fmt.to_ecs(event),
     ):
         assert record in lines, record[:80]
 

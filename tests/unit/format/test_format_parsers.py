@@ -9,9 +9,11 @@ import pytest
 
 from format_parsers import (
     ParseError,
+    check_ecs_document,
     parse_cef,
     parse_csv,
     parse_json_line,
+    parse_leef,
     parse_ocsf,
     parse_syslog,
 )
@@ -133,6 +135,19 @@ def test_ocsf_parser_reads_a_minimal_logon() -> None:
     assert record.user == {"name": "alice"}
 
 
+LEEF_OK = "LEEF:2.0|V|P|1.0|Login|^|devTime=Jan 18 2019 11:07:53^sev=5^src=192.0.2.1^k=a=b|c"
+
+
+def test_leef_parser_reads_the_guide_example_shape() -> None:
+    """A LEEF 2.0 line with a `^` delimiter parses into its header and attributes."""
+    record = parse_leef(LEEF_OK)
+    assert (record.vendor, record.event_id, record.delimiter) == ("V", "Login", "^")
+    assert record.attributes == {
+        "devTime": "Jan 18 2019 11:07:53", "sev": "5", "src": "192.0.2.1", "k": "a=b|c",
+    }  # fmt: skip
+    assert parse_leef("LEEF:2.0|V|P|1|E|x09|a=1\tb=2").attributes == {"a": "1", "b": "2"}
+
+
 @pytest.mark.parametrize(
     "line",
     [
@@ -161,3 +176,77 @@ def test_ocsf_parser_rejects_what_the_schema_or_the_format_forbids(line: str) ->
     """Invalid OCSF 1.5.0, a wrong type_uid, another version, or not one JSON object: refused."""
     with pytest.raises(ParseError):
         parse_ocsf(line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "LEEF:1.0|V|P|1|E|a=1",  # not LEEF 2.0
+        "LEEF:2.0|V|P|1|E|a=1",  # no delimiter field
+        "LEEF:2.0|V||1|E|^|a=1",  # empty header field
+        "LEEF:2.0|V|P|1|E|=|a=1",  # = as delimiter
+        "LEEF:2.0|V|P|1|E|x3d|a=1",  # = as delimiter, in hex
+        "LEEF:2.0|V|P|1|E|^^|a=1",  # two-character delimiter
+        "LEEF:2.0|V|P|1|E|^|a=1^a=2",  # repeated key
+        "LEEF:2.0|V|P|1|E|^|a=1^b",  # attribute without =
+        "LEEF:2.0|V|P|1|E|^|a=1^",  # empty attribute after a trailing delimiter
+        "LEEF:2.0|V|P|1|E|^|a b=1",  # key with a space
+        "LEEF:2.0|V|P|1|E|^|a=1\nLEEF:2.0|V|P|1|E|^|a=1",  # two lines
+        "LEEF:2.0|V|P|1|E|^|a=x\x1by",  # raw control
+        "LEEF:2.0|V|P|1|E|^|a=x\ty",  # raw TAB inside a value
+        "LEEF:2.0|V|P|1|E|^|sev=0",  # sev below 1
+        "LEEF:2.0|V|P|1|E|^|sev=high",  # sev not an integer
+        "LEEF:2.0|V|P|1|E|^|src=fe80::1%eth0",  # zone index in an IP attribute
+        "LEEF:2.0|V|P|1|E|^|devTime=1714566896789",  # not the default pattern
+        "LEEF:2.0|V|P|1|E|^|devTime=2024-05-01T12:00:00.000Z^devTimeFormat=yyyy",
+        "LEEF:2.0|V|P|1|E|^|devTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSXXX",  # no devTime
+    ],
+)
+def test_leef_parser_rejects_malformed_lines(line: str) -> None:
+    """Bad headers and delimiters, forged or repeated keys, raw controls, bad types are errors."""
+    with pytest.raises(ParseError):
+        parse_leef(line)
+
+
+ECS_MINIMAL = '{"@timestamp":"2024-05-01T12:00:00.000Z","ecs":{"version":"9.4.0"}}'
+
+
+def test_ecs_checker_reads_a_minimal_document_by_field_name() -> None:
+    """The two required fields make a valid document, returned by dotted name."""
+    assert check_ecs_document(ECS_MINIMAL) == {
+        "@timestamp": "2024-05-01T12:00:00.000Z", "ecs.version": "9.4.0",
+    }  # fmt: skip
+
+
+def _with(extra: str) -> str:
+    return ECS_MINIMAL[:-1] + "," + extra + "}"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"ecs":{"version":"9.4.0"}}',  # no @timestamp
+        '{"@timestamp":"2024-05-01T12:00:00Z"}',  # no ecs.version
+        '{"@timestamp":"2024-05-01T12:00:00Z","ecs":{"version":"8.11.0"}}',  # another ECS
+        '{"@timestamp":"yesterday","ecs":{"version":"9.4.0"}}',  # not a date
+        _with('"evnt":{"id":"x"}'),  # not an ECS field
+        _with('"event":{"kind":"signal"}'),  # reserved for Kibana
+        _with('"event":{"kind":"incident"}'),  # not an allowed kind
+        _with('"event":{"category":["login"]}'),  # not an allowed category
+        _with('"event":{"category":"iam"}'),  # allowed, but an array is expected
+        _with('"event":{"category":["authentication"],"type":["creation"]}'),  # unexpected
+        _with('"event":{"outcome":"ok"}'),  # not an allowed outcome
+        _with('"event":{"severity":"5"}'),  # long as a string
+        _with('"event":{"id":["a","b"]}'),  # an array where ECS has none
+        _with('"source":{"ip":"fe80::1%eth0"}'),  # zone index in an ip
+        _with('"related":{"ip":["not-an-ip"]}'),
+        _with('"labels":{"a":{"b":"c"}}'),  # labels are flat
+        _with('"labels":{"a.b":"c"}'),  # a dotted label
+        _with('"user.id":"x"'),  # a dotted name: ECS documents are nested here
+        _with('"event":{"id":"a","id":"b"}'),  # repeated key
+    ],
+)
+def test_ecs_checker_rejects_what_ecs_forbids(line: str) -> None:
+    """Missing required fields, unknown names, wrong types, values ECS does not allow are errors."""
+    with pytest.raises(ParseError):
+        check_ecs_document(line)

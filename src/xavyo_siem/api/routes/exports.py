@@ -46,6 +46,8 @@ _EXTENSIONS: Final = {
     ExportFormat.CEF: ("cef", "text/plain"),
     ExportFormat.SYSLOG: ("log", "text/plain"),
     ExportFormat.OCSF: ("ocsf.jsonl", "application/x-ndjson"),
+    ExportFormat.LEEF: ("leef", "text/plain"),
+    ExportFormat.ECS: ("ecs.jsonl", "application/x-ndjson"),
 }
 JobPath = Annotated[UUID, PathParam(description="The export job (UUID).")]
 
