@@ -289,7 +289,8 @@ def test_drain_with_a_timeout_ends_with_a_summary_and_says_what_is_behind(
     result = cli("run", "--drain", "--timeout", "3", db=db)
     assert result.returncode == 1
     assert "not caught up: stopped after 3 s, before every destination caught up" in result.stderr
-    assert "delivered " in result.stderr and " events in " in result.stderr
+    assert "delivered " in result.stderr
+    assert " events in " in result.stderr
     archive = (tmp_path / "archive.jsonl").read_text().splitlines()
     assert archive  # the destinations' own creation events reached the file
 
