@@ -29,6 +29,7 @@ from xavyo_siem.api.routes import (
     quarantine,
 )
 from xavyo_siem.api.schemas import EventBatch
+from xavyo_siem.api.swagger import install_swagger_ui
 from xavyo_siem.crypto import KeyRing, load_key_ring
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.settings import Settings
@@ -81,7 +82,7 @@ def create_app(
         title="xavyo-siem",
         version=__version__,
         description=DESCRIPTION,
-        docs_url="/docs" if settings.development else None,
+        docs_url=None,  # served from the installed package below, never from a CDN
         redoc_url=None,
         generate_unique_id_function=_route_name,
     )
@@ -92,6 +93,8 @@ def create_app(
     for module in (destinations, health, dead_letters, events, exports, quarantine):
         app.include_router(module.router)
     app.openapi = _openapi(app, limits)  # type: ignore[method-assign]
+    if settings.serve_api_docs:
+        install_swagger_ui(app)
     return app
 
 
