@@ -26,6 +26,7 @@ from xavyo_siem.api.routes import (
     events,
     exports,
     health,
+    health_page,
     quarantine,
 )
 from xavyo_siem.api.schemas import EventBatch
@@ -90,6 +91,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_body_bytes=limits.max_body_bytes)
     app.include_router(health.service_router)
+    app.include_router(health_page.router)
     for module in (destinations, health, dead_letters, events, exports, quarantine):
         app.include_router(module.router)
     app.openapi = _openapi(app, limits)  # type: ignore[method-assign]

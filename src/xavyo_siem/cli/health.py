@@ -3,25 +3,27 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import typer
 from rich.table import Table
 
 from xavyo_siem import destinations as manage
 from xavyo_siem.cli.options import AnyTenantOption, DbOption, JsonOption
-from xavyo_siem.cli.output import err, human_duration, out, print_json_lines
-from xavyo_siem.model import DeliveryHealth, RateLimit, format_timestamp
+from xavyo_siem.cli.output import err, out, print_json_lines
+from xavyo_siem.model import (
+    DeliveryHealth,
+    RateLimit,
+    WorkersSeen,
+    format_duration,
+    format_timestamp,
+)
 from xavyo_siem.settings import DEFAULT_DATABASE_URL
 from xavyo_siem.store import open_store
 from xavyo_siem.store.destinations import all_tenant_ids
 from xavyo_siem.store.leases import worker_heartbeats
 
 __all__ = ["health"]
-
-# A worker renews its heartbeat every third of its lease time (30 s by default); one not
-# heard of for this long is taken for dead.
-WORKER_ALIVE: timedelta = timedelta(seconds=30)
 
 
 def health(
@@ -46,7 +48,7 @@ def health(
         print_json_lines(r.to_dict() for r in reports)
     elif reports:
         _print_table(reports)
-        err.print(_workers_line(beats, datetime.now(UTC)))
+        err.print(_workers_line(WorkersSeen.of(beats, now=datetime.now(UTC))), markup=True)
     else:
         err.print(
             "no destinations" + (f" for tenant {tenant}" if tenant else "")
@@ -54,17 +56,6 @@ def health(
         )  # fmt: skip
     if manage.any_failing(reports):
         raise typer.Exit(1)
-
-
-def status_of(report: DeliveryHealth) -> str:
-    """The one word (or two) the table shows for a destination's state."""
-    if not report.enabled:
-        return "switched off" if report.disabled_reason else "disabled"
-    if report.failing:
-        return "failing"
-    if report.last_success is None:
-        return "never delivered"
-    return "ok"
 
 
 _STYLES = {"failing": "[red]failing[/]", "switched off": "[red]switched off[/]"}
@@ -77,7 +68,7 @@ def _print_table(reports: list[DeliveryHealth]) -> None:
     )  # fmt: skip
     now = datetime.now(UTC)
     for r in reports:
-        status = status_of(r)
+        status = r.state
         table.add_row(
             str(r.tenant_id)[:8] + "…",
             r.name,
@@ -101,27 +92,21 @@ def _lag(report: DeliveryHealth) -> str:
     """`0`, or how many events wait and how old the oldest is: `1,204 (3 h)`."""
     if report.lag_events == 0:
         return "0"
-    return f"{report.lag_events:,} ({human_duration(report.lag_seconds)})"
+    return f"{report.lag_events:,} ({format_duration(report.lag_seconds)})"
 
 
 def _ago(moment: datetime | None, now: datetime) -> str:
     """`never`, or `2026-03-01 10:00:00 (5 min ago)`."""
     if moment is None:
         return "never"
-    age = human_duration((now - moment).total_seconds())
+    age = format_duration((now - moment).total_seconds())
     return f"{format_timestamp(moment)[:19].replace('T', ' ')} ({age} ago)"
 
 
-def _workers_line(beats: dict[str, datetime], now: datetime) -> str:
-    """Whether a worker is delivering: how many are alive, or when one was last heard of."""
-    alive = [beat for beat in beats.values() if now - beat <= WORKER_ALIVE]
-    if alive:
-        newest = human_duration((now - max(alive)).total_seconds())
-        return f"workers: {len(alive)} alive (last heartbeat {newest} ago)"
-    if beats:
-        last = human_duration((now - max(beats.values())).total_seconds())
-        return f"[red]workers: none alive[/] (last heartbeat {last} ago); start `xavyo-siem run`"
-    return "[red]workers: none running[/]; start `xavyo-siem run` to deliver"
+def _workers_line(seen: WorkersSeen) -> str:
+    """Whether a worker is delivering (red when none is)."""
+    text = f"workers: {seen.describe()}"
+    return text if seen.alive else f"[red]{text}[/]"
 
 
 def _rate(limit: RateLimit | None) -> str:

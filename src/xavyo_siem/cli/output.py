@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from rich.console import Console
 
-__all__ = ["err", "human_duration", "out", "print_fields", "print_json_lines"]
+__all__ = ["err", "out", "print_fields", "print_json_lines"]
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -39,14 +39,3 @@ def print_fields(data: Mapping[str, Any], *, key_width: int, none: str) -> None:
         else:
             shown = value
         console.print(f"{key:>{key_width}}: {shown}")
-
-
-def human_duration(seconds: float) -> str:
-    """A duration as a person reads it: `0.4 s`, `42 s`, `7 min`, `3 h`, `12 d`."""
-    seconds = max(seconds, 0.0)
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    for unit, size, limit in (("s", 1, 90), ("min", 60, 90 * 60), ("h", 3600, 48 * 3600)):
-        if seconds < limit:
-            return f"{seconds / size:.0f} {unit}"
-    return f"{seconds / 86400:,.0f} d"

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from xavyo_siem.cli.output import err, human_duration
+from xavyo_siem.cli.output import err
+from xavyo_siem.model import format_duration
 
 __all__ = ["Snapshot", "read_snapshot", "watching"]
 
@@ -74,7 +75,7 @@ def status_line(first: Snapshot, previous: Snapshot, now: Snapshot) -> str:
         f"{now.delivered - first.delivered:,.0f} delivered",
         f"{rate:,.0f} events/s",
         f"{now.lag_events:,.0f} waiting"
-        + (f" (oldest {human_duration(now.lag_seconds)})" if now.lag_events else ""),
+        + (f" (oldest {format_duration(now.lag_seconds)})" if now.lag_events else ""),
         f"{now.failing:,} failing of {now.destinations:,} destinations",
     ]
     return " · ".join(parts)
@@ -86,7 +87,7 @@ def summary(first: Snapshot, last: Snapshot) -> str:
     delivered = last.delivered - first.delivered
     dead = last.dead_letters - first.dead_letters
     text = (
-        f"delivered {delivered:,.0f} events in {human_duration(elapsed)} "
+        f"delivered {delivered:,.0f} events in {format_duration(elapsed)} "
         f"({delivered / elapsed:,.0f} events/s)"
     )
     if dead:
