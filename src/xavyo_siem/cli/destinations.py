@@ -9,6 +9,7 @@ name or id (`find_destination`).
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -37,6 +38,7 @@ from xavyo_siem.cli.options import (
     read_secret,
 )
 from xavyo_siem.cli.output import err, out, print_fields, print_json_lines
+from xavyo_siem.declared import export_yaml
 from xavyo_siem.destinations import DestinationSpec
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.model import DeliveryType, EventFilter, ExportFormat
@@ -150,6 +152,31 @@ def destination_list(
             "yes" if d.enabled else "no", str(d.id),
         )  # fmt: skip
     out().print(table)
+
+
+@app.command("export")
+def destination_export(
+    tenant: AnyTenantOption = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+    db: DbOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """Write destinations as a declaration that `xavyo-siem apply -f` takes back unchanged
+    (every tenant's, or one's). No credential is written: add `secret: {file: PATH}` to
+    a destination to replace its stored one.
+
+    Example: `xavyo-siem destination export --tenant 3f0c… -o destinations.yaml`
+    """
+    with open_store(db, create=False).connect() as conn:
+        tenants = [tenant] if tenant else dest_rows.all_tenant_ids(conn)
+        found = [d for t in tenants for d in dest_rows.list_destinations(conn, tenant_id=t)]
+    text = export_yaml(found)
+    if output is None or str(output) == "-":
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        err.print(f"wrote {len(found)} destination(s) to {output}")
 
 
 @app.command("show")
