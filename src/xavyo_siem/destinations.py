@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from uuid import UUID
 
@@ -54,6 +54,7 @@ from xavyo_siem.trail import Action, Actor, Change, audited, record
 
 __all__ = [
     "FORMAT_OPTIONS",
+    "THROUGHPUT_WINDOW",
     "CheckedDestination",
     "DestinationSpec",
     "add_destination",
@@ -72,6 +73,10 @@ __all__ = [
 ]
 
 Formatter = Callable[[AuditEvent], str]
+
+# A destination's events/s is shown only while its last delivery is this recent: a worker
+# that stopped, or a tenant gone quiet, reads 0 rather than its last rate.
+THROUGHPUT_WINDOW: Final = timedelta(minutes=1)
 
 _SYSLOG_TYPES: Final = frozenset(
     (
@@ -552,7 +557,8 @@ def destination_health(conn: Connection, destination: SiemDestination) -> Delive
     lag_events, oldest = measure_lag(
         conn, tenant_id=destination.tenant_id, after=cursor, filter=destination.filters
     )
-    lag_seconds = 0.0 if oldest is None else max((datetime.now(UTC) - oldest).total_seconds(), 0)
+    now = datetime.now(UTC)
+    lag_seconds = 0.0 if oldest is None else max((now - oldest).total_seconds(), 0)
     found = read_health(
         conn,
         tenant_id=destination.tenant_id,
@@ -561,7 +567,12 @@ def destination_health(conn: Connection, destination: SiemDestination) -> Delive
         lag_seconds=lag_seconds,
     )
     assert found is not None
-    return replace(found, rate_limit=destination.rate_limit)
+    recent = found.last_success is not None and now - found.last_success <= THROUGHPUT_WINDOW
+    return replace(
+        found,
+        rate_limit=destination.rate_limit,
+        throughput_eps=found.throughput_eps if recent else 0.0,
+    )
 
 
 def list_health(conn: Connection, *, tenant_id: UUID) -> list[DeliveryHealth]:

@@ -36,6 +36,13 @@ class Settings:
     egress_allow: tuple[str, ...] = ()
     api_rate_limit: tuple[float, int] = DEFAULT_API_RATE_LIMIT
     export_retention: timedelta = DEFAULT_EXPORT_RETENTION
+    api_docs: bool | None = None  # None: on in development, off in production
+
+    @property
+    def serve_api_docs(self) -> bool:
+        """Whether the API serves its interactive reference (`/docs`): as
+        XAVYO_SIEM_API_DOCS says, else only in development."""
+        return self.development if self.api_docs is None else self.api_docs
 
     @property
     def development(self) -> bool:
@@ -45,7 +52,8 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read XAVYO_SIEM_* variables; an unknown XAVYO_SIEM_ENV value, or a malformed
-        XAVYO_SIEM_API_RATE_LIMIT or XAVYO_SIEM_EXPORT_RETENTION, is refused."""
+        XAVYO_SIEM_API_RATE_LIMIT, XAVYO_SIEM_EXPORT_RETENTION or XAVYO_SIEM_API_DOCS, is
+        refused."""
         env = os.environ if environ is None else environ
         mode = env.get("XAVYO_SIEM_ENV", "production").strip().lower() or "production"
         if mode not in ("production", "development"):
@@ -65,7 +73,20 @@ class Settings:
                 env.get("XAVYO_SIEM_EXPORT_RETENTION", ""),
                 default=DEFAULT_EXPORT_RETENTION,
             ),
+            api_docs=_parse_switch("XAVYO_SIEM_API_DOCS", env.get("XAVYO_SIEM_API_DOCS", "")),
         )
+
+
+def _parse_switch(name: str, text: str) -> bool | None:
+    """`on`/`off` (or true/false, yes/no, 1/0); empty is None (the default)."""
+    value = text.strip().lower()
+    if not value:
+        return None
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise ValueError(f"{name}: must be on or off, got {text[:40]!r}")
 
 
 def parse_api_rate_limit(text: str) -> tuple[float, int]:

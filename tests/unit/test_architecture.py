@@ -42,6 +42,9 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "pipeline": _BASE | {"model", "format", "delivery"},
     "destinations": _BASE
     | {"model", "format", "delivery", "store", "crypto", "egress", "settings", "trail"},
+    "declared": _BASE
+    | {"model", "format", "delivery", "store", "crypto", "egress", "settings", "trail"}
+    | {"destinations"},
     "batch": _BASE | {"model", "format", "delivery", "store", "pipeline", "manifest", "trail"},
     "tenants": _BASE
     | {"model", "format", "delivery", "store", "pipeline", "batch", "manifest", "trail"},
@@ -80,6 +83,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
         "trail",
         "access",
         "tenants",
+        "declared",
     },
 }
 ALLOWED["cli"] = ALLOWED["api"] | {"api", "sample"}

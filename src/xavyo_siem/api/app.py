@@ -26,9 +26,11 @@ from xavyo_siem.api.routes import (
     events,
     exports,
     health,
+    health_page,
     quarantine,
 )
 from xavyo_siem.api.schemas import EventBatch
+from xavyo_siem.api.swagger import install_swagger_ui
 from xavyo_siem.crypto import KeyRing, load_key_ring
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.settings import Settings
@@ -81,7 +83,7 @@ def create_app(
         title="xavyo-siem",
         version=__version__,
         description=DESCRIPTION,
-        docs_url="/docs" if settings.development else None,
+        docs_url=None,  # served from the installed package below, never from a CDN
         redoc_url=None,
         generate_unique_id_function=_route_name,
     )
@@ -89,9 +91,12 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_body_bytes=limits.max_body_bytes)
     app.include_router(health.service_router)
+    app.include_router(health_page.router)
     for module in (destinations, health, dead_letters, events, exports, quarantine):
         app.include_router(module.router)
     app.openapi = _openapi(app, limits)  # type: ignore[method-assign]
+    if settings.serve_api_docs:
+        install_swagger_ui(app)
     return app
 
 

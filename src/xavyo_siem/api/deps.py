@@ -46,6 +46,7 @@ __all__ = [
     "PlatformDep",
     "PrincipalDep",
     "TenantDep",
+    "principal_of",
 ]
 
 
@@ -89,13 +90,19 @@ def _principal(
     context: ContextDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiToken:
-    if credentials is None:
+    return principal_of(context, None if credentials is None else credentials.credentials)
+
+
+def principal_of(context: ApiContext, presented: str | None) -> ApiToken:
+    """The token `presented` (its text), once known, unrevoked and within its request
+    budget; `ApiError` 401 or 429 otherwise."""
+    if presented is None:
         raise ApiError(
             401, ["header", "Authorization"], "an API token is required (Bearer)",
             headers=_CHALLENGE,
         )  # fmt: skip
     with context.engine.connect() as conn:
-        token = authenticate_token(conn, token=credentials.credentials)
+        token = authenticate_token(conn, token=presented)
     if token is None:
         raise ApiError(
             401, ["header", "Authorization"], "the API token is unknown or revoked",

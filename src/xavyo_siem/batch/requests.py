@@ -142,8 +142,10 @@ def _job_of_request(conn: Connection, request: ExportRequest, now: datetime) -> 
         raise InvalidExport("end", "must be after start")
     if not has_events(conn, tenant_id=request.tenant_id):
         raise InvalidExport("tenant_id", f"no events are stored for tenant {request.tenant_id}")
-    if (request.output is None) == (request.destination is None):
-        raise InvalidExport("output", "give either a file or a destination (not both)")
+    if request.output is None and request.destination is None:
+        raise InvalidExport("output", "give a file to write, or a destination to send to")
+    if request.output is not None and request.destination is not None:
+        raise InvalidExport("output", "give a file or a destination, not both")
     options: dict[str, Any] = {}
     if request.destination is not None:
         destination = _find_destination(conn, request.tenant_id, request.destination)

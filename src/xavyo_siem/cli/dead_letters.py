@@ -11,11 +11,12 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from sqlalchemy import Engine
 
 from xavyo_siem.cli.options import DbOption, DestinationArg, JsonOption, TenantOption
 from xavyo_siem.cli.output import err, out, print_json_lines
 from xavyo_siem.destinations import find_destination, purge_dead_letters, replay_dead_letters
-from xavyo_siem.model import format_timestamp
+from xavyo_siem.model import SiemDestination, format_timestamp
 from xavyo_siem.settings import DEFAULT_DATABASE_URL
 from xavyo_siem.store import dead_letters as rows
 from xavyo_siem.store import open_store
@@ -44,7 +45,7 @@ def dead_letters_list(
 
     Example: `xavyo-siem dead-letters list --tenant 3f0c… splunk`
     """
-    engine = open_store(db)
+    engine = open_store(db, create=False)
     found = find_destination(engine, tenant_id=tenant, name_or_id=destination)
     with engine.connect() as conn:
         letters = rows.list_dead_letters(
@@ -76,6 +77,7 @@ def dead_letters_replay(
     """
     engine = open_store(db)
     found = find_destination(engine, tenant_id=tenant, name_or_id=destination)
+    _refuse_unknown(engine, found, id)
     count = replay_dead_letters(
         engine, tenant_id=tenant, destination_id=found.id, ids=id, actor=Actor.command_line()
     )
@@ -95,7 +97,25 @@ def dead_letters_purge(
     """
     engine = open_store(db)
     found = find_destination(engine, tenant_id=tenant, name_or_id=destination)
+    _refuse_unknown(engine, found, id)
     count = purge_dead_letters(
         engine, tenant_id=tenant, destination_id=found.id, ids=id, actor=Actor.command_line()
     )
     err.print(f"purged {count} dead letter(s) of {found.name}")
+
+
+def _refuse_unknown(engine: Engine, destination: SiemDestination, ids: list[int] | None) -> None:
+    """Refuse `--id` values that are not dead letters of the destination, before any change."""
+    if not ids:
+        return
+    with engine.connect() as conn:
+        missing = rows.missing_ids(
+            conn, tenant_id=destination.tenant_id, destination_id=destination.id, ids=ids
+        )
+    if missing:
+        listed = ", ".join(str(i) for i in missing)
+        raise typer.BadParameter(
+            f"no dead letter {listed} for destination {destination.name} "
+            "(`xavyo-siem dead-letters list` shows them)",
+            param_hint="--id",
+        )

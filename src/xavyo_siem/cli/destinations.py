@@ -9,6 +9,7 @@ name or id (`find_destination`).
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -28,6 +29,7 @@ from xavyo_siem.cli.options import (
     RateOption,
     SecretOption,
     TenantOption,
+    check_local_files,
     load_keyring,
     load_settings,
     parse_filters,
@@ -36,6 +38,7 @@ from xavyo_siem.cli.options import (
     read_secret,
 )
 from xavyo_siem.cli.output import err, out, print_fields, print_json_lines
+from xavyo_siem.declared import export_yaml
 from xavyo_siem.destinations import DestinationSpec
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.model import DeliveryType, EventFilter, ExportFormat
@@ -43,6 +46,7 @@ from xavyo_siem.runtime.components import test_destination
 from xavyo_siem.settings import DEFAULT_DATABASE_URL
 from xavyo_siem.store import destinations as dest_rows
 from xavyo_siem.store import open_store
+from xavyo_siem.store.ranges import has_events
 from xavyo_siem.trail import Actor
 
 __all__ = ["app"]
@@ -96,13 +100,16 @@ def destination_add(
         delivery_type=delivery_type,
         format=format,
         endpoint=endpoint,
-        options=parse_options(option or []),
+        options=check_local_files(parse_options(option or [])),
         filters=parse_filters(category, event_type, min_severity) or EventFilter(),
         rate_limit=parse_rate(rate_limit),
         enabled=not disabled,
     )
+    engine = open_store(db)
+    with engine.connect() as conn:
+        known_tenant = has_events(conn, tenant_id=tenant)
     added = manage.add_destination(
-        open_store(db),
+        engine,
         tenant_id=tenant,
         spec=spec,
         secret=secret,
@@ -115,6 +122,11 @@ def destination_add(
         print_json_lines([added.to_dict()])
     else:
         err.print(f"added destination {added.name} ({added.id})")
+    if not known_tenant:
+        err.print(
+            f"note: no events of tenant {tenant} were stored before this one; check the "
+            "tenant id if you expected some (`xavyo-siem events --tenant …` lists them)"
+        )
 
 
 @app.command("list")
@@ -127,7 +139,7 @@ def destination_list(
 
     Example: `xavyo-siem destination list --tenant 3f0c… --json`
     """
-    with open_store(db).connect() as conn:
+    with open_store(db, create=False).connect() as conn:
         tenants = [tenant] if tenant else dest_rows.all_tenant_ids(conn)
         found = [d for t in tenants for d in dest_rows.list_destinations(conn, tenant_id=t)]
     if json:
@@ -140,6 +152,31 @@ def destination_list(
             "yes" if d.enabled else "no", str(d.id),
         )  # fmt: skip
     out().print(table)
+
+
+@app.command("export")
+def destination_export(
+    tenant: AnyTenantOption = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+    db: DbOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """Write destinations as a declaration that `xavyo-siem apply -f` takes back unchanged
+    (every tenant's, or one's). No credential is written: add `secret: {file: PATH}` to
+    a destination to replace its stored one.
+
+    Example: `xavyo-siem destination export --tenant 3f0c… -o destinations.yaml`
+    """
+    with open_store(db, create=False).connect() as conn:
+        tenants = [tenant] if tenant else dest_rows.all_tenant_ids(conn)
+        found = [d for t in tenants for d in dest_rows.list_destinations(conn, tenant_id=t)]
+    text = export_yaml(found)
+    if output is None or str(output) == "-":
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        err.print(f"wrote {len(found)} destination(s) to {output}")
 
 
 @app.command("show")
@@ -198,7 +235,8 @@ def destination_update(
         if value is not None
     }
     if option:
-        changes["options"] = {k: (v if v != "" else None) for k, v in parse_options(option).items()}
+        given = check_local_files(parse_options(option))
+        changes["options"] = {k: (v if v != "" else None) for k, v in given.items()}
     filters = parse_filters(category, event_type, min_severity)
     if filters is not None:
         changes["filters"] = filters.to_dict()

@@ -49,7 +49,8 @@ def sample(
         str | None, typer.Option("--start", help="Time of the first event (ISO 8601 with offset).")
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+        Path | None,
+        typer.Option("--output", "-o", help="Write here instead of stdout (- is stdout)."),
     ] = None,
 ) -> None:
     """Write realistic identity-provider audit events as JSON lines.
@@ -60,7 +61,8 @@ def sample(
     Example: `xavyo-siem sample --count 100000 --tenants 3 --seed 7 -o events.jsonl`
     """
     first = parse_time("--start", start) or DEFAULT_START
-    target: Any = nullcontext(sys.stdout.buffer) if output is None else output.open("wb")
+    to_stdout = output is None or str(output) == "-"
+    target: Any = nullcontext(sys.stdout.buffer) if to_stdout else _create(output)
     with target as sink:
         buffer: list[bytes] = []
         for event in generate_events(count, tenants, seed, start=first):
@@ -125,6 +127,17 @@ def ingest(
         raise typer.Exit(1)
 
 
+def _create(path: Path | None) -> IO[bytes]:
+    """`path` opened for writing, or a clear error naming `--output` when it cannot be."""
+    assert path is not None
+    try:
+        return path.open("wb")
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot write {path}: {exc.strerror or exc}", param_hint="--output"
+        ) from None
+
+
 def _open_source(source: str) -> tuple[IO[bytes], int | None]:
     """The stream of `ingest SOURCE` and its size in bytes (None for standard input)."""
     if source == "-":
@@ -175,7 +188,7 @@ def list_events(
     Example: `xavyo-siem events --tenant 3f0c…  --since 2026-01-01T00:00:00Z --limit 20`
     """
     start, end = parse_time("--since", since), parse_time("--until", until)
-    with open_store(db).connect() as conn:
+    with open_store(db, create=False).connect() as conn:
         found, _ = read_events_in_range(conn, tenant_id=tenant, start=start, end=end, limit=limit)
     if json:
         print_json_lines(event.to_dict() for event in found)

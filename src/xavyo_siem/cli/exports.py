@@ -414,7 +414,7 @@ def jobs_list(
 
     Example: `xavyo-siem jobs list --tenant 3f0c… --json`
     """
-    with open_store(db).connect() as conn:
+    with open_store(db, create=False).connect() as conn:
         tenants = [tenant] if tenant else job_rows.job_tenant_ids(conn)
         found = [j for t in tenants for j in job_rows.list_jobs(conn, tenant_id=t, limit=limit)]
     if json:

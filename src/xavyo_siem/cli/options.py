@@ -4,6 +4,7 @@ command loads. A bad value is a usage error (exit 2) naming the option."""
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -115,6 +116,29 @@ def parse_options(pairs: list[str]) -> dict[str, str]:
     return options
 
 
+# Options that name a file the worker reads (TLS trust and client certificates).
+_FILE_OPTIONS = ("ca_file", "cert_file", "key_file")
+
+
+def check_local_files(options: dict[str, str]) -> dict[str, str]:
+    """Refuse a file option (`ca_file`, `cert_file`, `key_file`) naming a file that cannot be
+    read on this machine, rather than learn it at the first batch."""
+    for key in _FILE_OPTIONS:
+        path = options.get(key)
+        if not path:
+            continue
+        problem = None
+        if not os.path.exists(path):
+            problem = "does not exist"
+        elif not os.path.isfile(path):
+            problem = "is not a file"
+        elif not os.access(path, os.R_OK):
+            problem = "cannot be read by this user"
+        if problem is not None:
+            raise typer.BadParameter(f"{key}: {path} {problem}", param_hint="--option")
+    return options
+
+
 def parse_rate(text: str | None) -> RateLimit | None:
     """`--rate-limit EVENTS_PER_S[:BURST]` (the burst defaults to one second's events), or
     `none` for no limit; not given, the default limit (`DEFAULT_RATE_LIMIT`)."""
@@ -155,7 +179,14 @@ def read_secret(path: str | None) -> str | None:
     """The credential from a file or standard input (`-`); never from the command line."""
     if path is None:
         return None
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot read {path}: {exc.strerror or exc}", param_hint="--secret-file"
+        ) from None
+    except UnicodeDecodeError:
+        raise typer.BadParameter(f"{path} is not UTF-8 text", param_hint="--secret-file") from None
     secret = text.strip()
     if not secret:
         raise typer.BadParameter("the secret is empty", param_hint="--secret-file")

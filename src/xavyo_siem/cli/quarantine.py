@@ -49,7 +49,7 @@ def quarantine_list(
 
     Example: `xavyo-siem quarantine list --tenant 3f0c…`
     """
-    with open_store(db).connect() as conn:
+    with open_store(db, create=False).connect() as conn:
         entries = list_quarantined(conn, tenant_id=tenant, after=after, limit=limit)
     if json:
         print_json_lines(entry.to_dict(raw=False) for entry in entries)

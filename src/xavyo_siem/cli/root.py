@@ -12,6 +12,7 @@ import typer
 
 from xavyo_siem import __version__
 from xavyo_siem.cli import (
+    apply,
     db,
     dead_letters,
     destinations,
@@ -70,6 +71,7 @@ app.command("ingest")(events.ingest)
 app.command("events")(events.list_events)
 app.command("run")(run.run)
 app.command("health")(health.health)
+app.command("apply")(apply.apply)
 app.command("serve")(run.serve)
 app.add_typer(db.app, name="db")
 app.add_typer(destinations.app, name="destination")

@@ -3,7 +3,6 @@ same process) and `serve` (the HTTP API alone). Both stop cleanly on Ctrl-C or S
 
 from __future__ import annotations
 
-import logging
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -11,8 +10,10 @@ from typing import Annotated
 import typer
 from sqlalchemy import Engine
 
+from xavyo_siem.cli.logs import LogFormat, LogLevel, configure_logging
 from xavyo_siem.cli.options import DbOption, load_settings, startup_secrets
 from xavyo_siem.cli.output import err
+from xavyo_siem.cli.watch import watching
 from xavyo_siem.crypto import KeyRing
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.pipeline import PipelineSettings, RetryPolicy
@@ -20,6 +21,7 @@ from xavyo_siem.runtime.hosting import ApiServing, run_worker, serve_api
 from xavyo_siem.runtime.worker import WorkerSettings
 from xavyo_siem.settings import DEFAULT_DATABASE_URL, Settings
 from xavyo_siem.store import open_store
+from xavyo_siem.store.destinations import enabled_destination_ids
 
 __all__ = ["run", "serve"]
 
@@ -54,6 +56,20 @@ ProbeCapOption = Annotated[
 LeaseTtlOption = Annotated[
     float, typer.Option("--lease-ttl", min=1, help="Seconds a dead worker's leases last.")
 ]
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        min=0.001,
+        help="Stop after this many seconds; with --drain, exit 1 if not caught up by then.",
+    ),
+]
+LogFormatOption = Annotated[
+    LogFormat, typer.Option("--log-format", help="Log lines as text or as JSON objects.")
+]
+LogLevelOption = Annotated[
+    LogLevel, typer.Option("--log-level", help="The least severe messages logged.")
+]
 ApiHostOption = Annotated[
     str, typer.Option("--api-host", help="With --api: the address to listen on.")
 ]
@@ -77,6 +93,9 @@ def run(
     api_host: ApiHostOption = "127.0.0.1",
     api_port: ApiPortOption = 8080,
     api_export_dir: ApiExportDirOption = Path("exports"),
+    timeout: TimeoutOption = None,
+    log_format: LogFormatOption = LogFormat.TEXT,
+    log_level: LogLevelOption = LogLevel.INFO,
     db: DbOption = DEFAULT_DATABASE_URL,
 ) -> None:
     """Deliver every enabled destination's events, continuously (Ctrl-C or SIGTERM stops).
@@ -89,37 +108,50 @@ def run(
     With `--api` the HTTP API is served too, in the same process. In production a
     credential key is required (XAVYO_SIEM_SECRET_KEY or XAVYO_SIEM_SECRET_KEY_FILE).
 
-    Example: `xavyo-siem run --metrics-port 9464`, or `xavyo-siem run --drain` from cron.
+    On a terminal a status line shows what is delivered, how fast, what waits and what
+    fails; a summary is printed at exit.
+
+    Example: `xavyo-siem run --metrics-port 9464`, or `xavyo-siem run --drain --timeout 600`
+    from cron.
     """
     settings = load_settings()
     engine = open_store(db)
-    _log_to_stderr()
+    configure_logging(log_format, log_level)
     mode = "draining" if drain else "continuous"
-    stuck = run_worker(
-        engine=engine,
-        settings=settings,
-        secrets=lambda: startup_secrets(settings),
-        worker_settings=WorkerSettings(
-            lease_ttl_s=lease_ttl,
-            scan_interval_s=lease_ttl / 3,
-            listen_poll_s=poll_interval * 10,
-            export_retention_s=settings.export_retention.total_seconds(),
-            pipeline=PipelineSettings(
-                poll_interval_s=poll_interval,
-                retry=RetryPolicy(
-                    base_s=retry_base, cap_s=retry_cap, misconfigured_cap_s=probe_cap
-                ),
-            ),
+    if not _enabled_destinations(engine):
+        err.print(
+            "no enabled destinations yet: the worker waits for one "
+            "(add one with `xavyo-siem destination add`)"
+        )
+    worker_settings = WorkerSettings(
+        lease_ttl_s=lease_ttl,
+        scan_interval_s=lease_ttl / 3,
+        listen_poll_s=poll_interval * 10,
+        export_retention_s=settings.export_retention.total_seconds(),
+        pipeline=PipelineSettings(
+            poll_interval_s=poll_interval,
+            retry=RetryPolicy(base_s=retry_base, cap_s=retry_cap, misconfigured_cap_s=probe_cap),
         ),
-        drain=drain,
-        api=partial(_api, settings, engine, host=api_host, port=api_port, export_dir=api_export_dir)
-        if api
-        else None,
-        metrics_port=metrics_port,
-        started=lambda owner: err.print(f"worker {owner} started ({mode})"),
     )
+    serving = (
+        partial(_api, settings, engine, host=api_host, port=api_port, export_dir=api_export_dir)
+        if api
+        else None
+    )
+    with watching():
+        stuck = run_worker(
+            engine=engine,
+            settings=settings,
+            secrets=lambda: startup_secrets(settings),
+            worker_settings=worker_settings,
+            drain=drain,
+            api=serving,
+            metrics_port=metrics_port,
+            started=lambda owner: err.print(f"worker {owner} started ({mode})"),
+            timeout_s=timeout,
+        )
     for reason in stuck:
-        err.print(f"stuck: {reason}")
+        err.print(f"not caught up: {reason}", markup=False)
     if stuck:
         raise typer.Exit(1)
 
@@ -130,6 +162,8 @@ def serve(
     export_dir: Annotated[
         Path, typer.Option("--export-dir", help="Where file exports asked over the API go.")
     ] = Path("exports"),
+    log_format: LogFormatOption = LogFormat.TEXT,
+    log_level: LogLevelOption = LogLevel.INFO,
     db: DbOption = DEFAULT_DATABASE_URL,
 ) -> None:
     """Serve the HTTP API (OpenAPI document at /openapi.json) until Ctrl-C or SIGTERM.
@@ -144,14 +178,14 @@ def serve(
     settings = load_settings()
     keyring, egress = startup_secrets(settings)
     engine = open_store(db)
-    _log_to_stderr()
+    configure_logging(log_format, log_level)
     serve_api(_api(settings, engine, keyring, egress, host=host, port=port, export_dir=export_dir))
 
 
-def _log_to_stderr() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def _enabled_destinations(engine: Engine) -> int:
+    """How many destinations are enabled, over every tenant."""
+    with engine.connect() as conn:
+        return len(enabled_destination_ids(conn))
 
 
 def _api(

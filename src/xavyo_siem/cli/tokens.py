@@ -62,7 +62,7 @@ def tokens_list(
 
     Example: `xavyo-siem tokens list --tenant 3f0c… --json`
     """
-    with open_store(db).connect() as conn:
+    with open_store(db, create=False).connect() as conn:
         found = list_tokens(conn, tenant_id=tenant)
     if json:
         print_json_lines(t.to_dict() for t in found)

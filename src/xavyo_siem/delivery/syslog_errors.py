@@ -77,6 +77,12 @@ def classify_error(exc: BaseException, where: str) -> RetryLater | Misconfigured
         return RetryLater(f"{where}: connection refused (no receiver listening)")
     if isinstance(exc, TimeoutError):
         return RetryLater(f"{where}: timed out")
+    if isinstance(exc, ConnectionAbortedError) and "SSL handshake" in str(exc):
+        # asyncio's own words for a peer that never answered the TLS hello
+        return RetryLater(
+            f"{where}: the peer did not answer the TLS handshake in time; is it a TLS port? "
+            "(a plain TCP receiver waits silently for a message)"
+        )
     if isinstance(exc, ConnectionError):
         detail = exc.strerror or str(exc) or type(exc).__name__
         return RetryLater(f"{where}: connection lost: {detail}")

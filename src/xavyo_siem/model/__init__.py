@@ -6,6 +6,7 @@ Every name is importable from `xavyo_siem.model`; the modules are split by subje
 
 from xavyo_siem.model.conversions import (
     EPOCH,
+    format_duration,
     format_timestamp,
     from_epoch_us,
     to_epoch_us,
@@ -17,6 +18,7 @@ from xavyo_siem.model.destination import (
     DeliveryHealth,
     RateLimit,
     SiemDestination,
+    WorkersSeen,
 )
 from xavyo_siem.model.enums import (
     CircuitState,
@@ -70,6 +72,8 @@ __all__ = [
     "Outcome",
     "RateLimit",
     "SiemDestination",
+    "WorkersSeen",
+    "format_duration",
     "format_timestamp",
     "from_epoch_us",
     "to_epoch_us",

@@ -11,6 +11,7 @@ from xavyo_siem.speedups import EPOCH, to_epoch_us, uuid_text
 
 __all__ = [
     "EPOCH",
+    "format_duration",
     "format_timestamp",
     "from_epoch_us",
     "optional_timestamp",
@@ -30,6 +31,17 @@ def from_epoch_us(us: int) -> datetime:
 def format_timestamp(ts: datetime) -> str:
     """RFC 3339 in UTC with a four-digit year, exactly six fraction digits and a `Z`."""
     return ts.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as a person reads it: `0.4 s`, `42 s`, `7 min`, `3 h`, `12 d`."""
+    seconds = max(seconds, 0.0)
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    for unit, size, limit in (("s", 1, 90), ("min", 60, 90 * 60), ("h", 3600, 48 * 3600)):
+        if seconds < limit:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds / 86400:,.0f} d"
 
 
 def optional_timestamp(ts: datetime | None) -> str | None:

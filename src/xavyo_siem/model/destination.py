@@ -4,15 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 from uuid import UUID
 
-from xavyo_siem.model.conversions import EPOCH, format_timestamp, optional_timestamp
+from xavyo_siem.model.conversions import (
+    EPOCH,
+    format_duration,
+    format_timestamp,
+    optional_timestamp,
+)
 from xavyo_siem.model.enums import CircuitState, DeliveryType, ExportFormat
 from xavyo_siem.model.filter import EventFilter
 
-__all__ = ["DEFAULT_RATE_LIMIT", "DeliveryHealth", "RateLimit", "SiemDestination"]
+__all__ = [
+    "DEFAULT_RATE_LIMIT",
+    "WORKER_ALIVE",
+    "DeliveryHealth",
+    "RateLimit",
+    "SiemDestination",
+    "WorkersSeen",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +118,19 @@ class DeliveryHealth:
         worker keeps the destination switched off because its endpoint said it is gone."""
         return self.consecutive_failures > 0 or self.disabled_reason is not None
 
+    @property
+    def state(self) -> str:
+        """The destination's state in words: `ok`, `failing`, `never delivered` (nothing
+        accepted yet), `disabled` (by an operator) or `switched off` (by the worker: its
+        endpoint said it is gone)."""
+        if not self.enabled:
+            return "switched off" if self.disabled_reason else "disabled"
+        if self.failing:
+            return "failing"
+        if self.last_success is None:
+            return "never delivered"
+        return "ok"
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form shown by `xavyo-siem health --json` and the API."""
         return {
@@ -136,3 +161,33 @@ class DeliveryHealth:
 def _rate_dict(limit: RateLimit | None) -> dict[str, float | int] | None:
     """A rate limit's JSON form; None (no limit) is null."""
     return None if limit is None else {"events_per_s": limit.events_per_s, "burst": limit.burst}
+
+
+# A worker renews its heartbeat every third of its lease time (30 s by default); one not
+# heard of for this long is taken for dead.
+WORKER_ALIVE: Final = timedelta(seconds=30)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersSeen:
+    """Whether any worker is delivering: how many are alive, and when one was last heard."""
+
+    alive: int
+    registered: int
+    last_heartbeat_age_s: float | None  # None: no worker registered
+
+    @classmethod
+    def of(cls, heartbeats: Mapping[str, datetime], *, now: datetime) -> WorkersSeen:
+        """From each registered worker's last heartbeat (`store.leases.worker_heartbeats`)."""
+        ages = [(now - beat).total_seconds() for beat in heartbeats.values()]
+        alive = [age for age in ages if age <= WORKER_ALIVE.total_seconds()]
+        return cls(len(alive), len(ages), min(ages) if ages else None)
+
+    def describe(self) -> str:
+        """`2 alive (last heartbeat 3.1 s ago)`, or why none is."""
+        if self.last_heartbeat_age_s is None:
+            return "none running; start `xavyo-siem run` to deliver"
+        age = format_duration(self.last_heartbeat_age_s)
+        if self.alive:
+            return f"{self.alive} alive (last heartbeat {age} ago)"
+        return f"none alive (last heartbeat {age} ago); start `xavyo-siem run` to deliver"

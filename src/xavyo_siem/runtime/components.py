@@ -22,7 +22,9 @@ from sqlalchemy.exc import DBAPIError
 from xavyo_siem.crypto import CryptoError, KeyRing
 from xavyo_siem.delivery import (
     Delivered,
+    DeliveryResult,
     Record,
+    Transport,
     connect_target,
     credential_binding,
     credential_required,
@@ -221,10 +223,30 @@ async def _test_steps(
             event = test_event(destination.tenant_id)
             record = Record.of(event, opened.formatter(event))
             result = await transport.send([record])
-            steps += _delivery_steps(destination, result)
+            accepted = "accepted"
+            if destination.delivery_type is DeliveryType.SYSLOG_UDP and isinstance(
+                result, Delivered
+            ):
+                result, accepted = await _udp_answer(transport)
+            steps += _delivery_steps(destination, result, accepted=accepted)
     finally:
         await transport.aclose()
     return steps
+
+
+# How long `destination test` waits for an ICMP "port unreachable" after a UDP datagram.
+_UDP_ANSWER_S = 0.5
+
+
+async def _udp_answer(transport: Transport) -> tuple[DeliveryResult, str]:
+    """UDP has no acknowledgement: the best a test can do is wait briefly for an ICMP error
+    (nobody listening on the port), and otherwise say that nothing came back."""
+    await asyncio.sleep(_UDP_ANSWER_S)
+    heard = await transport.check()
+    return heard, (
+        f"sent; no ICMP error came back within {_UDP_ANSWER_S:g} s (UDP has no "
+        "acknowledgement: check that the receiver got the test event)"
+    )
 
 
 async def _resolve_step(host: str, port: int, guard: EgressGuard) -> TestStep:
@@ -284,14 +306,16 @@ def _tls_detail(destination: SiemDestination) -> str:
     return "the peer's certificate chain and host name verified"
 
 
-def _delivery_steps(destination: SiemDestination, result: object) -> list[TestStep]:
+def _delivery_steps(
+    destination: SiemDestination, result: object, *, accepted: str = "accepted"
+) -> list[TestStep]:
     """The test event's send as steps: webhook credentials, then acceptance."""
     webhook = destination.delivery_type is DeliveryType.WEBHOOK
     if isinstance(result, Delivered):
         steps = []
         if webhook and destination.has_secret:
             steps.append(TestStep("authenticate", True, "the receiver accepted our credentials"))
-        return [*steps, TestStep("deliver", True, "accepted")]
+        return [*steps, TestStep("deliver", True, accepted)]
     reason = _describe(result)
     if webhook and _is_auth_failure(reason):
         return [TestStep("authenticate", False, reason)]

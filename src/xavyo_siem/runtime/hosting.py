@@ -73,9 +73,12 @@ def run_worker(
     api: ApiFor | None = None,
     metrics_port: int | None = None,
     started: Callable[[str], None] | None = None,
+    timeout_s: float | None = None,
 ) -> list[str]:
     """Run a worker until SIGTERM or SIGINT, or with `drain` until every destination caught
-    up; the reasons of the destinations left stuck (misconfigured) when draining.
+    up, or for at most `timeout_s` seconds. Returns why a drain ended short of catching up:
+    the reasons of the destinations left stuck (misconfigured), and the timeout if it struck
+    first.
 
     The single-worker lock of a SQLite store is taken first: while another worker holds it,
     `SiemError` says so at once, before anything else is asked of the operator. Only then
@@ -96,7 +99,7 @@ def run_worker(
         server = None if api is None else _api_server(api(keyring, egress))
         if started is not None:
             started(worker.owner)
-        return asyncio.run(_serve(worker, server, drain=drain))
+        return asyncio.run(_serve(worker, server, drain=drain, timeout_s=timeout_s))
 
 
 def serve_api(api: ApiServing) -> None:
@@ -145,8 +148,16 @@ def _api_server(api: ApiServing) -> uvicorn.Server:
     return Server(config)
 
 
-async def _serve(worker: Worker | None, server: uvicorn.Server | None, *, drain: bool) -> list[str]:
-    """Run the worker and the API server side by side; SIGTERM and SIGINT stop both."""
+async def _serve(
+    worker: Worker | None,
+    server: uvicorn.Server | None,
+    *,
+    drain: bool,
+    timeout_s: float | None = None,
+) -> list[str]:
+    """Run the worker and the API server side by side; SIGTERM and SIGINT stop both, and
+    so does `timeout_s` when given."""
+    ended_short: list[str] = []
 
     def stop() -> None:
         if worker is not None:
@@ -154,7 +165,14 @@ async def _serve(worker: Worker | None, server: uvicorn.Server | None, *, drain:
         if server is not None:
             server.should_exit = True
 
+    def time_out() -> None:
+        if drain:
+            ended_short.append(f"stopped after {timeout_s:g} s, before every destination caught up")
+        stop()
+
     stop_on_signals(stop)
+    if timeout_s is not None:
+        asyncio.get_running_loop().call_later(timeout_s, time_out)
     # Store reads, file appends and fsyncs run on threads; a worker with many destinations
     # keeps more of them waiting at once than the default pool (cores + 4) would let run.
     asyncio.get_running_loop().set_default_executor(
@@ -163,10 +181,10 @@ async def _serve(worker: Worker | None, server: uvicorn.Server | None, *, drain:
     serving = None if server is None else asyncio.create_task(server.serve())
     try:
         if worker is not None:
-            return await worker.run(drain=drain)
+            return [*await worker.run(drain=drain), *ended_short]
         if serving is not None:
             await serving
-        return []
+        return ended_short
     finally:
         if server is not None and serving is not None:
             server.should_exit = True

@@ -18,6 +18,7 @@ __all__ = [
     "DeadLetter",
     "add_dead_letters",
     "list_dead_letters",
+    "missing_ids",
     "remove_dead_letters",
     "replay_requested",
     "replays_waiting",
@@ -113,6 +114,22 @@ def request_replay(
     if ids is not None:
         statement = statement.where(_DL.id.in_(list(ids)))
     return conn.execute(statement).rowcount
+
+
+@scoped
+def missing_ids(
+    conn: Connection, *, tenant_id: UUID, destination_id: UUID, ids: Iterable[int]
+) -> list[int]:
+    """Those of `ids` that are not dead letters of the destination, in ascending order."""
+    wanted = set(ids)
+    found = conn.execute(
+        select(_DL.id).where(
+            _DL.tenant_id == str(tenant_id),
+            _DL.destination_id == str(destination_id),
+            _DL.id.in_(sorted(wanted)),
+        )
+    ).scalars()
+    return sorted(wanted.difference(found))
 
 
 @scoped

@@ -129,7 +129,10 @@ def upgrade(
     `bind_credential`, given when the key ring is at hand, lets migration 0006 bind the
     credentials sealed before bindings; without it they stay as they are until `keys rotate`.
     """
-    before = current_revision(engine)
+    try:
+        before = current_revision(engine)
+    except OperationalError as exc:
+        raise StoreError(f"database: cannot connect ({_first_line(exc)})") from None
     config = _alembic_config()
     with writing(engine) as conn:
         config.attributes["connection"] = conn
@@ -138,14 +141,23 @@ def upgrade(
     return before, head_revision()
 
 
-def open_store(url: str) -> Engine:
+def open_store(url: str, *, create: bool = True) -> Engine:
     """An engine on an up-to-date store.
 
     The embedded SQLite default migrates itself on first use; PostgreSQL must be migrated
     by the operator (`xavyo-siem db upgrade`), so a deploy never changes a shared schema
-    by surprise.
+    by surprise. With `create=False` (commands that only read) a SQLite file that does not
+    exist yet is an error instead of a new, empty store.
     """
     engine = make_engine(url)
+    database = engine.url.database
+    is_file = engine.dialect.name == "sqlite" and database and database != ":memory:"
+    if not create and is_file and not Path(str(database)).exists():
+        engine.dispose()
+        raise StoreError(
+            f"database: no store at {database} yet (ingest events or add a destination "
+            "first, or give --db)"
+        )
     try:
         current = current_revision(engine)
     except OperationalError as exc:
@@ -157,9 +169,10 @@ def open_store(url: str) -> Engine:
         upgrade(engine)
         return engine
     engine.dispose()
+    shown = engine.url.render_as_string(hide_password=True)
     raise StoreError(
         f"database: schema is at {current or 'nothing'}, this version needs {head_revision()}; "
-        "run `xavyo-siem db upgrade`"
+        f"run `xavyo-siem db upgrade --db {shown}`"
     )
 
 

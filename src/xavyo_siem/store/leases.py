@@ -24,8 +24,8 @@ from sqlalchemy import Connection, delete, func, insert, literal, or_, select, u
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
-from xavyo_siem.model import to_epoch_us, uuid_from_canonical
-from xavyo_siem.store.scope import ANALYZE_LEASES, scoped
+from xavyo_siem.model import from_epoch_us, to_epoch_us, uuid_from_canonical
+from xavyo_siem.store.scope import ANALYZE_LEASES, platform_wide, scoped
 from xavyo_siem.store.tables import destinations, leases, workers
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "held_leases",
     "refresh_lease_statistics",
     "release_leases",
+    "worker_heartbeats",
 ]
 
 _L = leases.c
@@ -66,6 +67,13 @@ def heartbeat(conn: Connection, *, owner: str, ttl: timedelta, now: datetime) ->
         )
     ).one()
     return math.ceil(int(enabled) / max(int(live), 1))
+
+
+@platform_wide
+def worker_heartbeats(conn: Connection) -> dict[str, datetime]:
+    """Each registered worker's last heartbeat, by worker name (a stopped worker has left)."""
+    rows = conn.execute(select(_W.owner, _W.heartbeat_us)).all()
+    return {owner: from_epoch_us(beat) for owner, beat in rows}
 
 
 def forget_worker(conn: Connection, *, owner: str) -> None:
