@@ -43,6 +43,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "destinations": _BASE
     | {"model", "format", "delivery", "store", "crypto", "egress", "settings", "trail"},
     "batch": _BASE | {"model", "format", "delivery", "store", "pipeline", "manifest", "trail"},
+    "sources": _BASE | {"model", "delivery", "store", "ingest", "crypto", "egress", "settings"},
     "tenants": _BASE
     | {"model", "format", "delivery", "store", "pipeline", "batch", "manifest", "trail"},
     "runtime": _BASE
@@ -60,6 +61,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
         "settings",
         "credentials",
         "trail",
+        "sources",
     },
     "api": _BASE
     | {
@@ -82,7 +84,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
         "tenants",
     },
 }
-ALLOWED["cli"] = ALLOWED["api"] | {"api", "sample"}
+ALLOWED["cli"] = ALLOWED["api"] | {"api", "sample", "sources"}
 ALLOWED["__main__"] = frozenset({"cli"})
 ALLOWED["__init__"] = frozenset({"model"})
 # The package root holds `__version__` and re-exports the event: whatever may import the model

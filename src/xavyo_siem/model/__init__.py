@@ -37,6 +37,7 @@ from xavyo_siem.model.event import (
 )
 from xavyo_siem.model.filter import EventFilter
 from xavyo_siem.model.jobs import BatchExportJob, ExportCheckpoint
+from xavyo_siem.model.source import SourcePosition, SourceState, TableSource
 from xavyo_siem.model.validation import (
     MAX_EVENT_TYPE_CHARS,
     MAX_METADATA_CHARS,
@@ -70,6 +71,9 @@ __all__ = [
     "Outcome",
     "RateLimit",
     "SiemDestination",
+    "SourcePosition",
+    "SourceState",
+    "TableSource",
     "format_timestamp",
     "from_epoch_us",
     "to_epoch_us",

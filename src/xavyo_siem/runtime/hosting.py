@@ -2,10 +2,11 @@
 
 `run_worker` is all of `xavyo-siem run` but its options: it holds the single-worker lock of
 a SQLite store, serves the Prometheus metrics, opens destinations with the process's key
-ring and SSRF guard, and runs the worker, with the HTTP API co-hosted in the same event
-loop when asked, until SIGTERM or SIGINT (or, draining, until every destination caught
-up). `serve_api` is the same without a worker (`xavyo-siem serve`). The API application
-is built by the caller (the API sits above the runtime) and handed in as `ApiServing`.
+ring and SSRF guard, and runs the worker and the sources it tails (`sources.SourceTailer`),
+with the HTTP API co-hosted in the same event loop when asked, until SIGTERM or SIGINT (or,
+draining, until every destination caught up). `serve_api` is the same without a worker
+(`xavyo-siem serve`). The API application is built by the caller (the API sits above the
+runtime) and handed in as `ApiServing`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from xavyo_siem.pipeline.loop import DestinationComponents
 from xavyo_siem.runtime.components import open_destination
 from xavyo_siem.runtime.worker import Worker, WorkerSettings
 from xavyo_siem.settings import Settings
+from xavyo_siem.sources import SourceTailer
 
 if TYPE_CHECKING:
     import uvicorn
@@ -94,9 +96,10 @@ def run_worker(
             start_http_server(metrics_port)
         worker = Worker(engine=engine, open_components=open_components, settings=worker_settings)
         server = None if api is None else _api_server(api(keyring, egress))
+        tailer = SourceTailer(engine, keyring=keyring, egress=egress)
         if started is not None:
             started(worker.owner)
-        return asyncio.run(_serve(worker, server, drain=drain))
+        return asyncio.run(_serve(worker, server, drain=drain, beside=tailer))
 
 
 def serve_api(api: ApiServing) -> None:
@@ -145,10 +148,19 @@ def _api_server(api: ApiServing) -> uvicorn.Server:
     return Server(config)
 
 
-async def _serve(worker: Worker | None, server: uvicorn.Server | None, *, drain: bool) -> list[str]:
-    """Run the worker and the API server side by side; SIGTERM and SIGINT stop both."""
+async def _serve(
+    worker: Worker | None,
+    server: uvicorn.Server | None,
+    *,
+    drain: bool,
+    beside: SourceTailer | None = None,
+) -> list[str]:
+    """Run the worker, the sources it tails (`beside`) and the API server side by side;
+    SIGTERM and SIGINT stop them all."""
 
     def stop() -> None:
+        if beside is not None:
+            beside.stop()
         if worker is not None:
             worker.stop()
         if server is not None:
@@ -161,6 +173,7 @@ async def _serve(worker: Worker | None, server: uvicorn.Server | None, *, drain:
         ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="xavyo-siem")
     )
     serving = None if server is None else asyncio.create_task(server.serve())
+    tailing = None if beside is None else asyncio.create_task(beside.run())
     try:
         if worker is not None:
             return await worker.run(drain=drain)
@@ -168,6 +181,9 @@ async def _serve(worker: Worker | None, server: uvicorn.Server | None, *, drain:
             await serving
         return []
     finally:
+        if beside is not None and tailing is not None:
+            beside.stop()
+            await tailing
         if server is not None and serving is not None:
             server.should_exit = True
             await serving
