@@ -38,6 +38,7 @@ _MAPPABLE: Final = frozenset(FIELD_NAMES) - {"normalized"}
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
 _METADATA_KEY: Final = re.compile(r"metadata\.([^\s=]{1,200})")
 _AS_IS: Final = (str, int, float, bool, UUID, datetime, dict, list)
+_PLAIN_TYPES: Final = frozenset(_AS_IS)  # the common case, one set lookup per value
 
 
 def check_identifier(field: str, name: str) -> str:
@@ -111,11 +112,10 @@ class RowReader:
         ]
 
     def __call__(self, row: Sequence[Any]) -> dict[str, Any]:
-        data: dict[str, Any] = {}
-        for field, index in self._fields:
-            value = row[index]
-            if value is not None:
-                data[field] = value if isinstance(value, _AS_IS) else str(value)
+        data = {field: row[index] for field, index in self._fields if row[index] is not None}
+        for field, value in data.items():
+            if value.__class__ not in _PLAIN_TYPES and not isinstance(value, _AS_IS):
+                data[field] = str(value)
         if self._whole is not None or self._keys:
             metadata = self._metadata(row)
             if metadata is not None:

@@ -137,10 +137,24 @@ WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
 """
 
 
+# Column types read as their text: what the event keeps as text anyway, whose driver
+# objects cost more to make than the text (an `inet`'s ipaddress, a `jsonb` parsed by the
+# standard library's json; the mapping parses a JSON text with orjson). An address is read
+# in its output form (`format`): its cast to text would add `/32` to a host address.
+_AS_TEXT: Final = {
+    "inet": "format('%%s', {})",
+    "cidr": "format('%%s', {})",
+    "macaddr": "format('%%s', {})",
+    "json": "{}::text",
+    "jsonb": "{}::text",
+}
+
+
 class PeerTable:
     """One peer table, read in `(xid, seq)` order below the horizon.
 
-    `columns` are selected after the two order columns (a row is `(xid, seq, *columns)`).
+    `columns` are selected after the two order columns (a row is `(xid, seq, *columns)`);
+    the columns of a type in `_AS_TEXT` are read as text (`prepare`, on the first read).
     """
 
     def __init__(
@@ -153,26 +167,40 @@ class PeerTable:
         self.columns = tuple(columns)
         xid, seq = sql.Identifier(xid_column), sql.Identifier(seq_column)
         qualified = sql.Identifier(schema, name)
-        self._page = sql.SQL(
+        self._page: sql.Composed | None = None
+        self._last = sql.SQL(
+            "SELECT {xid}::text::bigint, {seq} FROM {table} WHERE {xid} < {horizon}"
+            " ORDER BY {xid} DESC, {seq} DESC LIMIT 1"
+        ).format(xid=xid, seq=seq, table=qualified, horizon=_HORIZON)
+
+    def prepare(self, conn: psycopg.Connection[Any]) -> sql.Composed:
+        """The statement that reads a page, with the columns' casts (see `_AS_TEXT`)."""
+        types = self._columns_of(conn, self._oid(conn))
+        selected = [
+            sql.SQL(_AS_TEXT[types[column].type]).format(sql.Identifier(column))
+            if column in types and types[column].type in _AS_TEXT
+            else sql.Identifier(column)
+            for column in self.columns
+        ]
+        xid, seq = sql.Identifier(self.xid_column), sql.Identifier(self.seq_column)
+        return sql.SQL(
             "SELECT {xid}::text::bigint, {seq}, {columns} FROM {table}"
             " WHERE ({xid}, {seq}) > (%s::text::xid8, %s) AND {xid} < {horizon}"
             " ORDER BY {xid}, {seq} LIMIT %s"
         ).format(
             xid=xid,
             seq=seq,
-            columns=sql.SQL(", ").join(sql.Identifier(column) for column in self.columns),
-            table=qualified,
+            columns=sql.SQL(", ").join(selected),
+            table=sql.Identifier(self._schema, self._name),
             horizon=_HORIZON,
         )
-        self._last = sql.SQL(
-            "SELECT {xid}::text::bigint, {seq} FROM {table} WHERE {xid} < {horizon}"
-            " ORDER BY {xid} DESC, {seq} DESC LIMIT 1"
-        ).format(xid=xid, seq=seq, table=qualified, horizon=_HORIZON)
 
     def read_page(
         self, conn: psycopg.Connection[Any], *, after: SourcePosition, limit: int
     ) -> list[tuple[Any, ...]]:
         """Up to `limit` final rows after `after`, in order: `(xid, seq, *columns)`."""
+        if self._page is None:
+            self._page = self.prepare(conn)
         cursor = conn.cursor()
         cursor.execute(self._page, (str(after.xid), after.seq, limit), prepare=True)
         return cursor.fetchall()
@@ -183,9 +211,9 @@ class PeerTable:
         row = conn.execute(self._last).fetchone()
         return SourcePosition() if row is None else SourcePosition(row[0], row[1])
 
-    def check(self, conn: psycopg.Connection[Any], *, timestamp_column: str) -> None:
-        """Refuse a table that is missing, unreadable, lacks a mapped column, or cannot be
-        read in a gap-free order; the message says what to add."""
+    def _oid(self, conn: psycopg.Connection[Any]) -> int:
+        """The table's oid; `InvalidSource` when the peer has no such table or its user may
+        not read it."""
         found = conn.execute(
             "SELECT c.oid, has_table_privilege(c.oid, 'SELECT') FROM pg_class c"
             " JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -198,10 +226,19 @@ class PeerTable:
             raise InvalidSource(
                 "table", f"the peer's user may not read {self.table} (GRANT SELECT ON it)"
             )
-        columns = {
+        return int(found[0])
+
+    @staticmethod
+    def _columns_of(conn: psycopg.Connection[Any], oid: int) -> dict[str, _Column]:
+        return {
             row[0]: _Column(row[0], row[1], row[2], row[3])
-            for row in conn.execute(_COLUMNS_OF, (found[0],))
+            for row in conn.execute(_COLUMNS_OF, (oid,))
         }
+
+    def check(self, conn: psycopg.Connection[Any], *, timestamp_column: str) -> None:
+        """Refuse a table that is missing, unreadable, lacks a mapped column, or cannot be
+        read in a gap-free order; the message says what to add."""
+        columns = self._columns_of(conn, self._oid(conn))
         missing = [column for column in self.columns if column not in columns]
         if missing:
             raise InvalidSource("map", f"{self.table} has no column {', '.join(missing)}")

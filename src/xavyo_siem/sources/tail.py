@@ -33,6 +33,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -52,7 +53,7 @@ from xavyo_siem.sources.peer import PeerError, connect_peer, scrubbed
 from xavyo_siem.store import sources as rows
 from xavyo_siem.store.quarantine import QuarantineEntry
 
-__all__ = ["SourceTailer", "TailSettings", "store_rows"]
+__all__ = ["SourcePage", "SourceTailer", "TailSettings", "page_of_rows", "store_page"]
 
 log = logging.getLogger("xavyo_siem.sources")
 
@@ -88,19 +89,23 @@ def _tenant_of(data: dict[str, Any]) -> UUID | None:
         return None
 
 
-def store_rows(
-    engine: Engine,
-    source: TableSource,
-    reader: RowReader,
-    page: Sequence[Sequence[Any]],
-    *,
-    after: SourcePosition,
-    synced: bool,
-) -> SourcePosition:
-    """Store the events of `page` (rows `(xid, seq, *columns)` read after `after`), keep
-    the rows that are no event in the quarantine, and move the source's cursor to the last
-    row, all in one transaction; the new position. `_CursorMoved` (nothing stored) when the
-    cursor is no longer at `after`."""
+@dataclass(frozen=True, slots=True)
+class SourcePage:
+    """A page of rows made into events: the events, the rows that are no event (as
+    quarantine entries), how many rows, and the position of the last one."""
+
+    events: list[AuditEvent]
+    set_aside: list[QuarantineEntry]
+    rows: int
+    end: SourcePosition
+
+
+def page_of_rows(
+    source: TableSource, reader: RowReader, page: Sequence[Sequence[Any]]
+) -> SourcePage:
+    """The events of `page` (rows `(xid, seq, *columns)`, not empty), each through
+    `AuditEvent.from_dict`; a row that cannot be an event is set aside for the quarantine,
+    its source `source:<name>:<xid>:<seq>`."""
     from_dict = AuditEvent.from_dict
     events: list[AuditEvent] = []
     set_aside: list[QuarantineEntry] = []
@@ -112,15 +117,23 @@ def store_rows(
             raw = orjson.dumps(data, default=str)
             where = f"source:{source.name}:{row[0]}:{row[1]}"
             set_aside.append(QuarantineEntry.of_line(str(exc), where, raw, _tenant_of(data)))
-    position = SourcePosition(page[-1][0], page[-1][1])
+    return SourcePage(events, set_aside, len(page), SourcePosition(page[-1][0], page[-1][1]))
+
+
+def store_page(
+    engine: Engine, source: TableSource, page: SourcePage, *, after: SourcePosition, synced: bool
+) -> None:
+    """Store the events of `page` (read after `after`), keep its set-aside rows in the
+    quarantine, and move the source's cursor to its end, all in one transaction.
+    `_CursorMoved` (nothing stored) when the cursor is no longer at `after`."""
 
     def move_cursor(conn: Connection, done: IngestResult) -> None:
         if not rows.advance_source(
             conn,
             source_id=source.id,
             expected=after,
-            position=position,
-            read=len(page),
+            position=page.end,
+            read=page.rows,
             quarantined=done.quarantined,
             synced_us=to_epoch_us(datetime.now(UTC)) if synced else None,
         ):
@@ -128,12 +141,11 @@ def store_rows(
 
     store_events(
         engine,
-        events,
-        set_aside=set_aside,
+        page.events,
+        set_aside=page.set_aside,
         source=f"source:{source.name}",
         within=move_cursor,
     )
-    return position
 
 
 class SourceTailer:
@@ -235,28 +247,43 @@ class SourceTailer:
             raise PeerError(scrubbed(said, dsn)) from None
 
     def _follow_peer(self, source: TableSource, dsn: str, stopping: threading.Event) -> None:
+        """Read pages from the peer and store them until told to stop. While a full page is
+        stored, the next one is read and made into events on a helper thread (the store
+        and the peer wait on their sockets and disks meanwhile, not on each other)."""
         reader = RowReader(source.mapping, offset=2)
         table = peer_table_of(source, reader.columns)
+        limit = source.batch_rows
         with self._engine.connect() as conn:
             found = rows.find_source(conn, name_or_id=str(source.id))
         if found is None:
             return
         position = found.state.position
         noted = 0.0
-        with connect_peer(dsn, self._egress) as peer:
+        with (
+            connect_peer(dsn, self._egress) as peer,
+            ThreadPoolExecutor(1, thread_name_prefix="xavyo-siem-source-read") as ahead,
+        ):
+
+            def read(after: SourcePosition) -> SourcePage | None:
+                found = table.read_page(peer, after=after, limit=limit)
+                return page_of_rows(source, reader, found) if found else None
+
+            coming = ahead.submit(read, position)
             while not (stopping.is_set() or self._stop.is_set()):
-                page = table.read_page(peer, after=position, limit=source.batch_rows)
-                caught_up = len(page) < source.batch_rows
-                if page:
-                    position = store_rows(
-                        self._engine, source, reader, page, after=position, synced=caught_up
-                    )
-                    noted = time.monotonic() if caught_up else noted
+                page = coming.result()
+                full = page is not None and page.rows == limit
+                if page is not None and full:
+                    coming = ahead.submit(read, page.end)
+                if page is not None:
+                    store_page(self._engine, source, page, after=position, synced=not full)
+                    position = page.end
+                    noted = noted if full else time.monotonic()
                 elif time.monotonic() - noted >= _SYNC_NOTE_S:
                     _note_synced(self._engine, source, position)
                     noted = time.monotonic()
-                if caught_up:
+                if not full:
                     stopping.wait(self.settings.poll_interval_s)
+                    coming = ahead.submit(read, position)
 
     @contextlib.contextmanager
     def _holding(self, source: TableSource) -> Iterator[bool]:
