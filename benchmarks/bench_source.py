@@ -1,9 +1,10 @@
 """Source benchmark: events/s from the identity provider's audit table into the store.
 
     .venv/bin/python benchmarks/bench_source.py [--events 200000] [--repeat 3]
-        [--store sqlite|postgresql|both] [--batch-rows 5000] [--pg-admin-url URL]
+        [--store sqlite|postgresql|both] [--batch-rows 5000] [--pg-admin-url URL] [--peer own]
 
-The peer is a throw-away database on the PostgreSQL at `--pg-admin-url` holding the table
+The peer is a throw-away database (on a PostgreSQL cluster of the benchmark's own, or with
+`--peer shared` on the one at `--pg-admin-url`, where the stores always are) holding the table
 docs/sources.md describes (the writing transaction's id and a sequence beside fifteen event
 columns, a `jsonb` metadata column among them), filled with `--events` sample events in
 transactions of 1,000 rows. Each run adds a source for it to a fresh store (a SQLite file,
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import sys
 import threading
 import time
 import uuid
@@ -36,6 +38,11 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from machine import describe_machine
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
+
+from peers.postgres_cluster import PostgresCluster  # noqa: E402
 
 PEER_TABLE = """
 CREATE SCHEMA audit;
@@ -220,37 +227,50 @@ def main() -> None:
     parser.add_argument(
         "--pg-admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     )
+    parser.add_argument(
+        "--peer",
+        choices=["own", "shared"],
+        default="own",
+        help="the identity provider's PostgreSQL: a cluster of the benchmark's own (default),"
+        " or the one at --pg-admin-url (where other work's open transactions hold the"
+        " horizon back)",
+    )
     args = parser.parse_args()
     print(describe_machine())
-    peer = _create_database(args.pg_admin_url, "xavyo_siem_bench_idp")
-    peer_dsn = _dsn(args.pg_admin_url, peer)
-    try:
-        began = time.perf_counter()
-        fill_peer(peer_dsn, args.events, args.tenants)
-        print(f"peer filled with {args.events} rows in {time.perf_counter() - began:.1f} s")
-        stores = ("sqlite", "postgresql") if args.store == "both" else (args.store,)
-        for store in stores:
-            rates, references = [], []
-            for _ in range(args.repeat):
-                for kind in ("source", "file"):
-                    with fresh_store(store, args.pg_admin_url) as (url, directory):
-                        if kind == "source":
-                            rates.append(one_run(url, peer_dsn, args.events, args.batch_rows))
-                        else:
-                            references.append(
-                                file_ingest(url, args.events, args.tenants, directory)
-                            )
-            figures = {
-                "store": store,
-                "events": args.events,
-                "batch_rows": args.batch_rows,
-                "source_events_per_s": [round(rate) for rate in rates],
-                "best": round(max(rates)),
-                "file_ingest_events_per_s": [round(rate) for rate in references],
-            }
-            print(json.dumps(figures))
-    finally:
-        _drop_database(args.pg_admin_url, peer)
+    with contextlib.ExitStack() as stack:
+        peer_admin = args.pg_admin_url
+        if args.peer == "own":
+            cluster = stack.enter_context(PostgresCluster())
+            peer_admin = f"postgresql+psycopg://postgres@127.0.0.1:{cluster.port}/postgres"
+        peer = _create_database(peer_admin, "xavyo_siem_bench_idp")
+        stack.callback(_drop_database, peer_admin, peer)
+        measure(args, _dsn(peer_admin, peer))
+
+
+def measure(args: argparse.Namespace, peer_dsn: str) -> None:
+    """Fill the peer, then run and print each store's figures."""
+    began = time.perf_counter()
+    fill_peer(peer_dsn, args.events, args.tenants)
+    print(f"peer filled with {args.events} rows in {time.perf_counter() - began:.1f} s")
+    stores = ("sqlite", "postgresql") if args.store == "both" else (args.store,)
+    for store in stores:
+        rates, references = [], []
+        for _ in range(args.repeat):
+            for kind in ("source", "file"):
+                with fresh_store(store, args.pg_admin_url) as (url, directory):
+                    if kind == "source":
+                        rates.append(one_run(url, peer_dsn, args.events, args.batch_rows))
+                    else:
+                        references.append(file_ingest(url, args.events, args.tenants, directory))
+        figures = {
+            "store": store,
+            "events": args.events,
+            "batch_rows": args.batch_rows,
+            "source_events_per_s": [round(rate) for rate in rates],
+            "best": round(max(rates)),
+            "file_ingest_events_per_s": [round(rate) for rate in references],
+        }
+        print(json.dumps(figures))
 
 
 if __name__ == "__main__":
