@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
@@ -29,6 +31,7 @@ __all__ = [
     "Tailing",
     "idp_row",
     "stored_ids",
+    "wait_for",
     "write_rows",
 ]
 
@@ -110,3 +113,12 @@ class Tailing:
         self.tailer.stop()
         self._thread.join(timeout=60)
         assert not self._thread.is_alive()
+
+
+def wait_for(check: Callable[[], bool], what: str, *, deadline_s: float = 120.0) -> None:
+    """Return once `check()` holds; fail naming `what` after `deadline_s` (generous: the
+    machine is shared). A wait, not a speed check."""
+    deadline = time.monotonic() + deadline_s
+    while not check():
+        assert time.monotonic() < deadline, f"still waiting for {what} after {deadline_s} s"
+        time.sleep(0.05)

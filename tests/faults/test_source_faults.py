@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -28,6 +28,7 @@ from idp_table import (
     PASSWORD,
     Tailing,
     stored_ids,
+    wait_for,
     write_rows,
 )
 from store_roles import as_role
@@ -38,15 +39,6 @@ from xavyo_siem.store import make_engine, upgrade
 from peers.postgres_cluster import PostgresCluster
 
 KEY = new_key_text()
-WAIT_S = 90.0  # generous: the machine is shared, and the backoff doubles while the peer is away
-
-
-def wait_for(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {WAIT_S} s waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture

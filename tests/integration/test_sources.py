@@ -12,7 +12,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import orjson
@@ -30,6 +30,7 @@ from idp_table import (
     Tailing,
     idp_row,
     stored_ids,
+    wait_for,
     write_rows,
 )
 from store_roles import owner_connection
@@ -89,16 +90,6 @@ def _add(engine: Engine, dsn: str, keyring: KeyRing, **options: str) -> None:
     add_source(engine, spec=spec, dsn=dsn, keyring=keyring, egress=ALLOW_LOOPBACK)
 
 
-WAIT_S = 120.0  # generous: the machine is shared
-
-
-def _wait_for(check: Callable[[], bool], what: str, deadline_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not check():
-        assert time.monotonic() < deadline, f"still waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_rows_of_transactions_that_commit_out_of_order_are_read_once_each(
     engine: Engine, idp: str, keyring: KeyRing
 ) -> None:
@@ -130,8 +121,8 @@ def test_rows_of_transactions_that_commit_out_of_order_are_read_once_each(
         held.commit()
         held.close()
         total = len(written) + len(early)
-        _wait_for(lambda: len(stored_ids(engine)) == total, f"{total} events stored")
-        _wait_for(
+        wait_for(lambda: len(stored_ids(engine)) == total, f"{total} events stored")
+        wait_for(
             lambda: find_source(engine, name_or_id="idp").state.events_read == total,
             "the source to count every row",
         )
@@ -150,7 +141,7 @@ def test_a_mapped_row_becomes_the_event_it_describes(
     _add(engine, idp, keyring)
     (event_id,) = write_rows(idp, 1)
     with Tailing(engine, keyring, ALLOW_LOOPBACK):
-        _wait_for(lambda: len(stored_ids(engine)) == 1, "the event")
+        wait_for(lambda: len(stored_ids(engine)) == 1, "the event")
     with owner_connection(engine) as conn:
         row = conn.execute(
             text("SELECT tenant_id, event_type, actor_email, source_ip, metadata, category"
@@ -171,7 +162,7 @@ def test_a_row_without_tenant_is_quarantined_naming_the_source(
     (orphan,) = write_rows(idp, 1, tenant=None)
     good += write_rows(idp, 2)
     with Tailing(engine, keyring, ALLOW_LOOPBACK):
-        _wait_for(lambda: find_source(engine, name_or_id="idp").state.events_read == 5, "rows")
+        wait_for(lambda: find_source(engine, name_or_id="idp").state.events_read == 5, "rows")
     assert sorted(stored_ids(engine)) == sorted(str(i) for i in good)
     with engine.connect() as conn:
         (entry,) = list_quarantined(conn, tenant_id=None)
@@ -260,7 +251,7 @@ def test_a_removed_source_is_no_longer_listed_and_its_events_stay(
     _add(engine, idp, keyring)
     write_rows(idp, 3)
     with Tailing(engine, keyring, ALLOW_LOOPBACK):
-        _wait_for(lambda: len(stored_ids(engine)) == 3, "the events")
+        wait_for(lambda: len(stored_ids(engine)) == 3, "the events")
     source = find_source(engine, name_or_id="idp")
     assert find_source(engine, name_or_id=str(source.id)) == source
     remove_source(engine, name_or_id=str(source.id))
@@ -278,5 +269,5 @@ def test_a_source_that_starts_now_skips_the_rows_already_there(
     _add(engine, idp, keyring, start="now")
     later = write_rows(idp, 2)
     with Tailing(engine, keyring, ALLOW_LOOPBACK):
-        _wait_for(lambda: len(stored_ids(engine)) == 2, "the later events")
+        wait_for(lambda: len(stored_ids(engine)) == 2, "the later events")
     assert sorted(stored_ids(engine)) == sorted(str(i) for i in later)

@@ -155,6 +155,9 @@ class PeerTable:
 
     `columns` are selected after the two order columns (a row is `(xid, seq, *columns)`);
     the columns of a type in `_AS_TEXT` are read as text (`prepare`, on the first read).
+    The order columns are selected under other names: `ORDER BY xact_id` would otherwise
+    sort by the selected `xact_id::text::bigint` (an output column's name wins), which no
+    index gives: every page would scan and sort the whole table.
     """
 
     def __init__(
@@ -169,8 +172,8 @@ class PeerTable:
         qualified = sql.Identifier(schema, name)
         self._page: sql.Composed | None = None
         self._last = sql.SQL(
-            "SELECT {xid}::text::bigint, {seq} FROM {table} WHERE {xid} < {horizon}"
-            " ORDER BY {xid} DESC, {seq} DESC LIMIT 1"
+            "SELECT {xid}::text::bigint AS source_xid, {seq} AS source_seq FROM {table}"
+            " WHERE {xid} < {horizon} ORDER BY {xid} DESC, {seq} DESC LIMIT 1"
         ).format(xid=xid, seq=seq, table=qualified, horizon=_HORIZON)
 
     def prepare(self, conn: psycopg.Connection[Any]) -> sql.Composed:
@@ -184,7 +187,8 @@ class PeerTable:
         ]
         xid, seq = sql.Identifier(self.xid_column), sql.Identifier(self.seq_column)
         return sql.SQL(
-            "SELECT {xid}::text::bigint, {seq}, {columns} FROM {table}"
+            "SELECT {xid}::text::bigint AS source_xid, {seq} AS source_seq, {columns}"
+            " FROM {table}"
             " WHERE ({xid}, {seq}) > (%s::text::xid8, %s) AND {xid} < {horizon}"
             " ORDER BY {xid}, {seq} LIMIT %s"
         ).format(
