@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 import orjson
 import psycopg
 import pytest
+from psycopg import sql
 from sqlalchemy import Engine, text
 
 from idp_table import (
@@ -45,6 +46,7 @@ from xavyo_siem.sources import (
     remove_source,
 )
 from xavyo_siem.sources.manage import SOURCE_TENANT, dsn_binding
+from xavyo_siem.sources.peer import PeerTable
 from xavyo_siem.store.quarantine import list_quarantined
 
 from peers.postgres_cluster import PostgresCluster
@@ -271,3 +273,19 @@ def test_a_source_that_starts_now_skips_the_rows_already_there(
     with Tailing(engine, keyring, ALLOW_LOOPBACK):
         wait_for(lambda: len(stored_ids(engine)) == 2, "the later events")
     assert sorted(stored_ids(engine)) == sorted(str(i) for i in later)
+
+
+def test_a_page_is_read_along_the_order_index_without_sorting(idp: str) -> None:
+    """The statement that reads a page walks the table's `(xact_id, seq)` index: no sort of
+    the whole table per page (which `ORDER BY` on a selected expression of the same name
+    would ask for)."""
+    table = PeerTable("audit.events", xid_column="xact_id", seq_column="seq",
+                      columns=("id", "tenant", "created_at", "ip", "details"))  # fmt: skip
+    with psycopg.connect(idp, autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")  # a small table: make the index the choice
+        conn.execute("SET enable_bitmapscan = off")
+        plan = "\n".join(
+            row[0] for row in conn.execute(sql.SQL("EXPLAIN ") + table.prepare(conn), ("0", 0, 50))
+        )
+    assert "Index Scan using events_xact_id_seq_idx" in plan, plan
+    assert "Sort" not in plan, plan
