@@ -194,7 +194,8 @@ class SourceTailer:
             return rows.list_sources(conn, enabled_only=True)
 
     def _follow(self, enabled: list[TableSource]) -> None:
-        """Start the tasks of new sources, stop those of sources gone or changed."""
+        """Start the tasks of new sources (and of those whose task ended), stop those of
+        sources removed or disabled."""
         wanted = {source.id: source for source in enabled}
         for source_id, (task, stopping) in list(self._tasks.items()):
             if source_id not in wanted or task.done():
@@ -213,8 +214,9 @@ class SourceTailer:
             try:
                 held = await _on_thread(self._tail, source, stopping)
                 delay = self.settings.backoff_initial_s
-                if not held:  # another worker tails it: try again later
-                    await _on_thread(stopping.wait, self.settings.rescan_interval_s)
+                # Told to stop, gone meanwhile, or another worker tails it: look again later.
+                pause = self.settings.poll_interval_s if held else self.settings.rescan_interval_s
+                await _on_thread(stopping.wait, pause)
                 continue
             except Exception as exc:  # isolation: a source's fault stays with the source
                 reason = str(exc) if isinstance(exc, SiemError) else type(exc).__name__
