@@ -8,6 +8,7 @@ message names the field and the rule, never a secret::
     ├── InvalidEvent(field, reason)        an audit event breaks a rule of the model
     ├── InvalidDestination(field, reason)  a destination's settings break a rule
     ├── InvalidFilter(field, reason)       an event filter breaks a rule
+    ├── InvalidSource(field, reason)       a source's settings or its peer table break a rule
     ├── EncodeError(field, reason)         an event cannot be written in a format
     ├── TenantRequired                     a read was attempted without a tenant
     ├── StoreError                         the store is unreachable or not migrated
@@ -24,6 +25,7 @@ __all__ = [
     "InvalidEvent",
     "InvalidExport",
     "InvalidFilter",
+    "InvalidSource",
     "SiemError",
     "StoreError",
     "TenantRequired",
@@ -55,6 +57,10 @@ class InvalidEvent(_FieldError):
     def at_line(self, line: int) -> InvalidEvent:
         """The same error, located at `line` of an input file (1-based)."""
         return InvalidEvent(self.field, self.reason, line=line)
+
+
+class InvalidSource(_FieldError):
+    """A source's settings, or the peer table it names, break a rule (`xavyo-siem source`)."""
 
 
 class InvalidDestination(_FieldError):

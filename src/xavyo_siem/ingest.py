@@ -25,7 +25,7 @@ from typing import Any, Final
 from uuid import UUID
 
 import orjson
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from xavyo_siem.errors import InvalidEvent
 from xavyo_siem.model import AuditEvent
@@ -198,6 +198,7 @@ def store_events(
     tenant_id: UUID | None = None,
     set_aside: list[QuarantineEntry] | None = None,
     source: str = "api",
+    within: Callable[[Connection, IngestResult], None] | None = None,
 ) -> IngestResult:
     """Append `events` in one transaction, each `(tenant_id, event_id)` once, and keep in
     the quarantine what was set aside while they were read and every conflict.
@@ -208,7 +209,8 @@ def store_events(
     list the parser filled (read once `events` is exhausted). An error raised while `events`
     is read rolls back everything, so it stores nothing. Once committed, the workers are
     told (`announce_new_events`). `tenant_id`, when given, is the one tenant the events
-    belong to (see `append_events`).
+    belong to (see `append_events`). `within`, when given, is called last in the same
+    transaction with what was done (a source moves its cursor there; raising rolls back).
     """
     with writing(engine) as conn:
         result = append_events(conn, events, tenant_id=tenant_id)
@@ -217,15 +219,18 @@ def store_events(
             raw = orjson.dumps(event.to_dict()).decode()
             entries.append(QuarantineEntry(CONFLICT, source, raw, event.tenant_id, event.event_id))
         add_quarantined(conn, entries, tenant_id=tenant_id, now=datetime.now(UTC))
+        done = IngestResult(
+            stored=result.stored,
+            duplicates=result.duplicates,
+            conflicts=len(result.conflicts),
+            quarantined=len(entries),
+            errors=tuple(entry.reason for entry in entries[:FIRST_ERRORS]),
+        )
+        if within is not None:
+            within(conn, done)
     if result.stored:
         announce_new_events(engine)
-    return IngestResult(
-        stored=result.stored,
-        duplicates=result.duplicates,
-        conflicts=len(result.conflicts),
-        quarantined=len(entries),
-        errors=tuple(entry.reason for entry in entries[:FIRST_ERRORS]),
-    )
+    return done
 
 
 @dataclass(frozen=True, slots=True)

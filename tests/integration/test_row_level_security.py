@@ -348,3 +348,12 @@ def test_db_upgrade_prints_how_the_service_connects(pg_url: str) -> None:
     said = done.stderr.decode()
     assert "LOGIN PASSWORD '...' IN ROLE xavyo_siem_service, xavyo_siem_worker;" in said
     assert f"XAVYO_SIEM_DATABASE_URL={as_role(pg_url, 'xavyo_siem_app')}" in said
+
+
+def test_only_the_worker_role_may_touch_the_sources(store: Store) -> None:
+    """`sources` (the platform's sealed connection strings) is readable by a member of
+    `xavyo_siem_worker` and refused to a login role in `xavyo_siem_service` alone."""
+    with store.worker.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM sources").scalar_one() == 0
+    with store.api.connect() as conn, pytest.raises(ProgrammingError, match="permission denied"):
+        conn.exec_driver_sql("SELECT sealed_dsn FROM sources").all()

@@ -46,6 +46,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     | {"model", "format", "delivery", "store", "crypto", "egress", "settings", "trail"}
     | {"destinations"},
     "batch": _BASE | {"model", "format", "delivery", "store", "pipeline", "manifest", "trail"},
+    "sources": _BASE | {"model", "delivery", "store", "ingest", "crypto", "egress", "settings"},
     "tenants": _BASE
     | {"model", "format", "delivery", "store", "pipeline", "batch", "manifest", "trail"},
     "runtime": _BASE
@@ -63,6 +64,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
         "settings",
         "credentials",
         "trail",
+        "sources",
     },
     "api": _BASE
     | {
@@ -86,7 +88,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
         "declared",
     },
 }
-ALLOWED["cli"] = ALLOWED["api"] | {"api", "sample"}
+ALLOWED["cli"] = ALLOWED["api"] | {"api", "sample", "sources"}
 ALLOWED["__main__"] = frozenset({"cli"})
 ALLOWED["__init__"] = frozenset({"model"})
 # The package root holds `__version__` and re-exports the event: whatever may import the model

@@ -22,11 +22,18 @@ from xavyo_siem.cli import (
     keys,
     quarantine,
     run,
+    sources,
     tenants,
     tokens,
 )
 from xavyo_siem.cli.output import err
-from xavyo_siem.errors import InvalidDestination, InvalidEvent, InvalidFilter, SiemError
+from xavyo_siem.errors import (
+    InvalidDestination,
+    InvalidEvent,
+    InvalidFilter,
+    InvalidSource,
+    SiemError,
+)
 from xavyo_siem.speedups import helpers_in_use
 
 __all__ = ["app", "main", "tune_gc", "version_line"]
@@ -82,6 +89,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(exports.export_app, name="export")
 app.add_typer(exports.jobs_app, name="jobs")
 app.add_typer(tenants.app, name="tenant")
+app.add_typer(sources.app, name="source")
 
 
 def tune_gc() -> None:
@@ -101,7 +109,7 @@ def main() -> None:
     tune_gc()
     try:
         app()
-    except (InvalidEvent, InvalidDestination, InvalidFilter) as exc:
+    except (InvalidEvent, InvalidDestination, InvalidFilter, InvalidSource) as exc:
         err.print(f"error: {exc}")
         sys.exit(2)
     except SiemError as exc:

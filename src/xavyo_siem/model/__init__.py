@@ -39,6 +39,7 @@ from xavyo_siem.model.event import (
 )
 from xavyo_siem.model.filter import EventFilter
 from xavyo_siem.model.jobs import BatchExportJob, ExportCheckpoint
+from xavyo_siem.model.source import SourcePosition, SourceState, TableSource
 from xavyo_siem.model.validation import (
     MAX_EVENT_TYPE_CHARS,
     MAX_METADATA_CHARS,
@@ -72,6 +73,9 @@ __all__ = [
     "Outcome",
     "RateLimit",
     "SiemDestination",
+    "SourcePosition",
+    "SourceState",
+    "TableSource",
     "WorkersSeen",
     "format_duration",
     "format_timestamp",

@@ -2,10 +2,11 @@
 
 `run_worker` is all of `xavyo-siem run` but its options: it holds the single-worker lock of
 a SQLite store, serves the Prometheus metrics, opens destinations with the process's key
-ring and SSRF guard, and runs the worker, with the HTTP API co-hosted in the same event
-loop when asked, until SIGTERM or SIGINT (or, draining, until every destination caught
-up). `serve_api` is the same without a worker (`xavyo-siem serve`). The API application
-is built by the caller (the API sits above the runtime) and handed in as `ApiServing`.
+ring and SSRF guard, and runs the worker and the sources it tails (`sources.SourceTailer`),
+with the HTTP API co-hosted in the same event loop when asked, until SIGTERM or SIGINT (or,
+draining, until every destination caught up). `serve_api` is the same without a worker
+(`xavyo-siem serve`). The API application is built by the caller (the API sits above the
+runtime) and handed in as `ApiServing`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from xavyo_siem.pipeline.loop import DestinationComponents
 from xavyo_siem.runtime.components import open_destination
 from xavyo_siem.runtime.worker import Worker, WorkerSettings
 from xavyo_siem.settings import Settings
+from xavyo_siem.sources import SourceTailer
 
 if TYPE_CHECKING:
     import uvicorn
@@ -97,9 +99,10 @@ def run_worker(
             start_http_server(metrics_port)
         worker = Worker(engine=engine, open_components=open_components, settings=worker_settings)
         server = None if api is None else _api_server(api(keyring, egress))
+        tailer = SourceTailer(engine, keyring=keyring, egress=egress)
         if started is not None:
             started(worker.owner)
-        return asyncio.run(_serve(worker, server, drain=drain, timeout_s=timeout_s))
+        return asyncio.run(_serve(worker, server, drain=drain, beside=tailer, timeout_s=timeout_s))
 
 
 def serve_api(api: ApiServing) -> None:
@@ -153,13 +156,16 @@ async def _serve(
     server: uvicorn.Server | None,
     *,
     drain: bool,
+    beside: SourceTailer | None = None,
     timeout_s: float | None = None,
 ) -> list[str]:
-    """Run the worker and the API server side by side; SIGTERM and SIGINT stop both, and
-    so does `timeout_s` when given."""
+    """Run the worker, the sources it tails (`beside`) and the API server side by side;
+    SIGTERM and SIGINT stop them all, and so does `timeout_s` when given."""
     ended_short: list[str] = []
 
     def stop() -> None:
+        if beside is not None:
+            beside.stop()
         if worker is not None:
             worker.stop()
         if server is not None:
@@ -179,6 +185,7 @@ async def _serve(
         ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="xavyo-siem")
     )
     serving = None if server is None else asyncio.create_task(server.serve())
+    tailing = None if beside is None else asyncio.create_task(beside.run())
     try:
         if worker is not None:
             return [*await worker.run(drain=drain), *ended_short]
@@ -186,6 +193,9 @@ async def _serve(
             await serving
         return ended_short
     finally:
+        if beside is not None and tailing is not None:
+            beside.stop()
+            await tailing
         if server is not None and serving is not None:
             server.should_exit = True
             await serving

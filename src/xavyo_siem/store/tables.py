@@ -41,6 +41,7 @@ __all__ = [
     "leases",
     "metadata",
     "quarantine",
+    "sources",
     "workers",
 ]
 
@@ -252,4 +253,31 @@ quarantine = Table(
     Column("received_us", BigInteger, nullable=False),
     Index("ix_quarantine_tenant", "tenant_id", "id"),
     sqlite_autoincrement=True,
+)
+
+# Tables of the identity provider's database tailed into the store (migration 0011): one row
+# per source, platform-wide (no tenant: its rows are any tenant's events). `sealed_dsn` is the
+# connection string sealed like a destination's credential; the cursor is the last row read
+# in the peer's (xid, seq) order, moved in the transaction that stores the events.
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("source_type", String(32), nullable=False),  # postgres_table
+    Column("peer", Text, nullable=False),  # postgresql://host:port, what the DSN is bound to
+    Column("sealed_dsn", Text, nullable=False),
+    Column("table_name", Text, nullable=False),  # schema.table
+    Column("mapping", Text, nullable=False),  # JSON object: field -> column
+    Column("options", Text, nullable=False),  # JSON object: xid_column, seq_column, batch_rows
+    Column("enabled", Boolean, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("cursor_xid", BigInteger, nullable=False),
+    Column("cursor_seq", BigInteger, nullable=False),
+    Column("events_read", BigInteger, nullable=False),
+    Column("quarantined", BigInteger, nullable=False),
+    Column("synced_us", BigInteger),
+    Column("failures", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("last_error_us", BigInteger),
 )
