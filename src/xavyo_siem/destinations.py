@@ -19,9 +19,11 @@ from sqlalchemy import Connection, Engine, select
 
 from xavyo_siem.crypto import CryptoError, KeyRing
 from xavyo_siem.delivery import (
+    SENTINEL_FORMATS,
     TransportConfig,
+    check_client_secret,
     check_hec_token,
-    connect_target,
+    connect_targets,
     validate_destination,
 )
 from xavyo_siem.delivery.option_values import DeliveryPolicy
@@ -128,6 +130,12 @@ def check_destination(spec: DestinationSpec, *, development: bool) -> CheckedDes
         raise InvalidDestination("name", "must be at most 100 printable characters")
     if spec.format is ExportFormat.CSV and spec.delivery_type is not DeliveryType.FILE:
         raise InvalidDestination("format", "csv is for file destinations and exports only")
+    if spec.delivery_type is DeliveryType.SENTINEL and spec.format.value not in SENTINEL_FORMATS:
+        raise InvalidDestination(
+            "format",
+            f"a sentinel destination sends JSON objects (a stream's columns): use one of"
+            f" {', '.join(sorted(SENTINEL_FORMATS))}, not {spec.format.value}",
+        )
     if spec.rate_limit is not None:
         if not spec.rate_limit.events_per_s > 0:
             raise InvalidDestination("rate_limit.events_per_s", "must be a positive number")
@@ -187,6 +195,8 @@ def add_destination(
     config = check_destination(spec, development=development).config
     if spec.delivery_type is DeliveryType.SPLUNK_HEC and not secret:
         raise InvalidDestination("secret", "a Splunk HEC destination needs its token")
+    if spec.delivery_type is DeliveryType.SENTINEL:
+        check_client_secret(secret)
     _check_secret(spec.delivery_type, secret)
     _check_reachable(config, egress)
     destination_id = uuid.uuid4()
@@ -251,14 +261,24 @@ def _check_secret(delivery_type: DeliveryType, secret: str | None) -> None:
         WebhookCredentials.from_secret(secret)
     if secret is not None and delivery_type is DeliveryType.SPLUNK_HEC:
         check_hec_token(secret)
+    if secret is not None and delivery_type is DeliveryType.SENTINEL:
+        check_client_secret(secret)
 
 
 def _check_reachable(config: TransportConfig, egress: EgressGuard | None) -> None:
-    """The SSRF guard at save time: the host the transport will connect to resolves only to
-    allowed addresses."""
-    target = connect_target(config)
-    if target is not None:
+    """The SSRF guard at save time: every host the transport will connect to resolves only
+    to allowed addresses."""
+    for target in connect_targets(config):
         (egress or EgressGuard()).resolve(*target)
+
+
+def _targets(destination: SiemDestination) -> tuple[tuple[str, int], ...]:
+    """The hosts and ports `destination`'s transport connects to (none if its settings no
+    longer validate)."""
+    try:
+        return connect_targets(check_destination(spec_of(destination), development=True).config)
+    except InvalidDestination:
+        return ()
 
 
 def _seal(
@@ -391,7 +411,7 @@ def update_destination(
         _check_secret(updated.delivery_type, secret)
         if secret is None:
             _check_credential_stays(current, updated)
-        if updated.endpoint != current.endpoint:
+        if updated.endpoint != current.endpoint or _targets(current) != connect_targets(config):
             _check_reachable(config, egress)
         if updated.name != current.name:
             clash = rows.find_destination(conn, tenant_id=tenant_id, name=updated.name)

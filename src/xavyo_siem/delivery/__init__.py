@@ -1,4 +1,5 @@
-"""Transports: syslog TCP/TLS/UDP/RELP, webhook, Splunk HEC and file, behind one interface."""
+"""Transports: syslog TCP/TLS/UDP/RELP, webhook, Splunk HEC, Microsoft Sentinel and file,
+behind one interface."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ from xavyo_siem.delivery.base import (
 from xavyo_siem.delivery.file import FileConfig, FileTransport
 from xavyo_siem.delivery.options import TransportConfig, allowed_options, validate_destination
 from xavyo_siem.delivery.relp import RelpTransport
+from xavyo_siem.delivery.sentinel import (
+    SENTINEL_FORMATS,
+    SentinelConfig,
+    SentinelTransport,
+    check_client_secret,
+)
 from xavyo_siem.delivery.splunk_hec import HecConfig, HecTransport, check_hec_token
 from xavyo_siem.delivery.syslog import SyslogTransport
 from xavyo_siem.delivery.syslog_config import SyslogConfig
@@ -33,6 +40,7 @@ from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import InvalidDestination
 
 __all__ = [
+    "SENTINEL_FORMATS",
     "Delivered",
     "DeliveryResult",
     "FileConfig",
@@ -44,6 +52,8 @@ __all__ = [
     "Rejected",
     "RelpTransport",
     "RetryLater",
+    "SentinelConfig",
+    "SentinelTransport",
     "SyslogConfig",
     "SyslogTransport",
     "TlsConfig",
@@ -53,8 +63,10 @@ __all__ = [
     "WebhookCredentials",
     "WebhookTransport",
     "allowed_options",
+    "check_client_secret",
     "check_hec_token",
     "connect_target",
+    "connect_targets",
     "credential_binding",
     "credential_required",
     "credential_targets",
@@ -79,9 +91,10 @@ def open_transport(
     None turns the guard off; only tests and benchmarks that talk to loopback peers pass
     None.
 
-    Splunk HEC: the token (required). Webhook: `whsec_` signing secrets, or a JSON object of
-    signing secrets and auth (see `WebhookCredentials.from_secret`). Syslog TLS and RELP
-    over TLS: the password of an encrypted client key, if any. `event_is_json` says the
+    Splunk HEC: the token (required). Sentinel: the client secret of the app registration
+    (required), sent to the token endpoint only. Webhook: `whsec_` signing secrets, or a
+    JSON object of signing secrets and auth (see `WebhookCredentials.from_secret`). Syslog
+    TLS and RELP over TLS: the password of an encrypted client key, if any. `event_is_json` says the
     records are JSON objects (format `json`) rather than text lines, for the HTTP
     envelopes. `file_header` is the header row a file destination starts with (CSV; its
     lines then end in CRLF).
@@ -113,6 +126,12 @@ def open_transport(
             )
         case FileConfig():
             return FileTransport(config, header=file_header)
+        case SentinelConfig():
+            if not secret:
+                raise InvalidDestination("secret", "a sentinel destination needs its client secret")
+            return SentinelTransport(
+                config, client_secret=secret, development=development, egress=egress
+            )
 
 
 def connect_target(config: TransportConfig) -> tuple[str, int] | None:
@@ -125,20 +144,30 @@ def connect_target(config: TransportConfig) -> tuple[str, int] | None:
     match config:
         case SyslogConfig():
             return config.host, config.port
-        case WebhookConfig() | HecConfig():
+        case WebhookConfig() | HecConfig() | SentinelConfig():
             url = URL(config.url)
             return url.raw_host or "", url.port or 0
         case FileConfig():
             return None
 
 
+def connect_targets(config: TransportConfig) -> tuple[tuple[str, int], ...]:
+    """Every host and port a transport of `config` connects to: `connect_target`, and for
+    a sentinel destination also its token endpoint (`authority_host`). The SSRF guard
+    checks each of them at save and at test time."""
+    first = connect_target(config)
+    targets: tuple[tuple[str, int], ...] = () if first is None else (first,)
+    if isinstance(config, SentinelConfig):
+        authority = URL(config.authority_host)
+        targets += ((authority.raw_host or "", authority.port or 0),)
+    return tuple(dict.fromkeys(targets))
+
+
 def _check_literal_host(config: TransportConfig, egress: EgressGuard) -> None:
     """Refuse an IP-literal host the guard forbids (names are checked at connect time)."""
-    target = connect_target(config)
-    if target is not None and target[0]:
-        host = target[0]
+    for host, _port in connect_targets(config):
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            return
+            continue
         egress.check_addresses(host, [host])
