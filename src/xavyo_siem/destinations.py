@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, select
 from xavyo_siem.crypto import CryptoError, KeyRing
 from xavyo_siem.delivery import (
     SENTINEL_FORMATS,
+    ConnectTarget,
     TransportConfig,
     check_client_secret,
     check_hec_token,
@@ -268,11 +269,14 @@ def _check_secret(delivery_type: DeliveryType, secret: str | None) -> None:
 def _check_reachable(config: TransportConfig, egress: EgressGuard | None) -> None:
     """The SSRF guard at save time: every host the transport will connect to resolves only
     to allowed addresses."""
-    for target in connect_targets(config):
-        (egress or EgressGuard()).resolve(*target)
+    for host, port, field_name in connect_targets(config):
+        try:
+            (egress or EgressGuard()).resolve(host, port)
+        except InvalidDestination as exc:
+            raise InvalidDestination(field_name, exc.reason) from None
 
 
-def _targets(destination: SiemDestination) -> tuple[tuple[str, int], ...]:
+def _targets(destination: SiemDestination) -> tuple[ConnectTarget, ...]:
     """The hosts and ports `destination`'s transport connects to (none if its settings no
     longer validate)."""
     try:

@@ -72,6 +72,7 @@ class AzureFaults:
     throttle: int = 0  # ingestion: 429 with Retry-After
     retry_after: str = "1"  # sent with `throttle`, `server_error` and `token_busy`
     server_error: int = 0  # ingestion: 503 with Retry-After
+    server_error_after: int = 0  # with `server_error`: accept this many requests first
     garbage: int = 0  # ingestion: 502 with an HTML page (a proxy in front)
     drop: int = 0  # ingestion: close the connection without answering
     forbid: int = 0  # ingestion: 403 OperationFailed (the role not yet propagated)
@@ -365,7 +366,9 @@ class AzurePeer:
                 "Rate limit exceeded.",
                 **{"Retry-After": faults.retry_after},
             )
-        if faults.server_error:
+        if faults.server_error and faults.server_error_after:
+            faults.server_error_after -= 1
+        elif faults.server_error:
             faults.server_error -= 1
             raise _azure_error(
                 503, "ServiceUnavailable", "Try again later.", **{"Retry-After": faults.retry_after}

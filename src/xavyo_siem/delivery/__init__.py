@@ -4,6 +4,7 @@ behind one interface."""
 from __future__ import annotations
 
 import ipaddress
+from typing import NamedTuple
 
 from yarl import URL
 
@@ -41,6 +42,7 @@ from xavyo_siem.errors import InvalidDestination
 
 __all__ = [
     "SENTINEL_FORMATS",
+    "ConnectTarget",
     "Delivered",
     "DeliveryResult",
     "FileConfig",
@@ -151,21 +153,32 @@ def connect_target(config: TransportConfig) -> tuple[str, int] | None:
             return None
 
 
-def connect_targets(config: TransportConfig) -> tuple[tuple[str, int], ...]:
-    """Every host and port a transport of `config` connects to: `connect_target`, and for
-    a sentinel destination also its token endpoint (`authority_host`). The SSRF guard
-    checks each of them at save and at test time."""
+class ConnectTarget(NamedTuple):
+    """A host and port a transport connects to, and the setting that names it."""
+
+    host: str
+    port: int
+    field: str
+
+
+def connect_targets(config: TransportConfig) -> tuple[ConnectTarget, ...]:
+    """Every host and port a transport of `config` connects to: `connect_target`
+    (`endpoint`), and for a sentinel destination also its token endpoint
+    (`options.authority_host`). The SSRF guard checks each of them at save and test time."""
     first = connect_target(config)
-    targets: tuple[tuple[str, int], ...] = () if first is None else (first,)
+    targets: tuple[ConnectTarget, ...] = (
+        () if first is None else (ConnectTarget(*first, "endpoint"),)
+    )
     if isinstance(config, SentinelConfig):
         authority = URL(config.authority_host)
-        targets += ((authority.raw_host or "", authority.port or 0),)
-    return tuple(dict.fromkeys(targets))
+        host, port = authority.raw_host or "", authority.port or 0
+        targets += (ConnectTarget(host, port, "options.authority_host"),)
+    return targets
 
 
 def _check_literal_host(config: TransportConfig, egress: EgressGuard) -> None:
     """Refuse an IP-literal host the guard forbids (names are checked at connect time)."""
-    for host, _port in connect_targets(config):
+    for host, _port, _field in connect_targets(config):
         try:
             ipaddress.ip_address(host)
         except ValueError:

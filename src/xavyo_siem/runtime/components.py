@@ -207,8 +207,8 @@ async def _test_steps(
     transport = opened.transport
     try:
         checked = check_destination(spec_of(destination), development=settings.development)
-        for target in connect_targets(checked.config):
-            steps.append(await _resolve_step(*target, guard))
+        for host, port, _field in connect_targets(checked.config):
+            steps.append(await _resolve_step(host, port, guard))
             if not steps[-1].ok:
                 return steps
         probe = await transport.check()
