@@ -426,7 +426,7 @@ async def _serve(args: argparse.Namespace) -> None:
         directory = Path(args.tls_dir)
         directory.mkdir(parents=True, exist_ok=True)
         tls = make_tls(directory)
-    peer = AzurePeer(tls=tls, record=False)
+    peer = AzurePeer(tls=tls, record=False, limit_uncompressed=not args.wire_limit_only)
     await peer.start()
     print(
         json.dumps(
@@ -467,6 +467,11 @@ def main(argv: list[str] | None = None) -> None:
     """Run standalone peers; commands on stdin: `stats`, `reset`, `stop`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tls-dir", help="write a trustme CA and serve HTTPS")
+    parser.add_argument(
+        "--wire-limit-only",
+        action="store_true",
+        help="apply the 1,048,576-byte limit to the body as sent only, not after gunzip",
+    )
     asyncio.run(_serve(parser.parse_args(argv)))
 
 

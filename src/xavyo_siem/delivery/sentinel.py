@@ -21,13 +21,18 @@ One `send` may make several requests, and none of them is a retry of a failure:
   refusal is `Misconfigured` (the secret, or the app's role on the rule);
 * anything else that is not 2xx ends the batch (429 and 5xx `RetryLater`, honouring
   `Retry-After`), and the pipeline sends the whole batch again: arrays accepted before
-  arrive twice. `Delivered` means the Logs Ingestion API answered 204 for every array;
+  arrive twice.
+
+Up to `max_requests_in_flight` arrays of one batch are on the wire at once (default 2), so
+the next is built and compressed while the service reads the previous; 1 sends them one
+after another. A table orders rows by `TimeGenerated`, not by arrival. `Delivered` means the Logs Ingestion API answered 204 for every array;
   rows a rule's transformation drops afterwards are not seen here. Every record carries
   its `event_id`, so a query can drop duplicates.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -65,6 +70,7 @@ from xavyo_siem.delivery.option_values import (
     BATCH_OPTIONS,
     OptionReader,
     Parser,
+    integer,
     option_field,
     parse_bool,
     seconds,
@@ -112,12 +118,14 @@ SENTINEL_OPTIONS: Final = frozenset(
         "audience",
         "gzip",
         "timeout_s",
+        "max_requests_in_flight",
     )
 )
 _GUID: Final = re.compile(r"[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}")
 _DCR_ID: Final = re.compile(r"dcr-[0-9A-Fa-f]{32}")
 _STREAM: Final = re.compile(r"(?:Custom|Microsoft)-[A-Za-z][A-Za-z0-9_-]{0,199}")
 _timeout: Final = seconds(0.1, 300)
+_max_requests_in_flight: Final = integer(1, 8)
 _short_text: Final = text(256)
 _url_text: Final = text(2048)
 
@@ -232,6 +240,9 @@ class SentinelConfig:
     audience: str = "https://monitor.azure.com"
     gzip: bool = True
     timeout_s: float = 30.0
+    # Arrays of one batch in flight at once: the next is built and compressed while the
+    # service reads the previous (1 sends them strictly one after another).
+    max_requests_in_flight: int = 2
     tls: TlsConfig = field(default_factory=TlsConfig)
     batch_max_events: int = 2000
     batch_max_bytes: int = MAX_CALL_BYTES
@@ -301,6 +312,7 @@ class SentinelConfig:
             ),
             gzip=read("gzip", parse_bool),
             timeout_s=read("timeout_s", _timeout),
+            max_requests_in_flight=read("max_requests_in_flight", _max_requests_in_flight),
             tls=tls,
             **batch,
         )
@@ -331,6 +343,7 @@ class SentinelTransport:
         self._secret = client_secret
         self._monotonic = monotonic
         self._token: Token | None = None
+        self._token_lock = asyncio.Lock()  # one token fetch at a time
         self._ingest_peer = describe_peer(self._ingestion_url)
         self._token_peer = describe_peer(self._token_url)
         self._form = token_form(
@@ -351,7 +364,10 @@ class SentinelTransport:
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = open_session(
-                self._config.tls, timeout_s=self._config.timeout_s, egress=self._egress
+                self._config.tls,
+                timeout_s=self._config.timeout_s,
+                limit=self._config.max_requests_in_flight + 1,  # + the token endpoint
+                egress=self._egress,
             )
         return self._session
 
@@ -380,16 +396,23 @@ class SentinelTransport:
         self._token = reply
         return reply
 
-    async def _bearer(self, *, renew: bool = False) -> str:
-        token = self._token
-        if renew or token is None or self._monotonic() >= token.renew_at:
-            token = await self._fetch_token()
-        return token.access_token
+    async def _bearer(self, *, refused: str | None = None, force: bool = False) -> str:
+        """The token to send: the cached one, or a new one when there is none, it is due for
+        renewal, `force`, or it is `refused` (the one a 401/403 answered; when several
+        requests are refused at once, the token is fetched once)."""
+        async with self._token_lock:
+            token = self._token
+            if (
+                force
+                or token is None
+                or self._monotonic() >= token.renew_at
+                or token.access_token == refused
+            ):
+                token = await self._fetch_token()
+            return token.access_token
 
-    async def _post(
-        self, body: bytes, *, renew: bool = False
-    ) -> tuple[int, bytes, Mapping[str, str]]:
-        bearer = await self._bearer(renew=renew)
+    async def _post(self, body: bytes, bearer: str) -> tuple[int, Mapping[str, str], bytes]:
+        """POST one array body with `bearer`: (status, headers, the answer's first 16 KiB)."""
         headers = dict(self._headers)
         headers["Authorization"] = f"Bearer {bearer}"
         headers["x-ms-client-request-id"] = str(uuid.uuid4())
@@ -398,26 +421,27 @@ class SentinelTransport:
             async with session.post(
                 self._ingestion_url, data=body, headers=headers, allow_redirects=False
             ) as response:
-                return response.status, await read_bounded(response, 16_384), response.headers
+                answer = await read_bounded(response, 16_384)
+                return response.status, response.headers, answer
 
     async def _upload(self, items: Sequence[bytes]) -> DeliveryResult | TooLarge | BadData:
         """Post one array; on 401/403 once more with a new token."""
         body = array_body(items)
         if self._config.gzip:
             body = gzip_body(body)
-        renew = False
-        while True:
-            status, answer, headers = await self._post(body, renew=renew)
-            outcome = classify_ingestion(status, headers, answer, secrets=self._secrets)
-            if not isinstance(outcome, NotAccepted):
-                return outcome
-            if renew:
-                return Misconfigured(
-                    f"{outcome.reason} with a new token; check the app's Monitoring Metrics"
-                    " Publisher role on the data collection rule (a new assignment can take"
-                    " 30 minutes) and the audience"
-                )
-            renew = True
+        bearer = await self._bearer()
+        outcome = classify_ingestion(*await self._post(body, bearer), secrets=self._secrets)
+        if not isinstance(outcome, NotAccepted):
+            return outcome
+        bearer = await self._bearer(refused=bearer)
+        outcome = classify_ingestion(*await self._post(body, bearer), secrets=self._secrets)
+        if not isinstance(outcome, NotAccepted):
+            return outcome
+        return Misconfigured(
+            f"{outcome.reason} with a new token; check the app's Monitoring Metrics Publisher"
+            " role on the data collection rule (a new assignment can take 30 minutes) and the"
+            " audience"
+        )
 
     async def send(self, records: Sequence[Record]) -> DeliveryResult:
         """Post `records` (as several arrays if needed) and classify the outcome."""
@@ -462,17 +486,34 @@ class SentinelTransport:
             max_bytes=limit - 1,
         )
         todo: deque[Sequence[int]] = deque(range(start, end) for start, end in spans)
-        while todo:
-            part = todo.popleft()
-            outcome = await self._upload([items[k] for k in part])
-            if isinstance(outcome, TooLarge | BadData):
-                if len(part) == 1:
-                    rejected[positions[part[0]]] = outcome.reason
-                else:
-                    middle = len(part) // 2
-                    todo.extendleft([part[middle:], part[:middle]])
-            elif not isinstance(outcome, Delivered):
-                return outcome
+        in_flight: dict[asyncio.Future[DeliveryResult | TooLarge | BadData], Sequence[int]] = {}
+        try:
+            while todo or in_flight:
+                while todo and len(in_flight) < self._config.max_requests_in_flight:
+                    part = todo.popleft()
+                    upload = asyncio.ensure_future(self._upload([items[k] for k in part]))
+                    in_flight[upload] = part
+                    await asyncio.sleep(0)  # let it build and send before the next is made
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for future in sorted(done, key=lambda f: in_flight[f][0]):
+                    part = in_flight.pop(future)
+                    outcome = future.result()  # a PeerFailure ends the batch (see `send`)
+                    if isinstance(outcome, TooLarge | BadData):
+                        if len(part) == 1:
+                            rejected[positions[part[0]]] = outcome.reason
+                        else:
+                            middle = len(part) // 2
+                            todo.extendleft([part[middle:], part[:middle]])
+                    elif not isinstance(outcome, Delivered):
+                        return outcome
+        finally:  # a batch that ended early leaves nothing running or unobserved
+            for future in in_flight:
+                future.cancel()
+            if in_flight:
+                await asyncio.wait(in_flight)
+            for future in in_flight:
+                if not future.cancelled():
+                    future.exception()
         return Rejected(dict(sorted(rejected.items()))) if rejected else Delivered()
 
     async def check(self) -> DeliveryResult:
@@ -487,7 +528,7 @@ class SentinelTransport:
 
     async def _check(self) -> DeliveryResult:
         try:
-            await self._bearer(renew=True)
+            await self._bearer(force=True)
             with classify_as_peer_failure(self._ingest_peer):
                 session = self._open()
                 async with session.options(self._ingestion_url, allow_redirects=False) as response:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from typing import Final
 from urllib.parse import urlencode
 
@@ -73,14 +74,18 @@ _REQUEST_ERRORS: Final = (
 # --- Records -----------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)
+def _second_text(epoch_s: int) -> str:
+    """`YYYY-MM-DDTHH:MM:SS` of a whole epoch second (cached: a batch's events share few)."""
+    t = EPOCH + timedelta(seconds=epoch_s)
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+
+
 def time_generated(timestamp_us: int) -> str:
     """Epoch microseconds as ISO 8601 UTC with exactly six fraction digits and `Z`
     (`2026-01-05T13:20:11.123456Z`), the form every table plan accepts."""
-    t = EPOCH + timedelta(microseconds=timestamp_us)
-    return (
-        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:"
-        f"{t.second:02d}.{t.microsecond:06d}Z"
-    )
+    seconds, micros = divmod(timestamp_us, 1_000_000)
+    return f"{_second_text(seconds)}.{micros:06d}Z"
 
 
 def ingestion_item(text: str, timestamp_us: int) -> bytes:

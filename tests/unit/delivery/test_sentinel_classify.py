@@ -260,6 +260,7 @@ def test_sentinel_defaults() -> None:
     got = config()
     assert got == SentinelConfig(url=DCE, **OPTIONS)
     assert (got.gzip, got.timeout_s, got.tls) == (True, 30.0, TlsConfig())
+    assert got.max_requests_in_flight == 2
     assert (got.batch_max_events, got.batch_max_bytes, got.start) == (2000, 1_000_000, "now")
     assert got.token_url == (
         "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/oauth2/v2.0/token"
@@ -310,6 +311,7 @@ def test_each_required_option_is_named_when_missing(name: str) -> None:
         ({"batch_max_bytes": 1_000_001}, "options.batch_max_bytes"),
         ({"gzip": "maybe"}, "options.gzip"),
         ({"timeout_s": 0}, "options.timeout_s"),
+        ({"max_requests_in_flight": 9}, "options.max_requests_in_flight"),
         ({"fingerprint": "SHA256:" + "AB" * 32}, "options.fingerprint"),
         ({"server_name": "x"}, "options.server_name"),
         ({"tls_verify": False}, "options.tls_verify"),
