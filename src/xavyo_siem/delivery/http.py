@@ -20,10 +20,10 @@ import email.utils
 import ssl
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 from yarl import URL
@@ -41,6 +41,7 @@ __all__ = [
     "PEER_TEXT_MAX_CHARS",
     "PeerFailure",
     "TooLarge",
+    "cancel_pending",
     "classify_as_peer_failure",
     "close_session",
     "cut_spans",
@@ -338,6 +339,18 @@ async def read_bounded(response: aiohttp.ClientResponse, limit: int = 65_536) ->
         parts.append(part)
         total += len(part)
     return b"".join(parts)
+
+
+async def cancel_pending(futures: Collection[asyncio.Future[Any]]) -> None:
+    """Cancel `futures` and wait for them, observing each one's exception: a batch that
+    ended early leaves nothing running and nothing unobserved."""
+    for future in futures:
+        future.cancel()
+    if futures:
+        await asyncio.wait(futures)
+    for future in futures:
+        if not future.cancelled():
+            future.exception()
 
 
 async def close_session(session: aiohttp.ClientSession | None) -> None:

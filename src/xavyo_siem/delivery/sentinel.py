@@ -25,9 +25,11 @@ One `send` may make several requests, and none of them is a retry of a failure:
 
 Up to `max_requests_in_flight` arrays of one batch are on the wire at once (default 2), so
 the next is built and compressed while the service reads the previous; 1 sends them one
-after another. A table orders rows by `TimeGenerated`, not by arrival. `Delivered` means the Logs Ingestion API answered 204 for every array;
-  rows a rule's transformation drops afterwards are not seen here. Every record carries
-  its `event_id`, so a query can drop duplicates.
+after another. A table orders rows by `TimeGenerated`, not by arrival.
+
+`Delivered` means the Logs Ingestion API answered 204 for every array; rows a rule's
+transformation drops afterwards are not seen here. Every record carries its `event_id`, so
+a query can drop duplicates.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from xavyo_siem.delivery.endpoints import check_host, split_url
 from xavyo_siem.delivery.http import (
     PeerFailure,
     TooLarge,
+    cancel_pending,
     classify_as_peer_failure,
     close_session,
     cut_spans,
@@ -130,26 +133,31 @@ _short_text: Final = text(256)
 _url_text: Final = text(2048)
 
 
-def _dcr_id(name: str, value: object) -> str:
-    dcr = _short_text(name, value)
-    if not _DCR_ID.fullmatch(dcr):
-        raise InvalidDestination(
-            option_field(name),
-            "must be the rule's immutable id, dcr- and 32 hexadecimal digits (the rule's"
-            f" JSON view, properties.immutableId); got {show(value)}",
-        )
-    return dcr
+def _matching(pattern: re.Pattern[str], rule: str) -> Parser[str]:
+    """A parser of a short string that matches `pattern` whole; `rule` says what it is."""
+
+    def parse(name: str, value: object) -> str:
+        found = _short_text(name, value)
+        if not pattern.fullmatch(found):
+            raise InvalidDestination(option_field(name), f"{rule}; got {show(value)}")
+        return found
+
+    return parse
 
 
-def _stream(name: str, value: object) -> str:
-    stream = _short_text(name, value)
-    if not _STREAM.fullmatch(stream):
-        raise InvalidDestination(
-            option_field(name),
-            "must name a stream the rule declares, Custom-<Name> (e.g. Custom-XavyoAudit_CL)"
-            f" or Microsoft-<Table>; got {show(value)}",
-        )
-    return stream
+_dcr_id: Final = _matching(
+    _DCR_ID,
+    "must be the rule's immutable id, dcr- and 32 hexadecimal digits (the rule's JSON view,"
+    " properties.immutableId)",
+)
+_stream: Final = _matching(
+    _STREAM,
+    "must name a stream the rule declares, Custom-<Name> (e.g. Custom-XavyoAudit_CL) or"
+    " Microsoft-<Table>",
+)
+_client_id: Final = _matching(
+    _GUID, "must be the application (client) id of the app registration, a GUID"
+)
 
 
 def _tenant(name: str, value: object) -> str:
@@ -163,17 +171,6 @@ def _tenant(name: str, value: object) -> str:
         "must be the directory (tenant) id, a GUID, or its domain name (contoso.onmicrosoft"
         f".com); got {show(value)}",
     )
-
-
-def _client_id(name: str, value: object) -> str:
-    client_id = _short_text(name, value)
-    if not _GUID.fullmatch(client_id):
-        raise InvalidDestination(
-            option_field(name),
-            f"must be the application (client) id of the app registration, a GUID; got"
-            f" {show(value)}",
-        )
-    return client_id
 
 
 def _origin_url(*, development: bool, what: str) -> Parser[str]:
@@ -506,14 +503,8 @@ class SentinelTransport:
                             todo.extendleft([part[middle:], part[:middle]])
                     elif not isinstance(outcome, Delivered):
                         return outcome
-        finally:  # a batch that ended early leaves nothing running or unobserved
-            for future in in_flight:
-                future.cancel()
-            if in_flight:
-                await asyncio.wait(in_flight)
-            for future in in_flight:
-                if not future.cancelled():
-                    future.exception()
+        finally:
+            await cancel_pending(in_flight)
         return Rejected(dict(sorted(rejected.items()))) if rejected else Delivered()
 
     async def check(self) -> DeliveryResult:
