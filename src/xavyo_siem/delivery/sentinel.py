@@ -96,7 +96,7 @@ from xavyo_siem.delivery.sentinel_protocol import (
 from xavyo_siem.delivery.tls import TlsConfig
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import InvalidDestination
-from xavyo_siem.model import DeliveryType
+from xavyo_siem.model import DeliveryType, ExportFormat
 
 __all__ = [
     "SENTINEL_FORMATS",
@@ -106,8 +106,9 @@ __all__ = [
     "check_client_secret",
 ]
 
-# The formats whose records are JSON objects, the only ones a stream's columns can take.
-SENTINEL_FORMATS: Final = frozenset(("json", "ecs", "ocsf"))
+# The formats whose records are JSON objects, the only ones a stream's columns can take (of
+# these, the ones this version has).
+SENTINEL_FORMATS: Final = frozenset(("json", "ecs", "ocsf")) & {f.value for f in ExportFormat}
 SENTINEL_OPTIONS: Final = frozenset(
     (
         *BATCH_OPTIONS,
