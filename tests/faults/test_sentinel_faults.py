@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from xavyo_siem import destinations as manage
 from xavyo_siem.crypto import KeyRing, new_key_text
 from xavyo_siem.delivery import SentinelConfig, SentinelTransport, validate_destination
-from xavyo_siem.delivery.base import Delivered, Record, RetryLater
+from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, RetryLater
 from xavyo_siem.destinations import DestinationSpec
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.format import to_json
@@ -338,3 +338,35 @@ async def test_worker_stops_on_a_refused_secret_and_resumes_when_fixed(
     assert "AADSTS7000215" in (health.circuit_reason or "")
     assert valid not in (health.circuit_reason or "")
     assert ids(peer) == [str(e.event_id) for e in events]
+
+
+async def test_answers_that_echo_the_request_never_show_the_secret_or_a_token(
+    peer: AzurePeer,
+) -> None:
+    """A token endpoint that quotes the form (client secret) and an ingestion endpoint that
+    quotes the headers (bearer token) in their refusals: the reasons keep the error, never
+    the secret or any token the transport was issued."""
+    peer.faults = AzureFaults(forbid=2, echo=True)
+    sender = transport(peer)
+    try:
+        forbidden = await sender.send(records(3))
+        peer.client_secret, secret = "rotated", peer.client_secret
+        config = validate_destination("sentinel", peer.endpoint, peer.options(), development=True)
+        assert isinstance(config, SentinelConfig)
+        sender_with_old = SentinelTransport(config, client_secret=secret, development=True)
+        try:
+            refused = await sender_with_old.send(records(3))
+        finally:
+            await sender_with_old.aclose()
+    finally:
+        await sender.aclose()
+    tokens = list(peer.tokens)
+    assert len(tokens) == 2
+    assert isinstance(forbidden, Misconfigured)
+    assert "OperationFailed" in forbidden.reason
+    assert isinstance(refused, Misconfigured)
+    assert "invalid_client" in refused.reason
+    for reason in (forbidden.reason, refused.reason):
+        assert secret not in reason
+        assert not any(token in reason for token in tokens)
+        assert not any(token.split(".", 1)[1] in reason for token in tokens)

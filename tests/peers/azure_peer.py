@@ -78,6 +78,7 @@ class AzureFaults:
     forbid: int = 0  # ingestion: 403 OperationFailed (the role not yet propagated)
     bad_event_ids: set[str] = field(default_factory=set)  # 400 InvalidPayload when present
     max_records_per_request: int | None = None  # 413 above this many records
+    echo: bool = False  # refusals quote the request (headers, form), as a leaky proxy does
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,8 +268,9 @@ class AzurePeer:
                 " found in the directory.",
             )
         if form.get("client_secret") != self.client_secret:
+            echoed = f" Request: {form}" if faults.echo else ""
             raise _oauth_error(
-                401, "invalid_client", "AADSTS7000215: Invalid client secret provided."
+                401, "invalid_client", f"AADSTS7000215: Invalid client secret provided.{echoed}"
             )
         if form.get("scope") not in SCOPES:
             raise _oauth_error(
@@ -348,11 +350,12 @@ class AzurePeer:
             )
         if faults.forbid:
             faults.forbid -= 1
+            echoed = f" Request: {dict(request.headers)}" if faults.echo else ""
             raise _azure_error(
                 403,
                 "OperationFailed",
                 "The authentication token provided does not have access to ingest data for"
-                f" the data collection rule with immutable Id '{dcr}'.",
+                f" the data collection rule with immutable Id '{dcr}'.{echoed}",
             )
         if stream != self.stream:
             raise _azure_error(

@@ -341,6 +341,7 @@ class SentinelTransport:
         self._secret = client_secret
         self._monotonic = monotonic
         self._token: Token | None = None
+        self._issued: deque[str] = deque(maxlen=4)  # the latest tokens, for scrubbing
         self._token_lock = asyncio.Lock()  # one token fetch at a time
         self._ingest_peer = describe_peer(self._ingestion_url)
         self._token_peer = describe_peer(self._token_url)
@@ -355,9 +356,9 @@ class SentinelTransport:
 
     @property
     def _secrets(self) -> tuple[str, ...]:
-        """What no reason may show: the client secret and the current token."""
-        token = self._token
-        return (self._secret,) if token is None else (self._secret, token.access_token)
+        """What no reason may show: the client secret and the latest tokens (an answer to a
+        request sent with the previous one may quote it)."""
+        return (self._secret, *self._issued)
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -392,6 +393,7 @@ class SentinelTransport:
         if not isinstance(reply, Token):
             raise PeerFailure(reply)
         self._token = reply
+        self._issued.append(reply.access_token)
         return reply
 
     async def _bearer(self, *, refused: str | None = None, force: bool = False) -> str:
