@@ -14,6 +14,10 @@ Rows:
   1,000,000 bytes), one `xavyo-siem run --drain` worker process; events/s from its first
   delivery to its exit (process start-up left out, as in bench_pipeline.py), and its peak
   RSS.
+* `hec worker sqlite`: the same worker and store delivering to the strict test HEC
+  (`tests/peers/hec_server.py`, gzip over HTTPS, 2,000 events per batch), run interleaved
+  with the others: a reference for how fast the worker runs on the machine at that moment
+  (docs/performance.md has its figures on a quiet machine).
 * `transport`: `SentinelTransport.send` of the same events read from a file, 2,000 per
   call: the transport's own ceiling, without the store and the pipeline.
 * `azure-monitor-ingestion`: Microsoft's client (`LogsIngestionClient.upload`, with
@@ -39,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_pipeline import ROOT, add, drain, fill, store
+from bench_pipeline import HEC_TOKEN, ROOT, add, drain, fill, store
 from xavyo_siem.crypto import KeyRing, new_key_text
 from xavyo_siem.model import DeliveryType
 from xavyo_siem.sample import generate_events
@@ -47,7 +51,13 @@ from xavyo_siem.sample import generate_events
 from machine import describe_machine
 
 SEND_BATCH = 2_000
-ROWS = ("worker sqlite", "worker postgresql", "transport", "azure-monitor-ingestion")
+ROWS = (
+    "worker sqlite",
+    "worker postgresql",
+    "hec worker sqlite",
+    "transport",
+    "azure-monitor-ingestion",
+)
 
 
 class PeerProcess:
@@ -186,6 +196,35 @@ def run_worker_row(
     return {"elapsed_s": seconds, "peak_rss_mb": peak_mb, "cpu_s": None, "server": stats}
 
 
+def run_hec_row(count: int, tmp: Path, keyfile: Path, keyring: KeyRing) -> dict[str, Any]:
+    tls_dir = tmp / f"hec-{time.monotonic_ns()}"
+    hec = subprocess.Popen(
+        [sys.executable, "-m", "peers.hec_server", "--tls-dir", str(tls_dir)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "tests")},
+    )  # fmt: skip
+    assert hec.stdin is not None
+    assert hec.stdout is not None
+    info = json.loads(hec.stdout.readline())
+    try:
+        with store("sqlite", tmp) as url:
+            tenant = fill(url, count)
+            add(url, tenant, keyring, HEC_TOKEN, delivery_type=DeliveryType.SPLUNK_HEC,
+                endpoint=f"https://localhost:{info['port']}",
+                options={"start": "beginning", "gzip": "true", "batch_max_events": "2000",
+                         "ca_file": info["ca_file"]})  # fmt: skip
+            seconds, peak_mb = drain(url, keyfile, tmp / "worker.log")
+        time.sleep(0.2)
+        hec.stdin.write("stats\n")
+        hec.stdin.flush()
+        stats = dict(json.loads(hec.stdout.readline()))
+    finally:
+        hec.stdin.write("stop\n")
+        hec.stdin.flush()
+        hec.wait(30)
+    return {"elapsed_s": seconds, "peak_rss_mb": peak_mb, "cpu_s": None, "server": stats}
+
+
 def run_child_row(row: str, sample: Path, tmp: Path) -> dict[str, Any]:
     # Microsoft's client counts 1 MiB of rows without the separators between them, so its
     # arrays pass 1,048,576 bytes before gzip; the peer then checks the size as sent only.
@@ -240,6 +279,8 @@ def main() -> None:
                 print(f"running {row} ({attempt + 1}/{args.repeat})...", file=sys.stderr)
                 if row.startswith("worker"):
                     runs.append(run_worker_row(row.split()[1], args.events, tmp, keyfile, keyring))
+                elif row.startswith("hec"):
+                    runs.append(run_hec_row(args.events, tmp, keyfile, keyring))
                 else:
                     runs.append(run_child_row(row, sample, tmp))
             for out in runs:
