@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_hec import ServerProcess
 from bench_pipeline import HEC_TOKEN, ROOT, add, drain, fill, store
 from xavyo_siem.crypto import KeyRing, new_key_text
 from xavyo_siem.model import DeliveryType
@@ -60,7 +61,7 @@ ROWS = (
 )
 
 
-class PeerProcess:
+class PeerProcess(ServerProcess):
     """The contract peers in their own process; `stats()` asks what they accepted."""
 
     def __init__(self, tls_dir: Path, *, wire_limit_only: bool = False) -> None:
@@ -75,23 +76,6 @@ class PeerProcess:
         self.endpoint: str = info["endpoint"]
         self.options: dict[str, Any] = info["options"]
         self.client_secret: str = info["client_secret"]
-
-    def stats(self) -> dict[str, Any]:
-        assert self.process.stdin is not None
-        assert self.process.stdout is not None
-        self.process.stdin.write("stats\n")
-        self.process.stdin.flush()
-        return dict(json.loads(self.process.stdout.readline()))
-
-    def stop(self) -> None:
-        assert self.process.stdin is not None
-        try:
-            self.process.stdin.write("stop\n")
-            self.process.stdin.flush()
-            self.process.wait(timeout=10)
-        except (BrokenPipeError, subprocess.TimeoutExpired):
-            self.process.kill()
-            self.process.wait()
 
 
 def write_sample(path: Path, count: int) -> None:
