@@ -19,12 +19,14 @@ from sqlalchemy import Connection, Engine, select
 
 from xavyo_siem.crypto import CryptoError, KeyRing
 from xavyo_siem.delivery import (
+    ELASTICSEARCH_FORMATS,
     SENTINEL_FORMATS,
     ConnectTarget,
     TransportConfig,
     check_client_secret,
     check_hec_token,
     connect_targets,
+    elasticsearch_authorization,
     validate_destination,
 )
 from xavyo_siem.delivery.option_values import DeliveryPolicy
@@ -131,6 +133,15 @@ def check_destination(spec: DestinationSpec, *, development: bool) -> CheckedDes
         raise InvalidDestination("name", "must be at most 100 printable characters")
     if spec.format is ExportFormat.CSV and spec.delivery_type is not DeliveryType.FILE:
         raise InvalidDestination("format", "csv is for file destinations and exports only")
+    if (
+        spec.delivery_type is DeliveryType.ELASTICSEARCH
+        and spec.format not in ELASTICSEARCH_FORMATS
+    ):
+        raise InvalidDestination(
+            "format",
+            f"an elasticsearch destination stores JSON documents: use one of"
+            f" {', '.join(sorted(ELASTICSEARCH_FORMATS))}, not {spec.format.value}",
+        )
     if spec.delivery_type is DeliveryType.SENTINEL and spec.format.value not in SENTINEL_FORMATS:
         raise InvalidDestination(
             "format",
@@ -262,6 +273,8 @@ def _check_secret(delivery_type: DeliveryType, secret: str | None) -> None:
         WebhookCredentials.from_secret(secret)
     if secret is not None and delivery_type is DeliveryType.SPLUNK_HEC:
         check_hec_token(secret)
+    if secret is not None and delivery_type is DeliveryType.ELASTICSEARCH:
+        elasticsearch_authorization(secret)
     if secret is not None and delivery_type is DeliveryType.SENTINEL:
         check_client_secret(secret)
 

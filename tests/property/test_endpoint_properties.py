@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from xavyo_siem.delivery import (
+    ElasticsearchConfig,
+    ElasticsearchTransport,
     FileConfig,
     HecConfig,
     HecTransport,
@@ -128,6 +130,7 @@ _SCHEME_OF: Final = {
     DeliveryType.SYSLOG_RELP: "relp",
     DeliveryType.WEBHOOK: "https",
     DeliveryType.SPLUNK_HEC: "https",
+    DeliveryType.ELASTICSEARCH: "https",
     DeliveryType.SENTINEL: "https",
     DeliveryType.FILE: "file",
 }
@@ -225,9 +228,13 @@ def _client_request(url: URL) -> ClientRequest:
         loop.close()
 
 
-def _assert_http(config: WebhookConfig | HecConfig | SentinelConfig, host: str, port: int) -> None:
+def _assert_http(
+    config: WebhookConfig | HecConfig | ElasticsearchConfig | SentinelConfig, host: str, port: int
+) -> None:
     if isinstance(config, HecConfig):
         HecTransport(config, token=HEC_TOKEN, event_is_json=True, development=True)
+    elif isinstance(config, ElasticsearchConfig):
+        ElasticsearchTransport(config, secret=None, development=True)
     elif isinstance(config, SentinelConfig):
         SentinelTransport(config, client_secret=HEC_TOKEN, development=True)
     else:

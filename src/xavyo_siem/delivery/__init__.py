@@ -1,5 +1,5 @@
-"""Transports: syslog TCP/TLS/UDP/RELP, webhook, Splunk HEC, Microsoft Sentinel and file,
-behind one interface."""
+"""Transports: syslog TCP/TLS/UDP/RELP, webhook, Splunk HEC, Elasticsearch, Microsoft
+Sentinel and file, behind one interface."""
 
 from __future__ import annotations
 
@@ -17,6 +17,12 @@ from xavyo_siem.delivery.base import (
     RetryLater,
     Transport,
 )
+from xavyo_siem.delivery.elasticsearch import (
+    ELASTICSEARCH_FORMATS,
+    ElasticsearchConfig,
+    ElasticsearchTransport,
+)
+from xavyo_siem.delivery.elasticsearch_auth import elasticsearch_authorization
 from xavyo_siem.delivery.file import FileConfig, FileTransport
 from xavyo_siem.delivery.options import TransportConfig, allowed_options, validate_destination
 from xavyo_siem.delivery.relp import RelpTransport
@@ -41,10 +47,13 @@ from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import InvalidDestination
 
 __all__ = [
+    "ELASTICSEARCH_FORMATS",
     "SENTINEL_FORMATS",
     "ConnectTarget",
     "Delivered",
     "DeliveryResult",
+    "ElasticsearchConfig",
+    "ElasticsearchTransport",
     "FileConfig",
     "FileTransport",
     "HecConfig",
@@ -72,6 +81,7 @@ __all__ = [
     "credential_binding",
     "credential_required",
     "credential_targets",
+    "elasticsearch_authorization",
     "open_transport",
     "validate_destination",
 ]
@@ -93,13 +103,15 @@ def open_transport(
     None turns the guard off; only tests and benchmarks that talk to loopback peers pass
     None.
 
-    Splunk HEC: the token (required). Sentinel: the client secret of the app registration
-    (required), sent to the token endpoint only. Webhook: `whsec_` signing secrets, or a
-    JSON object of signing secrets and auth (see `WebhookCredentials.from_secret`). Syslog
-    TLS and RELP over TLS: the password of an encrypted client key, if any. `event_is_json` says the
-    records are JSON objects (format `json`) rather than text lines, for the HTTP
-    envelopes. `file_header` is the header row a file destination starts with (CSV; its
-    lines then end in CRLF).
+    Splunk HEC: the token (required). Webhook: `whsec_` signing secrets, or a JSON object of
+    signing secrets and auth (see `WebhookCredentials.from_secret`). Syslog TLS and RELP
+    over TLS: the password of an encrypted client key, if any. Sentinel: the client secret
+    of the app registration (required), sent to the token endpoint only. Elasticsearch: an
+    API key,
+    user and password, or a bearer token (see `elasticsearch_authorization`), or none.
+    `event_is_json` says the records are JSON objects (format `json`) rather than text
+    lines, for the HTTP envelopes. `file_header` is the header row a file destination
+    starts with (CSV; its lines then end in CRLF).
     """
     if egress is not None:
         _check_literal_host(config, egress)
@@ -128,6 +140,10 @@ def open_transport(
             )
         case FileConfig():
             return FileTransport(config, header=file_header)
+        case ElasticsearchConfig():
+            return ElasticsearchTransport(
+                config, secret=secret, development=development, egress=egress
+            )
         case SentinelConfig():
             if not secret:
                 raise InvalidDestination("secret", "a sentinel destination needs its client secret")
@@ -146,7 +162,7 @@ def connect_target(config: TransportConfig) -> tuple[str, int] | None:
     match config:
         case SyslogConfig():
             return config.host, config.port
-        case WebhookConfig() | HecConfig() | SentinelConfig():
+        case WebhookConfig() | HecConfig() | ElasticsearchConfig() | SentinelConfig():
             url = URL(config.url)
             return url.raw_host or "", url.port or 0
         case FileConfig():

@@ -41,7 +41,7 @@ __all__ = [
     "PEER_TEXT_MAX_CHARS",
     "PeerFailure",
     "TooLarge",
-    "cancel_pending",
+    "cancel_all",
     "classify_as_peer_failure",
     "close_session",
     "cut_spans",
@@ -341,14 +341,14 @@ async def read_bounded(response: aiohttp.ClientResponse, limit: int = 65_536) ->
     return b"".join(parts)
 
 
-async def cancel_pending(futures: Collection[asyncio.Future[Any]]) -> None:
-    """Cancel `futures` and wait for them, observing each one's exception: a batch that
-    ended early leaves nothing running and nothing unobserved."""
-    for future in futures:
+async def cancel_all(requests: Collection[asyncio.Future[Any]]) -> None:
+    """Cancel the requests of a batch still in flight, wait until they stopped, and observe
+    each one's exception (so none is logged as never retrieved)."""
+    for future in requests:
         future.cancel()
-    if futures:
-        await asyncio.wait(futures)
-    for future in futures:
+    if requests:
+        await asyncio.wait(requests)
+    for future in requests:
         if not future.cancelled():
             future.exception()
 

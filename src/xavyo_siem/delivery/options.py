@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+from xavyo_siem.delivery.elasticsearch import ELASTICSEARCH_OPTIONS, ElasticsearchConfig
 from xavyo_siem.delivery.file import FILE_OPTIONS, FileConfig
 from xavyo_siem.delivery.option_values import POLICY_OPTIONS
 from xavyo_siem.delivery.sentinel import SENTINEL_OPTIONS, SentinelConfig
@@ -34,7 +35,9 @@ from xavyo_siem.model import DeliveryType
 
 __all__ = ["TransportConfig", "allowed_options", "validate_destination"]
 
-TransportConfig = SyslogConfig | WebhookConfig | HecConfig | FileConfig | SentinelConfig
+TransportConfig = (
+    SyslogConfig | WebhookConfig | HecConfig | FileConfig | ElasticsearchConfig | SentinelConfig
+)
 
 _ALLOWED: Final[Mapping[DeliveryType, frozenset[str]]] = {
     kind: names | frozenset(POLICY_OPTIONS)
@@ -44,6 +47,7 @@ _ALLOWED: Final[Mapping[DeliveryType, frozenset[str]]] = {
         DeliveryType.SPLUNK_HEC: HEC_OPTIONS,
         DeliveryType.FILE: FILE_OPTIONS,
         DeliveryType.SENTINEL: SENTINEL_OPTIONS,
+        DeliveryType.ELASTICSEARCH: ELASTICSEARCH_OPTIONS,
     }.items()
 }
 
@@ -88,6 +92,8 @@ def validate_destination(
             return HecConfig.from_options(endpoint, options, development=development)
         case DeliveryType.FILE:
             return FileConfig.from_options(endpoint, options, development=development)
+        case DeliveryType.ELASTICSEARCH:
+            return ElasticsearchConfig.from_options(endpoint, options, development=development)
         case DeliveryType.SENTINEL:
             return SentinelConfig.from_options(endpoint, options, development=development)
 

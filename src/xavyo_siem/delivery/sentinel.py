@@ -59,7 +59,7 @@ from xavyo_siem.delivery.endpoints import check_host, split_url
 from xavyo_siem.delivery.http import (
     PeerFailure,
     TooLarge,
-    cancel_pending,
+    cancel_all,
     classify_as_peer_failure,
     close_session,
     cut_spans,
@@ -507,7 +507,7 @@ class SentinelTransport:
                     elif not isinstance(outcome, Delivered):
                         return outcome
         finally:
-            await cancel_pending(in_flight)
+            await cancel_all(in_flight)
         return Rejected(dict(sorted(rejected.items()))) if rejected else Delivered()
 
     async def check(self) -> DeliveryResult:

@@ -62,7 +62,7 @@ from xavyo_siem.delivery.hec_replies import (
 from xavyo_siem.delivery.http import (
     PeerFailure,
     TooLarge,
-    cancel_pending,
+    cancel_all,
     classify_as_peer_failure,
     close_session,
     cut_spans,
@@ -384,8 +384,8 @@ class HecTransport:
                     )
                     if failure is not None:
                         return failure
-        finally:
-            await cancel_pending(in_flight)
+        finally:  # a batch that ended early leaves nothing running or unobserved
+            await cancel_all(in_flight)
         failure = await batch.acks.wait(keep=0)
         if failure is not None:
             return failure

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from yarl import URL
 
+from xavyo_siem.delivery.elasticsearch import ElasticsearchConfig
 from xavyo_siem.delivery.file import FileConfig
 from xavyo_siem.delivery.options import TransportConfig, allowed_options, validate_destination
 from xavyo_siem.delivery.sentinel import SentinelConfig
@@ -76,7 +77,7 @@ def _origins(config: TransportConfig) -> Iterator[str]:
     match config:
         case SyslogConfig():
             yield _origin(config.protocol, config.host, config.port)
-        case WebhookConfig() | HecConfig():
+        case WebhookConfig() | HecConfig() | ElasticsearchConfig():
             yield _url_origin(config.url, "endpoint")
         case SentinelConfig():  # the secret goes to the token endpoint, the token to the DCE
             yield _url_origin(config.url, "endpoint")

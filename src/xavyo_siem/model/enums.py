@@ -64,6 +64,7 @@ class ExportFormat(StrEnum):
     SYSLOG = "syslog"
     JSON = "json"
     CSV = "csv"
+    OCSF = "ocsf"
 
 
 class DeliveryType(StrEnum):
@@ -77,6 +78,7 @@ class DeliveryType(StrEnum):
     SPLUNK_HEC = "splunk_hec"
     SENTINEL = "sentinel"
     FILE = "file"
+    ELASTICSEARCH = "elasticsearch"
 
 
 class CircuitState(StrEnum):

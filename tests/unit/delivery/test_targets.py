@@ -37,6 +37,8 @@ HEC, HOOK = DeliveryType.SPLUNK_HEC, DeliveryType.WEBHOOK
         (Target(DeliveryType.SYSLOG_RELP, "relp://siem.example.com"),
          ("relp://siem.example.com:2514",)),
         (Target(DeliveryType.FILE, "file:///var/log/siem.jsonl"), ()),
+        (Target(DeliveryType.ELASTICSEARCH, "https://ES.example.com:9200/proxy",
+                {"index": "audit", "pipeline": "p"}), ("https://es.example.com:9200",)),
     ],
 )  # fmt: skip
 def test_each_type_names_the_origins_its_transport_sends_to(
