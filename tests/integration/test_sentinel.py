@@ -13,10 +13,15 @@ import pytest
 from azure.identity.aio import ClientSecretCredential
 from azure.monitor.ingestion.aio import LogsIngestionClient
 
-from xavyo_siem.delivery import SentinelConfig, SentinelTransport, validate_destination
+from xavyo_siem.delivery import (
+    SENTINEL_FORMATS,
+    SentinelConfig,
+    SentinelTransport,
+    validate_destination,
+)
 from xavyo_siem.delivery.base import Delivered, DeliveryResult, Misconfigured, Record, Rejected
 from xavyo_siem.delivery.sentinel_protocol import time_generated
-from xavyo_siem.format import to_json
+from xavyo_siem.format import make_formatter, to_json
 from xavyo_siem.sample import generate_events
 
 from peers.azure_peer import AzurePeer, IngestionRequest, TlsFiles, make_tls
@@ -401,3 +406,14 @@ async def test_arrays_in_flight_are_bounded_and_all_arrive(peer: AzurePeer) -> N
         assert sorted(row["event_id"] for row in peer.received) == sorted(
             r.event_id for r in records
         )
+
+
+@pytest.mark.parametrize("fmt", sorted(SENTINEL_FORMATS))
+async def test_every_json_object_format_arrives_as_its_object(peer: AzurePeer, fmt: str) -> None:
+    """Each format a sentinel destination takes (json, and OCSF and ECS where this version
+    has them) arrives as the formatter's object plus TimeGenerated, one row per event."""
+    formatter = make_formatter(fmt)
+    records = [Record.of(e, formatter(e)) for e in generate_events(40, 2, seed=5)]
+    assert await send_once(peer, records) == Delivered()
+    assert by_id(peer.received) == by_id(expected(records))
+    assert len(peer.received) == len(records)
