@@ -140,6 +140,7 @@ _SCHEMES: Final[dict[DeliveryType, str]] = {
     DeliveryType.WEBHOOK: "https",
     DeliveryType.SPLUNK_HEC: "https",
     DeliveryType.ELASTICSEARCH: "https",
+    DeliveryType.SENTINEL: "https",
 }
 _ODD_SCHEMES: Final = (
     "http",
@@ -301,6 +302,12 @@ _KNOWN_OPTIONS: Final = (
     "formula_guard",
     "cs_max_chars",
     "delimiter",
+    "dcr_immutable_id",
+    "stream",
+    "tenant",
+    "client_id",
+    "authority_host",
+    "audience",
 )
 _UNKNOWN_OPTIONS: Final = ("", " ", "TIMEOUT_S", "timeout_s ", "__proto__", "x" * 200, "ünknown")
 option_names: Final = st.one_of(
@@ -418,6 +425,23 @@ _EDGE_VALUES: Final[dict[str, st.SearchStrategy[Any]]] = {
     "op_type": st.sampled_from(("create", "index", "update")),
     "pipeline": st.sampled_from(("_none", "audit@custom", "a b")),
     "require_data_stream": st.sampled_from((True, "false", "maybe")),
+    "dcr_immutable_id": st.sampled_from(("dcr-" + "a" * 32, "dcr-" + "0" * 31, "x")),
+    "stream": st.sampled_from(("Custom-XavyoAudit_CL", "Microsoft-ASimAuditEventLogs", "a/b")),
+    "tenant": st.sampled_from(("72f988bf-86f1-41af-91ab-2d7cd011db47", "contoso.example", "..")),
+    "client_id": st.sampled_from(("00000000-0000-4000-8000-000000000002", "app")),
+    "authority_host": st.sampled_from(
+        ("https://login.microsoftonline.com", "https://login.invalid", "https://127.0.0.1:1/x")
+    ),
+    "audience": st.sampled_from(("https://monitor.azure.com", "https://monitor.azure.us", "x")),
+}
+# A sentinel destination names its rule, stream and app: plausible ones have all four.
+_NEEDED_OPTIONS: Final[dict[DeliveryType, dict[str, str]]] = {
+    DeliveryType.SENTINEL: {
+        "dcr_immutable_id": "dcr-" + "0" * 32,
+        "stream": "Custom-XavyoAudit_CL",
+        "tenant": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "client_id": "00000000-0000-4000-8000-000000000002",
+    }
 }
 _FORMAT_EDGE_VALUES: Final[dict[str, st.SearchStrategy[Any]]] = {
     "hostname": st.sampled_from(("h", "x" * 255, "-", "ü")),
@@ -448,6 +472,8 @@ def options_for(
     own = sorted(allowed_options(delivery_type))
     names = draw(st.lists(st.sampled_from(own), unique=True, max_size=4))
     options = {name: draw(_EDGE_VALUES[name]) for name in names}
+    for name, value in _NEEDED_OPTIONS.get(delivery_type, {}).items():
+        options.setdefault(name, value)
     format_names = _FORMAT_OPTION_NAMES.get(export_format, ())
     with_format_option = draw(st.booleans())
     if format_names and with_format_option:
@@ -460,6 +486,7 @@ _GOOD_SECRETS: Final[dict[DeliveryType, st.SearchStrategy[str | None]]] = {
     DeliveryType.SPLUNK_HEC: st.just("00000000-0000-4000-8000-000000000001"),
     DeliveryType.WEBHOOK: st.sampled_from((None, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),
     DeliveryType.ELASTICSEARCH: st.sampled_from((None, "aWQxOmtleTE=")),  # base64 "id1:key1"
+    DeliveryType.SENTINEL: st.just("Qx8Q~client.secret-of-the_app~0123456789"),
 }
 
 secrets: Final = st.one_of(

@@ -20,9 +20,12 @@ from sqlalchemy import Connection, Engine, select
 from xavyo_siem.crypto import CryptoError, KeyRing
 from xavyo_siem.delivery import (
     ELASTICSEARCH_FORMATS,
+    SENTINEL_FORMATS,
+    ConnectTarget,
     TransportConfig,
+    check_client_secret,
     check_hec_token,
-    connect_target,
+    connect_targets,
     elasticsearch_authorization,
     validate_destination,
 )
@@ -144,6 +147,12 @@ def check_destination(spec: DestinationSpec, *, development: bool) -> CheckedDes
             f"an elasticsearch destination stores JSON documents: use one of"
             f" {', '.join(sorted(ELASTICSEARCH_FORMATS))}, not {spec.format.value}",
         )
+    if spec.delivery_type is DeliveryType.SENTINEL and spec.format.value not in SENTINEL_FORMATS:
+        raise InvalidDestination(
+            "format",
+            f"a sentinel destination sends JSON objects (a stream's columns): use one of"
+            f" {', '.join(sorted(SENTINEL_FORMATS))}, not {spec.format.value}",
+        )
     if spec.rate_limit is not None:
         if not spec.rate_limit.events_per_s > 0:
             raise InvalidDestination("rate_limit.events_per_s", "must be a positive number")
@@ -203,6 +212,8 @@ def add_destination(
     config = check_destination(spec, development=development).config
     if spec.delivery_type is DeliveryType.SPLUNK_HEC and not secret:
         raise InvalidDestination("secret", "a Splunk HEC destination needs its token")
+    if spec.delivery_type is DeliveryType.SENTINEL:
+        check_client_secret(secret)
     _check_secret(spec.delivery_type, secret)
     _check_reachable(config, egress)
     destination_id = uuid.uuid4()
@@ -269,14 +280,27 @@ def _check_secret(delivery_type: DeliveryType, secret: str | None) -> None:
         check_hec_token(secret)
     if secret is not None and delivery_type is DeliveryType.ELASTICSEARCH:
         elasticsearch_authorization(secret)
+    if secret is not None and delivery_type is DeliveryType.SENTINEL:
+        check_client_secret(secret)
 
 
 def _check_reachable(config: TransportConfig, egress: EgressGuard | None) -> None:
-    """The SSRF guard at save time: the host the transport will connect to resolves only to
-    allowed addresses."""
-    target = connect_target(config)
-    if target is not None:
-        (egress or EgressGuard()).resolve(*target)
+    """The SSRF guard at save time: every host the transport will connect to resolves only
+    to allowed addresses."""
+    for host, port, field_name in connect_targets(config):
+        try:
+            (egress or EgressGuard()).resolve(host, port)
+        except InvalidDestination as exc:
+            raise InvalidDestination(field_name, exc.reason) from None
+
+
+def _targets(destination: SiemDestination) -> tuple[ConnectTarget, ...]:
+    """The hosts and ports `destination`'s transport connects to (none if its settings no
+    longer validate)."""
+    try:
+        return connect_targets(check_destination(spec_of(destination), development=True).config)
+    except InvalidDestination:
+        return ()
 
 
 def _seal(
@@ -409,7 +433,7 @@ def update_destination(
         _check_secret(updated.delivery_type, secret)
         if secret is None:
             _check_credential_stays(current, updated)
-        if updated.endpoint != current.endpoint:
+        if updated.endpoint != current.endpoint or _targets(current) != connect_targets(config):
             _check_reachable(config, egress)
         if updated.name != current.name:
             clash = rows.find_destination(conn, tenant_id=tenant_id, name=updated.name)

@@ -28,6 +28,8 @@ from xavyo_siem.delivery import (
     FileConfig,
     HecConfig,
     HecTransport,
+    SentinelConfig,
+    SentinelTransport,
     SyslogConfig,
     TransportConfig,
     WebhookConfig,
@@ -129,7 +131,17 @@ _SCHEME_OF: Final = {
     DeliveryType.WEBHOOK: "https",
     DeliveryType.SPLUNK_HEC: "https",
     DeliveryType.ELASTICSEARCH: "https",
+    DeliveryType.SENTINEL: "https",
     DeliveryType.FILE: "file",
+}
+# The options a type needs besides its endpoint (a sentinel destination names its rule).
+_NEEDED_OPTIONS: Final[dict[DeliveryType, dict[str, str]]] = {
+    DeliveryType.SENTINEL: {
+        "dcr_immutable_id": "dcr-" + "0" * 32,
+        "stream": "Custom-XavyoAudit_CL",
+        "tenant": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "client_id": "00000000-0000-4000-8000-000000000002",
+    }
 }
 
 
@@ -187,7 +199,7 @@ def hostile_urls(draw: st.DrawFn, kind: DeliveryType) -> str:
 
 def _validated(kind: DeliveryType, endpoint: str) -> TransportConfig | InvalidDestination:
     try:
-        return validate_destination(kind, endpoint, {}, development=True)
+        return validate_destination(kind, endpoint, _NEEDED_OPTIONS.get(kind, {}), development=True)
     except InvalidDestination as exc:
         return exc
 
@@ -217,12 +229,14 @@ def _client_request(url: URL) -> ClientRequest:
 
 
 def _assert_http(
-    config: WebhookConfig | HecConfig | ElasticsearchConfig, host: str, port: int
+    config: WebhookConfig | HecConfig | ElasticsearchConfig | SentinelConfig, host: str, port: int
 ) -> None:
     if isinstance(config, HecConfig):
         HecTransport(config, token=HEC_TOKEN, event_is_json=True, development=True)
     elif isinstance(config, ElasticsearchConfig):
         ElasticsearchTransport(config, secret=None, development=True)
+    elif isinstance(config, SentinelConfig):
+        SentinelTransport(config, client_secret=HEC_TOKEN, development=True)
     else:
         WebhookTransport(config, event_is_json=True, development=True)
     request = _client_request(URL(config.url))  # the URL the transports send to

@@ -52,7 +52,7 @@ from xavyo_siem.trail import Actor
 __all__ = ["app"]
 
 app = typer.Typer(
-    help="Manage where a tenant's events go (syslog, webhook, Splunk HEC, file).",
+    help="Manage where a tenant's events go (syslog, webhook, Splunk HEC, Sentinel, file).",
     no_args_is_help=True,
 )
 

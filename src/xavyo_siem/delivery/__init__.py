@@ -1,9 +1,10 @@
-"""Transports: syslog TCP/TLS/UDP/RELP, webhook, Splunk HEC, Elasticsearch and file, behind
-one interface."""
+"""Transports: syslog TCP/TLS/UDP/RELP, webhook, Splunk HEC, Elasticsearch, Microsoft
+Sentinel and file, behind one interface."""
 
 from __future__ import annotations
 
 import ipaddress
+from typing import NamedTuple
 
 from yarl import URL
 
@@ -25,6 +26,12 @@ from xavyo_siem.delivery.elasticsearch_auth import elasticsearch_authorization
 from xavyo_siem.delivery.file import FileConfig, FileTransport
 from xavyo_siem.delivery.options import TransportConfig, allowed_options, validate_destination
 from xavyo_siem.delivery.relp import RelpTransport
+from xavyo_siem.delivery.sentinel import (
+    SENTINEL_FORMATS,
+    SentinelConfig,
+    SentinelTransport,
+    check_client_secret,
+)
 from xavyo_siem.delivery.splunk_hec import HecConfig, HecTransport, check_hec_token
 from xavyo_siem.delivery.syslog import SyslogTransport
 from xavyo_siem.delivery.syslog_config import SyslogConfig
@@ -41,6 +48,8 @@ from xavyo_siem.errors import InvalidDestination
 
 __all__ = [
     "ELASTICSEARCH_FORMATS",
+    "SENTINEL_FORMATS",
+    "ConnectTarget",
     "Delivered",
     "DeliveryResult",
     "ElasticsearchConfig",
@@ -54,6 +63,8 @@ __all__ = [
     "Rejected",
     "RelpTransport",
     "RetryLater",
+    "SentinelConfig",
+    "SentinelTransport",
     "SyslogConfig",
     "SyslogTransport",
     "TlsConfig",
@@ -63,8 +74,10 @@ __all__ = [
     "WebhookCredentials",
     "WebhookTransport",
     "allowed_options",
+    "check_client_secret",
     "check_hec_token",
     "connect_target",
+    "connect_targets",
     "credential_binding",
     "credential_required",
     "credential_targets",
@@ -92,7 +105,9 @@ def open_transport(
 
     Splunk HEC: the token (required). Webhook: `whsec_` signing secrets, or a JSON object of
     signing secrets and auth (see `WebhookCredentials.from_secret`). Syslog TLS and RELP
-    over TLS: the password of an encrypted client key, if any. Elasticsearch: an API key,
+    over TLS: the password of an encrypted client key, if any. Sentinel: the client secret
+    of the app registration (required), sent to the token endpoint only. Elasticsearch: an
+    API key,
     user and password, or a bearer token (see `elasticsearch_authorization`), or none.
     `event_is_json` says the records are JSON objects (format `json`) rather than text
     lines, for the HTTP envelopes. `file_header` is the header row a file destination
@@ -129,6 +144,12 @@ def open_transport(
             return ElasticsearchTransport(
                 config, secret=secret, development=development, egress=egress
             )
+        case SentinelConfig():
+            if not secret:
+                raise InvalidDestination("secret", "a sentinel destination needs its client secret")
+            return SentinelTransport(
+                config, client_secret=secret, development=development, egress=egress
+            )
 
 
 def connect_target(config: TransportConfig) -> tuple[str, int] | None:
@@ -141,20 +162,41 @@ def connect_target(config: TransportConfig) -> tuple[str, int] | None:
     match config:
         case SyslogConfig():
             return config.host, config.port
-        case WebhookConfig() | HecConfig() | ElasticsearchConfig():
+        case WebhookConfig() | HecConfig() | ElasticsearchConfig() | SentinelConfig():
             url = URL(config.url)
             return url.raw_host or "", url.port or 0
         case FileConfig():
             return None
 
 
+class ConnectTarget(NamedTuple):
+    """A host and port a transport connects to, and the setting that names it."""
+
+    host: str
+    port: int
+    field: str
+
+
+def connect_targets(config: TransportConfig) -> tuple[ConnectTarget, ...]:
+    """Every host and port a transport of `config` connects to: `connect_target`
+    (`endpoint`), and for a sentinel destination also its token endpoint
+    (`options.authority_host`). The SSRF guard checks each of them at save and test time."""
+    first = connect_target(config)
+    targets: tuple[ConnectTarget, ...] = (
+        () if first is None else (ConnectTarget(*first, "endpoint"),)
+    )
+    if isinstance(config, SentinelConfig):
+        authority = URL(config.authority_host)
+        host, port = authority.raw_host or "", authority.port or 0
+        targets += (ConnectTarget(host, port, "options.authority_host"),)
+    return targets
+
+
 def _check_literal_host(config: TransportConfig, egress: EgressGuard) -> None:
     """Refuse an IP-literal host the guard forbids (names are checked at connect time)."""
-    target = connect_target(config)
-    if target is not None and target[0]:
-        host = target[0]
+    for host, _port, _field in connect_targets(config):
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            return
+            continue
         egress.check_addresses(host, [host])

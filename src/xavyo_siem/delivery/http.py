@@ -303,8 +303,9 @@ def header(headers: Mapping[str, str] | None, name: str) -> str | None:
 
 
 def describe_peer(url: URL) -> str:
-    """`host:port` of a URL, for reasons and logs."""
-    return f"{url.host}:{url.port}"
+    """`host:port` of a URL, for reasons and logs: the host in the ASCII form aiohttp
+    connects to (`raw_host`; decoding an invalid IDNA label such as `xn--zz` would raise)."""
+    return f"{url.raw_host}:{url.port}"
 
 
 def cut_spans(

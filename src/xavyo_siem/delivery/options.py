@@ -8,7 +8,8 @@ transport never sees an unchecked option ("validate, then open").
 
 Each delivery type declares its config, its option names and their defaults beside its
 transport: `SyslogConfig` (syslog_config.py), `WebhookConfig` (webhook.py), `HecConfig`
-(splunk_hec.py) and `FileConfig` (file.py). Every type accepts the batch options
+(splunk_hec.py), `FileConfig` (file.py) and `SentinelConfig` (sentinel.py). Every type
+accepts the batch options
 `batch_max_events`, `batch_max_bytes` and `start`, and the delivery policy options
 (`DeliveryPolicy`, read by `check_destination`) (option_values.py); the TLS options are
 those of `TlsConfig` (tls.py). How values are written (types, strings from the command
@@ -25,6 +26,7 @@ from typing import Final
 from xavyo_siem.delivery.elasticsearch import ELASTICSEARCH_OPTIONS, ElasticsearchConfig
 from xavyo_siem.delivery.file import FILE_OPTIONS, FileConfig
 from xavyo_siem.delivery.option_values import POLICY_OPTIONS
+from xavyo_siem.delivery.sentinel import SENTINEL_OPTIONS, SentinelConfig
 from xavyo_siem.delivery.splunk_hec import HEC_OPTIONS, HecConfig
 from xavyo_siem.delivery.syslog_config import SYSLOG_OPTIONS, SyslogConfig
 from xavyo_siem.delivery.webhook import WEBHOOK_OPTIONS, WebhookConfig
@@ -33,7 +35,9 @@ from xavyo_siem.model import DeliveryType
 
 __all__ = ["TransportConfig", "allowed_options", "validate_destination"]
 
-TransportConfig = SyslogConfig | WebhookConfig | HecConfig | FileConfig | ElasticsearchConfig
+TransportConfig = (
+    SyslogConfig | WebhookConfig | HecConfig | FileConfig | ElasticsearchConfig | SentinelConfig
+)
 
 _ALLOWED: Final[Mapping[DeliveryType, frozenset[str]]] = {
     kind: names | frozenset(POLICY_OPTIONS)
@@ -42,6 +46,7 @@ _ALLOWED: Final[Mapping[DeliveryType, frozenset[str]]] = {
         DeliveryType.WEBHOOK: WEBHOOK_OPTIONS,
         DeliveryType.SPLUNK_HEC: HEC_OPTIONS,
         DeliveryType.FILE: FILE_OPTIONS,
+        DeliveryType.SENTINEL: SENTINEL_OPTIONS,
         DeliveryType.ELASTICSEARCH: ELASTICSEARCH_OPTIONS,
     }.items()
 }
@@ -89,6 +94,8 @@ def validate_destination(
             return FileConfig.from_options(endpoint, options, development=development)
         case DeliveryType.ELASTICSEARCH:
             return ElasticsearchConfig.from_options(endpoint, options, development=development)
+        case DeliveryType.SENTINEL:
+            return SentinelConfig.from_options(endpoint, options, development=development)
 
 
 def _check_names(delivery_type: DeliveryType, options: Mapping[str, object]) -> None:

@@ -22,6 +22,7 @@ from yarl import URL
 from xavyo_siem.delivery.elasticsearch import ElasticsearchConfig
 from xavyo_siem.delivery.file import FileConfig
 from xavyo_siem.delivery.options import TransportConfig, allowed_options, validate_destination
+from xavyo_siem.delivery.sentinel import SentinelConfig
 from xavyo_siem.delivery.splunk_hec import HecConfig
 from xavyo_siem.delivery.syslog_config import SyslogConfig
 from xavyo_siem.delivery.webhook import WebhookConfig
@@ -66,9 +67,9 @@ def credential_binding(destination: Targeted) -> tuple[str, ...]:
 
 def credential_required(delivery_type: DeliveryType) -> bool:
     """Whether a destination of this type never sends without a credential (HEC: its
-    token). A webhook may be configured unsigned and without auth; syslog and file need
-    none."""
-    return DeliveryType(delivery_type) is DeliveryType.SPLUNK_HEC
+    token; Sentinel: its client secret). A webhook may be configured unsigned and without
+    auth; syslog and file need none."""
+    return DeliveryType(delivery_type) in (DeliveryType.SPLUNK_HEC, DeliveryType.SENTINEL)
 
 
 def _origins(config: TransportConfig) -> Iterator[str]:
@@ -77,13 +78,20 @@ def _origins(config: TransportConfig) -> Iterator[str]:
         case SyslogConfig():
             yield _origin(config.protocol, config.host, config.port)
         case WebhookConfig() | HecConfig() | ElasticsearchConfig():
-            try:
-                url = URL(config.url)
-            except ValueError:  # what the transport cannot parse, it cannot send to either
-                raise InvalidDestination("endpoint", "is not a valid URL") from None
-            yield _origin(url.scheme, url.host or "", url.port)
+            yield _url_origin(config.url, "endpoint")
+        case SentinelConfig():  # the secret goes to the token endpoint, the token to the DCE
+            yield _url_origin(config.url, "endpoint")
+            yield _url_origin(config.authority_host, "options.authority_host")
         case FileConfig():
             return
+
+
+def _url_origin(target: str, field: str) -> str:
+    try:
+        url = URL(target)
+        return _origin(url.scheme, url.host or "", url.port)
+    except ValueError:  # what the transport cannot parse, it cannot send to either
+        raise InvalidDestination(field, "is not a valid URL") from None
 
 
 def _origin(scheme: str, host: str, port: int | None) -> str:

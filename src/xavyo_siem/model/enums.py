@@ -78,6 +78,7 @@ class DeliveryType(StrEnum):
     SYSLOG_RELP = "syslog_relp"
     WEBHOOK = "webhook"
     SPLUNK_HEC = "splunk_hec"
+    SENTINEL = "sentinel"
     FILE = "file"
     ELASTICSEARCH = "elasticsearch"
 

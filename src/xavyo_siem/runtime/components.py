@@ -25,7 +25,7 @@ from xavyo_siem.delivery import (
     DeliveryResult,
     Record,
     Transport,
-    connect_target,
+    connect_targets,
     credential_binding,
     credential_required,
     open_transport,
@@ -167,8 +167,11 @@ async def test_destination(
     credential opens), `resolve` (the host's addresses, each allowed by the SSRF guard),
     `connect`, `tls` (TLS transports: the peer's certificate verified), `authenticate`
     (HEC token, Elasticsearch credential, webhook credentials), `deliver` (the test event
-    accepted). `actor`'s test is recorded in the tenant's audit trail: the steps passed,
-    and the first that failed (its name only: a peer's answer stays out of the trail).
+    accepted). A sentinel destination resolves both of its hosts, then `token` (Microsoft
+    Entra ID issued one), `connect` and `tls` (the ingestion endpoint), and `ingest` (the
+    Logs Ingestion API accepted the test event). `actor`'s test is recorded in the tenant's
+    audit trail: the steps passed, and the first that failed (its name only: a peer's answer
+    stays out of the trail).
     """
     steps = await _test_steps(
         engine, destination, settings=settings, keyring=keyring, egress=egress
@@ -212,9 +215,8 @@ async def _test_steps(
     transport = opened.transport
     try:
         checked = check_destination(spec_of(destination), development=settings.development)
-        target = connect_target(checked.config)
-        if target is not None:
-            steps.append(await _resolve_step(*target, guard))
+        for host, port, _field in connect_targets(checked.config):
+            steps.append(await _resolve_step(host, port, guard))
             if not steps[-1].ok:
                 return steps
         probe = await transport.check()
@@ -280,6 +282,8 @@ def _is_auth_failure(reason: str) -> bool:
 def _probe_steps(destination: SiemDestination, probe: object) -> list[TestStep]:
     """`transport.check()` as steps: connect, then TLS and (HEC, Elasticsearch) the
     credential probe."""
+    if destination.delivery_type is DeliveryType.SENTINEL:
+        return _sentinel_probe_steps(destination, probe)
     tls = _uses_tls(destination)
     authenticated = _PROBE_AUTHENTICATES.get(destination.delivery_type)
     connected = TestStep("connect", True, "connected")
@@ -297,6 +301,21 @@ def _probe_steps(destination: SiemDestination, probe: object) -> list[TestStep]:
     return [TestStep("connect", False, reason)]
 
 
+def _sentinel_probe_steps(destination: SiemDestination, probe: object) -> list[TestStep]:
+    """A sentinel destination's `check()` as steps: the token, then the ingestion endpoint."""
+    token = TestStep("token", True, "Microsoft Entra ID issued a token")
+    connected = TestStep("connect", True, "reached the ingestion endpoint")
+    if isinstance(probe, Delivered):
+        tls = [TestStep("tls", True, _tls_detail(destination))] if _uses_tls(destination) else []
+        return [token, connected, *tls]
+    reason = _describe(probe)
+    if reason.startswith("the token endpoint"):
+        return [TestStep("token", False, reason)]
+    if "TLS" in reason or "certificate" in reason:
+        return [token, connected, TestStep("tls", False, reason)]
+    return [token, TestStep("connect", False, reason)]
+
+
 def _tls_detail(destination: SiemDestination) -> str:
     options = destination.options
     if str(options.get("tls_verify", "true")).strip().lower() in ("false", "no", "off", "0"):
@@ -311,6 +330,10 @@ def _delivery_steps(
 ) -> list[TestStep]:
     """The test event's send as steps: webhook credentials, then acceptance."""
     webhook = destination.delivery_type is DeliveryType.WEBHOOK
+    if destination.delivery_type is DeliveryType.SENTINEL:
+        if isinstance(result, Delivered):
+            return [TestStep("ingest", True, "the Logs Ingestion API accepted the test event")]
+        return [TestStep("ingest", False, _describe(result))]
     if isinstance(result, Delivered):
         steps = []
         if webhook and destination.has_secret:

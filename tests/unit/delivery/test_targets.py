@@ -96,6 +96,54 @@ def test_an_invalid_destination_has_no_targets() -> None:
     assert caught.value.field == "endpoint"
 
 
-def test_only_hec_never_sends_without_a_credential() -> None:
-    """HEC needs its token; a webhook may be unsigned; syslog and file use none."""
-    assert [t for t in DeliveryType if credential_required(t)] == [HEC]
+def test_only_hec_and_sentinel_never_send_without_a_credential() -> None:
+    """HEC needs its token and Sentinel its client secret; a webhook may be unsigned; syslog
+    and file use none."""
+    assert [t for t in DeliveryType if credential_required(t)] == [HEC, DeliveryType.SENTINEL]
+
+
+SENTINEL_OPTIONS: Mapping[str, Any] = {
+    "dcr_immutable_id": "dcr-" + "ab" * 16,
+    "stream": "Custom-XavyoAudit_CL",
+    "tenant": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+    "client_id": "00000000-0000-4000-8000-000000000002",
+}
+
+
+def test_a_sentinel_secret_is_bound_to_the_token_endpoint_and_the_ingestion_endpoint() -> None:
+    """A sentinel credential goes to two origins, the authority (the client secret) and the
+    data collection endpoint (the token): both are in its binding."""
+    target = Target(
+        DeliveryType.SENTINEL,
+        "https://dce-1.westeurope-1.ingest.monitor.azure.com",
+        SENTINEL_OPTIONS,
+    )
+    assert credential_binding(target) == (
+        "sentinel",
+        "https://dce-1.westeurope-1.ingest.monitor.azure.com:443",
+        "https://login.microsoftonline.com:443",
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "moves"),
+    [
+        ({"authority_host": "https://login.microsoftonline.us"}, True),
+        ({"authority_host": "https://login.microsoftonline.com:8443"}, True),
+        ({"authority_host": "https://LOGIN.microsoftonline.com/"}, False),
+        ({"stream": "Custom-Other_CL"}, False),
+        ({"dcr_immutable_id": "dcr-" + "cd" * 16}, False),
+        ({"tenant": "contoso.onmicrosoft.com"}, False),
+    ],
+)
+def test_only_moving_a_sentinel_host_moves_its_credential(
+    change: Mapping[str, Any], moves: bool
+) -> None:
+    """Another authority host (or port) needs the secret again; another rule, stream or
+    tenant on the same hosts does not."""
+    endpoint = "https://dce-1.westeurope-1.ingest.monitor.azure.com"
+    before = credential_binding(Target(DeliveryType.SENTINEL, endpoint, SENTINEL_OPTIONS))
+    after = credential_binding(
+        Target(DeliveryType.SENTINEL, endpoint, {**SENTINEL_OPTIONS, **change})
+    )
+    assert (before != after) is moves
