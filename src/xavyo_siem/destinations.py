@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, select
 
 from xavyo_siem.crypto import CryptoError, KeyRing
 from xavyo_siem.delivery import (
+    S3Credentials,
     TransportConfig,
     check_hec_token,
     connect_target,
@@ -251,6 +252,8 @@ def _check_secret(delivery_type: DeliveryType, secret: str | None) -> None:
         WebhookCredentials.from_secret(secret)
     if secret is not None and delivery_type is DeliveryType.SPLUNK_HEC:
         check_hec_token(secret)
+    if secret is not None and delivery_type is DeliveryType.S3:
+        S3Credentials.from_secret(secret)
 
 
 def _check_reachable(config: TransportConfig, egress: EgressGuard | None) -> None:

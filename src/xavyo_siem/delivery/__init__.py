@@ -1,8 +1,9 @@
-"""Transports: syslog TCP/TLS/UDP/RELP, webhook, Splunk HEC and file, behind one interface."""
+"""Transports: syslog TCP/TLS/UDP/RELP, webhook, Splunk HEC, file and S3, behind one interface."""
 
 from __future__ import annotations
 
 import ipaddress
+from uuid import UUID
 
 from yarl import URL
 
@@ -18,6 +19,7 @@ from xavyo_siem.delivery.base import (
 from xavyo_siem.delivery.file import FileConfig, FileTransport
 from xavyo_siem.delivery.options import TransportConfig, allowed_options, validate_destination
 from xavyo_siem.delivery.relp import RelpTransport
+from xavyo_siem.delivery.s3 import S3Config, S3Credentials, S3Transport
 from xavyo_siem.delivery.splunk_hec import HecConfig, HecTransport, check_hec_token
 from xavyo_siem.delivery.syslog import SyslogTransport
 from xavyo_siem.delivery.syslog_config import SyslogConfig
@@ -44,6 +46,9 @@ __all__ = [
     "Rejected",
     "RelpTransport",
     "RetryLater",
+    "S3Config",
+    "S3Credentials",
+    "S3Transport",
     "SyslogConfig",
     "SyslogTransport",
     "TlsConfig",
@@ -71,6 +76,7 @@ def open_transport(
     development: bool,
     egress: EgressGuard | None,
     file_header: str | None = None,
+    tenant_id: UUID | None = None,
 ) -> Transport:
     """The transport for a validated config; `secret` is the destination's credential.
 
@@ -84,7 +90,8 @@ def open_transport(
     over TLS: the password of an encrypted client key, if any. `event_is_json` says the
     records are JSON objects (format `json`) rather than text lines, for the HTTP
     envelopes. `file_header` is the header row a file destination starts with (CSV; its
-    lines then end in CRLF).
+    lines then end in CRLF). S3: the access key, a JSON object (see
+    `S3Credentials.from_secret`); `tenant_id` names the tenant's partition of the keys.
     """
     if egress is not None:
         _check_literal_host(config, egress)
@@ -113,6 +120,17 @@ def open_transport(
             )
         case FileConfig():
             return FileTransport(config, header=file_header)
+        case S3Config():
+            if tenant_id is None:
+                raise InvalidDestination("tenant_id", "an s3 destination writes under its tenant")
+            return S3Transport(
+                config,
+                credentials=S3Credentials.from_secret(secret),
+                tenant_id=tenant_id,
+                event_is_json=event_is_json,
+                development=development,
+                egress=egress,
+            )
 
 
 def connect_target(config: TransportConfig) -> tuple[str, int] | None:
@@ -127,6 +145,9 @@ def connect_target(config: TransportConfig) -> tuple[str, int] | None:
             return config.host, config.port
         case WebhookConfig() | HecConfig():
             url = URL(config.url)
+            return url.raw_host or "", url.port or 0
+        case S3Config():
+            url = URL(config.base_url)
             return url.raw_host or "", url.port or 0
         case FileConfig():
             return None

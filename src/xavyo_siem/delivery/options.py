@@ -8,7 +8,7 @@ transport never sees an unchecked option ("validate, then open").
 
 Each delivery type declares its config, its option names and their defaults beside its
 transport: `SyslogConfig` (syslog_config.py), `WebhookConfig` (webhook.py), `HecConfig`
-(splunk_hec.py) and `FileConfig` (file.py). Every type accepts the batch options
+(splunk_hec.py), `FileConfig` (file.py) and `S3Config` (s3.py). Every type accepts the batch options
 `batch_max_events`, `batch_max_bytes` and `start`, and the delivery policy options
 (`DeliveryPolicy`, read by `check_destination`) (option_values.py); the TLS options are
 those of `TlsConfig` (tls.py). How values are written (types, strings from the command
@@ -24,6 +24,7 @@ from typing import Final
 
 from xavyo_siem.delivery.file import FILE_OPTIONS, FileConfig
 from xavyo_siem.delivery.option_values import POLICY_OPTIONS
+from xavyo_siem.delivery.s3 import S3_OPTIONS, S3Config
 from xavyo_siem.delivery.splunk_hec import HEC_OPTIONS, HecConfig
 from xavyo_siem.delivery.syslog_config import SYSLOG_OPTIONS, SyslogConfig
 from xavyo_siem.delivery.webhook import WEBHOOK_OPTIONS, WebhookConfig
@@ -32,7 +33,7 @@ from xavyo_siem.model import DeliveryType
 
 __all__ = ["TransportConfig", "allowed_options", "validate_destination"]
 
-TransportConfig = SyslogConfig | WebhookConfig | HecConfig | FileConfig
+TransportConfig = SyslogConfig | WebhookConfig | HecConfig | FileConfig | S3Config
 
 _ALLOWED: Final[Mapping[DeliveryType, frozenset[str]]] = {
     kind: names | frozenset(POLICY_OPTIONS)
@@ -41,6 +42,7 @@ _ALLOWED: Final[Mapping[DeliveryType, frozenset[str]]] = {
         DeliveryType.WEBHOOK: WEBHOOK_OPTIONS,
         DeliveryType.SPLUNK_HEC: HEC_OPTIONS,
         DeliveryType.FILE: FILE_OPTIONS,
+        DeliveryType.S3: S3_OPTIONS,
     }.items()
 }
 
@@ -85,6 +87,8 @@ def validate_destination(
             return HecConfig.from_options(endpoint, options, development=development)
         case DeliveryType.FILE:
             return FileConfig.from_options(endpoint, options, development=development)
+        case DeliveryType.S3:
+            return S3Config.from_options(endpoint, options, development=development)
 
 
 def _check_names(delivery_type: DeliveryType, options: Mapping[str, object]) -> None:

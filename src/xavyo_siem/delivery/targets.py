@@ -10,6 +10,9 @@ transport connects to: the HTTP transports parse their URL with yarl, as here (H
 `/ack` and `/health` share the endpoint's origin); syslog connects to the config's host and
 port (the default port filled in). A delivery type whose options name further URLs (an
 endpoint override, a token authority, an ingestion endpoint) adds them in `_origins`.
+S3 sends its access key to the server's origin (`endpoint_url`, or AWS in the region, the
+bucket in the host name with virtual addressing) and is bound to the bucket as well
+(`s3://bucket`): with path addressing the bucket is not part of the origin.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from yarl import URL
 
 from xavyo_siem.delivery.file import FileConfig
 from xavyo_siem.delivery.options import TransportConfig, allowed_options, validate_destination
+from xavyo_siem.delivery.s3 import S3Config
 from xavyo_siem.delivery.splunk_hec import HecConfig
 from xavyo_siem.delivery.syslog_config import SyslogConfig
 from xavyo_siem.delivery.webhook import WebhookConfig
@@ -65,9 +69,9 @@ def credential_binding(destination: Targeted) -> tuple[str, ...]:
 
 def credential_required(delivery_type: DeliveryType) -> bool:
     """Whether a destination of this type never sends without a credential (HEC: its
-    token). A webhook may be configured unsigned and without auth; syslog and file need
-    none."""
-    return DeliveryType(delivery_type) is DeliveryType.SPLUNK_HEC
+    token; S3: its access key). A webhook may be configured unsigned and without auth;
+    syslog and file need none."""
+    return DeliveryType(delivery_type) in (DeliveryType.SPLUNK_HEC, DeliveryType.S3)
 
 
 def _origins(config: TransportConfig) -> Iterator[str]:
@@ -81,6 +85,10 @@ def _origins(config: TransportConfig) -> Iterator[str]:
             except ValueError:  # what the transport cannot parse, it cannot send to either
                 raise InvalidDestination("endpoint", "is not a valid URL") from None
             yield _origin(url.scheme, url.host or "", url.port)
+        case S3Config():
+            url = URL(config.base_url)
+            yield _origin(url.scheme, url.host or "", url.port)
+            yield f"s3://{config.bucket}"
         case FileConfig():
             return
 

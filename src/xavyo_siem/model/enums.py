@@ -76,6 +76,7 @@ class DeliveryType(StrEnum):
     WEBHOOK = "webhook"
     SPLUNK_HEC = "splunk_hec"
     FILE = "file"
+    S3 = "s3"
 
 
 class CircuitState(StrEnum):

@@ -23,6 +23,7 @@ from xavyo_siem.crypto import CryptoError, KeyRing
 from xavyo_siem.delivery import (
     Delivered,
     Record,
+    S3Config,
     connect_target,
     credential_binding,
     credential_required,
@@ -124,8 +125,12 @@ async def open_destination(
         development=settings.development,
         egress=EgressGuard.from_settings(settings) if egress is None else egress,
         file_header=csv_header() if destination.format is ExportFormat.CSV else None,
+        tenant_id=destination.tenant_id,
     )
-    return DestinationComponents(transport, formatter, config.batch_max_events, checked.policy)
+    linger_s = config.object_max_age_s if isinstance(config, S3Config) else 0.0
+    return DestinationComponents(
+        transport, formatter, config.batch_max_events, checked.policy, linger_s
+    )
 
 
 def test_event(tenant_id: UUID) -> AuditEvent:
@@ -237,8 +242,12 @@ def _uses_tls(destination: SiemDestination) -> bool:
     relp_tls = destination.delivery_type is DeliveryType.SYSLOG_RELP and str(
         destination.options.get("tls", "false")
     ).strip().lower() in ("true", "yes", "on", "1")
+    s3_tls = destination.delivery_type is DeliveryType.S3 and not str(
+        destination.options.get("endpoint_url") or "https://"
+    ).lower().startswith("http://")
     return (
         relp_tls
+        or s3_tls
         or destination.delivery_type is DeliveryType.SYSLOG_TLS
         or destination.endpoint.lower().startswith("https://")
     )
@@ -250,15 +259,17 @@ def _is_auth_failure(reason: str) -> bool:
 
 
 def _probe_steps(destination: SiemDestination, probe: object) -> list[TestStep]:
-    """`transport.check()` as steps: connect, then TLS and (HEC) the token probe."""
+    """`transport.check()` as steps: connect, then TLS and (HEC, S3) the credential probe."""
     tls = _uses_tls(destination)
-    hec = destination.delivery_type is DeliveryType.SPLUNK_HEC
+    hec = destination.delivery_type in (DeliveryType.SPLUNK_HEC, DeliveryType.S3)
     connected = TestStep("connect", True, "connected")
     verified = TestStep("tls", True, _tls_detail(destination))
     if isinstance(probe, Delivered):
         steps = [connected] + ([verified] if tls else [])
-        if hec:
+        if destination.delivery_type is DeliveryType.SPLUNK_HEC:
             steps.append(TestStep("authenticate", True, "the HEC token was accepted"))
+        elif destination.delivery_type is DeliveryType.S3:
+            steps.append(TestStep("authenticate", True, "the server accepted the signed request"))
         return steps
     reason = _describe(probe)
     if tls and ("TLS" in reason or "certificate" in reason):
@@ -284,7 +295,12 @@ def _delivery_steps(destination: SiemDestination, result: object) -> list[TestSt
         steps = []
         if webhook and destination.has_secret:
             steps.append(TestStep("authenticate", True, "the receiver accepted our credentials"))
-        return [*steps, TestStep("deliver", True, "accepted")]
+        return [
+            *steps,
+            TestStep(
+                "deliver", True, f"accepted: {result.detail}" if result.detail else "accepted"
+            ),
+        ]
     reason = _describe(result)
     if webhook and _is_auth_failure(reason):
         return [TestStep("authenticate", False, reason)]
