@@ -139,6 +139,7 @@ _SCHEMES: Final[dict[DeliveryType, str]] = {
     DeliveryType.SYSLOG_RELP: "relp",
     DeliveryType.WEBHOOK: "https",
     DeliveryType.SPLUNK_HEC: "https",
+    DeliveryType.S3: "s3",
 }
 _ODD_SCHEMES: Final = (
     "http",
@@ -299,6 +300,11 @@ _KNOWN_OPTIONS: Final = (
     "enterprise_number",
     "formula_guard",
     "cs_max_chars",
+    "endpoint_url",
+    "region",
+    "addressing",
+    "checksum",
+    "object_max_age_s",
 )
 _UNKNOWN_OPTIONS: Final = ("", " ", "TIMEOUT_S", "timeout_s ", "__proto__", "x" * 200, "ünknown")
 option_names: Final = st.one_of(
@@ -413,6 +419,21 @@ _EDGE_VALUES: Final[dict[str, st.SearchStrategy[Any]]] = {
     "ack_poll_interval_s": st.sampled_from((0.01, 60)),
     "ack_max_pending": st.sampled_from((1, 1000)),
     "max_requests_in_flight": st.sampled_from((1, 8)),
+    "endpoint_url": st.sampled_from(
+        (
+            "http://127.0.0.1:{peer}",
+            "https://127.0.0.1:{peer}",
+            "http://[::1]:{peer}",
+            "http://siem.invalid:{peer}/",
+            "http://169.254.169.254",
+            "http://127.0.0.1:{peer}/path",
+            "ftp://127.0.0.1:{peer}",
+        )
+    ),
+    "region": st.sampled_from(("us-east-1", "eu-west-1", "EU", "")),
+    "addressing": st.sampled_from(("auto", "path", "virtual", "PATH")),
+    "checksum": st.sampled_from(("sha256", "md5", "crc32")),
+    "object_max_age_s": st.sampled_from((0, 0.1, 86_400, 86_401, -1)),
 }
 _FORMAT_EDGE_VALUES: Final[dict[str, st.SearchStrategy[Any]]] = {
     "hostname": st.sampled_from(("h", "x" * 255, "-", "ü")),
@@ -452,6 +473,7 @@ def options_for(
 _GOOD_SECRETS: Final[dict[DeliveryType, st.SearchStrategy[str | None]]] = {
     DeliveryType.SPLUNK_HEC: st.just("00000000-0000-4000-8000-000000000001"),
     DeliveryType.WEBHOOK: st.sampled_from((None, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),
+    DeliveryType.S3: st.just('{"access_key_id": "AKIAEXAMPLE", "secret_access_key": "s3cret-x"}'),
 }
 
 secrets: Final = st.one_of(
@@ -468,6 +490,8 @@ secrets: Final = st.one_of(
             '{"signing_secrets": 5}',
             '{"signing_secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"], "auth": []}',
             "{",
+            '{"access_key_id": "AKIAEXAMPLE"}',
+            '{"access_key_id": "AKIA EXAMPLE", "secret_access_key": "s3cret-x"}',
             "x" * 10_000,
             "ü🔐",
         )

@@ -170,8 +170,10 @@ class MotoS3:
 
     def keys(self, prefix: str = "") -> list[str]:
         """Every key in the bucket under `prefix`, sorted."""
-        pages = self.client().get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix
+        pages = (
+            self.client()
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=self.bucket, Prefix=prefix)
         )
         return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
 

@@ -41,7 +41,7 @@ from prometheus_client import Counter
 from yarl import URL
 
 from xavyo_siem.delivery.base import Delivered, DeliveryResult, Record, Transport
-from xavyo_siem.delivery.endpoints import split_url
+from xavyo_siem.delivery.endpoints import is_ip, split_url
 from xavyo_siem.delivery.http import (
     PeerFailure,
     classify_as_peer_failure,
@@ -162,9 +162,9 @@ class S3Config:
         path_style = addressing == "path" or (addressing == "auto" and endpoint_url is not None)
         if not path_style and "." in bucket and server.startswith("https://"):
             raise InvalidDestination(
-                option_field("addressing"),
+                "endpoint",
                 "a bucket name with dots does not match the server's TLS certificate as a"
-                " host name: use addressing=path",
+                " host name: set the option addressing=path",
             )
         url = URL(server)
         if path_style:
@@ -233,7 +233,8 @@ def _bucket_and_prefix(endpoint: str) -> tuple[str, str]:
     written = endpoint.partition("://")[2].partition("/")[0]
     if scheme != "s3":
         raise InvalidDestination("endpoint", "an s3 destination needs an s3://bucket/prefix URL")
-    if port is not None or written != host or not _BUCKET.fullmatch(host) or ".." in host:
+    bad = not _BUCKET.fullmatch(host) or ".." in host or is_ip(host)
+    if port is not None or written != host or bad:
         raise InvalidDestination(
             "endpoint",
             f"bucket {written[:70]!r}: 3 to 63 lower-case letters, digits, dots and hyphens,"

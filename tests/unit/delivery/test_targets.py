@@ -37,6 +37,10 @@ HEC, HOOK = DeliveryType.SPLUNK_HEC, DeliveryType.WEBHOOK
         (Target(DeliveryType.SYSLOG_RELP, "relp://siem.example.com"),
          ("relp://siem.example.com:2514",)),
         (Target(DeliveryType.FILE, "file:///var/log/siem.jsonl"), ()),
+        (Target(DeliveryType.S3, "s3://audit-archive/xavyo", {"region": "eu-west-1"}),
+         ("https://audit-archive.s3.eu-west-1.amazonaws.com:443", "s3://audit-archive")),
+        (Target(DeliveryType.S3, "s3://audit-archive", {"endpoint_url": "https://MinIO:9000"}),
+         ("https://minio:9000", "s3://audit-archive")),
     ],
 )  # fmt: skip
 def test_each_type_names_the_origins_its_transport_sends_to(
@@ -94,6 +98,31 @@ def test_an_invalid_destination_has_no_targets() -> None:
     assert caught.value.field == "endpoint"
 
 
-def test_only_hec_never_sends_without_a_credential() -> None:
-    """HEC needs its token; a webhook may be unsigned; syslog and file use none."""
-    assert [t for t in DeliveryType if credential_required(t)] == [HEC]
+def test_only_hec_and_s3_never_send_without_a_credential() -> None:
+    """HEC needs its token, S3 its access key; a webhook may be unsigned; syslog and file
+    use none."""
+    assert [t for t in DeliveryType if credential_required(t)] == [HEC, DeliveryType.S3]
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (Target(DeliveryType.S3, "s3://archive-a/x"), Target(DeliveryType.S3, "s3://archive-b/x")),
+        (Target(DeliveryType.S3, "s3://archive-a", {"endpoint_url": "https://s3.example.com"}),
+         Target(DeliveryType.S3, "s3://archive-b", {"endpoint_url": "https://s3.example.com"})),
+        (Target(DeliveryType.S3, "s3://archive-a", {"endpoint_url": "https://s3.example.com"}),
+         Target(DeliveryType.S3, "s3://archive-a", {"endpoint_url": "https://s3.example.net"})),
+        (Target(DeliveryType.S3, "s3://archive-a"),
+         Target(DeliveryType.S3, "s3://archive-a", {"region": "eu-west-1"})),
+    ],
+)  # fmt: skip
+def test_another_bucket_or_server_moves_an_s3_credential(before: Target, after: Target) -> None:
+    """An S3 access key is bound to its bucket and server: another bucket (with path
+    addressing too, where the origin stays), server or region needs the secret again."""
+    assert credential_binding(before) != credential_binding(after)
+
+
+def test_another_s3_prefix_keeps_the_binding() -> None:
+    """A new key prefix in the same bucket sends the access key to the same place."""
+    same = credential_binding(Target(DeliveryType.S3, "s3://archive-a/old"))
+    assert credential_binding(Target(DeliveryType.S3, "s3://archive-a/new/x")) == same
