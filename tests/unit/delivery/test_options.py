@@ -16,6 +16,7 @@ from xavyo_siem.delivery.option_values import (
     text,
 )
 from xavyo_siem.delivery.options import allowed_options, validate_destination
+from xavyo_siem.delivery.s3 import S3Config
 from xavyo_siem.delivery.splunk_hec import HecConfig
 from xavyo_siem.delivery.syslog_config import SyslogConfig
 from xavyo_siem.delivery.tls import Fingerprint, TlsConfig
@@ -362,6 +363,7 @@ def test_every_option_names_a_config_field() -> None:
         DeliveryType.WEBHOOK: WebhookConfig,
         DeliveryType.SPLUNK_HEC: HecConfig,
         DeliveryType.FILE: FileConfig,
+        DeliveryType.S3: S3Config,
     }
     tls_fields = {f.name for f in dataclasses.fields(TlsConfig)} | {"tls_verify"}
     tls_fields |= {f.name for f in dataclasses.fields(DeliveryPolicy)}
