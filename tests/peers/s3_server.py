@@ -168,7 +168,7 @@ class MotoS3:
             aws_secret_access_key=self.key.secret_access_key,
         )
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def object_keys(self, prefix: str = "") -> list[str]:
         """Every key in the bucket under `prefix`, sorted."""
         pages = (
             self.client()

@@ -393,6 +393,7 @@ class S3Transport:
         }
         if self._config.checksum == "sha256":
             extra["x-amz-checksum-sha256"] = obj.sha256_b64
+            extra["x-amz-sdk-checksum-algorithm"] = "SHA256"  # as the AWS SDKs send it
         status, headers, answer = await self._request(
             "PUT", self._object_path(obj.key), {}, extra, obj.body
         )
