@@ -302,8 +302,9 @@ def header(headers: Mapping[str, str] | None, name: str) -> str | None:
 
 
 def describe_peer(url: URL) -> str:
-    """`host:port` of a URL, for reasons and logs."""
-    return f"{url.host}:{url.port}"
+    """`host:port` of a URL, for reasons and logs (the host as sent: ASCII, punycode kept,
+    so a malformed international name cannot fail here)."""
+    return f"{url.raw_host}:{url.port}"
 
 
 def cut_spans(

@@ -233,7 +233,7 @@ def _bucket_and_prefix(endpoint: str) -> tuple[str, str]:
     written = endpoint.partition("://")[2].partition("/")[0]
     if scheme != "s3":
         raise InvalidDestination("endpoint", "an s3 destination needs an s3://bucket/prefix URL")
-    bad = not _BUCKET.fullmatch(host) or ".." in host or is_ip(host)
+    bad = not _BUCKET.fullmatch(host) or ".." in host or is_ip(host) or host.startswith("xn--")
     if port is not None or written != host or bad:
         raise InvalidDestination(
             "endpoint",

@@ -87,7 +87,7 @@ def _origins(config: TransportConfig) -> Iterator[str]:
             yield _origin(url.scheme, url.host or "", url.port)
         case S3Config():
             url = URL(config.base_url)
-            yield _origin(url.scheme, url.host or "", url.port)
+            yield _origin(url.scheme, url.raw_host or "", url.port)
             yield f"s3://{config.bucket}"
         case FileConfig():
             return
