@@ -5,13 +5,11 @@ slow to answer. Each test asserts what the bucket holds and where the cursor is.
 from __future__ import annotations
 
 import asyncio
-import gzip
-import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import aiohttp
 import pytest
@@ -19,32 +17,16 @@ from aiohttp import web
 from sqlalchemy import Engine
 from yarl import URL
 
+from s3_archive import DEV, KEYS, add_s3, archived_ids, stored, worker
 from xavyo_siem import destinations as manage
-from xavyo_siem.crypto import KeyRing, new_key_text
-from xavyo_siem.destinations import DestinationSpec
 from xavyo_siem.egress import EgressGuard
-from xavyo_siem.model import AuditEvent, DeliveryType, ExportFormat, SiemDestination
-from xavyo_siem.pipeline import DestinationComponents, PipelineSettings, RetryPolicy
-from xavyo_siem.runtime import Worker, WorkerSettings, open_destination
+from xavyo_siem.model import AuditEvent, SiemDestination
+from xavyo_siem.runtime import Worker
 from xavyo_siem.sample import generate_events
-from xavyo_siem.settings import Settings
 from xavyo_siem.store import append_events
 from xavyo_siem.store.state import read_health, read_state
 
 from peers.s3_server import MotoS3
-
-DEV = Settings(env="development", egress_allow=("127.0.0.0/8", "::1/128", "localhost"))
-KEYS = KeyRing.parse(new_key_text())
-QUICK = WorkerSettings(
-    lease_ttl_s=5,
-    scan_interval_s=0.1,
-    listen_poll_s=0.05,
-    pipeline=PipelineSettings(
-        poll_interval_s=0.05,
-        retry=RetryPolicy(base_s=0.01, cap_s=0.2, misconfigured_cap_s=0.2),
-        lag_refresh_s=0.2,
-    ),
-)
 
 
 @pytest.fixture
@@ -98,52 +80,6 @@ class LosingProxy:
         assert self._client is not None
         await self._runner.cleanup()
         await self._client.close()
-
-
-def stored(engine: Engine, count: int, seed: int) -> list[AuditEvent]:
-    events = list(generate_events(count, 1, seed=seed))
-    with engine.begin() as conn:
-        append_events(conn, events)
-    return events
-
-
-def add_s3(engine: Engine, tenant: UUID, moto: MotoS3, **options: Any) -> SiemDestination:
-    assert moto.key is not None
-    return manage.add_destination(
-        engine,
-        tenant_id=tenant,
-        spec=DestinationSpec(
-            name=f"archive-{uuid4().hex[:6]}",
-            delivery_type=DeliveryType.S3,
-            format=ExportFormat.JSON,
-            endpoint=f"s3://{moto.bucket}/audit",
-            options={
-                "endpoint_url": moto.url,
-                "start": "beginning",
-                "object_max_age_s": "0",
-                **options,
-            },
-        ),
-        secret=moto.key.secret(),
-        keyring=KEYS,
-        development=True,
-        egress=EgressGuard.from_settings(DEV),
-    )
-
-
-def worker(engine: Engine) -> Worker:
-    async def open_components(destination: SiemDestination) -> DestinationComponents:
-        return await open_destination(engine, destination, settings=DEV, keyring=KEYS)
-
-    return Worker(engine=engine, open_components=open_components, settings=QUICK)
-
-
-def archived_ids(moto: MotoS3) -> list[str]:
-    return [
-        json.loads(line)["event_id"]
-        for key in moto.object_keys()
-        for line in gzip.decompress(moto.read(key)).splitlines()
-    ]
 
 
 async def until(condition: Any, timeout: float, what: str) -> None:

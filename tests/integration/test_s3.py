@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import gzip
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -17,8 +15,8 @@ import orjson
 import pytest
 from sqlalchemy import Engine
 
+from s3_archive import DEV, KEYS, add_s3, archived_ids, lines_of, stored, worker
 from xavyo_siem import destinations as manage
-from xavyo_siem.crypto import KeyRing, new_key_text
 from xavyo_siem.delivery import (
     Delivered,
     Misconfigured,
@@ -29,33 +27,14 @@ from xavyo_siem.delivery import (
     S3Transport,
     validate_destination,
 )
-from xavyo_siem.destinations import DestinationSpec
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import InvalidDestination
-from xavyo_siem.model import AuditEvent, DeliveryType, ExportFormat, SiemDestination
-from xavyo_siem.pipeline import DestinationComponents, PipelineSettings, RetryPolicy
-from xavyo_siem.runtime import Worker, WorkerSettings, open_destination
+from xavyo_siem.model import AuditEvent, SiemDestination
 from xavyo_siem.runtime import test_destination as destination_test
 from xavyo_siem.sample import generate_events
-from xavyo_siem.settings import Settings
-from xavyo_siem.store import append_events
 from xavyo_siem.store.state import read_health, read_state
 
 from peers.s3_server import AccessKey, MotoS3
-
-DEV = Settings(env="development", egress_allow=("127.0.0.0/8", "::1/128", "localhost"))
-KEYS = KeyRing.parse(new_key_text())
-FAST = PipelineSettings(
-    poll_interval_s=0.02,
-    retry=RetryPolicy(base_s=0.01, cap_s=0.1, misconfigured_cap_s=0.2),
-    lag_refresh_s=0.2,
-)
-QUICK = WorkerSettings(
-    lease_ttl_s=5,
-    scan_interval_s=0.1,
-    listen_poll_s=0.05,
-    pipeline=replace(FAST, poll_interval_s=0.05),
-)
 
 
 @pytest.fixture
@@ -92,15 +71,6 @@ def transport_for(
 
 def json_records(events: list[AuditEvent]) -> list[Record]:
     return [Record.of(event, orjson.dumps(event.to_dict()).decode()) for event in events]
-
-
-def lines_of(moto: MotoS3, key: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in gzip.decompress(moto.read(key)).splitlines()]
-
-
-def archived_ids(moto: MotoS3) -> list[str]:
-    """Every event id in every object of the bucket (objects in key order)."""
-    return [line["event_id"] for key in moto.object_keys() for line in lines_of(moto, key)]
 
 
 # -- the transport ------------------------------------------------------------------------
@@ -230,46 +200,6 @@ async def test_the_egress_guard_refuses_a_loopback_server_at_connect_time(moto: 
 
 
 # -- through the worker -------------------------------------------------------------------
-
-
-def stored(engine: Engine, count: int, seed: int) -> list[AuditEvent]:
-    events = list(generate_events(count, 1, seed=seed))
-    with engine.begin() as conn:
-        append_events(conn, events)
-    return events
-
-
-def add_s3(
-    engine: Engine, tenant: UUID, moto: MotoS3, *, secret: str | None = None, **options: Any
-) -> SiemDestination:
-    assert moto.key is not None
-    return manage.add_destination(
-        engine,
-        tenant_id=tenant,
-        spec=DestinationSpec(
-            name=f"archive-{uuid4().hex[:6]}",
-            delivery_type=DeliveryType.S3,
-            format=ExportFormat.JSON,
-            endpoint=f"s3://{moto.bucket}/audit",
-            options={
-                "endpoint_url": moto.url,
-                "start": "beginning",
-                "object_max_age_s": "0",
-                **options,
-            },
-        ),
-        secret=secret or moto.key.secret(),
-        keyring=KEYS,
-        development=True,
-        egress=EgressGuard.from_settings(DEV),
-    )
-
-
-def worker(engine: Engine) -> Worker:
-    async def open_components(destination: SiemDestination) -> DestinationComponents:
-        return await open_destination(engine, destination, settings=DEV, keyring=KEYS)
-
-    return Worker(engine=engine, open_components=open_components, settings=QUICK)
 
 
 def spans(moto: MotoS3) -> list[tuple[str, str]]:
