@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, select
 
 from xavyo_siem.crypto import CryptoError, KeyRing
 from xavyo_siem.delivery import (
+    S3Config,
     S3Credentials,
     TransportConfig,
     check_hec_token,
@@ -140,6 +141,9 @@ def check_destination(spec: DestinationSpec, *, development: bool) -> CheckedDes
     config = validate_destination(
         spec.delivery_type, spec.endpoint, transport_options, development=development
     )
+    lake = isinstance(config, S3Config) and config.layout == "security_lake"
+    if lake and spec.format.value != "ocsf":
+        raise InvalidDestination("format", "Amazon Security Lake takes OCSF: use format ocsf")
     return CheckedDestination(
         config, formatter_for(spec), DeliveryPolicy.from_options(spec.options)
     )

@@ -8,10 +8,10 @@ transport never sees an unchecked option ("validate, then open").
 
 Each delivery type declares its config, its option names and their defaults beside its
 transport: `SyslogConfig` (syslog_config.py), `WebhookConfig` (webhook.py), `HecConfig`
-(splunk_hec.py), `FileConfig` (file.py) and `S3Config` (s3.py). Every type accepts the batch options
-`batch_max_events`, `batch_max_bytes` and `start`, and the delivery policy options
-(`DeliveryPolicy`, read by `check_destination`) (option_values.py); the TLS options are
-those of `TlsConfig` (tls.py). How values are written (types, strings from the command
+(splunk_hec.py), `FileConfig` (file.py) and `S3Config` (s3_config.py). Every type accepts
+the batch options `batch_max_events`, `batch_max_bytes` and `start`, and the delivery policy
+options (`DeliveryPolicy`, read by `check_destination`) (option_values.py); the TLS options
+are those of `TlsConfig` (tls.py). How values are written (types, strings from the command
 line) is described in option_values.py. An unknown option, or an option of another
 delivery type, is refused with a message naming every such option and the options that
 type accepts.
@@ -24,7 +24,7 @@ from typing import Final
 
 from xavyo_siem.delivery.file import FILE_OPTIONS, FileConfig
 from xavyo_siem.delivery.option_values import POLICY_OPTIONS
-from xavyo_siem.delivery.s3 import S3_OPTIONS, S3Config
+from xavyo_siem.delivery.s3_config import S3_OPTIONS, S3Config
 from xavyo_siem.delivery.splunk_hec import HEC_OPTIONS, HecConfig
 from xavyo_siem.delivery.syslog_config import SYSLOG_OPTIONS, SyslogConfig
 from xavyo_siem.delivery.webhook import WEBHOOK_OPTIONS, WebhookConfig

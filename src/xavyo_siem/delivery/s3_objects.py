@@ -38,7 +38,14 @@ from xavyo_siem.delivery.base import Delivered, DeliveryResult, Misconfigured, R
 from xavyo_siem.delivery.framing import encode_utf8
 from xavyo_siem.delivery.http import cut_spans, header, parse_retry_after, peer_text
 
-__all__ = ["S3Object", "classify_s3_probe", "classify_s3_put", "object_key", "plan_objects"]
+__all__ = [
+    "S3Object",
+    "classify_s3_probe",
+    "classify_s3_put",
+    "object_key",
+    "object_of",
+    "plan_objects",
+]
 
 _ERROR_CODE: Final = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
 _ERROR_MESSAGE: Final = re.compile(rb"<Message>([^<]{0,400})</Message>")
@@ -91,10 +98,14 @@ def _hour_of(timestamp_us: int) -> datetime:
     return datetime.fromtimestamp(timestamp_us // 3_600_000_000 * 3600, UTC)
 
 
-def _made(key: str, lines: Sequence[bytes]) -> S3Object:
-    body = igzip.compress(b"".join(lines), compresslevel=1, mtime=0)
+def object_of(key: str, body: bytes, records: int) -> S3Object:
+    """The object `key` with `body` (holding `records` records), its digests computed."""
     md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode("ascii")
-    return S3Object(key, body, len(lines), md5, hashlib.sha256(body).hexdigest())
+    return S3Object(key, body, records, md5, hashlib.sha256(body).hexdigest())
+
+
+def _made(key: str, lines: Sequence[bytes]) -> S3Object:
+    return object_of(key, igzip.compress(b"".join(lines), compresslevel=1, mtime=0), len(lines))
 
 
 def plan_objects(

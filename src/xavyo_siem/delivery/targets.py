@@ -24,7 +24,7 @@ from yarl import URL
 
 from xavyo_siem.delivery.file import FileConfig
 from xavyo_siem.delivery.options import TransportConfig, allowed_options, validate_destination
-from xavyo_siem.delivery.s3 import S3Config
+from xavyo_siem.delivery.s3_config import S3Config
 from xavyo_siem.delivery.splunk_hec import HecConfig
 from xavyo_siem.delivery.syslog_config import SyslogConfig
 from xavyo_siem.delivery.webhook import WebhookConfig

@@ -16,7 +16,7 @@ from xavyo_siem.delivery.option_values import (
     text,
 )
 from xavyo_siem.delivery.options import allowed_options, validate_destination
-from xavyo_siem.delivery.s3 import S3Config
+from xavyo_siem.delivery.s3_config import S3Config
 from xavyo_siem.delivery.splunk_hec import HecConfig
 from xavyo_siem.delivery.syslog_config import SyslogConfig
 from xavyo_siem.delivery.tls import Fingerprint, TlsConfig
