@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 import orjson
+import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import Engine
 
@@ -21,6 +24,7 @@ from xavyo_siem.delivery import (
     Delivered,
     Misconfigured,
     Record,
+    Rejected,
     RetryLater,
     S3Config,
     S3Credentials,
@@ -324,3 +328,38 @@ def test_another_bucket_or_server_needs_the_secret_again(engine: Engine, moto: M
     assert moto.key is not None
     moved = update({"endpoint": "s3://another-bucket/audit"}, secret=moto.key.secret())
     assert moved.endpoint == "s3://another-bucket/audit"
+
+
+async def test_a_security_lake_source_gets_parquet_per_class_that_pyarrow_reads(
+    moto: MotoS3,
+) -> None:
+    """With layout=security_lake the batch lands as Parquet, one object per OCSF class,
+    under the source's partitions; a record that is no OCSF event is refused alone."""
+    base = int(datetime(2026, 1, 5, 12, tzinfo=UTC).timestamp() * 1000)
+    texts = [
+        orjson.dumps({"class_uid": 3002 + n % 2, "time": base + n, "user": {"uid": str(n)}})
+        for n in range(10)
+    ]
+    records = [Record(str(uuid4()), (base + n) * 1000, t.decode()) for n, t in enumerate(texts)]
+    records.append(Record(str(uuid4()), base * 1000, "CEF:0|not|ocsf"))
+    tenant = uuid4()
+    sender = transport_for(
+        moto, tenant=tenant, prefix="ext/xavyo/1.0", layout="security_lake", account_id="1234"
+    )
+    try:
+        result = await sender.send_named(records, name="3.0-3.11")
+    finally:
+        await sender.aclose()
+    assert isinstance(result, Rejected)
+    assert list(result.by_index) == [10]
+    keys = moto.object_keys()
+    prefix = "ext/xavyo/1.0/region=us-east-1/accountId=1234/eventDay=20260105"
+    assert keys == [
+        f"{prefix}/{tenant}_3002_3.0-3.11.parquet",
+        f"{prefix}/{tenant}_3003_3.0-3.11.parquet",
+    ]
+    for key, parity in zip(keys, (0, 1), strict=True):
+        rows = pq.read_table(io.BytesIO(moto.read(key))).to_pylist()
+        assert [row["user"]["uid"] for row in rows] == [str(n) for n in range(parity, 10, 2)]
+        head = moto.client().head_object(Bucket=moto.bucket, Key=key)
+        assert head["ContentType"] == "application/vnd.apache.parquet"
