@@ -305,6 +305,8 @@ _KNOWN_OPTIONS: Final = (
     "addressing",
     "checksum",
     "object_max_age_s",
+    "layout",
+    "account_id",
 )
 _UNKNOWN_OPTIONS: Final = ("", " ", "TIMEOUT_S", "timeout_s ", "__proto__", "x" * 200, "ünknown")
 option_names: Final = st.one_of(
@@ -434,6 +436,8 @@ _EDGE_VALUES: Final[dict[str, st.SearchStrategy[Any]]] = {
     "addressing": st.sampled_from(("auto", "path", "virtual", "PATH")),
     "checksum": st.sampled_from(("sha256", "md5", "crc32")),
     "object_max_age_s": st.sampled_from((0, 0.1, 86_400, 86_401, -1)),
+    "layout": st.sampled_from(("hive", "security_lake", "lake")),
+    "account_id": st.sampled_from(("123456789012", "ext-id.1", "a b", "")),
 }
 _FORMAT_EDGE_VALUES: Final[dict[str, st.SearchStrategy[Any]]] = {
     "hostname": st.sampled_from(("h", "x" * 255, "-", "ü")),
