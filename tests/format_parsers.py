@@ -1,10 +1,10 @@
 """Strict, independent parsers for the records xavyo_siem.format writes (tests only).
 
-Written from the specs alone (the CEF guide, RFC 5424, JSON, RFC 4180) and sharing no code
-with the encoders: a parser either returns every field of exactly one record or raises
-`ParseError`. They are stricter than real consumers on purpose: any escape the spec does not
-define, any raw control character where a record must be one line, any repeated key or SD-ID
-is an error.
+Written from the specs alone (the CEF guide, RFC 5424, JSON, RFC 4180, the OCSF 1.5.0 schema
+as ocsf-json-schema bundles it) and sharing no code with the encoders: a parser either
+returns every field of exactly one record or raises `ParseError`. They are stricter than
+real consumers on purpose: any escape the spec does not define, any raw control character
+where a record must be one line, any repeated key or SD-ID is an error.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from typing import Any
 __all__ = [
     "CefRecord",
     "CsvField",
+    "OcsfRecord",
     "ParseError",
     "SyslogRecord",
     "parse_cef",
     "parse_csv",
     "parse_json_line",
+    "parse_ocsf",
     "parse_syslog",
 ]
 
@@ -371,3 +373,147 @@ def parse_csv(text: str) -> list[list[CsvField]]:
     if len(widths) > 1:
         raise ParseError(f"records have different field counts: {sorted(widths)}")
     return records
+
+
+# ---------------------------------------------------------------------------------------
+# OCSF 1.5.0 (the schema as ocsf-json-schema bundles it, offline; docs/formats.md for the
+# places of the event's fields)
+
+OCSF_SCHEMA_VERSION = "1.5.0"
+
+
+@dataclass(frozen=True)
+class OcsfRecord:
+    """One parsed OCSF event: its class and activity, the audit-event fields it carries (in
+    their JSON form), and `user` as written (the target user, the actor or a stand-in)."""
+
+    class_uid: int
+    activity_id: int
+    fields: dict[str, Any]
+    user: dict[str, Any] | None
+    event: dict[str, Any]
+
+
+_OCSF_VALIDATORS: dict[int, Any] = {}
+
+
+def ocsf_schema() -> dict[str, Any]:
+    """The OCSF 1.5.0 schema export bundled in ocsf-json-schema (read from disk)."""
+    from ocsf_json_schema import get_ocsf_schema
+
+    schema: dict[str, Any] = get_ocsf_schema(version=OCSF_SCHEMA_VERSION)
+    return schema
+
+
+def ocsf_class_validator(class_uid: int) -> Any:
+    """A JSON Schema 2020-12 validator of one OCSF 1.5.0 class (no profiles), made offline."""
+    if class_uid not in _OCSF_VALIDATORS:
+        import jsonschema_rs
+        from ocsf_json_schema import OcsfJsonSchemaEmbedded
+
+        embedded = OcsfJsonSchemaEmbedded(ocsf_schema())
+        try:
+            name = embedded.lookup_class_name_from_uid(class_uid=class_uid)
+        except ValueError:
+            raise ParseError(f"no OCSF class {class_uid}") from None
+        schema = embedded.get_class_schema(class_name=name, profiles=[])
+        _OCSF_VALIDATORS[class_uid] = jsonschema_rs.validator_for(schema, offline=True)
+    return _OCSF_VALIDATORS[class_uid]
+
+
+def _text(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ParseError(f"{where} must be a string")
+    return value
+
+
+def _ocsf_user_parts(who: Any) -> tuple[str | None, str | None, str | None]:
+    """(actor_id, actor_email, session_id) of an OCSF `actor` object."""
+    if who is None:
+        return None, None, None
+    user = who.get("user") or {}
+    if "email_addr" in user and user["email_addr"] != user.get("name"):
+        raise ParseError("actor.user.email_addr differs from actor.user.name")
+    session = who.get("session") or {}
+    return user.get("uid"), user.get("name"), session.get("uid")
+
+
+def parse_ocsf(line: str) -> OcsfRecord:
+    """Parse one OCSF line: one JSON object, valid against its OCSF 1.5.0 class schema, with
+    `type_uid` = class_uid * 100 + activity_id, the pinned version, and the audit event's
+    fields in the places docs/formats.md gives them."""
+    event = parse_json_line(line)
+    class_uid = event.get("class_uid")
+    if not isinstance(class_uid, int):
+        raise ParseError("class_uid must be an integer")
+    errors = [str(error) for error in ocsf_class_validator(class_uid).iter_errors(event)]
+    if errors:
+        raise ParseError(f"not a valid OCSF {class_uid} event: {errors[:3]}")
+    activity_id = event["activity_id"]
+    if event["type_uid"] != class_uid * 100 + activity_id:
+        raise ParseError("type_uid is not class_uid * 100 + activity_id")
+    if event["category_uid"] != class_uid // 1000:
+        raise ParseError("category_uid is not the class's category")
+    meta = event["metadata"]
+    if meta["version"] != OCSF_SCHEMA_VERSION:
+        raise ParseError(f"metadata.version must be {OCSF_SCHEMA_VERSION}")
+    unmapped = event.get("unmapped")
+    if not isinstance(unmapped, dict):
+        raise ParseError("unmapped must be an object")
+    fields: dict[str, Any] = {
+        "event_id": meta.get("uid"),
+        "tenant_id": meta.get("tenant_uid"),
+        "timestamp": meta.get("original_time"),
+        "event_type": meta.get("event_code"),
+        "category": unmapped.get("category"),
+        "severity": unmapped.get("severity"),
+        "event_name": _text(event.get("message"), "message"),
+        "reason": _text(event.get("status_detail"), "status_detail"),
+        "action": _text(unmapped.get("action"), "unmapped.action"),
+    }
+    finding = class_uid == 2004
+    evidence = (event.get("evidences") or [{}])[0] if finding else event
+    if finding:
+        if event.get("status_id") != 1 or event["finding_info"]["uid"] != meta.get("uid"):
+            raise ParseError("a finding is new and has the event's id")
+        fields["outcome"] = unmapped.get("outcome")
+    else:
+        outcomes = {None: None, 0: "unknown", 1: "success", 2: "failure"}
+        if event.get("status_id") not in outcomes:
+            raise ParseError("status_id is not one an audit outcome gives")
+        fields["outcome"] = outcomes[event.get("status_id")]
+    actor = evidence.get("actor")
+    if actor is not None and actor.keys() == {"app_name"}:
+        actor = None  # API Activity's stand-in for an event that names no actor
+    fields["actor_id"], fields["actor_email"], fields["session_id"] = _ocsf_user_parts(actor)
+    source = evidence.get("src_endpoint") or {}
+    fields["source_ip"] = unmapped.get("source_ip", source.get("ip"))
+    fields["source_address"] = source.get("hostname")
+    request = evidence.get("http_request") or {}
+    fields["user_agent"] = request.get("user_agent")
+    fields["request_id"] = request.get("uid")
+    if class_uid in (2004, 6003):
+        resources = event.get("resources") or []
+        users = [r["name"] for r in resources if r.get("type") == "user"]
+        others = [r["name"] for r in resources if r.get("type") != "user"]
+        if len(users) > 1 or len(others) > 1:
+            raise ParseError("more than one target user or resource")
+        fields["target_user"] = users[0] if users else None
+        fields["target_resource"] = others[0] if others else None
+    elif class_uid in (3005, 3006):
+        fields["target_resource"] = (event.get("resource") or {}).get("name")
+    else:
+        fields["target_resource"] = unmapped.get("target_resource")
+    if class_uid == 3006:
+        fields["target_user"] = (event.get("user") or {}).get("name")
+    fields["metadata"] = unmapped.get("metadata")
+    fields["normalized"] = unmapped.get("normalized")
+    return OcsfRecord(
+        class_uid,
+        activity_id,
+        {key: value for key, value in fields.items() if value is not None},
+        event.get("user"),
+        event,
+    )

@@ -139,6 +139,7 @@ _SCHEMES: Final[dict[DeliveryType, str]] = {
     DeliveryType.SYSLOG_RELP: "relp",
     DeliveryType.WEBHOOK: "https",
     DeliveryType.SPLUNK_HEC: "https",
+    DeliveryType.ELASTICSEARCH: "https",
     DeliveryType.S3: "s3",
 }
 _ODD_SCHEMES: Final = (
@@ -421,6 +422,9 @@ _EDGE_VALUES: Final[dict[str, st.SearchStrategy[Any]]] = {
     "ack_poll_interval_s": st.sampled_from((0.01, 60)),
     "ack_max_pending": st.sampled_from((1, 1000)),
     "max_requests_in_flight": st.sampled_from((1, 8)),
+    "op_type": st.sampled_from(("create", "index", "update")),
+    "pipeline": st.sampled_from(("_none", "audit@custom", "a b")),
+    "require_data_stream": st.sampled_from((True, "false", "maybe")),
     "endpoint_url": st.sampled_from(
         (
             "http://127.0.0.1:{peer}",
@@ -477,6 +481,7 @@ def options_for(
 _GOOD_SECRETS: Final[dict[DeliveryType, st.SearchStrategy[str | None]]] = {
     DeliveryType.SPLUNK_HEC: st.just("00000000-0000-4000-8000-000000000001"),
     DeliveryType.WEBHOOK: st.sampled_from((None, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),
+    DeliveryType.ELASTICSEARCH: st.sampled_from((None, "aWQxOmtleTE=")),  # base64 "id1:key1"
     DeliveryType.S3: st.just('{"access_key_id": "AKIAEXAMPLE", "secret_access_key": "s3cret-x"}'),
 }
 

@@ -19,11 +19,13 @@ from sqlalchemy import Connection, Engine, select
 
 from xavyo_siem.crypto import CryptoError, KeyRing
 from xavyo_siem.delivery import (
+    ELASTICSEARCH_FORMATS,
     S3Config,
     S3Credentials,
     TransportConfig,
     check_hec_token,
     connect_target,
+    elasticsearch_authorization,
     validate_destination,
 )
 from xavyo_siem.delivery.option_values import DeliveryPolicy
@@ -130,6 +132,15 @@ def check_destination(spec: DestinationSpec, *, development: bool) -> CheckedDes
         raise InvalidDestination("name", "must be at most 100 printable characters")
     if spec.format is ExportFormat.CSV and spec.delivery_type is not DeliveryType.FILE:
         raise InvalidDestination("format", "csv is for file destinations and exports only")
+    if (
+        spec.delivery_type is DeliveryType.ELASTICSEARCH
+        and spec.format not in ELASTICSEARCH_FORMATS
+    ):
+        raise InvalidDestination(
+            "format",
+            f"an elasticsearch destination stores JSON documents: use one of"
+            f" {', '.join(sorted(ELASTICSEARCH_FORMATS))}, not {spec.format.value}",
+        )
     if spec.rate_limit is not None:
         if not spec.rate_limit.events_per_s > 0:
             raise InvalidDestination("rate_limit.events_per_s", "must be a positive number")
@@ -256,6 +267,8 @@ def _check_secret(delivery_type: DeliveryType, secret: str | None) -> None:
         WebhookCredentials.from_secret(secret)
     if secret is not None and delivery_type is DeliveryType.SPLUNK_HEC:
         check_hec_token(secret)
+    if secret is not None and delivery_type is DeliveryType.ELASTICSEARCH:
+        elasticsearch_authorization(secret)
     if secret is not None and delivery_type is DeliveryType.S3:
         S3Credentials.from_secret(secret)
 

@@ -173,6 +173,13 @@ def _line_ids(path: Path, fmt: ExportFormat, tenant: str, problems: list[str]) -
                 if isinstance(data, dict) and data.get("tenant_id") != tenant:
                     problems.append(f"record {number} belongs to another tenant")
                     return
+            elif fmt is ExportFormat.OCSF:
+                data = orjson.loads(line)
+                meta = data.get("metadata") if isinstance(data, dict) else None
+                found = meta.get("uid") if isinstance(meta, dict) else None
+                if isinstance(meta, dict) and meta.get("tenant_uid") != tenant:
+                    problems.append(f"record {number} belongs to another tenant")
+                    return
             elif fmt is ExportFormat.CEF:
                 match = _CEF_EXTERNAL_ID.search(_cef_extension(line))
                 found = match.group(1) if match else None

@@ -17,6 +17,7 @@ from uuid import UUID, uuid4
 import orjson
 from test_auth import add_udp
 
+from format_parsers import parse_ocsf
 from xavyo_siem.batch import BatchExporter, resume_export_job
 from xavyo_siem.model import AuditEvent, BatchExportJob
 from xavyo_siem.sample import DEFAULT_START, generate_events
@@ -52,16 +53,22 @@ async def run_job(api: Api, job_id: str) -> BatchExportJob:
     return await exporter.run(job)
 
 
-async def test_a_file_export_is_queued_run_and_downloaded_with_its_manifest(api: Api) -> None:
-    """The file holds every event of the range; the manifest's hash matches the download."""
-    events = store_events(api, 200)
+async def queue_file_export(api: Api, fmt: str) -> dict[str, Any]:
+    """Queue a file export of [START, END) in `fmt` as the tenant's admin; the job (201)."""
     created = await api.client.post(
         api.path("/exports"),
         headers=api.as_("admin"),
-        json={"start": START, "end": END, "format": "csv"},
+        json={"start": START, "end": END, "format": fmt},
     )
     assert created.status_code == 201, created.text
-    job = created.json()
+    job: dict[str, Any] = created.json()
+    return job
+
+
+async def test_a_file_export_is_queued_run_and_downloaded_with_its_manifest(api: Api) -> None:
+    """The file holds every event of the range; the manifest's hash matches the download."""
+    events = store_events(api, 200)
+    job = await queue_file_export(api, "csv")
     assert (job["status"], job["target_kind"], job["downloadable"]) == ("pending", "file", False)
     assert "/" not in job["target"]
     early = await api.client.get(api.path(f"/exports/{job['id']}/file"), headers=api.as_("viewer"))
@@ -86,6 +93,19 @@ async def test_a_file_export_is_queued_run_and_downloaded_with_its_manifest(api:
     assert data["events"] == 200
     rows = list(csv.DictReader(io.StringIO(file.content.decode())))
     assert sorted(row["event_id"] for row in rows) == sorted(e["event_id"] for e in events)
+
+
+async def test_an_ocsf_export_downloads_as_ocsf_json_lines(api: Api) -> None:
+    """An `ocsf` export is named .ocsf.jsonl, served as NDJSON, one valid OCSF event per line."""
+    events = store_events(api, 20)
+    job = await queue_file_export(api, "ocsf")
+    assert job["target"].endswith(".ocsf.jsonl")
+    assert (await run_job(api, job["id"])).status.value == "completed"
+    file = await api.client.get(api.path(f"/exports/{job['id']}/file"), headers=api.as_("viewer"))
+    assert file.status_code == 200
+    assert file.headers["content-type"].startswith("application/x-ndjson")
+    records = [parse_ocsf(line) for line in file.content.decode().splitlines()]
+    assert sorted(r.fields["event_id"] for r in records) == sorted(e["event_id"] for e in events)
 
 
 async def test_a_queued_export_can_be_cancelled_once(api: Api) -> None:

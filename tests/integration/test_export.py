@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
+from format_parsers import parse_ocsf
 from store_roles import owner_connection
 from xavyo_siem.batch import (
     BatchExporter,
@@ -154,6 +155,10 @@ async def test_every_format_holds_exactly_the_events_of_the_range(
     if fmt is ExportFormat.JSON:  # read back by the model, not by the formatter
         lines = path.read_bytes().splitlines()
         assert [AuditEvent.from_dict(orjson.loads(line)) for line in lines] == expected
+    if fmt is ExportFormat.OCSF:  # valid OCSF 1.5.0, each the tenant's event
+        records = [parse_ocsf(line) for line in path.read_text().splitlines()]
+        assert [r.fields["event_id"] for r in records] == [str(e.event_id) for e in expected]
+        assert {r.fields["tenant_id"] for r in records} == {str(tenant)}
     if fmt is ExportFormat.CSV:  # one record per event for a real CSV parser
         rows = list(csv.reader(io.StringIO(path.read_bytes().decode(), newline="")))
         assert [row[0] for row in rows[1:]] == [str(e.event_id) for e in expected]

@@ -11,10 +11,13 @@ from typing import Any
 import orjson
 import pytest
 
+from format_parsers import parse_ocsf
 from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, Rejected, RetryLater
 from xavyo_siem.delivery.options import validate_destination
 from xavyo_siem.delivery.webhook import WebhookConfig, WebhookCredentials, WebhookTransport
 from xavyo_siem.delivery.webhook_auth import webhook_id
+from xavyo_siem.format import JSON_OBJECT_FORMATS, make_formatter
+from xavyo_siem.model import ExportFormat
 from xavyo_siem.sample import generate_events
 
 from peers.hec_server import TlsFiles, make_tls
@@ -85,6 +88,24 @@ async def test_signed_json_array_is_verified_and_delivered(receiver: WebhookRece
     message = receiver.messages[0]
     assert message.msg_id == webhook_id([r.event_id for r in batch])
     assert message.content_type == "application/json"
+
+
+async def test_ocsf_records_arrive_as_ocsf_objects(receiver: WebhookReceiver) -> None:
+    """An `ocsf` destination's records (a JSON object format) arrive as the OCSF objects
+    themselves, each valid OCSF 1.5.0, in order."""
+    assert ExportFormat.OCSF in JSON_OBJECT_FORMATS
+    events = list(generate_events(20, tenants=1, seed=4))
+    formatter = make_formatter(ExportFormat.OCSF)
+    batch = [Record(str(e.event_id), i, formatter(e)) for i, e in enumerate(events)]
+    sender = transport(receiver, event_is_json=True)
+    try:
+        assert await sender.send(batch) == Delivered()
+    finally:
+        await sender.aclose()
+    received = receiver.events()
+    assert [parse_ocsf(orjson.dumps(item).decode()).event for item in received] == [
+        orjson.loads(r.text) for r in batch
+    ]
 
 
 async def test_ndjson_with_lines_as_strings(receiver: WebhookReceiver) -> None:

@@ -24,6 +24,8 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from xavyo_siem.delivery import (
+    ElasticsearchConfig,
+    ElasticsearchTransport,
     FileConfig,
     HecConfig,
     HecTransport,
@@ -130,6 +132,7 @@ _SCHEME_OF: Final = {
     DeliveryType.SYSLOG_RELP: "relp",
     DeliveryType.WEBHOOK: "https",
     DeliveryType.SPLUNK_HEC: "https",
+    DeliveryType.ELASTICSEARCH: "https",
     DeliveryType.FILE: "file",
     DeliveryType.S3: "s3",
 }
@@ -218,9 +221,13 @@ def _client_request(url: URL) -> ClientRequest:
         loop.close()
 
 
-def _assert_http(config: WebhookConfig | HecConfig, host: str, port: int) -> None:
+def _assert_http(
+    config: WebhookConfig | HecConfig | ElasticsearchConfig, host: str, port: int
+) -> None:
     if isinstance(config, HecConfig):
         HecTransport(config, token=HEC_TOKEN, event_is_json=True, development=True)
+    elif isinstance(config, ElasticsearchConfig):
+        ElasticsearchTransport(config, secret=None, development=True)
     else:
         WebhookTransport(config, event_is_json=True, development=True)
     request = _client_request(URL(config.url))  # the URL the transports send to

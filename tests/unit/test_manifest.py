@@ -118,7 +118,9 @@ def test_a_changed_byte_is_caught_by_the_hash(tmp_path: Path) -> None:
     assert any("SHA-256" in problem for problem in result.problems)
 
 
-@pytest.mark.parametrize("fmt", [ExportFormat.CSV, ExportFormat.JSON], ids=lambda f: f.value)
+@pytest.mark.parametrize(
+    "fmt", [ExportFormat.CSV, ExportFormat.JSON, ExportFormat.OCSF], ids=lambda f: f.value
+)
 def test_a_missing_last_record_is_caught_by_count_size_and_last_id(
     tmp_path: Path, fmt: ExportFormat
 ) -> None:
@@ -143,6 +145,17 @@ def test_records_of_another_tenant_are_reported(tmp_path: Path) -> None:
     manifest_path(path).write_bytes(encode_manifest(manifest))
     result = verify_export(path)
     assert any("belongs to tenant" in problem for problem in result.problems)
+
+
+@pytest.mark.parametrize("fmt", [ExportFormat.JSON, ExportFormat.OCSF], ids=lambda f: f.value)
+def test_a_json_record_of_another_tenant_is_reported(tmp_path: Path, fmt: ExportFormat) -> None:
+    """A JSON or OCSF record that names another tenant than the manifest's fails the check."""
+    path = write_export(tmp_path, fmt, sample())
+    manifest = orjson.loads(manifest_path(path).read_bytes())
+    manifest["tenant_id"] = str(uuid.uuid4())
+    manifest_path(path).write_bytes(encode_manifest(manifest))
+    result = verify_export(path)
+    assert any("belongs to another tenant" in problem for problem in result.problems)
 
 
 def test_no_manifest_is_a_clear_error(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Transports: syslog TCP/TLS/UDP/RELP, webhook, Splunk HEC, file and S3, behind one interface."""
+"""Transports: syslog TCP/TLS/UDP/RELP, webhook, Splunk HEC, Elasticsearch, file and S3,
+behind one interface."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ from xavyo_siem.delivery.base import (
     RetryLater,
     Transport,
 )
+from xavyo_siem.delivery.elasticsearch import (
+    ELASTICSEARCH_FORMATS,
+    ElasticsearchConfig,
+    ElasticsearchTransport,
+)
+from xavyo_siem.delivery.elasticsearch_auth import elasticsearch_authorization
 from xavyo_siem.delivery.file import FileConfig, FileTransport
 from xavyo_siem.delivery.options import TransportConfig, allowed_options, validate_destination
 from xavyo_siem.delivery.relp import RelpTransport
@@ -35,8 +42,11 @@ from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import InvalidDestination
 
 __all__ = [
+    "ELASTICSEARCH_FORMATS",
     "Delivered",
     "DeliveryResult",
+    "ElasticsearchConfig",
+    "ElasticsearchTransport",
     "FileConfig",
     "FileTransport",
     "HecConfig",
@@ -63,6 +73,7 @@ __all__ = [
     "credential_binding",
     "credential_required",
     "credential_targets",
+    "elasticsearch_authorization",
     "open_transport",
     "validate_destination",
 ]
@@ -87,10 +98,11 @@ def open_transport(
 
     Splunk HEC: the token (required). Webhook: `whsec_` signing secrets, or a JSON object of
     signing secrets and auth (see `WebhookCredentials.from_secret`). Syslog TLS and RELP
-    over TLS: the password of an encrypted client key, if any. `event_is_json` says the
-    records are JSON objects (format `json`) rather than text lines, for the HTTP
-    envelopes. `file_header` is the header row a file destination starts with (CSV; its
-    lines then end in CRLF). S3: the access key, a JSON object (see
+    over TLS: the password of an encrypted client key, if any. Elasticsearch: an API key,
+    user and password, or a bearer token (see `elasticsearch_authorization`), or none.
+    `event_is_json` says the records are JSON objects (format `json`) rather than text
+    lines, for the HTTP envelopes. `file_header` is the header row a file destination
+    starts with (CSV; its lines then end in CRLF). S3: the access key, a JSON object (see
     `S3Credentials.from_secret`); `tenant_id` names the tenant's partition of the keys.
     """
     if egress is not None:
@@ -120,6 +132,10 @@ def open_transport(
             )
         case FileConfig():
             return FileTransport(config, header=file_header)
+        case ElasticsearchConfig():
+            return ElasticsearchTransport(
+                config, secret=secret, development=development, egress=egress
+            )
         case S3Config():
             if tenant_id is None:
                 raise InvalidDestination("tenant_id", "an s3 destination writes under its tenant")
@@ -143,7 +159,7 @@ def connect_target(config: TransportConfig) -> tuple[str, int] | None:
     match config:
         case SyslogConfig():
             return config.host, config.port
-        case WebhookConfig() | HecConfig():
+        case WebhookConfig() | HecConfig() | ElasticsearchConfig():
             url = URL(config.url)
             return url.raw_host or "", url.port or 0
         case S3Config():

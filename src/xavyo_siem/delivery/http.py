@@ -20,10 +20,10 @@ import email.utils
 import ssl
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 from yarl import URL
@@ -41,6 +41,7 @@ __all__ = [
     "PEER_TEXT_MAX_CHARS",
     "PeerFailure",
     "TooLarge",
+    "cancel_all",
     "classify_as_peer_failure",
     "close_session",
     "cut_spans",
@@ -338,6 +339,18 @@ async def read_bounded(response: aiohttp.ClientResponse, limit: int = 65_536) ->
         parts.append(part)
         total += len(part)
     return b"".join(parts)
+
+
+async def cancel_all(requests: Collection[asyncio.Future[Any]]) -> None:
+    """Cancel the requests of a batch still in flight, wait until they stopped, and observe
+    each one's exception (so none is logged as never retrieved)."""
+    for future in requests:
+        future.cancel()
+    if requests:
+        await asyncio.wait(requests)
+    for future in requests:
+        if not future.cancelled():
+            future.exception()
 
 
 async def close_session(session: aiohttp.ClientSession | None) -> None:

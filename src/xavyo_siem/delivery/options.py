@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+from xavyo_siem.delivery.elasticsearch import ELASTICSEARCH_OPTIONS, ElasticsearchConfig
 from xavyo_siem.delivery.file import FILE_OPTIONS, FileConfig
 from xavyo_siem.delivery.option_values import POLICY_OPTIONS
 from xavyo_siem.delivery.s3_config import S3_OPTIONS, S3Config
@@ -33,7 +34,9 @@ from xavyo_siem.model import DeliveryType
 
 __all__ = ["TransportConfig", "allowed_options", "validate_destination"]
 
-TransportConfig = SyslogConfig | WebhookConfig | HecConfig | FileConfig | S3Config
+TransportConfig = (
+    SyslogConfig | WebhookConfig | HecConfig | FileConfig | ElasticsearchConfig | S3Config
+)
 
 _ALLOWED: Final[Mapping[DeliveryType, frozenset[str]]] = {
     kind: names | frozenset(POLICY_OPTIONS)
@@ -42,6 +45,7 @@ _ALLOWED: Final[Mapping[DeliveryType, frozenset[str]]] = {
         DeliveryType.WEBHOOK: WEBHOOK_OPTIONS,
         DeliveryType.SPLUNK_HEC: HEC_OPTIONS,
         DeliveryType.FILE: FILE_OPTIONS,
+        DeliveryType.ELASTICSEARCH: ELASTICSEARCH_OPTIONS,
         DeliveryType.S3: S3_OPTIONS,
     }.items()
 }
@@ -87,6 +91,8 @@ def validate_destination(
             return HecConfig.from_options(endpoint, options, development=development)
         case DeliveryType.FILE:
             return FileConfig.from_options(endpoint, options, development=development)
+        case DeliveryType.ELASTICSEARCH:
+            return ElasticsearchConfig.from_options(endpoint, options, development=development)
         case DeliveryType.S3:
             return S3Config.from_options(endpoint, options, development=development)
 

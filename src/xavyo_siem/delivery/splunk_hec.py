@@ -62,6 +62,7 @@ from xavyo_siem.delivery.hec_replies import (
 from xavyo_siem.delivery.http import (
     PeerFailure,
     TooLarge,
+    cancel_all,
     classify_as_peer_failure,
     close_session,
     cut_spans,
@@ -384,13 +385,7 @@ class HecTransport:
                     if failure is not None:
                         return failure
         finally:  # a batch that ended early leaves nothing running or unobserved
-            for future in in_flight:
-                future.cancel()
-            if in_flight:
-                await asyncio.wait(in_flight)
-            for future in in_flight:
-                if not future.cancelled():
-                    future.exception()
+            await cancel_all(in_flight)
         failure = await batch.acks.wait(keep=0)
         if failure is not None:
             return failure

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from yarl import URL
 
+from xavyo_siem.delivery.elasticsearch import ElasticsearchConfig
 from xavyo_siem.delivery.file import FileConfig
 from xavyo_siem.delivery.options import TransportConfig, allowed_options, validate_destination
 from xavyo_siem.delivery.s3_config import S3Config
@@ -79,7 +80,7 @@ def _origins(config: TransportConfig) -> Iterator[str]:
     match config:
         case SyslogConfig():
             yield _origin(config.protocol, config.host, config.port)
-        case WebhookConfig() | HecConfig():
+        case WebhookConfig() | HecConfig() | ElasticsearchConfig():
             try:
                 url = URL(config.url)
             except ValueError:  # what the transport cannot parse, it cannot send to either

@@ -3,11 +3,13 @@
 `make_formatter(format, options, syslog_transport=...)` returns the per-event callable:
 
 * over a syslog transport every record is an RFC 5424 message, whose MSG is the CEF line
-  for the `cef` format and the JSON event otherwise; its options are those of the message
-  (`hostname`, `app_name`, `procid`, `facility`, `enterprise_number`, `cef_version`);
+  for the `cef` format, the OCSF event for `ocsf` and the JSON event otherwise; its options
+  are those of the message (`hostname`, `app_name`, `procid`, `facility`,
+  `enterprise_number`, `cef_version`);
 * elsewhere `cef` is the CEF line (`version`, `cs_max_chars`), `syslog` the RFC 5424 message
-  with the JSON event as MSG (the message's options), `json` the event object (no options)
-  and `csv` a CSV row (`formula_guard`).
+  with the JSON event as MSG (the message's options), `json` the event object (no options),
+  `csv` a CSV row (`formula_guard`) and `ocsf` the OCSF event as one JSON object (`version`,
+  the product version).
 
 Option values given as text (`--option facility=10` on the command line) are read as the
 type the option takes, and an option that does not apply, or a bad value, raises
@@ -18,16 +20,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from xavyo_siem.errors import EncodeError
 from xavyo_siem.format.cef import CefFormatter
 from xavyo_siem.format.csv_rows import CsvFormatter
 from xavyo_siem.format.jsonl import to_json
+from xavyo_siem.format.ocsf import OcsfFormatter
 from xavyo_siem.format.rfc5424 import SyslogFormatter
 from xavyo_siem.model import AuditEvent, ExportFormat
 
-__all__ = ["FORMAT_OPTIONS", "Formatter", "make_formatter", "read_format_options"]
+__all__ = [
+    "FORMAT_OPTIONS",
+    "JSON_OBJECT_FORMATS",
+    "Formatter",
+    "make_formatter",
+    "read_format_options",
+]
 
 Formatter = Callable[[AuditEvent], str]
 
@@ -46,6 +55,13 @@ _OPTIONS: Final[dict[ExportFormat, frozenset[str]]] = {
     ExportFormat.SYSLOG: _MESSAGE_OPTIONS,
     ExportFormat.JSON: frozenset(),
     ExportFormat.CSV: CsvFormatter.OPTIONS,
+    ExportFormat.OCSF: OcsfFormatter.OPTIONS,
+}
+# Formats whose record is one JSON object: HTTP transports send it as an object, not a string.
+JSON_OBJECT_FORMATS: Final = frozenset((ExportFormat.JSON, ExportFormat.OCSF))
+_SYSLOG_BODIES: Final[dict[ExportFormat, Literal["cef", "ocsf"]]] = {
+    ExportFormat.CEF: "cef",
+    ExportFormat.OCSF: "ocsf",
 }
 
 
@@ -94,7 +110,7 @@ def make_formatter(
     read = read_format_options(options or {})
     if syslog_transport:
         _check_options(read, _MESSAGE_OPTIONS, f"{kind.value} format over syslog")
-        return SyslogFormatter(body="cef" if kind is ExportFormat.CEF else "json", **read)
+        return SyslogFormatter(body=_SYSLOG_BODIES.get(kind, "json"), **read)
     _check_options(read, _OPTIONS[kind], f"{kind.value} format")
     if kind is ExportFormat.CEF:
         return CefFormatter(**read)
@@ -102,4 +118,6 @@ def make_formatter(
         return SyslogFormatter(body="json", **read)
     if kind is ExportFormat.JSON:
         return to_json
+    if kind is ExportFormat.OCSF:
+        return OcsfFormatter(**read)
     return CsvFormatter(**read)

@@ -11,8 +11,8 @@ One event is one message, with no line end (framing is the transport's job)::
   replaced by `_`; an empty value is written `-` (NILVALUE). The exact event type is in SD.
 * One SD element `[xavyo@<enterprise_number> ...]` holds the identifiers and classifiers
   (`SD_PARAMS`); PARAM-VALUEs escape `"`, `\\` and `]`, and picture control characters.
-* MSG is the event as JSON (`to_json`) or as CEF (`to_cef`), after a UTF-8 BOM when it is
-  not pure ASCII.
+* MSG is the event as JSON (`to_json`), as CEF (`to_cef`) or as OCSF (`to_ocsf`), after a
+  UTF-8 BOM when it is not pure ASCII.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from xavyo_siem.format._text import (
 )
 from xavyo_siem.format.cef import CefFormatter
 from xavyo_siem.format.jsonl import to_json
+from xavyo_siem.format.ocsf import OcsfFormatter
 from xavyo_siem.model import AuditEvent
 from xavyo_siem.speedups import plain_values_length
 
@@ -140,7 +141,7 @@ class SyslogOptions(TypedDict, total=False):
     procid: str | int
     facility: int
     enterprise_number: int
-    body: Literal["json", "cef"]
+    body: Literal["json", "cef", "ocsf"]
     cef_version: str
 
 
@@ -149,7 +150,7 @@ class SyslogFormatter:
 
     Options: `hostname` (default `-`), `app_name` (default `xavyo-siem`), `procid` (default
     `-`), `facility` (0-23, default 13 log audit), `enterprise_number` (the PEN in the SD-ID,
-    default 32473, RFC 5424's example: set your own), `body` (`"json"` or `"cef"`) and
+    default 32473, RFC 5424's example: set your own), `body` (`"json"`, `"cef"` or `"ocsf"`) and
     `cef_version` (the CEF Device Version when `body="cef"`).
     """
 
@@ -165,7 +166,7 @@ class SyslogFormatter:
         procid: str | int = "-",
         facility: int = DEFAULT_FACILITY,
         enterprise_number: int = DEFAULT_ENTERPRISE_NUMBER,
-        body: Literal["json", "cef"] = "json",
+        body: Literal["json", "cef", "ocsf"] = "json",
         cef_version: str | None = None,
     ) -> None:
         for name, value in (("hostname", hostname), ("app_name", app_name)):
@@ -188,8 +189,10 @@ class SyslogFormatter:
             self._body = (
                 CefFormatter() if cef_version is None else CefFormatter(version=cef_version)
             )
+        elif body == "ocsf":
+            self._body = OcsfFormatter()
         else:
-            raise EncodeError("body", f"must be 'json' or 'cef', got {body!r}"[:120])
+            raise EncodeError("body", f"must be 'json', 'cef' or 'ocsf', got {body!r}"[:120])
         host = sanitize_header_field(hostname, HOSTNAME_MAX)
         app = sanitize_header_field(app_name, APP_NAME_MAX)
         proc = sanitize_header_field(str(procid), PROCID_MAX)

@@ -64,6 +64,7 @@ class ExportFormat(StrEnum):
     SYSLOG = "syslog"
     JSON = "json"
     CSV = "csv"
+    OCSF = "ocsf"
 
 
 class DeliveryType(StrEnum):
@@ -76,6 +77,7 @@ class DeliveryType(StrEnum):
     WEBHOOK = "webhook"
     SPLUNK_HEC = "splunk_hec"
     FILE = "file"
+    ELASTICSEARCH = "elasticsearch"
     S3 = "s3"
 
 

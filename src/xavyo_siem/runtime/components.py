@@ -32,7 +32,7 @@ from xavyo_siem.delivery import (
 from xavyo_siem.destinations import check_destination, spec_of
 from xavyo_siem.egress import EgressDenied, EgressGuard, check_egress
 from xavyo_siem.errors import SiemError
-from xavyo_siem.format import csv_header
+from xavyo_siem.format import JSON_OBJECT_FORMATS, csv_header
 from xavyo_siem.model import (
     AuditEvent,
     DeliveryType,
@@ -50,6 +50,13 @@ from xavyo_siem.trail import Action, Actor, Change, management_event, record_now
 __all__ = ["TestStep", "open_destination", "test_destination", "test_event"]
 
 _AUTH_FAILURE: Final = re.compile(r"HTTP 40[13]\b|HEC code [1-4]\b|\btoken\b")
+# The types whose probe (`transport.check()`) presents the credential, and what its
+# success proves.
+_PROBE_AUTHENTICATES: Final = {
+    DeliveryType.SPLUNK_HEC: "the HEC token was accepted",
+    DeliveryType.ELASTICSEARCH: "the cluster accepted the credential",
+    DeliveryType.S3: "the server accepted the signed request",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +128,7 @@ async def open_destination(
     transport = open_transport(
         config,
         secret=secret,
-        event_is_json=destination.format is ExportFormat.JSON,
+        event_is_json=destination.format in JSON_OBJECT_FORMATS,
         development=settings.development,
         egress=EgressGuard.from_settings(settings) if egress is None else egress,
         file_header=csv_header() if destination.format is ExportFormat.CSV else None,
@@ -163,9 +170,9 @@ async def test_destination(
     The steps, in order, stopping at the first failure: `configuration` (settings valid,
     credential opens), `resolve` (the host's addresses, each allowed by the SSRF guard),
     `connect`, `tls` (TLS transports: the peer's certificate verified), `authenticate`
-    (HEC token, webhook credentials), `deliver` (the test event accepted). `actor`'s test
-    is recorded in the tenant's audit trail: the steps passed, and the first that failed
-    (its name only: a peer's answer stays out of the trail).
+    (HEC token, Elasticsearch credential, webhook credentials), `deliver` (the test event
+    accepted). `actor`'s test is recorded in the tenant's audit trail: the steps passed,
+    and the first that failed (its name only: a peer's answer stays out of the trail).
     """
     steps = await _test_steps(
         engine, destination, settings=settings, keyring=keyring, egress=egress
@@ -259,22 +266,21 @@ def _is_auth_failure(reason: str) -> bool:
 
 
 def _probe_steps(destination: SiemDestination, probe: object) -> list[TestStep]:
-    """`transport.check()` as steps: connect, then TLS and (HEC, S3) the credential probe."""
+    """`transport.check()` as steps: connect, then TLS and (HEC, Elasticsearch, S3) the
+    credential probe."""
     tls = _uses_tls(destination)
-    hec = destination.delivery_type in (DeliveryType.SPLUNK_HEC, DeliveryType.S3)
+    authenticated = _PROBE_AUTHENTICATES.get(destination.delivery_type)
     connected = TestStep("connect", True, "connected")
     verified = TestStep("tls", True, _tls_detail(destination))
     if isinstance(probe, Delivered):
         steps = [connected] + ([verified] if tls else [])
-        if destination.delivery_type is DeliveryType.SPLUNK_HEC:
-            steps.append(TestStep("authenticate", True, "the HEC token was accepted"))
-        elif destination.delivery_type is DeliveryType.S3:
-            steps.append(TestStep("authenticate", True, "the server accepted the signed request"))
+        if authenticated is not None:
+            steps.append(TestStep("authenticate", True, authenticated))
         return steps
     reason = _describe(probe)
     if tls and ("TLS" in reason or "certificate" in reason):
         return [connected, TestStep("tls", False, reason)]
-    if hec and _is_auth_failure(reason):
+    if authenticated is not None and _is_auth_failure(reason):
         return [connected, *([verified] if tls else []), TestStep("authenticate", False, reason)]
     return [TestStep("connect", False, reason)]
 

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from xavyo_siem.delivery.elasticsearch import ElasticsearchConfig
 from xavyo_siem.delivery.file import FileConfig
 from xavyo_siem.delivery.option_values import (
     POLICY_OPTIONS,
@@ -363,6 +364,7 @@ def test_every_option_names_a_config_field() -> None:
         DeliveryType.WEBHOOK: WebhookConfig,
         DeliveryType.SPLUNK_HEC: HecConfig,
         DeliveryType.FILE: FileConfig,
+        DeliveryType.ELASTICSEARCH: ElasticsearchConfig,
         DeliveryType.S3: S3Config,
     }
     tls_fields = {f.name for f in dataclasses.fields(TlsConfig)} | {"tls_verify"}

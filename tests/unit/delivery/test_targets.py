@@ -37,6 +37,8 @@ HEC, HOOK = DeliveryType.SPLUNK_HEC, DeliveryType.WEBHOOK
         (Target(DeliveryType.SYSLOG_RELP, "relp://siem.example.com"),
          ("relp://siem.example.com:2514",)),
         (Target(DeliveryType.FILE, "file:///var/log/siem.jsonl"), ()),
+        (Target(DeliveryType.ELASTICSEARCH, "https://ES.example.com:9200/proxy",
+                {"index": "audit", "pipeline": "p"}), ("https://es.example.com:9200",)),
         (Target(DeliveryType.S3, "s3://audit-archive/xavyo", {"region": "eu-west-1"}),
          ("https://audit-archive.s3.eu-west-1.amazonaws.com:443", "s3://audit-archive")),
         (Target(DeliveryType.S3, "s3://audit-archive", {"endpoint_url": "https://MinIO:9000"}),

@@ -12,6 +12,7 @@ from xavyo_siem.format import (
     FORMAT_OPTIONS,
     CefFormatter,
     CsvFormatter,
+    OcsfFormatter,
     SyslogFormatter,
     make_formatter,
     read_format_options,
@@ -22,23 +23,30 @@ from xavyo_siem.model import ExportFormat
 
 
 @pytest.mark.parametrize(
-    ("fmt", "body"), [("cef", "cef"), ("json", "json"), ("syslog", "json"), ("csv", "json")]
+    ("fmt", "body"),
+    [("cef", "cef"), ("json", "json"), ("syslog", "json"), ("csv", "json"), ("ocsf", "ocsf")],
 )
 def test_over_a_syslog_transport_every_record_is_an_rfc5424_message(
-    fmt: str, body: Literal["cef", "json"]
+    fmt: str, body: Literal["cef", "json", "ocsf"]
 ) -> None:
-    """Over syslog the record is RFC 5424 with the CEF line as MSG for cef, else the JSON."""
+    """Over syslog the record is RFC 5424 with the CEF line as MSG for cef, the OCSF event
+    for ocsf, else the JSON."""
     event = make_event()
     formatter = make_formatter(fmt, {"hostname": "idp1", "facility": "10"}, syslog_transport=True)
     assert formatter(event) == SyslogFormatter(body=body, hostname="idp1", facility=10)(event)
 
 
 def test_without_a_syslog_transport_each_format_is_its_own_record() -> None:
-    """Elsewhere cef is the CEF line, json the event object, csv the row."""
+    """Elsewhere cef is the CEF line, json the event object, csv the row, ocsf the OCSF event
+    with its product version option."""
     event = make_event(reason="=1")
     assert make_formatter(ExportFormat.CEF)(event) == CefFormatter()(event)
     assert make_formatter(ExportFormat.JSON) is to_json
     assert make_formatter("csv")(event) == to_csv(event)
+    assert make_formatter("ocsf")(event) == OcsfFormatter()(event)
+    versioned = make_formatter("ocsf", {"version": "2.4.1"})(event)
+    assert versioned == OcsfFormatter(version="2.4.1")(event)
+    assert '"version":"2.4.1"' in versioned
 
 
 @pytest.mark.parametrize(
@@ -74,6 +82,9 @@ def test_text_option_values_are_read_as_their_types(
         ("json", {"formula_guard": "false"}, True, "formula_guard"),
         ("cef", {"hostname": "h"}, False, "hostname"),
         ("csv", {"colour": "red"}, False, "colour"),
+        ("ocsf", {"version": " "}, False, "version"),
+        ("ocsf", {"formula_guard": "false"}, False, "formula_guard"),
+        ("ocsf", {"version": "2.4.1"}, True, "version"),
     ],
 )
 def test_bad_or_foreign_options_raise_encode_error_naming_them(

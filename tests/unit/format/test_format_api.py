@@ -19,7 +19,7 @@ def test_package_exports_its_public_names() -> None:
     assert fmt.__doc__.startswith("Record formats")
 
 
-@pytest.mark.parametrize("name", ["cef", "syslog", "json", "csv"])
+@pytest.mark.parametrize("name", ["cef", "syslog", "json", "csv", "ocsf"])
 def test_make_formatter_knows_every_export_format(name: str) -> None:
     """make_formatter builds a callable for each ExportFormat value."""
     assert callable(fmt.make_formatter(name))
@@ -110,6 +110,7 @@ def test_docs_examples_are_current() -> None:
         fmt.to_json(event),
         fmt.csv_header(),
         fmt.to_csv(event),
+        fmt.to_ocsf(event, version="0.1.0"),
     ):
         assert record in lines, record[:80]
 

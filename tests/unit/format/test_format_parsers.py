@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
-from format_parsers import ParseError, parse_cef, parse_csv, parse_json_line, parse_syslog
+from format_parsers import (
+    ParseError,
+    parse_cef,
+    parse_csv,
+    parse_json_line,
+    parse_ocsf,
+    parse_syslog,
+)
 
 
 def test_cef_parser_reads_spec_examples() -> None:
@@ -86,3 +96,68 @@ def test_csv_parser_rejects_malformed_text(text: str) -> None:
     """Bare LF, a missing CRLF, stray quotes and ragged records are errors."""
     with pytest.raises(ParseError):
         parse_csv(text)
+
+
+_OCSF_LOGON: dict[str, Any] = {
+    "class_uid": 3002,
+    "category_uid": 3,
+    "activity_id": 1,
+    "type_uid": 300201,
+    "time": 1767225600123,
+    "severity_id": 1,
+    "metadata": {
+        "version": "1.5.0",
+        "product": {"name": "IDP", "vendor_name": "Xavyo"},
+        "uid": "0b9d6a1e-5c3f-4e2a-8d7b-1f6e9c4a2b58",
+    },
+    "user": {"name": "alice"},
+    "service": {"name": "IDP"},
+    "unmapped": {"category": "authentication", "severity": 1},
+}
+
+
+def _ocsf(**changes: Any) -> str:
+    event = {**_OCSF_LOGON, **changes}
+    return json.dumps({key: value for key, value in event.items() if value is not None})
+
+
+def test_ocsf_parser_reads_a_minimal_logon() -> None:
+    """A minimal valid Authentication: Logon event parses, its fields in their places."""
+    record = parse_ocsf(_ocsf())
+    assert (record.class_uid, record.activity_id) == (3002, 1)
+    assert record.fields == {
+        "event_id": "0b9d6a1e-5c3f-4e2a-8d7b-1f6e9c4a2b58",
+        "category": "authentication",
+        "severity": 1,
+    }
+    assert record.user == {"name": "alice"}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        _ocsf(type_uid=300202),  # type_uid is not class * 100 + activity
+        _ocsf(type_uid=300209),  # not a type of the class at all
+        _ocsf(user=None),  # 3002 requires user
+        _ocsf(service=None),  # 3002 requires service or dst_endpoint
+        _ocsf(user={"email_addr": "a@b.c"}),  # a user needs account, name or uid
+        _ocsf(user={"name": "a", "email_addr": "not an address"}),  # email_t pattern
+        _ocsf(src_endpoint={"ip": "fe80::1%" + "x" * 40}),  # ip_t is at most 40 characters
+        _ocsf(src_endpoint={"ip": "not an ip"}),  # ip_t pattern
+        _ocsf(colour="red"),  # no attribute of the class
+        _ocsf(time="2026-01-01"),  # time is an integer
+        _ocsf(severity_id=7),  # not a severity
+        _ocsf(category_uid=6),  # another category
+        _ocsf(class_uid=9999),  # no such class
+        _ocsf(metadata={"version": "1.8.0", "product": {"name": "IDP"}}),  # not the pinned one
+        _ocsf(metadata={"version": "1.5.0"}),  # metadata requires product
+        _ocsf(unmapped=None),  # the audit event's own fields are in unmapped
+        _ocsf() + "\n" + _ocsf(),  # two records
+        "[" + _ocsf() + "]",  # not one object
+        _ocsf()[:-1] + ',"time":0}',  # a repeated key
+    ],
+)
+def test_ocsf_parser_rejects_what_the_schema_or_the_format_forbids(line: str) -> None:
+    """Invalid OCSF 1.5.0, a wrong type_uid, another version, or not one JSON object: refused."""
+    with pytest.raises(ParseError):
+        parse_ocsf(line)

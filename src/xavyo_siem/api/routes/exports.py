@@ -45,6 +45,7 @@ _EXTENSIONS: Final = {
     ExportFormat.JSON: ("jsonl", "application/x-ndjson"),
     ExportFormat.CEF: ("cef", "text/plain"),
     ExportFormat.SYSLOG: ("log", "text/plain"),
+    ExportFormat.OCSF: ("ocsf.jsonl", "application/x-ndjson"),
 }
 JobPath = Annotated[UUID, PathParam(description="The export job (UUID).")]
 
@@ -166,7 +167,7 @@ _FILE_BODY: Final = {"content": {"application/octet-stream": {"schema": {"type":
     responses={200: {"description": "The exported file.", **_FILE_BODY}, **_DOWNLOAD},
 )
 def download_export(tenant_id: TenantDep, job_id: JobPath, context: ContextDep) -> FileResponse:
-    """The exported file, streamed (CSV, JSON lines, CEF or RFC 5424 lines)."""
+    """The exported file, streamed (CSV, JSON lines, CEF, RFC 5424 or OCSF lines)."""
     job, path = _file_of(context, tenant_id, job_id)
     return FileResponse(path, media_type=_EXTENSIONS[job.format][1], filename=path.name)
 
