@@ -49,10 +49,18 @@ def stored(engine: Engine, count: int, seed: int) -> list[AuditEvent]:
 
 
 def add_s3(
-    engine: Engine, tenant: UUID, moto: MotoS3, *, secret: str | None = None, **options: Any
+    engine: Engine,
+    tenant: UUID,
+    moto: MotoS3,
+    *,
+    secret: str | None = None,
+    export_format: ExportFormat = ExportFormat.JSON,
+    prefix: str = "audit",
+    **options: Any,
 ) -> SiemDestination:
-    """An S3 destination writing JSON to `moto`'s bucket under `audit/`, from the beginning
-    and without waiting for fuller objects, unless `options` say otherwise."""
+    """An S3 destination writing JSON (or `export_format`) to `moto`'s bucket under
+    `prefix`, from the beginning and without waiting for fuller objects, unless `options`
+    say otherwise."""
     assert moto.key is not None
     return manage.add_destination(
         engine,
@@ -60,8 +68,8 @@ def add_s3(
         spec=DestinationSpec(
             name=f"archive-{uuid4().hex[:6]}",
             delivery_type=DeliveryType.S3,
-            format=ExportFormat.JSON,
-            endpoint=f"s3://{moto.bucket}/audit",
+            format=export_format,
+            endpoint=f"s3://{moto.bucket}/{prefix}",
             options={
                 "endpoint_url": moto.url,
                 "start": "beginning",

@@ -33,7 +33,7 @@ from xavyo_siem.delivery import (
 )
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import InvalidDestination
-from xavyo_siem.model import AuditEvent, SiemDestination
+from xavyo_siem.model import AuditEvent, ExportFormat, SiemDestination
 from xavyo_siem.runtime import test_destination as destination_test
 from xavyo_siem.sample import generate_events
 from xavyo_siem.store.state import read_health, read_state
@@ -363,3 +363,30 @@ async def test_a_security_lake_source_gets_parquet_per_class_that_pyarrow_reads(
         assert [row["user"]["uid"] for row in rows] == [str(n) for n in range(parity, 10, 2)]
         head = moto.client().head_object(Bucket=moto.bucket, Key=key)
         assert head["ContentType"] == "application/vnd.apache.parquet"
+
+
+async def test_the_worker_feeds_a_security_lake_source_every_event_as_ocsf_parquet(
+    engine: Engine, moto: MotoS3
+) -> None:
+    """Format ocsf with layout=security_lake: drained, the Parquet objects hold every
+    stored event once, each object one OCSF class."""
+    events = stored(engine, 1500, seed=23)
+    add_s3(
+        engine,
+        events[0].tenant_id,
+        moto,
+        export_format=ExportFormat.OCSF,
+        prefix="ext/xavyo/1.0",
+        layout="security_lake",
+        account_id="123456789012",
+        batch_max_events="1000",
+    )
+    assert await asyncio.wait_for(worker(engine).run(drain=True), 120) == []
+    uids: list[str] = []
+    for key in moto.object_keys():
+        assert "/region=us-east-1/accountId=123456789012/eventDay=" in key
+        rows = pq.read_table(io.BytesIO(moto.read(key))).to_pylist()
+        assert len({row["class_uid"] for row in rows}) == 1
+        assert [row["time"] for row in rows] == sorted(row["time"] for row in rows)
+        uids += [row["metadata"]["uid"] for row in rows]
+    assert sorted(uids) == sorted(str(e.event_id) for e in events)
