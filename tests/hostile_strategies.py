@@ -141,6 +141,7 @@ _SCHEMES: Final[dict[DeliveryType, str]] = {
     DeliveryType.SPLUNK_HEC: "https",
     DeliveryType.ELASTICSEARCH: "https",
     DeliveryType.SENTINEL: "https",
+    DeliveryType.S3: "s3",
 }
 _ODD_SCHEMES: Final = (
     "http",
@@ -308,6 +309,13 @@ _KNOWN_OPTIONS: Final = (
     "client_id",
     "authority_host",
     "audience",
+    "endpoint_url",
+    "region",
+    "addressing",
+    "checksum",
+    "object_max_age_s",
+    "layout",
+    "account_id",
 )
 _UNKNOWN_OPTIONS: Final = ("", " ", "TIMEOUT_S", "timeout_s ", "__proto__", "x" * 200, "ünknown")
 option_names: Final = st.one_of(
@@ -433,6 +441,23 @@ _EDGE_VALUES: Final[dict[str, st.SearchStrategy[Any]]] = {
         ("https://login.microsoftonline.com", "https://login.invalid", "https://127.0.0.1:1/x")
     ),
     "audience": st.sampled_from(("https://monitor.azure.com", "https://monitor.azure.us", "x")),
+    "endpoint_url": st.sampled_from(
+        (
+            "http://127.0.0.1:{peer}",
+            "https://127.0.0.1:{peer}",
+            "http://[::1]:{peer}",
+            "http://siem.invalid:{peer}/",
+            "http://169.254.169.254",
+            "http://127.0.0.1:{peer}/path",
+            "ftp://127.0.0.1:{peer}",
+        )
+    ),
+    "region": st.sampled_from(("us-east-1", "eu-west-1", "EU", "")),
+    "addressing": st.sampled_from(("auto", "path", "virtual", "PATH")),
+    "checksum": st.sampled_from(("sha256", "md5", "crc32")),
+    "object_max_age_s": st.sampled_from((0, 0.1, 86_400, 86_401, -1)),
+    "layout": st.sampled_from(("hive", "security_lake", "lake")),
+    "account_id": st.sampled_from(("123456789012", "ext-id.1", "a b", "")),
 }
 # A sentinel destination names its rule, stream and app: plausible ones have all four.
 _NEEDED_OPTIONS: Final[dict[DeliveryType, dict[str, str]]] = {
@@ -487,6 +512,7 @@ _GOOD_SECRETS: Final[dict[DeliveryType, st.SearchStrategy[str | None]]] = {
     DeliveryType.WEBHOOK: st.sampled_from((None, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),
     DeliveryType.ELASTICSEARCH: st.sampled_from((None, "aWQxOmtleTE=")),  # base64 "id1:key1"
     DeliveryType.SENTINEL: st.just("Qx8Q~client.secret-of-the_app~0123456789"),
+    DeliveryType.S3: st.just('{"access_key_id": "AKIAEXAMPLE", "secret_access_key": "s3cret-x"}'),
 }
 
 secrets: Final = st.one_of(
@@ -503,6 +529,8 @@ secrets: Final = st.one_of(
             '{"signing_secrets": 5}',
             '{"signing_secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"], "auth": []}',
             "{",
+            '{"access_key_id": "AKIAEXAMPLE"}',
+            '{"access_key_id": "AKIA EXAMPLE", "secret_access_key": "s3cret-x"}',
             "x" * 10_000,
             "ü🔐",
         )

@@ -22,6 +22,8 @@ from xavyo_siem.delivery import (
     ELASTICSEARCH_FORMATS,
     SENTINEL_FORMATS,
     ConnectTarget,
+    S3Config,
+    S3Credentials,
     TransportConfig,
     check_client_secret,
     check_hec_token,
@@ -164,6 +166,9 @@ def check_destination(spec: DestinationSpec, *, development: bool) -> CheckedDes
     config = validate_destination(
         spec.delivery_type, spec.endpoint, transport_options, development=development
     )
+    lake = isinstance(config, S3Config) and config.layout == "security_lake"
+    if lake and spec.format.value != "ocsf":
+        raise InvalidDestination("format", "Amazon Security Lake takes OCSF: use format ocsf")
     return CheckedDestination(
         config, formatter_for(spec), DeliveryPolicy.from_options(spec.options)
     )
@@ -282,6 +287,8 @@ def _check_secret(delivery_type: DeliveryType, secret: str | None) -> None:
         elasticsearch_authorization(secret)
     if secret is not None and delivery_type is DeliveryType.SENTINEL:
         check_client_secret(secret)
+    if secret is not None and delivery_type is DeliveryType.S3:
+        S3Credentials.from_secret(secret)
 
 
 def _check_reachable(config: TransportConfig, egress: EgressGuard | None) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import uuid
 from typing import Any, Final
 
 import pytest
@@ -28,6 +29,9 @@ from xavyo_siem.delivery import (
     FileConfig,
     HecConfig,
     HecTransport,
+    S3Config,
+    S3Credentials,
+    S3Transport,
     SentinelConfig,
     SentinelTransport,
     SyslogConfig,
@@ -133,6 +137,7 @@ _SCHEME_OF: Final = {
     DeliveryType.ELASTICSEARCH: "https",
     DeliveryType.SENTINEL: "https",
     DeliveryType.FILE: "file",
+    DeliveryType.S3: "s3",
 }
 # The options a type needs besides its endpoint (a sentinel destination names its rule).
 _NEEDED_OPTIONS: Final[dict[DeliveryType, dict[str, str]]] = {
@@ -245,6 +250,14 @@ def _assert_http(
     assert request.is_ssl() is (request.url.scheme == "https")
 
 
+def _assert_s3(config: S3Config, host: str, port: int) -> None:
+    key = S3Credentials("AKIAEXAMPLE", "secret-example")
+    S3Transport(config, credentials=key, tenant_id=uuid.uuid4(), event_is_json=True)
+    request = _client_request(URL(config.base_url))  # the URL the transport sends to
+    assert (request.host, request.port) == (host, port)
+    assert request.is_ssl()
+
+
 def _assert_syslog(config: SyslogConfig, host: str, port: int) -> None:
     assert (config.host, config.port) == (host, port)  # what the transport resolves
     if is_ip(host):
@@ -303,9 +316,14 @@ def assert_endpoint_is_refused_or_consistent(kind: DeliveryType, endpoint: str) 
     assert host.isascii()
     assert host == host.lower()
     assert 1 <= port <= 65535
-    assert URL(endpoint).raw_host == host
+    if isinstance(config, S3Config):  # the bucket, in AWS's host name (virtual addressing)
+        assert (host, port) == (f"{URL(endpoint).raw_host}.s3.us-east-1.amazonaws.com", 443)
+    else:
+        assert URL(endpoint).raw_host == host
     assert _resolved_at_save(host, port) == host
-    if isinstance(config, SyslogConfig):
+    if isinstance(config, S3Config):
+        _assert_s3(config, host, port)
+    elif isinstance(config, SyslogConfig):
         _assert_syslog(config, host, port)
     else:
         _assert_http(config, host, port)

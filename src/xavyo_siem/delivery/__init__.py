@@ -1,10 +1,11 @@
 """Transports: syslog TCP/TLS/UDP/RELP, webhook, Splunk HEC, Elasticsearch, Microsoft
-Sentinel and file, behind one interface."""
+Sentinel, file and S3, behind one interface."""
 
 from __future__ import annotations
 
 import ipaddress
 from typing import NamedTuple
+from uuid import UUID
 
 from yarl import URL
 
@@ -26,6 +27,7 @@ from xavyo_siem.delivery.elasticsearch_auth import elasticsearch_authorization
 from xavyo_siem.delivery.file import FileConfig, FileTransport
 from xavyo_siem.delivery.options import TransportConfig, allowed_options, validate_destination
 from xavyo_siem.delivery.relp import RelpTransport
+from xavyo_siem.delivery.s3 import S3Config, S3Credentials, S3Transport
 from xavyo_siem.delivery.sentinel import (
     SENTINEL_FORMATS,
     SentinelConfig,
@@ -63,6 +65,9 @@ __all__ = [
     "Rejected",
     "RelpTransport",
     "RetryLater",
+    "S3Config",
+    "S3Credentials",
+    "S3Transport",
     "SentinelConfig",
     "SentinelTransport",
     "SyslogConfig",
@@ -95,6 +100,7 @@ def open_transport(
     development: bool,
     egress: EgressGuard | None,
     file_header: str | None = None,
+    tenant_id: UUID | None = None,
 ) -> Transport:
     """The transport for a validated config; `secret` is the destination's credential.
 
@@ -111,7 +117,8 @@ def open_transport(
     user and password, or a bearer token (see `elasticsearch_authorization`), or none.
     `event_is_json` says the records are JSON objects (format `json`) rather than text
     lines, for the HTTP envelopes. `file_header` is the header row a file destination
-    starts with (CSV; its lines then end in CRLF).
+    starts with (CSV; its lines then end in CRLF). S3: the access key, a JSON object (see
+    `S3Credentials.from_secret`); `tenant_id` names the tenant's partition of the keys.
     """
     if egress is not None:
         _check_literal_host(config, egress)
@@ -150,6 +157,17 @@ def open_transport(
             return SentinelTransport(
                 config, client_secret=secret, development=development, egress=egress
             )
+        case S3Config():
+            if tenant_id is None:
+                raise InvalidDestination("tenant_id", "an s3 destination writes under its tenant")
+            return S3Transport(
+                config,
+                credentials=S3Credentials.from_secret(secret),
+                tenant_id=tenant_id,
+                event_is_json=event_is_json,
+                development=development,
+                egress=egress,
+            )
 
 
 def connect_target(config: TransportConfig) -> tuple[str, int] | None:
@@ -164,6 +182,9 @@ def connect_target(config: TransportConfig) -> tuple[str, int] | None:
             return config.host, config.port
         case WebhookConfig() | HecConfig() | ElasticsearchConfig() | SentinelConfig():
             url = URL(config.url)
+            return url.raw_host or "", url.port or 0
+        case S3Config():
+            url = URL(config.base_url)
             return url.raw_host or "", url.port or 0
         case FileConfig():
             return None

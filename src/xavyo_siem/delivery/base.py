@@ -21,6 +21,7 @@ __all__ = [
     "Delivered",
     "DeliveryResult",
     "Misconfigured",
+    "NamedBatchTransport",
     "Record",
     "Rejected",
     "RetryLater",
@@ -49,7 +50,13 @@ class Record(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """The destination accepted every record of the batch (HEC: and acknowledged it)."""
+    """The destination accepted every record of the batch (HEC: and acknowledged it).
+
+    `detail` says what the peer made of it where that is worth showing (S3: the objects
+    written and their SHA-256); empty for most transports.
+    """
+
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +94,16 @@ class Misconfigured:
 
 
 DeliveryResult = Delivered | RetryLater | Rejected | Misconfigured
+
+
+class NamedBatchTransport(Protocol):
+    """A transport that names what it writes after the batch (S3 object keys): the pipeline
+    hands it the batch's span in the store's order, `<after>-<through>`, beside the records,
+    so that sending the same batch again writes the same names."""
+
+    async def send_named(self, records: Sequence[Record], *, name: str | None) -> DeliveryResult:
+        """Send `records` as one batch named `name` (None: no span, e.g. a replay)."""
+        ...
 
 
 class Transport(Protocol):

@@ -8,11 +8,11 @@ transport never sees an unchecked option ("validate, then open").
 
 Each delivery type declares its config, its option names and their defaults beside its
 transport: `SyslogConfig` (syslog_config.py), `WebhookConfig` (webhook.py), `HecConfig`
-(splunk_hec.py), `FileConfig` (file.py) and `SentinelConfig` (sentinel.py). Every type
-accepts the batch options
-`batch_max_events`, `batch_max_bytes` and `start`, and the delivery policy options
-(`DeliveryPolicy`, read by `check_destination`) (option_values.py); the TLS options are
-those of `TlsConfig` (tls.py). How values are written (types, strings from the command
+(splunk_hec.py), `FileConfig` (file.py), `SentinelConfig` (sentinel.py) and `S3Config`
+(s3_config.py). Every type accepts the batch options `batch_max_events`, `batch_max_bytes`
+and `start`, and the delivery policy options (`DeliveryPolicy`, read by `check_destination`)
+(option_values.py); the TLS options are those of `TlsConfig` (tls.py). How values are
+written (types, strings from the command
 line) is described in option_values.py. An unknown option, or an option of another
 delivery type, is refused with a message naming every such option and the options that
 type accepts.
@@ -26,6 +26,7 @@ from typing import Final
 from xavyo_siem.delivery.elasticsearch import ELASTICSEARCH_OPTIONS, ElasticsearchConfig
 from xavyo_siem.delivery.file import FILE_OPTIONS, FileConfig
 from xavyo_siem.delivery.option_values import POLICY_OPTIONS
+from xavyo_siem.delivery.s3_config import S3_OPTIONS, S3Config
 from xavyo_siem.delivery.sentinel import SENTINEL_OPTIONS, SentinelConfig
 from xavyo_siem.delivery.splunk_hec import HEC_OPTIONS, HecConfig
 from xavyo_siem.delivery.syslog_config import SYSLOG_OPTIONS, SyslogConfig
@@ -36,7 +37,13 @@ from xavyo_siem.model import DeliveryType
 __all__ = ["TransportConfig", "allowed_options", "validate_destination"]
 
 TransportConfig = (
-    SyslogConfig | WebhookConfig | HecConfig | FileConfig | ElasticsearchConfig | SentinelConfig
+    SyslogConfig
+    | WebhookConfig
+    | HecConfig
+    | FileConfig
+    | ElasticsearchConfig
+    | SentinelConfig
+    | S3Config
 )
 
 _ALLOWED: Final[Mapping[DeliveryType, frozenset[str]]] = {
@@ -48,6 +55,7 @@ _ALLOWED: Final[Mapping[DeliveryType, frozenset[str]]] = {
         DeliveryType.FILE: FILE_OPTIONS,
         DeliveryType.SENTINEL: SENTINEL_OPTIONS,
         DeliveryType.ELASTICSEARCH: ELASTICSEARCH_OPTIONS,
+        DeliveryType.S3: S3_OPTIONS,
     }.items()
 }
 
@@ -96,6 +104,8 @@ def validate_destination(
             return ElasticsearchConfig.from_options(endpoint, options, development=development)
         case DeliveryType.SENTINEL:
             return SentinelConfig.from_options(endpoint, options, development=development)
+        case DeliveryType.S3:
+            return S3Config.from_options(endpoint, options, development=development)
 
 
 def _check_names(delivery_type: DeliveryType, options: Mapping[str, object]) -> None:

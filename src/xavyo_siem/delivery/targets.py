@@ -10,6 +10,9 @@ transport connects to: the HTTP transports parse their URL with yarl, as here (H
 `/ack` and `/health` share the endpoint's origin); syslog connects to the config's host and
 port (the default port filled in). A delivery type whose options name further URLs (an
 endpoint override, a token authority, an ingestion endpoint) adds them in `_origins`.
+S3 sends its access key to the server's origin (`endpoint_url`, or AWS in the region, the
+bucket in the host name with virtual addressing) and is bound to the bucket as well
+(`s3://bucket`): with path addressing the bucket is not part of the origin.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from yarl import URL
 from xavyo_siem.delivery.elasticsearch import ElasticsearchConfig
 from xavyo_siem.delivery.file import FileConfig
 from xavyo_siem.delivery.options import TransportConfig, allowed_options, validate_destination
+from xavyo_siem.delivery.s3_config import S3Config
 from xavyo_siem.delivery.sentinel import SentinelConfig
 from xavyo_siem.delivery.splunk_hec import HecConfig
 from xavyo_siem.delivery.syslog_config import SyslogConfig
@@ -67,9 +71,13 @@ def credential_binding(destination: Targeted) -> tuple[str, ...]:
 
 def credential_required(delivery_type: DeliveryType) -> bool:
     """Whether a destination of this type never sends without a credential (HEC: its
-    token; Sentinel: its client secret). A webhook may be configured unsigned and without
-    auth; syslog and file need none."""
-    return DeliveryType(delivery_type) in (DeliveryType.SPLUNK_HEC, DeliveryType.SENTINEL)
+    token; Sentinel: its client secret; S3: its access key). A webhook may be configured
+    unsigned and without auth; syslog and file need none."""
+    return DeliveryType(delivery_type) in (
+        DeliveryType.SPLUNK_HEC,
+        DeliveryType.SENTINEL,
+        DeliveryType.S3,
+    )
 
 
 def _origins(config: TransportConfig) -> Iterator[str]:
@@ -82,6 +90,10 @@ def _origins(config: TransportConfig) -> Iterator[str]:
         case SentinelConfig():  # the secret goes to the token endpoint, the token to the DCE
             yield _url_origin(config.url, "endpoint")
             yield _url_origin(config.authority_host, "options.authority_host")
+        case S3Config():
+            url = URL(config.base_url)
+            yield _origin(url.scheme, url.raw_host or "", url.port)
+            yield f"s3://{config.bucket}"
         case FileConfig():
             return
 

@@ -81,6 +81,7 @@ class DeliveryType(StrEnum):
     SENTINEL = "sentinel"
     FILE = "file"
     ELASTICSEARCH = "elasticsearch"
+    S3 = "s3"
 
 
 class CircuitState(StrEnum):

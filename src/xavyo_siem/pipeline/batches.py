@@ -18,6 +18,7 @@ from xavyo_siem.delivery.base import (
     Record,
     Rejected,
     RetryLater,
+    Transport,
 )
 from xavyo_siem.errors import EncodeError
 from xavyo_siem.model import AuditEvent
@@ -26,10 +27,12 @@ __all__ = [
     "Batch",
     "Formatter",
     "Verdict",
+    "batch_name",
     "format_batch",
     "format_replay",
     "judge",
     "replay_outcome",
+    "send_batch",
 ]
 
 Formatter = Callable[[AuditEvent], str]
@@ -41,19 +44,28 @@ class Batch:
 
     `unencodable` are the events the formatter refused (they become dead letters with the
     batch). A replay batch (dead letters sent again) has `replayed`, the dead-letter id of
-    each record's event, and does not move the position.
+    each record's event, and does not move the position. `after` is the position the batch
+    starts after (None where unknown): with `position` it names the batch for transports that
+    name what they write (`send_batch`).
     """
 
     records: list[Record]
     position: Any
     unencodable: list[tuple[UUID, str]]
     replayed: dict[str, int] | None = None
+    after: Any = None
 
 
 def format_batch(
-    events: Iterable[AuditEvent], *, formatter: Formatter, tenant_id: UUID, position: Any
+    events: Iterable[AuditEvent],
+    *,
+    formatter: Formatter,
+    tenant_id: UUID,
+    position: Any,
+    after: Any = None,
 ) -> Batch:
-    """The records of `events`; an event the formatter cannot encode is set aside."""
+    """The records of `events`, after `after` and through `position`; an event the
+    formatter cannot encode is set aside."""
     records: list[Record] = []
     unencodable: list[tuple[UUID, str]] = []
     for event in events:
@@ -65,7 +77,7 @@ def format_batch(
             unencodable.append((event.event_id, f"cannot be encoded: {exc}"))
             continue
         records.append(Record.of(event, text))
-    return Batch(records, position, unencodable)
+    return Batch(records, position, unencodable, after=after)
 
 
 def format_replay(
@@ -132,3 +144,27 @@ def replay_outcome(batch: Batch, verdict: Verdict) -> tuple[list[int], dict[int,
     }
     delivered = [ident for ident in batch.replayed.values() if ident not in refused]
     return delivered, refused
+
+
+def _position_text(position: Any) -> str | None:
+    """A position as text, for a name (`EventCursor.encode`); None when it has no text form."""
+    encode = getattr(position, "encode", None)
+    text = encode() if callable(encode) else None
+    return text if isinstance(text, str) else None
+
+
+def batch_name(batch: Batch) -> str | None:
+    """`<after>-<through>` of a batch that moves the position; None otherwise."""
+    if batch.replayed is not None:
+        return None
+    after, through = _position_text(batch.after), _position_text(batch.position)
+    return None if after is None or through is None else f"{after}-{through}"
+
+
+async def send_batch(transport: Transport, batch: Batch) -> DeliveryResult:
+    """Send `batch` through `transport`; one that names what it writes (S3) gets its name."""
+    send_named = getattr(transport, "send_named", None)
+    if send_named is not None:
+        result: DeliveryResult = await send_named(batch.records, name=batch_name(batch))
+        return result
+    return await transport.send(batch.records)

@@ -15,6 +15,10 @@ Where the events come from:
   next page while a full one is on the wire. Once a read finds the end (`at_end`), the
   scheduler lets it join the feed, if the feed has not passed it meanwhile.
 
+A destination that lingers (`DestinationComponents.linger_s`, S3's `object_max_age_s`) lets
+a following lane hold a batch that is not full yet until its oldest event has waited that
+long; a full batch goes at once.
+
 A batch that fails is sent again after a backoff, without end by default. A destination's
 delivery policy (`DeliveryPolicy`) may give up on it after some attempts or some time: its
 events then go to dead letters with the last reason (they can be replayed) and the lane goes
@@ -43,7 +47,14 @@ from uuid import UUID
 from xavyo_siem.delivery.option_values import DeliveryPolicy
 from xavyo_siem.errors import SiemError
 from xavyo_siem.model import AuditEvent, CircuitState, SiemDestination
-from xavyo_siem.pipeline.batches import Batch, format_batch, format_replay, judge, replay_outcome
+from xavyo_siem.pipeline.batches import (
+    Batch,
+    format_batch,
+    format_replay,
+    judge,
+    replay_outcome,
+    send_batch,
+)
 from xavyo_siem.pipeline.circuit import CircuitBreaker
 from xavyo_siem.pipeline.health import Throughput
 from xavyo_siem.pipeline.loop import (
@@ -136,6 +147,9 @@ class Lane:
         self.replay_waiting = False
         self.components: DestinationComponents | None = None
         self.batch_size = 1
+        self.linger_s = 0.0
+        self.lingering = False  # due when the oldest buffered event has waited `linger_s`
+        self._buffered_at: float | None = None  # when the buffer last became non-empty
         self.bucket = bucket
         self.circuit = CircuitBreaker(
             threshold=self.settings.circuit_threshold,
@@ -178,13 +192,19 @@ class Lane:
         if len(self.buffer) >= self.max_buffered:
             self.fall_behind()
             return False
+        if not self.buffer:
+            self._buffered_at = self._clock()
         self.buffer.append((position, event))
+        if self.lingering and len(self.buffer) >= self.batch_size:
+            self.lingering = False
+            self.due = None  # a full batch: the scheduler wakes the lane now
         return True
 
     def fall_behind(self) -> None:
         """Let go of the buffered events; they will be read again from the store."""
         self._drop_ahead()
         self.buffer.clear()
+        self._buffered_at = None
         self.seen = self.taken
         self.following = False
         self.at_end = False
@@ -222,6 +242,12 @@ class Lane:
             return
         batch = self.pending
         if batch is None:
+            hold = self._linger_until()
+            if hold is not None:
+                self.lingering = True
+                self.due = hold
+                return
+            self.lingering = False
             batch = await self._next_batch(store)
             if batch is None:
                 self.due = None if self.following else self._clock()
@@ -238,7 +264,7 @@ class Lane:
             self.bucket.take(len(batch.records))
         if self.circuit.state is CircuitState.OPEN:
             self.circuit.probe()
-        result = await self.components.transport.send(batch.records)
+        result = await send_batch(self.components.transport, batch)
         self.last_used = self._clock()
         self._note_losses(store, self.components)
         verdict = judge(batch, result)
@@ -267,6 +293,16 @@ class Lane:
             self.due = self._clock()
             return
         self._accepted(store, batch, delivered=verdict.delivered, dead=verdict.dead or [])
+
+    def _linger_until(self) -> float | None:
+        """When a following lane that lingers sends its batch that is not full yet; None:
+        now (or there is nothing to wait for)."""
+        if not (self.linger_s > 0 and self.following and self.buffer) or self.replay_waiting:
+            return None
+        if len(self.buffer) >= self.batch_size or self._buffered_at is None:
+            return None
+        until = self._buffered_at + self.linger_s
+        return until if until > self._clock() else None
 
     async def _maybe_give_up(self, store: LaneStore, batch: Batch, reason: str) -> None:
         """After a failure of `batch`: if the delivery policy says so, its events go to dead
@@ -301,6 +337,7 @@ class Lane:
             return False
         self.components = components
         self.policy = components.policy
+        self.linger_s = components.linger_s
         if self.policy.breaker_threshold is not None:
             self.circuit.threshold = self.policy.breaker_threshold
         size = components.batch_size
@@ -323,16 +360,24 @@ class Lane:
                 return None
             taken = [self.buffer.popleft() for _ in range(min(self.batch_size, len(self.buffer)))]
             events = [event for _, event in taken]
+            if not self.buffer:
+                self._buffered_at = None
+            after = self.taken
             # With nothing left buffered, the batch covers everything seen, the events the
             # filter left out included.
             self.taken = taken[-1][0] if self.buffer else self.seen
             return format_batch(
-                events, formatter=formatter, tenant_id=self.tenant_id, position=self.taken
+                events,
+                formatter=formatter,
+                tenant_id=self.tenant_id,
+                position=self.taken,
+                after=after,
             )
         page = await self._read_backlog(store)
         if page is None:
             self.at_end = True
             return None
+        after = self.taken
         self.taken = self.seen = page.position
         self.at_end = len(page.events) < self.batch_size
         if not self.at_end:  # read the next page while this one is on the wire
@@ -341,7 +386,11 @@ class Lane:
                 store.read_backlog(self, after=page.position, limit=self.batch_size)
             )
         return format_batch(
-            page.events, formatter=formatter, tenant_id=self.tenant_id, position=page.position
+            page.events,
+            formatter=formatter,
+            tenant_id=self.tenant_id,
+            position=page.position,
+            after=after,
         )
 
     async def _read_backlog(self, store: LaneStore) -> SourcePage[Any] | None:

@@ -35,6 +35,7 @@ from xavyo_siem.pipeline.batches import (
     format_replay,
     judge,
     replay_outcome,
+    send_batch,
 )
 from xavyo_siem.pipeline.circuit import CircuitBreaker
 from xavyo_siem.pipeline.health import Throughput
@@ -71,12 +72,15 @@ class PipelineSettings:
 class DestinationComponents:
     """What delivers to one destination, opened from its stored settings: the transport, the
     record formatter, the events per batch its validated transport config allows, and its
-    delivery policy (when to give up on a batch, its circuit breaker)."""
+    delivery policy (when to give up on a batch, its circuit breaker). `linger_s` lets a
+    following lane wait for a full batch until its oldest event has waited that long (S3:
+    fewer, larger objects); 0 sends what there is at once."""
 
     transport: Transport
     formatter: Formatter
     batch_size: int
     policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+    linger_s: float = 0.0
 
 
 # Opens a destination's components (xavyo_siem.runtime.open_destination, bound to a store).
@@ -249,7 +253,7 @@ class DestinationLoop:
                     self.circuit.probe()
                 if ahead is None:
                     ahead = asyncio.create_task(self._read_batch(pending.position))
-                result = await self.transport.send(pending.records)
+                result = await send_batch(self.transport, pending)
                 if await self._decide(pending, result):
                     cursor = pending.position
                     pending = None
@@ -286,6 +290,7 @@ class DestinationLoop:
             formatter=self.formatter,
             tenant_id=self.destination.tenant_id,
             position=page.position,
+            after=cursor,
         )
 
     async def _read_replay(self, cursor: Any) -> Batch | None:

@@ -24,6 +24,7 @@ from xavyo_siem.delivery import (
     Delivered,
     DeliveryResult,
     Record,
+    S3Config,
     Transport,
     connect_targets,
     credential_binding,
@@ -56,6 +57,7 @@ _AUTH_FAILURE: Final = re.compile(r"HTTP 40[13]\b|HEC code [1-4]\b|\btoken\b")
 _PROBE_AUTHENTICATES: Final = {
     DeliveryType.SPLUNK_HEC: "the HEC token was accepted",
     DeliveryType.ELASTICSEARCH: "the cluster accepted the credential",
+    DeliveryType.S3: "the server accepted the signed request",
 }
 
 
@@ -132,8 +134,12 @@ async def open_destination(
         development=settings.development,
         egress=EgressGuard.from_settings(settings) if egress is None else egress,
         file_header=csv_header() if destination.format is ExportFormat.CSV else None,
+        tenant_id=destination.tenant_id,
     )
-    return DestinationComponents(transport, formatter, config.batch_max_events, checked.policy)
+    linger_s = config.object_max_age_s if isinstance(config, S3Config) else 0.0
+    return DestinationComponents(
+        transport, formatter, config.batch_max_events, checked.policy, linger_s
+    )
 
 
 def test_event(tenant_id: UUID) -> AuditEvent:
@@ -267,8 +273,12 @@ def _uses_tls(destination: SiemDestination) -> bool:
     relp_tls = destination.delivery_type is DeliveryType.SYSLOG_RELP and str(
         destination.options.get("tls", "false")
     ).strip().lower() in ("true", "yes", "on", "1")
+    s3_tls = destination.delivery_type is DeliveryType.S3 and not str(
+        destination.options.get("endpoint_url") or "https://"
+    ).lower().startswith("http://")
     return (
         relp_tls
+        or s3_tls
         or destination.delivery_type is DeliveryType.SYSLOG_TLS
         or destination.endpoint.lower().startswith("https://")
     )
@@ -280,7 +290,7 @@ def _is_auth_failure(reason: str) -> bool:
 
 
 def _probe_steps(destination: SiemDestination, probe: object) -> list[TestStep]:
-    """`transport.check()` as steps: connect, then TLS and (HEC, Elasticsearch) the
+    """`transport.check()` as steps: connect, then TLS and (HEC, Elasticsearch, S3) the
     credential probe."""
     if destination.delivery_type is DeliveryType.SENTINEL:
         return _sentinel_probe_steps(destination, probe)
@@ -338,7 +348,8 @@ def _delivery_steps(
         steps = []
         if webhook and destination.has_secret:
             steps.append(TestStep("authenticate", True, "the receiver accepted our credentials"))
-        return [*steps, TestStep("deliver", True, accepted)]
+        detail = getattr(result, "detail", None)
+        return [*steps, TestStep("deliver", True, f"{accepted}: {detail}" if detail else accepted)]
     reason = _describe(result)
     if webhook and _is_auth_failure(reason):
         return [TestStep("authenticate", False, reason)]

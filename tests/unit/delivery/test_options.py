@@ -17,6 +17,7 @@ from xavyo_siem.delivery.option_values import (
     text,
 )
 from xavyo_siem.delivery.options import allowed_options, validate_destination
+from xavyo_siem.delivery.s3_config import S3Config
 from xavyo_siem.delivery.sentinel import SentinelConfig
 from xavyo_siem.delivery.splunk_hec import HecConfig
 from xavyo_siem.delivery.syslog_config import SyslogConfig
@@ -366,6 +367,7 @@ def test_every_option_names_a_config_field() -> None:
         DeliveryType.FILE: FileConfig,
         DeliveryType.ELASTICSEARCH: ElasticsearchConfig,
         DeliveryType.SENTINEL: SentinelConfig,
+        DeliveryType.S3: S3Config,
     }
     tls_fields = {f.name for f in dataclasses.fields(TlsConfig)} | {"tls_verify"}
     tls_fields |= {f.name for f in dataclasses.fields(DeliveryPolicy)}

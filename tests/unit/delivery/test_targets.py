@@ -39,6 +39,10 @@ HEC, HOOK = DeliveryType.SPLUNK_HEC, DeliveryType.WEBHOOK
         (Target(DeliveryType.FILE, "file:///var/log/siem.jsonl"), ()),
         (Target(DeliveryType.ELASTICSEARCH, "https://ES.example.com:9200/proxy",
                 {"index": "audit", "pipeline": "p"}), ("https://es.example.com:9200",)),
+        (Target(DeliveryType.S3, "s3://audit-archive/xavyo", {"region": "eu-west-1"}),
+         ("https://audit-archive.s3.eu-west-1.amazonaws.com:443", "s3://audit-archive")),
+        (Target(DeliveryType.S3, "s3://audit-archive", {"endpoint_url": "https://MinIO:9000"}),
+         ("https://minio:9000", "s3://audit-archive")),
     ],
 )  # fmt: skip
 def test_each_type_names_the_origins_its_transport_sends_to(
@@ -96,10 +100,14 @@ def test_an_invalid_destination_has_no_targets() -> None:
     assert caught.value.field == "endpoint"
 
 
-def test_only_hec_and_sentinel_never_send_without_a_credential() -> None:
-    """HEC needs its token and Sentinel its client secret; a webhook may be unsigned; syslog
-    and file use none."""
-    assert [t for t in DeliveryType if credential_required(t)] == [HEC, DeliveryType.SENTINEL]
+def test_only_hec_sentinel_and_s3_never_send_without_a_credential() -> None:
+    """HEC needs its token, Sentinel its client secret and S3 its access key; a webhook may be
+    unsigned; syslog and file use none."""
+    assert [t for t in DeliveryType if credential_required(t)] == [
+        HEC,
+        DeliveryType.SENTINEL,
+        DeliveryType.S3,
+    ]
 
 
 SENTINEL_OPTIONS: Mapping[str, Any] = {
@@ -147,3 +155,27 @@ def test_only_moving_a_sentinel_host_moves_its_credential(
         Target(DeliveryType.SENTINEL, endpoint, {**SENTINEL_OPTIONS, **change})
     )
     assert (before != after) is moves
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (Target(DeliveryType.S3, "s3://archive-a/x"), Target(DeliveryType.S3, "s3://archive-b/x")),
+        (Target(DeliveryType.S3, "s3://archive-a", {"endpoint_url": "https://s3.example.com"}),
+         Target(DeliveryType.S3, "s3://archive-b", {"endpoint_url": "https://s3.example.com"})),
+        (Target(DeliveryType.S3, "s3://archive-a", {"endpoint_url": "https://s3.example.com"}),
+         Target(DeliveryType.S3, "s3://archive-a", {"endpoint_url": "https://s3.example.net"})),
+        (Target(DeliveryType.S3, "s3://archive-a"),
+         Target(DeliveryType.S3, "s3://archive-a", {"region": "eu-west-1"})),
+    ],
+)  # fmt: skip
+def test_another_bucket_or_server_moves_an_s3_credential(before: Target, after: Target) -> None:
+    """An S3 access key is bound to its bucket and server: another bucket (with path
+    addressing too, where the origin stays), server or region needs the secret again."""
+    assert credential_binding(before) != credential_binding(after)
+
+
+def test_another_s3_prefix_keeps_the_binding() -> None:
+    """A new key prefix in the same bucket sends the access key to the same place."""
+    same = credential_binding(Target(DeliveryType.S3, "s3://archive-a/old"))
+    assert credential_binding(Target(DeliveryType.S3, "s3://archive-a/new/x")) == same
