@@ -216,9 +216,9 @@ def partition_tenants(conn: Connection, partition: Partition) -> list[str]:
     return [
         row[0]
         for row in conn.execute(
-            select(_T.tenant_id).distinct().where(
-                _T.received_us >= partition.from_us, _T.received_us < partition.to_us
-            )
+            select(_T.tenant_id)
+            .distinct()
+            .where(_T.received_us >= partition.from_us, _T.received_us < partition.to_us)
         )
     ]
 

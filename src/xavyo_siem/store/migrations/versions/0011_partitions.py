@@ -105,10 +105,7 @@ def _partition_events(bind: sa.Connection, now_us: int) -> None:
     for name, _ in _INDEXES:
         run(f"ALTER INDEX {name} RENAME TO p0_{name}")
     run("ALTER TABLE audit_events_p0 ALTER COLUMN seq DROP IDENTITY")
-    run(
-        "ALTER TABLE audit_events_p0 ADD COLUMN received_us bigint NOT NULL"
-        f" DEFAULT {now_us - 1}"
-    )
+    run(f"ALTER TABLE audit_events_p0 ADD COLUMN received_us bigint NOT NULL DEFAULT {now_us - 1}")
     run("ALTER TABLE audit_events_p0 ALTER COLUMN received_us DROP DEFAULT")
     run(
         "CREATE TABLE audit_events (LIKE audit_events_p0 INCLUDING DEFAULTS)"
@@ -178,9 +175,7 @@ def downgrade() -> None:
     for name, _ in _INDEXES:
         run(f"ALTER INDEX {name} RENAME TO partitioned_{name}")
     run("ALTER INDEX ix_audit_events_tenant_event RENAME TO partitioned_ix_tenant_event")
-    run(
-        "CREATE TABLE audit_events (LIKE audit_events_partitioned INCLUDING DEFAULTS)"
-    )
+    run("CREATE TABLE audit_events (LIKE audit_events_partitioned INCLUDING DEFAULTS)")
     run("ALTER TABLE audit_events DROP COLUMN received_us")
     columns = ", ".join(
         row[0]
