@@ -402,8 +402,8 @@ def _record_holds(
             since[(tenant, holder)] = int(first)
         conn.execute(delete(retention_holds))
         found = [
-            RetentionHold(UUID(tenant), holder, reason, count, from_epoch_us(since[(tenant, holder)]))
-            for (tenant, holder), (reason, count) in sorted(holds.items())
+            RetentionHold(UUID(t), holder, reason, count, from_epoch_us(since[(t, holder)]))
+            for (t, holder), (reason, count) in sorted(holds.items())
         ]
         if found:
             conn.execute(
