@@ -20,6 +20,7 @@ from xavyo_siem.cli import (
     health,
     keys,
     quarantine,
+    retention,
     run,
     tenants,
     tokens,
@@ -80,6 +81,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(exports.export_app, name="export")
 app.add_typer(exports.jobs_app, name="jobs")
 app.add_typer(tenants.app, name="tenant")
+app.add_typer(retention.app, name="retention")
 
 
 def tune_gc() -> None:
