@@ -45,6 +45,7 @@ from xavyo_siem.store import dead_letters as letters
 from xavyo_siem.store import destinations as rows
 from xavyo_siem.store import writing
 from xavyo_siem.store.events import START, EventCursor, head_cursor, measure_lag
+from xavyo_siem.store.retention import list_retention_holds
 from xavyo_siem.store.scope import scope_to_tenant
 from xavyo_siem.store.state import read_health, read_state
 from xavyo_siem.store.tables import audit_events
@@ -548,7 +549,18 @@ def destination_health(conn: Connection, destination: SiemDestination) -> Delive
         lag_seconds=lag_seconds,
     )
     assert found is not None
-    return replace(found, rate_limit=destination.rate_limit)
+    holder = f"destination:{destination.id}"
+    held = [
+        hold
+        for hold in list_retention_holds(conn, tenant_id=destination.tenant_id)
+        if hold.holder == holder
+    ]
+    return replace(
+        found,
+        rate_limit=destination.rate_limit,
+        retention_held_since=held[0].since if held else None,
+        retention_held_events=held[0].held_events if held else 0,
+    )
 
 
 def list_health(conn: Connection, *, tenant_id: UUID) -> list[DeliveryHealth]:

@@ -22,7 +22,8 @@ def health(
     json: JsonOption = False,
     db: DbOption = DEFAULT_DATABASE_URL,
 ) -> None:
-    """Show how delivery to each destination is going: successes, failures, circuit, lag.
+    """Show how delivery to each destination is going: successes, failures, circuit, lag,
+    and which destination holds retention back (expired events it has not delivered are kept).
 
     Exits 1 when a destination is failing. Example: `xavyo-siem health --json`
     """
@@ -60,6 +61,13 @@ def _print_table(reports: list[DeliveryHealth]) -> None:
             (r.disabled_reason or r.last_error or "")[:60],
         )
     out().print(table)
+    for r in reports:
+        if r.retention_held_since is not None:
+            out().print(
+                f"retention held back by {r.name} ({r.destination_id}, tenant {r.tenant_id})"
+                f" since {format_timestamp(r.retention_held_since)[:19]}:"
+                f" {r.retention_held_events:,} expired events kept"
+            )
 
 
 def _rate(limit: RateLimit | None) -> str:
