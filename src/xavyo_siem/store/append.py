@@ -290,11 +290,13 @@ def _received_us(conn: Connection) -> int:
     (in a transaction of its own, see store/partitions.py)."""
     received = int(conn.exec_driver_sql(_PG_RECEIVED).one()[1])
     info = conn.connection.info
-    if received + CLOSE_ALLOWANCE_US >= info.get(_COVERED, 0):
-        info[_COVERED] = covered_until(conn)
-        if received + CLOSE_ALLOWANCE_US >= info[_COVERED]:
+    checked_from, until = info.get(_COVERED, (0, 0))
+    if not checked_from <= received < until - CLOSE_ALLOWANCE_US:
+        until = covered_until(conn, received)
+        if until - CLOSE_ALLOWANCE_US <= received:
             ensure_partitions(conn.engine)
-            info[_COVERED] = covered_until(conn)
+            until = covered_until(conn, received)
+        info[_COVERED] = (received, until)
     return received
 
 

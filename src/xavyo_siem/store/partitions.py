@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.sql.elements import ColumnElement
@@ -102,29 +102,35 @@ def create_partition_functions(bind: Connection) -> None:
         f"    EXECUTE format('{statement.replace(chr(39), chr(39) * 2)}', name);"
         for statement in partition_policy_statements("%1$I")
     )
-    # `%` doubled: the driver reads the statement as a template.
+    # `%` doubled: the driver reads the statement as a template. From now on, each moment
+    # no partition holds gets one: its day, cut to the gap between its neighbours.
     make = (
         f"CREATE OR REPLACE FUNCTION {MAKE_PARTITIONS}(until_us bigint) RETURNS void"
         " LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$\n"
-        "DECLARE day_from bigint; name text;\n"
+        "DECLARE t bigint; lo bigint; hi bigint; covered bigint; name text;\n"
         "BEGIN\n"
         "  PERFORM pg_advisory_xact_lock(hashtext('xavyo_siem.partitions'));\n"
-        f"  UPDATE audit_partitions SET txid_ceiling ="
+        "  UPDATE audit_partitions SET txid_ceiling ="
         " (pg_snapshot_xmax(pg_current_snapshot())::text)::bigint"
         f" WHERE txid_ceiling IS NULL AND to_us + {CLOSE_ALLOWANCE_US} <= {_NOW_US};\n"
-        f"  SELECT coalesce(max(to_us), {_NOW_US} - {_NOW_US} % {DAY_US}) INTO day_from"
-        " FROM audit_partitions;\n"
-        "  WHILE day_from <= until_us LOOP\n"
-        "    name := 'audit_events_p' || to_char(to_timestamp(day_from / 1000000.0)"
+        f"  t := {_NOW_US};\n"
+        "  WHILE t <= until_us LOOP\n"
+        "    SELECT p.to_us INTO covered FROM audit_partitions p"
+        " WHERE p.from_us <= t AND p.to_us > t;\n"
+        "    IF covered IS NOT NULL THEN t := covered; CONTINUE; END IF;\n"
+        f"    lo := greatest(t - t % {DAY_US}, coalesce((SELECT max(p.to_us)"
+        f" FROM audit_partitions p WHERE p.to_us <= t), t - t % {DAY_US}));\n"
+        f"    hi := least(t - t % {DAY_US} + {DAY_US}, coalesce((SELECT min(p.from_us)"
+        f" FROM audit_partitions p WHERE p.from_us > t), t - t % {DAY_US} + {DAY_US}));\n"
+        "    name := 'audit_events_p' || to_char(to_timestamp(lo / 1000000.0)"
         " AT TIME ZONE 'UTC', 'YYYYMMDD');\n"
+        f"    IF lo % {DAY_US} <> 0 THEN name := name || '_' || (lo % {DAY_US})::text; END IF;\n"
         "    EXECUTE format('CREATE TABLE %I (LIKE audit_events)', name);\n"
         f"{policies}\n"
         "    EXECUTE format('ALTER TABLE audit_events ATTACH PARTITION %I"
-        " FOR VALUES FROM (%s) TO (%s)', name, day_from,"
-        f" day_from - day_from % {DAY_US} + {DAY_US});\n"
-        "    INSERT INTO audit_partitions (name, from_us, to_us)"
-        f" VALUES (name, day_from, day_from - day_from % {DAY_US} + {DAY_US});\n"
-        f"    day_from := day_from - day_from % {DAY_US} + {DAY_US};\n"
+        " FOR VALUES FROM (%s) TO (%s)', name, lo, hi);\n"
+        "    INSERT INTO audit_partitions (name, from_us, to_us) VALUES (name, lo, hi);\n"
+        "    t := hi;\n"
         "  END LOOP;\n"
         "END $$"
     )
@@ -236,7 +242,14 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def covered_until(conn: Connection) -> int:
-    """The end of the newest partition (0 when none)."""
-    value: Any = conn.execute(select(func.max(_P.to_us))).scalar()
-    return 0 if value is None else int(value)
+def covered_until(conn: Connection, at_us: int) -> int:
+    """The end of the partitions that hold every moment from `at_us` on without a gap
+    (`at_us` itself when none holds it)."""
+    end = at_us
+    for from_us, to_us in conn.execute(
+        select(_P.from_us, _P.to_us).where(_P.to_us > at_us).order_by(_P.from_us)
+    ):
+        if from_us > end:
+            break
+        end = int(to_us)
+    return end

@@ -20,7 +20,8 @@ many events, since when), for health to show.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import astuple, dataclass, field
 from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
@@ -217,7 +218,7 @@ def _needs_of(conn: Connection, *, tenant_id: UUID) -> _Needs:
 
 def _dead_lettered(tenant: str) -> ColumnElement[bool]:
     d = dead_letters.c
-    return exists().where(d.tenant_id == tenant, d.event_id == _T.event_id)
+    return exists().where(d.tenant_id == tenant, d.event_id == _T.event_id).correlate(audit_events)
 
 
 def _in_range(tenant: str, from_us: int, upto_us: int) -> list[ColumnElement[bool]]:
@@ -282,18 +283,24 @@ class _Run:
                 scope_to_tenant(conn, UUID(tenant))
                 is_needed = _needed(conn, tenant, needs)
                 wanted = _in_range(tenant, from_us, upto_us)
+                # A row's key: (txid, seq) on PostgreSQL's index; SQLite's row id is `seq`
+                # (and SQLite 3.40 answers a row value IN a limited subquery wrongly here).
+                postgres = conn.dialect.name == "postgresql"
+                key: list[Any] = [_T.txid, _T.seq] if postgres else [_T.seq]
                 chunk = (
-                    select(_T.txid, _T.seq)
+                    select(*key)
                     .where(*wanted, *([] if self.force else [not_(is_needed)]))
                     .order_by(_T.txid, _T.seq)
                     .limit(self.chunk_size)
                 )
                 rows = conn.execute(
                     delete(audit_events)
-                    .where(*wanted, tuple_(_T.txid, _T.seq).in_(chunk))
-                    .returning(_T.event_id, is_needed)
+                    .where(*wanted, (tuple_(*key) if len(key) > 1 else key[0]).in_(chunk))
+                    .returning(_T.event_id, _T.txid, _T.seq, _T.received_us)
                 ).all()
-                if rows and conn.dialect.name == "postgresql":
+                if self.force and rows:
+                    self.report.removed_undelivered += _still_needed(conn, tenant, needs, rows)
+                if rows and postgres:
                     conn.execute(
                         delete(audit_event_keys).where(
                             audit_event_keys.c.tenant_id == tenant,
@@ -301,7 +308,6 @@ class _Run:
                         )
                     )
             self.report.removed += len(rows)
-            self.report.removed_undelivered += sum(1 for row in rows if row[1])
             if len(rows) < self.chunk_size:
                 return
 
@@ -343,6 +349,27 @@ def _needed(conn: Connection, tenant: str, needs: _Needs) -> ColumnElement[bool]
     if needs.export_from_us is not None:
         needed.append(_T.received_us >= needs.export_from_us)
     return or_(*needed)
+
+
+def _still_needed(conn: Connection, tenant: str, needs: _Needs, rows: Sequence[Any]) -> int:
+    """How many of the deleted `rows` (event_id, txid, seq, received_us) were still
+    needed (see `_needed`, which this decides the same way)."""
+    d = dead_letters.c
+    lettered = {
+        row[0]
+        for row in conn.execute(
+            select(d.event_id).where(d.tenant_id == tenant, d.event_id.in_([r[0] for r in rows]))
+        )
+    }
+    sqlite = conn.dialect.name != "postgresql"
+    oldest = min(needs.cursors.values(), default=None)
+    return sum(
+        1
+        for event_id, txid, seq, received_us in rows
+        if event_id in lettered
+        or (oldest is not None and (seq > oldest.seq if sqlite else (txid, seq) > astuple(oldest)))
+        or (needs.export_from_us is not None and received_us >= needs.export_from_us)
+    )
 
 
 def _count(conn: Connection, where: list[ColumnElement[bool]]) -> int:
