@@ -24,7 +24,7 @@ from xavyo_siem.model import AuditEvent, EventCategory
 from xavyo_siem.store import append_events, make_engine, upgrade, writing
 from xavyo_siem.store.dead_letters import add_dead_letters
 from xavyo_siem.store.destinations import list_destinations
-from xavyo_siem.store.events import head_cursor, read_events_by_id
+from xavyo_siem.store.events import read_events_by_id
 from xavyo_siem.store.partitions import list_partitions
 from xavyo_siem.store.retention import (
     apply_retention,
@@ -91,8 +91,16 @@ def destination_of(engine: Engine, tenant: UUID, tmp_path: Path, name: str = "si
 def deliver_all(engine: Engine, tenant: UUID, destination: UUID) -> None:
     """Move the destination's cursor past every stored event of its tenant."""
     with writing(engine) as conn:
-        head = head_cursor(conn, tenant_id=tenant)
+        # The last stored event, committed (not the head below the horizon, which other
+        # transactions of the cluster may hold back).
         scope_to_tenant(conn, tenant)
+        head = conn.execute(
+            text(
+                "SELECT txid, seq FROM audit_events WHERE tenant_id = :t"
+                " ORDER BY txid DESC, seq DESC LIMIT 1"
+            ),
+            {"t": str(tenant)},
+        ).one()
         conn.execute(
             text(
                 "UPDATE destination_state SET cursor_txid = :t, cursor_seq = :s"

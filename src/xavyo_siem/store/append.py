@@ -33,7 +33,7 @@ from sqlalchemy.engine import Dialect
 
 from xavyo_siem.model import AuditEvent
 from xavyo_siem.store.event_rows import EVENT_COLUMNS, KEY_WIDTH, Row, events_of, row_of
-from xavyo_siem.store.partitions import CLOSE_ALLOWANCE_US, covered_until, ensure_partitions, now_us
+from xavyo_siem.store.partitions import ensure_partitions, now_us
 from xavyo_siem.store.scope import scope_to_platform, scope_to_tenant
 from xavyo_siem.store.tables import audit_events
 
@@ -279,25 +279,22 @@ _PG_MOVE: Final = (
 )
 # The transaction's id is assigned in the statement that reads the clock (if it had none):
 # every event received at that time has a txid assigned no later (see store/partitions.py).
+# Every event of a chunk has that one received time: one partition must hold it.
 _PG_RECEIVED: Final = (
-    "SELECT pg_current_xact_id(), (extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+    "WITH now AS (SELECT pg_current_xact_id() AS txid,"
+    " (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS us)"
+    " SELECT now.us, EXISTS (SELECT FROM audit_partitions p"
+    " WHERE p.from_us <= now.us AND p.to_us > now.us) FROM now"
 )
-_COVERED: Final = "xavyo_siem.partitions_until"
 
 
 def _received_us(conn: Connection) -> int:
     """The received time of a chunk, with a partition for it made first if none is there
     (in a transaction of its own, see store/partitions.py)."""
-    received = int(conn.exec_driver_sql(_PG_RECEIVED).one()[1])
-    info = conn.connection.info
-    checked_from, until = info.get(_COVERED, (0, 0))
-    if not checked_from <= received < until - CLOSE_ALLOWANCE_US:
-        until = covered_until(conn, received)
-        if until - CLOSE_ALLOWANCE_US <= received:
-            ensure_partitions(conn.engine)
-            until = covered_until(conn, received)
-        info[_COVERED] = (received, until)
-    return received
+    received, held = conn.exec_driver_sql(_PG_RECEIVED).one()
+    if not held:
+        ensure_partitions(conn.engine)
+    return int(received)
 
 
 def _first_of_each_key(rows: Sequence[Row]) -> Sequence[Row]:

@@ -240,16 +240,3 @@ def drop_partition(engine: Engine, partition: Partition) -> bool:
 def now_us() -> int:
     """The local clock in microseconds since the epoch (SQLite's received time)."""
     return time.time_ns() // 1000
-
-
-def covered_until(conn: Connection, at_us: int) -> int:
-    """The end of the partitions that hold every moment from `at_us` on without a gap
-    (`at_us` itself when none holds it)."""
-    end = at_us
-    for from_us, to_us in conn.execute(
-        select(_P.from_us, _P.to_us).where(_P.to_us > at_us).order_by(_P.from_us)
-    ):
-        if from_us > end:
-            break
-        end = int(to_us)
-    return end
