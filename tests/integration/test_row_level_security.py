@@ -304,8 +304,8 @@ def test_the_feed_keeps_its_order_index_under_the_policies(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Under a worker's policies the change feed's read still walks the partial index
-    `ix_audit_events_order` (each partition's), and the policy's lease lookup runs once per read (a hashed
-    subplan), not once per row."""
+    `ix_audit_events_order` (each partition's), and the policy's lease lookup runs once per
+    read (a hashed subplan), not once per row."""
     many = [UUID(int=0x100 + n) for n in range(30)]
     with writing(store.owner) as conn:
         append_events(conn, [e for tenant in many for e in events_of(tenant, 100)])
