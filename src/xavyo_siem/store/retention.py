@@ -33,6 +33,7 @@ from xavyo_siem.model import JobStatus, from_epoch_us, to_epoch_us
 from xavyo_siem.store.engine import writing
 from xavyo_siem.store.events import START, EventCursor, after_position
 from xavyo_siem.store.partitions import (
+    CLOSE_ALLOWANCE_US,
     EXPORT_SKEW_US,
     Partition,
     drop_partition,
@@ -394,7 +395,10 @@ def apply_retention(
             break
         with engine.connect() as conn:
             tenants = partition_tenants(conn, partition)
-        whole = engine.dialect.name == "postgresql"
+        # Whole only once closed: no chunk of ingest can still be writing into it.
+        whole = (
+            engine.dialect.name == "postgresql" and partition.to_us + CLOSE_ALLOWANCE_US <= now_us
+        )
         expired: list[tuple[str, int]] = []
         held = 0
         for tenant in tenants:
