@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -299,11 +300,11 @@ def test_a_partition_nothing_holds_is_dropped_whole(pg_engine: Engine) -> None:
 
 def run_cli(db: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "xavyo_siem", *args, "--db", db],
+        [sys.executable, "-m", "xavyo_siem", *args],
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", "XAVYO_SIEM_DATABASE_URL": db},
         check=False,
     )
 
@@ -331,3 +332,35 @@ def test_the_commands_print_clear_output_and_json(tmp_path: Path) -> None:
     applied = run_cli(db, "retention", "apply", "--force")
     assert "removed 0 events" in applied.stderr
     assert "still needed" in applied.stderr
+
+
+def test_health_and_apply_name_the_destination_that_holds_retention(tmp_path: Path) -> None:
+    """With a destination that delivered nothing, `retention apply` lists it as holding
+    the expired events and `health` says it holds retention back (text and JSON)."""
+    db = f"sqlite:///{tmp_path}/store.db"
+    source = tmp_path / "events.jsonl"
+    made = run_cli(db, "sample", "--count", "7", "--tenants", "1", "--seed", "3", "-o", str(source))
+    assert made.returncode == 0, made.stderr
+    assert run_cli(db, "ingest", str(source)).returncode == 0
+    tenant = json.loads(source.read_text().splitlines()[0])["tenant_id"]
+    added = run_cli(
+        db, "destination", "add", "--tenant", tenant, "--name", "stuck", "--type", "file",
+        "--format", "json", "--endpoint", f"file://{tmp_path}/out.jsonl",
+        "--option", "start=beginning",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert run_cli(db, "retention", "set", "--keep", "1s").returncode == 0
+    deadline = time.monotonic() + 30  # until the events are more than a second old
+    while True:
+        applied = run_cli(db, "retention", "apply", "--json")
+        held = json.loads(applied.stdout)["held"]
+        if held or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [(h["tenant_id"], h["reason"]) for h in held] == [(tenant, "not delivered yet")]
+    assert held[0]["held_events"] >= 7  # the sample, and the trail's record of `add`
+    shown = run_cli(db, "health", "--tenant", tenant)
+    assert f"retention held back by stuck ({held[0]['holder'].split(':')[1]}" in shown.stdout
+    (report,) = [json.loads(line) for line in run_cli(db, "health", "--json").stdout.splitlines()]
+    assert report["retention_held_events"] == held[0]["held_events"]
+    assert report["retention_held_since"] is not None
