@@ -23,6 +23,8 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from bench_store import drop_postgres, fresh_postgres
+
 from machine import describe_machine
 
 _ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -36,8 +38,7 @@ def main() -> None:
     parser.add_argument("--pg-admin-url", default=_ADMIN)
     args = parser.parse_args()
 
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    from sqlalchemy import text
 
     from xavyo_siem.sample import generate_events
     from xavyo_siem.store import feed as feed_module
@@ -50,13 +51,8 @@ def main() -> None:
 
     print(describe_machine(), flush=True)
     print(f"started {datetime.now(UTC).isoformat()[:19]}Z", flush=True)
-    name = f"xavyo_siem_bench_feed_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(args.pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(
-        make_url(args.pg_admin_url).set(database=name).render_as_string(hide_password=False)
-    )
+    name, url = fresh_postgres(args.pg_admin_url)
+    engine = make_engine(url)
     try:
         upgrade(engine)
         with engine.begin() as conn:
@@ -127,9 +123,7 @@ def main() -> None:
         print(json.dumps({"days": args.days, "per_day": args.per_day, **figures}), flush=True)
     finally:
         engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_postgres(args.pg_admin_url, name)
     print(f"finished {datetime.now(UTC).isoformat()[:19]}Z", flush=True)
 
 

@@ -19,8 +19,9 @@ import argparse
 import json
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
+
+from bench_store import drop_postgres, fresh_postgres
 
 from machine import describe_machine
 
@@ -36,9 +37,6 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
 
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
     from xavyo_siem.cli import tune_gc
     from xavyo_siem.sample import generate_events
     from xavyo_siem.store import append_events, make_engine, upgrade
@@ -48,11 +46,7 @@ def main() -> None:
     tune_gc()
     print(describe_machine(), flush=True)
     print(f"started {datetime.now(UTC).isoformat()[:19]}Z", flush=True)
-    name = f"xavyo_siem_bench_parts_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(args.pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(args.pg_admin_url).set(database=name).render_as_string(hide_password=False)
+    name, url = fresh_postgres(args.pg_admin_url)
     engine = make_engine(url)
     try:
         upgrade(engine)
@@ -114,9 +108,7 @@ def main() -> None:
     finally:
         engine.dispose()
         if not args.keep:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+            drop_postgres(args.pg_admin_url, name)
     print(f"finished {datetime.now(UTC).isoformat()[:19]}Z", flush=True)
 
 
