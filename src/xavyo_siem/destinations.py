@@ -52,6 +52,7 @@ from xavyo_siem.store import dead_letters as letters
 from xavyo_siem.store import destinations as rows
 from xavyo_siem.store import writing
 from xavyo_siem.store.events import START, EventCursor, head_cursor, measure_lag
+from xavyo_siem.store.retention import list_retention_holds
 from xavyo_siem.store.scope import scope_to_tenant
 from xavyo_siem.store.state import read_health, read_state
 from xavyo_siem.store.tables import audit_events
@@ -599,10 +600,18 @@ def destination_health(conn: Connection, destination: SiemDestination) -> Delive
     )
     assert found is not None
     recent = found.last_success is not None and now - found.last_success <= THROUGHPUT_WINDOW
+    holder = f"destination:{destination.id}"
+    held = [
+        hold
+        for hold in list_retention_holds(conn, tenant_id=destination.tenant_id)
+        if hold.holder == holder
+    ]
     return replace(
         found,
         rate_limit=destination.rate_limit,
         throughput_eps=found.throughput_eps if recent else 0.0,
+        retention_held_since=held[0].since if held else None,
+        retention_held_events=held[0].held_events if held else 0,
     )
 
 

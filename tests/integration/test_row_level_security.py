@@ -78,7 +78,8 @@ def pg_api_role() -> str:
 @pytest.fixture
 def store(pg_url: str, pg_app_role: str, pg_api_role: str, tmp_path: Path) -> Iterator[Store]:
     """Tenants A, B and C, each with 30 events, a file destination (and its state), a dead
-    letter, an export job and a quarantine entry (and one entry without a tenant); stored
+    letter, an export job, a quarantine entry (and one entry without a tenant), a retention
+    policy and a retention hold; stored
     by the owner, which row-level security does not restrict (a superuser here)."""
     owner = make_engine(pg_url)
     upgrade(owner)
@@ -109,6 +110,20 @@ def store(pg_url: str, pg_app_role: str, pg_api_role: str, tmp_path: Path) -> It
             )
             add_quarantined(
                 conn, [QuarantineEntry("line 1: x", "f:1", "{}", tenant)], tenant_id=tenant, now=NOW
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO retention_policies (tenant_id, keep_s, updated_us)"
+                    " VALUES (:tenant, 86400, 0)"
+                ),
+                {"tenant": str(tenant)},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO retention_holds (tenant_id, holder, reason, held_events,"
+                    " since_us, checked_us) VALUES (:tenant, 'export:x', 'export', 1, 0, 0)"
+                ),
+                {"tenant": str(tenant)},
             )
         # A line that named no tenant: the platform's alone.
         add_quarantined(conn, [QuarantineEntry("not JSON", "f:2", "?")], tenant_id=None, now=NOW)
@@ -149,14 +164,18 @@ def tenants_seen(conn: Connection, table: str) -> set[str]:
 
 
 def test_every_tenant_table_is_protected_and_forced(store: Store) -> None:
-    """Each tenant table has row-level security enabled and forced (it binds the owner too)."""
+    """Each tenant table, and each partition of `audit_events`, has row-level security
+    enabled and forced (it binds the owner too)."""
     with store.owner.connect() as conn:
         rows = conn.exec_driver_sql(
             "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class"
             " WHERE relnamespace = current_schema()::regnamespace AND relkind IN ('r', 'p')"
         ).all()
+        partitions = {row[0] for row in conn.exec_driver_sql("SELECT name FROM audit_partitions")}
     protected = {name for name, enabled, forced in rows if enabled and forced}
-    assert protected == set(TENANT_TABLES)
+    assert "audit_events_p0" in partitions
+    assert len(partitions) >= 3  # the events before partitioning, today and ahead
+    assert protected == set(TENANT_TABLES) | partitions
 
 
 def test_without_a_tenant_the_service_sees_no_row_of_any_tenant_table(store: Store) -> None:
@@ -285,8 +304,8 @@ def test_the_feed_keeps_its_order_index_under_the_policies(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Under a worker's policies the change feed's read still walks the partial index
-    `ix_audit_events_order`, and the policy's lease lookup runs once per read (a hashed
-    subplan), not once per row."""
+    `ix_audit_events_order` (each partition's), and the policy's lease lookup runs once per
+    read (a hashed subplan), not once per row."""
     many = [UUID(int=0x100 + n) for n in range(30)]
     with writing(store.owner) as conn:
         append_events(conn, [e for tenant in many for e in events_of(tenant, 100)])
@@ -319,7 +338,10 @@ def test_the_feed_keeps_its_order_index_under_the_policies(
         page = read_feed(conn, owner="w1", after=EventCursor(txid, seq), limit=1000)
     assert page.count == 200
     (plan,) = plans
-    assert "ix_audit_events_order" in plan
+    # Each partition's copy of the partial index; the events stored before (all below the
+    # position) are not read at all.
+    assert "_txid_seq_idx on audit_events_p" in plan
+    assert "audit_events_p0" not in plan
     assert "hashed SubPlan" in plan
 
 

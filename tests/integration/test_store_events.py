@@ -82,7 +82,7 @@ def test_the_event_columns_made_from_the_model_are_those_the_migrations_create(
     types and nullability, one per field in declaration order."""
     migrated = {column["name"]: column for column in inspect(engine).get_columns("audit_events")}
     assert tuple("ts_us" if n == "timestamp" else n for n in FIELD_NAMES) == EVENT_COLUMN_NAMES
-    assert set(migrated) == {"seq", "txid", *EVENT_COLUMN_NAMES}
+    assert set(migrated) == {"seq", "txid", "received_us", *EVENT_COLUMN_NAMES}
     for name in EVENT_COLUMN_NAMES:
         declared = audit_events_table.c[name]
         assert migrated[name]["nullable"] == declared.nullable, name

@@ -216,6 +216,14 @@ class DestinationHealth(BaseModel):
         " confirmed read nor sent again (the TCP loss window)."
     )
     truncated: int = Field(description="UDP messages sent cut to fit (option truncate).")
+    retention_held_since: datetime | None = Field(
+        default=None,
+        description="Since when the destination holds retention back: expired events it has"
+        " not delivered yet, or dead letters of them, are kept (null: it holds nothing).",
+    )
+    retention_held_events: int = Field(
+        default=0, description="How many expired events it held at the last retention run."
+    )
 
 
 class TenantHealth(BaseModel):

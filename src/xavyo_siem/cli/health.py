@@ -32,7 +32,8 @@ def health(
     db: DbOption = DEFAULT_DATABASE_URL,
 ) -> None:
     """Show how delivery to each destination is going: status, lag, last success, circuit,
-    dead letters; and how many workers are alive to deliver.
+    dead letters, which destination holds retention back (expired events it has not
+    delivered are kept), and how many workers are alive to deliver.
 
     A status is `ok`, `failing`, `never delivered` (nothing accepted yet), `disabled`, or
     `switched off` (the worker disabled it: its endpoint said it is gone). Exits 1 when an
@@ -86,6 +87,13 @@ def _print_table(reports: list[DeliveryHealth]) -> None:
             (r.disabled_reason or r.last_error or "")[:60],
         )
     out().print(table)
+    for r in reports:
+        if r.retention_held_since is not None:
+            out().print(
+                f"retention held back by {r.name} ({r.destination_id}, tenant {r.tenant_id})"
+                f" since {format_timestamp(r.retention_held_since)[:19]}:"
+                f" {r.retention_held_events:,} expired events kept"
+            )
 
 
 def _lag(report: DeliveryHealth) -> str:

@@ -21,6 +21,7 @@ from xavyo_siem.cli import (
     health,
     keys,
     quarantine,
+    retention,
     run,
     sources,
     tenants,
@@ -90,6 +91,7 @@ app.add_typer(exports.export_app, name="export")
 app.add_typer(exports.jobs_app, name="jobs")
 app.add_typer(tenants.app, name="tenant")
 app.add_typer(sources.app, name="source")
+app.add_typer(retention.app, name="retention")
 
 
 def tune_gc() -> None:

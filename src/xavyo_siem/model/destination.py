@@ -111,6 +111,8 @@ class DeliveryHealth:
     disabled_reason: str | None = None
     possibly_lost: int = 0
     truncated: int = 0
+    retention_held_since: datetime | None = None
+    retention_held_events: int = 0
 
     @property
     def failing(self) -> bool:
@@ -155,6 +157,8 @@ class DeliveryHealth:
             "disabled_reason": self.disabled_reason,
             "possibly_lost": self.possibly_lost,
             "truncated": self.truncated,
+            "retention_held_since": optional_timestamp(self.retention_held_since),
+            "retention_held_events": self.retention_held_events,
         }
 
 

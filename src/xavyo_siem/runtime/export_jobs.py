@@ -7,7 +7,8 @@ destination: when the worker gives the destination up, the export stops at its n
 checkpoint, for whichever worker holds the destination next.
 
 About once an hour (`expiry_interval_s`) it also removes the export jobs that finished
-longer than `retention_s` ago, with their files (batch/expiry.py), in the background.
+longer than `retention_s` ago, with their files (batch/expiry.py), makes the partitions of
+the coming days and applies the retention policies (store_upkeep.py), in the background.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from uuid import UUID
 
 from sqlalchemy import Engine
 
-from xavyo_siem.batch import BatchExporter, ExportSettings, expire_export_jobs
+from xavyo_siem.batch import BatchExporter, ExportSettings
 from xavyo_siem.model import BatchExportJob, ExportTarget, SiemDestination
 from xavyo_siem.pipeline.loop import OpenComponents
 from xavyo_siem.pipeline.rate_limit import TokenBucket
+from xavyo_siem.runtime.store_upkeep import keep_store
 
 __all__ = ["ExportJobs"]
 
@@ -90,21 +92,22 @@ class ExportJobs:
                 self.exporter.stop(job_id)
 
     def expire(self) -> None:
-        """Remove expired export jobs and their files, in the background, once per
-        `expiry_interval_s` (one indexed read when there is nothing to remove)."""
+        """Remove expired export jobs and their files, make the coming days' partitions and
+        apply the retention policies (`store_upkeep.keep_store`), in the background, once
+        per `expiry_interval_s` (a few indexed reads when there is nothing to do)."""
         now = time.monotonic()
-        if self.retention_s is None or now < self._next_expiry or self._expiring is not None:
+        if now < self._next_expiry or self._expiring is not None:
             return
         self._next_expiry = now + self.expiry_interval_s
-        retention = timedelta(seconds=self.retention_s)
+        retention = None if self.retention_s is None else timedelta(seconds=self.retention_s)
 
         async def expire() -> None:
             try:
                 await asyncio.to_thread(
-                    expire_export_jobs, self.engine, retention=retention, now=datetime.now(UTC)
+                    keep_store, self.engine, export_retention=retention, now=datetime.now(UTC)
                 )
             except Exception as exc:  # the store went away: the next pass tries again
-                log.warning("worker %s could not expire export jobs: %s", self.owner, exc)
+                log.warning("worker %s could not keep the store: %s", self.owner, exc)
             finally:
                 self._expiring = None
 

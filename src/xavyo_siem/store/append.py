@@ -7,9 +7,14 @@ what is stored (by tenant, in that tenant's scope; `normalized` aside, which say
 ingest changed, not what the event holds), and the conflicting events are returned
 (`AppendResult.conflicts`) for the caller to keep (the quarantine); the stored event stays.
 
-SQLite takes the rows with one `executemany` per chunk. PostgreSQL takes them by COPY into a
-staging table and one `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, while a helper thread
-builds the next chunk's rows. Rows are built by `event_rows.row_of`, in `EVENT_COLUMNS` order.
+SQLite takes the rows with one `executemany` per chunk, `(tenant_id, event_id)` unique in
+`audit_events` itself. PostgreSQL takes them by COPY into a staging table and one statement
+that first inserts each chunk's keys into `audit_event_keys` (`ON CONFLICT DO NOTHING`: a
+partitioned table cannot hold that unique key, see store/partitions.py), then the events
+whose keys were new, while a helper thread builds the next chunk's rows. Every event of a
+chunk gets one received time (`received_us`): the database's clock, read in the statement
+that assigns the transaction its id. Rows are built by `event_rows.row_of`, in
+`EVENT_COLUMNS` order.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from sqlalchemy.engine import Dialect
 
 from xavyo_siem.model import AuditEvent
 from xavyo_siem.store.event_rows import EVENT_COLUMNS, KEY_WIDTH, Row, events_of, row_of
+from xavyo_siem.store.partitions import ensure_partitions, now_us
 from xavyo_siem.store.scope import scope_to_platform, scope_to_tenant
 from xavyo_siem.store.tables import audit_events
 
@@ -132,10 +138,11 @@ def _conflicts_in(conn: Connection, rows: Sequence[Row]) -> list[AuditEvent]:
             )
             for found in conn.execute(query):
                 stored[found[_EVENT_ID_AT]] = _content(tuple(found))
+        # A key whose event is gone (retention removed it, not yet its key) is a duplicate.
         differing = [
             (0,) * KEY_WIDTH + row
             for row in group
-            if stored.get(row[_EVENT_ID_AT]) != _content(row)
+            if stored.get(row[_EVENT_ID_AT], _content(row)) != _content(row)
         ]
         conflicts += events_of(differing, tenant_id=tenant_id)
     return conflicts
@@ -235,8 +242,8 @@ def _rows_ahead(events: Iterable[AuditEvent], chunk_size: int) -> Iterator[list[
 
 
 _SQLITE_INSERT: Final = (
-    f"INSERT INTO audit_events ({', '.join(_INSERT_NAMES)}) "
-    f"VALUES ({', '.join('?' * len(_INSERT_NAMES))}) "
+    f"INSERT INTO audit_events (received_us, {', '.join(_INSERT_NAMES)}) "
+    f"VALUES ({{received_us}}, {', '.join('?' * len(_INSERT_NAMES))}) "
     "ON CONFLICT (tenant_id, event_id) DO NOTHING"
 )
 
@@ -244,7 +251,7 @@ _SQLITE_INSERT: Final = (
 def _append_sqlite(conn: Connection, rows: Sequence[Row]) -> AppendResult:
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.executemany(_SQLITE_INSERT, rows)
+        cursor.executemany(_SQLITE_INSERT.format(received_us=int(now_us())), rows)
         stored = int(cursor.rowcount)
     finally:
         cursor.close()
@@ -258,27 +265,66 @@ def _pg_stage(dialect: Dialect) -> str:
 
 
 _PG_COPY: Final = f"COPY xavyo_ingest (ord, {', '.join(_INSERT_NAMES)}) FROM STDIN"
-# No conflict target: the only other unique key is `seq`, which the sequence fills, so any
-# conflict is on (tenant_id, event_id). Naming the target would need SELECT rights on the
-# new row, which row-level security grants the platform's ingest no more than reading.
+# The keys first, then the events whose keys were new, in input order. No conflict target:
+# the key table's one unique key is (tenant_id, event_id). The received time is one integer
+# per chunk, written into the statement.
 _PG_MOVE: Final = (
-    f"INSERT INTO audit_events ({', '.join(_INSERT_NAMES)}) "
-    f"SELECT {', '.join(_INSERT_NAMES)} FROM xavyo_ingest ORDER BY ord "
-    "ON CONFLICT DO NOTHING"
+    "WITH fresh AS (INSERT INTO audit_event_keys (tenant_id, event_id, received_us) "
+    "SELECT tenant_id, event_id, {received_us} FROM xavyo_ingest ORDER BY ord "
+    "ON CONFLICT DO NOTHING RETURNING tenant_id, event_id) "
+    f"INSERT INTO audit_events (received_us, {', '.join(_INSERT_NAMES)}) "
+    f"SELECT {{received_us}}, {', '.join('s.' + name for name in _INSERT_NAMES)} "
+    "FROM xavyo_ingest s JOIN fresh f ON f.tenant_id = s.tenant_id AND f.event_id = s.event_id "
+    "ORDER BY s.ord"
 )
+# The transaction's id is assigned in the statement that reads the clock (if it had none):
+# every event received at that time has a txid assigned no later (see store/partitions.py).
+# Every event of a chunk has that one received time: one partition must hold it.
+_PG_RECEIVED: Final = (
+    "WITH now AS (SELECT pg_current_xact_id() AS txid,"
+    " (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS us)"
+    " SELECT now.us, EXISTS (SELECT FROM audit_partitions p"
+    " WHERE p.from_us <= now.us AND p.to_us > now.us) FROM now"
+)
+
+
+def _received_us(conn: Connection) -> int:
+    """The received time of a chunk, with a partition for it made first if none is there
+    (in a transaction of its own, see store/partitions.py)."""
+    received, held = conn.exec_driver_sql(_PG_RECEIVED).one()
+    if not held:
+        ensure_partitions(conn.engine)
+    return int(received)
+
+
+def _first_of_each_key(rows: Sequence[Row]) -> Sequence[Row]:
+    """`rows` without the repeats of a key (the first is kept), as the key table's
+    ON CONFLICT would skip them."""
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for row in rows:
+        key = (row[_TENANT_AT], row[_EVENT_ID_AT])
+        if key not in seen:
+            seen.add(key)
+            kept.append(row)
+    return rows if len(kept) == len(rows) else kept
 
 
 def _append_postgres(conn: Connection, rows: Sequence[Row], *, feeding: _Feeding) -> AppendResult:
     # COPY into a staging table, then one INSERT ... SELECT that skips duplicates: several
     # times faster than row-by-row INSERTs, and the sequence follows the input order.
     pg = conn.connection.driver_connection
+    unique = _first_of_each_key(rows)
+    with feeding.paused():
+        received_us = _received_us(conn)
     with pg.cursor() as cursor:  # type: ignore[union-attr]
         with feeding.paused():
             cursor.execute(_pg_stage(conn.dialect))
             cursor.execute("TRUNCATE xavyo_ingest")  # the previous chunk's rows
             with cursor.copy(_PG_COPY) as copy:
-                for ord_, row in enumerate(rows):
+                for ord_, row in enumerate(unique):
                     copy.write_row((ord_, *row))
-        cursor.execute(_PG_MOVE)  # the producer builds the next chunk meanwhile
+        # The producer builds the next chunk meanwhile.
+        cursor.execute(_PG_MOVE.format(received_us=int(received_us)))
         stored = int(cursor.rowcount)
     return AppendResult(stored, len(rows) - stored)

@@ -29,6 +29,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from xavyo_siem.errors import StoreError, TenantRequired
 from xavyo_siem.model import AuditEvent, EventFilter, from_epoch_us, to_epoch_us
 from xavyo_siem.store.event_rows import EVENT_COLUMNS, events_of
+from xavyo_siem.store.partitions import received_floor, received_since
 from xavyo_siem.store.scope import scoped
 from xavyo_siem.store.tables import audit_events
 
@@ -192,6 +193,7 @@ def read_events_after(
             _T.tenant_id == tenant,
             *after_position(conn, after),
             *below_horizon(horizon),
+            *received_floor(conn, after.txid),
             *_filter_conditions(filter),
         )
         .order_by(_T.txid, _T.seq)
@@ -251,6 +253,8 @@ def read_events_in_range(
     if limit < 1:
         raise ValueError("limit: must be at least 1")
     conditions: list[ColumnElement[bool]] = [_T.tenant_id == tenant, *_filter_conditions(filter)]
+    if start is not None:
+        conditions += received_since(conn, to_epoch_us(start))
     if start is not None and after is None:  # past the first page the key is the lower bound
         conditions.append(_T.ts_us >= to_epoch_us(start))
     if end is not None:

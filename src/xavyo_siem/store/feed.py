@@ -29,6 +29,7 @@ from xavyo_siem.store.events import (
     fetch_rows,
     read_horizon,
 )
+from xavyo_siem.store.partitions import received_floor
 from xavyo_siem.store.scope import FEED_MARK, scoped
 from xavyo_siem.store.tables import audit_events, leases
 
@@ -87,6 +88,7 @@ def read_feed(conn: Connection, *, owner: str, after: EventCursor, limit: int) -
             _FEED_INDEX,
             *after_position(conn, after),
             *below_horizon(horizon),
+            *received_floor(conn, after.txid),
             _is_served(owner),
         )
         .order_by(*_in_order(conn))

@@ -18,6 +18,7 @@ from xavyo_siem.model import BatchExportJob, JobStatus, to_epoch_us
 from xavyo_siem.store.scope import scoped
 from xavyo_siem.store.tables import (
     api_tokens,
+    audit_event_keys,
     audit_events,
     dead_letters,
     destination_state,
@@ -25,6 +26,8 @@ from xavyo_siem.store.tables import (
     export_jobs,
     leases,
     quarantine,
+    retention_holds,
+    retention_policies,
 )
 
 __all__ = ["TENANT_ROWS", "count_tenant_rows", "delete_tenant_rows", "live_jobs"]
@@ -36,8 +39,11 @@ TENANT_ROWS: Final[tuple[tuple[str, Table], ...]] = (
     ("destinations", destinations),
     ("export_jobs", export_jobs),
     ("events", audit_events),
+    ("event_keys", audit_event_keys),
     ("quarantine", quarantine),
     ("api_tokens", api_tokens),
+    ("retention_policies", retention_policies),
+    ("retention_holds", retention_holds),
 )
 """(kind, table) of everything a tenant owns in the store, in deletion order."""
 

@@ -38,6 +38,7 @@ from xavyo_siem.store.events import (
     after_time_key,
     fetch_rows,
 )
+from xavyo_siem.store.partitions import received_since
 from xavyo_siem.store.scope import scoped
 from xavyo_siem.store.tables import audit_events
 
@@ -110,6 +111,11 @@ def _conditions(
     return conditions
 
 
+def _received(conn: Connection, start: datetime | None) -> list[ColumnElement[bool]]:
+    """The partitions that may hold events stamped from `start` on (see store/partitions)."""
+    return received_since(conn, None if start is None else to_epoch_us(start))
+
+
 @contextlib.contextmanager
 def scan_cache(conn: Connection, *, kib: int = 8192) -> Iterator[None]:
     """Run a long range scan through a small page cache (SQLite; a no-op elsewhere).
@@ -139,7 +145,11 @@ def has_events(
     filter: EventFilter = EVERYTHING,
 ) -> bool:
     """Whether the tenant has any stored event in `[start, end)` that matches `filter`."""
-    statement = select(_T.seq).where(*_conditions(tenant_id, start, end, filter, None)).limit(1)
+    statement = (
+        select(_T.seq)
+        .where(*_conditions(tenant_id, start, end, filter, None), *_received(conn, start))
+        .limit(1)
+    )
     return conn.execute(statement).first() is not None
 
 
@@ -154,7 +164,9 @@ def count_in_range(
     snapshot: Snapshot,
 ) -> int:
     """How many of the tenant's events of `snapshot` are in `[start, end)` and match."""
-    statement = select(func.count()).where(*_conditions(tenant_id, start, end, filter, snapshot))
+    statement = select(func.count()).where(
+        *_conditions(tenant_id, start, end, filter, snapshot), *_received(conn, start)
+    )
     return int(conn.execute(statement).scalar_one())
 
 
@@ -191,7 +203,7 @@ def read_range_events(
         raise ValueError("limit: must be at least 1")
     statement = (
         select(_T.ts_us.label("key_ts"), _T.seq, *EVENT_COLUMNS)
-        .where(*_page(tenant_id, start, end, filter, snapshot, after))
+        .where(*_page(tenant_id, start, end, filter, snapshot, after), *_received(conn, start))
         .order_by(_T.ts_us, _T.seq)
         .limit(limit)
     )
@@ -224,7 +236,7 @@ def read_range_parts(
     columns: list[ColumnElement[Any]] = [literal_column(part) for part in parts]
     statement = (
         select(*columns, _T.ts_us, _T.seq)
-        .where(*_page(tenant_id, start, end, filter, snapshot, after))
+        .where(*_page(tenant_id, start, end, filter, snapshot, after), *_received(conn, start))
         .order_by(_T.ts_us, _T.seq)
         .limit(limit)
     )

@@ -46,6 +46,7 @@ __all__ = [
     "WORKER_SETTING",
     "create_functions",
     "create_roles",
+    "partition_policy_statements",
     "platform_wide",
     "protect_table",
     "scope_to_platform",
@@ -82,6 +83,11 @@ _WORKER_ACCESS: Final = {
     "dead_letters": "leased",
     "export_jobs": "platform",
     "quarantine": "platform",  # migration 0010; a tenantless entry: the platform's alone
+    # migration 0012: the ingest's keys (the platform's ingest reads back what it inserted),
+    # retention policies (a tenantless one: the platform's) and what holds retention back
+    "audit_event_keys": "platform",
+    "retention_policies": "platform",
+    "retention_holds": "platform",
 }
 TENANT_TABLES: Final = tuple(_WORKER_ACCESS)
 _POLICIES: Final = (
@@ -157,7 +163,17 @@ def protect_table(bind: Connection, table: str, *, like: str | None = None) -> N
     """Enable and force row-level security on `table` and create its policies: those of
     the tenant table `like` (default: `table` itself), e.g. a new partition of
     `audit_events` is protected with `like="audit_events"`."""
-    access = _WORKER_ACCESS[like or table]
+    for statement in _policy_statements(table, _WORKER_ACCESS[like or table]):
+        bind.exec_driver_sql(statement)
+
+
+def partition_policy_statements(table: str) -> list[str]:
+    """The statements that protect a partition of `audit_events` named `table` (the
+    function that makes partitions runs them with the partition's name)."""
+    return _policy_statements(table, _WORKER_ACCESS["audit_events"])
+
+
+def _policy_statements(table: str, access: str) -> list[str]:
     statements = [
         f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
         f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
@@ -183,8 +199,7 @@ def protect_table(bind: Connection, table: str, *, like: str | None = None) -> N
             f"CREATE POLICY platform_scope ON {table} TO {WORKER_ROLE}"
             f" USING ({_PLATFORM}) WITH CHECK ({_PLATFORM})"
         )
-    for statement in statements:
-        bind.exec_driver_sql(statement)
+    return statements
 
 
 def unprotect_table(bind: Connection, table: str) -> None:

@@ -33,7 +33,9 @@ from xavyo_siem.model import EVENT_FIELDS, EventField, FieldKind
 __all__ = [
     "EVENT_COLUMN_NAMES",
     "api_tokens",
+    "audit_event_keys",
     "audit_events",
+    "audit_partitions",
     "dead_letters",
     "destination_state",
     "destinations",
@@ -41,6 +43,8 @@ __all__ = [
     "leases",
     "metadata",
     "quarantine",
+    "retention_holds",
+    "retention_policies",
     "sources",
     "workers",
 ]
@@ -85,8 +89,13 @@ audit_events = Table(
     # The inserting transaction (PostgreSQL: pg_current_xact_id(); SQLite: always 0, since
     # its single writer commits in seq order). Reads go in (txid, seq) order: see events.py.
     Column("txid", BigInteger, nullable=False),
+    # When the store received the event (microseconds since the epoch, the database's clock
+    # on PostgreSQL): the partition key there (migration 0012, see store/partitions.py).
+    Column("received_us", BigInteger, nullable=False),
     *(_event_column(f) for f in EVENT_FIELDS),
-    UniqueConstraint("tenant_id", "event_id", name="uq_audit_events_tenant_event"),
+    # Unique on SQLite; on PostgreSQL a partitioned table's unique keys must hold the
+    # partition key, so there `audit_event_keys` holds each (tenant_id, event_id) once.
+    Index("ix_audit_events_tenant_event", "tenant_id", "event_id"),
     Index("ix_audit_events_tenant_order", "tenant_id", "txid", "seq"),
     Index("ix_audit_events_tenant_time", "tenant_id", "ts_us", "seq"),
     sqlite_autoincrement=True,
@@ -280,4 +289,57 @@ sources = Table(
     Column("failures", Integer, nullable=False),
     Column("last_error", Text),
     Column("last_error_us", BigInteger),
+)
+
+# Each stored event's (tenant_id, event_id) once, unpartitioned (PostgreSQL, migration 0012):
+# what makes ingest idempotent across the partitions of `audit_events`. `received_us` is
+# the event's, so retention removes the keys of the events it removed.
+audit_event_keys = Table(
+    "audit_event_keys",
+    metadata,
+    Column("tenant_id", String(36), primary_key=True),
+    Column("event_id", String(36), primary_key=True),
+    Column("received_us", BigInteger, nullable=False),
+)
+
+# The partitions of `audit_events` (PostgreSQL, migration 0012): each holds the events
+# received in [from_us, to_us). `txid_ceiling`, stamped once the partition is closed (no
+# event can be received into it any more), is above the txid of every row it holds: the
+# change feed skips a partition whose ceiling is at or below its position.
+audit_partitions = Table(
+    "audit_partitions",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("from_us", BigInteger, nullable=False, unique=True),
+    Column("to_us", BigInteger, nullable=False),
+    Column("txid_ceiling", BigInteger),
+)
+
+# How long events are kept (migration 0012): one row with tenant_id NULL (the platform's
+# policy) and one per tenant that overrides it.
+retention_policies = Table(
+    "retention_policies",
+    metadata,
+    Column("id", _SEQ, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(36), unique=True),
+    Column("keep_s", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+# What holds retention back (migration 0012), as the last retention run found it: a
+# destination that has not delivered expired events (or has dead letters of them), or a
+# running export; `since_us` is when it was first found holding.
+retention_holds = Table(
+    "retention_holds",
+    metadata,
+    Column("id", _SEQ, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(36), nullable=False),
+    Column("holder", Text, nullable=False),  # "destination:<id>" or "export:<id>"
+    Column("reason", Text, nullable=False),
+    Column("held_events", BigInteger, nullable=False),
+    Column("since_us", BigInteger, nullable=False),
+    Column("checked_us", BigInteger, nullable=False),
+    UniqueConstraint("tenant_id", "holder", name="uq_retention_holds_holder"),
+    sqlite_autoincrement=True,
 )
