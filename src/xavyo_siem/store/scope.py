@@ -119,8 +119,14 @@ def create_roles(bind: Connection) -> None:
     )
     bind.exec_driver_sql(f"REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM {roles}")
     bind.exec_driver_sql(f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "{schema}" TO {roles}')
+    # The platform's own tables stay out of the API's reach, whichever migration grants last.
+    for table in WORKER_ONLY_TABLES:
+        if bind.exec_driver_sql(f"SELECT to_regclass('{table}')").scalar_one() is not None:
+            bind.exec_driver_sql(f"REVOKE ALL ON {table} FROM {SERVICE_ROLE}")
 
 
+# Tables only workers and operator commands use: the sources' sealed connection strings.
+WORKER_ONLY_TABLES: Final = ("sources",)
 FEED_MARK: Final = "xavyo_siem_feed_mark"
 ANALYZE_LEASES: Final = "xavyo_siem_analyze_leases"
 _MARKS_SETTING: Final = "xavyo_siem.feed_marks"
