@@ -370,8 +370,9 @@ class Worker:
             return rows, tenant_heads(conn, owner=self.owner, at_most=start), start
 
         rows, heads, head = await self.gate.read(read)
-        if head is not None:
+        if head is not None:  # the feed starts: read it now, not at the next poll
             self._position = head
+            self._feed_behind = True
         for destination, cursor, circuit_state, failures in rows:
             lane = Lane(
                 destination=destination,
