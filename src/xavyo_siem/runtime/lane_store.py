@@ -126,7 +126,7 @@ class StoreLanes:
         entry.throughput_eps = throughput_eps
         if delivered:
             entry.last_success = now
-        report_delivered(lane.destination, delivered=delivered, dead=dead, now=now)
+        report_delivered(lane.destination, lane.counts, delivered=delivered, dead=dead, now=now)
 
     def note_failure(
         self, lane: Lane, *, reason: str, circuit: CircuitBreaker, misconfigured: bool
@@ -141,6 +141,7 @@ class StoreLanes:
         entry.throughput_eps = 0.0
         report_failure(
             lane.destination,
+            lane.counts,
             reason=reason,
             circuit_state=circuit.state,
             misconfigured=misconfigured,
@@ -150,11 +151,11 @@ class StoreLanes:
         entry = self._entry(lane)
         entry.possibly_lost += possibly_lost
         entry.truncated += truncated
-        report_losses(lane.destination, possibly_lost=possibly_lost, truncated=truncated)
+        report_losses(lane.counts, possibly_lost=possibly_lost, truncated=truncated)
 
     def note_disabled(self, lane: Lane, *, reason: str) -> None:
         self._entry(lane).disabled_reason = reason
-        report_disabled(lane.destination, reason=reason)
+        report_disabled(lane.destination, lane.counts, reason=reason)
 
     async def flush(self) -> tuple[list[UUID], list[UUID]]:
         """Write every lane's noted progress in one transaction: (the lanes written, the

@@ -49,7 +49,6 @@ from xavyo_siem.model import (
     to_epoch_us,
 )
 from xavyo_siem.pipeline import metrics
-from xavyo_siem.pipeline.health import report_lag
 from xavyo_siem.pipeline.lane import Lane
 from xavyo_siem.pipeline.loop import OpenComponents, PipelineSettings
 from xavyo_siem.pipeline.rate_limit import TokenBucket
@@ -143,7 +142,9 @@ class Worker:
         self._renewing: asyncio.Task[_Renewed] | None = None
         self._scanned = False  # a renewal was applied
         self._flushing: asyncio.Task[tuple[list[UUID], list[UUID]]] | None = None
-        self._lag_shown: dict[UUID, int] = {}  # the lag each lane's gauges show
+        # What each destination's metrics count: kept while its lane is loaded again (its
+        # settings changed, it was renamed), dropped once the worker no longer serves it.
+        self._counts: dict[UUID, metrics.Counts] = {}
         self.exports = ExportJobs(
             engine=engine,
             owner=self.owner,
@@ -189,6 +190,7 @@ class Worker:
 
         listener = Listener(self.engine, wake)
         listener.start()
+        unwatch = metrics.DESTINATIONS.watch(scheduler.lanes.values)
         poll_s = (
             self.settings.listen_poll_s
             if self.engine.dialect.name == "postgresql"
@@ -240,6 +242,7 @@ class Worker:
         finally:
             listener.stop()
             await self._shut_down()
+            unwatch()
             self.gate.close()
 
     async def _sleep(self, seconds: float) -> None:
@@ -383,6 +386,7 @@ class Worker:
                 settings=self.settings.pipeline,
                 bucket=self._bucket_for(destination),
                 max_buffered=self.settings.max_buffered,
+                counts=self._counts.setdefault(destination.id, metrics.Counts()),
             )
             self.lanes_store.epochs[destination.id] = epochs[destination.id]
             self._updated[destination.id] = to_epoch_us(destination.updated_at)
@@ -401,7 +405,6 @@ class Worker:
         lane = self.scheduler.remove(lane_id)
         self.lanes_store.forget(lane_id)
         self._updated.pop(lane_id, None)
-        self._lag_shown.pop(lane_id, None)
         self.exports.stop_for(lane_id)
         if lane is not None:
             self._close_later(lane)
@@ -483,12 +486,8 @@ class Worker:
         metrics.WORKER_DESTINATIONS.set(len(self.scheduler.lanes))
         metrics.WORKER_BEHIND.set(sum(1 for lane in lanes if not lane.following))
         metrics.WORKER_OPEN_TRANSPORTS.set(sum(1 for lane in lanes if lane.components is not None))
-        for lane in lanes:
-            if lane.following:
-                count, oldest = lane.lag()
-                if count or self._lag_shown.get(lane.id) != 0:  # an idle lane's 0, once
-                    report_lag(lane.destination, events=count, oldest=oldest and oldest.timestamp)
-                    self._lag_shown[lane.id] = count
+        for gone in self._counts.keys() - self.scheduler.lanes.keys():
+            del self._counts[gone]
 
     def _bucket_for(self, destination: SiemDestination) -> TokenBucket | None:
         """The destination's one token bucket in this worker (shared by lane and exports)."""
