@@ -58,6 +58,10 @@ from xavyo_siem.pipeline.rate_limit import TokenBucket
 
 __all__ = ["Lane", "LaneStore", "SourceUnavailable", "drop_outcome"]
 
+# The backoff's jitter, shared: a generator of its own would cost each lane 2.5 kB (and a
+# read of the system's entropy) for numbers nobody needs to be independent.
+_JITTER = random.Random()
+
 
 class SourceUnavailable(Exception):
     """The events or the state cannot be read or written now (the store is down): the lane
@@ -156,7 +160,7 @@ class Lane:
         self.due: float | None = clock()  # None: nothing to do until offered events
         self.last_used = clock()
         self._open = open_components
-        self._rng = rng or random.Random()
+        self._rng = rng or _JITTER
         self._clock = clock
         self._throughput = Throughput(clock)
         self._ahead: asyncio.Future[SourcePage[Any] | None] | None = None  # the next page

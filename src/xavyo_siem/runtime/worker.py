@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -391,6 +392,10 @@ class Worker:
             self.lanes_store.epochs[destination.id] = epochs[destination.id]
             self._updated[destination.id] = to_epoch_us(destination.updated_at)
             self.scheduler.add(lane, mark=heads.get(destination.tenant_id))
+        # The lanes live as long as their leases: a full garbage collection need not walk
+        # them (and everything else loaded so far) each time; with thousands of lanes it
+        # would stop the worker for hundreds of milliseconds every few seconds.
+        gc.freeze()
         log.info(
             "worker %s serves %d destination(s) (%d new)",
             self.owner, len(self.scheduler.lanes), len(rows),
