@@ -9,9 +9,11 @@ from collections import defaultdict
 from pathlib import Path
 from uuid import UUID
 
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 
 from file_output import add_file_destination, delivered_ids
+from xavyo_siem import destinations as manage
 from xavyo_siem.crypto import KeyRing, new_key_text
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.ingest import store_events
@@ -155,3 +157,47 @@ async def test_an_idle_worker_closes_its_transports_and_keeps_serving(
     running.stop()
     await task
     assert delivered_ids(path) == [str(e.event_id) for e in first + second]
+
+
+async def test_a_destinations_metrics_keep_their_series_when_it_is_renamed(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The delivered count is labelled by the destination's id and goes on counting after a
+    rename, which only changes the name its info series gives."""
+    tenant = UUID(int=9)
+    path = tmp_path / "named.jsonl"
+    add_file_destination(engine, tenant, path, batch=7)
+    running = worker(engine)
+    task = asyncio.create_task(running.run())
+    first = tenants_events([tenant], 5, seed=6)
+    store_events(engine, first)
+    await wait_until(lambda: len(delivered_ids(path)) == 5)
+    scheduler = running.scheduler
+    assert scheduler is not None
+    (destination,) = [lane.destination for lane in scheduler.lanes.values()]
+    labels = {"tenant": str(tenant), "destination": str(destination.id)}
+    await wait_until(
+        lambda: REGISTRY.get_sample_value("xavyo_siem_events_delivered_total", labels) == 5
+    )
+    manage.update_destination(
+        engine,
+        tenant_id=tenant,
+        destination_id=destination.id,
+        changes={"name": "renamed"},
+        keyring=None,
+        development=False,
+    )
+    await wait_until(
+        lambda: [lane.destination.name for lane in scheduler.lanes.values()] == ["renamed"]
+    )
+    second = tenants_events([tenant], 3, seed=7)
+    store_events(engine, second)
+    await wait_until(lambda: len(delivered_ids(path)) == 8)
+    await wait_until(
+        lambda: REGISTRY.get_sample_value("xavyo_siem_events_delivered_total", labels) == 8
+    )
+    info = "xavyo_siem_destination_info"
+    assert REGISTRY.get_sample_value(info, {**labels, "name": "renamed", "type": "file"}) == 1
+    assert REGISTRY.get_sample_value(info, {**labels, "name": "named", "type": "file"}) is None
+    running.stop()
+    await task
