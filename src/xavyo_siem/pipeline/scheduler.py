@@ -122,7 +122,9 @@ class Scheduler:
         for tenant, events in by_tenant.items():
             if not events:
                 continue
-            self._marks[tenant] = events[-1][0]
+            mark = self._marks.get(tenant)
+            if mark is None or events[-1][0] > mark:  # never back: see `add`
+                self._marks[tenant] = events[-1][0]
             for lane in self._by_tenant.get(tenant, ()):
                 if not lane.following:
                     continue

@@ -31,10 +31,16 @@ from xavyo_siem.pipeline.lane import Lane
 from xavyo_siem.pipeline.loop import SourcePage
 from xavyo_siem.runtime.store_gate import StoreGate, StoreUnavailable
 from xavyo_siem.store.dead_letters import replay_requested, settle_replay
-from xavyo_siem.store.events import EventCursor, read_events_after, read_events_by_id
-from xavyo_siem.store.state import Progress, record_progress
+from xavyo_siem.store.destinations import get_destination
+from xavyo_siem.store.events import (
+    EventCursor,
+    measure_lag,
+    read_events_after,
+    read_events_by_id,
+)
+from xavyo_siem.store.state import Progress, read_state, record_progress
 
-__all__ = ["StoreLanes"]
+__all__ = ["StoreLanes", "all_caught_up"]
 
 
 class StoreLanes:
@@ -197,3 +203,19 @@ def _merged(older: Progress, newer: Progress) -> Progress:
     newer.disabled_reason = newer.disabled_reason or older.disabled_reason
     newer.dead[:0] = older.dead
     return newer
+
+
+def all_caught_up(conn: Connection, destinations: list[tuple[UUID, UUID]]) -> bool:
+    """Whether nothing waits for any of these (destination id, tenant id) in the store: the
+    destinations another worker holds, when a draining worker asks whether all are done."""
+    for destination_id, tenant_id in destinations:
+        destination = get_destination(conn, tenant_id=tenant_id, destination_id=destination_id)
+        current = read_state(conn, tenant_id=tenant_id, destination_id=destination_id)
+        if destination is None or current is None:
+            continue
+        waiting, _ = measure_lag(
+            conn, tenant_id=tenant_id, after=current.cursor, filter=destination.filters, cap=1
+        )
+        if waiting:
+            return False
+    return True

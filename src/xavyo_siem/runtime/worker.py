@@ -55,13 +55,19 @@ from xavyo_siem.pipeline.loop import OpenComponents, PipelineSettings
 from xavyo_siem.pipeline.rate_limit import TokenBucket
 from xavyo_siem.pipeline.scheduler import Scheduler
 from xavyo_siem.runtime.export_jobs import ExportJobs
-from xavyo_siem.runtime.lane_store import StoreLanes
+from xavyo_siem.runtime.lane_store import StoreLanes, all_caught_up
 from xavyo_siem.runtime.store_gate import StoreGate, StoreUnavailable
 from xavyo_siem.store.changes import Listener
 from xavyo_siem.store.dead_letters import replays_waiting
-from xavyo_siem.store.destinations import enabled_destination_ids, get_destination, read_leased
-from xavyo_siem.store.events import START, EventCursor, measure_lag
-from xavyo_siem.store.feed import feed_start, read_feed, tenant_heads, unfinished_after
+from xavyo_siem.store.destinations import enabled_destination_ids, read_leased
+from xavyo_siem.store.events import START, EventCursor
+from xavyo_siem.store.feed import (
+    FeedPage,
+    feed_start,
+    read_feed,
+    tenant_heads,
+    unfinished_after,
+)
 from xavyo_siem.store.jobs import claim_job
 from xavyo_siem.store.leases import (
     acquire_leases,
@@ -71,7 +77,6 @@ from xavyo_siem.store.leases import (
     refresh_lease_statistics,
     release_leases,
 )
-from xavyo_siem.store.state import read_state
 
 __all__ = ["Worker", "WorkerSettings"]
 
@@ -137,6 +142,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._position: EventCursor | None = None  # the feed's, None until it started
         self._feed_behind = True  # the last feed read was a full page
+        self._reading: asyncio.Task[FeedPage] | None = None  # a feed read in flight
         self._updated: dict[UUID, int] = {}  # each lane's destination `updated_us` when loaded
         self._buckets: dict[UUID, TokenBucket] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -222,10 +228,15 @@ class Worker:
                     if self._flushing is not None and self._flushing.done():
                         flushing, self._flushing = self._flushing, None
                         await self._written(*flushing.result())
-                    if self._wake.is_set() or now >= next_poll or self._feed_behind:
+                    if self._reading is None and (
+                        self._wake.is_set() or now >= next_poll or self._feed_behind
+                    ):
                         self._wake.clear()
-                        await self._read_feed()
+                        self._reading = self._read_feed()
                         next_poll = now + poll_s
+                    if self._reading is not None and self._reading.done():
+                        reading, self._reading = self._reading, None
+                        self._route(reading.result())
                     backoff = 0.5
                 except StoreUnavailable:
                     scheduler.paused = True
@@ -269,18 +280,24 @@ class Worker:
 
     # -- the feed ---------------------------------------------------------------------------
 
-    async def _read_feed(self) -> None:
-        """One read of new events for all of this worker's tenants, routed to their lanes."""
+    def _read_feed(self) -> asyncio.Task[FeedPage] | None:
+        """Start one read of new events for all of this worker's tenants, beside the driver
+        (which meanwhile starts turns and writes progress); None when there is nothing to
+        read for."""
         assert self.scheduler is not None
         if self._position is None or not self.scheduler.lanes:
             self._feed_behind = False
-            return
+            return None
         after, limit = self._position, self.settings.feed_page
-        page = await self.gate.read(
-            lambda conn: read_feed(conn, owner=self.owner, after=after, limit=limit)
+        return self._background(
+            self.gate.read(lambda conn: read_feed(conn, owner=self.owner, after=after, limit=limit))
         )
+
+    def _route(self, page: FeedPage) -> None:
+        """A read's events to their lanes; the feed goes on from where it stopped."""
+        assert self.scheduler is not None
         self._position = page.position
-        self._feed_behind = page.count >= limit
+        self._feed_behind = page.count >= self.settings.feed_page
         self.scheduler.route(page.by_tenant)
 
     # -- leases -----------------------------------------------------------------------------
@@ -524,6 +541,7 @@ class Worker:
             or scheduler.turns
             or self.exports
             or self._feed_behind
+            or self._reading is not None
             or self.lanes_store.unwritten
         ):
             return False
@@ -543,7 +561,7 @@ class Worker:
         others = [(d, t) for t, d in enabled if d not in scheduler.lanes]
         if not others:
             return True
-        return await self.gate.read(lambda conn: _all_caught_up(conn, others))
+        return await self.gate.read(lambda conn: all_caught_up(conn, others))
 
     def _stuck(self) -> list[str]:
         assert self.scheduler is not None
@@ -559,8 +577,9 @@ class Worker:
         if scheduler is not None:
             await scheduler.settle(grace_s=self.settings.shutdown_grace_s)
         await self.exports.stop_all(grace_s=self.settings.shutdown_grace_s)
-        if self._renewing is not None:
-            await asyncio.wait([self._renewing], timeout=self.settings.shutdown_grace_s)
+        for background in (self._renewing, self._reading):
+            if background is not None:
+                await asyncio.wait([background], timeout=self.settings.shutdown_grace_s)
         # Transports close first, so that what they count while closing (a syslog batch the
         # receiver could not confirm) is in the last progress written.
         lanes = [] if scheduler is None else list(scheduler.lanes.values())
@@ -578,17 +597,3 @@ class Worker:
     def _leave(self, conn: Connection) -> None:
         release_leases(conn, owner=self.owner)
         forget_worker(conn, owner=self.owner)
-
-
-def _all_caught_up(conn: Connection, destinations: list[tuple[UUID, UUID]]) -> bool:
-    for destination_id, tenant_id in destinations:
-        destination = get_destination(conn, tenant_id=tenant_id, destination_id=destination_id)
-        current = read_state(conn, tenant_id=tenant_id, destination_id=destination_id)
-        if destination is None or current is None:
-            continue
-        waiting, _ = measure_lag(
-            conn, tenant_id=tenant_id, after=current.cursor, filter=destination.filters, cap=1
-        )
-        if waiting:
-            return False
-    return True
