@@ -28,12 +28,13 @@ from uuid import UUID
 from xavyo_siem.model import AuditEvent
 from xavyo_siem.pipeline.lane import Lane, LaneStore, SourceUnavailable, drop_outcome
 
-__all__ = ["Scheduler"]
+__all__ = ["HELD_RECOUNT_S", "Scheduler"]
 
 log = logging.getLogger("xavyo_siem.pipeline")
 
 # After the store was unreachable, a lane tries again after this long.
 _SOURCE_RETRY_S = 1.0
+HELD_RECOUNT_S = 0.05  # how old the count of the events the lanes hold may be
 
 
 class Scheduler:
@@ -59,6 +60,7 @@ class Scheduler:
         self._heap: list[tuple[float, int, UUID]] = []
         self._order = itertools.count()
         self._clock = clock
+        self._held, self._held_at = 0, -1.0
 
     # -- lanes ------------------------------------------------------------------------------
 
@@ -89,6 +91,15 @@ class Scheduler:
             self._marks.pop(lane.tenant_id, None)
         return lane
 
+    def held(self) -> int:
+        """Events the lanes hold from the feed, counted again at most every
+        `HELD_RECOUNT_S` (a count walks every lane)."""
+        now = self._clock()
+        if now >= self._held_at + HELD_RECOUNT_S:
+            self._held_at = now
+            self._held = sum(len(lane.buffer) for lane in self.lanes.values())
+        return self._held
+
     def tenants(self) -> Iterable[UUID]:
         return self._by_tenant.keys()
 
@@ -99,6 +110,14 @@ class Scheduler:
             # Only a lane waiting for its write goes on; one whose failure was written keeps
             # its backoff.
             if lane is not None and lane.writing and lane.written():
+                self.wake(lane)
+
+    def replay(self, lane_ids: Iterable[UUID]) -> None:
+        """These lanes have dead letters an operator asked to send again."""
+        for lane_id in lane_ids:
+            lane = self.lanes.get(lane_id)
+            if lane is not None and not lane.replay_waiting:
+                lane.replay_waiting = True
                 self.wake(lane)
 
     def wake(self, lane: Lane) -> None:

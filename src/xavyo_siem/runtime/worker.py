@@ -53,7 +53,7 @@ from xavyo_siem.pipeline import metrics
 from xavyo_siem.pipeline.lane import Lane
 from xavyo_siem.pipeline.loop import OpenComponents, PipelineSettings
 from xavyo_siem.pipeline.rate_limit import TokenBucket
-from xavyo_siem.pipeline.scheduler import Scheduler
+from xavyo_siem.pipeline.scheduler import HELD_RECOUNT_S, Scheduler
 from xavyo_siem.runtime.export_jobs import ExportJobs
 from xavyo_siem.runtime.lane_store import StoreLanes, all_caught_up
 from xavyo_siem.runtime.store_gate import StoreGate, StoreUnavailable
@@ -114,6 +114,7 @@ class WorkerSettings:
     max_turns: int = 256
     max_behind: int = 8
     max_buffered: int = 10_000
+    max_held: int = 20_000  # catching up, the feed reads on once the lanes hold fewer events
     shutdown_grace_s: float = 2.0
     listen_poll_s: float = 5.0  # PostgreSQL with LISTEN: the fallback poll
     export_retention_s: float | None = 7 * 86400.0  # finished export jobs expire (None: never)
@@ -228,8 +229,13 @@ class Worker:
                     if self._flushing is not None and self._flushing.done():
                         flushing, self._flushing = self._flushing, None
                         await self._written(*flushing.result())
-                    if self._reading is None and (
-                        self._wake.is_set() or now >= next_poll or self._feed_behind
+                    # Catching up, the next page waits while the lanes hold enough: a
+                    # backlog stays in the store, not in memory.
+                    full = self._feed_behind and scheduler.held() >= self.settings.max_held
+                    if (
+                        self._reading is None
+                        and not full
+                        and (self._wake.is_set() or now >= next_poll or self._feed_behind)
                     ):
                         self._wake.clear()
                         self._reading = self._read_feed()
@@ -249,7 +255,9 @@ class Worker:
                 due = scheduler.next_due()
                 if due is not None and due <= time.monotonic() and not started:
                     due = None  # at the limit of turns: the end of one wakes the loop
-                await self._wait(min(t for t in (next_scan, next_poll, due) if t is not None))
+                recount = time.monotonic() + HELD_RECOUNT_S if full else None
+                times = (next_scan, next_poll, due, recount)
+                await self._wait(min(t for t in times if t is not None))
             return []
         finally:
             listener.stop()
@@ -364,7 +372,7 @@ class Worker:
         if load:
             await self._load(load)
         await self._shed(share)
-        self._replays(replays)
+        scheduler.replay(replays)
         self._close_idle()
         self._report()
         if job is not None:
@@ -453,14 +461,6 @@ class Worker:
         if len(shed) >= _MANY_LEASES:
             await self.gate.write(refresh_lease_statistics)
         log.info("worker %s gave back %d destination(s) to balance", self.owner, len(shed))
-
-    def _replays(self, waiting: set[UUID]) -> None:
-        assert self.scheduler is not None
-        for lane_id in waiting:
-            lane = self.scheduler.lanes.get(lane_id)
-            if lane is not None and not lane.replay_waiting:
-                lane.replay_waiting = True
-                self.scheduler.wake(lane)
 
     async def _flush(self) -> None:
         """Write every lane's progress now (after the write in flight, if any)."""
