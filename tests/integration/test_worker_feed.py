@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from prometheus_client import REGISTRY
@@ -201,3 +202,31 @@ async def test_a_destinations_metrics_keep_their_series_when_it_is_renamed(
     assert REGISTRY.get_sample_value(info, {**labels, "name": "named", "type": "file"}) is None
     running.stop()
     await task
+
+
+async def test_a_backlog_read_through_the_feed_waits_for_the_lanes_instead_of_overflowing(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A backlog twenty times a lane's limit, read through the feed, reaches the destination
+    whole and in order without the lane ever letting events go and reading them back."""
+    tenant = UUID(int=10)
+    path = tmp_path / "paced.jsonl"
+    add_file_destination(engine, tenant, path, batch=7)
+    events = tenants_events([tenant], 1000, seed=8)
+    store_events(engine, events)
+    running = worker(engine, max_buffered=50, feed_page=20)
+    read_backlog = running.lanes_store.read_backlog
+    own_reads = 0
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal own_reads
+        own_reads += 1
+        return await read_backlog(*args, **kwargs)
+
+    running.lanes_store.read_backlog = counted  # type: ignore[method-assign]
+    task = asyncio.create_task(running.run())
+    await wait_until(lambda: len(delivered_ids(path)) >= len(events))
+    running.stop()
+    await task
+    assert delivered_ids(path) == [str(e.event_id) for e in events]
+    assert own_reads == 0

@@ -138,6 +138,7 @@ class Scheduler:
 
     def route(self, by_tenant: dict[UUID, list[tuple[Any, AuditEvent]]]) -> None:
         """Offer each tenant's new events to its lanes that follow the feed."""
+        self._held_at = -1.0  # they hold more now: count again when asked
         for tenant, events in by_tenant.items():
             if not events:
                 continue

@@ -114,7 +114,6 @@ class WorkerSettings:
     max_turns: int = 256
     max_behind: int = 8
     max_buffered: int = 10_000
-    max_held: int = 20_000  # catching up, the feed reads on once the lanes hold fewer events
     shutdown_grace_s: float = 2.0
     listen_poll_s: float = 5.0  # PostgreSQL with LISTEN: the fallback poll
     export_retention_s: float | None = 7 * 86400.0  # finished export jobs expire (None: never)
@@ -230,8 +229,9 @@ class Worker:
                         flushing, self._flushing = self._flushing, None
                         await self._written(*flushing.result())
                     # Catching up, the next page waits while the lanes hold enough: a
-                    # backlog stays in the store, not in memory.
-                    full = self._feed_behind and scheduler.held() >= self.settings.max_held
+                    # backlog stays in the store, and no lane overflows from it.
+                    room = self.settings.max_buffered - self.settings.feed_page
+                    full = self._feed_behind and scheduler.held() >= room
                     if (
                         self._reading is None
                         and not full
