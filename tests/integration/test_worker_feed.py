@@ -31,6 +31,7 @@ from xavyo_siem.runtime.components import open_destination
 from xavyo_siem.runtime.worker import Worker
 from xavyo_siem.sample import generate_events
 from xavyo_siem.settings import Settings
+from xavyo_siem.store import make_engine, upgrade
 
 KEYS = KeyRing.parse(new_key_text())
 
@@ -230,3 +231,41 @@ async def test_a_backlog_read_through_the_feed_waits_for_the_lanes_instead_of_ov
     await task
     assert delivered_ids(path) == [str(e.event_id) for e in events]
     assert own_reads == 0
+
+
+async def test_events_committed_behind_an_older_transaction_are_read_once_it_ends(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL: events that were not final when their notification came (an older
+    transaction still open) reach the destination once that transaction ends, with no other
+    notification and long before the slow poll."""
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    tenant = UUID(int=11)
+    path = tmp_path / "late.jsonl"
+    add_file_destination(engine, tenant, path, batch=7)
+    running = Worker(
+        engine=engine,
+        open_components=worker(engine).open_components,
+        settings=WorkerSettings(lease_ttl_s=5, scan_interval_s=0.2, listen_poll_s=600),
+    )
+    task = asyncio.create_task(running.run())
+
+    def following() -> bool:
+        lanes = [] if running.scheduler is None else running.scheduler.lanes.values()
+        return any(lane.following for lane in lanes)
+
+    await wait_until(following)
+    events = tenants_events([tenant], 4, seed=9)
+    with engine.connect() as older:
+        transaction = older.begin()
+        older.exec_driver_sql("SELECT pg_current_xact_id()")  # holds the horizon back
+        store_events(engine, events)  # committed and announced, not final yet
+        await asyncio.sleep(0.5)
+        assert delivered_ids(path) == []
+        transaction.rollback()
+    await wait_until(lambda: len(delivered_ids(path)) == len(events), timeout=60)
+    running.stop()
+    await task
+    engine.dispose()
+    assert delivered_ids(path) == [str(e.event_id) for e in events]

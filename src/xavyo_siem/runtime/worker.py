@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
 import socket
 import time
@@ -52,7 +53,7 @@ from xavyo_siem.model import (
 from xavyo_siem.pipeline import metrics
 from xavyo_siem.pipeline.lane import Lane
 from xavyo_siem.pipeline.loop import OpenComponents, PipelineSettings
-from xavyo_siem.pipeline.rate_limit import TokenBucket
+from xavyo_siem.pipeline.rate_limit import Buckets
 from xavyo_siem.pipeline.scheduler import HELD_RECOUNT_S, Scheduler
 from xavyo_siem.runtime.export_jobs import ExportJobs
 from xavyo_siem.runtime.lane_store import StoreLanes, all_caught_up
@@ -84,6 +85,7 @@ log = logging.getLogger("xavyo_siem.pipeline")  # the name operators filter the 
 
 _R = TypeVar("_R")
 _MANY_LEASES = 100  # taken or given back at once: the lease statistics are refreshed
+_RECHECK_S = 0.005  # the first wait before reading events that were not final yet
 _Leased = list[tuple[SiemDestination, EventCursor, CircuitState, int]]
 # A renewal's findings: the fair share, the leases held (epoch, destination's updated_us),
 # the leases just taken (epoch), the destinations with dead letters to replay, and the
@@ -143,8 +145,9 @@ class Worker:
         self._position: EventCursor | None = None  # the feed's, None until it started
         self._feed_behind = True  # the last feed read was a full page
         self._reading: asyncio.Task[FeedPage] | None = None  # a feed read in flight
+        self._recheck_s = _RECHECK_S
         self._updated: dict[UUID, int] = {}  # each lane's destination `updated_us` when loaded
-        self._buckets: dict[UUID, TokenBucket] = {}
+        self._bucket_for = Buckets()  # each destination's one bucket (lane and exports)
         self._closing: set[asyncio.Task[None]] = set()
         self._renewing: asyncio.Task[_Renewed] | None = None
         self._scanned = False  # a renewal was applied
@@ -198,11 +201,8 @@ class Worker:
         listener = Listener(self.engine, wake)
         listener.start()
         unwatch = metrics.DESTINATIONS.watch(scheduler.lanes.values)
-        poll_s = (
-            self.settings.listen_poll_s
-            if self.engine.dialect.name == "postgresql"
-            else self.settings.pipeline.poll_interval_s
-        )
+        listens = self.engine.dialect.name == "postgresql"
+        poll_s = self.settings.listen_poll_s if listens else self.settings.pipeline.poll_interval_s
         next_scan = next_poll = 0.0
         backoff = 0.5
         try:
@@ -242,7 +242,7 @@ class Worker:
                         next_poll = now + poll_s
                     if self._reading is not None and self._reading.done():
                         reading, self._reading = self._reading, None
-                        self._route(reading.result())
+                        next_poll = min(next_poll, self._route(reading.result()))
                     backoff = 0.5
                 except StoreUnavailable:
                     scheduler.paused = True
@@ -301,12 +301,19 @@ class Worker:
             self.gate.read(lambda conn: read_feed(conn, owner=self.owner, after=after, limit=limit))
         )
 
-    def _route(self, page: FeedPage) -> None:
-        """A read's events to their lanes; the feed goes on from where it stopped."""
+    def _route(self, page: FeedPage) -> float:
+        """A read's events to their lanes; the feed goes on from where it stopped. Returns
+        when to read again at the latest: soon when events were committed behind an older
+        transaction (they are final once it ends), else never by itself."""
         assert self.scheduler is not None
         self._position = page.position
         self._feed_behind = page.count >= self.settings.feed_page
         self.scheduler.route(page.by_tenant)
+        if not page.waiting:
+            self._recheck_s = _RECHECK_S
+            return math.inf
+        self._recheck_s = min(self._recheck_s * 2, 1.0)
+        return time.monotonic() + self._recheck_s
 
     # -- leases -----------------------------------------------------------------------------
 
@@ -510,22 +517,6 @@ class Worker:
         metrics.WORKER_OPEN_TRANSPORTS.set(sum(1 for lane in lanes if lane.components is not None))
         for gone in self._counts.keys() - self.scheduler.lanes.keys():
             del self._counts[gone]
-
-    def _bucket_for(self, destination: SiemDestination) -> TokenBucket | None:
-        """The destination's one token bucket in this worker (shared by lane and exports)."""
-        limit = destination.rate_limit
-        if limit is None:
-            return None
-        bucket = self._buckets.get(destination.id)
-        if bucket is None or (bucket.events_per_s, bucket.burst) != (
-            float(limit.events_per_s),
-            limit.burst,
-        ):
-            bucket = TokenBucket(
-                limit.events_per_s, limit.burst, clock=time.monotonic, sleep=asyncio.sleep
-            )
-            self._buckets[destination.id] = bucket
-        return bucket
 
     # -- draining and stopping --------------------------------------------------------------
 
