@@ -269,3 +269,22 @@ async def test_events_committed_behind_an_older_transaction_are_read_once_it_end
     await task
     engine.dispose()
     assert delivered_ids(path) == [str(e.event_id) for e in events]
+
+
+async def test_a_stuck_destination_does_not_hold_back_a_backlog_read_through_the_feed(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A destination that cannot write keeps the events handed to it, and its tenant's other
+    destination still receives a backlog of many lane limits, whole and in order."""
+    tenant = UUID(int=12)
+    path = tmp_path / "healthy.jsonl"
+    add_file_destination(engine, tenant, path, batch=7)
+    add_file_destination(engine, tenant, tmp_path / "missing" / "stuck.jsonl", batch=7)
+    events = tenants_events([tenant], 600, seed=10)
+    store_events(engine, events)
+    running = worker(engine, max_buffered=50, feed_page=20)
+    task = asyncio.create_task(running.run())
+    await wait_until(lambda: len(delivered_ids(path)) >= len(events))
+    running.stop()
+    await task
+    assert delivered_ids(path) == [str(e.event_id) for e in events]

@@ -92,12 +92,20 @@ class Scheduler:
         return lane
 
     def held(self) -> int:
-        """Events the lanes hold from the feed, counted again at most every
-        `HELD_RECOUNT_S` (a count walks every lane)."""
+        """Events from the feed held by lanes that are sending or about to send them,
+        counted again at most every `HELD_RECOUNT_S` (a count walks every lane). A lane
+        waiting on a backoff, a rate limit or an open circuit, or switched off, does not
+        count: nothing waits for a stuck one."""
         now = self._clock()
         if now >= self._held_at + HELD_RECOUNT_S:
             self._held_at = now
-            self._held = sum(len(lane.buffer) for lane in self.lanes.values())
+            self._held = sum(
+                len(lane.buffer)
+                for lane in self.lanes.values()
+                if lane.buffer
+                and lane.switched_off is None
+                and (lane.due is None or lane.due <= now or lane.id in self.turns)
+            )
         return self._held
 
     def tenants(self) -> Iterable[UUID]:

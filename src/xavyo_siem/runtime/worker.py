@@ -230,7 +230,7 @@ class Worker:
                         await self._written(*flushing.result())
                     # Catching up, the next page waits while the lanes hold enough: a
                     # backlog stays in the store, and no lane overflows from it.
-                    room = self.settings.max_buffered - self.settings.feed_page
+                    room = max(self.settings.max_buffered - self.settings.feed_page, 1)
                     full = self._feed_behind and scheduler.held() >= room
                     if (
                         self._reading is None
