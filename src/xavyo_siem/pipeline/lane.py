@@ -218,9 +218,13 @@ class Lane:
         the lane reads its own backlog (its lag is in the store, not here)."""
         if not self.following:
             return None
-        count = len(self.buffer) + (len(self.pending.records) if self.pending else 0)
-        buffer = self.buffer
-        oldest = buffer[0][1].timestamp if buffer else None
+        # Asked from the metrics server's thread while the lane goes on: each field once.
+        buffer, pending = self.buffer, self.pending
+        count = len(buffer) + (len(pending.records) if pending is not None else 0)
+        try:
+            oldest = buffer[0][1].timestamp
+        except IndexError:
+            oldest = None
         return count, oldest
 
     # -- a turn -----------------------------------------------------------------------------
