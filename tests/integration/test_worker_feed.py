@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 
 from file_output import add_file_destination, delivered_ids
+from xavyo_siem import destinations as manage
 from xavyo_siem.crypto import KeyRing, new_key_text
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.ingest import store_events
@@ -28,6 +31,7 @@ from xavyo_siem.runtime.components import open_destination
 from xavyo_siem.runtime.worker import Worker
 from xavyo_siem.sample import generate_events
 from xavyo_siem.settings import Settings
+from xavyo_siem.store import make_engine, upgrade
 
 KEYS = KeyRing.parse(new_key_text())
 
@@ -155,3 +159,132 @@ async def test_an_idle_worker_closes_its_transports_and_keeps_serving(
     running.stop()
     await task
     assert delivered_ids(path) == [str(e.event_id) for e in first + second]
+
+
+async def test_a_destinations_metrics_keep_their_series_when_it_is_renamed(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The delivered count is labelled by the destination's id and goes on counting after a
+    rename, which only changes the name its info series gives."""
+    tenant = UUID(int=9)
+    path = tmp_path / "named.jsonl"
+    add_file_destination(engine, tenant, path, batch=7)
+    running = worker(engine)
+    task = asyncio.create_task(running.run())
+    first = tenants_events([tenant], 5, seed=6)
+    store_events(engine, first)
+    await wait_until(lambda: len(delivered_ids(path)) == 5)
+    scheduler = running.scheduler
+    assert scheduler is not None
+    (destination,) = [lane.destination for lane in scheduler.lanes.values()]
+    labels = {"tenant": str(tenant), "destination": str(destination.id)}
+    await wait_until(
+        lambda: REGISTRY.get_sample_value("xavyo_siem_events_delivered_total", labels) == 5
+    )
+    manage.update_destination(
+        engine,
+        tenant_id=tenant,
+        destination_id=destination.id,
+        changes={"name": "renamed"},
+        keyring=None,
+        development=False,
+    )
+    await wait_until(
+        lambda: [lane.destination.name for lane in scheduler.lanes.values()] == ["renamed"]
+    )
+    second = tenants_events([tenant], 3, seed=7)
+    store_events(engine, second)
+    await wait_until(lambda: len(delivered_ids(path)) == 8)
+    await wait_until(
+        lambda: REGISTRY.get_sample_value("xavyo_siem_events_delivered_total", labels) == 8
+    )
+    info = "xavyo_siem_destination_info"
+    assert REGISTRY.get_sample_value(info, {**labels, "name": "renamed", "type": "file"}) == 1
+    assert REGISTRY.get_sample_value(info, {**labels, "name": "named", "type": "file"}) is None
+    running.stop()
+    await task
+
+
+async def test_a_backlog_read_through_the_feed_waits_for_the_lanes_instead_of_overflowing(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A backlog twenty times a lane's limit, read through the feed, reaches the destination
+    whole and in order without the lane ever letting events go and reading them back."""
+    tenant = UUID(int=10)
+    path = tmp_path / "paced.jsonl"
+    add_file_destination(engine, tenant, path, batch=7)
+    events = tenants_events([tenant], 1000, seed=8)
+    store_events(engine, events)
+    running = worker(engine, max_buffered=50, feed_page=20)
+    read_backlog = running.lanes_store.read_backlog
+    own_reads = 0
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal own_reads
+        own_reads += 1
+        return await read_backlog(*args, **kwargs)
+
+    running.lanes_store.read_backlog = counted  # type: ignore[method-assign]
+    task = asyncio.create_task(running.run())
+    await wait_until(lambda: len(delivered_ids(path)) >= len(events))
+    running.stop()
+    await task
+    assert delivered_ids(path) == [str(e.event_id) for e in events]
+    assert own_reads == 0
+
+
+async def test_events_committed_behind_an_older_transaction_are_read_once_it_ends(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL: events that were not final when their notification came (an older
+    transaction still open) reach the destination once that transaction ends, with no other
+    notification and long before the slow poll."""
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    tenant = UUID(int=11)
+    path = tmp_path / "late.jsonl"
+    add_file_destination(engine, tenant, path, batch=7)
+    running = Worker(
+        engine=engine,
+        open_components=worker(engine).open_components,
+        settings=WorkerSettings(lease_ttl_s=5, scan_interval_s=0.2, listen_poll_s=600),
+    )
+    task = asyncio.create_task(running.run())
+
+    def following() -> bool:
+        lanes = [] if running.scheduler is None else running.scheduler.lanes.values()
+        return any(lane.following for lane in lanes)
+
+    await wait_until(following)
+    events = tenants_events([tenant], 4, seed=9)
+    with engine.connect() as older:
+        transaction = older.begin()
+        older.exec_driver_sql("SELECT pg_current_xact_id()")  # holds the horizon back
+        store_events(engine, events)  # committed and announced, not final yet
+        await asyncio.sleep(0.5)
+        assert delivered_ids(path) == []
+        transaction.rollback()
+    await wait_until(lambda: len(delivered_ids(path)) == len(events), timeout=60)
+    running.stop()
+    await task
+    engine.dispose()
+    assert delivered_ids(path) == [str(e.event_id) for e in events]
+
+
+async def test_a_stuck_destination_does_not_hold_back_a_backlog_read_through_the_feed(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A destination that cannot write keeps the events handed to it, and its tenant's other
+    destination still receives a backlog of many lane limits, whole and in order."""
+    tenant = UUID(int=12)
+    path = tmp_path / "healthy.jsonl"
+    add_file_destination(engine, tenant, path, batch=7)
+    add_file_destination(engine, tenant, tmp_path / "missing" / "stuck.jsonl", batch=7)
+    events = tenants_events([tenant], 600, seed=10)
+    store_events(engine, events)
+    running = worker(engine, max_buffered=50, feed_page=20)
+    task = asyncio.create_task(running.run())
+    await wait_until(lambda: len(delivered_ids(path)) >= len(events))
+    running.stop()
+    await task
+    assert delivered_ids(path) == [str(e.event_id) for e in events]

@@ -1,8 +1,9 @@
-"""Each change of a destination's health, as the metric and log line it makes.
+"""Each change of a destination's health, as the counts its metrics show and the log line
+it makes.
 
-The store-backed streaming source (xavyo_siem.runtime) writes the health row in its own
-transaction and then reports the change here, so the row, the metric and the log line move
-together. Nothing here touches the store.
+The worker (xavyo_siem.runtime) notes each outcome for its next progress write and reports
+it here at once: the destination's `Counts` (which `metrics.DESTINATIONS` exposes at scrape
+time) and the log line. Nothing here touches the store.
 """
 
 from __future__ import annotations
@@ -10,43 +11,39 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from uuid import UUID
 
 from xavyo_siem.model import CircuitState, SiemDestination
-from xavyo_siem.pipeline import metrics
+from xavyo_siem.pipeline.metrics import Counts
 
 __all__ = [
     "Throughput",
     "report_delivered",
     "report_disabled",
     "report_failure",
-    "report_lag",
     "report_losses",
 ]
 
 log = logging.getLogger("xavyo_siem.pipeline")
 
 
-def _labels(destination: SiemDestination) -> tuple[str, str]:
-    return str(destination.tenant_id), destination.name
-
-
 def report_delivered(
     destination: SiemDestination,
+    counts: Counts,
     *,
     delivered: int,
     dead: Sequence[tuple[UUID, str]],
     now: datetime,
 ) -> None:
-    """A batch is done with: count it, close the circuit gauge, log each dead letter."""
-    labels = _labels(destination)
+    """A batch is done with: count it, close the circuit, log each dead letter."""
     if delivered:
-        metrics.DELIVERED.labels(*labels).inc(delivered)
-        metrics.LAST_SUCCESS.labels(*labels).set(now.timestamp())
-    metrics.CIRCUIT_OPEN.labels(*labels).set(0)
+        counts.delivered += delivered
+        counts.last_success = now.timestamp()
+    counts.circuit_open = False
+    counts.reported = True
+    counts.dead_letters += len(dead)
     for event_id, reason in dead:
-        metrics.DEAD_LETTERS.labels(*labels).inc()
         log.warning(
             "destination %s refused event %s for good (dead letter): %s",
             destination.name, event_id, reason,
@@ -55,47 +52,40 @@ def report_delivered(
 
 def report_failure(
     destination: SiemDestination,
+    counts: Counts,
     *,
     reason: str,
     circuit_state: CircuitState,
     misconfigured: bool,
 ) -> None:
     """A batch failed: count it by kind, show the circuit, log why."""
-    labels = _labels(destination)
-    kind = "misconfigured" if misconfigured else "retry_later"
-    metrics.FAILURES.labels(*labels, kind).inc()
-    metrics.CIRCUIT_OPEN.labels(*labels).set(0 if circuit_state is CircuitState.CLOSED else 1)
+    if misconfigured:
+        counts.misconfigured += 1
+    else:
+        counts.retry_later += 1
+    counts.circuit_open = circuit_state is not CircuitState.CLOSED
+    counts.reported = True
+    kind = "misconfigured" if misconfigured else "retry later"
     log.warning(
         "destination %s: %s (%s; circuit %s)",
-        destination.name, reason, kind.replace("_", " "), circuit_state.value,
+        destination.name, reason, kind, circuit_state.value,
     )  # fmt: skip
 
 
-def report_losses(destination: SiemDestination, *, possibly_lost: int, truncated: int) -> None:
+def report_losses(counts: Counts, *, possibly_lost: int, truncated: int) -> None:
     """Records the transport could not vouch for (possibly lost) or sent cut (truncated)."""
-    labels = _labels(destination)
-    if possibly_lost:
-        metrics.POSSIBLY_LOST.labels(*labels).inc(possibly_lost)
-    if truncated:
-        metrics.TRUNCATED.labels(*labels).inc(truncated)
+    counts.possibly_lost += possibly_lost
+    counts.truncated += truncated
 
 
-def report_disabled(destination: SiemDestination, *, reason: str) -> None:
+def report_disabled(destination: SiemDestination, counts: Counts, *, reason: str) -> None:
     """The worker switched the destination off: its endpoint said it is gone for good."""
-    metrics.DISABLED.labels(*_labels(destination)).set(1)
+    counts.disabled = True
     log.error(
         "destination %s switched off: %s; enable it again once fixed"
         " (delivery resumes from where it stopped)",
         destination.name, reason,
     )  # fmt: skip
-
-
-def report_lag(destination: SiemDestination, *, events: int, oldest: datetime | None) -> None:
-    """How far the destination is behind: waiting events, and the age of the oldest."""
-    labels = _labels(destination)
-    metrics.LAG_EVENTS.labels(*labels).set(events)
-    age = 0.0 if oldest is None else max((datetime.now(UTC) - oldest).total_seconds(), 0.0)
-    metrics.LAG_SECONDS.labels(*labels).set(age)
 
 
 class Throughput:

@@ -41,6 +41,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -63,9 +64,14 @@ from xavyo_siem.pipeline.loop import (
     PipelineSettings,
     SourcePage,
 )
+from xavyo_siem.pipeline.metrics import SEND_SECONDS, Counts
 from xavyo_siem.pipeline.rate_limit import TokenBucket
 
 __all__ = ["Lane", "LaneStore", "SourceUnavailable", "drop_outcome"]
+
+# The backoff's jitter, shared: a generator of its own would cost each lane 2.5 kB (and a
+# read of the system's entropy) for numbers nobody needs to be independent.
+_JITTER = random.Random()
 
 
 class SourceUnavailable(Exception):
@@ -132,10 +138,12 @@ class Lane:
         settings: PipelineSettings | None = None,
         bucket: TokenBucket | None = None,
         max_buffered: int = 10_000,
+        counts: Counts | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.destination = destination
+        self.counts = Counts() if counts is None else counts  # what its metrics show
         self.settings = settings or PipelineSettings()
         self.acked = self.taken = self.seen = position
         self.following = False
@@ -166,11 +174,12 @@ class Lane:
         self.due: float | None = clock()  # None: nothing to do until offered events
         self.last_used = clock()
         self._open = open_components
-        self._rng = rng or random.Random()
+        self._rng = rng or _JITTER
         self._clock = clock
         self._throughput = Throughput(clock)
         self._ahead: asyncio.Future[SourcePage[Any] | None] | None = None  # the next page
         self._ahead_from: Any = None
+        self._send_seconds = SEND_SECONDS.labels(destination.delivery_type.value)  # shared
 
     @property
     def id(self) -> UUID:
@@ -224,10 +233,18 @@ class Lane:
             or not (self.following or self.at_end)
         )
 
-    def lag(self) -> tuple[int, AuditEvent | None]:
-        """Events held and not yet accepted, and the oldest of them (following lanes)."""
-        count = len(self.buffer) + (len(self.pending.records) if self.pending else 0)
-        oldest = self.buffer[0][1] if self.buffer else None
+    def shown_lag(self) -> tuple[int, datetime | None] | None:
+        """Events held and not yet accepted, and the time of the oldest of them; None while
+        the lane reads its own backlog (its lag is in the store, not here)."""
+        if not self.following:
+            return None
+        # Asked from the metrics server's thread while the lane goes on: each field once.
+        buffer, pending = self.buffer, self.pending
+        count = len(buffer) + (len(pending.records) if pending is not None else 0)
+        try:
+            oldest = buffer[0][1].timestamp
+        except IndexError:
+            oldest = None
         return count, oldest
 
     # -- a turn -----------------------------------------------------------------------------
@@ -264,8 +281,10 @@ class Lane:
             self.bucket.take(len(batch.records))
         if self.circuit.state is CircuitState.OPEN:
             self.circuit.probe()
+        sent_at = self._clock()
         result = await send_batch(self.components.transport, batch)
         self.last_used = self._clock()
+        self._send_seconds.observe(self.last_used - sent_at)
         self._note_losses(store, self.components)
         verdict = judge(batch, result)
         if verdict.failed is not None:

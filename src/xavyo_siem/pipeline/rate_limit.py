@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
+from uuid import UUID
 
-__all__ = ["TokenBucket"]
+from xavyo_siem.model import SiemDestination
+
+__all__ = ["Buckets", "TokenBucket"]
 
 
 class TokenBucket:
@@ -69,3 +74,26 @@ class TokenBucket:
         """
         self._refill()
         self._tokens = max(self._tokens - count, 0.0)
+
+
+class Buckets:
+    """Each destination's one token bucket in a worker, shared by its lane and its exports;
+    a new one when the destination's limit changed."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[UUID, TokenBucket] = {}
+
+    def __call__(self, destination: SiemDestination) -> TokenBucket | None:
+        limit = destination.rate_limit
+        if limit is None:
+            return None
+        bucket = self._buckets.get(destination.id)
+        if bucket is None or (bucket.events_per_s, bucket.burst) != (
+            float(limit.events_per_s),
+            limit.burst,
+        ):
+            bucket = TokenBucket(
+                limit.events_per_s, limit.burst, clock=time.monotonic, sleep=asyncio.sleep
+            )
+            self._buckets[destination.id] = bucket
+        return bucket

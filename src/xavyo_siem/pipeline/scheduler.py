@@ -28,12 +28,13 @@ from uuid import UUID
 from xavyo_siem.model import AuditEvent
 from xavyo_siem.pipeline.lane import Lane, LaneStore, SourceUnavailable, drop_outcome
 
-__all__ = ["Scheduler"]
+__all__ = ["HELD_RECOUNT_S", "Scheduler"]
 
 log = logging.getLogger("xavyo_siem.pipeline")
 
 # After the store was unreachable, a lane tries again after this long.
 _SOURCE_RETRY_S = 1.0
+HELD_RECOUNT_S = 0.05  # how old the count of the events the lanes hold may be
 
 
 class Scheduler:
@@ -59,6 +60,7 @@ class Scheduler:
         self._heap: list[tuple[float, int, UUID]] = []
         self._order = itertools.count()
         self._clock = clock
+        self._held, self._held_at = 0, -1.0
 
     # -- lanes ------------------------------------------------------------------------------
 
@@ -89,6 +91,23 @@ class Scheduler:
             self._marks.pop(lane.tenant_id, None)
         return lane
 
+    def held(self) -> int:
+        """Events from the feed held by lanes that are sending or about to send them,
+        counted again at most every `HELD_RECOUNT_S` (a count walks every lane). A lane
+        waiting on a backoff, a rate limit or an open circuit, or switched off, does not
+        count: nothing waits for a stuck one."""
+        now = self._clock()
+        if now >= self._held_at + HELD_RECOUNT_S:
+            self._held_at = now
+            self._held = sum(
+                len(lane.buffer)
+                for lane in self.lanes.values()
+                if lane.buffer
+                and lane.switched_off is None
+                and (lane.due is None or lane.due <= now or lane.id in self.turns)
+            )
+        return self._held
+
     def tenants(self) -> Iterable[UUID]:
         return self._by_tenant.keys()
 
@@ -99,6 +118,14 @@ class Scheduler:
             # Only a lane waiting for its write goes on; one whose failure was written keeps
             # its backoff.
             if lane is not None and lane.writing and lane.written():
+                self.wake(lane)
+
+    def replay(self, lane_ids: Iterable[UUID]) -> None:
+        """These lanes have dead letters an operator asked to send again."""
+        for lane_id in lane_ids:
+            lane = self.lanes.get(lane_id)
+            if lane is not None and not lane.replay_waiting:
+                lane.replay_waiting = True
                 self.wake(lane)
 
     def wake(self, lane: Lane) -> None:
@@ -119,10 +146,13 @@ class Scheduler:
 
     def route(self, by_tenant: dict[UUID, list[tuple[Any, AuditEvent]]]) -> None:
         """Offer each tenant's new events to its lanes that follow the feed."""
+        self._held_at = -1.0  # they hold more now: count again when asked
         for tenant, events in by_tenant.items():
             if not events:
                 continue
-            self._marks[tenant] = events[-1][0]
+            mark = self._marks.get(tenant)
+            if mark is None or events[-1][0] > mark:  # never back: see `add`
+                self._marks[tenant] = events[-1][0]
             for lane in self._by_tenant.get(tenant, ()):
                 if not lane.following:
                     continue

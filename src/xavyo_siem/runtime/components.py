@@ -9,8 +9,10 @@ opens one and walks it through each step a delivery depends on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -49,7 +51,7 @@ from xavyo_siem.settings import Settings
 from xavyo_siem.store import destinations as rows
 from xavyo_siem.trail import Action, Actor, Change, management_event, record_now
 
-__all__ = ["TestStep", "open_destination", "test_destination", "test_event"]
+__all__ = ["DestinationOpener", "TestStep", "open_destination", "test_destination", "test_event"]
 
 _AUTH_FAILURE: Final = re.compile(r"HTTP 40[13]\b|HEC code [1-4]\b|\btoken\b")
 # The types whose probe (`transport.check()`) presents the credential, and what its
@@ -93,20 +95,102 @@ async def open_destination(
     """
 
     def read() -> tuple[SiemDestination, str | None] | None:
-        try:
-            with engine.connect() as conn:
-                return rows.get_destination_with_secret(
-                    conn, tenant_id=destination.tenant_id, destination_id=destination.id
-                )
-        except DBAPIError as exc:  # the store is away: not this destination's fault
-            if is_outage(exc):
-                raise StoreUnavailable(str(exc.orig)) from exc
-            raise
+        with _outage_is_unavailable(), engine.connect() as conn:
+            return rows.get_destination_with_secret(
+                conn, tenant_id=destination.tenant_id, destination_id=destination.id
+            )
 
     found = await asyncio.to_thread(read)
     if found is None:
         raise SiemError("destination: no longer exists")
-    destination, sealed = found
+    return _components(*found, settings=settings, keyring=keyring, egress=egress)
+
+
+_Found = tuple[SiemDestination, str | None] | None  # a destination's row and sealed credential
+
+
+class DestinationOpener:
+    """`open_destination` for a worker's many destinations: the opens that start together
+    (a worker starting its turns, a backlog reaching thousands of destinations at once)
+    read their rows from the store in one statement, not one connection each.
+
+    Each destination is still built from its own row, read when it is opened, with its
+    sealed credential (see `open_destination`).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        settings: Settings,
+        keyring: KeyRing | None,
+        egress: EgressGuard | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.keyring = keyring
+        self.egress = EgressGuard.from_settings(settings) if egress is None else egress
+        self._waiting: dict[tuple[UUID, UUID], list[asyncio.Future[_Found]]] = {}
+        self._reading: asyncio.Task[None] | None = None
+
+    async def __call__(self, destination: SiemDestination) -> DestinationComponents:
+        future: asyncio.Future[_Found] = asyncio.get_running_loop().create_future()
+        key = (destination.tenant_id, destination.id)
+        self._waiting.setdefault(key, []).append(future)
+        if self._reading is None:
+            self._reading = asyncio.create_task(self._read())
+        found = await future
+        if found is None:
+            raise SiemError("destination: no longer exists")
+        return _components(*found, settings=self.settings, keyring=self.keyring, egress=self.egress)
+
+    async def _read(self) -> None:
+        """Read the rows of every open waiting, once the opens started with it joined."""
+        await asyncio.sleep(0)
+        waiting, self._waiting = self._waiting, {}
+        self._reading = None
+        engine = self.engine
+
+        def read() -> dict[UUID, tuple[SiemDestination, str | None]]:
+            with _outage_is_unavailable(), engine.connect() as conn:
+                return rows.get_destinations_with_secrets(conn, destinations_of=list(waiting))
+
+        try:
+            found = await asyncio.to_thread(read)
+        except BaseException as exc:  # every open waiting learns why
+            for futures in waiting.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, ident), futures in waiting.items():
+            for future in futures:
+                if not future.done():
+                    future.set_result(found.get(ident))
+
+
+@contextlib.contextmanager
+def _outage_is_unavailable() -> Iterator[None]:
+    """The store being away is not the destination's fault: `StoreUnavailable`."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if is_outage(exc):
+            raise StoreUnavailable(str(exc.orig)) from exc
+        raise
+
+
+def _components(
+    destination: SiemDestination,
+    sealed: str | None,
+    *,
+    settings: Settings,
+    keyring: KeyRing | None,
+    egress: EgressGuard | None,
+) -> DestinationComponents:
+    """What delivers to `destination`, built from its row and its sealed credential."""
     checked = check_destination(spec_of(destination), development=settings.development)
     config, formatter = checked.config, checked.formatter
     secret = None

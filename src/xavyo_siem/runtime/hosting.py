@@ -28,9 +28,7 @@ from sqlalchemy import Engine
 from xavyo_siem.crypto import KeyRing
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import SiemError
-from xavyo_siem.model import SiemDestination
-from xavyo_siem.pipeline.loop import DestinationComponents
-from xavyo_siem.runtime.components import open_destination
+from xavyo_siem.runtime.components import DestinationOpener
 from xavyo_siem.runtime.worker import Worker, WorkerSettings
 from xavyo_siem.settings import Settings
 from xavyo_siem.sources import SourceTailer
@@ -90,11 +88,9 @@ def run_worker(
     with _single_worker(engine):
         keyring, egress = secrets()
 
-        async def open_components(destination: SiemDestination) -> DestinationComponents:
-            return await open_destination(
-                engine, destination, settings=settings, keyring=keyring, egress=egress
-            )
-
+        open_components = DestinationOpener(
+            engine, settings=settings, keyring=keyring, egress=egress
+        )
         if metrics_port is not None:
             start_http_server(metrics_port)
         worker = Worker(engine=engine, open_components=open_components, settings=worker_settings)

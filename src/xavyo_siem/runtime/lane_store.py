@@ -31,10 +31,16 @@ from xavyo_siem.pipeline.lane import Lane
 from xavyo_siem.pipeline.loop import SourcePage
 from xavyo_siem.runtime.store_gate import StoreGate, StoreUnavailable
 from xavyo_siem.store.dead_letters import replay_requested, settle_replay
-from xavyo_siem.store.events import EventCursor, read_events_after, read_events_by_id
-from xavyo_siem.store.state import Progress, record_progress
+from xavyo_siem.store.destinations import get_destination
+from xavyo_siem.store.events import (
+    EventCursor,
+    measure_lag,
+    read_events_after,
+    read_events_by_id,
+)
+from xavyo_siem.store.state import Progress, read_state, record_progress
 
-__all__ = ["StoreLanes"]
+__all__ = ["StoreLanes", "all_caught_up"]
 
 
 class StoreLanes:
@@ -126,7 +132,7 @@ class StoreLanes:
         entry.throughput_eps = throughput_eps
         if delivered:
             entry.last_success = now
-        report_delivered(lane.destination, delivered=delivered, dead=dead, now=now)
+        report_delivered(lane.destination, lane.counts, delivered=delivered, dead=dead, now=now)
 
     def note_failure(
         self, lane: Lane, *, reason: str, circuit: CircuitBreaker, misconfigured: bool
@@ -141,6 +147,7 @@ class StoreLanes:
         entry.throughput_eps = 0.0
         report_failure(
             lane.destination,
+            lane.counts,
             reason=reason,
             circuit_state=circuit.state,
             misconfigured=misconfigured,
@@ -150,11 +157,11 @@ class StoreLanes:
         entry = self._entry(lane)
         entry.possibly_lost += possibly_lost
         entry.truncated += truncated
-        report_losses(lane.destination, possibly_lost=possibly_lost, truncated=truncated)
+        report_losses(lane.counts, possibly_lost=possibly_lost, truncated=truncated)
 
     def note_disabled(self, lane: Lane, *, reason: str) -> None:
         self._entry(lane).disabled_reason = reason
-        report_disabled(lane.destination, reason=reason)
+        report_disabled(lane.destination, lane.counts, reason=reason)
 
     async def flush(self) -> tuple[list[UUID], list[UUID]]:
         """Write every lane's noted progress in one transaction: (the lanes written, the
@@ -196,3 +203,19 @@ def _merged(older: Progress, newer: Progress) -> Progress:
     newer.disabled_reason = newer.disabled_reason or older.disabled_reason
     newer.dead[:0] = older.dead
     return newer
+
+
+def all_caught_up(conn: Connection, destinations: list[tuple[UUID, UUID]]) -> bool:
+    """Whether nothing waits for any of these (destination id, tenant id) in the store: the
+    destinations another worker holds, when a draining worker asks whether all are done."""
+    for destination_id, tenant_id in destinations:
+        destination = get_destination(conn, tenant_id=tenant_id, destination_id=destination_id)
+        current = read_state(conn, tenant_id=tenant_id, destination_id=destination_id)
+        if destination is None or current is None:
+            continue
+        waiting, _ = measure_lag(
+            conn, tenant_id=tenant_id, after=current.cursor, filter=destination.filters, cap=1
+        )
+        if waiting:
+            return False
+    return True

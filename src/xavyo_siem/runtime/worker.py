@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import math
 import os
 import socket
 import time
@@ -49,19 +51,24 @@ from xavyo_siem.model import (
     to_epoch_us,
 )
 from xavyo_siem.pipeline import metrics
-from xavyo_siem.pipeline.health import report_lag
 from xavyo_siem.pipeline.lane import Lane
 from xavyo_siem.pipeline.loop import OpenComponents, PipelineSettings
-from xavyo_siem.pipeline.rate_limit import TokenBucket
-from xavyo_siem.pipeline.scheduler import Scheduler
+from xavyo_siem.pipeline.rate_limit import Buckets
+from xavyo_siem.pipeline.scheduler import HELD_RECOUNT_S, Scheduler
 from xavyo_siem.runtime.export_jobs import ExportJobs
-from xavyo_siem.runtime.lane_store import StoreLanes
+from xavyo_siem.runtime.lane_store import StoreLanes, all_caught_up
 from xavyo_siem.runtime.store_gate import StoreGate, StoreUnavailable
 from xavyo_siem.store.changes import Listener
 from xavyo_siem.store.dead_letters import replays_waiting
-from xavyo_siem.store.destinations import enabled_destination_ids, get_destination, read_leased
-from xavyo_siem.store.events import START, EventCursor, measure_lag
-from xavyo_siem.store.feed import feed_start, read_feed, tenant_heads, unfinished_after
+from xavyo_siem.store.destinations import enabled_destination_ids, read_leased
+from xavyo_siem.store.events import START, EventCursor
+from xavyo_siem.store.feed import (
+    FeedPage,
+    feed_start,
+    read_feed,
+    tenant_heads,
+    unfinished_after,
+)
 from xavyo_siem.store.jobs import claim_job
 from xavyo_siem.store.leases import (
     acquire_leases,
@@ -71,7 +78,6 @@ from xavyo_siem.store.leases import (
     refresh_lease_statistics,
     release_leases,
 )
-from xavyo_siem.store.state import read_state
 
 __all__ = ["Worker", "WorkerSettings"]
 
@@ -79,6 +85,7 @@ log = logging.getLogger("xavyo_siem.pipeline")  # the name operators filter the 
 
 _R = TypeVar("_R")
 _MANY_LEASES = 100  # taken or given back at once: the lease statistics are refreshed
+_RECHECK_S = 0.005  # the first wait before reading events that were not final yet
 _Leased = list[tuple[SiemDestination, EventCursor, CircuitState, int]]
 # A renewal's findings: the fair share, the leases held (epoch, destination's updated_us),
 # the leases just taken (epoch), the destinations with dead letters to replay, and the
@@ -137,13 +144,17 @@ class Worker:
         self._wake = asyncio.Event()
         self._position: EventCursor | None = None  # the feed's, None until it started
         self._feed_behind = True  # the last feed read was a full page
+        self._reading: asyncio.Task[FeedPage] | None = None  # a feed read in flight
+        self._recheck_s = _RECHECK_S
         self._updated: dict[UUID, int] = {}  # each lane's destination `updated_us` when loaded
-        self._buckets: dict[UUID, TokenBucket] = {}
+        self._bucket_for = Buckets()  # each destination's one bucket (lane and exports)
         self._closing: set[asyncio.Task[None]] = set()
         self._renewing: asyncio.Task[_Renewed] | None = None
         self._scanned = False  # a renewal was applied
         self._flushing: asyncio.Task[tuple[list[UUID], list[UUID]]] | None = None
-        self._lag_shown: dict[UUID, int] = {}  # the lag each lane's gauges show
+        # What each destination's metrics count: kept while its lane is loaded again (its
+        # settings changed, it was renamed), dropped once the worker no longer serves it.
+        self._counts: dict[UUID, metrics.Counts] = {}
         self.exports = ExportJobs(
             engine=engine,
             owner=self.owner,
@@ -189,11 +200,9 @@ class Worker:
 
         listener = Listener(self.engine, wake)
         listener.start()
-        poll_s = (
-            self.settings.listen_poll_s
-            if self.engine.dialect.name == "postgresql"
-            else self.settings.pipeline.poll_interval_s
-        )
+        unwatch = metrics.DESTINATIONS.watch(scheduler.lanes.values)
+        listens = self.engine.dialect.name == "postgresql"
+        poll_s = self.settings.listen_poll_s if listens else self.settings.pipeline.poll_interval_s
         next_scan = next_poll = 0.0
         backoff = 0.5
         try:
@@ -219,10 +228,21 @@ class Worker:
                     if self._flushing is not None and self._flushing.done():
                         flushing, self._flushing = self._flushing, None
                         await self._written(*flushing.result())
-                    if self._wake.is_set() or now >= next_poll or self._feed_behind:
+                    # Catching up, the next page waits while the lanes hold enough: a
+                    # backlog stays in the store, and no lane overflows from it.
+                    room = max(self.settings.max_buffered - self.settings.feed_page, 1)
+                    full = self._feed_behind and scheduler.held() >= room
+                    if (
+                        self._reading is None
+                        and not full
+                        and (self._wake.is_set() or now >= next_poll or self._feed_behind)
+                    ):
                         self._wake.clear()
-                        await self._read_feed()
+                        self._reading = self._read_feed()
                         next_poll = now + poll_s
+                    if self._reading is not None and self._reading.done():
+                        reading, self._reading = self._reading, None
+                        next_poll = min(next_poll, self._route(reading.result()))
                     backoff = 0.5
                 except StoreUnavailable:
                     scheduler.paused = True
@@ -235,11 +255,14 @@ class Worker:
                 due = scheduler.next_due()
                 if due is not None and due <= time.monotonic() and not started:
                     due = None  # at the limit of turns: the end of one wakes the loop
-                await self._wait(min(t for t in (next_scan, next_poll, due) if t is not None))
+                recount = time.monotonic() + HELD_RECOUNT_S if full else None
+                times = (next_scan, next_poll, due, recount)
+                await self._wait(min(t for t in times if t is not None))
             return []
         finally:
             listener.stop()
             await self._shut_down()
+            unwatch()
             self.gate.close()
 
     async def _sleep(self, seconds: float) -> None:
@@ -265,19 +288,32 @@ class Worker:
 
     # -- the feed ---------------------------------------------------------------------------
 
-    async def _read_feed(self) -> None:
-        """One read of new events for all of this worker's tenants, routed to their lanes."""
+    def _read_feed(self) -> asyncio.Task[FeedPage] | None:
+        """Start one read of new events for all of this worker's tenants, beside the driver
+        (which meanwhile starts turns and writes progress); None when there is nothing to
+        read for."""
         assert self.scheduler is not None
         if self._position is None or not self.scheduler.lanes:
             self._feed_behind = False
-            return
+            return None
         after, limit = self._position, self.settings.feed_page
-        page = await self.gate.read(
-            lambda conn: read_feed(conn, owner=self.owner, after=after, limit=limit)
+        return self._background(
+            self.gate.read(lambda conn: read_feed(conn, owner=self.owner, after=after, limit=limit))
         )
+
+    def _route(self, page: FeedPage) -> float:
+        """A read's events to their lanes; the feed goes on from where it stopped. Returns
+        when to read again at the latest: soon when events were committed behind an older
+        transaction (they are final once it ends), else never by itself."""
+        assert self.scheduler is not None
         self._position = page.position
-        self._feed_behind = page.count >= limit
+        self._feed_behind = page.count >= self.settings.feed_page
         self.scheduler.route(page.by_tenant)
+        if not page.waiting:
+            self._recheck_s = _RECHECK_S
+            return math.inf
+        self._recheck_s = min(self._recheck_s * 2, 1.0)
+        return time.monotonic() + self._recheck_s
 
     # -- leases -----------------------------------------------------------------------------
 
@@ -343,7 +379,7 @@ class Worker:
         if load:
             await self._load(load)
         await self._shed(share)
-        self._replays(replays)
+        scheduler.replay(replays)
         self._close_idle()
         self._report()
         if job is not None:
@@ -370,8 +406,9 @@ class Worker:
             return rows, tenant_heads(conn, owner=self.owner, at_most=start), start
 
         rows, heads, head = await self.gate.read(read)
-        if head is not None:
+        if head is not None:  # the feed starts: read it now, not at the next poll
             self._position = head
+            self._feed_behind = True
         for destination, cursor, circuit_state, failures in rows:
             lane = Lane(
                 destination=destination,
@@ -382,10 +419,15 @@ class Worker:
                 settings=self.settings.pipeline,
                 bucket=self._bucket_for(destination),
                 max_buffered=self.settings.max_buffered,
+                counts=self._counts.setdefault(destination.id, metrics.Counts()),
             )
             self.lanes_store.epochs[destination.id] = epochs[destination.id]
             self._updated[destination.id] = to_epoch_us(destination.updated_at)
             self.scheduler.add(lane, mark=heads.get(destination.tenant_id))
+        # The lanes live as long as their leases: a full garbage collection need not walk
+        # them (and everything else loaded so far) each time; with thousands of lanes it
+        # would stop the worker for hundreds of milliseconds every few seconds.
+        gc.freeze()
         log.info(
             "worker %s serves %d destination(s) (%d new)",
             self.owner, len(self.scheduler.lanes), len(rows),
@@ -400,7 +442,6 @@ class Worker:
         lane = self.scheduler.remove(lane_id)
         self.lanes_store.forget(lane_id)
         self._updated.pop(lane_id, None)
-        self._lag_shown.pop(lane_id, None)
         self.exports.stop_for(lane_id)
         if lane is not None:
             self._close_later(lane)
@@ -427,14 +468,6 @@ class Worker:
         if len(shed) >= _MANY_LEASES:
             await self.gate.write(refresh_lease_statistics)
         log.info("worker %s gave back %d destination(s) to balance", self.owner, len(shed))
-
-    def _replays(self, waiting: set[UUID]) -> None:
-        assert self.scheduler is not None
-        for lane_id in waiting:
-            lane = self.scheduler.lanes.get(lane_id)
-            if lane is not None and not lane.replay_waiting:
-                lane.replay_waiting = True
-                self.scheduler.wake(lane)
 
     async def _flush(self) -> None:
         """Write every lane's progress now (after the write in flight, if any)."""
@@ -482,28 +515,8 @@ class Worker:
         metrics.WORKER_DESTINATIONS.set(len(self.scheduler.lanes))
         metrics.WORKER_BEHIND.set(sum(1 for lane in lanes if not lane.following))
         metrics.WORKER_OPEN_TRANSPORTS.set(sum(1 for lane in lanes if lane.components is not None))
-        for lane in lanes:
-            if lane.following:
-                count, oldest = lane.lag()
-                if count or self._lag_shown.get(lane.id) != 0:  # an idle lane's 0, once
-                    report_lag(lane.destination, events=count, oldest=oldest and oldest.timestamp)
-                    self._lag_shown[lane.id] = count
-
-    def _bucket_for(self, destination: SiemDestination) -> TokenBucket | None:
-        """The destination's one token bucket in this worker (shared by lane and exports)."""
-        limit = destination.rate_limit
-        if limit is None:
-            return None
-        bucket = self._buckets.get(destination.id)
-        if bucket is None or (bucket.events_per_s, bucket.burst) != (
-            float(limit.events_per_s),
-            limit.burst,
-        ):
-            bucket = TokenBucket(
-                limit.events_per_s, limit.burst, clock=time.monotonic, sleep=asyncio.sleep
-            )
-            self._buckets[destination.id] = bucket
-        return bucket
+        for gone in self._counts.keys() - self.scheduler.lanes.keys():
+            del self._counts[gone]
 
     # -- draining and stopping --------------------------------------------------------------
 
@@ -519,6 +532,7 @@ class Worker:
             or scheduler.turns
             or self.exports
             or self._feed_behind
+            or self._reading is not None
             or self.lanes_store.unwritten
         ):
             return False
@@ -538,7 +552,7 @@ class Worker:
         others = [(d, t) for t, d in enabled if d not in scheduler.lanes]
         if not others:
             return True
-        return await self.gate.read(lambda conn: _all_caught_up(conn, others))
+        return await self.gate.read(lambda conn: all_caught_up(conn, others))
 
     def _stuck(self) -> list[str]:
         assert self.scheduler is not None
@@ -554,8 +568,9 @@ class Worker:
         if scheduler is not None:
             await scheduler.settle(grace_s=self.settings.shutdown_grace_s)
         await self.exports.stop_all(grace_s=self.settings.shutdown_grace_s)
-        if self._renewing is not None:
-            await asyncio.wait([self._renewing], timeout=self.settings.shutdown_grace_s)
+        for background in (self._renewing, self._reading):
+            if background is not None:
+                await asyncio.wait([background], timeout=self.settings.shutdown_grace_s)
         # Transports close first, so that what they count while closing (a syslog batch the
         # receiver could not confirm) is in the last progress written.
         lanes = [] if scheduler is None else list(scheduler.lanes.values())
@@ -573,17 +588,3 @@ class Worker:
     def _leave(self, conn: Connection) -> None:
         release_leases(conn, owner=self.owner)
         forget_worker(conn, owner=self.owner)
-
-
-def _all_caught_up(conn: Connection, destinations: list[tuple[UUID, UUID]]) -> bool:
-    for destination_id, tenant_id in destinations:
-        destination = get_destination(conn, tenant_id=tenant_id, destination_id=destination_id)
-        current = read_state(conn, tenant_id=tenant_id, destination_id=destination_id)
-        if destination is None or current is None:
-            continue
-        waiting, _ = measure_lag(
-            conn, tenant_id=tenant_id, after=current.cursor, filter=destination.filters, cap=1
-        )
-        if waiting:
-            return False
-    return True

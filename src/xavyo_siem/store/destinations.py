@@ -36,6 +36,7 @@ __all__ = [
     "find_destination",
     "get_destination",
     "get_destination_with_secret",
+    "get_destinations_with_secrets",
     "insert_destination",
     "list_destinations",
     "read_leased",
@@ -153,6 +154,28 @@ def get_destination_with_secret(
         .first()
     )
     return None if row is None else (_destination_of(row), row["secret"])
+
+
+@platform_wide
+def get_destinations_with_secrets(
+    conn: Connection, *, destinations_of: Collection[tuple[UUID, UUID]]
+) -> dict[UUID, tuple[SiemDestination, str | None]]:
+    """`get_destination_with_secret` for many destinations at once, given as (tenant id,
+    destination id): a worker opening the destinations it delivers. Each destination and
+    its sealed credential come from one row; one that is gone, or not of the tenant given
+    with it, is left out."""
+    tenant_of = {str(ident): str(tenant) for tenant, ident in destinations_of}
+    found: dict[UUID, tuple[SiemDestination, str | None]] = {}
+    wanted = sorted(tenant_of)
+    for start in range(0, len(wanted), 2000):  # bounded statement size
+        rows = conn.execute(
+            select(destinations).where(_D.id.in_(wanted[start : start + 2000]))
+        ).mappings()
+        for row in rows:
+            if tenant_of.get(row["id"]) == row["tenant_id"]:
+                destination = _destination_of(row)
+                found[destination.id] = (destination, row["secret"])
+    return found
 
 
 @scoped

@@ -52,6 +52,9 @@ class FeedPage:
     by_tenant: dict[UUID, list[tuple[EventCursor, AuditEvent]]]
     position: EventCursor
     count: int
+    # Committed events of a served tenant lie past the horizon: final once an older
+    # transaction (of any database of the cluster) ends, and worth reading again soon.
+    waiting: bool = False
 
 
 def _served(owner: str) -> Any:
@@ -107,11 +110,14 @@ def read_feed(conn: Connection, *, owner: str, after: EventCursor, limit: int) -
             for row, event in zip(tenant_rows, events, strict=True)
         ]
     position = EventCursor(rows[-1][0], rows[-1][1]) if rows else after
+    waiting = False
     if len(rows) < limit:
         # Every served event up to the store's last final one was read: move past the other
         # tenants' events too, so the next read does not walk them again.
         position = max(position, _last_final(conn, horizon))
-    return FeedPage(by_tenant, position, len(rows))
+        if conn.dialect.name == "postgresql":
+            waiting = _unfinished(conn, owner=owner, after=position)
+    return FeedPage(by_tenant, position, len(rows), waiting)
 
 
 def _last_final(conn: Connection, horizon: int, *, skip: int = 0) -> EventCursor:
@@ -191,6 +197,10 @@ def _at_most(conn: Connection, table: Any, position: EventCursor) -> list[Column
 def unfinished_after(conn: Connection, *, owner: str, after: EventCursor) -> bool:
     """True when any event of a served tenant lies after `after`, final or not: the feed
     has not seen everything yet (a transaction may still be committing)."""
+    return _unfinished(conn, owner=owner, after=after)
+
+
+def _unfinished(conn: Connection, *, owner: str, after: EventCursor) -> bool:
     return bool(
         conn.execute(
             select(exists().where(_FEED_INDEX, *after_position(conn, after), _is_served(owner)))
