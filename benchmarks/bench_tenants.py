@@ -102,6 +102,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 from sqlalchemy import Engine, create_engine, inspect, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from xavyo_siem import delivery_health  # noqa: E402
 from xavyo_siem import destinations as manage  # noqa: E402
 from xavyo_siem.crypto import KeyRing, new_key_text  # noqa: E402
 from xavyo_siem.delivery import credential_binding  # noqa: E402
@@ -1224,7 +1225,7 @@ class Bench:
                 f"{lines:,} delivered by the end of the phase; {when}",
             )
             with engine.connect() as conn:
-                health = manage.destination_health(conn, down)
+                health = delivery_health.destination_health(conn, down)
             self.report.add(
                 label,
                 f"destination to a refused port (tenant rank {down_rank}): failures recorded, "
@@ -1251,7 +1252,7 @@ class Bench:
                 backfilling = time.monotonic() - began
             if failing is None:
                 with self.probe.engine.connect() as conn:
-                    if manage.destination_health(conn, down).failures > 0:
+                    if delivery_health.destination_health(conn, down).failures > 0:
                         failing = time.monotonic() - began
         self.probe.release()
         for what, seconds in (

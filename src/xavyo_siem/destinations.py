@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final
 from uuid import UUID
 
@@ -40,7 +40,6 @@ from xavyo_siem.format import FORMAT_OPTIONS, make_formatter
 from xavyo_siem.model import (
     DEFAULT_RATE_LIMIT,
     AuditEvent,
-    DeliveryHealth,
     DeliveryType,
     EventFilter,
     ExportFormat,
@@ -51,25 +50,19 @@ from xavyo_siem.model import (
 from xavyo_siem.store import dead_letters as letters
 from xavyo_siem.store import destinations as rows
 from xavyo_siem.store import writing
-from xavyo_siem.store.events import START, EventCursor, head_cursor, measure_lag
-from xavyo_siem.store.retention import list_retention_holds
+from xavyo_siem.store.events import START, EventCursor, head_cursor
 from xavyo_siem.store.scope import scope_to_tenant
-from xavyo_siem.store.state import read_health, read_state
 from xavyo_siem.store.tables import audit_events
 from xavyo_siem.trail import Action, Actor, Change, audited, record
 
 __all__ = [
     "FORMAT_OPTIONS",
-    "THROUGHPUT_WINDOW",
     "CheckedDestination",
     "DestinationSpec",
     "add_destination",
-    "any_failing",
     "check_destination",
-    "destination_health",
     "find_destination",
     "formatter_for",
-    "list_health",
     "purge_dead_letters",
     "remove_destination",
     "replay_dead_letters",
@@ -80,9 +73,6 @@ __all__ = [
 
 Formatter = Callable[[AuditEvent], str]
 
-# A destination's events/s is shown only while its last delivery is this recent: a worker
-# that stopped, or a tenant gone quiet, reads 0 rather than its last rate.
-THROUGHPUT_WINDOW: Final = timedelta(minutes=1)
 
 _SYSLOG_TYPES: Final = frozenset(
     (
@@ -579,51 +569,4 @@ def spec_of(destination: SiemDestination) -> DestinationSpec:
         filters=destination.filters,
         rate_limit=destination.rate_limit,
         enabled=destination.enabled,
-    )
-
-
-def destination_health(conn: Connection, destination: SiemDestination) -> DeliveryHealth:
-    """The destination's stored health with its lag measured now (events and seconds)."""
-    state = read_state(conn, tenant_id=destination.tenant_id, destination_id=destination.id)
-    cursor = START if state is None else state.cursor
-    lag_events, oldest = measure_lag(
-        conn, tenant_id=destination.tenant_id, after=cursor, filter=destination.filters
-    )
-    now = datetime.now(UTC)
-    lag_seconds = 0.0 if oldest is None else max((now - oldest).total_seconds(), 0)
-    found = read_health(
-        conn,
-        tenant_id=destination.tenant_id,
-        destination_id=destination.id,
-        lag_events=lag_events,
-        lag_seconds=lag_seconds,
-    )
-    assert found is not None
-    recent = found.last_success is not None and now - found.last_success <= THROUGHPUT_WINDOW
-    holder = f"destination:{destination.id}"
-    held = [
-        hold
-        for hold in list_retention_holds(conn, tenant_id=destination.tenant_id)
-        if hold.holder == holder
-    ]
-    return replace(
-        found,
-        rate_limit=destination.rate_limit,
-        throughput_eps=found.throughput_eps if recent else 0.0,
-        retention_held_since=held[0].since if held else None,
-        retention_held_events=held[0].held_events if held else 0,
-    )
-
-
-def list_health(conn: Connection, *, tenant_id: UUID) -> list[DeliveryHealth]:
-    """The health of each of the tenant's destinations (lag measured now), by name."""
-    return [destination_health(conn, d) for d in rows.list_destinations(conn, tenant_id=tenant_id)]
-
-
-def any_failing(reports: Iterable[DeliveryHealth]) -> bool:
-    """True when an enabled destination is failing, or the worker switched one off because
-    its endpoint said it is gone (one an operator disabled is paused, not failing)."""
-    return any(
-        report.failing and (report.enabled or report.disabled_reason is not None)
-        for report in reports
     )

@@ -27,6 +27,7 @@ from hostile_strategies import (
     hostile_destinations,
     loopback_resolver,
 )
+from xavyo_siem import delivery_health
 from xavyo_siem import destinations as manage
 from xavyo_siem.crypto import KeyRing, new_key_text
 from xavyo_siem.delivery import Record, Transport
@@ -114,7 +115,7 @@ def add_file_destination(engine: Engine, tenant: UUID, name: str, path: Path) ->
 
 def health_of(engine: Engine, destination: SiemDestination) -> DeliveryHealth:
     with engine.connect() as conn:
-        reports = manage.list_health(conn, tenant_id=destination.tenant_id)
+        reports = delivery_health.list_health(conn, tenant_id=destination.tenant_id)
     return next(report for report in reports if report.destination_id == destination.id)
 
 

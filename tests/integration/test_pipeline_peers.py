@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 from syslog_records import lines_with_every
+from xavyo_siem import delivery_health
 from xavyo_siem import destinations as manage
 from xavyo_siem.crypto import KeyRing, new_key_text
 from xavyo_siem.destinations import DestinationSpec
@@ -233,7 +234,7 @@ async def test_a_disabled_hec_token_switches_the_destination_off_until_enabled_a
         await asyncio.sleep(0.5)
         attempts = len(server.requests)
         with engine.connect() as conn:
-            health = manage.destination_health(
+            health = delivery_health.destination_health(
                 conn,
                 get_destination(  # type: ignore[arg-type]
                     conn, tenant_id=destination.tenant_id, destination_id=destination.id

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, select, text
 
 from file_output import add_file_destination
 from store_roles import as_role
+from xavyo_siem import delivery_health
 from xavyo_siem import destinations as manage
 from xavyo_siem.model import AuditEvent, EventCategory
 from xavyo_siem.store import append_events, make_engine, upgrade, writing
@@ -155,7 +156,7 @@ def test_a_destination_that_has_not_delivered_keeps_only_its_tenants_events(
         (A, f"destination:{stuck}", 20)
     ]
     with engine.connect() as conn:
-        (health,) = manage.list_health(conn, tenant_id=A)
+        (health,) = delivery_health.list_health(conn, tenant_id=A)
         assert health.retention_held_events == 20
         assert health.retention_held_since is not None
         first_since = health.retention_held_since
@@ -178,7 +179,7 @@ def test_a_delivered_event_goes_and_the_hold_is_cleared(engine: Engine, tmp_path
     assert not report.held
     assert left(engine, A, mine) == 0
     with engine.connect() as conn:
-        (health,) = manage.list_health(conn, tenant_id=A)
+        (health,) = delivery_health.list_health(conn, tenant_id=A)
     assert health.retention_held_since is None
 
 

@@ -42,6 +42,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "pipeline": _BASE | {"model", "format", "delivery"},
     "destinations": _BASE
     | {"model", "format", "delivery", "store", "crypto", "egress", "settings", "trail"},
+    "delivery_health": _BASE | {"model", "store"},
     "declared": _BASE
     | {"model", "format", "delivery", "store", "crypto", "egress", "settings", "trail"}
     | {"destinations"},
@@ -86,6 +87,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
         "access",
         "tenants",
         "declared",
+        "delivery_health",
     },
 }
 ALLOWED["cli"] = ALLOWED["api"] | {"api", "sample", "sources"}

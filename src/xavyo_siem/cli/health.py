@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import typer
 from rich.table import Table
 
-from xavyo_siem import destinations as manage
+from xavyo_siem import delivery_health
 from xavyo_siem.cli.options import AnyTenantOption, DbOption, JsonOption
 from xavyo_siem.cli.output import err, out, print_json_lines
 from xavyo_siem.model import (
@@ -43,7 +43,7 @@ def health(
     """
     with open_store(db, create=False).connect() as conn:
         tenants = [tenant] if tenant else all_tenant_ids(conn)
-        reports = [r for t in tenants for r in manage.list_health(conn, tenant_id=t)]
+        reports = [r for t in tenants for r in delivery_health.list_health(conn, tenant_id=t)]
         beats = worker_heartbeats(conn)
     if json:
         print_json_lines(r.to_dict() for r in reports)
@@ -55,7 +55,7 @@ def health(
             "no destinations" + (f" for tenant {tenant}" if tenant else "")
             + " (add one with `xavyo-siem destination add`)"
         )  # fmt: skip
-    if manage.any_failing(reports):
+    if delivery_health.any_failing(reports):
         raise typer.Exit(1)
 
 

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from xavyo_siem import destinations as manage
+from xavyo_siem import delivery_health
 from xavyo_siem.api.deps import ContextDep, DestinationDep, PlatformDep, TenantDep
 from xavyo_siem.api.errors import ApiError, error_responses
 from xavyo_siem.api.schemas import DestinationHealth, ServiceHealth, TenantHealth
@@ -27,10 +27,10 @@ _READ = error_responses(401, 404, 422)
 def tenant_health(tenant_id: TenantDep, context: ContextDep) -> dict[str, Any]:
     """Every destination's health; `failing` when an enabled destination is failing."""
     with context.engine.connect() as conn:
-        reports = manage.list_health(conn, tenant_id=tenant_id)
+        reports = delivery_health.list_health(conn, tenant_id=tenant_id)
     return {
         "tenant_id": str(tenant_id),
-        "status": "failing" if manage.any_failing(reports) else "ok",
+        "status": "failing" if delivery_health.any_failing(reports) else "ok",
         "destinations": [r.to_dict() for r in reports],
     }
 
@@ -41,7 +41,7 @@ def tenant_health(tenant_id: TenantDep, context: ContextDep) -> dict[str, Any]:
 def destination_health(destination: DestinationDep, context: ContextDep) -> dict[str, Any]:
     """Successes, failures, circuit state and reason, lag (measured now), dead letters."""
     with context.engine.connect() as conn:
-        return manage.destination_health(conn, destination).to_dict()
+        return delivery_health.destination_health(conn, destination).to_dict()
 
 
 @service_router.get("/healthz", response_model=ServiceHealth, responses=error_responses(503))

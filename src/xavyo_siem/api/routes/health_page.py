@@ -19,7 +19,7 @@ from uuid import UUID
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from xavyo_siem import destinations as manage
+from xavyo_siem import delivery_health
 from xavyo_siem.api.deps import ContextDep, principal_of
 from xavyo_siem.api.errors import ApiError
 from xavyo_siem.model import (
@@ -140,7 +140,7 @@ def health_page(request: Request, context: ContextDep) -> Response:
     wanted = _tenant_filter(request, token)
     with context.engine.connect() as conn:
         tenants = [wanted] if wanted else all_tenant_ids(conn)
-        reports = [r for t in tenants for r in manage.list_health(conn, tenant_id=t)]
+        reports = [r for t in tenants for r in delivery_health.list_health(conn, tenant_id=t)]
         beats = worker_heartbeats(conn)
     now = datetime.now(UTC)
     seen = WorkersSeen.of(beats, now=now)
