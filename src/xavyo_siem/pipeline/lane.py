@@ -276,11 +276,15 @@ class Lane:
         if self.bucket is not None:
             delay = self.bucket.delay_for(len(batch.records))
             if delay > 0:
+                self.counts.rate_limited += 1
                 self.due = self._clock() + delay
                 return
             self.bucket.take(len(batch.records))
         if self.circuit.state is CircuitState.OPEN:
             self.circuit.probe()
+        self.counts.bytes_sent += sum(
+            len(r.text) if r.text.isascii() else len(r.text.encode()) for r in batch.records
+        )
         sent_at = self._clock()
         result = await send_batch(self.components.transport, batch)
         self.last_used = self._clock()

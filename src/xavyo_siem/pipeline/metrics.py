@@ -19,12 +19,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from xavyo_siem import __version__
 from xavyo_siem.model import SiemDestination
+from xavyo_siem.speedups import COMPILED
 
 __all__ = [
+    "BUILD",
     "DESTINATIONS",
     "SEND_SECONDS",
     "STORE_AVAILABLE",
@@ -47,6 +50,8 @@ class Counts:
     retry_later: int = 0
     misconfigured: int = 0
     dead_letters: int = 0
+    bytes_sent: int = 0  # the records' UTF-8 bytes, every attempt counted
+    rate_limited: int = 0  # batches that waited for the rate limit
     possibly_lost: int = 0
     truncated: int = 0
     last_success: float = 0.0  # Unix time; 0: none yet
@@ -125,6 +130,16 @@ class _Families:
         self.dead = CounterMetricFamily(
             "xavyo_siem_dead_letters", "Events the destination refused for good.", labels=_LABELS
         )
+        self.bytes_sent = CounterMetricFamily(
+            "xavyo_siem_record_bytes_sent",
+            "UTF-8 bytes of the records sent (every attempt; the transport's framing aside).",
+            labels=_LABELS,
+        )
+        self.rate_limited = CounterMetricFamily(
+            "xavyo_siem_rate_limit_waits",
+            "Batches that waited for the destination's rate limit before being sent.",
+            labels=_LABELS,
+        )
         self.lost = CounterMetricFamily(
             "xavyo_siem_possibly_lost",
             "Records a syslog receiver's TCP acknowledged that could be neither confirmed"
@@ -176,6 +191,10 @@ class _Families:
             self.failures.add_metric([*labels, "misconfigured"], counts.misconfigured)
         if counts.dead_letters:
             self.dead.add_metric(labels, counts.dead_letters)
+        if counts.bytes_sent:
+            self.bytes_sent.add_metric(labels, counts.bytes_sent)
+        if counts.rate_limited:
+            self.rate_limited.add_metric(labels, counts.rate_limited)
         if counts.possibly_lost:
             self.lost.add_metric(labels, counts.possibly_lost)
         if counts.truncated:
@@ -195,6 +214,8 @@ class _Families:
         yield self.delivered
         yield self.failures
         yield self.dead
+        yield self.bytes_sent
+        yield self.rate_limited
         yield self.lost
         yield self.truncated
         yield self.disabled
@@ -207,6 +228,9 @@ class _Families:
 
 DESTINATIONS = DestinationMetrics()
 REGISTRY.register(DESTINATIONS)
+
+BUILD = Info("xavyo_siem_build", "The running version, and whether its C helpers are in use.")
+BUILD.info({"version": __version__, "helpers": "c" if COMPILED else "python"})
 
 SEND_SECONDS = Histogram(
     "xavyo_siem_send_seconds",

@@ -124,3 +124,29 @@ def test_a_destinations_counts_go_on_under_its_new_name() -> None:
 
 def vars_of(destination: SiemDestination) -> dict[str, object]:
     return {name: getattr(destination, name) for name in destination.__dataclass_fields__}
+
+
+def test_bytes_sent_and_rate_limit_waits_are_shown_by_destination_id() -> None:
+    """A lane's sent bytes and rate-limit waits appear under its id once counted, and not
+    before."""
+    served = lane(6, "metered")
+    unwatch = DESTINATIONS.watch(lambda: [served])
+    try:
+        assert sample("xavyo_siem_record_bytes_sent_total", served) is None
+        assert sample("xavyo_siem_rate_limit_waits_total", served) is None
+        served.counts.bytes_sent += 1234
+        served.counts.rate_limited += 2
+        assert sample("xavyo_siem_record_bytes_sent_total", served) == 1234
+        assert sample("xavyo_siem_rate_limit_waits_total", served) == 2
+    finally:
+        unwatch()
+
+
+def test_the_build_is_named_once_per_process() -> None:
+    """`xavyo_siem_build_info` carries the version and which helpers run."""
+    from xavyo_siem import __version__
+    from xavyo_siem.speedups import COMPILED
+
+    helpers = "c" if COMPILED else "python"
+    labels = {"version": __version__, "helpers": helpers}
+    assert REGISTRY.get_sample_value("xavyo_siem_build_info", labels) == 1
