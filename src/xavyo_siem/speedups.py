@@ -35,11 +35,11 @@ __all__ = [
     "SlowHelpersWarning",
     "helpers_in_use",
     "plain_values_length",
-    "repaired_text",
     "py_plain_values_length",
     "py_repaired_text",
     "py_to_epoch_us",
     "py_uuid_text",
+    "repaired_text",
     "to_epoch_us",
     "uuid_text",
 ]

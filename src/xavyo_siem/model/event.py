@@ -138,10 +138,12 @@ class AuditEvent:
         string (short ASCII without NUL passes at once; otherwise field by field), then the
         rest in field order (`_values_in` and `_check_the_rest` are compiled from the
         declaration). When any check fails (or a field is an empty string), the event is
-        built again by `_normalised`, which repairs field by field and records what changed.
+        built again by `_normalised`, which repairs field by field and records what changed
+        (told the source IP the checks refused, so as not to check it again).
         """
         if not isinstance(data, Mapping):
             raise InvalidEvent("event", f"must be a JSON object, got {type(data).__name__}")
+        values: list[Any] = []
         try:
             if not _KNOWN_KEYS.issuperset(data):
                 raise InvalidEvent("event", "has a key that is not a field")
@@ -164,8 +166,9 @@ class AuditEvent:
                     if values[index] is not None:
                         check_text_within_limits(FIELD_NAMES[index], values[index])
             return _check_the_rest(*values)
-        except InvalidEvent:
-            return _normalised(data)
+        except InvalidEvent as exc:
+            refused_ip = values[_SOURCE_IP] if exc.field == _SOURCE_IP_NAME else None
+            return _normalised(data, refused_ip)
 
     @classmethod
     def from_values(cls, values: Sequence[Any]) -> AuditEvent:
@@ -302,6 +305,8 @@ _required_values: Final = operator.itemgetter(*(FIELD_NAMES.index(n) for n in _R
 _CATEGORY: Final = _index_of(FieldKind.CATEGORY)
 _SEVERITY: Final = _index_of(FieldKind.SEVERITY)
 _METADATA: Final = _index_of(FieldKind.METADATA)
+_SOURCE_IP: Final = _index_of(FieldKind.IP)
+_SOURCE_IP_NAME: Final = FIELD_NAMES[_SOURCE_IP]
 _CATEGORY_NAME: Final = FIELD_NAMES[_CATEGORY]
 _SEVERITY_NAME: Final = FIELD_NAMES[_SEVERITY]
 _METADATA_NAME: Final = FIELD_NAMES[_METADATA]
@@ -355,7 +360,7 @@ _TO_JSON: Final = tuple((f.name, _TO_JSON_OF.get(f.kind)) for f in EVENT_FIELDS)
 _KEY_NAMES: Final = ("event_id", "tenant_id", "timestamp")
 
 
-def _normalised(data: Mapping[str, Any]) -> AuditEvent:
+def _normalised(data: Mapping[str, Any], refused_ip: object = None) -> AuditEvent:
     """The event of `data`, every field repaired that cannot be carried as it is, with the
     names of the fields changed in `normalized` (with those `data` said were changed before).
 
@@ -367,6 +372,12 @@ def _normalised(data: Mapping[str, Any]) -> AuditEvent:
     metadata is `repair_metadata`, and a key that is not a field goes into it (as
     `metadata`); a leap second is the last microsecond of its minute. Only an event without
     a usable `event_id`, `tenant_id` or `timestamp` raises `InvalidEvent`.
+
+    A field is changed when what the event holds differs from what was given (a value
+    given but not kept, such as a `source_ip` moved to `source_address`, is changed too).
+    Each field is repaired and compared once, where it is repaired; a text that needs no
+    repair comes back as the very object given, so comparing it costs nothing.
+    `refused_ip`, when given, is the very `source_ip` object `check_ip` refused already.
     """
     changed: set[str] = set()
     given: dict[str, Any] = {}
@@ -381,25 +392,29 @@ def _normalised(data: Mapping[str, Any]) -> AuditEvent:
     for name in _KEY_NAMES:
         if name not in given:
             raise InvalidEvent(name, "is required")
-    out: dict[str, Any] = {
-        "event_id": check_uuid("event_id", given["event_id"]),
-        "tenant_id": check_tenant_id("tenant_id", given["tenant_id"]),
-    }
+    get = given.get
+    out: dict[str, Any] = dict.fromkeys(FIELD_NAMES)  # None: absent
+    out["event_id"] = check_uuid("event_id", given["event_id"])
+    out["tenant_id"] = check_tenant_id("tenant_id", given["tenant_id"])
     out["timestamp"], leap = repair_timestamp("timestamp", given["timestamp"])
     if leap:
         changed.add("timestamp")
-    event_type = given.get("event_type")
+    event_type = get("event_type")
     if event_type is not None:
         event_type = repair_text(event_type, MAX_EVENT_TYPE_CHARS)
     if event_type is None or not event_type.strip():
         event_type = DEFAULT_EVENT_TYPE
     out["event_type"] = event_type
+    if get("event_type") != event_type:
+        changed.add("event_type")
     try:
-        category = check_category("category", given.get("category"))
+        category = check_category("category", get("category"))
     except InvalidEvent:
         category = EventCategory.SECURITY
     out["category"] = category
-    severity = given.get("severity")
+    if get("category") != category.value:
+        changed.add("category")
+    severity = get("severity")
     if severity is not None:
         try:
             out["severity"] = parse_severity("severity", severity)
@@ -407,24 +422,38 @@ def _normalised(data: Mapping[str, Any]) -> AuditEvent:
             number = isinstance(severity, int | float) and not isinstance(severity, bool)
             if number and severity == severity:  # a number, not NaN: clamped to 0-10
                 out["severity"] = min(10, max(0, int(min(1e9, max(-1e9, severity)))))
-    outcome = given.get("outcome")
+        if severity != out["severity"]:  # None: not a number, so not kept
+            changed.add("severity")
+        if out["severity"] is None:
+            out["severity"] = category.default_severity
+    else:
+        out["severity"] = category.default_severity
+    outcome = get("outcome")
     if outcome is not None:
         try:
             out["outcome"] = check_outcome("outcome", outcome)
         except InvalidEvent:
             out["outcome"] = Outcome.UNKNOWN
+        if outcome != out["outcome"].value:
+            changed.add("outcome")
     for name in TEXT_FIELDS:
-        value = given.get(name)
+        value = get(name)
         if value is not None:
-            out[name] = repair_text(value)
-    source_ip = given.get("source_ip")
+            out[name] = text = repair_text(value)
+            if text is not value and value != text:
+                changed.add(name)
+    source_ip = get("source_ip")
     if source_ip is not None:
         try:
+            if source_ip is refused_ip:  # the same object: refused again, without looking
+                raise InvalidEvent("source_ip", "must be an IPv4 or IPv6 address")
             out["source_ip"] = check_ip("source_ip", source_ip)
         except InvalidEvent:
-            if out.get("source_address") is None:
+            changed.add("source_ip")  # given, but not kept as given
+            if out["source_address"] is None:
                 out["source_address"] = repair_text(source_ip)
-    metadata = given.get("metadata")
+                changed.add("source_address")
+    metadata = get("metadata")
     if unknown:
         merged = dict(metadata) if isinstance(metadata, Mapping) else {}
         if metadata is not None and not isinstance(metadata, Mapping):
@@ -434,24 +463,20 @@ def _normalised(data: Mapping[str, Any]) -> AuditEvent:
         out["metadata"] = repair_metadata(merged)
         changed.add("metadata")
     elif metadata is not None:
-        out["metadata"] = repair_metadata(metadata)
-    try:
-        previous = set(check_field_names("normalized", given.get("normalized", ())))
-    except InvalidEvent:
-        previous = {"normalized"}
-    for name, value in out.items():
-        if name not in _KEY_NAMES and given.get(name) != _json_of(value):
-            changed.add(name)
-    for name in given.keys() - out.keys() - {"normalized"}:
-        changed.add(name)  # given, but not kept as given (the source went to source_address)
+        out["metadata"] = repaired = repair_metadata(metadata)
+        if metadata != repaired:
+            changed.add("metadata")
+    else:
+        out["metadata"] = {}
+    previous: set[str] = set()
+    if "normalized" in given:
+        try:
+            previous.update(check_field_names("normalized", given["normalized"]))
+        except InvalidEvent:
+            previous.add("normalized")
     out["normalized"] = tuple(sorted(previous | changed))
-    if "severity" not in out:
-        out["severity"] = category.default_severity
-    out.setdefault("metadata", {})
     # Every value is checked or repaired above: built without checking them again.
-    return AuditEvent.from_values([out.get(name) for name in FIELD_NAMES])
+    return AuditEvent.from_values(_values_by_name(out))
 
 
-def _json_of(value: Any) -> Any:
-    """A field's value as `from_dict` would have been given it, to tell what changed."""
-    return value.value if isinstance(value, EventCategory | Outcome) else value
+_values_by_name: Final = operator.itemgetter(*FIELD_NAMES)
