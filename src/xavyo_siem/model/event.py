@@ -43,6 +43,7 @@ from xavyo_siem.model.validation import (
     check_text_within_limits,
     check_timestamp,
     check_uuid,
+    is_plain_metadata,
     parse_severity,
     repair_metadata,
     repair_text,
@@ -133,23 +134,34 @@ class AuditEvent:
         Raises `InvalidEvent` naming the field only for what cannot be an event at all: not
         an object, or no usable `event_id`, `tenant_id` or `timestamp`.
 
-        First every rule is checked, as fast as it goes: category and severity first
+        First every rule is checked, as fast as it goes, and what is commonly wrong is
+        repaired on the way, each field looked at once: category and severity first
         (severity's default comes from the category), then the free text as one joined
-        string (short ASCII without NUL passes at once; otherwise field by field), then the
-        rest in field order (`_values_in` and `_check_the_rest` are compiled from the
-        declaration). When any check fails (or a field is an empty string), the event is
-        built again by `_normalised`, which repairs field by field and records what changed
-        (told the source IP the checks refused, so as not to check it again).
+        string (short ASCII without NUL passes at once; otherwise each field is repaired),
+        the time (a leap second repaired), the source IP (one that is not an address moved
+        to `source_address`), the metadata (repaired unless plain; keys that are no field
+        put into it), then the rest in field order (`_values_in` and `_check_the_rest` are
+        compiled from the declaration). An empty string in an optional text or the source
+        IP is absent. The names of the fields changed join those given in `normalized`.
+        When any other check fails, the event is built again by `_normalised`, which
+        repairs field by field and records what changed: the reference that this quick
+        path gives the same event as (the tests compare the two).
         """
         if not isinstance(data, Mapping):
             raise InvalidEvent("event", f"must be a JSON object, got {type(data).__name__}")
-        values: list[Any] = []
         try:
-            if not _KNOWN_KEYS.issuperset(data):
-                raise InvalidEvent("event", "has a key that is not a field")
             values = _values_in(data.get)
-            if None in _required_values(values) or "" in values:
-                raise InvalidEvent("event", "lacks a field or has an empty one")
+            if None in _required_values(values):
+                raise InvalidEvent("event", "lacks a field")
+            changed: list[str] = []
+            if "" in values:
+                for index in _EMPTY_AS_ABSENT:  # an empty string is absent
+                    value = values[index]
+                    if isinstance(value, str) and not value:
+                        values[index] = None
+                        changed.append(FIELD_NAMES[index])
+                if "" in values:
+                    raise InvalidEvent("event", "has an empty field")
             category = values[_CATEGORY] = check_category(_CATEGORY_NAME, values[_CATEGORY])
             severity = values[_SEVERITY]
             values[_SEVERITY] = (
@@ -163,12 +175,33 @@ class AuditEvent:
                 joined = "\x00"
             if not joined.isascii() or "\x00" in joined or len(joined) > MAX_TEXT_CHARS:
                 for index in _TEXT_INDEXES:  # look closer, field by field
-                    if values[index] is not None:
-                        check_text_within_limits(FIELD_NAMES[index], values[index])
+                    value = values[index]
+                    if value is not None:
+                        values[index] = text = repair_text(value)
+                        if text is not value and value != text:
+                            changed.append(FIELD_NAMES[index])
+            values[_TIMESTAMP], leap = repair_timestamp(_TIMESTAMP_NAME, values[_TIMESTAMP])
+            if leap:
+                changed.append(_TIMESTAMP_NAME)
+            if values[_SOURCE_IP] is not None:
+                _check_source_ip(values, changed)
+            metadata = values[_METADATA]
+            if not _KNOWN_KEYS.issuperset(data):
+                values[_METADATA] = _metadata_with_unknown_keys(metadata, data)
+                changed.append(_METADATA_NAME)
+            elif metadata is None:
+                values[_METADATA] = {}
+            elif not is_plain_metadata(metadata):
+                values[_METADATA] = repaired = repair_metadata(metadata)
+                if metadata != repaired:
+                    changed.append(_METADATA_NAME)
+            if changed:
+                given = values[_NORMALIZED]
+                named = check_field_names(_NORMALIZED_NAME, () if given is None else given)
+                values[_NORMALIZED] = tuple(sorted({*named, *changed}))
             return _check_the_rest(*values)
-        except InvalidEvent as exc:
-            refused_ip = values[_SOURCE_IP] if exc.field == _SOURCE_IP_NAME else None
-            return _normalised(data, refused_ip)
+        except InvalidEvent:
+            return _normalised(data)
 
     @classmethod
     def from_values(cls, values: Sequence[Any]) -> AuditEvent:
@@ -307,19 +340,28 @@ _SEVERITY: Final = _index_of(FieldKind.SEVERITY)
 _METADATA: Final = _index_of(FieldKind.METADATA)
 _SOURCE_IP: Final = _index_of(FieldKind.IP)
 _SOURCE_IP_NAME: Final = FIELD_NAMES[_SOURCE_IP]
+_SOURCE_ADDRESS: Final = FIELD_NAMES.index("source_address")
+_SOURCE_ADDRESS_NAME: Final = FIELD_NAMES[_SOURCE_ADDRESS]
+_TIMESTAMP: Final = _index_of(FieldKind.TIMESTAMP)
+_TIMESTAMP_NAME: Final = FIELD_NAMES[_TIMESTAMP]
+_NORMALIZED: Final = _index_of(FieldKind.NAMES)
 _CATEGORY_NAME: Final = FIELD_NAMES[_CATEGORY]
 _SEVERITY_NAME: Final = FIELD_NAMES[_SEVERITY]
 _METADATA_NAME: Final = FIELD_NAMES[_METADATA]
-_NORMALIZED_NAME: Final = FIELD_NAMES[_index_of(FieldKind.NAMES)]
+_NORMALIZED_NAME: Final = FIELD_NAMES[_NORMALIZED]
 _TEXT_INDEXES: Final = tuple(FIELD_NAMES.index(name) for name in TEXT_FIELDS)
+# The fields where an empty string is simply absent (elsewhere `_normalised` decides).
+_EMPTY_AS_ABSENT: Final = (*_TEXT_INDEXES, _SOURCE_IP)
 _optional_texts: Final = operator.itemgetter(*_TEXT_INDEXES)
 
 
 def _check_cell(index: int, declared: EventField) -> str:
     """The expression `_check_the_rest` gives for the field at `index`."""
     value = declared.name
-    if index in (_CATEGORY, _SEVERITY) or declared.name in TEXT_FIELDS:
-        return value  # checked before
+    if index in (_CATEGORY, _SEVERITY, _TIMESTAMP, _SOURCE_IP, _METADATA):
+        return value  # checked (or repaired) before
+    if declared.name in TEXT_FIELDS:
+        return value  # checked (or repaired) before
     checked = f"check_{index}({declared.name!r}, {value})"
     if declared.required:
         return checked
@@ -332,8 +374,7 @@ _values_in: Final[Callable[[Callable[[str], Any]], list[Any]]] = compile_functio
     "values_in", ["get"], f"[{', '.join(f'get({name!r})' for name in FIELD_NAMES)}]", {}
 )
 # from_dict's last step: the checks of the fields not checked yet, in field order, and the
-# event made from all values; e.g. `check_0('event_id', event_id)` for the first field. The
-# fields with a length limit are checked to be within it.
+# event made from all values; e.g. `check_0('event_id', event_id)` for the first field.
 _check_the_rest: Final[Callable[..., AuditEvent]] = compile_function(
     "check_the_rest",
     FIELD_NAMES,
@@ -356,11 +397,37 @@ _TO_JSON_OF: Final[dict[FieldKind, Callable[[Any], Any]]] = {
 _TO_JSON: Final = tuple((f.name, _TO_JSON_OF.get(f.kind)) for f in EVENT_FIELDS)
 
 
+def _check_source_ip(values: list[Any], changed: list[str]) -> None:
+    """`from_dict`'s check of the source IP in `values`: one that is not an address is moved
+    to `source_address` as text (unless one is given), and both are named in `changed`."""
+    source_ip = values[_SOURCE_IP]
+    try:
+        values[_SOURCE_IP] = check_ip(_SOURCE_IP_NAME, source_ip)
+    except InvalidEvent:
+        values[_SOURCE_IP] = None
+        changed.append(_SOURCE_IP_NAME)
+        if values[_SOURCE_ADDRESS] is None:
+            values[_SOURCE_ADDRESS] = repair_text(source_ip)
+            changed.append(_SOURCE_ADDRESS_NAME)
+
+
+def _metadata_with_unknown_keys(metadata: object, data: Mapping[Any, Any]) -> dict[str, str]:
+    """The repaired metadata of an event whose `data` has keys that are no field: they join
+    `metadata` (given ones win); metadata that is not an object is kept under the empty key."""
+    merged = dict(metadata) if isinstance(metadata, Mapping) else {}
+    if metadata is not None and not isinstance(metadata, Mapping):
+        merged[""] = metadata
+    for key, value in data.items():
+        if key not in _KNOWN_KEYS:
+            merged.setdefault(key, value)
+    return repair_metadata(merged)
+
+
 # What an event cannot be without: a line without one of these is not an event.
 _KEY_NAMES: Final = ("event_id", "tenant_id", "timestamp")
 
 
-def _normalised(data: Mapping[str, Any], refused_ip: object = None) -> AuditEvent:
+def _normalised(data: Mapping[str, Any]) -> AuditEvent:
     """The event of `data`, every field repaired that cannot be carried as it is, with the
     names of the fields changed in `normalized` (with those `data` said were changed before).
 
@@ -377,15 +444,13 @@ def _normalised(data: Mapping[str, Any], refused_ip: object = None) -> AuditEven
     given but not kept, such as a `source_ip` moved to `source_address`, is changed too).
     Each field is repaired and compared once, where it is repaired; a text that needs no
     repair comes back as the very object given, so comparing it costs nothing.
-    `refused_ip`, when given, is the very `source_ip` object `check_ip` refused already.
     """
     changed: set[str] = set()
     given: dict[str, Any] = {}
-    unknown: dict[Any, Any] = {}
     for key, value in data.items():
         if key not in _KNOWN_KEYS:
-            unknown[key] = value
-        elif isinstance(value, str) and not value:
+            continue  # into the metadata, below
+        if isinstance(value, str) and not value:
             changed.add(key)  # an empty string is absent
         elif value is not None:
             given[key] = value
@@ -445,8 +510,6 @@ def _normalised(data: Mapping[str, Any], refused_ip: object = None) -> AuditEven
     source_ip = get("source_ip")
     if source_ip is not None:
         try:
-            if source_ip is refused_ip:  # the same object: refused again, without looking
-                raise InvalidEvent("source_ip", "must be an IPv4 or IPv6 address")
             out["source_ip"] = check_ip("source_ip", source_ip)
         except InvalidEvent:
             changed.add("source_ip")  # given, but not kept as given
@@ -454,13 +517,8 @@ def _normalised(data: Mapping[str, Any], refused_ip: object = None) -> AuditEven
                 out["source_address"] = repair_text(source_ip)
                 changed.add("source_address")
     metadata = get("metadata")
-    if unknown:
-        merged = dict(metadata) if isinstance(metadata, Mapping) else {}
-        if metadata is not None and not isinstance(metadata, Mapping):
-            merged[""] = metadata
-        for key, value in unknown.items():
-            merged.setdefault(key, value)
-        out["metadata"] = repair_metadata(merged)
+    if not _KNOWN_KEYS.issuperset(data):
+        out["metadata"] = _metadata_with_unknown_keys(metadata, data)
         changed.add("metadata")
     elif metadata is not None:
         out["metadata"] = repaired = repair_metadata(metadata)

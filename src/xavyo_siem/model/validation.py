@@ -49,6 +49,7 @@ __all__ = [
     "check_text_within_limits",
     "check_timestamp",
     "check_uuid",
+    "is_plain_metadata",
     "parse_severity",
     "repair_metadata",
     "repair_text",
@@ -264,8 +265,8 @@ def check_outcome(name: str, value: object) -> Outcome:
         ) from None
 
 
-def _is_plain_metadata(
-    value: object, max_entries: int, max_chars: int
+def is_plain_metadata(
+    value: object, max_entries: int = MAX_METADATA_ENTRIES, max_chars: int = MAX_METADATA_CHARS
 ) -> TypeGuard[dict[str, str]]:
     """True when `value` is a dict of non-empty ASCII keys to ASCII values, without NUL,
     within the limits: metadata as it comes, valid as it is (found at once)."""
@@ -288,7 +289,7 @@ def _is_plain_metadata(
 def _metadata(name: str, value: object, max_entries: int, max_chars: int) -> dict[str, str]:
     """A mapping of non-empty text keys to text values, as a dict, within the limits
     (`InvalidEvent` past them)."""
-    if _is_plain_metadata(value, max_entries, max_chars):
+    if is_plain_metadata(value, max_entries, max_chars):
         return value
     if not isinstance(value, Mapping):
         raise InvalidEvent(name, f"must be an object of strings, got {type(value).__name__}")
@@ -334,7 +335,7 @@ def repair_metadata(value: object) -> dict[str, str]:
     as their keys and values together fit in `MAX_METADATA_CHARS`: the value that crosses
     that limit is cut, and the entries after it are dropped, unread (a key is never cut).
     """
-    if _is_plain_metadata(value, MAX_METADATA_ENTRIES, MAX_METADATA_CHARS):
+    if is_plain_metadata(value, MAX_METADATA_ENTRIES, MAX_METADATA_CHARS):
         return dict(value)  # nothing to repair
     if not isinstance(value, Mapping):
         value = {EMPTY_METADATA_KEY: value}
