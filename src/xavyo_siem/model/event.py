@@ -154,14 +154,12 @@ class AuditEvent:
             if None in _required_values(values):
                 raise InvalidEvent("event", "lacks a field")
             changed: list[str] = []
-            if "" in values:
-                for index in _EMPTY_AS_ABSENT:  # an empty string is absent
-                    value = values[index]
-                    if isinstance(value, str) and not value:
-                        values[index] = None
-                        changed.append(FIELD_NAMES[index])
-                if "" in values:
+            while "" in values:  # an empty string is absent, where that is all it means
+                index = values.index("")
+                if index not in _EMPTY_AS_ABSENT or not isinstance(values[index], str):
                     raise InvalidEvent("event", "has an empty field")
+                values[index] = None
+                changed.append(FIELD_NAMES[index])
             category = values[_CATEGORY] = check_category(_CATEGORY_NAME, values[_CATEGORY])
             severity = values[_SEVERITY]
             values[_SEVERITY] = (
@@ -197,8 +195,9 @@ class AuditEvent:
                     changed.append(_METADATA_NAME)
             if changed:
                 given = values[_NORMALIZED]
-                named = check_field_names(_NORMALIZED_NAME, () if given is None else given)
-                values[_NORMALIZED] = tuple(sorted({*named, *changed}))
+                if given is not None:
+                    changed += check_field_names(_NORMALIZED_NAME, given)
+                values[_NORMALIZED] = tuple(sorted(set(changed)))
             return _check_the_rest(*values)
         except InvalidEvent:
             return _normalised(data)
@@ -351,7 +350,7 @@ _METADATA_NAME: Final = FIELD_NAMES[_METADATA]
 _NORMALIZED_NAME: Final = FIELD_NAMES[_NORMALIZED]
 _TEXT_INDEXES: Final = tuple(FIELD_NAMES.index(name) for name in TEXT_FIELDS)
 # The fields where an empty string is simply absent (elsewhere `_normalised` decides).
-_EMPTY_AS_ABSENT: Final = (*_TEXT_INDEXES, _SOURCE_IP)
+_EMPTY_AS_ABSENT: Final = frozenset((*_TEXT_INDEXES, _SOURCE_IP))
 _optional_texts: Final = operator.itemgetter(*_TEXT_INDEXES)
 
 

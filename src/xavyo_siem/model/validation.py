@@ -205,12 +205,10 @@ def repair_timestamp(name: str, value: object) -> tuple[datetime, bool]:
     """`check_timestamp` of `value`, and whether it had to change it: a leap second
     (`23:59:60`) becomes the last microsecond of its minute (`23:59:59.999999`); any other
     bad time is refused (an event without a time cannot be one)."""
-    try:
-        return check_timestamp(name, value), False
-    except InvalidEvent:
-        if not isinstance(value, str) or _LEAP_SECOND.match(value) is None:
-            raise
-    return check_timestamp(name, _LEAP_SECOND.sub(r"\1:59.999999", value, count=1)), True
+    if isinstance(value, str) and ":60" in value and _LEAP_SECOND.match(value) is not None:
+        # Seconds 60, which `check_timestamp` refuses: found without trying it first.
+        return check_timestamp(name, _LEAP_SECOND.sub(r"\1:59.999999", value, count=1)), True
+    return check_timestamp(name, value), False
 
 
 def check_ip(name: str, value: object) -> str:
@@ -221,8 +219,8 @@ def check_ip(name: str, value: object) -> str:
         return text
     except OSError:
         pass
-    try:
-        ipaddress.ip_address(text)
+    try:  # `ip_address`, without its IPv4 try of text with ":", which no IPv4 address has
+        (ipaddress.IPv6Address if ":" in text else ipaddress.IPv4Address)(text)
     except ValueError:
         raise InvalidEvent(name, f"must be an IPv4 or IPv6 address, got {text[:60]!r}") from None
     return text
