@@ -80,9 +80,10 @@ def test_from_dict_builds_the_event_the_field_by_field_normalisation_builds(
     try:
         expected = _normalised(data)
     except InvalidEvent as exc:
-        with pytest.raises(InvalidEvent) as again:
+        error = str(exc)
+        with pytest.raises(InvalidEvent) as refused:
             AuditEvent.from_dict(data)
-        assert str(again.value) == str(exc)
+        assert str(refused.value) == error
         return
     event = AuditEvent.from_dict(data)
     assert event == expected
