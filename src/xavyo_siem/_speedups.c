@@ -1,4 +1,4 @@
-/* C versions of three hot helpers; `xavyo_siem/speedups.py` holds the Python reference of
+/* C versions of four hot helpers; `xavyo_siem/speedups.py` holds the Python reference of
  * each and picks this module when it was built (unless XAVYO_SIEM_PURE_PYTHON=1 asks for the
  * references). Every function gives exactly the result of its reference, for every input
  * (tests/unit/test_speedups.py checks that with hypothesis).
@@ -10,10 +10,14 @@
  *                              escaping: all ASCII, without a byte of `specials` (the
  *                              format's whole set: CEF extension values, RFC 5424 SD-PARAM
  *                              values); -1 otherwise
+ *   repaired_text(text, limit) text cut to its first `limit` characters, NUL and lone
+ *                              surrogates replaced by U+FFFD; `text` itself when nothing
+ *                              changes (the common case: one scan, no copy)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <datetime.h>
+#include <string.h> /* memchr */
 
 static PyTypeObject *uuid_type; /* uuid.UUID */
 static PyObject *s_int;         /* "int": the attribute that holds a UUID's value */
@@ -177,11 +181,92 @@ plain_values_length(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(plain ? total : -1);
 }
 
+/* The largest character of `text[0:end]` that is kept, i.e. neither NUL nor a surrogate. */
+static Py_UCS4
+kept_max_char(int kind, const void *data, Py_ssize_t end)
+{
+    Py_UCS4 largest = 0;
+    for (Py_ssize_t at = 0; at < end; at++) {
+        Py_UCS4 ch = PyUnicode_READ(kind, data, at);
+        if (ch != 0 && (ch < 0xD800 || ch > 0xDFFF) && ch > largest) {
+            largest = ch;
+        }
+    }
+    return largest;
+}
+
+static PyObject *
+repaired_text(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        return PyErr_Format(PyExc_TypeError, "repaired_text: takes 2 arguments, got %zd", nargs);
+    }
+    PyObject *text = args[0];
+    if (!PyUnicode_CheckExact(text)) {
+        return PyErr_Format(PyExc_TypeError, "text: must be a str, got %.100s",
+                            Py_TYPE(text)->tp_name);
+    }
+    /* An int, clipped to PY_SSIZE_T_MAX when larger (no string is that long); TypeError
+     * for anything that is not an integer, as operator.index() raises. */
+    Py_ssize_t limit = PyNumber_AsSsize_t(args[1], NULL);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (limit < 0) {
+        PyErr_SetString(PyExc_ValueError, "limit: must not be negative");
+        return NULL;
+    }
+    Py_ssize_t length = PyUnicode_GET_LENGTH(text);
+    Py_ssize_t kept = length < limit ? length : limit; /* what is cut away is not looked at */
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    /* The first character to replace, if any. A one-byte string holds no surrogate. */
+    Py_ssize_t first = kept;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *nul = memchr(data, 0, (size_t)kept);
+        if (nul != NULL) {
+            first = nul - (const Py_UCS1 *)data;
+        }
+    }
+    else {
+        for (Py_ssize_t at = 0; at < kept; at++) {
+            Py_UCS4 ch = PyUnicode_READ(kind, data, at);
+            if (ch == 0 || (ch >= 0xD800 && ch <= 0xDFFF)) {
+                first = at;
+                break;
+            }
+        }
+    }
+    if (first == kept) {
+        /* Nothing to replace: the text itself, or its first `kept` characters. */
+        return kept == length ? Py_NewRef(text) : PyUnicode_Substring(text, 0, kept);
+    }
+    /* A new string in its compact form, whose kind follows from its largest character:
+     * U+FFFD or the largest character kept, whichever is larger. */
+    Py_UCS4 largest = kept_max_char(kind, data, kept);
+    PyObject *out = PyUnicode_New(kept, largest > 0xFFFD ? largest : 0xFFFD);
+    if (out == NULL) {
+        return NULL;
+    }
+    int out_kind = PyUnicode_KIND(out);
+    void *out_data = PyUnicode_DATA(out);
+    for (Py_ssize_t at = 0; at < kept; at++) {
+        Py_UCS4 ch = PyUnicode_READ(kind, data, at);
+        if (ch == 0 || (ch >= 0xD800 && ch <= 0xDFFF)) {
+            ch = 0xFFFD;
+        }
+        PyUnicode_WRITE(out_kind, out_data, at, ch);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"to_epoch_us", to_epoch_us, METH_O, "Microseconds since the Unix epoch, exactly."},
     {"uuid_text", uuid_text, METH_O, "A UUID's canonical text."},
     {"plain_values_length", (PyCFunction)(void (*)(void))plain_values_length, METH_FASTCALL,
      "Total length of pieces[2::2] when no value needs escaping, else -1."},
+    {"repaired_text", (PyCFunction)(void (*)(void))repaired_text, METH_FASTCALL,
+     "Text cut to limit characters, NUL and lone surrogates replaced by U+FFFD."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,4 +1,4 @@
-"""Three hot helpers, in C when the package was built with a compiler, else in Python here.
+"""Four hot helpers, in C when the package was built with a compiler, else in Python here.
 
 `xavyo_siem/_speedups.c` implements each function below again; `COMPILED` says which ones
 this process runs and `helpers_in_use()` says why, for `--version`. Both give exactly the
@@ -17,7 +17,9 @@ This module sits under everything else in the package and imports nothing from i
 
 from __future__ import annotations
 
+import operator
 import os
+import re
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -34,8 +36,10 @@ __all__ = [
     "helpers_in_use",
     "plain_values_length",
     "py_plain_values_length",
+    "py_repaired_text",
     "py_to_epoch_us",
     "py_uuid_text",
+    "repaired_text",
     "to_epoch_us",
     "uuid_text",
 ]
@@ -72,6 +76,27 @@ def py_plain_values_length(pieces: list[str], specials: bytes) -> int:
     return len(values) if len(raw.translate(None, specials)) == len(raw) else -1
 
 
+# What a repaired text holds instead of a character UTF-8 or PostgreSQL cannot carry.
+_REPLACEMENT: Final = "\ufffd"
+_SURROGATES: Final = re.compile("[\ud800-\udfff]")
+
+
+def py_repaired_text(text: str, limit: int) -> str:
+    """`text` cut to its first `limit` characters (what is cut away is not looked at), with
+    NUL and lone surrogates replaced by U+FFFD; `text` itself when nothing changes."""
+    if type(text) is not str:
+        raise TypeError(f"text: must be a str, got {type(text).__name__}")
+    if operator.index(limit) < 0:
+        raise ValueError("limit: must not be negative")
+    if len(text) > limit:
+        text = text[:limit]
+    if "\x00" in text:
+        text = text.replace("\x00", _REPLACEMENT)
+    if not text.isascii():
+        text = _SURROGATES.sub(_REPLACEMENT, text)
+    return text
+
+
 class SlowHelpersWarning(RuntimeWarning):
     """The C helpers are not built, so this install runs their slower Python versions."""
 
@@ -82,10 +107,16 @@ _FORCED: Final = os.environ.get(FORCE_PURE_PYTHON) == "1"
 to_epoch_us: Callable[[datetime], int] = py_to_epoch_us
 uuid_text: Callable[[UUID], str] = py_uuid_text
 plain_values_length: Callable[[list[str], bytes], int] = py_plain_values_length
+repaired_text: Callable[[str, int], str] = py_repaired_text
 COMPILED: bool = False
 if not _FORCED:
     try:
-        from xavyo_siem._speedups import plain_values_length, to_epoch_us, uuid_text
+        from xavyo_siem._speedups import (
+            plain_values_length,
+            repaired_text,
+            to_epoch_us,
+            uuid_text,
+        )
     except ImportError:  # built without a C compiler: the same results, slower
         warnings.warn(
             "xavyo-siem runs the Python versions of its C helpers (xavyo_siem._speedups is not"

@@ -263,3 +263,74 @@ def test_a_value_that_is_not_text_is_a_type_error_in_both() -> None:
     pieces: list[Any] = ["head", " a=", "x", " b=", 5]
     assert outcome(_speedups.plain_values_length, pieces, SPECIALS)[0] == "TypeError"
     assert outcome(speedups.py_plain_values_length, pieces, SPECIALS)[0] == "TypeError"
+
+
+# Any text: every code point (lone surrogates included, which UTF-8 cannot carry), with NUL,
+# controls, surrogates and characters beyond the BMP drawn often, short and very long.
+ANY_TEXT = st.text(
+    st.characters(blacklist_categories=())
+    | st.sampled_from("\x00\x01\x1f\x7f\x85\ud800\udbff\udc00\udfff\ufffd\U0001f600\U0010ffff")
+)
+LONG_TEXT = st.tuples(ANY_TEXT, st.integers(1, 5000)).map(lambda pair: pair[0] * pair[1])
+LIMITS = st.integers(0, 70_000) | st.just(2**70)
+
+
+def test_this_run_repairs_text_with_the_c_helper_unless_told_otherwise() -> None:
+    """The package repairs text with the C helper, except in the forced Python run."""
+    expected = speedups.py_repaired_text if FORCED_RUN else _speedups.repaired_text
+    assert speedups.repaired_text is expected
+
+
+@given(ANY_TEXT | LONG_TEXT, LIMITS)
+def test_repaired_text_matches_for_any_text_and_limit(text: str, limit: int) -> None:
+    """For any text and limit both cut the text to the limit and replace NUL and lone
+    surrogates by U+FFFD alike: equal strings of the same kind, holding none of them."""
+    expected = speedups.py_repaired_text(text, limit)
+    got = _speedups.repaired_text(text, limit)
+    assert got == expected
+    assert type(got) is str
+    assert len(got) == min(len(text), limit)
+    assert "\x00" not in got
+    got.encode("utf-8")  # no lone surrogate left
+    assert repr(got) == repr(expected)  # the same characters, compared another way
+
+
+@given(ANY_TEXT, LIMITS)
+def test_repaired_text_returns_text_that_needs_nothing_as_it_is(text: str, limit: int) -> None:
+    """Text within the limit that holds no NUL and no lone surrogate comes back as the very
+    same object from the C helper, and equal from the Python one."""
+    clean = text.replace("\x00", "").encode("utf-8", "ignore").decode()
+    limit = max(limit, len(clean))
+    assert _speedups.repaired_text(clean, limit) is clean
+    assert speedups.py_repaired_text(clean, limit) == clean
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("", 10, ""),
+        ("abc", 2, "ab"),
+        ("a\x00b", 10, "a\ufffdb"),
+        ("\ud800x\udfff", 10, "\ufffdx\ufffd"),
+        ("\U0001f600\ud83d", 10, "\U0001f600\ufffd"),
+        ("é\x00", 10, "é\ufffd"),
+        ("ab\x00", 2, "ab"),  # what is cut away is not looked at
+        ("\x01\x1f\x7f\x85", 10, "\x01\x1f\x7f\x85"),  # other controls are kept
+    ],
+)
+def test_repaired_text_examples(text: str, limit: int, expected: str) -> None:
+    """Worked examples: cut first, then NUL and lone surrogates become U+FFFD."""
+    assert _speedups.repaired_text(text, limit) == expected
+    assert speedups.py_repaired_text(text, limit) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "limit"),
+    [(b"abc", 3), (None, 3), (type("Text", (str,), {})("abc"), 3), ("abc", 1.5), ("abc", -1)],
+)
+def test_repaired_text_refuses_what_is_not_text_or_a_limit_in_both(text: Any, limit: Any) -> None:
+    """Anything but a plain str, or a limit that is not a non-negative integer, is the same
+    error in both."""
+    expected = outcome(speedups.py_repaired_text, text, limit)
+    assert expected[0] in ("TypeError", "ValueError")
+    assert outcome(_speedups.repaired_text, text, limit) == expected

@@ -24,12 +24,13 @@ import socket
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, TypeGuard
 from uuid import UUID
 
 from xavyo_siem.errors import InvalidEvent
 from xavyo_siem.model.conversions import uuid_from_canonical
 from xavyo_siem.model.enums import EventCategory, Outcome
+from xavyo_siem.speedups import repaired_text
 
 __all__ = [
     "DEFAULT_EVENT_TYPE",
@@ -48,6 +49,7 @@ __all__ = [
     "check_text_within_limits",
     "check_timestamp",
     "check_uuid",
+    "is_plain_metadata",
     "parse_severity",
     "repair_metadata",
     "repair_text",
@@ -104,7 +106,6 @@ def check_event_type_within_limits(name: str, value: object) -> str:
 # PostgreSQL text cannot hold, and a lone surrogate, which UTF-8 cannot): U+FFFD, Unicode's
 # replacement character. Other controls are kept; each format writes them its own way.
 REPLACEMENT_CHARACTER: Final = "\ufffd"
-_SURROGATES: Final = re.compile("[\ud800-\udfff]")
 # The event type of an event that came without one (or with a blank one).
 DEFAULT_EVENT_TYPE: Final = "UNKNOWN"
 
@@ -114,6 +115,8 @@ def text_of(value: object) -> str:
     if isinstance(value, str):
         return value
     try:
+        if type(value) is int:  # the commonest: its JSON text is its repr, written directly
+            return int.__repr__(value)
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
     except (ValueError, TypeError):  # a circular structure, built in Python
         return repr(value)
@@ -121,15 +124,15 @@ def text_of(value: object) -> str:
 
 def repair_text(value: object, limit: int = MAX_TEXT_CHARS) -> str:
     """The text an event can carry for `value`: `text_of(value)` cut to its first `limit`
-    characters (what is cut away is not looked at), NUL and lone surrogates -> U+FFFD."""
-    text = text_of(value)
-    if len(text) > limit:
-        text = text[:limit]
-    if "\x00" in text:
-        text = text.replace("\x00", REPLACEMENT_CHARACTER)
-    if not text.isascii():
-        text = _SURROGATES.sub(REPLACEMENT_CHARACTER, text)
-    return text
+    characters (what is cut away is not looked at), NUL and lone surrogates -> U+FFFD.
+
+    A string that needs none of it is returned as it is (a `str` subclass as a plain
+    `str`); `repaired_text` does the work, in C where it was built."""
+    if type(value) is not str:
+        value = text_of(value)
+        if type(value) is not str:
+            value = str.__str__(value)  # a str subclass: its plain text
+    return repaired_text(value, limit)
 
 
 _CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -202,12 +205,10 @@ def repair_timestamp(name: str, value: object) -> tuple[datetime, bool]:
     """`check_timestamp` of `value`, and whether it had to change it: a leap second
     (`23:59:60`) becomes the last microsecond of its minute (`23:59:59.999999`); any other
     bad time is refused (an event without a time cannot be one)."""
-    try:
-        return check_timestamp(name, value), False
-    except InvalidEvent:
-        if not isinstance(value, str) or _LEAP_SECOND.match(value) is None:
-            raise
-    return check_timestamp(name, _LEAP_SECOND.sub(r"\1:59.999999", value, count=1)), True
+    if isinstance(value, str) and ":60" in value and _LEAP_SECOND.match(value) is not None:
+        # Seconds 60, which `check_timestamp` refuses: found without trying it first.
+        return check_timestamp(name, _LEAP_SECOND.sub(r"\1:59.999999", value, count=1)), True
+    return check_timestamp(name, value), False
 
 
 def check_ip(name: str, value: object) -> str:
@@ -218,8 +219,8 @@ def check_ip(name: str, value: object) -> str:
         return text
     except OSError:
         pass
-    try:
-        ipaddress.ip_address(text)
+    try:  # `ip_address`, without its IPv4 try of text with ":", which no IPv4 address has
+        (ipaddress.IPv6Address if ":" in text else ipaddress.IPv4Address)(text)
     except ValueError:
         raise InvalidEvent(name, f"must be an IPv4 or IPv6 address, got {text[:60]!r}") from None
     return text
@@ -262,24 +263,32 @@ def check_outcome(name: str, value: object) -> Outcome:
         ) from None
 
 
-def _metadata(name: str, value: object, max_entries: int, max_chars: int) -> dict[str, str]:
-    """A mapping of non-empty text keys to text values, as a dict, within the limits
-    (`InvalidEvent` past them)."""
+def is_plain_metadata(
+    value: object, max_entries: int = MAX_METADATA_ENTRIES, max_chars: int = MAX_METADATA_CHARS
+) -> TypeGuard[dict[str, str]]:
+    """True when `value` is a dict of non-empty ASCII keys to ASCII values, without NUL,
+    within the limits: metadata as it comes, valid as it is (found at once)."""
     if type(value) is dict and len(value) <= max_entries:
         try:  # all keys, then all values, as one string each (TypeError: not all strings)
             keys, items = "".join(value), "".join(value.values())
         except TypeError:
-            pass
-        else:
-            if (
-                len(keys) + len(items) <= max_chars
-                and "" not in value
-                and keys.isascii()
-                and items.isascii()
-                and "\x00" not in keys
-                and "\x00" not in items
-            ):
-                return value
+            return False
+        return (
+            len(keys) + len(items) <= max_chars
+            and "" not in value
+            and keys.isascii()
+            and items.isascii()
+            and "\x00" not in keys
+            and "\x00" not in items
+        )
+    return False
+
+
+def _metadata(name: str, value: object, max_entries: int, max_chars: int) -> dict[str, str]:
+    """A mapping of non-empty text keys to text values, as a dict, within the limits
+    (`InvalidEvent` past them)."""
+    if is_plain_metadata(value, max_entries, max_chars):
+        return value
     if not isinstance(value, Mapping):
         raise InvalidEvent(name, f"must be an object of strings, got {type(value).__name__}")
     checked: dict[str, str] = {}
@@ -324,6 +333,8 @@ def repair_metadata(value: object) -> dict[str, str]:
     as their keys and values together fit in `MAX_METADATA_CHARS`: the value that crosses
     that limit is cut, and the entries after it are dropped, unread (a key is never cut).
     """
+    if is_plain_metadata(value, MAX_METADATA_ENTRIES, MAX_METADATA_CHARS):
+        return dict(value)  # nothing to repair
     if not isinstance(value, Mapping):
         value = {EMPTY_METADATA_KEY: value}
     repaired: dict[str, str] = {}
