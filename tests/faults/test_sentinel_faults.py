@@ -20,7 +20,15 @@ from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, RetryLate
 from xavyo_siem.destinations import DestinationSpec
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.format import to_json
-from xavyo_siem.model import AuditEvent, CircuitState, DeliveryType, ExportFormat, SiemDestination
+from xavyo_siem.model import (
+    DEFAULT_RATE_LIMIT,
+    AuditEvent,
+    CircuitState,
+    DeliveryType,
+    ExportFormat,
+    RateLimit,
+    SiemDestination,
+)
 from xavyo_siem.pipeline import DestinationComponents, PipelineSettings, RetryPolicy
 from xavyo_siem.runtime import Worker, WorkerSettings, open_destination
 from xavyo_siem.sample import generate_events
@@ -207,7 +215,11 @@ def stored(engine: Engine, count: int, seed: int) -> list[AuditEvent]:
 
 
 def add_sentinel(
-    engine: Engine, tenant: UUID, peer: AzurePeer, **options: object
+    engine: Engine,
+    tenant: UUID,
+    peer: AzurePeer,
+    rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+    **options: object,
 ) -> SiemDestination:
     return manage.add_destination(
         engine,
@@ -218,6 +230,7 @@ def add_sentinel(
             format=ExportFormat.JSON,
             endpoint=peer.endpoint,
             options=peer.options(start="beginning", **options),
+            rate_limit=rate_limit,
         ),
         secret=peer.client_secret,
         keyring=KEYS,
@@ -255,7 +268,12 @@ async def test_worker_rides_out_throttling_and_an_expired_token_losing_nothing(
     every event arrives, in store order, the cursor at the end and the circuit closed."""
     events = stored(engine, 500, seed=41)
     peer.faults = AzureFaults(throttle=3, retry_after="0")
-    destination = add_sentinel(engine, events[0].tenant_id, peer, batch_max_events="100")
+    # 100 events/s: the token expires with most of the events still to send, however fast
+    # the worker reads.
+    slow = RateLimit(events_per_s=100.0, burst=100)
+    destination = add_sentinel(
+        engine, events[0].tenant_id, peer, rate_limit=slow, batch_max_events="100"
+    )
     running, task = serve(engine)
     try:
         await until(lambda: len(peer.received) >= 200, 60, "the first batches")

@@ -173,7 +173,7 @@ async def test_text_records_are_rejected_naming_the_formats(peer: AzurePeer) -> 
     records = json_records(2)
     result = await send_once(peer, [records[0], Record("c", 0, "CEF:0|x|y|1|a|b|3|"), records[1]])
     assert isinstance(result, Rejected)
-    assert "takes the formats json" in result.by_index[1]
+    assert "takes the formats ecs, json, ocsf" in result.by_index[1]
     assert peer.received == expected(records)
 
 
