@@ -20,7 +20,7 @@ import email.utils
 import ssl
 import time
 import zlib
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -28,10 +28,10 @@ from typing import Any, Final
 import aiohttp
 from yarl import URL
 
-from xavyo_siem.delivery.base import Misconfigured, RetryLater
+from xavyo_siem.delivery.base import Delivered, DeliveryResult, Misconfigured, Record, RetryLater
 from xavyo_siem.delivery.endpoints import check_host, split_url
 from xavyo_siem.delivery.option_values import option_field
-from xavyo_siem.delivery.scrub import scrub_reason
+from xavyo_siem.delivery.scrub import scrub_reason, scrub_result
 from xavyo_siem.delivery.tls import Fingerprint, TlsConfig, TlsFileError, client_context
 from xavyo_siem.egress import EgressDenied, EgressGuard, GuardedResolver
 from xavyo_siem.errors import InvalidDestination
@@ -54,6 +54,7 @@ __all__ = [
     "read_bounded",
     "read_http_target",
     "refuse_plain_http",
+    "send_classified",
 ]
 
 PEER_TEXT_MAX_CHARS: Final = 300
@@ -86,6 +87,23 @@ class PeerFailure(Exception):
     def __init__(self, result: RetryLater | Misconfigured) -> None:
         super().__init__(result)
         self.result = result
+
+
+async def send_classified(
+    send: Callable[[Sequence[Record]], Awaitable[DeliveryResult]],
+    records: Sequence[Record],
+    secrets: Iterable[str | None],
+) -> DeliveryResult:
+    """What an HTTP transport's `send` answers: nothing to send is `Delivered`; otherwise
+    `send(records)`'s result, a `PeerFailure` it raised taken as its result, with `secrets`
+    (and whatever the peer echoed of them) scrubbed from every reason."""
+    if not records:
+        return Delivered()
+    try:
+        result = await send(records)
+    except PeerFailure as failure:
+        result = failure.result
+    return scrub_result(result, secrets)
 
 
 def read_http_target(

@@ -68,6 +68,7 @@ from xavyo_siem.delivery.http import (
     open_session,
     read_bounded,
     refuse_plain_http,
+    send_classified,
 )
 from xavyo_siem.delivery.option_values import (
     BATCH_OPTIONS,
@@ -445,13 +446,7 @@ class SentinelTransport:
 
     async def send(self, records: Sequence[Record]) -> DeliveryResult:
         """Post `records` (as several arrays if needed) and classify the outcome."""
-        if not records:
-            return Delivered()
-        try:
-            result = await self._send(records)
-        except PeerFailure as failure:
-            result = failure.result
-        return scrub_result(result, self._secrets)
+        return await send_classified(self._send, records, self._secrets)
 
     async def _send(self, records: Sequence[Record]) -> DeliveryResult:
         limit = self._config.batch_max_bytes

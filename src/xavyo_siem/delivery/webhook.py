@@ -51,6 +51,7 @@ from xavyo_siem.delivery.http import (
     read_bounded,
     read_http_target,
     refuse_plain_http,
+    send_classified,
 )
 from xavyo_siem.delivery.option_values import (
     BATCH_OPTIONS,
@@ -256,13 +257,7 @@ class WebhookTransport:
 
     async def send(self, records: Sequence[Record]) -> DeliveryResult:
         """Post `records` (in parts if needed) and classify the outcome."""
-        if not records:
-            return Delivered()
-        try:
-            result = await self._send(records)
-        except PeerFailure as failure:
-            result = failure.result
-        return scrub_result(result, self._secrets)
+        return await send_classified(self._send, records, self._secrets)
 
     async def _send(self, records: Sequence[Record]) -> DeliveryResult:
         config = self._config
