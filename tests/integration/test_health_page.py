@@ -102,12 +102,17 @@ def test_the_page_shows_each_destination_state_and_marks_the_failing_one(
         background = failing.evaluate("e => getComputedStyle(e).backgroundColor")
         assert background == "rgb(176, 0, 32)"  # the failing style reached the browser
         assert "none running" in page.inner_text(".workers")  # the worker left at exit
+        assert page.query_selector("input[name=tenant]") is None  # a tenant's token picks none
         page.click("text=Sign out")
         page.wait_for_url(f"{base}/ui/login")
 
         everyone = browser.new_page()
         sign_in(everyone, base, platform)
         assert set(states(everyone)) == {"archive", "soc", "theirs"}
+        everyone.fill("input[name=tenant]", other)  # a platform token may narrow to a tenant
+        everyone.click("text=Show")
+        everyone.wait_for_url(f"{base}/ui/?tenant={other}")
+        assert set(states(everyone)) == {"theirs"}
 
         wrong = browser.new_page()
         wrong.goto(f"{base}/ui/login")

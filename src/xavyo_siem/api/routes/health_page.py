@@ -145,15 +145,35 @@ def health_page(request: Request, context: ContextDep) -> Response:
     now = datetime.now(UTC)
     seen = WorkersSeen.of(beats, now=now)
     scope = f"tenant {wanted}" if wanted else "every tenant"
+    # Row-level security lets the API's role read one tenant at a time on PostgreSQL.
+    restricted = not tenants and context.engine.dialect.name == "postgresql"
+    picker = "" if token.tenant_id is not None else _tenant_picker(wanted, restricted=restricted)
     body = (
         '<form class="inline" method="post" action="/ui/logout">'
         '<button type="submit">Sign out</button></form>'
         "<h1>xavyo-siem delivery health</h1>"
         f'<p class="meta">{escape(scope)} · {format_timestamp(now)[:19].replace("T", " ")} UTC'
         " · refreshes every 15 s</p>"
-        f"{_workers(seen)}{_counts(reports)}{_table(reports, now)}"
+        f"{picker}{_workers(seen)}{_counts(reports)}{_table(reports, now)}"
     )
     return _page("xavyo-siem: delivery health", body, refresh_s=15)
+
+
+def _tenant_picker(wanted: UUID | None, *, restricted: bool) -> str:
+    """A platform token's choice of tenant; and, where the store shows no tenant list to the
+    API's role (PostgreSQL's row-level security), why one must be named."""
+    value = "" if wanted is None else str(wanted)
+    note = (
+        '<p class="meta">On PostgreSQL this service reads one tenant at a time (row-level '
+        "security): name the tenant to show.</p>"
+        if restricted
+        else ""
+    )
+    return (
+        '<form method="get" action="/ui/"><label>Tenant <input name="tenant" size="38" '
+        f'placeholder="every tenant" value="{value}"></label> '
+        '<button type="submit">Show</button></form>' + note
+    )
 
 
 def _tenant_filter(request: Request, token: ApiToken) -> UUID | None:
