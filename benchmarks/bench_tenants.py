@@ -41,7 +41,9 @@ Phases (`--phases`, run in this order):
   committed batches by a separate process that notes each batch's commit time; commit →
   receipt latency at the syslog and HEC peers (receipt time exact) and at a sample of
   `--file-sample` file destinations whose files are polled every `--file-poll` seconds (their
-  receipt time is the file's mtime when a poll finds new lines: late by at most one poll).
+  receipt time is the file's mtime when a poll finds new lines: late by at most one poll);
+  and the worker's CPU while the events are appended (per cent of one core, and per
+  delivery: a figure that depends less on what else the machine runs than latency does).
 * steady-faults (`--steady-with-faults`): the steady phase again while one extra tenant's new
   destination (a file, `start=beginning`) backfills `--backfill-events` events stored before
   any worker ran, and another tenant (rank 2) has a syslog destination to a port nobody
@@ -1165,14 +1167,23 @@ class Bench:
         return set(files[::step][: self.args.file_sample])
 
     def phase_steady(self) -> None:
-        self.ensure_one_worker(self.deadline())
+        worker = self.ensure_one_worker(self.deadline())
         sample = self.file_sample()
         self.receipts.poll()
         label = f"steady ({self.args.rate:,.0f} events/s, {self.args.steady_seconds:g} s)"
+        cpu0, t0 = worker.cpu_seconds(), time.perf_counter()
         commits = self.append(
             self.args.steady_seconds, 21, lambda _: self.receipts.poll(files=sample)
         )
+        cpu, elapsed = worker.cpu_seconds() - cpu0, time.perf_counter() - t0
         self.latency_rows(label, commits, sample, set())
+        deliveries = len(expected_keys([(c.split()[0], int(c.split()[1])) for c in commits],
+                                       self.destinations))  # fmt: skip
+        self.report.add(
+            label,
+            "worker CPU while appending: per cent of one core; per delivery",
+            f"{100 * cpu / elapsed:.0f} %; {1e6 * cpu / max(deliveries, 1):.0f} µs",
+        )
 
     def phase_steady_faults(self) -> None:
         args = self.args

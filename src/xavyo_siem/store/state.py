@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
-from sqlalchemy import Connection, and_, bindparam, exists, func, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, func, select, text, update
 
 from xavyo_siem.model import CircuitState, DeliveryHealth, from_epoch_us, to_epoch_us
 from xavyo_siem.store.dead_letters import add_dead_letters
@@ -145,6 +145,45 @@ class Progress:
     dead: list[tuple[UUID, str]] = field(default_factory=list)
 
 
+# One statement for every destination of a flush on PostgreSQL: the rows come in as arrays
+# (`unnest`), each is written only where `owner` still holds its lease at that epoch, and
+# the ones written come back. A statement per row (executemany) keeps the transaction, and
+# with it the store's horizon for new events, open several times longer.
+_PROGRESS_ROWS: Final = text(
+    """
+    UPDATE destination_state AS s SET
+        cursor_txid = COALESCE(v.txid, s.cursor_txid),
+        cursor_seq = COALESCE(v.seq, s.cursor_seq),
+        successes = s.successes + v.delivered,
+        failures = s.failures + v.failed,
+        consecutive_failures = v.consecutive,
+        circuit_state = v.circuit,
+        circuit_reason = v.reason,
+        last_success_us = COALESCE(v.success_us, s.last_success_us),
+        last_failure_us = COALESCE(v.failure_us, s.last_failure_us),
+        last_error = COALESCE(v.error, s.last_error),
+        throughput_eps = v.throughput,
+        possibly_lost = s.possibly_lost + v.lost,
+        truncated = s.truncated + v.cut,
+        updated_us = :stamp
+    FROM unnest(
+        CAST(:destination AS varchar[]), CAST(:tenant AS varchar[]), CAST(:epoch AS bigint[]),
+        CAST(:txid AS bigint[]), CAST(:seq AS bigint[]), CAST(:delivered AS bigint[]),
+        CAST(:failed AS bigint[]), CAST(:consecutive AS integer[]),
+        CAST(:circuit AS varchar[]), CAST(:reason AS text[]), CAST(:success_us AS bigint[]),
+        CAST(:failure_us AS bigint[]), CAST(:error AS text[]),
+        CAST(:throughput AS double precision[]), CAST(:lost AS bigint[]),
+        CAST(:cut AS bigint[])
+    ) AS v(destination, tenant, epoch, txid, seq, delivered, failed, consecutive, circuit,
+           reason, success_us, failure_us, error, throughput, lost, cut)
+    WHERE s.destination_id = v.destination AND s.tenant_id = v.tenant
+      AND EXISTS (SELECT 1 FROM leases l WHERE l.destination_id = v.destination
+                  AND l.owner = :owner AND l.epoch = v.epoch)
+    RETURNING s.destination_id
+    """
+)
+
+
 @scoped
 def record_progress(
     conn: Connection, *, owner: str, progress: Sequence[Progress], now: datetime
@@ -153,78 +192,25 @@ def record_progress(
 
     Returns the destinations whose lease `owner` no longer holds (at that epoch): nothing of
     theirs was written. Lease rows are read, not locked, so a renewal of thousands of leases
-    never holds the progress of every destination up; each row's write is fenced again by
-    its lease. A lease taken over in between can at worst let the old owner's last write
-    through, which the new owner's own writes then follow: batches may be sent twice, none
-    is skipped.
+    never holds the progress of every destination up. A lease taken over in between can at
+    worst let the old owner's last write through, which the new owner's own writes then
+    follow: batches may be sent twice, none is skipped.
     """
     if not progress:
         return []
-    held = {
-        (ident, epoch)
-        for ident, epoch in conn.execute(
-            select(leases.c.destination_id, leases.c.epoch).where(
-                leases.c.owner == owner,
-                leases.c.destination_id.in_(sorted({str(p.destination_id) for p in progress})),
-            )
+    stamp = to_epoch_us(now)
+    rows = [_progress_row(p) for p in progress]
+    if conn.dialect.name == "postgresql":
+        columns = {name: [row[name] for row in rows] for name in rows[0]}
+        written = set(
+            conn.execute(_PROGRESS_ROWS, {**columns, "owner": owner, "stamp": stamp}).scalars()
         )
-    }
-    kept = [p for p in progress if (str(p.destination_id), p.epoch) in held]
-    lost = [p.destination_id for p in progress if (str(p.destination_id), p.epoch) not in held]
+    else:
+        written = _write_row_by_row(conn, owner=owner, rows=rows, stamp=stamp)
+    kept = [p for p in progress if str(p.destination_id) in written]
+    lost = [p.destination_id for p in progress if str(p.destination_id) not in written]
     if not kept:
         return lost
-    stamp = to_epoch_us(now)
-    conn.execute(
-        update(destination_state)
-        .where(
-            _S.destination_id == bindparam("b_destination"),
-            _S.tenant_id == bindparam("b_tenant"),
-            # Fenced again as it writes: a lease taken over since the check above is not
-            # written through.
-            exists().where(
-                leases.c.destination_id == bindparam("b_destination"),
-                leases.c.owner == owner,
-                leases.c.epoch == bindparam("b_epoch"),
-            ),
-        )
-        .values(
-            cursor_txid=func.coalesce(bindparam("b_txid"), _S.cursor_txid),
-            cursor_seq=func.coalesce(bindparam("b_seq"), _S.cursor_seq),
-            successes=_S.successes + bindparam("b_delivered"),
-            failures=_S.failures + bindparam("b_failures"),
-            consecutive_failures=bindparam("b_consecutive"),
-            circuit_state=bindparam("b_circuit"),
-            circuit_reason=bindparam("b_reason"),
-            last_success_us=func.coalesce(bindparam("b_success_us"), _S.last_success_us),
-            last_failure_us=func.coalesce(bindparam("b_failure_us"), _S.last_failure_us),
-            last_error=func.coalesce(bindparam("b_error"), _S.last_error),
-            throughput_eps=bindparam("b_throughput"),
-            possibly_lost=_S.possibly_lost + bindparam("b_lost"),
-            truncated=_S.truncated + bindparam("b_truncated"),
-            updated_us=stamp,
-        ),
-        [
-            {
-                "b_destination": str(p.destination_id),
-                "b_tenant": str(p.tenant_id),
-                "b_epoch": p.epoch,
-                "b_txid": None if p.cursor is None else p.cursor.txid,
-                "b_seq": None if p.cursor is None else p.cursor.seq,
-                "b_delivered": p.delivered,
-                "b_failures": p.failures,
-                "b_consecutive": p.consecutive_failures,
-                "b_circuit": p.circuit_state.value,
-                "b_reason": None if p.circuit_reason is None else p.circuit_reason[:1000],
-                "b_success_us": None if p.last_success is None else to_epoch_us(p.last_success),
-                "b_failure_us": None if p.last_failure is None else to_epoch_us(p.last_failure),
-                "b_error": None if p.last_error is None else p.last_error[:1000],
-                "b_throughput": p.throughput_eps,
-                "b_lost": p.possibly_lost,
-                "b_truncated": p.truncated,
-            }
-            for p in kept
-        ],
-    )
     switched_off = [p for p in kept if p.disabled_reason is not None]
     if switched_off:
         conn.execute(
@@ -259,3 +245,71 @@ def record_progress(
                 now=now,
             )
     return lost
+
+
+def _progress_row(p: Progress) -> dict[str, Any]:
+    return {
+        "destination": str(p.destination_id),
+        "tenant": str(p.tenant_id),
+        "epoch": p.epoch,
+        "txid": None if p.cursor is None else p.cursor.txid,
+        "seq": None if p.cursor is None else p.cursor.seq,
+        "delivered": p.delivered,
+        "failed": p.failures,
+        "consecutive": p.consecutive_failures,
+        "circuit": p.circuit_state.value,
+        "reason": None if p.circuit_reason is None else p.circuit_reason[:1000],
+        "success_us": None if p.last_success is None else to_epoch_us(p.last_success),
+        "failure_us": None if p.last_failure is None else to_epoch_us(p.last_failure),
+        "error": None if p.last_error is None else p.last_error[:1000],
+        "throughput": p.throughput_eps,
+        "lost": p.possibly_lost,
+        "cut": p.truncated,
+    }
+
+
+def _write_row_by_row(
+    conn: Connection, *, owner: str, rows: list[dict[str, Any]], stamp: int
+) -> set[str]:
+    """SQLite (in-process): the leases read, then a row at a time, each fenced again."""
+    held = {
+        (ident, epoch)
+        for ident, epoch in conn.execute(
+            select(leases.c.destination_id, leases.c.epoch).where(
+                leases.c.owner == owner,
+                leases.c.destination_id.in_(sorted({row["destination"] for row in rows})),
+            )
+        )
+    }
+    kept = [row for row in rows if (row["destination"], row["epoch"]) in held]
+    if kept:
+        conn.execute(
+            update(destination_state)
+            .where(
+                _S.destination_id == bindparam("destination"),
+                _S.tenant_id == bindparam("tenant"),
+                exists().where(
+                    leases.c.destination_id == bindparam("destination"),
+                    leases.c.owner == owner,
+                    leases.c.epoch == bindparam("epoch"),
+                ),
+            )
+            .values(
+                cursor_txid=func.coalesce(bindparam("txid"), _S.cursor_txid),
+                cursor_seq=func.coalesce(bindparam("seq"), _S.cursor_seq),
+                successes=_S.successes + bindparam("delivered"),
+                failures=_S.failures + bindparam("failed"),
+                consecutive_failures=bindparam("consecutive"),
+                circuit_state=bindparam("circuit"),
+                circuit_reason=bindparam("reason"),
+                last_success_us=func.coalesce(bindparam("success_us"), _S.last_success_us),
+                last_failure_us=func.coalesce(bindparam("failure_us"), _S.last_failure_us),
+                last_error=func.coalesce(bindparam("error"), _S.last_error),
+                throughput_eps=bindparam("throughput"),
+                possibly_lost=_S.possibly_lost + bindparam("lost"),
+                truncated=_S.truncated + bindparam("cut"),
+                updated_us=stamp,
+            ),
+            kept,
+        )
+    return {row["destination"] for row in kept}
