@@ -106,12 +106,8 @@ class FleetCollector(Collector):
             " operator) or switched_off (by a worker: its endpoint said it is gone).",
             (*_LABELS, "state"),
         )
-        enabled = gauge("destination_enabled", "1 while the destination is enabled, else 0.")
         delivered = gauge("events_delivered", "Events the destination accepted (stored count).")
         failures = gauge("delivery_failures", "Batches that failed (stored count).")
-        consecutive = gauge(
-            "consecutive_failures", "Batches that failed since the last one delivered."
-        )
         circuit = gauge(
             "circuit_open", "1 while the circuit is open or half-open, else 0 (enabled only)."
         )
@@ -135,10 +131,8 @@ class FleetCollector(Collector):
             word = health.state.replace(" ", "_")
             counts[word] += 1
             state.add_metric([*labels, word], 1.0)
-            enabled.add_metric(labels, 1.0 if health.enabled else 0.0)
             delivered.add_metric(labels, health.successes)
             failures.add_metric(labels, health.failures)
-            consecutive.add_metric(labels, health.consecutive_failures)
             if health.enabled:
                 is_open = health.circuit_state is not CircuitState.CLOSED
                 circuit.add_metric(labels, 1.0 if is_open else 0.0)
@@ -158,6 +152,6 @@ class FleetCollector(Collector):
         read_at = gauge("read_timestamp_seconds", "When the store was read for these figures.", ())
         read_at.add_metric([], self._snapshot.read_at.timestamp())
         yield from (
-            info, state, enabled, delivered, failures, consecutive, circuit, last_success,
+            info, state, delivered, failures, circuit, last_success,
             dead, lag_events, lag_seconds, by_state, alive, registered, read_at,
         )  # fmt: skip
