@@ -13,7 +13,8 @@ row-level security. For each size in `--destinations` (made in turn, adding to t
 `--repeat` scrapes by a platform token, each reading the store afresh (no cache), report:
 SQL statements sent by the service (a SQLAlchemy `before_cursor_execute` count: the same
 on any machine), the response's bytes, and the median and best wall time (the machine's
-load shows in these; the yardstick line says how fast it ran Python). Then one tenant's
+load shows in these; the yardstick line says how fast it ran Python), and the wall time of
+the store's read alone (`read_fleet_health`, the rest is the exposition). Then one tenant's
 health (`delivery_health.list_health`) against the same read one destination at a time
 (`destination_health` for each, what `list_health` did before), in statements.
 """
@@ -45,6 +46,7 @@ from xavyo_siem.model import AuditEvent, DeliveryType, EventCategory, ExportForm
 from xavyo_siem.settings import Settings
 from xavyo_siem.store import append_events, make_engine, upgrade, writing
 from xavyo_siem.store import destinations as rows
+from xavyo_siem.store.fleet import read_fleet_health
 from xavyo_siem.store.scope import SERVICE_ROLE
 from xavyo_siem.store.tokens import Role, issue_token
 
@@ -115,6 +117,7 @@ def main() -> None:
         made = 0
         print(
             "destinations | tenants | statements/scrape | bytes | median s | best s"
+            " | store read alone, median s"
             " | tenant health: list_health / one by one (statements, destinations)"
         )
         with tempfile.TemporaryDirectory() as out, TestClient(app) as client:
@@ -175,6 +178,12 @@ def main() -> None:
                     counts.append(count)
                     sizes_b.append(len(response.content))  # type: ignore[attr-defined]
                     assert response.status_code == 200  # type: ignore[attr-defined]
+                reads = []
+                for _ in range(args.repeat):
+                    began = time.perf_counter()
+                    with api.connect() as conn:
+                        read_fleet_health(conn, tenant_id=None, now=datetime.now(UTC))
+                    reads.append(time.perf_counter() - began)
                 tenant = used[0]
                 with api.connect() as conn:
                     bulk, _ = counter.measure(
@@ -193,6 +202,7 @@ def main() -> None:
                     f"{size:,} | {len(used):,} | {statistics.median(counts):.0f}"
                     f" (min {min(counts)}, max {max(counts)}) | {statistics.median(sizes_b):,.0f}"
                     f" | {statistics.median(times):.3f} | {min(times):.3f}"
+                    f" | {statistics.median(reads):.3f}"
                     f" | {bulk} / {single} ({per})"
                 )
     finally:

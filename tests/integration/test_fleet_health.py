@@ -23,6 +23,7 @@ from store_roles import PG_ADMIN_URL, as_role, make_login_role
 from xavyo_siem import delivery_health
 from xavyo_siem.api import create_app
 from xavyo_siem.crypto import KeyRing, new_key_text
+from xavyo_siem.fleet_metrics import FleetSnapshot, FleetView
 from xavyo_siem.model import EVENT_FIELDS, AuditEvent, EventCategory, EventFilter
 from xavyo_siem.settings import Settings
 from xavyo_siem.store import append_events, make_engine, upgrade, writing
@@ -120,6 +121,23 @@ def test_a_tenants_health_in_bulk_equals_its_destinations_one_by_one(
     assert {entry.health.destination_id: entry.health.lag_events for entry in fleet} == {
         ids["plain"]: 6, ids["picky"]: 6
     }  # fmt: skip
+
+
+def test_reads_of_the_fleet_within_its_age_share_one(engine: Engine, tmp_path: Path) -> None:
+    """A second snapshot of the fleet while the first is fresh sends no statement and is
+    the same read; another tenant's, or every tenant's after `max_age_s`, reads again."""
+    tenant = uuid4()
+    add_file_destination(engine, tenant, tmp_path / "one.jsonl")
+    kept = FleetView(engine, max_age_s=3600)
+    first = kept.snapshot(tenant_id=None)
+    assert [entry.health.tenant_id for entry in first.destinations] == [tenant]
+    again: list[FleetSnapshot] = []
+    assert statements_of(engine, lambda: again.append(kept.snapshot(tenant_id=None))) == 0
+    assert again == [first]
+    assert statements_of(engine, lambda: kept.snapshot(tenant_id=tenant)) > 0
+    fresh = FleetView(engine, max_age_s=0)
+    fresh.snapshot(tenant_id=None)
+    assert statements_of(engine, lambda: fresh.snapshot(tenant_id=None)) > 0
 
 
 @pytest.fixture
