@@ -43,6 +43,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "destinations": _BASE
     | {"model", "format", "delivery", "store", "crypto", "egress", "settings", "trail"},
     "delivery_health": _BASE | {"model", "store"},
+    "fleet_metrics": _BASE | {"model", "store"},
     "declared": _BASE
     | {"model", "format", "delivery", "store", "crypto", "egress", "settings", "trail"}
     | {"destinations"},
@@ -88,6 +89,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
         "tenants",
         "declared",
         "delivery_health",
+        "fleet_metrics",
     },
 }
 ALLOWED["cli"] = ALLOWED["api"] | {"api", "sample", "sources"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from typer.testing import CliRunner
 
 import xavyo_siem.pipeline.metrics  # noqa: F401 - registers the worker's metrics
 from xavyo_siem.cli.root import app
+from xavyo_siem.fleet_metrics import FleetCollector, FleetSnapshot
+from xavyo_siem.model import WorkersSeen
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRIB = ROOT / "contrib"
@@ -48,13 +51,15 @@ def test_a_unit_runs_a_command_with_options_that_exist(unit: Path) -> None:
 
 def test_the_alert_rules_are_valid_and_watch_metrics_that_exist() -> None:
     """contrib's alert rules parse, equal the block in docs/operations.md, and every
-    xavyo_siem_ metric they use is one the worker registers."""
+    xavyo_siem_ metric they use is one the worker registers or the service's fleet view
+    exports."""
     rules_text = (CONTRIB / "prometheus" / "xavyo-siem-alerts.yml").read_text()
     assert rules_text in (ROOT / "docs" / "operations.md").read_text()
     rules = yaml.safe_load(rules_text)["groups"][0]["rules"]
+    fleet = FleetCollector(FleetSnapshot([], WorkersSeen(0, 0, None), datetime.now(UTC)))
     known = {
         sample_name
-        for family in REGISTRY.collect()
+        for family in (*REGISTRY.collect(), *fleet.collect())
         for sample_name in (family.name, family.name + "_total")
     }
     for rule in rules:

@@ -33,6 +33,7 @@ from xavyo_siem.api.schemas import EventBatch
 from xavyo_siem.api.swagger import install_swagger_ui
 from xavyo_siem.crypto import KeyRing, load_key_ring
 from xavyo_siem.egress import EgressGuard
+from xavyo_siem.fleet_metrics import FleetView
 from xavyo_siem.settings import Settings
 
 __all__ = ["DEFAULT_EXPORT_DIR", "DESCRIPTION", "create_app"]
@@ -78,6 +79,7 @@ def create_app(
         limits=limits,
         export_dir=export_dir.resolve(),
         rate_limit=RequestRateLimit(*settings.api_rate_limit),
+        fleet=FleetView(engine),
     )
     app = FastAPI(
         title="xavyo-siem",

@@ -30,6 +30,7 @@ from xavyo_siem.api.rate_limit import RequestRateLimit
 from xavyo_siem.crypto import KeyRing
 from xavyo_siem.destinations import find_destination
 from xavyo_siem.egress import EgressGuard
+from xavyo_siem.fleet_metrics import FleetView
 from xavyo_siem.model import SiemDestination
 from xavyo_siem.settings import Settings
 from xavyo_siem.store.tokens import ApiToken, Role, authenticate_token
@@ -53,7 +54,8 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class ApiContext:
     """What `create_app` was given: settings, store, key ring, SSRF guard, limits, the
-    directory file exports are written to, and each token's request budget."""
+    directory file exports are written to, each token's request budget, and the fleet's
+    health read from the store (shared by `/metrics` and the health page)."""
 
     settings: Settings
     engine: Engine
@@ -62,6 +64,7 @@ class ApiContext:
     limits: ApiLimits
     export_dir: FilePath
     rate_limit: RequestRateLimit
+    fleet: FleetView
 
 
 def _context(request: Request) -> ApiContext:

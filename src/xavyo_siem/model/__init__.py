@@ -16,6 +16,7 @@ from xavyo_siem.model.conversions import (
 from xavyo_siem.model.destination import (
     DEFAULT_RATE_LIMIT,
     DeliveryHealth,
+    FleetHealth,
     RateLimit,
     SiemDestination,
     WorkersSeen,
@@ -69,6 +70,7 @@ __all__ = [
     "ExportFormat",
     "ExportTarget",
     "FieldKind",
+    "FleetHealth",
     "JobStatus",
     "Outcome",
     "RateLimit",

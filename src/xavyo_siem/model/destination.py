@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_RATE_LIMIT",
     "WORKER_ALIVE",
     "DeliveryHealth",
+    "FleetHealth",
     "RateLimit",
     "SiemDestination",
     "WorkersSeen",
@@ -160,6 +161,15 @@ class DeliveryHealth:
             "retention_held_since": optional_timestamp(self.retention_held_since),
             "retention_held_events": self.retention_held_events,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class FleetHealth:
+    """One destination in the platform's view of every destination's health: its health
+    (lag counted up to a cap, see `store.fleet.read_fleet_health`) and its delivery type."""
+
+    health: DeliveryHealth
+    delivery_type: DeliveryType
 
 
 def _rate_dict(limit: RateLimit | None) -> dict[str, float | int] | None:

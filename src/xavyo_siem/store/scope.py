@@ -19,7 +19,9 @@ With no scope set a transaction sees nothing. `xavyo_siem_service` (the API) has
 tenant scope. `api_tokens`, `leases`, `workers` and `alembic_version` hold no tenant's rows
 and have no policies: a token is looked up by its hash before any tenant is known. The
 change feed moves past the events a worker cannot see with `xavyo_siem_feed_mark`, which
-tells their position and nothing else (`create_functions`).
+tells their position and nothing else (`create_functions`); the API's view of every
+tenant's delivery health reads through `xavyo_siem_fleet_health`, which returns the health
+columns and nothing else (`store/fleet.py`).
 
 `protect_table` enables RLS and creates the policies of one table; a migration that adds a
 tenant table or a partition of one calls it. SQLite has no row-level security; there the
@@ -97,6 +99,7 @@ _POLICIES: Final = (
     "platform_ingest",
     "worker_scope",
     "platform_scope",
+    "fleet_health",  # migration 0013: the owner's reads inside `xavyo_siem_fleet_health`
 )
 
 

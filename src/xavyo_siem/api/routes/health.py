@@ -1,12 +1,14 @@
 """Health: of one destination, of a tenant's delivery, and of the service (`/healthz`);
-Prometheus metrics (`/metrics`, platform tokens only: they name every tenant)."""
+Prometheus metrics (`/metrics`, platform tokens only: they name every tenant): the
+process's own, and the fleet's delivery health read from the store (`fleet_metrics.py`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+from uuid import UUID
 
-from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from fastapi import APIRouter, Query, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -14,6 +16,7 @@ from xavyo_siem import delivery_health
 from xavyo_siem.api.deps import ContextDep, DestinationDep, PlatformDep, TenantDep
 from xavyo_siem.api.errors import ApiError, error_responses
 from xavyo_siem.api.schemas import DestinationHealth, ServiceHealth, TenantHealth
+from xavyo_siem.fleet_metrics import FleetCollector
 
 __all__ = ["router", "service_router"]
 
@@ -60,9 +63,22 @@ def healthz(context: ContextDep) -> dict[str, str]:
     response_class=Response,
     responses={
         200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
-        **error_responses(401, 403),
+        **error_responses(401, 403, 422),
     },
 )
-def metrics(principal: PlatformDep) -> Response:
-    """Prometheus metrics of delivery, labelled by tenant and destination (platform tokens)."""
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+def metrics(
+    principal: PlatformDep,
+    context: ContextDep,
+    tenant: Annotated[
+        UUID | None,
+        Query(description="Only this tenant's fleet families (and not the process's own)."),
+    ] = None,
+) -> Response:
+    """Prometheus metrics (platform tokens): the process's own, and the delivery health of
+    every destination in the store (`xavyo_siem_fleet_*`, labelled by tenant and
+    destination id), read at most a few seconds ago. `?tenant=` narrows it to the fleet
+    families of one tenant."""
+    fleet = CollectorRegistry(auto_describe=False)
+    fleet.register(FleetCollector(context.fleet.snapshot(tenant_id=tenant)))
+    own = b"" if tenant is not None else generate_latest(REGISTRY)
+    return Response(own + generate_latest(fleet), media_type=CONTENT_TYPE_LATEST)

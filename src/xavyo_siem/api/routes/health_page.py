@@ -3,9 +3,10 @@ no build step, nothing from another host) that a person opens in a browser.
 
 Signing in takes an API token once (`/ui/login`); it is kept in a cookie that only this
 page reads (HttpOnly, SameSite=Strict, Secure over HTTPS, path `/ui`). A tenant's token
-shows its tenant; a platform token shows every tenant (`?tenant=` narrows it). Per
-destination: its state in words, lag in human units, last success and last error, circuit,
-dead letters and rate limit; above the table, how many workers are alive.
+shows its tenant; a platform token shows every tenant (the fleet view of the store,
+`fleet_metrics.FleetView`, on both backends; `?tenant=` narrows it). Per destination: its
+state in words, lag in human units, last success and last error, circuit, dead letters and
+rate limit; above the table, how many workers are alive.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from xavyo_siem.model import (
     format_duration,
     format_timestamp,
 )
-from xavyo_siem.store.destinations import all_tenant_ids
 from xavyo_siem.store.leases import worker_heartbeats
 from xavyo_siem.store.tokens import ApiToken
 
@@ -138,16 +138,18 @@ def health_page(request: Request, context: ContextDep) -> Response:
         why = "" if request.cookies.get(COOKIE) is None else f"?why={exc.msg}"
         return RedirectResponse(f"/ui/login{why}", status_code=303)
     wanted = _tenant_filter(request, token)
-    with context.engine.connect() as conn:
-        tenants = [wanted] if wanted else all_tenant_ids(conn)
-        reports = [r for t in tenants for r in delivery_health.list_health(conn, tenant_id=t)]
-        beats = worker_heartbeats(conn)
+    if wanted is None:  # a platform token, every tenant: the fleet view of the store
+        fleet = context.fleet.snapshot(tenant_id=None)
+        reports = [entry.health for entry in fleet.destinations]
+        seen = fleet.workers
+    else:
+        with context.engine.connect() as conn:
+            reports = delivery_health.list_health(conn, tenant_id=wanted)
+            beats = worker_heartbeats(conn)
+        seen = WorkersSeen.of(beats, now=datetime.now(UTC))
     now = datetime.now(UTC)
-    seen = WorkersSeen.of(beats, now=now)
     scope = f"tenant {wanted}" if wanted else "every tenant"
-    # Row-level security lets the API's role read one tenant at a time on PostgreSQL.
-    restricted = not tenants and context.engine.dialect.name == "postgresql"
-    picker = "" if token.tenant_id is not None else _tenant_picker(wanted, restricted=restricted)
+    picker = "" if token.tenant_id is not None else _tenant_picker(wanted)
     body = (
         '<form class="inline" method="post" action="/ui/logout">'
         '<button type="submit">Sign out</button></form>'
@@ -159,20 +161,13 @@ def health_page(request: Request, context: ContextDep) -> Response:
     return _page("xavyo-siem: delivery health", body, refresh_s=15)
 
 
-def _tenant_picker(wanted: UUID | None, *, restricted: bool) -> str:
-    """A platform token's choice of tenant; and, where the store shows no tenant list to the
-    API's role (PostgreSQL's row-level security), why one must be named."""
+def _tenant_picker(wanted: UUID | None) -> str:
+    """A platform token's choice of tenant."""
     value = "" if wanted is None else str(wanted)
-    note = (
-        '<p class="meta">On PostgreSQL this service reads one tenant at a time (row-level '
-        "security): name the tenant to show.</p>"
-        if restricted
-        else ""
-    )
     return (
         '<form method="get" action="/ui/"><label>Tenant <input name="tenant" size="38" '
         f'placeholder="every tenant" value="{value}"></label> '
-        '<button type="submit">Show</button></form>' + note
+        '<button type="submit">Show</button></form>'
     )
 
 
