@@ -63,8 +63,11 @@ from xavyo_siem.store.dead_letters import replays_waiting
 from xavyo_siem.store.destinations import enabled_destination_ids, read_leased
 from xavyo_siem.store.events import START, EventCursor
 from xavyo_siem.store.feed import (
+    CatchUp,
     FeedPage,
+    catch_up,
     feed_start,
+    read_catch_up,
     read_feed,
     tenant_heads,
     unfinished_after,
@@ -143,6 +146,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._position: EventCursor | None = None  # the feed's, None until it started
+        self._walk: CatchUp | None = None  # a feed that started behind: its backlog walk
         self._feed_behind = True  # the last feed read was a full page
         self._reading: asyncio.Task[FeedPage] | None = None  # a feed read in flight
         self._recheck_s = _RECHECK_S
@@ -296,10 +300,19 @@ class Worker:
         if self._position is None or not self.scheduler.lanes:
             self._feed_behind = False
             return None
-        after, limit = self._position, self.settings.feed_page
+        after, limit, walk = self._position, self.settings.feed_page, self._walk
+        if walk is not None:
+            return self._background(self._read_walk(walk, limit))
         return self._background(
             self.gate.read(lambda conn: read_feed(conn, owner=self.owner, after=after, limit=limit))
         )
+
+    async def _read_walk(self, walk: CatchUp, limit: int) -> FeedPage:
+        """A page of the backlog walk; the walk goes on from it, or is done."""
+        page, self._walk = await self.gate.read(
+            lambda conn: read_catch_up(conn, owner=self.owner, walk=walk, limit=limit)
+        )
+        return page
 
     def _route(self, page: FeedPage) -> float:
         """A read's events to their lanes; the feed goes on from where it stopped. Returns
@@ -307,7 +320,8 @@ class Worker:
         transaction (they are final once it ends), else never by itself."""
         assert self.scheduler is not None
         self._position = page.position
-        self._feed_behind = page.count >= self.settings.feed_page
+        # After the backlog walk, the feed goes on in store order at once.
+        self._feed_behind = page.count >= self.settings.feed_page or self._walk is not None
         self.scheduler.route(page.by_tenant)
         if not page.waiting:
             self._recheck_s = _RECHECK_S
@@ -391,10 +405,12 @@ class Worker:
         assert self.scheduler is not None
         start_feed = self._position is None
 
-        def read(conn: Connection) -> tuple[_Leased, dict[UUID, EventCursor], EventCursor | None]:
+        def read(
+            conn: Connection,
+        ) -> tuple[_Leased, dict[UUID, EventCursor], EventCursor | None, CatchUp | None]:
             rows = read_leased(conn, owner=self.owner, destination_ids=list(epochs))
             if not start_feed:
-                return rows, tenant_heads(conn, owner=self.owner), None
+                return rows, tenant_heads(conn, owner=self.owner), None, None
             oldest = min((cursor for _, cursor, _, _ in rows), default=START)
             start = feed_start(
                 conn,
@@ -403,11 +419,13 @@ class Worker:
             )
             # The marks are the tenants' last events up to the feed's start: a destination at
             # or past its tenant's mark misses nothing the feed will not read.
-            return rows, tenant_heads(conn, owner=self.owner, at_most=start), start
+            heads = tenant_heads(conn, owner=self.owner, at_most=start)
+            return rows, heads, start, catch_up(conn, owner=self.owner, start=start)
 
-        rows, heads, head = await self.gate.read(read)
+        rows, heads, head, walk = await self.gate.read(read)
         if head is not None:  # the feed starts: read it now, not at the next poll
             self._position = head
+            self._walk = walk
             self._feed_behind = True
         for destination, cursor, circuit_state, failures in rows:
             lane = Lane(
