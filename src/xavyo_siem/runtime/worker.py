@@ -149,6 +149,7 @@ class Worker:
         self._walk: CatchUp | None = None  # a feed that started behind: its backlog walk
         self._feed_behind = True  # the last feed read was a full page
         self._reading: asyncio.Task[FeedPage] | None = None  # a feed read in flight
+        self._read_ahead: FeedPage | None = None  # read, waiting for room in the lanes
         self._recheck_s = _RECHECK_S
         self._updated: dict[UUID, int] = {}  # each lane's destination `updated_us` when loaded
         self._bucket_for = Buckets()  # each destination's one bucket (lane and exports)
@@ -232,13 +233,14 @@ class Worker:
                     if self._flushing is not None and self._flushing.done():
                         flushing, self._flushing = self._flushing, None
                         await self._written(*flushing.result())
-                    # Catching up, the next page waits while the lanes hold enough: a
-                    # backlog stays in the store, and no lane overflows from it.
+                    # Catching up, the feed reads one page ahead of the lanes, and hands it
+                    # out once they hold few enough: a backlog stays in the store, and no
+                    # lane overflows from it.
                     room = max(self.settings.max_buffered - self.settings.feed_page, 1)
                     full = self._feed_behind and scheduler.held() >= room
                     if (
                         self._reading is None
-                        and not full
+                        and self._read_ahead is None
                         and (self._wake.is_set() or now >= next_poll or self._feed_behind)
                     ):
                         self._wake.clear()
@@ -246,7 +248,11 @@ class Worker:
                         next_poll = now + poll_s
                     if self._reading is not None and self._reading.done():
                         reading, self._reading = self._reading, None
-                        next_poll = min(next_poll, self._route(reading.result()))
+                        self._read_ahead = reading.result()
+                        next_poll = min(next_poll, self._went_on(self._read_ahead))
+                    if self._read_ahead is not None and not full:
+                        page, self._read_ahead = self._read_ahead, None
+                        scheduler.route(page.by_tenant)
                     backoff = 0.5
                 except StoreUnavailable:
                     scheduler.paused = True
@@ -314,15 +320,14 @@ class Worker:
         )
         return page
 
-    def _route(self, page: FeedPage) -> float:
-        """A read's events to their lanes; the feed goes on from where it stopped. Returns
-        when to read again at the latest: soon when events were committed behind an older
-        transaction (they are final once it ends), else never by itself."""
-        assert self.scheduler is not None
+    def _went_on(self, page: FeedPage) -> float:
+        """The feed goes on from where a read stopped (its events are handed to the lanes
+        once they have room). Returns when to read again at the latest: soon when events
+        were committed behind an older transaction (they are final once it ends), else never
+        by itself."""
         self._position = page.position
         # After the backlog walk, the feed goes on in store order at once.
         self._feed_behind = page.count >= self.settings.feed_page or self._walk is not None
-        self.scheduler.route(page.by_tenant)
         if not page.waiting:
             self._recheck_s = _RECHECK_S
             return math.inf
@@ -551,6 +556,7 @@ class Worker:
             or self.exports
             or self._feed_behind
             or self._reading is not None
+            or self._read_ahead is not None
             or self.lanes_store.unwritten
         ):
             return False
