@@ -29,7 +29,7 @@ from xavyo_siem.store import append_events, make_engine, upgrade, writing
 from xavyo_siem.store import feed as feed_module
 from xavyo_siem.store.dead_letters import add_dead_letters
 from xavyo_siem.store.events import START, EventCursor, fetch_rows, read_horizon
-from xavyo_siem.store.feed import read_feed
+from xavyo_siem.store.feed import catch_up, read_catch_up, read_feed
 from xavyo_siem.store.leases import acquire_leases, heartbeat, refresh_lease_statistics
 from xavyo_siem.store.quarantine import QuarantineEntry, add_quarantined
 from xavyo_siem.store.scope import (
@@ -246,7 +246,8 @@ def test_the_service_role_has_no_worker_or_platform_scope(store: Store) -> None:
 def test_a_worker_sees_only_the_events_of_the_tenants_it_leases(store: Store) -> None:
     """Named w1, a worker reads the events, cursors and dead letters of the tenants whose
     destinations w1 leases, and nothing of the others; its change feed reads only those
-    tenants' events, yet moves past the others' (which it cannot see)."""
+    tenants' events, yet moves past the others' (which it cannot see); so does its walk
+    over a backlog it starts behind."""
     a, b, c = store.tenants
     with writing(store.worker) as conn:
         heartbeat(conn, owner="w1", ttl=TTL, now=NOW)
@@ -270,6 +271,14 @@ def test_a_worker_sees_only_the_events_of_the_tenants_it_leases(store: Store) ->
                 "SELECT txid, seq FROM audit_events ORDER BY txid DESC, seq DESC LIMIT 1"
             ).one()
         assert page.position == EventCursor(last[0], last[1])
+        # The feed's walk over a backlog it starts behind reads the same tenants alone.
+        walk = catch_up(conn, owner="w1", start=START)
+        assert walk is not None
+        assert walk.through == page.position
+        walked, rest = read_catch_up(conn, owner="w1", walk=walk, limit=1000)
+        assert set(walked.by_tenant) == {a}
+        assert walked.count == 30
+        assert rest is None
 
 
 def test_a_worker_cannot_write_for_a_tenant_it_does_not_serve(store: Store) -> None:

@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 
 from file_output import add_file_destination, delivered_ids
+from store_final import wait_until_final
 from xavyo_siem import destinations as manage
 from xavyo_siem.crypto import KeyRing, new_key_text
 from xavyo_siem.egress import EgressGuard
@@ -288,3 +289,38 @@ async def test_a_stuck_destination_does_not_hold_back_a_backlog_read_through_the
     running.stop()
     await task
     assert delivered_ids(path) == [str(e.event_id) for e in events]
+
+
+async def test_a_backlog_over_many_tenants_goes_out_in_a_batch_or_two_per_destination(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A backlog of 600 events over 30 tenants (two destinations each), stored before the
+    worker starts and read through the feed in pages of 100, reaches every destination whole
+    and in order, in about one batch per destination (a page splits at most one tenant's
+    run), not in one batch per page that holds some of its tenant's events."""
+    tenants = [UUID(int=2000 + n) for n in range(30)]
+    paths = [tmp_path / f"{t.int}-{copy}.jsonl" for t in tenants for copy in range(2)]
+    for path in paths:
+        add_file_destination(engine, UUID(int=int(path.name.split("-")[0])), path)
+    events = tenants_events(tenants, 600, seed=9)
+    store_events(engine, events)
+    wait_until_final(engine)  # all in the backlog the worker finds when it starts
+    sent = "xavyo_siem_send_seconds_count"
+    before = REGISTRY.get_sample_value(sent, {"type": "file"}) or 0.0
+    running = worker(engine, feed_page=100)
+    task = asyncio.create_task(running.run())
+    expected = {t: [str(e.event_id) for e in events if e.tenant_id == t] for t in tenants}
+
+    def complete() -> bool:
+        return all(
+            len(delivered_ids(path)) >= len(expected[UUID(int=int(path.name.split("-")[0]))])
+            for path in paths
+        )
+
+    await wait_until(complete)
+    running.stop()
+    await task
+    for path in paths:
+        assert delivered_ids(path) == expected[UUID(int=int(path.name.split("-")[0]))]
+    batches = (REGISTRY.get_sample_value(sent, {"type": "file"}) or 0.0) - before
+    assert batches <= len(paths) + 2 * (len(events) // 100 + 1)

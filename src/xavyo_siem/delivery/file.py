@@ -13,6 +13,12 @@ append) and its lines end in CRLF. When an existing file begins with another hea
 columns changed), it is renamed aside (`NAME.<UTC time>.EXT`) and a new file is started,
 so no row is ever appended under a header that does not describe it.
 
+A new file's directory entry is made durable too (an fsync of the directory) before its first
+batch is reported `Delivered`. Files made at once in one directory (a worker starting a
+thousand file destinations) share those fsyncs: a caller waits for one fsync of the
+directory that started after its file was made, and one fsync serves every caller that was
+waiting when it started (`DirectorySync`, a group commit).
+
 Blocking file calls run in a worker thread, so the event loop never waits on the disk.
 Errors classify by errno: a full or failing disk is `RetryLater`; a missing directory, a
 permission or read-only error, or a path that is a directory is `Misconfigured`.
@@ -24,8 +30,9 @@ import asyncio
 import errno
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import unquote
@@ -37,7 +44,7 @@ from xavyo_siem.delivery.option_values import BATCH_OPTIONS, OptionReader
 from xavyo_siem.errors import InvalidDestination
 from xavyo_siem.model import DeliveryType
 
-__all__ = ["FILE_OPTIONS", "FileConfig", "FileTransport"]
+__all__ = ["FILE_OPTIONS", "DirectorySync", "FileConfig", "FileTransport"]
 
 FILE_OPTIONS: Final = frozenset(BATCH_OPTIONS)
 
@@ -102,6 +109,84 @@ _MISCONFIGURED_ERRNOS: Final = frozenset(
 _FILE_MODE: Final = 0o600
 
 
+def fsync_directory(path: str) -> None:
+    """Make the entries of directory `path` durable."""
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@dataclass(slots=True)
+class _Directory:
+    started: int = 0  # fsyncs begun
+    done: int = 0  # the last of them that succeeded
+    running: bool = False
+    callers: int = 0  # in `sync` now
+
+
+@dataclass(slots=True)
+class DirectorySync:
+    """fsyncs of directories shared by the threads that need one (a group commit).
+
+    `sync(path)` returns once an fsync of `path` that began after the call has succeeded
+    (or raises the OSError of the one it ran itself). While one fsync runs, the callers that
+    arrive wait; when it ends, one of them runs the next, which serves them all.
+    """
+
+    fsync: Callable[[str], None] = fsync_directory
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _changed: threading.Condition = field(init=False)
+    _directories: dict[str, _Directory] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._changed = threading.Condition(self._lock)
+
+    def sync(self, path: str) -> None:
+        with self._lock:
+            directory = self._directories.setdefault(path, _Directory())
+            directory.callers += 1
+            try:
+                wanted = directory.started + 1  # the first fsync to begin from now on
+                while directory.done < wanted:
+                    if directory.running:
+                        self._changed.wait()
+                    else:
+                        self._run(path, directory)
+            finally:
+                directory.callers -= 1
+                if not directory.callers:
+                    del self._directories[path]
+
+    def waiting(self, path: str) -> int:
+        """How many callers are in `sync(path)` now."""
+        with self._lock:
+            directory = self._directories.get(path)
+            return 0 if directory is None else directory.callers
+
+    def _run(self, path: str, directory: _Directory) -> None:
+        """One fsync of `path`, the lock released meanwhile (held on entry and exit)."""
+        directory.running = True
+        directory.started += 1
+        ticket = directory.started
+        succeeded = False
+        self._lock.release()
+        try:
+            self.fsync(path)
+            succeeded = True
+        finally:
+            self._lock.acquire()
+            directory.running = False
+            if succeeded:
+                directory.done = ticket
+            self._changed.notify_all()
+
+
+# Every file transport of the process: files made together in one directory share fsyncs.
+_DIRECTORIES: Final = DirectorySync()
+
+
 class FileTransport:
     """Appends records to the file `config.path`, one line per record.
 
@@ -109,8 +194,15 @@ class FileTransport:
     lines end in CRLF; otherwise lines end in LF.
     """
 
-    def __init__(self, config: FileConfig, *, header: str | None = None) -> None:
+    def __init__(
+        self,
+        config: FileConfig,
+        *,
+        header: str | None = None,
+        directories: DirectorySync = _DIRECTORIES,
+    ) -> None:
         self.config = config
+        self._directories = directories
         self._fd: int | None = None
         self._lock = asyncio.Lock()
         self._line_end = b"\n" if header is None else b"\r\n"
@@ -132,11 +224,7 @@ class FileTransport:
                 self._write_all(fd, self._header)
                 os.fsync(fd)
             if not existed:  # make the new directory entry durable too
-                dir_fd = os.open(os.path.dirname(path) or "/", os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
+                self._directories.sync(os.path.dirname(path) or "/")
         except OSError:
             os.close(fd)
             raise

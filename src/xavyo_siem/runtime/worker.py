@@ -63,8 +63,11 @@ from xavyo_siem.store.dead_letters import replays_waiting
 from xavyo_siem.store.destinations import enabled_destination_ids, read_leased
 from xavyo_siem.store.events import START, EventCursor
 from xavyo_siem.store.feed import (
+    CatchUp,
     FeedPage,
+    catch_up,
     feed_start,
+    read_catch_up,
     read_feed,
     tenant_heads,
     unfinished_after,
@@ -143,8 +146,10 @@ class Worker:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._position: EventCursor | None = None  # the feed's, None until it started
+        self._walk: CatchUp | None = None  # a feed that started behind: its backlog walk
         self._feed_behind = True  # the last feed read was a full page
         self._reading: asyncio.Task[FeedPage] | None = None  # a feed read in flight
+        self._read_ahead: FeedPage | None = None  # read, waiting for room in the lanes
         self._recheck_s = _RECHECK_S
         self._updated: dict[UUID, int] = {}  # each lane's destination `updated_us` when loaded
         self._bucket_for = Buckets()  # each destination's one bucket (lane and exports)
@@ -228,13 +233,14 @@ class Worker:
                     if self._flushing is not None and self._flushing.done():
                         flushing, self._flushing = self._flushing, None
                         await self._written(*flushing.result())
-                    # Catching up, the next page waits while the lanes hold enough: a
-                    # backlog stays in the store, and no lane overflows from it.
+                    # Catching up, the feed reads one page ahead of the lanes, and hands it
+                    # out once they hold few enough: a backlog stays in the store, and no
+                    # lane overflows from it.
                     room = max(self.settings.max_buffered - self.settings.feed_page, 1)
                     full = self._feed_behind and scheduler.held() >= room
                     if (
                         self._reading is None
-                        and not full
+                        and self._read_ahead is None
                         and (self._wake.is_set() or now >= next_poll or self._feed_behind)
                     ):
                         self._wake.clear()
@@ -242,7 +248,11 @@ class Worker:
                         next_poll = now + poll_s
                     if self._reading is not None and self._reading.done():
                         reading, self._reading = self._reading, None
-                        next_poll = min(next_poll, self._route(reading.result()))
+                        self._read_ahead = reading.result()
+                        next_poll = min(next_poll, self._went_on(self._read_ahead))
+                    if self._read_ahead is not None and not full:
+                        page, self._read_ahead = self._read_ahead, None
+                        scheduler.route(page.by_tenant)
                     backoff = 0.5
                 except StoreUnavailable:
                     scheduler.paused = True
@@ -296,19 +306,28 @@ class Worker:
         if self._position is None or not self.scheduler.lanes:
             self._feed_behind = False
             return None
-        after, limit = self._position, self.settings.feed_page
+        after, limit, walk = self._position, self.settings.feed_page, self._walk
+        if walk is not None:
+            return self._background(self._read_walk(walk, limit))
         return self._background(
             self.gate.read(lambda conn: read_feed(conn, owner=self.owner, after=after, limit=limit))
         )
 
-    def _route(self, page: FeedPage) -> float:
-        """A read's events to their lanes; the feed goes on from where it stopped. Returns
-        when to read again at the latest: soon when events were committed behind an older
-        transaction (they are final once it ends), else never by itself."""
-        assert self.scheduler is not None
+    async def _read_walk(self, walk: CatchUp, limit: int) -> FeedPage:
+        """A page of the backlog walk; the walk goes on from it, or is done."""
+        page, self._walk = await self.gate.read(
+            lambda conn: read_catch_up(conn, owner=self.owner, walk=walk, limit=limit)
+        )
+        return page
+
+    def _went_on(self, page: FeedPage) -> float:
+        """The feed goes on from where a read stopped (its events are handed to the lanes
+        once they have room). Returns when to read again at the latest: soon when events
+        were committed behind an older transaction (they are final once it ends), else never
+        by itself."""
         self._position = page.position
-        self._feed_behind = page.count >= self.settings.feed_page
-        self.scheduler.route(page.by_tenant)
+        # After the backlog walk, the feed goes on in store order at once.
+        self._feed_behind = page.count >= self.settings.feed_page or self._walk is not None
         if not page.waiting:
             self._recheck_s = _RECHECK_S
             return math.inf
@@ -391,10 +410,12 @@ class Worker:
         assert self.scheduler is not None
         start_feed = self._position is None
 
-        def read(conn: Connection) -> tuple[_Leased, dict[UUID, EventCursor], EventCursor | None]:
+        def read(
+            conn: Connection,
+        ) -> tuple[_Leased, dict[UUID, EventCursor], EventCursor | None, CatchUp | None]:
             rows = read_leased(conn, owner=self.owner, destination_ids=list(epochs))
             if not start_feed:
-                return rows, tenant_heads(conn, owner=self.owner), None
+                return rows, tenant_heads(conn, owner=self.owner), None, None
             oldest = min((cursor for _, cursor, _, _ in rows), default=START)
             start = feed_start(
                 conn,
@@ -403,11 +424,13 @@ class Worker:
             )
             # The marks are the tenants' last events up to the feed's start: a destination at
             # or past its tenant's mark misses nothing the feed will not read.
-            return rows, tenant_heads(conn, owner=self.owner, at_most=start), start
+            heads = tenant_heads(conn, owner=self.owner, at_most=start)
+            return rows, heads, start, catch_up(conn, owner=self.owner, start=start)
 
-        rows, heads, head = await self.gate.read(read)
+        rows, heads, head, walk = await self.gate.read(read)
         if head is not None:  # the feed starts: read it now, not at the next poll
             self._position = head
+            self._walk = walk
             self._feed_behind = True
         for destination, cursor, circuit_state, failures in rows:
             lane = Lane(
@@ -533,6 +556,7 @@ class Worker:
             or self.exports
             or self._feed_behind
             or self._reading is not None
+            or self._read_ahead is not None
             or self.lanes_store.unwritten
         ):
             return False

@@ -7,16 +7,23 @@ across those tenants, so one read per wake-up serves all of the worker's destina
 however many. A destination behind the feed catches up with its own tenant-scoped reads
 (`events.read_events_after`) until it reaches the feed's mark for its tenant
 (`tenant_heads` at the start), then takes its events from the feed.
+
+A feed that starts behind walks that backlog tenant by tenant first (`read_catch_up`): the
+events up to the store's last final one when it started, each tenant's together, still
+in pages of the same size. A page then brings each destination its tenant's whole run
+(up to the page), not the few of its events that one page of every tenant's interleaved
+events holds: a backlog over a thousand tenants goes out in a batch or two per
+destination instead of one per page. The feed then goes on in store order.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 from uuid import UUID
 
-from sqlalchemy import Connection, exists, literal_column, select, tuple_
+from sqlalchemy import Connection, and_, case, exists, literal_column, or_, select, true, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 from xavyo_siem.model import AuditEvent, uuid_from_canonical
@@ -34,8 +41,11 @@ from xavyo_siem.store.scope import FEED_MARK, scoped
 from xavyo_siem.store.tables import audit_events, leases
 
 __all__ = [
+    "CatchUp",
     "FeedPage",
+    "catch_up",
     "feed_start",
+    "read_catch_up",
     "read_feed",
     "tenant_heads",
     "unfinished_after",
@@ -55,6 +65,19 @@ class FeedPage:
     # Committed events of a served tenant lie past the horizon: final once an older
     # transaction (of any database of the cluster) ends, and worth reading again soon.
     waiting: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """Where a feed that started behind is in its walk over the backlog: the events after
+    `start` and up to `through` (final when the walk began), by tenant (the text order of
+    their ids), each tenant's in store order; `tenant` is the tenant read last, `after`
+    the position of its last event read ("" and `start` before the first read)."""
+
+    start: EventCursor
+    through: EventCursor
+    tenant: str = ""
+    after: EventCursor = START
 
 
 def _served(owner: str) -> Any:
@@ -118,6 +141,105 @@ def read_feed(conn: Connection, *, owner: str, after: EventCursor, limit: int) -
         if conn.dialect.name == "postgresql":
             waiting = _unfinished(conn, owner=owner, after=position)
     return FeedPage(by_tenant, position, len(rows), waiting)
+
+
+@scoped
+def catch_up(conn: Connection, *, owner: str, start: EventCursor) -> CatchUp | None:
+    """The walk over the backlog the feed of `owner` starting at `start` reads first: every
+    event after `start` that is final now (None when there is none)."""
+    through = _last_final(conn, read_horizon(conn))
+    return CatchUp(start, through, after=start) if through > start else None
+
+
+@scoped
+def read_catch_up(
+    conn: Connection, *, owner: str, walk: CatchUp, limit: int
+) -> tuple[FeedPage, CatchUp | None]:
+    """Up to `limit` events of the walk (see `CatchUp`) after where it is, of the tenants
+    `owner` serves; and where the walk goes on (None: it is done, and the feed goes on in
+    store order from `walk.through`).
+
+    Every event of the range is final, so none can appear in it later; an event appears
+    once, each tenant's in order, which is all a destination needs (it has one tenant).
+    """
+    if conn.dialect.name == "postgresql":
+        statement = _catch_up_by_tenant(conn, owner, walk, limit)
+    else:
+        statement = _catch_up_in_one_walk(owner, walk, limit)
+    rows = fetch_rows(conn, statement)
+    grouped: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for row in rows:
+        grouped[row[_TENANT_AT]].append(row)
+    by_tenant = {}
+    for tenant_text, tenant_rows in grouped.items():
+        tenant = uuid_from_canonical(tenant_text)
+        events = events_of(tenant_rows, tenant_id=tenant)
+        by_tenant[tenant] = [
+            (EventCursor(row[0], row[1]), event)
+            for row, event in zip(tenant_rows, events, strict=True)
+        ]
+    if len(rows) < limit:
+        return FeedPage(by_tenant, walk.through, len(rows)), None
+    last = rows[-1]
+    after = EventCursor(last[0], last[1])
+    return FeedPage(by_tenant, walk.start, len(rows)), replace(
+        walk, tenant=last[_TENANT_AT], after=after
+    )
+
+
+def _catch_up_by_tenant(conn: Connection, owner: str, walk: CatchUp, limit: int) -> Any:
+    """PostgreSQL: for each served tenant from the walk's on, in order, its events of the
+    range through the `(tenant_id, txid, seq)` index from where it starts (a lateral
+    read per tenant), so a tenant's history before the range is never walked."""
+    tenant = leases.c.tenant_id
+    served = (
+        select(
+            tenant.label("tenant_id"),
+            case((tenant == walk.tenant, walk.after.txid), else_=walk.start.txid).label("txid"),
+            case((tenant == walk.tenant, walk.after.seq), else_=walk.start.seq).label("seq"),
+        )
+        .where(leases.c.owner == owner, tenant >= walk.tenant)
+        .distinct()
+        .subquery("served")
+    )
+    runs = (
+        select(_T.txid, _T.seq, *EVENT_COLUMNS)
+        .where(
+            _T.tenant_id == served.c.tenant_id,
+            tuple_(_T.txid, _T.seq) > tuple_(served.c.txid, served.c.seq),
+            tuple_(_T.txid, _T.seq) <= tuple_(walk.through.txid, walk.through.seq),
+            *received_floor(conn, walk.start.txid),
+        )
+        .order_by(_T.txid, _T.seq)
+        .limit(limit)
+        .lateral("runs")
+    )
+    return (
+        select(*runs.c)
+        .select_from(served.join(runs, true()))
+        .order_by(served.c.tenant_id, runs.c.txid, runs.c.seq)
+        .limit(limit)
+    )
+
+
+def _catch_up_in_one_walk(owner: str, walk: CatchUp, limit: int) -> Any:
+    """SQLite (no lateral reads; `seq` alone orders rows): one walk of the
+    `(tenant_id, txid, seq)` index from the walk's tenant on."""
+    return (
+        select(_T.txid, _T.seq, *EVENT_COLUMNS)
+        .where(
+            _T.txid == 0,
+            _T.seq > walk.start.seq,
+            _T.seq <= walk.through.seq,
+            or_(
+                _T.tenant_id > walk.tenant,
+                and_(_T.tenant_id == walk.tenant, _T.seq > walk.after.seq),
+            ),
+            _is_served(owner),
+        )
+        .order_by(_T.tenant_id, _T.seq)
+        .limit(limit)
+    )
 
 
 def _last_final(conn: Connection, horizon: int, *, skip: int = 0) -> EventCursor:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import signal
 import stat
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, RetryLater
-from xavyo_siem.delivery.file import FileConfig, FileTransport
+from xavyo_siem.delivery.file import DirectorySync, FileConfig, FileTransport
 from xavyo_siem.delivery.options import validate_destination
 
 
@@ -127,3 +131,103 @@ async def test_csv_file_with_other_columns_is_set_aside_and_a_new_file_started(
     assert aside.name.startswith("events.")
     assert aside.suffix == ".csv"
     assert aside.read_bytes() == b'"event_id"\r\n"e0"\r\n'
+
+
+def test_files_made_together_in_one_directory_share_its_fsyncs() -> None:
+    """Callers that arrive while a directory's fsync runs wait for one that begins after
+    them, and that one fsync serves them all: eleven callers, two fsyncs."""
+    log: list[str] = []
+    first_in, release = threading.Event(), threading.Event()
+
+    def fsync(path: str) -> None:
+        log.append(f"begin {path}")
+        if len(log) == 1:
+            first_in.set()
+            assert release.wait(30), "never released"
+        log.append(f"end {path}")
+
+    directories = DirectorySync(fsync=fsync)
+
+    def call(name: str) -> None:
+        directories.sync("/d")
+        log.append(f"returned {name}")
+
+    first = threading.Thread(target=call, args=("first",))
+    first.start()
+    assert first_in.wait(30), "the first fsync never began"
+    later = [threading.Thread(target=call, args=(f"later{i}",)) for i in range(10)]
+    for thread in later:
+        thread.start()
+    wait_for(lambda: directories.waiting("/d") == 11)
+    release.set()
+    for thread in [first, *later]:
+        thread.join(30)
+    assert [entry for entry in log if entry.startswith("begin")] == ["begin /d", "begin /d"]
+    second_end = [i for i, entry in enumerate(log) if entry == "end /d"][1]
+    returns = {entry: i for i, entry in enumerate(log) if entry.startswith("returned later")}
+    assert len(returns) == 10
+    assert all(i > second_end for i in returns.values())
+    assert directories.waiting("/d") == 0
+
+
+def test_a_failed_directory_fsync_is_not_taken_for_a_success() -> None:
+    """When a directory's fsync fails, its caller gets the error and the callers waiting
+    for it run their own fsync instead of returning on the failed one."""
+    calls: list[str] = []
+    first_in, release = threading.Event(), threading.Event()
+
+    def fsync(path: str) -> None:
+        calls.append(path)
+        if len(calls) == 1:
+            first_in.set()
+            assert release.wait(30), "never released"
+            raise OSError(errno.EIO, "I/O error")
+
+    directories = DirectorySync(fsync=fsync)
+    failures: list[OSError] = []
+
+    def first_call() -> None:
+        try:
+            directories.sync("/d")
+        except OSError as exc:
+            failures.append(exc)
+
+    first = threading.Thread(target=first_call)
+    first.start()
+    assert first_in.wait(30), "the first fsync never began"
+    waiter = threading.Thread(target=directories.sync, args=("/d",))
+    waiter.start()
+    wait_for(lambda: directories.waiting("/d") == 2)
+    release.set()
+    first.join(30)
+    waiter.join(30)
+    assert [exc.errno for exc in failures] == [errno.EIO]
+    assert calls == ["/d", "/d"]
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    """Until `condition` holds; raises when it does not within 30 s."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the condition never held")
+        time.sleep(0.001)
+
+
+async def test_a_new_files_directory_is_synced_before_its_first_batch_counts(
+    tmp_path: Path,
+) -> None:
+    """Making a file fsyncs its directory (through the shared directory syncs) before the
+    first batch is reported delivered; appending to a file that existed does not."""
+    synced: list[str] = []
+    directories = DirectorySync(fsync=synced.append)
+    config = validate_destination("file", (tmp_path / "new.log").as_uri(), {}, development=False)
+    assert isinstance(config, FileConfig)
+    sender = FileTransport(config, directories=directories)
+    assert await sender.send(records(1)) == Delivered()
+    assert synced == [str(tmp_path)]
+    await sender.aclose()
+    again = FileTransport(config, directories=directories)
+    assert await again.send(records(1)) == Delivered()
+    await again.aclose()
+    assert synced == [str(tmp_path)]

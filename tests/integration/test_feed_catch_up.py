@@ -1,0 +1,102 @@
+"""The change feed's walk over a backlog: tenant by tenant, each event of the range once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+from sqlalchemy import Engine
+
+from file_output import add_file_destination
+from store_final import wait_until_final
+from xavyo_siem.ingest import store_events
+from xavyo_siem.model import AuditEvent
+from xavyo_siem.sample import generate_events
+from xavyo_siem.store import writing
+from xavyo_siem.store.events import START, EventCursor
+from xavyo_siem.store.feed import CatchUp, catch_up, read_catch_up, read_feed
+from xavyo_siem.store.leases import acquire_leases, heartbeat
+
+TTL = timedelta(seconds=30)
+
+
+def events_over(tenants: list[UUID], count: int, seed: int) -> list[AuditEvent]:
+    """`count` events of `tenants`, interleaved unevenly (the first ones get the most)."""
+    events = list(generate_events(count, 1, seed=seed))
+    return [
+        event.__class__.from_dict(
+            {**event.to_dict(), "tenant_id": str(tenants[(i * i) % len(tenants)])}
+        )
+        for i, event in enumerate(events)
+    ]
+
+
+def serve(engine: Engine, tenants: list[UUID], tmp_path: Path) -> None:
+    """Worker w1 leases one file destination of each of `tenants`."""
+    for tenant in tenants:
+        add_file_destination(engine, tenant, tmp_path / f"{tenant.int}.jsonl")
+    with writing(engine) as conn:
+        now = datetime.now(UTC)
+        heartbeat(conn, owner="w1", ttl=TTL, now=now)
+        acquire_leases(conn, owner="w1", limit=len(tenants), ttl=TTL, now=now)
+
+
+def test_the_walk_brings_each_served_tenants_range_once_tenant_by_tenant(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Walked in pages of 7, the backlog after a start position comes tenant by tenant (in
+    the text order of their ids), each tenant's events in store order and each once: all
+    the served tenants' events after the start and up to the store's last final event when
+    the walk began, none of a tenant not served, none before the start or stored later."""
+    served = [UUID(int=30 + n) for n in range(4)]
+    other = UUID(int=99)
+    serve(engine, served, tmp_path)
+    before = events_over([*served, other], 40, seed=1)
+    store_events(engine, before)
+    wait_until_final(engine)
+    with engine.connect() as conn:
+        start = read_feed(conn, owner="w1", after=START, limit=1000).position
+    backlog = events_over([*served, other], 200, seed=2)
+    store_events(engine, backlog)
+    wait_until_final(engine)
+    with engine.connect() as conn:
+        walk = catch_up(conn, owner="w1", start=start)
+    assert walk is not None
+    store_events(engine, events_over(served, 30, seed=3))  # after the walk began
+    pages = []
+    walking: CatchUp | None = walk
+    with engine.connect() as conn:
+        while walking is not None:
+            page, walking = read_catch_up(conn, owner="w1", walk=walking, limit=7)
+            pages.append(page)
+    assert all(page.count == 7 for page in pages[:-1])
+    assert pages[-1].count < 7
+    assert [page.position for page in pages] == [start] * (len(pages) - 1) + [walk.through]
+    walked = [
+        (tenant, position, event)
+        for page in pages
+        for tenant, events in page.by_tenant.items()
+        for position, event in events
+    ]
+    assert [str(t) for t, _, _ in walked] == sorted(str(t) for t, _, _ in walked)
+    assert all(start < position <= walk.through for _, position, _ in walked)
+    for tenant in served:
+        mine = [(position, event) for t, position, event in walked if t == tenant]
+        assert [position for position, _ in mine] == sorted(position for position, _ in mine)
+        expected = [event.event_id for event in backlog if event.tenant_id == tenant]
+        assert [event.event_id for _, event in mine] == expected
+    assert other not in {tenant for tenant, _, _ in walked}
+
+
+def test_there_is_no_walk_when_nothing_follows_the_start(engine: Engine, tmp_path: Path) -> None:
+    """A feed that starts at the store's last final event has no backlog to walk."""
+    tenant = UUID(int=40)
+    serve(engine, [tenant], tmp_path)
+    store_events(engine, events_over([tenant], 5, seed=4))
+    wait_until_final(engine)
+    with engine.connect() as conn:
+        head = read_feed(conn, owner="w1", after=START, limit=1000).position
+        assert head != START
+        assert catch_up(conn, owner="w1", start=head) is None
+        assert catch_up(conn, owner="w1", start=EventCursor(0, 0)) is not None
