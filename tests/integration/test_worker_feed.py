@@ -5,6 +5,7 @@ idle worker closes what it opened."""
 from __future__ import annotations
 
 import asyncio
+import time as time_module
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -324,3 +325,52 @@ async def test_a_backlog_over_many_tenants_goes_out_in_a_batch_or_two_per_destin
         assert delivered_ids(path) == expected[UUID(int=int(path.name.split("-")[0]))]
     batches = (REGISTRY.get_sample_value(sent, {"type": "file"}) or 0.0) - before
     assert batches <= len(paths) + 2 * (len(events) // 100 + 1)
+
+
+async def test_a_notification_during_a_feed_read_waits_for_the_read_instead_of_spinning(
+    engine: Engine, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """New events announced while a (slow) feed read is in flight are read once it ends, and
+    meanwhile the worker's loop sleeps: a handful of passes, not one per event-loop turn."""
+    import xavyo_siem.runtime.worker as worker_module
+
+    tenant = UUID(int=12)
+    path = tmp_path / "slow-read.jsonl"
+    add_file_destination(engine, tenant, path, batch=50)
+    original = worker_module.read_feed
+
+    def slow_read_feed(conn: Any, **kwargs: Any) -> Any:
+        time_module.sleep(0.3)  # on the store's thread, as a slow read would be
+        return original(conn, **kwargs)
+
+    monkeypatch.setattr(worker_module, "read_feed", slow_read_feed)
+    running = worker(engine)
+    passes = 0
+    waiting = running._wait
+
+    async def counted(until: float, *, notified: bool) -> None:
+        nonlocal passes
+        passes += 1
+        await waiting(until, notified=notified)
+
+    running._wait = counted  # type: ignore[method-assign]
+    task = asyncio.create_task(running.run())
+
+    def following() -> bool:
+        lanes = [] if running.scheduler is None else running.scheduler.lanes.values()
+        return any(lane.following for lane in lanes)
+
+    await wait_until(following)
+    events = tenants_events([tenant], 30, seed=12)
+    passes = 0
+    for chunk in (events[:10], events[10:20], events[20:]):  # each announced, reads in flight
+        store_events(engine, chunk)
+        await asyncio.sleep(0.1)
+    await wait_until(lambda: len(delivered_ids(path)) == len(events), timeout=60)
+    loop_passes = passes
+    running.stop()
+    await task
+    assert delivered_ids(path) == [str(e.event_id) for e in events]
+    # Reads of 0.3 s each, notifications every 0.1 s: a spinning loop passes thousands of
+    # times; one that sleeps until the read ends, a few per read, turn and renewal.
+    assert loop_passes < 300, loop_passes

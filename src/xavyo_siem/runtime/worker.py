@@ -266,8 +266,19 @@ class Worker:
                 if due is not None and due <= time.monotonic() and not started:
                     due = None  # at the limit of turns: the end of one wakes the loop
                 recount = time.monotonic() + HELD_RECOUNT_S if full else None
-                times = (next_scan, next_poll, due, recount)
-                await self._wait(min(t for t in times if t is not None))
+                # While a read or a renewal is in flight, or a page waits for room, the times
+                # and notifications that would start another are taken once that ends (its
+                # end wakes the loop); waiting on them meanwhile would spin.
+                idle_feed = self._reading is None and self._read_ahead is None
+                times = (
+                    next_scan if self._renewing is None else None,
+                    next_poll if idle_feed else None,
+                    due,
+                    recount,
+                )
+                await self._wait(
+                    min((t for t in times if t is not None), default=math.inf), notified=idle_feed
+                )
             return []
         finally:
             listener.stop()
@@ -279,17 +290,21 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
 
-    async def _wait(self, until: float) -> None:
-        """Until `until`, a notification, a turn's end, or stop."""
+    async def _wait(self, until: float, *, notified: bool) -> None:
+        """Until `until`, a turn's end (or anything else the driver waits for), stop, and
+        with `notified` a notification of new events."""
         assert self.scheduler is not None
-        timeout = max(until - time.monotonic(), 0.0)
-        if timeout == 0 or self._wake.is_set() or self.scheduler.changed.is_set():
+        timeout = None if until == math.inf else max(until - time.monotonic(), 0.0)
+        woken = notified and self._wake.is_set()
+        if timeout == 0 or woken or self.scheduler.changed.is_set() or self._stop.is_set():
             await asyncio.sleep(0)
             return
         waits = [
-            asyncio.ensure_future(self._wake.wait()),
             asyncio.ensure_future(self.scheduler.changed.wait()),
+            asyncio.ensure_future(self._stop.wait()),
         ]
+        if notified:
+            waits.append(asyncio.ensure_future(self._wake.wait()))
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
