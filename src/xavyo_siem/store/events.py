@@ -208,8 +208,10 @@ def read_page(
     On PostgreSQL the statement reads the horizon and the partitions' floor
     (`partitions.received_floor_now`) in its own snapshot, beside the page, which is pruned
     to the partitions from this connection's guess of the floor on (at planning, with the
-    guess as a constant). A guess above the floor it read (a partition made or stamped
-    since) may have left events out: the page is read again from that floor.
+    guess as a constant). A guess below the floor it read only read more partitions than
+    needed; a guess above it (a partition made since the connection read them) may have
+    left events out: the page is read again from that floor. Either way the connection
+    reads the partitions anew for its next guess.
     """
     if conn.dialect.name != "postgresql":
         statement = select(*columns).where(*conditions).order_by(*order).limit(limit)
