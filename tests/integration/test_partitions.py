@@ -22,7 +22,7 @@ from xavyo_siem.model import AuditEvent, EventCategory, to_epoch_us
 from xavyo_siem.store import append_events, make_engine, upgrade, writing
 from xavyo_siem.store import engine as engine_module
 from xavyo_siem.store import events as events_module
-from xavyo_siem.store import feed as feed_module
+from xavyo_siem.store import partitions as partitions_module
 from xavyo_siem.store.event_rows import EVENT_COLUMNS, row_of
 from xavyo_siem.store.events import START, EventCursor, fetch_rows, read_events_after
 from xavyo_siem.store.feed import read_feed
@@ -166,6 +166,20 @@ def test_ingest_stays_idempotent_and_finds_conflicts_across_partitions(engine: E
     assert read_all(engine, A, at_least=5) == first + fresh
 
 
+def wait_until_final(engine: Engine, tenant: UUID, *, after: EventCursor, count: int) -> None:
+    """Wait until `count` of the tenant's events after `after` are final (another
+    transaction of the shared cluster can hold the horizon back); raises if they never are."""
+    deadline = time.monotonic() + 120
+    while True:
+        with engine.connect() as conn:
+            page = read_events_after(conn, tenant_id=tenant, after=after, limit=count)
+        if len(page.events) == count:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(page.events)} of {count} events final after 120 s")
+        time.sleep(0.2)
+
+
 def explained(plans: list[str]) -> Any:
     def run(conn: Connection, statement: Select[Any]) -> list[tuple[Any, ...]]:
         compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
@@ -180,8 +194,9 @@ def test_the_feed_and_a_day_read_touch_only_the_partitions_they_need(
 ) -> None:
     """With events received over five days (two tenants), the change feed's read near the
     end of day 5 reads only the partitions from day 5 on (those before are closed below
-    its position), and a tenant's one-day read
-    only the partitions received from a day before that day; each with index scans."""
+    its position), a tenant's one-day read only the partitions received from a day before
+    that day, and a tenant's catch-up inside a large transaction of day 5 only the
+    partitions from day 5 on, merged in index order; each with index scans."""
     owner, app = pg_engines
     with owner.begin() as conn:
         today = int(conn.exec_driver_sql("SELECT extract(epoch FROM now()) * 1e6").scalar_one())
@@ -218,8 +233,15 @@ def test_the_feed_and_a_day_read_touch_only_the_partitions_they_need(
     with writing(app) as conn:
         heartbeat(conn, owner="w1", ttl=timedelta(seconds=30), now=datetime.now(UTC))
         acquire_leases(conn, owner="w1", limit=1, ttl=timedelta(seconds=30), now=datetime.now(UTC))
+    # B's catch-up from the middle of its day-5 transaction (3,000 events, one txid).
+    with owner.connect() as conn:
+        middle = conn.exec_driver_sql(
+            "SELECT txid, seq FROM audit_events WHERE tenant_id = %s"
+            " ORDER BY txid DESC, seq DESC OFFSET 1500 LIMIT 1",
+            (str(B),),
+        ).one()
+    wait_until_final(app, B, after=EventCursor(*middle), count=100)
     plans: list[str] = []
-    monkeypatch.setattr(feed_module, "fetch_rows", explained(plans))
     monkeypatch.setattr(events_module, "fetch_rows", explained(plans))
     with app.connect() as conn:
         read_feed(conn, owner="w1", after=EventCursor(*position), limit=100)
@@ -228,7 +250,9 @@ def test_the_feed_and_a_day_read_touch_only_the_partitions_they_need(
         events_module.read_events_in_range(
             conn, tenant_id=A, start=day4, end=day4 + timedelta(days=1), limit=100
         )
-    feed_plan, day_plan = plans
+    with app.connect() as conn:
+        read_events_after(conn, tenant_id=B, after=EventCursor(*middle), limit=100)
+    feed_plan, day_plan, catch_up_plan = plans
     for day in (1, 2, 3, 4):
         assert name[today + day * DAY_US] not in feed_plan
     assert "audit_events_p0 " not in feed_plan
@@ -241,3 +265,45 @@ def test_the_feed_and_a_day_read_touch_only_the_partitions_they_need(
             "Bitmap Index Scan on", "using"
         )
         assert f"Seq Scan on {name[today + day * DAY_US]} " not in day_plan
+    # The catch-up reads day 5 on (day 4 is closed below its position) in index order,
+    # merging the partitions: no sort of the 1,500 rows left for one page of 100.
+    for day in (1, 2, 3, 4):
+        assert name[today + day * DAY_US] not in catch_up_plan
+    assert "Merge Append" in catch_up_plan
+    assert f"_tenant_id_txid_seq_idx on {name[today + 5 * DAY_US]}" in catch_up_plan
+    assert not [line for line in catch_up_plan.splitlines() if "Sort  (" in line]
+    # The horizon and the floor are read in the page's own statement.
+    assert "pg_current_snapshot()" in catch_up_plan
+    assert "audit_partitions" in catch_up_plan
+
+
+def test_a_stale_guess_of_the_floor_costs_a_second_read_never_an_event(
+    pg_engines: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection that believes the partitions holding a tenant's new events are closed
+    below its position (its guess of the floor lies past them) reads the page again from
+    the floor its statement saw, returns every event, and learns the partitions anew."""
+    _, app = pg_engines
+    events = events_of(A, 12)
+    with writing(app) as conn:
+        append_events(conn, events, tenant_id=A)
+    assert read_all(app, A, at_least=12) == events
+    pages: list[str] = []
+    real_fetch_rows = events_module.fetch_rows
+
+    def counted(conn: Connection, statement: Select[Any]) -> list[tuple[Any, ...]]:
+        pages.append(str(statement))
+        return real_fetch_rows(conn, statement)
+
+    monkeypatch.setattr(events_module, "fetch_rows", counted)
+    with app.connect() as conn:
+        # As if every partition but one far ahead were stamped below any position.
+        conn.info[partitions_module._CEILINGS] = [(-(1 << 63), 0), (1 << 61, None)]
+        page = read_events_after(conn, tenant_id=A, after=START, limit=100)
+        assert page.events == events
+        assert len(pages) == 2  # the guess was too high: read again from the true floor
+        assert partitions_module._CEILINGS not in conn.info  # the partitions are read anew
+        pages.clear()
+        read_events_after(conn, tenant_id=A, after=START, limit=100)
+        read_events_after(conn, tenant_id=A, after=START, limit=100)
+        assert len(pages) == 2  # one statement a page again

@@ -26,7 +26,7 @@ from file_output import add_file_destination
 from store_roles import as_role, make_login_role
 from xavyo_siem.model import AuditEvent, EventCategory
 from xavyo_siem.store import append_events, make_engine, upgrade, writing
-from xavyo_siem.store import feed as feed_module
+from xavyo_siem.store import events as events_module
 from xavyo_siem.store.dead_letters import add_dead_letters
 from xavyo_siem.store.events import START, EventCursor, fetch_rows, read_horizon
 from xavyo_siem.store.feed import catch_up, read_catch_up, read_feed
@@ -345,7 +345,7 @@ def test_the_feed_keeps_its_order_index_under_the_policies(
         return fetch_rows(conn, statement)
 
     wait_until_final(store)
-    monkeypatch.setattr(feed_module, "fetch_rows", explained)
+    monkeypatch.setattr(events_module, "fetch_rows", explained)
     with store.worker.connect() as conn:
         page = read_feed(conn, owner="w1", after=EventCursor(txid, seq), limit=1000)
     assert page.count == 200

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
@@ -13,6 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy import event as sqlalchemy_event
 
+from file_output import add_file_destination
 from store_roles import owner_connection
 from xavyo_siem.errors import TenantRequired
 from xavyo_siem.model import FIELD_NAMES, AuditEvent, EventCategory, EventFilter
@@ -26,6 +29,9 @@ from xavyo_siem.store import (
     read_events_in_range,
     writing,
 )
+from xavyo_siem.store import events as events_module
+from xavyo_siem.store.feed import read_feed
+from xavyo_siem.store.leases import acquire_leases, heartbeat
 from xavyo_siem.store.tables import EVENT_COLUMN_NAMES
 from xavyo_siem.store.tables import audit_events as audit_events_table
 
@@ -45,6 +51,17 @@ def read_all(engine: Engine, tenant: UUID, *, limit: int = 7, filter: EventFilte
         if page.cursor == cursor:
             return found
         cursor = page.cursor
+
+
+def read_final(engine: Engine, tenant: UUID, *, count: int) -> list[AuditEvent]:
+    """The tenant's events once `count` of them are final (another transaction of the
+    shared cluster can hold the horizon back for a while); raises if they never are."""
+    deadline = time.monotonic() + 120
+    while (found := read_all(engine, tenant, limit=1000)) and len(found) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(found)} of {count} events final after 120 s")
+        time.sleep(0.2)
+    return found
 
 
 def test_appending_the_same_events_twice_stores_each_once(engine: Engine) -> None:
@@ -425,3 +442,48 @@ def test_an_id_stored_with_other_content_is_returned_as_a_conflict(engine: Engin
         result = append_events(conn, [events[1], edited, events[3]])
     assert (result.stored, result.duplicates, result.conflicts) == (0, 2, (edited,))
     assert read_all(engine, events[0].tenant_id)[2] == events[2]
+
+
+def test_a_page_is_one_statement_on_either_backend(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Once a connection knows the partitions, each full page of a tenant's read and of the
+    change feed is one statement: on PostgreSQL the horizon and the partitions' floor are
+    read in the page's own statement."""
+    events = list(generate_events(30, 1, seed=3))
+    tenant = events[0].tenant_id
+    with writing(engine) as conn:
+        append_events(conn, events, tenant_id=tenant)
+    read_final(engine, tenant, count=30)
+    statements: list[str] = []
+    sqlalchemy_event.listen(
+        engine, "before_cursor_execute", lambda *args: statements.append(args[2])
+    )
+    real_fetch_rows = events_module.fetch_rows
+
+    def counted(conn: Connection, statement: object) -> object:  # the raw cursor's path
+        statements.append(str(statement))
+        return real_fetch_rows(conn, statement)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(events_module, "fetch_rows", counted)
+    with engine.connect() as conn:
+        read_events_after(conn, tenant_id=tenant, limit=1)  # learns the partitions
+        cursor, per_page = START, []
+        for _ in range(3):
+            statements.clear()
+            page = read_events_after(conn, tenant_id=tenant, after=cursor, limit=10)
+            per_page.append(len(statements))
+            assert len(page.events) == 10
+            cursor = page.cursor
+    assert per_page == [1, 1, 1]
+    add_file_destination(engine, tenant, tmp_path / "out.jsonl")
+    now = datetime.now(UTC)
+    with writing(engine) as conn:
+        heartbeat(conn, owner="w1", ttl=timedelta(seconds=30), now=now)
+        acquire_leases(conn, owner="w1", limit=1, ttl=timedelta(seconds=30), now=now)
+    with engine.connect() as conn:
+        read_feed(conn, owner="w1", after=START, limit=1)
+        statements.clear()
+        page = read_feed(conn, owner="w1", after=START, limit=10)
+    assert page.count == 10
+    assert len(statements) == 1

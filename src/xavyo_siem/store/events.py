@@ -23,13 +23,29 @@ from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
 
-from sqlalchemy import Connection, Select, and_, func, or_, select, tuple_
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Select,
+    and_,
+    func,
+    literal_column,
+    or_,
+    select,
+    true,
+    tuple_,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from xavyo_siem.errors import StoreError, TenantRequired
 from xavyo_siem.model import AuditEvent, EventFilter, from_epoch_us, to_epoch_us
 from xavyo_siem.store.event_rows import EVENT_COLUMNS, events_of
-from xavyo_siem.store.partitions import received_floor, received_since
+from xavyo_siem.store.partitions import (
+    forget_partitions,
+    received_floor,
+    received_floor_now,
+    received_since,
+)
 from xavyo_siem.store.scope import scoped
 from xavyo_siem.store.tables import audit_events
 
@@ -47,6 +63,7 @@ __all__ = [
     "read_events_by_id",
     "read_events_in_range",
     "read_horizon",
+    "read_page",
 ]
 
 _T = audit_events.c
@@ -133,6 +150,13 @@ def _require_tenant(tenant_id: UUID | None) -> str:
     return str(tenant_id)
 
 
+# The horizon as SQL: stable within a statement, so a page's condition and the value it
+# returns agree, and the planner estimates the condition with its current value.
+_HORIZON: Final = literal_column(
+    "(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint", BigInteger()
+)
+
+
 def read_horizon(conn: Connection) -> int:
     """Rows of transactions below this id are final (see the module docstring)."""
     if conn.dialect.name != "postgresql":
@@ -168,6 +192,60 @@ def fetch_rows(conn: Connection, statement: Select[Any]) -> list[tuple[Any, ...]
         cursor.close()
 
 
+def read_page(
+    conn: Connection,
+    *,
+    columns: Sequence[ColumnElement[Any]],
+    conditions: Sequence[ColumnElement[bool]],
+    order: Sequence[ColumnElement[Any]],
+    after: EventCursor,
+    limit: int,
+) -> tuple[list[tuple[Any, ...]], int]:
+    """The first `limit` rows of `columns` in `order` that meet `conditions` (the position
+    after `after` among them) and are final, with the horizon they were read below: one
+    statement a page.
+
+    On PostgreSQL the statement reads the horizon and the partitions' floor
+    (`partitions.received_floor_now`) in its own snapshot, beside the page, which is pruned
+    to the partitions from this connection's guess of the floor on (at planning, with the
+    guess as a constant). A guess below the floor it read only read more partitions than
+    needed; a guess above it (a partition made since the connection read them) may have
+    left events out: the page is read again from that floor. Either way the connection
+    reads the partitions anew for its next guess.
+    """
+    if conn.dialect.name != "postgresql":
+        statement = select(*columns).where(*conditions).order_by(*order).limit(limit)
+        return fetch_rows(conn, statement), _NO_HORIZON
+    marks = select(
+        _HORIZON.label("horizon"), received_floor_now(after.txid).label("floor")
+    ).subquery("marks")
+    guess = received_floor(conn, after.txid)
+    while True:
+        floor = [] if guess is None else [_T.received_us >= guess]
+        page = (
+            select(*columns)
+            .where(*conditions, _T.txid < _HORIZON, *floor)
+            .order_by(*order)
+            .limit(limit)
+            .subquery("page")
+        )
+        # A left join on true: one row of marks when the page is empty, and the page's rows
+        # in its order (a nested loop over the one row of marks is the only plan).
+        rows = fetch_rows(
+            conn,
+            select(*page.c, marks.c.horizon, marks.c.floor).select_from(
+                marks.outerjoin(page, true())
+            ),
+        )
+        horizon, floor_now = rows[0][-2], rows[0][-1]
+        if floor_now != guess:
+            forget_partitions(conn)
+        if guess is None or floor_now is None or guess <= floor_now:
+            break
+        guess = floor_now
+    return ([] if rows[0][0] is None else rows), int(horizon)
+
+
 @scoped
 def read_events_after(
     conn: Connection,
@@ -186,20 +264,18 @@ def read_events_after(
     tenant = _require_tenant(tenant_id)
     if limit < 1:
         raise ValueError("limit: must be at least 1")
-    horizon = read_horizon(conn)
-    statement = (
-        select(_T.txid, _T.seq, *EVENT_COLUMNS)
-        .where(
+    rows, horizon = read_page(
+        conn,
+        columns=(_T.txid, _T.seq, *EVENT_COLUMNS),
+        conditions=(
             _T.tenant_id == tenant,
-            *after_position(conn, after),
-            *below_horizon(horizon),
-            *received_floor(conn, after.txid),
+            *_after_in_tenant_order(conn, after),
             *_filter_conditions(filter),
-        )
-        .order_by(_T.txid, _T.seq)
-        .limit(limit)
+        ),
+        order=(_T.txid, _T.seq),
+        after=after,
+        limit=limit,
     )
-    rows = fetch_rows(conn, statement)
     events = events_of(rows, tenant_id=tenant_id)
     cursor = EventCursor(rows[-1][0], rows[-1][1]) if rows else after
     if len(rows) < limit and not filter.is_everything:
@@ -214,6 +290,22 @@ def below_horizon(horizon: int, txid: Any = _T.txid) -> list[ColumnElement[bool]
     # No horizon (SQLite) means no condition: a dummy bound would steer SQLite's planner
     # into a range on txid and a sort, instead of the index's own order.
     return [] if horizon == _NO_HORIZON else [txid < horizon]
+
+
+def _after_in_tenant_order(conn: Connection, after: EventCursor) -> list[ColumnElement[bool]]:
+    """`after_position` for one tenant's read, written on PostgreSQL as `(txid, seq) >=
+    (txid, seq + 1)`: the same rows, estimated better.
+
+    The planner estimates a row value by its first column alone. As `txid > t` it counted
+    none of the rows of a large transaction `t` still to read (the ingest of a file is
+    one), and with several partitions it sorted all of the tenant's rows left for each page
+    instead of merging the partitions' index order. As `txid >= t` it counts them all,
+    which under the page's limit favours reading in index order. (The change feed keeps
+    `>`: it joins the leases, and a high estimate there chooses a hash join and a sort.)
+    """
+    if conn.dialect.name == "postgresql":
+        return [tuple_(_T.txid, _T.seq) >= tuple_(after.txid, after.seq + 1)]
+    return after_position(conn, after)
 
 
 def _last_final(conn: Connection, *, tenant: str, horizon: int) -> EventCursor | None:

@@ -33,10 +33,9 @@ from xavyo_siem.store.events import (
     EventCursor,
     after_position,
     below_horizon,
-    fetch_rows,
     read_horizon,
+    read_page,
 )
-from xavyo_siem.store.partitions import received_floor
 from xavyo_siem.store.scope import FEED_MARK, scoped
 from xavyo_siem.store.tables import audit_events, leases
 
@@ -107,20 +106,14 @@ def _in_order(conn: Connection) -> list[ColumnElement[Any]]:
 @scoped
 def read_feed(conn: Connection, *, owner: str, after: EventCursor, limit: int) -> FeedPage:
     """Up to `limit` final events after `after`, of the tenants `owner` serves, in order."""
-    horizon = read_horizon(conn)
-    statement = (
-        select(_T.txid, _T.seq, *EVENT_COLUMNS)
-        .where(
-            _FEED_INDEX,
-            *after_position(conn, after),
-            *below_horizon(horizon),
-            *received_floor(conn, after.txid),
-            _is_served(owner),
-        )
-        .order_by(*_in_order(conn))
-        .limit(limit)
+    rows, horizon = read_page(
+        conn,
+        columns=(_T.txid, _T.seq, *EVENT_COLUMNS),
+        conditions=(_FEED_INDEX, *after_position(conn, after), _is_served(owner)),
+        order=_in_order(conn),
+        after=after,
+        limit=limit,
     )
-    rows = fetch_rows(conn, statement)
     grouped: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for row in rows:
         grouped[row[_TENANT_AT]].append(row)

@@ -28,10 +28,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from xavyo_siem.store.scope import SERVICE_ROLE, WORKER_ROLE, partition_policy_statements
 from xavyo_siem.store.tables import audit_events, audit_partitions
@@ -47,9 +48,11 @@ __all__ = [
     "create_partition_functions",
     "drop_partition",
     "ensure_partitions",
+    "forget_partitions",
     "list_partitions",
     "partition_tenants",
     "received_floor",
+    "received_floor_now",
     "received_since",
 ]
 
@@ -191,18 +194,45 @@ def list_partitions(conn: Connection) -> list[Partition]:
     return [Partition(*row) for row in rows]
 
 
-def received_floor(conn: Connection, after_txid: int) -> list[ColumnElement[bool]]:
-    """The partitions a read in `(txid, seq)` order after a position of transaction
-    `after_txid` needs, as a condition on `received_us` (none on SQLite): every partition
-    from the oldest whose ceiling is above `after_txid` (or not stamped yet) onwards."""
+_CEILINGS: Final = "xavyo_siem.partition_ceilings"
+
+
+def received_floor(conn: Connection, after_txid: int) -> int | None:
+    """Where a read in `(txid, seq)` order after a position of transaction `after_txid`
+    starts, as the least `received_us` it needs (None: no bound; always on SQLite): the
+    start of the oldest partition whose ceiling is above `after_txid` or not stamped yet.
+
+    A guess, from the partitions this connection saw last (read once per connection, and
+    again after `forget_partitions`): a page that reads with it also reads
+    `received_floor_now`, the floor in its own snapshot, and reads again when the guess
+    was too high (`events.read_page`). So the guess costs no round trip, and a stale one
+    costs a second read, never an event.
+    """
     if conn.dialect.name != "postgresql":
-        return []
-    floor = conn.execute(
-        select(func.min(_P.from_us)).where(
-            (_P.txid_ceiling.is_(None)) | (_P.txid_ceiling > after_txid)
-        )
-    ).scalar()
-    return [] if floor is None else [_T.received_us >= int(floor)]
+        return None
+    ceilings = conn.info.get(_CEILINGS)
+    if ceilings is None:
+        ceilings = conn.info[_CEILINGS] = [
+            (int(row[0]), row[1]) for row in conn.execute(select(_P.from_us, _P.txid_ceiling))
+        ]
+    return min(
+        (from_us for from_us, ceiling in ceilings if ceiling is None or ceiling > after_txid),
+        default=None,
+    )
+
+
+def received_floor_now(after_txid: int) -> ScalarSelect[Any]:
+    """`received_floor` as SQL, read in the snapshot of the statement it is part of."""
+    return (
+        select(func.min(_P.from_us))
+        .where(_P.txid_ceiling.is_(None) | (_P.txid_ceiling > after_txid))
+        .scalar_subquery()
+    )
+
+
+def forget_partitions(conn: Connection) -> None:
+    """Make this connection's next `received_floor` read the partitions again."""
+    conn.info.pop(_CEILINGS, None)
 
 
 def received_since(conn: Connection, start_us: int | None) -> list[ColumnElement[bool]]:
