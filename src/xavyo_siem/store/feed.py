@@ -33,9 +33,11 @@ from xavyo_siem.store.events import (
     EventCursor,
     after_position,
     below_horizon,
+    fetch_rows,
     read_horizon,
     read_page,
 )
+from xavyo_siem.store.partitions import forget_partitions, received_floor
 from xavyo_siem.store.scope import FEED_MARK, scoped
 from xavyo_siem.store.tables import audit_events, leases
 
@@ -201,7 +203,7 @@ def _catch_up_by_tenant(conn: Connection, owner: str, walk: CatchUp, limit: int)
             _T.tenant_id == served.c.tenant_id,
             tuple_(_T.txid, _T.seq) > tuple_(served.c.txid, served.c.seq),
             tuple_(_T.txid, _T.seq) <= tuple_(walk.through.txid, walk.through.seq),
-            *received_floor(conn, walk.start.txid),
+            *_floor_now(conn, walk.start.txid),
         )
         .order_by(_T.txid, _T.seq)
         .limit(limit)
@@ -213,6 +215,15 @@ def _catch_up_by_tenant(conn: Connection, owner: str, walk: CatchUp, limit: int)
         .order_by(served.c.tenant_id, runs.c.txid, runs.c.seq)
         .limit(limit)
     )
+
+
+def _floor_now(conn: Connection, after_txid: int) -> list[ColumnElement[bool]]:
+    """The partitions a read after a position of transaction `after_txid` needs, from the
+    partitions as this transaction sees them (not a connection's earlier guess: the walk's
+    statement has no second look)."""
+    forget_partitions(conn)
+    floor = received_floor(conn, after_txid)
+    return [] if floor is None else [_T.received_us >= floor]
 
 
 def _catch_up_in_one_walk(owner: str, walk: CatchUp, limit: int) -> Any:
