@@ -19,6 +19,7 @@ from uuid import UUID, uuid4
 import pytest
 from sqlalchemy import Engine
 
+from store_final import wait_until_final
 from xavyo_siem import destinations as manage
 from xavyo_siem.delivery import (
     Delivered,
@@ -111,6 +112,7 @@ def store(engine: Engine, count: int, seed: int, tenants: int = 1) -> list[Audit
     events = list(generate_events(count, tenants, seed=seed))
     with engine.begin() as conn:
         append_events(conn, events)
+    wait_until_final(engine)  # another test's transaction may hold the horizon back
     return events
 
 
@@ -393,6 +395,7 @@ async def test_start_position_of_a_new_destination(engine: Engine, start: str) -
     new = [replace(e, tenant_id=tenant) for e in generate_events(5, 1, seed=9)]
     with engine.begin() as conn:
         append_events(conn, new)
+    wait_until_final(engine)
     transport = ScriptedTransport(lambda records: Delivered())
     await deliver(engine, destination, transport)
     sent = [r.event_id for batch in transport.batches for r in batch]

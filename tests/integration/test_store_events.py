@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy import event as sqlalchemy_event
 
 from file_output import add_file_destination
+from store_final import wait_until_final
 from store_roles import owner_connection
 from xavyo_siem.errors import TenantRequired
 from xavyo_siem.model import FIELD_NAMES, AuditEvent, EventCategory, EventFilter
@@ -113,6 +114,7 @@ def test_reads_return_one_tenants_events_in_store_order(engine: Engine) -> None:
     events = list(generate_events(200, 3, seed=4))
     with engine.begin() as conn:
         append_events(conn, events)
+    wait_until_final(engine)
     for tenant in tenant_ids(3, seed=4):
         assert read_all(engine, tenant) == [e for e in events if e.tenant_id == tenant]
 
@@ -150,6 +152,7 @@ def test_a_filtered_read_never_moves_past_events_committed_while_it_reads(engine
     later = [replace(event, tenant_id=tenant) for event in later]
     with engine.begin() as conn:
         append_events(conn, first)
+    wait_until_final(engine)
     wanted = EventFilter(categories=frozenset(EventCategory))  # every event, but filtered
     with engine.connect() as conn:
         committed: list[bool] = []
@@ -165,6 +168,7 @@ def test_a_filtered_read_never_moves_past_events_committed_while_it_reads(engine
         page = read_events_after(conn, tenant_id=tenant, limit=1000, filter=wanted)
         sqlalchemy_event.remove(conn, "before_cursor_execute", commit_more)
     assert committed
+    wait_until_final(engine)
     with engine.connect() as conn:
         after = read_events_after(conn, tenant_id=tenant, after=page.cursor, filter=wanted)
     assert after.events == later
@@ -176,10 +180,12 @@ def test_head_cursor_starts_after_existing_events(engine: Engine) -> None:
     tenant = events[0].tenant_id
     with engine.begin() as conn:
         append_events(conn, events[:10])
+    wait_until_final(engine)
     with engine.connect() as conn:
         head = head_cursor(conn, tenant_id=tenant)
     with engine.begin() as conn:
         append_events(conn, events[10:])
+    wait_until_final(engine)
     with engine.connect() as conn:
         page = read_events_after(conn, tenant_id=tenant, after=head, limit=100)
     assert page.events == events[10:]
@@ -400,6 +406,7 @@ def test_a_read_never_waits_for_a_writer(engine: Engine) -> None:
     first, second = list(generate_events(2, 1, seed=6))
     with writing(engine) as conn:
         append_events(conn, [first])
+    wait_until_final(engine)
     done: list[list[AuditEvent]] = []
     with writing(engine) as conn:
         append_events(conn, [second])
