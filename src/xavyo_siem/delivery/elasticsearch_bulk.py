@@ -373,7 +373,7 @@ def _all_stored(items: list[Any], ids: Sequence[str], op_type: OpType) -> bool:
         return (
             set(map(len, items)) == {1}
             and set(map(type, statuses)) == {int}
-            and 200 <= min(statuses)
+            and min(statuses) >= 200
             and max(statuses) < 300
             and list(map(itemgetter("_id"), outcomes)) == list(ids)
         )
