@@ -380,14 +380,14 @@ class ElasticsearchTransport:
             return outcome
         if not outcome.retry and not outcome.rejected:  # the common answer: all stored
             settled.stored.update(map(positions.__getitem__, part))
-            part = ()
-        for j, k in enumerate(part):
-            if j in outcome.retry:
-                retry[positions[k]] = outcome.retry[j]
-            elif j in outcome.rejected:
-                settled.rejected[positions[k]] = outcome.rejected[j]
-            else:
-                settled.stored.add(positions[k])
+        else:
+            for j, k in enumerate(part):
+                if j in outcome.retry:
+                    retry[positions[k]] = outcome.retry[j]
+                elif j in outcome.rejected:
+                    settled.rejected[positions[k]] = outcome.rejected[j]
+                else:
+                    settled.stored.add(positions[k])
         if outcome.misconfigured is not None:
             return Misconfigured(outcome.misconfigured)
         return None
