@@ -4,12 +4,12 @@ worker, and our transport beside elasticsearch-py's bulk helper.
 Run: .venv/bin/python benchmarks/bench_elasticsearch.py [--events 200000] [--only pipeline,client]
 
 1. pipeline: N events in the store (SQLite and PostgreSQL), one elasticsearch destination
-   (format json, HTTPS with the peer's test CA, gzip, API key, 1,000 documents per
-   request: the defaults), one `xavyo-siem run --drain` worker process; events/s from its
-   first delivery to its exit (bench_pipeline.drain), every document counted at the peer
-   (distinct `_id`s stored). The same run delivers to the test HEC (gzip, 2,000 events
-   per batch, as bench_pipeline.py does) as a reference measured on the same machine at the
-   same time.
+   (format json, HTTPS with the peer's test CA, gzip, API key, batches of 1,000 documents
+   sent as two requests of 500 in flight: the defaults), one `xavyo-siem run --drain`
+   worker process; events/s from its first delivery to its exit (bench_pipeline.drain),
+   every document counted at the peer (distinct `_id`s stored). The same run delivers to
+   the test HEC (gzip, 2,000 events per batch, as bench_pipeline.py does) as a reference
+   measured on the same machine at the same time.
 2. client: the same sample events, encoded once as JSON, sent by our
    `ElasticsearchTransport` (batches of 1,000) and by elasticsearch-py's
    `helpers.bulk` (chunk_size 1,000, `http_compress=True`), each in a fresh process

@@ -65,6 +65,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from isal import isal_zlib
 
 from peers.hec_server import TlsFiles, make_tls
 
@@ -145,6 +146,8 @@ def _error(error_type: str, reason: str, **extra: Any) -> dict[str, Any]:
 
 
 _NOTHING: Any = object()
+# The `_shards` of every stored document's item: one object, shared, never changed.
+_ONE_SHARD: Any = {"total": 1, "successful": 1, "failed": 0}
 
 
 def filter_path(value: Any, paths: list[list[str]]) -> Any:
@@ -411,12 +414,12 @@ class ElasticsearchPeer:
         raw = await request.read()
         gzipped = request.headers.get("Content-Encoding", "").lower() == "gzip"
         if gzipped:
-            try:
-                unpacker = zlib.decompressobj(31)
+            try:  # ISA-L inflates what zlib does, in less than half the CPU
+                unpacker = isal_zlib.decompressobj(31)
                 raw = unpacker.decompress(raw, self.max_content_length + 1)
                 if not unpacker.eof:
-                    raise zlib.error("truncated")
-            except zlib.error:
+                    raise isal_zlib.error("truncated")
+            except (isal_zlib.error, zlib.error):
                 raise _Refusal(400, "parse_exception", "failed to decompress the body") from None
         if len(raw) > self.max_content_length:
             raise _Refusal(413, "content_too_long_exception", "request body too large")
@@ -456,7 +459,8 @@ class ElasticsearchPeer:
             faults.garbage -= 1
             self._log(request, raw, 200, len(operations))
             return web.Response(status=200, text="<html>it works</html>")
-        items = [self._apply(op, principal, request.query) for op in operations]
+        targets: dict[str, tuple[bool, str]] = {}  # target -> (data stream?, index written)
+        items = [self._apply(op, principal, request.query, targets) for op in operations]
         if faults.wrong_item_count:
             faults.wrong_item_count -= 1
             items = items[:-1]
@@ -515,15 +519,14 @@ class ElasticsearchPeer:
                     "illegal_argument_exception",
                     f"Malformed action/metadata line [{number}], expected one of {ACTIONS}",
                 )
-            unknown = [key for key in meta if key not in METADATA]
-            if unknown:
+            if not METADATA.issuperset(meta):
+                unknown = [key for key in meta if key not in METADATA]
                 raise _Refusal(
                     400,
                     "illegal_argument_exception",
                     f"Action/metadata line [{number}] contains an unknown parameter [{unknown[0]}]",
                 )
-            meta = dict(meta)
-            meta.setdefault("_index", path_target)
+            meta.setdefault("_index", path_target)  # `meta` is this line's own object
             if not meta["_index"]:
                 raise _Refusal(
                     400,
@@ -555,19 +558,28 @@ class ElasticsearchPeer:
         parts = target.split("-")
         return target in self.data_streams or (len(parts) >= 3 and parts[0] == "logs")
 
+    def _target(self, target: str) -> tuple[bool, str]:
+        """Whether `target` is a data stream, and the index a document sent to it goes to
+        (a stream's current backing index)."""
+        stream = self._is_stream(target)
+        if not stream:
+            return False, target
+        return True, f".ds-{target}-2026.01.05-{self.generation.get(target, 1):06d}"
+
     def _apply(
         self,
         operation: tuple[str, dict[str, Any], bytes | None],
         principal: str | None,
         query: Mapping[str, str],
+        targets: dict[str, tuple[bool, str]],
     ) -> dict[str, Any]:
         name, meta, source = operation
         target: str = meta["_index"]
         doc_id = meta.get("_id")
-        stream = self._is_stream(target)
-        index = (
-            f".ds-{target}-2026.01.05-{self.generation.get(target, 1):06d}" if stream else target
-        )
+        resolved = targets.get(target)
+        if resolved is None:
+            resolved = targets[target] = self._target(target)
+        stream, index = resolved
 
         def fail(status: int, error_type: str, reason: str) -> dict[str, Any]:
             return {
@@ -642,7 +654,7 @@ class ElasticsearchPeer:
                 "_id": doc_id,
                 "_version": 1,
                 "result": result,
-                "_shards": {"total": 1, "successful": 1, "failed": 0},
+                "_shards": _ONE_SHARD,
                 "_seq_no": self.document_count,
                 "_primary_term": 1,
                 "status": status,

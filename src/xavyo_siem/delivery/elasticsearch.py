@@ -296,17 +296,7 @@ class ElasticsearchTransport:
         if batch != self._settled.batch:
             self._settled = _Settled(batch)
         settled = self._settled
-        items: list[bytes] = []
-        positions: list[int] = []  # items[k] is the document of records[positions[k]]
-        for position, record in enumerate(records):
-            if position in settled.stored or position in settled.rejected:
-                continue
-            try:
-                items.append(self._encode(record))
-            except UnsendableRecord as exc:
-                settled.rejected[position] = exc.reason
-                continue
-            positions.append(position)
+        items, positions = self._encode_unsettled(records)
         per_request = min(
             config.batch_max_events,
             max(_MIN_SPREAD_EVENTS, math.ceil(len(items) / config.max_requests_in_flight)),
@@ -346,6 +336,29 @@ class ElasticsearchTransport:
         self._settled = _Settled()
         return Rejected(dict(sorted(settled.rejected.items()))) if settled.rejected else Delivered()
 
+    def _encode_unsettled(self, records: Sequence[Record]) -> tuple[list[bytes], Sequence[int]]:
+        """The lines of each record not yet settled, and where each came from: `items[k]`
+        is the document of `records[positions[k]]`. A record that cannot be a document is
+        settled as rejected."""
+        settled = self._settled
+        if not settled.stored and not settled.rejected:
+            try:  # the common case, in one pass
+                return list(map(self._encode, records)), range(len(records))
+            except UnsendableRecord:
+                pass
+        items: list[bytes] = []
+        positions: list[int] = []
+        for position, record in enumerate(records):
+            if position in settled.stored or position in settled.rejected:
+                continue
+            try:
+                items.append(self._encode(record))
+            except UnsendableRecord as exc:
+                settled.rejected[position] = exc.reason
+                continue
+            positions.append(position)
+        return items, positions
+
     def _settle(
         self,
         part: Sequence[int],
@@ -365,13 +378,16 @@ class ElasticsearchTransport:
             return None
         if not isinstance(outcome, BulkAnswer):
             return outcome
-        for j, k in enumerate(part):
-            if j in outcome.retry:
-                retry[positions[k]] = outcome.retry[j]
-            elif j in outcome.rejected:
-                settled.rejected[positions[k]] = outcome.rejected[j]
-            else:
-                settled.stored.add(positions[k])
+        if not outcome.retry and not outcome.rejected:  # the common answer: all stored
+            settled.stored.update(map(positions.__getitem__, part))
+        else:
+            for j, k in enumerate(part):
+                if j in outcome.retry:
+                    retry[positions[k]] = outcome.retry[j]
+                elif j in outcome.rejected:
+                    settled.rejected[positions[k]] = outcome.rejected[j]
+                else:
+                    settled.stored.add(positions[k])
         if outcome.misconfigured is not None:
             return Misconfigured(outcome.misconfigured)
         return None

@@ -19,13 +19,13 @@ import contextlib
 import email.utils
 import ssl
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
+from isal import isal_zlib
 from yarl import URL
 
 from xavyo_siem.delivery.base import Delivered, DeliveryResult, Misconfigured, Record, RetryLater
@@ -58,16 +58,15 @@ __all__ = [
 ]
 
 PEER_TEXT_MAX_CHARS: Final = 300
-# gzip level for request bodies: level 1 costs a fifth of the CPU of level 6 for most of
-# its ratio on JSON.
+# gzip level for request bodies, by ISA-L (levels 0-3): its level 1 takes about a fifth of
+# the CPU of zlib's fastest level on audit JSON, and its output is smaller.
 _GZIP_LEVEL: Final = 1
 USER_AGENT: Final = "xavyo-siem/0.1"
 
 
 def gzip_body(body: bytes) -> bytes:
-    """`body` as a gzip member (`Content-Encoding: gzip`), at the fast level 1."""
-    packer = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)
-    return packer.compress(body) + packer.flush()
+    """`body` as one gzip member (`Content-Encoding: gzip`), by ISA-L at its level 1."""
+    return isal_zlib.compress(body, _GZIP_LEVEL, 31)
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +330,8 @@ def cut_spans(
 ) -> list[tuple[int, int]]:
     """Cut `[start, end)` into consecutive spans of at most `max_events` items whose `sizes`
     add up to at most `max_bytes`; an item larger than `max_bytes` travels alone."""
+    if sum(sizes[start:end]) <= max_bytes:  # only the count cuts
+        return [(first, min(first + max_events, end)) for first in range(start, end, max_events)]
     out: list[tuple[int, int]] = []
     first = start
     total = 0

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import hmac
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from xavyo_siem.delivery.base import Delivered, Misconfigured, RetryLater
-from xavyo_siem.delivery.http import TooLarge, cut_spans, parse_retry_after
+from xavyo_siem.delivery.http import TooLarge, cut_spans, gzip_body, parse_retry_after
 from xavyo_siem.delivery.webhook import classify_webhook_status
 from xavyo_siem.delivery.webhook_auth import (
     WebhookCredentials,
@@ -201,6 +204,47 @@ def test_cut_spans(
 ) -> None:
     """Spans respect both bounds, keep order, and an oversized item travels alone."""
     assert cut_spans(sizes, 0, len(sizes), max_events=max_events, max_bytes=max_bytes) == spans
+
+
+@settings(max_examples=50, deadline=None)
+@given(body=st.binary(max_size=5000) | st.text().map(str.encode))
+def test_a_gzip_body_is_one_member_the_stdlib_reads_back(body: bytes) -> None:
+    """`gzip_body` (ISA-L) writes one gzip member that Python's gzip reads back exactly."""
+    packed = gzip_body(body)
+    assert packed[:2] == b"\x1f\x8b"
+    assert gzip.decompress(packed) == body
+
+
+def spans_one_by_one(
+    sizes: list[int], start: int, end: int, max_events: int, max_bytes: int
+) -> list[tuple[int, int]]:
+    """The spans as the general path cuts them: item by item, by count and by bytes."""
+    out: list[tuple[int, int]] = []
+    first, total = start, 0
+    for index in range(start, end):
+        if index > first and (index - first >= max_events or total + sizes[index] > max_bytes):
+            out.append((first, index))
+            first, total = index, 0
+        total += sizes[index]
+    return [*out, (first, end)] if first < end else out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 60), max_size=30),
+    bounds=st.tuples(st.integers(0, 30), st.integers(0, 30)),
+    max_events=st.integers(1, 8),
+    max_bytes=st.integers(1, 400),
+)
+def test_cut_spans_cuts_as_the_item_by_item_loop(
+    sizes: list[int], bounds: tuple[int, int], max_events: int, max_bytes: int
+) -> None:
+    """Whether or not the bytes could cut (the short cut when they cannot), the spans are
+    those of the item-by-item loop, for any part of the list."""
+    start, end = sorted(min(b, len(sizes)) for b in bounds)
+    assert cut_spans(
+        sizes, start, end, max_events=max_events, max_bytes=max_bytes
+    ) == spans_one_by_one(sizes, start, end, max_events, max_bytes)
 
 
 @pytest.mark.parametrize(
