@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Engine
+import pytest
+from sqlalchemy import Connection, Engine
 
+import xavyo_siem.store.feed as feed_module
 from file_output import add_file_destination
 from store_final import wait_until_final
 from xavyo_siem.ingest import store_events
@@ -100,3 +103,40 @@ def test_there_is_no_walk_when_nothing_follows_the_start(engine: Engine, tmp_pat
         assert head != START
         assert catch_up(conn, owner="w1", start=head) is None
         assert catch_up(conn, owner="w1", start=EventCursor(0, 0)) is not None
+
+
+def test_every_read_of_the_walk_follows_an_index_without_sorting_the_range(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walk reads each tenant's rows through the `(tenant_id, txid, seq)` index, never
+    the whole range (PostgreSQL: laterally, each tenant's read capped at the page; SQLite: a
+    read per tenant, sorting nothing), so a page costs neither memory nor time that grows
+    with the backlog."""
+    served = [UUID(int=50 + n) for n in range(3)]
+    serve(engine, served, tmp_path)
+    store_events(engine, events_over(served, 300, seed=5))
+    wait_until_final(engine)
+    reads: list[Any] = []
+    fetch = feed_module.fetch_rows
+
+    def noted(conn: Connection, statement: Any) -> list[tuple[Any, ...]]:
+        reads.append(statement)
+        return fetch(conn, statement)
+
+    monkeypatch.setattr(feed_module, "fetch_rows", noted)
+    with engine.connect() as conn:
+        walk = catch_up(conn, owner="w1", start=START)
+        assert walk is not None
+        page, _ = read_catch_up(conn, owner="w1", walk=walk, limit=50)
+        assert page.count == 50
+        assert reads
+        explain = "EXPLAIN QUERY PLAN" if engine.dialect.name == "sqlite" else "EXPLAIN"
+        for statement in reads:
+            sql = str(statement.compile(conn, compile_kwargs={"literal_binds": True}))
+            plan = " ".join(str(row) for row in conn.exec_driver_sql(f"{explain} {sql}"))
+            if engine.dialect.name == "sqlite":
+                assert "ix_audit_events_tenant_order" in plan, plan
+                assert "TEMP B-TREE" not in plan, plan
+            else:  # each tenant's rows through its index, capped at the page
+                assert "Seq Scan on audit_events" not in plan, plan
+                assert "(tenant_id)::text = (leases.tenant_id)::text" in plan, plan

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 from uuid import UUID
 
-from sqlalchemy import Connection, and_, case, exists, literal_column, or_, select, true, tuple_
+from sqlalchemy import Connection, case, exists, literal_column, select, true, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 from xavyo_siem.model import AuditEvent, uuid_from_canonical
@@ -158,10 +158,9 @@ def read_catch_up(
     once, each tenant's in order, which is all a destination needs (it has one tenant).
     """
     if conn.dialect.name == "postgresql":
-        statement = _catch_up_by_tenant(conn, owner, walk, limit)
+        rows = fetch_rows(conn, _catch_up_by_tenant(conn, owner, walk, limit))
     else:
-        statement = _catch_up_in_one_walk(owner, walk, limit)
-    rows = fetch_rows(conn, statement)
+        rows = _catch_up_tenant_after_tenant(conn, owner, walk, limit)
     grouped: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for row in rows:
         grouped[row[_TENANT_AT]].append(row)
@@ -226,24 +225,41 @@ def _floor_now(conn: Connection, after_txid: int) -> list[ColumnElement[bool]]:
     return [] if floor is None else [_T.received_us >= floor]
 
 
-def _catch_up_in_one_walk(owner: str, walk: CatchUp, limit: int) -> Any:
-    """SQLite (no lateral reads; `seq` alone orders rows): one walk of the
-    `(tenant_id, txid, seq)` index from the walk's tenant on."""
-    return (
-        select(_T.txid, _T.seq, *EVENT_COLUMNS)
-        .where(
-            _T.txid == 0,
-            _T.seq > walk.start.seq,
-            _T.seq <= walk.through.seq,
-            or_(
-                _T.tenant_id > walk.tenant,
-                and_(_T.tenant_id == walk.tenant, _T.seq > walk.after.seq),
-            ),
-            _is_served(owner),
+def _catch_up_tenant_after_tenant(
+    conn: Connection, owner: str, walk: CatchUp, limit: int
+) -> list[tuple[Any, ...]]:
+    """SQLite (no lateral reads; `seq` alone orders rows): each served tenant's events of
+    the range in turn, from the walk's tenant on, each through the `(tenant_id, txid, seq)`
+    index. One statement over every tenant made SQLite read the range by row id (`seq`) and
+    sort all of it for each page, its memory and time growing with the backlog."""
+    tenants = (
+        conn.execute(
+            select(leases.c.tenant_id)
+            .where(leases.c.owner == owner, leases.c.tenant_id >= walk.tenant)
+            .distinct()
+            .order_by(leases.c.tenant_id)
         )
-        .order_by(_T.tenant_id, _T.seq)
-        .limit(limit)
+        .scalars()
+        .all()
     )
+    rows: list[tuple[Any, ...]] = []
+    for tenant in tenants:
+        after = walk.after.seq if tenant == walk.tenant else walk.start.seq
+        rows += fetch_rows(
+            conn,
+            select(_T.txid, _T.seq, *EVENT_COLUMNS)
+            .where(
+                _T.tenant_id == tenant,
+                _T.txid == 0,
+                _T.seq > after,
+                _T.seq <= walk.through.seq,
+            )
+            .order_by(_T.txid, _T.seq)
+            .limit(limit - len(rows)),
+        )
+        if len(rows) >= limit:
+            break
+    return rows
 
 
 def _last_final(conn: Connection, horizon: int, *, skip: int = 0) -> EventCursor:
