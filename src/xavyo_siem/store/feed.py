@@ -116,6 +116,21 @@ def read_feed(conn: Connection, *, owner: str, after: EventCursor, limit: int) -
         after=after,
         limit=limit,
     )
+    by_tenant = _by_tenant(rows)
+    position = EventCursor(rows[-1][0], rows[-1][1]) if rows else after
+    waiting = False
+    if len(rows) < limit:
+        # Every served event up to the store's last final one was read: move past the other
+        # tenants' events too, so the next read does not walk them again.
+        position = max(position, _last_final(conn, horizon))
+        if conn.dialect.name == "postgresql":
+            waiting = _unfinished(conn, owner=owner, after=position)
+    return FeedPage(by_tenant, position, len(rows), waiting)
+
+
+def _by_tenant(rows: list[tuple[Any, ...]]) -> dict[UUID, list[tuple[EventCursor, AuditEvent]]]:
+    """Rows of `(txid, seq, *EVENT_COLUMNS)` as each tenant's events with their positions,
+    in the rows' order."""
     grouped: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for row in rows:
         grouped[row[_TENANT_AT]].append(row)
@@ -127,15 +142,7 @@ def read_feed(conn: Connection, *, owner: str, after: EventCursor, limit: int) -
             (EventCursor(row[0], row[1]), event)
             for row, event in zip(tenant_rows, events, strict=True)
         ]
-    position = EventCursor(rows[-1][0], rows[-1][1]) if rows else after
-    waiting = False
-    if len(rows) < limit:
-        # Every served event up to the store's last final one was read: move past the other
-        # tenants' events too, so the next read does not walk them again.
-        position = max(position, _last_final(conn, horizon))
-        if conn.dialect.name == "postgresql":
-            waiting = _unfinished(conn, owner=owner, after=position)
-    return FeedPage(by_tenant, position, len(rows), waiting)
+    return by_tenant
 
 
 @scoped
@@ -161,17 +168,7 @@ def read_catch_up(
         rows = fetch_rows(conn, _catch_up_by_tenant(conn, owner, walk, limit))
     else:
         rows = _catch_up_tenant_after_tenant(conn, owner, walk, limit)
-    grouped: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    for row in rows:
-        grouped[row[_TENANT_AT]].append(row)
-    by_tenant = {}
-    for tenant_text, tenant_rows in grouped.items():
-        tenant = uuid_from_canonical(tenant_text)
-        events = events_of(tenant_rows, tenant_id=tenant)
-        by_tenant[tenant] = [
-            (EventCursor(row[0], row[1]), event)
-            for row, event in zip(tenant_rows, events, strict=True)
-        ]
+    by_tenant = _by_tenant(rows)
     if len(rows) < limit:
         return FeedPage(by_tenant, walk.through, len(rows)), None
     last = rows[-1]
