@@ -373,10 +373,10 @@ class Worker:
         ttl = timedelta(seconds=self.settings.lease_ttl_s)
 
         def renew(conn: Connection) -> _Renewed:
-            # The reads first: the transaction takes its id at its first write, and new
-            # events committed after that are final only once it ends.
+            # What it holds is read first: the transaction takes its id at its first write,
+            # and new events committed after that are final only once it ends. The replays
+            # are read last, to include the destinations just taken.
             held = held_leases(conn, owner=self.owner)
-            replays = replays_waiting(conn, owner=self.owner)
             now = datetime.now(UTC)
             share = heartbeat(conn, owner=self.owner, ttl=ttl, now=now)
             taken = acquire_leases(
@@ -385,7 +385,7 @@ class Worker:
             job = None
             if jobs_for is not None:
                 job = claim_job(conn, owner=self.owner, ttl=ttl, now=now, destination_ids=jobs_for)
-            return share, held, taken, replays, job
+            return share, held, taken, replays_waiting(conn, owner=self.owner), job
 
         return await self.gate.write(renew)
 
