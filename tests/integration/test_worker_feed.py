@@ -68,6 +68,12 @@ def tenants_events(tenants: list[UUID], count: int, seed: int) -> list[AuditEven
     ]
 
 
+def following(running: Worker) -> bool:
+    """Whether any of the worker's lanes takes its events from the feed."""
+    lanes = [] if running.scheduler is None else running.scheduler.lanes.values()
+    return any(lane.following for lane in lanes)
+
+
 async def wait_until(predicate: object, timeout: float = 60) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():  # type: ignore[operator]
@@ -253,11 +259,7 @@ async def test_events_committed_behind_an_older_transaction_are_read_once_it_end
     )
     task = asyncio.create_task(running.run())
 
-    def following() -> bool:
-        lanes = [] if running.scheduler is None else running.scheduler.lanes.values()
-        return any(lane.following for lane in lanes)
-
-    await wait_until(following)
+    await wait_until(lambda: following(running))
     events = tenants_events([tenant], 4, seed=9)
     with engine.connect() as older:
         transaction = older.begin()
@@ -356,11 +358,7 @@ async def test_a_notification_during_a_feed_read_waits_for_the_read_instead_of_s
     running._wait = counted  # type: ignore[method-assign]
     task = asyncio.create_task(running.run())
 
-    def following() -> bool:
-        lanes = [] if running.scheduler is None else running.scheduler.lanes.values()
-        return any(lane.following for lane in lanes)
-
-    await wait_until(following)
+    await wait_until(lambda: following(running))
     events = tenants_events([tenant], 30, seed=12)
     passes = 0
     for chunk in (events[:10], events[10:20], events[20:]):  # each announced, reads in flight

@@ -37,17 +37,14 @@ import time
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
 from xavyo_siem.batch import BatchExporter, ExportSettings
 from xavyo_siem.model import (
-    BatchExportJob,
-    CircuitState,
-    SiemDestination,
     to_epoch_us,
 )
 from xavyo_siem.pipeline import metrics
@@ -58,26 +55,18 @@ from xavyo_siem.pipeline.scheduler import HELD_RECOUNT_S, Scheduler
 from xavyo_siem.runtime.export_jobs import ExportJobs
 from xavyo_siem.runtime.lane_store import StoreLanes, all_caught_up
 from xavyo_siem.runtime.store_gate import StoreGate, StoreUnavailable
+from xavyo_siem.runtime.worker_store import Renewal, leave, read_lanes_to_start, renew
 from xavyo_siem.store.changes import Listener
-from xavyo_siem.store.dead_letters import replays_waiting
-from xavyo_siem.store.destinations import enabled_destination_ids, read_leased
-from xavyo_siem.store.events import START, EventCursor
+from xavyo_siem.store.destinations import enabled_destination_ids
+from xavyo_siem.store.events import EventCursor
 from xavyo_siem.store.feed import (
     CatchUp,
     FeedPage,
-    catch_up,
-    feed_start,
     read_catch_up,
     read_feed,
-    tenant_heads,
     unfinished_after,
 )
-from xavyo_siem.store.jobs import claim_job
 from xavyo_siem.store.leases import (
-    acquire_leases,
-    forget_worker,
-    heartbeat,
-    held_leases,
     refresh_lease_statistics,
     release_leases,
 )
@@ -89,13 +78,6 @@ log = logging.getLogger("xavyo_siem.pipeline")  # the name operators filter the 
 _R = TypeVar("_R")
 _MANY_LEASES = 100  # taken or given back at once: the lease statistics are refreshed
 _RECHECK_S = 0.005  # the first wait before reading events that were not final yet
-_Leased = list[tuple[SiemDestination, EventCursor, CircuitState, int]]
-# A renewal's findings: the fair share, the leases held (epoch, destination's updated_us),
-# the leases just taken (epoch), the destinations with dead letters to replay, and the
-# export job claimed (if any).
-_Renewed = tuple[
-    int, dict[UUID, tuple[int, int]], dict[UUID, int], set[UUID], BatchExportJob | None
-]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +136,7 @@ class Worker:
         self._updated: dict[UUID, int] = {}  # each lane's destination `updated_us` when loaded
         self._bucket_for = Buckets()  # each destination's one bucket (lane and exports)
         self._closing: set[asyncio.Task[None]] = set()
-        self._renewing: asyncio.Task[_Renewed] | None = None
+        self._renewing: asyncio.Task[Renewal] | None = None
         self._scanned = False  # a renewal was applied
         self._flushing: asyncio.Task[tuple[list[UUID], list[UUID]]] | None = None
         # What each destination's metrics count: kept while its lane is loaded again (its
@@ -365,31 +347,14 @@ class Worker:
             return None
         return self.exports.room(self.scheduler.lanes)
 
-    async def _renew(self, jobs_for: list[UUID] | None) -> _Renewed:
-        """Heartbeat (which renews every lease), see what is still held, take free ones up
-        to the fair share, see which destinations have dead letters to replay and, when
-        `jobs_for` is given, claim a waiting export job to one of them (or to a file): one
-        transaction."""
+    async def _renew(self, jobs_for: list[UUID] | None) -> Renewal:
+        """One renewal (`worker_store.renew`) on the store's threads."""
         ttl = timedelta(seconds=self.settings.lease_ttl_s)
+        return await self.gate.write(
+            lambda conn: renew(conn, owner=self.owner, ttl=ttl, jobs_for=jobs_for)
+        )
 
-        def renew(conn: Connection) -> _Renewed:
-            # What it holds is read first: the transaction takes its id at its first write,
-            # and new events committed after that are final only once it ends. The replays
-            # are read last, to include the destinations just taken.
-            held = held_leases(conn, owner=self.owner)
-            now = datetime.now(UTC)
-            share = heartbeat(conn, owner=self.owner, ttl=ttl, now=now)
-            taken = acquire_leases(
-                conn, owner=self.owner, limit=share - len(held), ttl=ttl, now=now
-            )
-            job = None
-            if jobs_for is not None:
-                job = claim_job(conn, owner=self.owner, ttl=ttl, now=now, destination_ids=jobs_for)
-            return share, held, taken, replays_waiting(conn, owner=self.owner), job
-
-        return await self.gate.write(renew)
-
-    async def _scan(self, renewal: _Renewed) -> None:
+    async def _scan(self, renewal: Renewal) -> None:
         """Apply a renewal: drop the lanes lost, load the ones taken, give back what is over
         the fair share, note replays, close idle transports, and run export jobs."""
         assert self.scheduler is not None
@@ -427,25 +392,15 @@ class Worker:
         """Serve the destinations just leased: their lanes start where their cursor is."""
         assert self.scheduler is not None
         start_feed = self._position is None
-
-        def read(
-            conn: Connection,
-        ) -> tuple[_Leased, dict[UUID, EventCursor], EventCursor | None, CatchUp | None]:
-            rows = read_leased(conn, owner=self.owner, destination_ids=list(epochs))
-            if not start_feed:
-                return rows, tenant_heads(conn, owner=self.owner), None, None
-            oldest = min((cursor for _, cursor, _, _ in rows), default=START)
-            start = feed_start(
+        rows, heads, head, walk = await self.gate.read(
+            lambda conn: read_lanes_to_start(
                 conn,
-                not_before=oldest,
-                window=self.settings.feed_catch_up_events,
+                owner=self.owner,
+                destination_ids=list(epochs),
+                start_feed=start_feed,
+                catch_up_events=self.settings.feed_catch_up_events,
             )
-            # The marks are the tenants' last events up to the feed's start: a destination at
-            # or past its tenant's mark misses nothing the feed will not read.
-            heads = tenant_heads(conn, owner=self.owner, at_most=start)
-            return rows, heads, start, catch_up(conn, owner=self.owner, start=start)
-
-        rows, heads, head, walk = await self.gate.read(read)
+        )
         if head is not None:  # the feed starts: read it now, not at the next poll
             self._position = head
             self._walk = walk
@@ -622,11 +577,7 @@ class Worker:
             await asyncio.wait(closing, timeout=self.settings.shutdown_grace_s)
         try:
             await self._flush()
-            await self.gate.write(self._leave)
+            await self.gate.write(lambda conn: leave(conn, owner=self.owner))
         except StoreUnavailable:
             log.warning("store unavailable at shutdown: leases expire by themselves")
         metrics.WORKER_DESTINATIONS.set(0)
-
-    def _leave(self, conn: Connection) -> None:
-        release_leases(conn, owner=self.owner)
-        forget_worker(conn, owner=self.owner)
