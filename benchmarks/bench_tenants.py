@@ -1060,7 +1060,9 @@ class Bench:
         worker = self.start_worker("A")
         ready = self.wait_ready([worker], deadline)
         self._report_start(worker, ready, phase="backlog")
+        cpu_at_ready = worker.cpu_seconds()
         reached = self.receipts.wait_for(expected, deadline, "backlog")
+        cpu = worker.cpu_seconds() - cpu_at_ready  # idle once the last delivery was made
         label = f"backlog ({args.backlog_events:,} events, {tenants:,} tenants)"
         what = f"{len(expected):,} deliveries"
         if reached < len(expected):
@@ -1083,6 +1085,14 @@ class Bench:
                     f"{len(expected) / seconds:,.0f} deliveries/s"
                 )
             self.report.add(label, f"{start} → all {what} received", result)
+        if ready.seconds is not None and done > worker.started + ready.seconds:
+            share = cpu / (done - worker.started - ready.seconds)
+            self.report.add(
+                label,
+                "worker CPU from ready to the last delivery",
+                f"{cpu:.2f} s ({share:.0%} of one core; {cpu / len(expected) * 1e6:.0f} µs "
+                "per delivery)",
+            )
 
     def append(self, seconds: float, seed: int, during: Callable[[float], None]) -> list[str]:
         """Run the appender for `seconds`, calling `during(elapsed)` about every file poll;

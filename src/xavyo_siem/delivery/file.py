@@ -19,7 +19,9 @@ thousand file destinations) share those fsyncs: a caller waits for one fsync of 
 directory that started after its file was made, and one fsync serves every caller that was
 waiting when it started (`DirectorySync`, a group commit).
 
-Blocking file calls run in a worker thread, so the event loop never waits on the disk.
+Blocking file calls run on threads, so the event loop never waits on the disk: the appends
+and their fsyncs on a few threads that every file transport of the process shares, and
+take in chunks (file_io.py).
 Errors classify by errno: a full or failing disk is `RetryLater`; a missing directory, a
 permission or read-only error, or a path that is a directory is `Misconfigured`.
 """
@@ -30,15 +32,15 @@ import asyncio
 import errno
 import logging
 import os
-import threading
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import unquote
 
 from xavyo_siem.delivery.base import Delivered, DeliveryResult, Misconfigured, Record, RetryLater
 from xavyo_siem.delivery.endpoints import split_url
+from xavyo_siem.delivery.file_io import Appends, DirectorySync
 from xavyo_siem.delivery.framing import encode_utf8
 from xavyo_siem.delivery.option_values import BATCH_OPTIONS, OptionReader
 from xavyo_siem.errors import InvalidDestination
@@ -109,82 +111,10 @@ _MISCONFIGURED_ERRNOS: Final = frozenset(
 _FILE_MODE: Final = 0o600
 
 
-def fsync_directory(path: str) -> None:
-    """Make the entries of directory `path` durable."""
-    dir_fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-@dataclass(slots=True)
-class _Directory:
-    started: int = 0  # fsyncs begun
-    done: int = 0  # the last of them that succeeded
-    running: bool = False
-    callers: int = 0  # in `sync` now
-
-
-@dataclass(slots=True)
-class DirectorySync:
-    """fsyncs of directories shared by the threads that need one (a group commit).
-
-    `sync(path)` returns once an fsync of `path` that began after the call has succeeded
-    (or raises the OSError of the one it ran itself). While one fsync runs, the callers that
-    arrive wait; when it ends, one of them runs the next, which serves them all.
-    """
-
-    fsync: Callable[[str], None] = fsync_directory
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _changed: threading.Condition = field(init=False)
-    _directories: dict[str, _Directory] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self._changed = threading.Condition(self._lock)
-
-    def sync(self, path: str) -> None:
-        with self._lock:
-            directory = self._directories.setdefault(path, _Directory())
-            directory.callers += 1
-            try:
-                wanted = directory.started + 1  # the first fsync to begin from now on
-                while directory.done < wanted:
-                    if directory.running:
-                        self._changed.wait()
-                    else:
-                        self._run(path, directory)
-            finally:
-                directory.callers -= 1
-                if not directory.callers:
-                    del self._directories[path]
-
-    def waiting(self, path: str) -> int:
-        """How many callers are in `sync(path)` now."""
-        with self._lock:
-            directory = self._directories.get(path)
-            return 0 if directory is None else directory.callers
-
-    def _run(self, path: str, directory: _Directory) -> None:
-        """One fsync of `path`, the lock released meanwhile (held on entry and exit)."""
-        directory.running = True
-        directory.started += 1
-        ticket = directory.started
-        succeeded = False
-        self._lock.release()
-        try:
-            self.fsync(path)
-            succeeded = True
-        finally:
-            self._lock.acquire()
-            directory.running = False
-            if succeeded:
-                directory.done = ticket
-            self._changed.notify_all()
-
-
-# Every file transport of the process: files made together in one directory share fsyncs.
+# Every file transport of the process: files made together in one directory share fsyncs,
+# and the appends share a few threads.
 _DIRECTORIES: Final = DirectorySync()
+_APPENDS: Final = Appends()
 
 
 class FileTransport:
@@ -200,15 +130,17 @@ class FileTransport:
         *,
         header: str | None = None,
         directories: DirectorySync = _DIRECTORIES,
+        appends: Appends = _APPENDS,
     ) -> None:
         self.config = config
         self._directories = directories
+        self._appends = appends
         self._fd: int | None = None
         self._lock = asyncio.Lock()
         self._line_end = b"\n" if header is None else b"\r\n"
         self._header = None if header is None else encode_utf8(header) + self._line_end
 
-    # -- blocking parts, run in a worker thread --------------------------------------------
+    # -- blocking parts, run on a thread (`Appends`, or asyncio's for `check`) --------------
 
     def _open(self) -> int:
         if self._fd is not None:
@@ -259,19 +191,36 @@ class FileTransport:
             written = os.write(fd, view)
             view = view[written:]
 
-    def _append(self, payload: bytes) -> None:
+    def write(self, payload: bytes) -> int:
+        """Append `payload`, not durable yet (`AppendTarget`); the file's size before it."""
         fd = self._open()
         start = os.lseek(fd, 0, os.SEEK_END)
         try:
             self._write_all(fd, payload)
+        except OSError:
+            self._roll_back(fd, start)
+            raise
+        return start
+
+    def sync(self, start: int) -> None:
+        """fsync what was appended since `start` (`AppendTarget`); on failure take it out."""
+        fd = self._fd
+        if fd is None:  # closed meanwhile (the worker let the destination go)
+            raise OSError(errno.EBADF, "the file was closed before its batch was synced")
+        try:
             os.fsync(fd)
         except OSError:
-            try:  # take the partial batch back out, so the resend does not duplicate it
-                os.ftruncate(fd, start)
-            except OSError as exc:
-                log.warning("could not roll back a failed batch in %s: %s", self.config.path, exc)
-            self._close()
+            self._roll_back(fd, start)
             raise
+
+    def _roll_back(self, fd: int, start: int) -> None:
+        """Take a failed batch back out, so the resend does not duplicate it; the file is
+        opened again for the next batch."""
+        try:
+            os.ftruncate(fd, start)
+        except OSError as exc:
+            log.warning("could not roll back a failed batch in %s: %s", self.config.path, exc)
+        self._close()
 
     def _close(self) -> None:
         fd, self._fd = self._fd, None
@@ -297,7 +246,7 @@ class FileTransport:
         payload = b"".join([encode_utf8(record.text) + end for record in records])
         async with self._lock:
             try:
-                await asyncio.to_thread(self._append, payload)
+                await self._appends.append(self, payload)
             except OSError as exc:
                 return self._classify(exc)
         return Delivered()

@@ -89,17 +89,22 @@ def report_disabled(destination: SiemDestination, counts: Counts, *, reason: str
 
 
 class Throughput:
-    """Events per second delivered over the last ten seconds (the health's `throughput`)."""
+    """Events per second delivered over the last ten seconds (the health's `throughput`).
+
+    A running total of the window, so a batch costs the same however many batches the
+    window holds (a busy destination delivers hundreds a second)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._delivered: deque[tuple[float, int]] = deque()
+        self._total = 0
 
     def add(self, delivered: int) -> float:
         """Count a delivered batch; the rate with it."""
         now = self._clock()
-        self._delivered.append((now, delivered))
-        while self._delivered and self._delivered[0][0] < now - 10:
-            self._delivered.popleft()
-        span = max(now - self._delivered[0][0], 1.0)
-        return sum(count for _, count in self._delivered) / span
+        window = self._delivered
+        window.append((now, delivered))
+        self._total += delivered
+        while window[0][0] < now - 10:
+            self._total -= window.popleft()[1]
+        return self._total / max(now - window[0][0], 1.0)

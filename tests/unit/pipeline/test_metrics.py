@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
+import pytest
 from prometheus_client import REGISTRY
 
 from xavyo_siem.model import (
@@ -15,6 +16,7 @@ from xavyo_siem.model import (
     SiemDestination,
 )
 from xavyo_siem.pipeline.health import (
+    Throughput,
     report_delivered,
     report_disabled,
     report_failure,
@@ -150,3 +152,17 @@ def test_the_build_is_named_once_per_process() -> None:
     helpers = "c" if COMPILED else "python"
     labels = {"version": __version__, "helpers": helpers}
     assert REGISTRY.get_sample_value("xavyo_siem_build_info", labels) == 1
+
+
+def test_throughput_counts_the_last_ten_seconds_of_batches() -> None:
+    """The throughput is the events of the batches of the last ten seconds over the time
+    they span (at least one second), however many batches came before."""
+    now = [0.0]
+    throughput = Throughput(lambda: now[0])
+    for second in range(30):
+        now[0] = float(second)
+        rate = throughput.add(5)
+    # The batches of 19..29 s are inside the window at 29 s; those before it are not.
+    assert rate == pytest.approx(55 / 10)
+    now[0] = 100.0
+    assert throughput.add(3) == 3.0
