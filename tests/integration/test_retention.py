@@ -354,7 +354,7 @@ def test_a_run_stopped_between_the_steps_is_finished_by_the_next(
     """A partition detached (and perhaps dropped) by a run that stopped there: its events
     are gone at once, the service cannot read its table, and the listings, ingest, tenant
     counts and fleet health ignore it; the next run (even with no policy) drops what is
-    left and removes the keys, and touches nothing else."""
+    left and removes the keys, touches nothing else, and says so."""
     mine = events_of(A, 6)
     store_events(pg_engine, mine)
     destination = destination_of(pg_engine, A, tmp_path)
@@ -387,9 +387,15 @@ def test_a_run_stopped_between_the_steps_is_finished_by_the_next(
         fleet = read_fleet_health(conn, tenant_id=None, now=datetime.now(UTC))
     (health,) = [f.health for f in fleet if f.health.destination_id == destination]
     assert health.lag_events == 0
-    report = apply_retention(pg_engine, now=LATER)  # no policy: only the steps left
-    assert report.finished == [detached.name]
-    assert report.dropped_partitions == []
+    if stopped_after == "detach":  # no policy: only the steps left
+        report = apply_retention(pg_engine, now=LATER)
+        assert report.finished == [detached.name]
+        assert report.dropped_partitions == []
+    else:  # the command line says so
+        url = pg_engine.url.render_as_string(hide_password=False)
+        done = run_cli(url, "retention", "apply")
+        assert done.returncode == 0, done.stderr
+        assert "dropping the detached tables (with 1 an earlier run left)" in done.stderr
     assert tables_named(pg_engine, partition.name) == [partition.name]  # the one made again
     assert keys_of(pg_engine, A) == []
     assert left(pg_engine, B, others) == 3

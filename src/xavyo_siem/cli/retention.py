@@ -121,10 +121,11 @@ def _print_report(report: RetentionReport, *, force: bool) -> None:
            f" gone after {report.detach_s:.3f} s)" if dropped else "")
     )  # fmt: skip
     if dropped or report.finished:
-        earlier = f" (and {len(report.finished)} an earlier run left)" if report.finished else ""
+        earlier = f" (with {len(report.finished)} an earlier run left)" if report.finished else ""
         err.print(
-            f"their tables dropped{earlier}, returning their disk space, in {report.drop_s:.2f} s"
-            f" (no other table waited); their keys removed in {report.keys_s:.1f} s"
+            f"disk space returned by dropping the detached tables{earlier} in"
+            f" {report.drop_s:.2f} s, which no ingest or read waits for; their events' keys"
+            f" removed in {report.keys_s:.1f} s"
         )
     if force:
         err.print(f"removed {report.removed_undelivered:,} events that were still needed")
