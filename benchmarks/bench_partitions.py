@@ -1,16 +1,30 @@
 """Partitioned PostgreSQL at scale: ingest rate over 10 million events, and retention.
 
     .venv/bin/python benchmarks/bench_partitions.py [--events 10000000] [--batch 100000]
-        [--tenants 50] [--pg-admin-url URL] [--keep]
+        [--tenants 50] [--pg-admin-url URL] [--keep] [--one-transaction]
 
 Ingests `--events` sample events into a fresh, migrated PostgreSQL database (partitioned
 `audit_events`, the key table that keeps ingest idempotent) through `append_events`, one
 transaction per `--batch` events, and prints the rate of every million: the last million
 should run within 15 % of the first (an index that grows with the table shows up as a
-falling rate). Then retention: the time to drop the partition that holds them all whole
-(`drop_partition`, what `retention apply` does with a partition nothing holds), and the
-time to remove their keys afterwards in chunks of 10,000. The database is dropped at the
-end unless `--keep`. Prints the machine and its yardstick first.
+falling rate). Then retention of the partition that holds them all, step by step, as
+`retention apply` does with a partition nothing holds:
+
+* `detach_s`: detaching it (`detach_partition`, one transaction): its events are gone when
+  it returns, and it is the longest `audit_events` is locked (ACCESS EXCLUSIVE);
+* `drop_s`: dropping the detached table (`drop_detached`, one transaction that locks that
+  table alone), which returns its disk space; meanwhile a probe inserts one event at a time
+  into `audit_events` (received tomorrow, so into another partition) from another
+  connection and reports how many inserts ran during the drop and their slowest
+  (`probe_during_drop`) beside the slowest outside it;
+* `keys_s`: removing their keys in chunks of 10,000.
+
+`--one-transaction` instead drops the partition as retention did before, `DROP TABLE` of
+the attached partition in one transaction (`one_transaction_drop_s`, with the same probe),
+for comparison.
+
+The database is dropped at the end unless `--keep`. Prints the machine and its yardstick
+first.
 """
 
 from __future__ import annotations
@@ -18,8 +32,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from bench_store import drop_postgres, fresh_postgres
 
@@ -35,12 +51,23 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=50)
     parser.add_argument("--pg-admin-url", default=_ADMIN)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--one-transaction", action="store_true", help="drop the attached partition at once"
+    )
     args = parser.parse_args()
 
     from xavyo_siem.cli import tune_gc
     from xavyo_siem.sample import generate_events
     from xavyo_siem.store import append_events, make_engine, upgrade
-    from xavyo_siem.store.partitions import drop_partition, list_partitions
+    from xavyo_siem.store.partitions import (
+        Detached,
+        detach_partition,
+        drop_detached,
+        ensure_partitions,
+        forget_detached,
+        list_detached,
+        list_partitions,
+    )
     from xavyo_siem.store.retention import _Run
 
     tune_gc()
@@ -87,29 +114,101 @@ def main() -> None:
                 "SELECT pg_total_relation_size(%s) / 1048576", (holding[-1].name,)
             ).scalar()
         partition = holding[-1]
-        began = time.perf_counter()
-        dropped = drop_partition(engine, partition)
-        drop_s = time.perf_counter() - began
-        began = time.perf_counter()
-        _Run(engine, False, 10_000)._drop_keys(partition)
-        keys_s = time.perf_counter() - began
-        print(
-            json.dumps(
-                {
-                    "partition": partition.name,
-                    "partition_mb": size_mb,
-                    "dropped": dropped,
-                    "drop_s": round(drop_s, 3),
-                    "keys_removed_s": round(keys_s, 1),
-                }
-            ),
-            flush=True,
-        )
+        ensure_partitions(engine)  # tomorrow's partition, which the probe writes into
+        probe = _Probe(engine, generate_events(10_000, tenants=args.tenants, seed=8))
+        figures: dict[str, Any] = {"partition": partition.name, "partition_mb": size_mb}
+        if args.one_transaction:
+            probe.start()
+            time.sleep(1.0)
+            began = time.perf_counter()
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f'DROP TABLE "{partition.name}"')
+                conn.exec_driver_sql(
+                    "DELETE FROM audit_partitions WHERE name = %s", (partition.name,)
+                )
+            ended = time.perf_counter()
+            time.sleep(1.0)
+            probe.stop()
+            figures["one_transaction_drop_s"] = round(ended - began, 3)
+            gone = Detached(partition.name, partition.from_us, partition.to_us, True)
+        else:
+            began = time.perf_counter()
+            figures["detached"] = detach_partition(engine, partition)
+            figures["detach_s"] = round(time.perf_counter() - began, 4)
+            with engine.connect() as conn:
+                (gone,) = list_detached(conn)
+            probe.start()
+            time.sleep(1.0)
+            began = time.perf_counter()
+            figures["dropped"] = drop_detached(engine, gone)
+            ended = time.perf_counter()
+            time.sleep(1.0)
+            probe.stop()
+            figures["drop_s"] = round(ended - began, 3)
+        began_keys = time.perf_counter()
+        _Run(engine, False, 10_000).drop_keys(gone)
+        figures["keys_s"] = round(time.perf_counter() - began_keys, 1)
+        if not args.one_transaction:
+            forget_detached(engine, gone)
+        print(json.dumps({**figures, **probe.summary(began, ended)}), flush=True)
     finally:
         engine.dispose()
         if not args.keep:
             drop_postgres(args.pg_admin_url, name)
     print(f"finished {datetime.now(UTC).isoformat()[:19]}Z", flush=True)
+
+
+class _Probe:
+    """Inserts one event at a time into `audit_events`, received a day from now (its own
+    connection, a transaction each), recording when each insert started and ended."""
+
+    def __init__(self, engine: Any, events: Any) -> None:
+        from xavyo_siem.store.event_rows import EVENT_COLUMNS
+
+        names = ", ".join(column.name for column in EVENT_COLUMNS)
+        marks = ", ".join("%s" for _ in EVENT_COLUMNS)
+        self._insert = (
+            f"INSERT INTO audit_events (received_us, {names}) VALUES"
+            f" ((extract(epoch FROM clock_timestamp()) * 1000000)::bigint + 86400000000, {marks})"
+        )
+        self._engine, self._events = engine, events
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.spans: list[tuple[float, float]] = []
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        from xavyo_siem.store.event_rows import row_of
+
+        with self._engine.connect() as conn:
+            while not self._stop.is_set():
+                row = row_of(next(self._events), {})
+                began = time.perf_counter()
+                with conn.begin():
+                    conn.exec_driver_sql(self._insert, tuple(row))
+                self.spans.append((began, time.perf_counter()))
+                time.sleep(0.005)
+
+    def summary(self, began: float, ended: float) -> dict[str, Any]:
+        """The inserts that overlapped [began, ended] (the drop) and the others."""
+        during = [e - s for s, e in self.spans if s < ended and e > began]
+        outside = [e - s for s, e in self.spans if not (s < ended and e > began)]
+        return {
+            "probe_during_drop": {
+                "inserts": len(during),
+                "max_ms": round(max(during, default=0) * 1000, 1),
+            },
+            "probe_outside_drop": {
+                "inserts": len(outside),
+                "max_ms": round(max(outside, default=0) * 1000, 1),
+            },
+        }
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from xavyo_siem.store.event_rows import EVENT_COLUMNS, row_of
 from xavyo_siem.store.events import START, EventCursor, fetch_rows, read_events_after
 from xavyo_siem.store.feed import read_feed
 from xavyo_siem.store.leases import acquire_leases, heartbeat
-from xavyo_siem.store.partitions import DAY_US, MAKE_PARTITIONS, list_partitions
+from xavyo_siem.store.partitions import DAY_US, MAKE_PARTITIONS, detach_partition, list_partitions
 from xavyo_siem.store.scope import scope_to_tenant
 
 A, B = UUID(int=0xA1), UUID(int=0xB2)
@@ -120,9 +120,11 @@ def pg_engines(pg_url: str, pg_app_role: str) -> Iterator[tuple[Engine, Engine]]
 def test_ingest_makes_the_partition_it_needs(pg_engines: tuple[Engine, Engine]) -> None:
     """With no partition for now (no worker ran), ingest makes one and stores its events."""
     owner, app = pg_engines
-    with owner.begin() as conn:
-        for partition in list_partitions(conn)[1:]:  # all but the events before 0012
-            conn.exec_driver_sql(f"SELECT xavyo_siem_drop_partition('{partition.name}')")
+    with owner.connect() as conn:
+        partitions = list_partitions(conn)[1:]  # all but the events before 0012
+    for partition in partitions:
+        assert detach_partition(owner, partition)
+    with owner.connect() as conn:
         assert [p.name for p in list_partitions(conn)] == ["audit_events_p0"]
     events = events_of(A, 40)
     with writing(app) as conn:

@@ -1,7 +1,9 @@
 """Retention on both backends: expired events go, unless a destination (enabled or not) has
 not delivered them, a dead letter refers to them or a running export needs them; `force`
 removes those too and counts them; a tenant's own policy overrides the platform's; health
-names the destination that holds retention back; the command line prints it."""
+names the destination that holds retention back; the command line prints it. On
+PostgreSQL a whole partition goes in steps (detach, drop, keys), a run stopped between them
+is finished by the next, and the drop keeps no ingest or read waiting."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
-from sqlalchemy import Engine, select, text
+from psycopg.errors import LockNotAvailable
+from sqlalchemy import Engine, event, select, text
 
 from file_output import add_file_destination
 from store_roles import as_role
@@ -27,7 +30,16 @@ from xavyo_siem.store import append_events, make_engine, upgrade, writing
 from xavyo_siem.store.dead_letters import add_dead_letters
 from xavyo_siem.store.destinations import list_destinations
 from xavyo_siem.store.events import read_events_by_id
-from xavyo_siem.store.partitions import list_partitions
+from xavyo_siem.store.fleet import read_fleet_health
+from xavyo_siem.store.partitions import (
+    Partition,
+    detach_partition,
+    drop_detached,
+    ensure_partitions,
+    list_detached,
+    list_partitions,
+)
+from xavyo_siem.store.purge import count_tenant_rows
 from xavyo_siem.store.retention import (
     apply_retention,
     list_retention_holds,
@@ -281,22 +293,157 @@ def test_removed_events_can_be_ingested_again(engine: Engine) -> None:
         assert append_events(conn, mine).stored == 4
 
 
+def tables_named(engine: Engine, prefix: str) -> list[str]:
+    """The tables of the store's schema whose name starts with `prefix`."""
+    with engine.connect() as conn:
+        return [
+            row[0]
+            for row in conn.exec_driver_sql(
+                "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
+                " AND relkind = 'r' AND starts_with(relname, %s)",
+                (prefix,),
+            )
+        ]
+
+
+def keys_of(engine: Engine, tenant: UUID) -> list[int]:
+    """The received times of the tenant's stored keys."""
+    with engine.connect() as conn:
+        scope_to_tenant(conn, tenant)
+        return [int(row[0]) for row in conn.execute(select(audit_event_keys.c.received_us))]
+
+
+def partition_of(engine: Engine, tenant: UUID) -> Partition:
+    """The partition holding the tenant's (first) stored event."""
+    received = min(keys_of(engine, tenant))
+    with engine.connect() as conn:
+        (partition,) = [p for p in list_partitions(conn) if p.from_us <= received < p.to_us]
+    return partition
+
+
 def test_a_partition_nothing_holds_is_dropped_whole(pg_engine: Engine) -> None:
-    """On PostgreSQL a partition whose events all expired, none needed, is dropped whole
-    (its keys removed too), and ingest afterwards makes the partition it needs again."""
+    """On PostgreSQL a partition whose events all expired, none needed, is detached, its
+    table dropped and its keys removed in one run, which leaves nothing behind, and ingest
+    afterwards makes the partition it needs again."""
     mine = events_of(A, 6)
     store_events(pg_engine, mine)
     keep(pg_engine, DAY_S)
+    partition = partition_of(pg_engine, A)
     with pg_engine.connect() as conn:
         before = {p.name for p in list_partitions(conn)}
     report = apply_retention(pg_engine, now=LATER)
     assert report.removed == 0  # nothing one by one
-    assert report.dropped_partitions
+    assert partition.name in report.dropped_partitions
     assert set(report.dropped_partitions) <= before
+    assert report.finished == []  # nothing an earlier run left
     assert left(pg_engine, A, mine) == 0
+    assert tables_named(pg_engine, partition.name) == []  # nor a detached table
+    assert keys_of(pg_engine, A) == []
+    with pg_engine.connect() as conn:
+        assert list_detached(conn) == []
+        assert partition.name not in {p.name for p in list_partitions(conn)}
     with writing(pg_engine) as conn:
         assert append_events(conn, mine).stored == 6
     assert left(pg_engine, A, mine) == 6
+
+
+@pytest.mark.parametrize("stopped_after", ["detach", "drop"])
+def test_a_run_stopped_between_the_steps_is_finished_by_the_next(
+    pg_engine: Engine, tmp_path: Path, stopped_after: str
+) -> None:
+    """A partition detached (and perhaps dropped) by a run that stopped there: its events
+    are gone at once, the service cannot read its table, and the listings, ingest, tenant
+    counts and fleet health ignore it; the next run (even with no policy) drops what is
+    left and removes the keys, touches nothing else, and says so."""
+    mine = events_of(A, 6)
+    store_events(pg_engine, mine)
+    destination = destination_of(pg_engine, A, tmp_path)
+    partition = partition_of(pg_engine, A)
+    assert detach_partition(pg_engine, partition)
+    assert not detach_partition(pg_engine, partition)  # gone from the list already
+    assert left(pg_engine, A, mine) == 0
+    with pg_engine.connect() as conn:
+        (detached,) = list_detached(conn)
+        assert partition.name not in {p.name for p in list_partitions(conn)}
+    assert (detached.from_us, detached.to_us, detached.dropped) == (
+        partition.from_us, partition.to_us, False,
+    )  # fmt: skip
+    assert tables_named(pg_engine, partition.name) == [detached.name]
+    with pg_engine.connect() as conn:  # the service's roles lost every right on it
+        assert not conn.exec_driver_sql(
+            "SELECT has_table_privilege(%s, 'SELECT')", (detached.name,)
+        ).scalar_one()
+    if stopped_after == "drop":
+        assert drop_detached(pg_engine, detached)
+        assert not drop_detached(pg_engine, detached)
+        assert tables_named(pg_engine, partition.name) == []
+    ensure_partitions(pg_engine)  # the days it held are made again, beside it
+    others = events_of(B, 3)
+    store_events(pg_engine, others)
+    assert left(pg_engine, B, others) == 3
+    with pg_engine.connect() as conn:
+        counts = count_tenant_rows(conn, tenant_id=A)
+        assert (counts["events"], counts["event_keys"]) == (0, 6)  # the keys follow
+        fleet = read_fleet_health(conn, tenant_id=None, now=datetime.now(UTC))
+    (health,) = [f.health for f in fleet if f.health.destination_id == destination]
+    assert health.lag_events == 0
+    if stopped_after == "detach":  # no policy: only the steps left
+        report = apply_retention(pg_engine, now=LATER)
+        assert report.finished == [detached.name]
+        assert report.dropped_partitions == []
+    else:  # the command line says so
+        url = pg_engine.url.render_as_string(hide_password=False)
+        done = run_cli(url, "retention", "apply")
+        assert done.returncode == 0, done.stderr
+        assert "dropping the detached tables (with 1 an earlier run left)" in done.stderr
+    assert tables_named(pg_engine, partition.name) == [partition.name]  # the one made again
+    assert keys_of(pg_engine, A) == []
+    assert left(pg_engine, B, others) == 3
+    with pg_engine.connect() as conn:
+        assert list_detached(conn) == []
+
+
+def test_the_drop_keeps_no_ingest_or_read_waiting(pg_engine: Engine) -> None:
+    """While the drop of a detached table is not committed, another connection inserts
+    into `audit_events` and reads it under a lock timeout; while a detach is not
+    committed the same insert times out, so the probe does see a lock on the table."""
+    mine = events_of(A, 4)
+    store_events(pg_engine, mine)
+    partition = partition_of(pg_engine, A)
+    assert detach_partition(pg_engine, partition)
+    ensure_partitions(pg_engine)
+    with pg_engine.connect() as conn:
+        (detached,) = list_detached(conn)
+        ahead = list_partitions(conn)[-1]
+    probe = make_engine(pg_engine.url.render_as_string(hide_password=False))
+
+    @event.listens_for(probe, "connect")
+    def _lock_timeout(dbapi_connection: object, _record: object) -> None:
+        with dbapi_connection.cursor() as cursor:  # type: ignore[attr-defined]
+            cursor.execute("SET lock_timeout = '500ms'")
+        dbapi_connection.commit()  # type: ignore[attr-defined]
+
+    with pg_engine.connect() as holder:
+        detaching = holder.begin()
+        assert holder.exec_driver_sql(
+            "SELECT xavyo_siem_detach_partition(%s)", (ahead.name,)
+        ).scalar_one()
+        with pytest.raises(LockNotAvailable):  # the driver's own error: ingest COPYs
+            store_events(probe, events_of(B, 2))
+        detaching.rollback()
+        with holder.begin():
+            assert holder.exec_driver_sql(
+                "SELECT xavyo_siem_drop_detached(%s)", (detached.name,)
+            ).scalar_one()
+            others = events_of(B, 5)
+            store_events(probe, others)
+            assert left(probe, B, others) == 5
+            assert left(probe, A, mine) == 0
+    probe.dispose()
+    assert tables_named(pg_engine, partition.name) == [partition.name]  # the one made again
+    with pg_engine.connect() as conn:
+        ((name, dropped),) = [(d.name, d.dropped) for d in list_detached(conn)]
+    assert (name, dropped) == (detached.name, True)
 
 
 def run_cli(db: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -330,6 +477,7 @@ def test_the_commands_print_clear_output_and_json(tmp_path: Path) -> None:
     applied = run_cli(db, "retention", "apply", "--json")
     assert applied.returncode == 0, applied.stderr
     assert json.loads(applied.stdout)["removed"] == 0
+    assert json.loads(applied.stdout)["drop_s"] == 0  # no partitions on SQLite
     applied = run_cli(db, "retention", "apply", "--force")
     assert "removed 0 events" in applied.stderr
     assert "still needed" in applied.stderr

@@ -19,8 +19,17 @@ Partitions are made ahead by the worker (`ensure_partitions`, two days ahead), a
 ingest when the one for now is missing, so ingest never fails because no worker ran. Both
 run `xavyo_siem_make_partitions`, a function with its owner's rights (only a table's owner
 may add a partition), in a short transaction of their own: it holds the table's lock for
-the moment the new partition is attached, never for an ingest. SQLite keeps one table:
-there every function here answers "no partitions" and adds no condition.
+the moment the new partition is attached, never for an ingest.
+
+Retention removes a partition in two steps (migration 0014). `detach_partition` detaches it
+from `audit_events` and moves its row from `audit_partitions` to `detached_partitions`, in
+one short transaction: a catalog change whose cost does not grow with the partition, after
+which no read sees its events. `drop_detached` then drops the detached table in a
+transaction of its own, which locks that table alone: the removal of its files (seconds
+for a large partition) keeps no one else waiting. Its row stays until its events' keys are
+removed too (`forget_detached`), so a run stopped between any two steps is finished by the
+next (`list_detached`). SQLite keeps one table: there every function here answers "no
+partitions" and adds no condition.
 """
 
 from __future__ import annotations
@@ -35,20 +44,28 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import ScalarSelect
 
 from xavyo_siem.store.scope import SERVICE_ROLE, WORKER_ROLE, partition_policy_statements
-from xavyo_siem.store.tables import audit_events, audit_partitions
+from xavyo_siem.store.tables import audit_events, audit_partitions, detached_partitions
 
 __all__ = [
     "CLOSE_ALLOWANCE_US",
     "DAY_US",
-    "DROP_PARTITION",
+    "DETACH_PARTITION",
+    "DROP_DETACHED",
     "EXPORT_SKEW_US",
+    "FORGET_DETACHED",
     "MAKE_PARTITIONS",
     "PARTITION_TENANTS",
+    "Detached",
     "Partition",
+    "create_detach_functions",
     "create_partition_functions",
-    "drop_partition",
+    "detach_partition",
+    "drop_detach_functions",
+    "drop_detached",
     "ensure_partitions",
+    "forget_detached",
     "forget_partitions",
+    "list_detached",
     "list_partitions",
     "partition_tenants",
     "received_floor",
@@ -65,8 +82,10 @@ AHEAD_US: Final = 2 * DAY_US
 """How far ahead the partitions are made."""
 
 MAKE_PARTITIONS: Final = "xavyo_siem_make_partitions"
-DROP_PARTITION: Final = "xavyo_siem_drop_partition"
 PARTITION_TENANTS: Final = "xavyo_siem_partition_tenants"
+DETACH_PARTITION: Final = "xavyo_siem_detach_partition"
+DROP_DETACHED: Final = "xavyo_siem_drop_detached"
+FORGET_DETACHED: Final = "xavyo_siem_forget_detached"
 _NOW_US: Final = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
 _T = audit_events.c
 _P = audit_partitions.c
@@ -85,19 +104,28 @@ class Partition:
 _WHOLE_TABLE: Final = Partition("audit_events", -(1 << 63), 1 << 62, None)
 
 
+@dataclass(frozen=True, slots=True)
+class Detached:
+    """A partition detached by retention whose table or events' keys are still to go: it
+    held the events received in `[from_us, to_us)`; `dropped` once its table is."""
+
+    name: str
+    from_us: int
+    to_us: int
+    dropped: bool
+
+
 def partition_name(from_us: int) -> str:
     """`audit_events_p20261205` for the partition of the day starting at `from_us`."""
     return "audit_events_p" + datetime.fromtimestamp(from_us / 1e6, UTC).strftime("%Y%m%d")
 
 
 def create_partition_functions(bind: Connection) -> None:
-    """Create the three functions that run with their owner's rights (migration 0012):
+    """Create two functions that run with their owner's rights (migration 0012):
 
     * `xavyo_siem_make_partitions(until_us)`: a partition for each day up to `until_us`
       that has none (each protected as `audit_events` is), and the ceiling of each closed
       partition; serialised by an advisory lock.
-    * `xavyo_siem_drop_partition(name)`: drop a listed partition (retention), waiting at
-      most two seconds for the table's lock.
     * `xavyo_siem_partition_tenants(from_us, to_us)`: the tenants with events received in
       that range, and nothing else (retention decides per tenant).
     """
@@ -139,20 +167,6 @@ def create_partition_functions(bind: Connection) -> None:
     )
     bind.exec_driver_sql(make.replace("%", "%%"))
     bind.exec_driver_sql(
-        f"CREATE OR REPLACE FUNCTION {DROP_PARTITION}(part text) RETURNS boolean"
-        " LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$\n"
-        "BEGIN\n"
-        "  PERFORM pg_advisory_xact_lock(hashtext('xavyo_siem.partitions'));\n"
-        "  IF NOT EXISTS (SELECT FROM audit_partitions WHERE name = part) THEN\n"
-        "    RETURN false;\n"
-        "  END IF;\n"
-        "  SET LOCAL lock_timeout = '2s';\n"
-        "  EXECUTE format('DROP TABLE %%I', part);\n"
-        "  DELETE FROM audit_partitions WHERE name = part;\n"
-        "  RETURN true;\n"
-        "END $$"
-    )
-    bind.exec_driver_sql(
         f"CREATE OR REPLACE FUNCTION {PARTITION_TENANTS}(from_us bigint, to_us bigint)"
         " RETURNS SETOF text LANGUAGE sql STABLE SECURITY DEFINER"
         " SET search_path FROM CURRENT SET xavyo_siem.feed_marks = 'on' AS $$"
@@ -164,15 +178,78 @@ def create_partition_functions(bind: Connection) -> None:
         " AND a.tenant_id > t.tenant_id) FROM t WHERE t.tenant_id IS NOT NULL)"
         " SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL $$"
     )
-    roles = f"{SERVICE_ROLE}, {WORKER_ROLE}"
-    for signature in (
-        f"{MAKE_PARTITIONS}(bigint)",
-        f"{DROP_PARTITION}(text)",
-        f"{PARTITION_TENANTS}(bigint, bigint)",
-    ):
+    for signature in (f"{MAKE_PARTITIONS}(bigint)", f"{PARTITION_TENANTS}(bigint, bigint)"):
         bind.exec_driver_sql(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
-        grantees = WORKER_ROLE if signature.startswith(DROP_PARTITION) else roles
-        bind.exec_driver_sql(f"GRANT EXECUTE ON FUNCTION {signature} TO {grantees}")
+        bind.exec_driver_sql(
+            f"GRANT EXECUTE ON FUNCTION {signature} TO {SERVICE_ROLE}, {WORKER_ROLE}"
+        )
+
+
+_DETACH_SIGNATURES: Final = (
+    f"{DETACH_PARTITION}(text)",
+    f"{DROP_DETACHED}(text)",
+    f"{FORGET_DETACHED}(text)",
+)
+
+
+def create_detach_functions(bind: Connection) -> None:
+    """Create the three functions of retention's partition steps, with their owner's rights
+    (only a table's owner may detach or drop it), for `xavyo_siem_worker` (migration 0014):
+
+    * `xavyo_siem_detach_partition(name)`: detach a listed partition from `audit_events`,
+      waiting at most two seconds for the table's lock, rename it `<name>_detached_<txid>`
+      (so that a partition made again for its days never meets it), take every right on it
+      from the group roles, and move its row to `detached_partitions`; false when it is
+      not listed.
+    * `xavyo_siem_drop_detached(name)`: drop a table listed in `detached_partitions` and
+      not dropped yet (its row locked first, so two runs never drop it twice), and mark it
+      dropped; false when there was nothing to drop. It locks no other table.
+    * `xavyo_siem_forget_detached(name)`: remove the row of a dropped one.
+    """
+    bind.exec_driver_sql(
+        f"CREATE OR REPLACE FUNCTION {DETACH_PARTITION}(part text) RETURNS boolean"
+        " LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$\n"
+        "DECLARE lo bigint; hi bigint; gone text;\n"
+        "BEGIN\n"
+        "  PERFORM pg_advisory_xact_lock(hashtext('xavyo_siem.partitions'));\n"
+        "  DELETE FROM audit_partitions WHERE name = part RETURNING from_us, to_us INTO lo, hi;\n"
+        "  IF NOT FOUND THEN RETURN false; END IF;\n"
+        "  gone := left(part, 40) || '_detached_' || pg_current_xact_id()::text;\n"
+        "  SET LOCAL lock_timeout = '2s';\n"
+        "  EXECUTE format('ALTER TABLE audit_events DETACH PARTITION %%I', part);\n"
+        "  EXECUTE format('ALTER TABLE %%I RENAME TO %%I', part, gone);\n"
+        f"  EXECUTE format('REVOKE ALL ON %%I FROM {SERVICE_ROLE}, {WORKER_ROLE}', gone);\n"
+        "  INSERT INTO detached_partitions (name, from_us, to_us, detached_us)"
+        f" VALUES (gone, lo, hi, {_NOW_US});\n"
+        "  RETURN true;\n"
+        "END $$"
+    )
+    bind.exec_driver_sql(
+        f"CREATE OR REPLACE FUNCTION {DROP_DETACHED}(part text) RETURNS boolean"
+        " LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$\n"
+        "BEGIN\n"
+        "  PERFORM FROM detached_partitions WHERE name = part AND dropped_us IS NULL"
+        " FOR UPDATE;\n"
+        "  IF NOT FOUND THEN RETURN false; END IF;\n"
+        "  EXECUTE format('DROP TABLE IF EXISTS %%I', part);\n"
+        f"  UPDATE detached_partitions SET dropped_us = {_NOW_US} WHERE name = part;\n"
+        "  RETURN true;\n"
+        "END $$"
+    )
+    bind.exec_driver_sql(
+        f"CREATE OR REPLACE FUNCTION {FORGET_DETACHED}(part text) RETURNS void"
+        " LANGUAGE sql SECURITY DEFINER SET search_path FROM CURRENT AS $$"
+        " DELETE FROM detached_partitions WHERE name = part AND dropped_us IS NOT NULL $$"
+    )
+    for signature in _DETACH_SIGNATURES:
+        bind.exec_driver_sql(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
+        bind.exec_driver_sql(f"GRANT EXECUTE ON FUNCTION {signature} TO {WORKER_ROLE}")
+
+
+def drop_detach_functions(bind: Connection) -> None:
+    """Drop what `create_detach_functions` made (a migration's downgrade)."""
+    for signature in _DETACH_SIGNATURES:
+        bind.exec_driver_sql(f"DROP FUNCTION IF EXISTS {signature}")
 
 
 def ensure_partitions(engine: Engine, *, ahead_us: int = AHEAD_US) -> None:
@@ -259,12 +336,40 @@ def partition_tenants(conn: Connection, partition: Partition) -> list[str]:
     ]
 
 
-def drop_partition(engine: Engine, partition: Partition) -> bool:
-    """Drop `partition` whole (PostgreSQL); False when it was gone already."""
+def detach_partition(engine: Engine, partition: Partition) -> bool:
+    """Retention's first step (PostgreSQL): detach `partition`, in a transaction of its own;
+    no read sees its events once it returns. False when it was gone already."""
     with engine.begin() as conn:
         return bool(
-            conn.exec_driver_sql(f"SELECT {DROP_PARTITION}(%s)", (partition.name,)).scalar_one()
+            conn.exec_driver_sql(f"SELECT {DETACH_PARTITION}(%s)", (partition.name,)).scalar_one()
         )
+
+
+def list_detached(conn: Connection) -> list[Detached]:
+    """The detached partitions whose table or keys are still to go, oldest first (none on
+    SQLite)."""
+    if conn.dialect.name != "postgresql":
+        return []
+    d = detached_partitions.c
+    rows = conn.execute(
+        select(d.name, d.from_us, d.to_us, d.dropped_us.is_not(None)).order_by(d.from_us)
+    )
+    return [Detached(name, int(lo), int(hi), bool(dropped)) for name, lo, hi, dropped in rows]
+
+
+def drop_detached(engine: Engine, detached: Detached) -> bool:
+    """Retention's second step: drop the detached table, in a transaction of its own that
+    locks that table alone; False when it was dropped already."""
+    with engine.begin() as conn:
+        return bool(
+            conn.exec_driver_sql(f"SELECT {DROP_DETACHED}(%s)", (detached.name,)).scalar_one()
+        )
+
+
+def forget_detached(engine: Engine, detached: Detached) -> None:
+    """Forget a dropped table once its events' keys are removed too."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"SELECT {FORGET_DETACHED}(%s)", (detached.name,))
 
 
 def now_us() -> int:

@@ -9,16 +9,22 @@ or purged), or while an export of its tenant runs that may read it (received fro
 export's start less the clock-skew allowance on). `force` removes held events too, and
 counts them (`removed_undelivered`).
 
-On PostgreSQL a partition whose events have all expired and none is held is dropped whole
-(`store.partitions.drop_partition`); in any other partition, and on SQLite, each tenant's
-expired, unheld events are deleted in bounded chunks, one transaction each, in the tenant's
-own scope. So one tenant's stuck destination keeps that tenant's events and never the
-others'. What held anything back is written to `retention_holds` (which destination, how
-many events, since when), for health to show.
+On PostgreSQL a partition whose events have all expired and none is held is removed whole,
+in steps (`store/partitions.py`): it is detached from `audit_events` (a catalog change, the
+same brief moment whatever its size; its events are gone when it commits), then, once every
+such partition is detached, each detached table is dropped in a transaction of its own
+that locks no other table (the file system returns its disk space, seconds for a large
+one), and its events' keys are removed in chunks. A run stopped between two steps is
+finished by the next. In any other partition, and on SQLite, each tenant's expired, unheld
+events are deleted in bounded chunks, one transaction each, in the tenant's own scope. So
+one tenant's stuck destination keeps that tenant's events and never the others'. What held
+anything back is written to `retention_holds` (which destination, how many events, since
+when), for health to show.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, field
@@ -35,8 +41,12 @@ from xavyo_siem.store.events import START, EventCursor, after_position
 from xavyo_siem.store.partitions import (
     CLOSE_ALLOWANCE_US,
     EXPORT_SKEW_US,
+    Detached,
     Partition,
-    drop_partition,
+    detach_partition,
+    drop_detached,
+    forget_detached,
+    list_detached,
     list_partitions,
     partition_tenants,
 )
@@ -110,13 +120,23 @@ class RetentionHold:
 
 @dataclass(slots=True)
 class RetentionReport:
-    """What a retention run removed and what held it back."""
+    """What a retention run removed and what held it back.
+
+    The events of `dropped_partitions` were gone once their partitions were detached
+    (`detach_s`, all of them together); the disk space came back as the detached tables
+    were dropped (`drop_s`, locking nothing but those tables), and their keys went last
+    (`keys_s`). `finished` names the tables an earlier, interrupted run had detached and
+    this one dropped or finished."""
 
     removed: int = 0
     removed_undelivered: int = 0
     dropped_partitions: list[str] = field(default_factory=list)
     dropped_estimate: int = 0
     held: list[RetentionHold] = field(default_factory=list)
+    detach_s: float = 0.0
+    drop_s: float = 0.0
+    keys_s: float = 0.0
+    finished: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form of `xavyo-siem retention apply --json`."""
@@ -125,6 +145,10 @@ class RetentionReport:
             "removed_undelivered": self.removed_undelivered,
             "dropped_partitions": self.dropped_partitions,
             "dropped_events_estimate": self.dropped_estimate,
+            "detach_s": round(self.detach_s, 4),
+            "drop_s": round(self.drop_s, 4),
+            "keys_s": round(self.keys_s, 4),
+            "finished_from_earlier_run": self.finished,
             "held": [hold.to_dict() for hold in self.held],
         }
 
@@ -312,27 +336,47 @@ class _Run:
             if len(rows) < self.chunk_size:
                 return
 
-    def drop_whole(self, partition: Partition, held: int) -> None:
+    def detach_whole(self, partition: Partition, held: int) -> None:
+        """The first step: detach the partition (its events are gone once this returns)."""
         with self.engine.connect() as conn:
             estimate = conn.exec_driver_sql(
                 "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
                 (partition.name,),
             ).scalar()
-        if drop_partition(self.engine, partition):
+        began = time.perf_counter()
+        detached = detach_partition(self.engine, partition)
+        self.report.detach_s += time.perf_counter() - began
+        if detached:
             self.report.dropped_partitions.append(partition.name)
             self.report.dropped_estimate += int(estimate or 0)
             self.report.removed_undelivered += held
-        self._drop_keys(partition)
 
-    def _drop_keys(self, partition: Partition) -> None:
-        """The keys of a dropped partition's events, in chunks (platform scope)."""
+    def finish_detached(self, earlier: set[str]) -> None:
+        """The next steps, for every detached partition (this run's, and any an earlier
+        run left): drop its table, remove its events' keys, forget it."""
+        with self.engine.connect() as conn:
+            pending = list_detached(conn)
+        for detached in pending:
+            if detached.name in earlier:
+                self.report.finished.append(detached.name)
+            if not detached.dropped:
+                began = time.perf_counter()
+                drop_detached(self.engine, detached)
+                self.report.drop_s += time.perf_counter() - began
+            began = time.perf_counter()
+            self.drop_keys(detached)
+            self.report.keys_s += time.perf_counter() - began
+            forget_detached(self.engine, detached)
+
+    def drop_keys(self, detached: Detached) -> None:
+        """The keys of a detached partition's events, in chunks (platform scope)."""
         k = audit_event_keys.c
         while True:
             with writing(self.engine) as conn:
                 scope_to_platform(conn)
                 chunk = (
                     select(k.tenant_id, k.event_id)
-                    .where(k.received_us >= partition.from_us, k.received_us < partition.to_us)
+                    .where(k.received_us >= detached.from_us, k.received_us < detached.to_us)
                     .limit(self.chunk_size)
                 )
                 removed = conn.execute(
@@ -387,6 +431,7 @@ def apply_retention(
     with engine.connect() as conn:
         policies = read_retention(conn)
         partitions = list_partitions(conn)
+        earlier = {detached.name for detached in list_detached(conn)}
     keeps = [keep for keep in (policies.keep_s, *policies.overrides.values()) if keep is not None]
     run = _Run(engine, force, chunk_size)
     latest_cutoff = now_us - min(keeps) * 1_000_000 if keeps else None
@@ -414,11 +459,12 @@ def apply_retention(
             if held_here and not force:
                 whole = False
         if whole:
-            run.drop_whole(partition, held)
+            run.detach_whole(partition, held)
             continue
         for tenant, upto in expired:
             run.delete_expired(tenant, partition.from_us, upto)
     run.report.held = _record_holds(engine, {} if force else run.holds, now_us)
+    run.finish_detached(earlier)
     return run.report
 
 

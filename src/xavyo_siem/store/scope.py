@@ -126,10 +126,13 @@ def create_roles(bind: Connection) -> None:
     for table in WORKER_ONLY_TABLES:
         if bind.exec_driver_sql(f"SELECT to_regclass('{table}')").scalar_one() is not None:
             bind.exec_driver_sql(f"REVOKE ALL ON {table} FROM {SERVICE_ROLE}")
+    if bind.exec_driver_sql("SELECT to_regclass('detached_partitions')").scalar_one() is not None:
+        bind.exec_driver_sql(f"REVOKE INSERT, UPDATE, DELETE ON detached_partitions FROM {roles}")
 
 
-# Tables only workers and operator commands use: the sources' sealed connection strings.
-WORKER_ONLY_TABLES: Final = ("sources",)
+# Tables only workers and operator commands use: the sources' sealed connection strings,
+# and the partitions retention detached (migration 0014; written only by its functions).
+WORKER_ONLY_TABLES: Final = ("sources", "detached_partitions")
 FEED_MARK: Final = "xavyo_siem_feed_mark"
 ANALYZE_LEASES: Final = "xavyo_siem_analyze_leases"
 _MARKS_SETTING: Final = "xavyo_siem.feed_marks"

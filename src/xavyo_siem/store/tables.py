@@ -39,6 +39,7 @@ __all__ = [
     "dead_letters",
     "destination_state",
     "destinations",
+    "detached_partitions",
     "export_jobs",
     "leases",
     "metadata",
@@ -313,6 +314,19 @@ audit_partitions = Table(
     Column("from_us", BigInteger, nullable=False, unique=True),
     Column("to_us", BigInteger, nullable=False),
     Column("txid_ceiling", BigInteger),
+)
+
+# The partitions retention detached from `audit_events` (PostgreSQL, migration 0014) whose
+# table (`dropped_us` NULL) or events' keys are still to be removed: no read sees their
+# events any more. Written only by the functions of `store/partitions.py`.
+detached_partitions = Table(
+    "detached_partitions",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("from_us", BigInteger, nullable=False),
+    Column("to_us", BigInteger, nullable=False),
+    Column("detached_us", BigInteger, nullable=False),
+    Column("dropped_us", BigInteger),
 )
 
 # How long events are kept (migration 0012): one row with tenant_id NULL (the platform's

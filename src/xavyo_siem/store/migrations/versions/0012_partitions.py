@@ -9,8 +9,9 @@ migration. Its order, `(txid, seq)`, is unchanged; the sequence continues after 
 largest `seq`. A partitioned table's unique keys must contain the partition key, so
 `(tenant_id, event_id)` is kept unique by `audit_event_keys` (filled from the events here),
 and the events keep a plain index on it for reads by id. `audit_partitions` lists the
-partitions; three functions with the owner's rights make, list and drop them. On SQLite
-`audit_events` stays one table and gains the column. Both backends gain
+partitions; functions with the owner's rights make them and list the tenants in them
+(retention's, which detach and drop them, are migration 0014's). On SQLite `audit_events`
+stays one table and gains the column. Both backends gain
 `retention_policies` and `retention_holds`.
 
 Revision ID: 0012_partitions
@@ -21,7 +22,6 @@ import sqlalchemy as sa
 from alembic import op
 
 from xavyo_siem.store.partitions import (
-    DROP_PARTITION,
     MAKE_PARTITIONS,
     PARTITION_TENANTS,
     create_partition_functions,
@@ -206,9 +206,9 @@ def downgrade() -> None:
     run("DROP TABLE audit_partitions")
     for function in (
         f"{MAKE_PARTITIONS}(bigint)",
-        f"{DROP_PARTITION}(text)",
+        "xavyo_siem_drop_partition(text)",  # where migration 0014's downgrade put it back
         f"{PARTITION_TENANTS}(bigint, bigint)",
     ):
-        run(f"DROP FUNCTION {function}")
+        run(f"DROP FUNCTION IF EXISTS {function}")
     protect_table(bind, "audit_events")
     create_roles(bind)
