@@ -53,6 +53,7 @@ class Scheduler:
         self.max_behind = max_behind
         self.lanes: dict[UUID, Lane] = {}
         self.turns: dict[UUID, asyncio.Task[None]] = {}
+        self._reading: set[UUID] = set()  # the lanes in `turns` whose turn reads a backlog
         self.paused = False
         self.changed = asyncio.Event()  # a turn ended or a lane became due
         self._by_tenant: dict[UUID, list[Lane]] = {}
@@ -191,9 +192,7 @@ class Scheduler:
         if self.paused:
             return 0
         now = self._clock()
-        behind = sum(
-            1 for ident in self.turns if ident in self.lanes and not self.lanes[ident].following
-        )
+        behind = len(self._reading)
         deferred: list[tuple[float, int, UUID]] = []
         started = 0
         while self._heap and len(self.turns) < self.max_turns:
@@ -209,6 +208,7 @@ class Scheduler:
                     deferred.append((due, order, lane_id))
                     continue
                 behind += 1
+                self._reading.add(lane_id)
             self.turns[lane_id] = asyncio.create_task(
                 self._turn(lane), name=f"turn:{lane.destination.name}"
             )
@@ -228,6 +228,7 @@ class Scheduler:
             self._crashed(lane, exc)
         finally:
             self.turns.pop(lane.id, None)
+            self._reading.discard(lane.id)
             current = self.lanes.get(lane.id)  # this lane, or one that replaced it meanwhile
             if current is not None and current.due is not None and not current.writing:
                 self._push(current)
