@@ -66,6 +66,9 @@ def _refuse(reason: str) -> InvalidDestination:
 
 def _check_characters(endpoint: str) -> None:
     """Refuse characters that parsers treat differently: controls, spaces, backslashes."""
+    # Every character printable and none a space (the one printable space): nothing to find.
+    if endpoint.isprintable() and " " not in endpoint and "\\" not in endpoint:
+        return
     for position, char in enumerate(endpoint):
         if char.isspace() or not char.isprintable():
             raise _refuse(

@@ -88,7 +88,8 @@ def _file_path(endpoint: str) -> str:
         raise InvalidDestination(
             "endpoint", f"must name a file by absolute path, got {path[:60]!r}"
         )
-    if "\x00" in path or "/../" in path + "/" or any(ord(c) < 32 for c in path):
+    controls = not path.isprintable() and any(ord(c) < 32 for c in path)
+    if "\x00" in path or "/../" in path + "/" or controls:
         raise InvalidDestination("endpoint", "the path must not contain '..' or control characters")
     return path
 
