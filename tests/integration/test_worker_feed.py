@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import time as time_module
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine
@@ -34,6 +35,7 @@ from xavyo_siem.runtime.worker import Worker
 from xavyo_siem.sample import generate_events
 from xavyo_siem.settings import Settings
 from xavyo_siem.store import make_engine, upgrade
+from xavyo_siem.store.state import Progress, record_progress
 
 KEYS = KeyRing.parse(new_key_text())
 
@@ -372,3 +374,25 @@ async def test_a_notification_during_a_feed_read_waits_for_the_read_instead_of_s
     # Reads of 0.3 s each, notifications every 0.1 s: a spinning loop passes thousands of
     # times; one that sleeps until the read ends, a few per read, turn and renewal.
     assert loop_passes < 300, loop_passes
+
+
+def test_the_progress_flush_alone_commits_without_waiting_for_its_wal(pg_url: str) -> None:
+    """On PostgreSQL the transaction that writes the lanes' progress has `synchronous_commit`
+    off (a short commit, so a short hold on the feed's horizon), and only that transaction."""
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    try:
+        with engine.begin() as conn:
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
+            lost = record_progress(
+                conn,
+                owner="w",
+                now=datetime.now(UTC),
+                progress=[Progress(tenant_id=uuid4(), destination_id=uuid4(), epoch=1)],
+            )
+            assert len(lost) == 1  # no lease: nothing written, the setting taken all the same
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "off"
+        with engine.begin() as conn:
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
+    finally:
+        engine.dispose()

@@ -195,12 +195,21 @@ def record_progress(
     never holds the progress of every destination up. A lease taken over in between can at
     worst let the old owner's last write through, which the new owner's own writes then
     follow: batches may be sent twice, none is skipped.
+
+    On PostgreSQL the transaction does not wait at commit for its WAL to reach the disk
+    (`synchronous_commit` off for it alone). Its commit is then a fraction as long, and so
+    is the time it holds back the feed's horizon (an open writing transaction keeps every
+    event committed after it from being final) and the lanes waiting for it. What this can
+    cost: if the PostgreSQL server itself crashes within the WAL writer's delay, the last
+    cursors written go back and their batches are sent again (never skipped); a crash of
+    the worker loses nothing that was committed.
     """
     if not progress:
         return []
     stamp = to_epoch_us(now)
     rows = [_progress_row(p) for p in progress]
     if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL synchronous_commit TO off")
         columns = {name: [row[name] for row in rows] for name in rows[0]}
         written = set(
             conn.execute(_PROGRESS_ROWS, {**columns, "owner": owner, "stamp": stamp}).scalars()
