@@ -32,6 +32,7 @@ import asyncio
 import errno
 import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -137,7 +138,11 @@ class FileTransport:
         self._directories = directories
         self._appends = appends
         self._fd: int | None = None
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one batch (or check, or close) at a time
+        # Held by whichever thread uses the descriptor: a close, even of a transport whose
+        # caller gave up on an append still running, waits for it to let go, so the
+        # descriptor is never closed (and reused by another file) under a write.
+        self._file = threading.Lock()
         self._line_end = b"\n" if header is None else b"\r\n"
         self._header = None if header is None else encode_utf8(header) + self._line_end
 
@@ -194,25 +199,35 @@ class FileTransport:
 
     def write(self, payload: bytes) -> int:
         """Append `payload`, not durable yet (`AppendTarget`); the file's size before it."""
-        fd = self._open()
-        start = os.lseek(fd, 0, os.SEEK_END)
-        try:
-            self._write_all(fd, payload)
-        except OSError:
-            self._roll_back(fd, start)
-            raise
-        return start
+        with self._file:
+            fd = self._open()
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                self._write_all(fd, payload)
+            except OSError:
+                self._roll_back(fd, start)
+                raise
+            return start
 
     def sync(self, start: int) -> None:
         """fsync what was appended since `start` (`AppendTarget`); on failure take it out."""
-        fd = self._fd
-        if fd is None:  # closed meanwhile (the worker let the destination go)
-            raise OSError(errno.EBADF, "the file was closed before its batch was synced")
-        try:
-            os.fsync(fd)
-        except OSError:
-            self._roll_back(fd, start)
-            raise
+        with self._file:
+            fd = self._fd
+            if fd is None:  # closed after the write (the worker let the destination go)
+                raise OSError(errno.EBADF, "the file was closed before its batch was synced")
+            try:
+                os.fsync(fd)
+            except OSError:
+                self._roll_back(fd, start)
+                raise
+
+    def _open_held(self) -> int:
+        with self._file:
+            return self._open()
+
+    def _close_held(self) -> None:
+        with self._file:
+            self._close()
 
     def _roll_back(self, fd: int, start: int) -> None:
         """Take a failed batch back out, so the resend does not duplicate it; the file is
@@ -256,7 +271,7 @@ class FileTransport:
         """Open (and if needed create) the file for appending."""
         async with self._lock:
             try:
-                await asyncio.to_thread(self._open)
+                await asyncio.to_thread(self._open_held)
             except OSError as exc:
                 return self._classify(exc)
         return Delivered()
@@ -264,4 +279,4 @@ class FileTransport:
     async def aclose(self) -> None:
         """Close the file (every delivered batch is already fsynced); never raises."""
         async with self._lock:
-            self._close()
+            await asyncio.to_thread(self._close_held)

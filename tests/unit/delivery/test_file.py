@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import resource
@@ -231,3 +232,32 @@ async def test_a_new_files_directory_is_synced_before_its_first_batch_counts(
     assert await again.send(records(1)) == Delivered()
     await again.aclose()
     assert synced == [str(tmp_path)]
+
+
+async def test_a_close_waits_for_an_append_its_caller_gave_up_on(tmp_path: Path) -> None:
+    """When the caller of a send is cancelled while a thread is writing its batch, closing
+    the transport waits until the thread let go of the file: its descriptor is never closed
+    (and given to another file) under the write."""
+    sender = transport(tmp_path / "slow.log")
+    assert await sender.send(records(1, "first")) == Delivered()
+    inside, release = threading.Event(), threading.Event()
+    plain = FileTransport._write_all
+
+    def slow_write_all(fd: int, payload: bytes) -> None:
+        inside.set()
+        assert release.wait(30)
+        plain(fd, payload)
+
+    sender._write_all = slow_write_all  # type: ignore[method-assign]
+    sending = asyncio.ensure_future(sender.send(records(1, "second")))
+    while not inside.is_set():
+        await asyncio.sleep(0.01)
+    sending.cancel()
+    closing = asyncio.ensure_future(sender.aclose())
+    await asyncio.sleep(0.1)
+    assert not closing.done()  # waits for the write to let go of the file
+    release.set()
+    await asyncio.wait_for(closing, 30)
+    lines = (tmp_path / "slow.log").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == records(1, "first")[0].text
+    assert len(lines) <= 2  # the second batch written whole or not at all
