@@ -43,12 +43,15 @@ from xavyo_siem.model.validation import (
     check_text_within_limits,
     check_timestamp,
     check_uuid,
+    is_ip_address,
     is_plain_metadata,
     parse_severity,
     repair_metadata,
     repair_text,
     repair_timestamp,
+    repair_unplain_metadata,
 )
+from xavyo_siem.speedups import repaired_text
 
 __all__ = [
     "EVENT_FIELDS",
@@ -175,7 +178,13 @@ class AuditEvent:
                 for index in _TEXT_INDEXES:  # look closer, field by field
                     value = values[index]
                     if value is not None:
-                        values[index] = text = repair_text(value)
+                        # `repair_text`, its string case inlined: this loop is most of the
+                        # cost of an event with a NUL or a lone surrogate in its text.
+                        values[index] = text = (
+                            repaired_text(value, MAX_TEXT_CHARS)
+                            if type(value) is str
+                            else repair_text(value)
+                        )
                         if text is not value and value != text:
                             changed.append(FIELD_NAMES[index])
             values[_TIMESTAMP], leap = repair_timestamp(_TIMESTAMP_NAME, values[_TIMESTAMP])
@@ -190,7 +199,7 @@ class AuditEvent:
             elif metadata is None:
                 values[_METADATA] = {}
             elif not is_plain_metadata(metadata):
-                values[_METADATA] = repaired = repair_metadata(metadata)
+                values[_METADATA] = repaired = repair_unplain_metadata(metadata)
                 if metadata != repaired:
                     changed.append(_METADATA_NAME)
             if changed:
@@ -400,25 +409,30 @@ def _check_source_ip(values: list[Any], changed: list[str]) -> None:
     """`from_dict`'s check of the source IP in `values`: one that is not an address is moved
     to `source_address` as text (unless one is given), and both are named in `changed`."""
     source_ip = values[_SOURCE_IP]
-    try:
-        values[_SOURCE_IP] = check_ip(_SOURCE_IP_NAME, source_ip)
+    try:  # `check_ip`, without raising for text that is no address (a host name is common)
+        address = is_ip_address(check_text(_SOURCE_IP_NAME, source_ip))
     except InvalidEvent:
-        values[_SOURCE_IP] = None
-        changed.append(_SOURCE_IP_NAME)
-        if values[_SOURCE_ADDRESS] is None:
-            values[_SOURCE_ADDRESS] = repair_text(source_ip)
-            changed.append(_SOURCE_ADDRESS_NAME)
+        address = False
+    if address:
+        return
+    values[_SOURCE_IP] = None
+    changed.append(_SOURCE_IP_NAME)
+    if values[_SOURCE_ADDRESS] is None:
+        values[_SOURCE_ADDRESS] = repair_text(source_ip)
+        changed.append(_SOURCE_ADDRESS_NAME)
 
 
 def _metadata_with_unknown_keys(metadata: object, data: Mapping[Any, Any]) -> dict[str, str]:
     """The repaired metadata of an event whose `data` has keys that are no field: they join
     `metadata` (given ones win); metadata that is not an object is kept under the empty key."""
-    merged = dict(metadata) if isinstance(metadata, Mapping) else {}
-    if metadata is not None and not isinstance(metadata, Mapping):
-        merged[""] = metadata
-    for key, value in data.items():
-        if key not in _KNOWN_KEYS:
-            merged.setdefault(key, value)
+    if type(metadata) is dict:  # as JSON gives it: no Mapping check (an ABC's costs more)
+        merged = metadata.copy()
+    elif isinstance(metadata, Mapping):
+        merged = dict(metadata)
+    else:
+        merged = {} if metadata is None else {"": metadata}
+    for key in [key for key in data if key not in _KNOWN_KEYS]:
+        merged.setdefault(key, data[key])
     return repair_metadata(merged)
 
 
