@@ -43,12 +43,15 @@ from xavyo_siem.model.validation import (
     check_text_within_limits,
     check_timestamp,
     check_uuid,
+    is_ip_address,
     is_plain_metadata,
     parse_severity,
     repair_metadata,
     repair_text,
     repair_timestamp,
+    repair_unplain_metadata,
 )
+from xavyo_siem.speedups import repaired_text
 
 __all__ = [
     "EVENT_FIELDS",
@@ -149,58 +152,18 @@ class AuditEvent:
         """
         if not isinstance(data, Mapping):
             raise InvalidEvent("event", f"must be a JSON object, got {type(data).__name__}")
-        try:
-            values = _values_in(data.get)
-            if None in _required_values(values):
-                raise InvalidEvent("event", "lacks a field")
-            changed: list[str] = []
-            while "" in values:  # an empty string is absent, where that is all it means
-                index = values.index("")
-                if index not in _EMPTY_AS_ABSENT or not isinstance(values[index], str):
-                    raise InvalidEvent("event", "has an empty field")
-                values[index] = None
-                changed.append(FIELD_NAMES[index])
-            category = values[_CATEGORY] = check_category(_CATEGORY_NAME, values[_CATEGORY])
-            severity = values[_SEVERITY]
-            values[_SEVERITY] = (
-                category.default_severity
-                if severity is None
-                else parse_severity(_SEVERITY_NAME, severity)
-            )
-            try:  # the present texts as one string (TypeError: one is not a string)
-                joined = "".join([text for text in _optional_texts(values) if text is not None])
-            except TypeError:
-                joined = "\x00"
-            if not joined.isascii() or "\x00" in joined or len(joined) > MAX_TEXT_CHARS:
-                for index in _TEXT_INDEXES:  # look closer, field by field
-                    value = values[index]
-                    if value is not None:
-                        values[index] = text = repair_text(value)
-                        if text is not value and value != text:
-                            changed.append(FIELD_NAMES[index])
-            values[_TIMESTAMP], leap = repair_timestamp(_TIMESTAMP_NAME, values[_TIMESTAMP])
-            if leap:
-                changed.append(_TIMESTAMP_NAME)
-            if values[_SOURCE_IP] is not None:
-                _check_source_ip(values, changed)
-            metadata = values[_METADATA]
-            if not _KNOWN_KEYS.issuperset(data):
-                values[_METADATA] = _metadata_with_unknown_keys(metadata, data)
-                changed.append(_METADATA_NAME)
-            elif metadata is None:
-                values[_METADATA] = {}
-            elif not is_plain_metadata(metadata):
-                values[_METADATA] = repaired = repair_metadata(metadata)
-                if metadata != repaired:
-                    changed.append(_METADATA_NAME)
-            if changed:
-                given = values[_NORMALIZED]
-                if given is not None:
-                    changed += check_field_names(_NORMALIZED_NAME, given)
-                values[_NORMALIZED] = tuple(sorted(set(changed)))
-            return _check_the_rest(*values)
-        except InvalidEvent:
-            return _normalised(data)
+        return _event_of(_values_in(data.get), data, None)
+
+    @classmethod
+    def from_field_values(
+        cls, values: list[Any], data_of: Callable[[], Mapping[str, Any]]
+    ) -> AuditEvent:
+        """`from_dict(data_of())`, given the values of that mapping in `FIELD_NAMES` order
+        (None where absent; `values` is used up), for a mapping of event fields only.
+
+        A source's row gives its values in that order at once; the mapping is then built
+        (`data_of`) only for an event that needs `_normalised`, instead of for every row."""
+        return _event_of(values, None, data_of)
 
     @classmethod
     def from_values(cls, values: Sequence[Any]) -> AuditEvent:
@@ -396,29 +359,103 @@ _TO_JSON_OF: Final[dict[FieldKind, Callable[[Any], Any]]] = {
 _TO_JSON: Final = tuple((f.name, _TO_JSON_OF.get(f.kind)) for f in EVENT_FIELDS)
 
 
+def _event_of(
+    values: list[Any],
+    data: Mapping[str, Any] | None,
+    data_of: Callable[[], Mapping[str, Any]] | None,
+) -> AuditEvent:
+    """`from_dict`'s work on the values of `data` (or, when it is None, of the mapping of
+    event fields only that `data_of` builds), in `FIELD_NAMES` order."""
+    try:
+        if None in _required_values(values):
+            raise InvalidEvent("event", "lacks a field")
+        changed: list[str] = []
+        while "" in values:  # an empty string is absent, where that is all it means
+            index = values.index("")
+            if index not in _EMPTY_AS_ABSENT or not isinstance(values[index], str):
+                raise InvalidEvent("event", "has an empty field")
+            values[index] = None
+            changed.append(FIELD_NAMES[index])
+        category = values[_CATEGORY] = check_category(_CATEGORY_NAME, values[_CATEGORY])
+        severity = values[_SEVERITY]
+        values[_SEVERITY] = (
+            category.default_severity
+            if severity is None
+            else parse_severity(_SEVERITY_NAME, severity)
+        )
+        try:  # the present texts as one string (TypeError: one is not a string)
+            joined = "".join([text for text in _optional_texts(values) if text is not None])
+        except TypeError:
+            joined = "\x00"
+        if not joined.isascii() or "\x00" in joined or len(joined) > MAX_TEXT_CHARS:
+            for index in _TEXT_INDEXES:  # look closer, field by field
+                value = values[index]
+                if value is not None:
+                    # `repair_text`, its string case inlined: this loop is most of the
+                    # cost of an event with a NUL or a lone surrogate in its text.
+                    values[index] = text = (
+                        repaired_text(value, MAX_TEXT_CHARS)
+                        if type(value) is str
+                        else repair_text(value)
+                    )
+                    if text is not value and value != text:
+                        changed.append(FIELD_NAMES[index])
+        values[_TIMESTAMP], leap = repair_timestamp(_TIMESTAMP_NAME, values[_TIMESTAMP])
+        if leap:
+            changed.append(_TIMESTAMP_NAME)
+        if values[_SOURCE_IP] is not None:
+            _check_source_ip(values, changed)
+        metadata = values[_METADATA]
+        if data is not None and not _KNOWN_KEYS.issuperset(data):
+            values[_METADATA] = _metadata_with_unknown_keys(metadata, data)
+            changed.append(_METADATA_NAME)
+        elif metadata is None:
+            values[_METADATA] = {}
+        elif not is_plain_metadata(metadata):
+            values[_METADATA] = repaired = repair_unplain_metadata(metadata)
+            if metadata != repaired:
+                changed.append(_METADATA_NAME)
+        if changed:
+            given = values[_NORMALIZED]
+            if given is not None:
+                changed += check_field_names(_NORMALIZED_NAME, given)
+            values[_NORMALIZED] = tuple(sorted(set(changed)))
+        return _check_the_rest(*values)
+    except InvalidEvent:
+        if data is None:
+            assert data_of is not None  # one of the two is given, by the two ways in
+            data = data_of()
+        return _normalised(data)
+
+
 def _check_source_ip(values: list[Any], changed: list[str]) -> None:
     """`from_dict`'s check of the source IP in `values`: one that is not an address is moved
     to `source_address` as text (unless one is given), and both are named in `changed`."""
     source_ip = values[_SOURCE_IP]
-    try:
-        values[_SOURCE_IP] = check_ip(_SOURCE_IP_NAME, source_ip)
+    try:  # `check_ip`, without raising for text that is no address (a host name is common)
+        address = is_ip_address(check_text(_SOURCE_IP_NAME, source_ip))
     except InvalidEvent:
-        values[_SOURCE_IP] = None
-        changed.append(_SOURCE_IP_NAME)
-        if values[_SOURCE_ADDRESS] is None:
-            values[_SOURCE_ADDRESS] = repair_text(source_ip)
-            changed.append(_SOURCE_ADDRESS_NAME)
+        address = False
+    if address:
+        return
+    values[_SOURCE_IP] = None
+    changed.append(_SOURCE_IP_NAME)
+    if values[_SOURCE_ADDRESS] is None:
+        values[_SOURCE_ADDRESS] = repair_text(source_ip)
+        changed.append(_SOURCE_ADDRESS_NAME)
 
 
 def _metadata_with_unknown_keys(metadata: object, data: Mapping[Any, Any]) -> dict[str, str]:
     """The repaired metadata of an event whose `data` has keys that are no field: they join
     `metadata` (given ones win); metadata that is not an object is kept under the empty key."""
-    merged = dict(metadata) if isinstance(metadata, Mapping) else {}
-    if metadata is not None and not isinstance(metadata, Mapping):
-        merged[""] = metadata
-    for key, value in data.items():
-        if key not in _KNOWN_KEYS:
-            merged.setdefault(key, value)
+    if type(metadata) is dict:  # as JSON gives it: no Mapping check (an ABC's costs more)
+        merged = metadata.copy()
+    elif isinstance(metadata, Mapping):
+        merged = dict(metadata)
+    else:
+        merged = {} if metadata is None else {"": metadata}
+    for key in [key for key in data if key not in _KNOWN_KEYS]:
+        merged.setdefault(key, data[key])
     return repair_metadata(merged)
 
 

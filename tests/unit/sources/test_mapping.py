@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from xavyo_siem.errors import InvalidSource
+from xavyo_siem.errors import InvalidEvent, InvalidSource
 from xavyo_siem.model import AuditEvent
 from xavyo_siem.sources.mapping import RowReader, parse_mapping
 from xavyo_siem.sources.peer import peer_target
@@ -122,3 +126,60 @@ def test_a_connection_string_without_one_network_host_is_refused_unquoted(dsn: s
         peer_target(dsn)
     assert refused.value.field == "dsn"
     assert "pw" not in str(refused.value)
+
+
+_CELLS = st.one_of(
+    st.none(),
+    st.sampled_from(["", "x", "zoe\x00@example.com", "\ud800agent", "gateway.internal",
+                     "10.0.0.1", "authentication", "success", "2016-12-31T23:59:60Z"]),
+    st.text(max_size=8),
+    st.integers(-3, 12),
+    st.floats(allow_nan=True),
+    st.booleans(),
+    st.uuids(),
+    st.builds(ipaddress.IPv4Address, st.integers(0, 2**32 - 1)),
+    st.decimals(allow_nan=False, places=1, max_value=20, min_value=-20),
+    st.datetimes(timezones=st.just(UTC)),
+)  # fmt: skip
+_METADATA_CELLS = st.one_of(
+    st.none(), st.just('{"a": "b"}'), st.just("[1, 2]"), st.just("not json"), st.just(b"\x00"),
+    st.dictionaries(st.text(max_size=3), st.one_of(st.text(max_size=3), st.integers())),
+)  # fmt: skip
+_ROW_MAPPING = parse_mapping([
+    *BASE, "event_type=kind", "category=category", "severity=level", "outcome=outcome",
+    "source_ip=ip", "actor_email=email", "user_agent=agent", "reason=reason",
+    "metadata=details", "metadata.region=region",
+])  # fmt: skip
+
+
+_OTHER_COLUMNS = ("level", "outcome", "ip", "email", "agent", "reason", "region")
+
+
+def _event_or_refusal(build: Callable[[], AuditEvent]) -> object:
+    try:
+        return build()
+    except InvalidEvent as exc:
+        return str(exc)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.fixed_dictionaries({
+        "id": st.uuids(),
+        "tenant": st.uuids(),
+        "created_at": st.one_of(st.datetimes(timezones=st.just(UTC)), _CELLS),
+        "kind": st.sampled_from(["USER_LOGIN", " ", "x\x00"]),
+        "category": st.sampled_from(["authentication", "security", "weather"]),
+        **dict.fromkeys(_OTHER_COLUMNS, _CELLS),
+        "details": _METADATA_CELLS,
+    })
+)  # fmt: skip
+def test_a_rows_values_make_the_event_its_json_form_makes(cells: dict[str, object]) -> None:
+    """`AuditEvent.from_field_values` of a row's `values` gives the event (or the refusal)
+    that `from_dict` of the row's JSON form gives, whatever the columns hold."""
+    reader = RowReader(_ROW_MAPPING, offset=1)
+    row = (0, *(cells[column] for column in reader.columns))
+    by_values = _event_or_refusal(
+        lambda: AuditEvent.from_field_values(reader.values(row), partial(reader, row))
+    )
+    assert by_values == _event_or_refusal(lambda: AuditEvent.from_dict(reader(row)))
