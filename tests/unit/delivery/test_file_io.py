@@ -96,4 +96,3 @@ async def test_an_unexpected_error_reaches_the_caller() -> None:
         await appends.append(_Broken("b", log), b"z")
     await asyncio.wait_for(appends.append(_Target("after", log), b"z"), 30)
     assert log == ["write after z", "sync after"]
-
