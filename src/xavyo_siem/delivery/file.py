@@ -138,6 +138,7 @@ class FileTransport:
         self._directories = directories
         self._appends = appends
         self._fd: int | None = None
+        self._new_entry: tuple[str, int] | None = None  # (directory, generation) to fsync
         self._lock = asyncio.Lock()  # one batch (or check, or close) at a time
         # Held by whichever thread uses the descriptor: a close, even of a transport whose
         # caller gave up on an append still running, waits for it to let go, so the
@@ -157,17 +158,26 @@ class FileTransport:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         existed = os.path.exists(path)
         fd = os.open(path, flags, _FILE_MODE)
+        if not existed:  # its directory entry is made durable before its first batch counts
+            directory = os.path.dirname(path) or "/"
+            self._new_entry = (directory, self._directories.generation(directory))
         try:
             if self._header is not None and os.fstat(fd).st_size == 0:
                 self._write_all(fd, self._header)
                 os.fsync(fd)
-            if not existed:  # make the new directory entry durable too
-                self._directories.sync(os.path.dirname(path) or "/")
         except OSError:
             os.close(fd)
             raise
         self._fd = fd
         return fd
+
+    def _sync_new_entry(self) -> None:
+        """If this transport made its file, fsync the directory (once an fsync of it that
+        began after the file was made succeeded, files made together share it)."""
+        if self._new_entry is not None:
+            directory, since = self._new_entry
+            self._directories.sync(directory, since=since)
+            self._new_entry = None  # kept until it succeeds, across reopens
 
     def _set_aside_if_other_header(self, path: str) -> None:
         """Rename an existing file whose first line is not our header, so a new one starts."""
@@ -216,14 +226,16 @@ class FileTransport:
             if fd is None:  # closed after the write (the worker let the destination go)
                 raise OSError(errno.EBADF, "the file was closed before its batch was synced")
             try:
+                self._sync_new_entry()
                 os.fsync(fd)
             except OSError:
                 self._roll_back(fd, start)
                 raise
 
-    def _open_held(self) -> int:
+    def _open_held(self) -> None:
         with self._file:
-            return self._open()
+            self._open()
+            self._sync_new_entry()
 
     def _close_held(self) -> None:
         with self._file:

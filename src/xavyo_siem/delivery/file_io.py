@@ -147,6 +147,9 @@ class DirectorySync:
     `sync(path)` returns once an fsync of `path` that began after the call has succeeded
     (or raises the OSError of the one it ran itself). While one fsync runs, the callers that
     arrive wait; when it ends, one of them runs the next, which serves them all.
+    `sync(path, since=generation(path))` with the generation noted when a file was made
+    returns at once if an fsync that began after that has already succeeded: files made one
+    after the other on one thread share one fsync too.
     """
 
     fsync: Callable[[str], None] = fsync_directory
@@ -157,12 +160,18 @@ class DirectorySync:
     def __post_init__(self) -> None:
         self._changed = threading.Condition(self._lock)
 
-    def sync(self, path: str) -> None:
+    def generation(self, path: str) -> int:
+        """The fsyncs of `path` begun so far: one begun later numbers above it."""
         with self._lock:
-            directory = self._directories.setdefault(path, _Directory())
+            return self._directories.setdefault(path, _Directory()).started
+
+    def sync(self, path: str, *, since: int | None = None) -> None:
+        with self._lock:
+            directory = self._directories.setdefault(path, _Directory())  # kept: a few per process
             directory.callers += 1
             try:
-                wanted = directory.started + 1  # the first fsync to begin from now on
+                # The first fsync to begin after the call, or after `since` was noted.
+                wanted = (directory.started if since is None else since) + 1
                 while directory.done < wanted:
                     if directory.running:
                         self._changed.wait()
@@ -170,8 +179,6 @@ class DirectorySync:
                         self._run(path, directory)
             finally:
                 directory.callers -= 1
-                if not directory.callers:
-                    del self._directories[path]
 
     def waiting(self, path: str) -> int:
         """How many callers are in `sync(path)` now."""

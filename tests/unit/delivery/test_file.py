@@ -15,6 +15,7 @@ from pathlib import Path
 
 from xavyo_siem.delivery.base import Delivered, Misconfigured, Record, RetryLater
 from xavyo_siem.delivery.file import DirectorySync, FileConfig, FileTransport
+from xavyo_siem.delivery.file_io import Appends
 from xavyo_siem.delivery.options import validate_destination
 
 
@@ -232,6 +233,47 @@ async def test_a_new_files_directory_is_synced_before_its_first_batch_counts(
     assert await again.send(records(1)) == Delivered()
     await again.aclose()
     assert synced == [str(tmp_path)]
+
+
+async def test_files_made_together_share_one_directory_fsync_even_on_one_thread(
+    tmp_path: Path,
+) -> None:
+    """Files whose batches one append thread takes together are made before their
+    directory is synced: one fsync of the directory serves them all, and each still waits
+    for one that began after its file was made (a later file gets a new one)."""
+    synced: list[str] = []
+    directories = DirectorySync(fsync=synced.append)
+    appends = Appends(threads=1)
+
+    def sender(name: str) -> FileTransport:
+        config = validate_destination("file", (tmp_path / name).as_uri(), {}, development=False)
+        assert isinstance(config, FileConfig)
+        return FileTransport(config, directories=directories, appends=appends)
+
+    class _Gate:  # holds the thread until every batch is queued behind it
+        opened = threading.Event()
+
+        def write(self, payload: bytes) -> int:
+            assert self.opened.wait(30)
+            return 0
+
+        def sync(self, start: int) -> None:
+            pass
+
+    gate = _Gate()
+    held = asyncio.ensure_future(appends.append(gate, b""))
+    senders = [sender(f"f{i}.log") for i in range(20)]
+    sending = asyncio.gather(*(s.send(records(1)) for s in senders))
+    await asyncio.sleep(0.05)
+    gate.opened.set()
+    await held
+    assert await sending == [Delivered()] * 20
+    assert synced == [str(tmp_path)]
+    late = sender("late.log")
+    assert await late.send(records(1)) == Delivered()
+    assert synced == [str(tmp_path)] * 2
+    for each in [*senders, late]:
+        await each.aclose()
 
 
 async def test_a_close_waits_for_an_append_its_caller_gave_up_on(tmp_path: Path) -> None:
