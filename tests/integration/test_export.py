@@ -20,7 +20,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 
 from format_parsers import parse_ocsf
 from store_roles import owner_connection
@@ -461,3 +461,30 @@ def test_cli_exports_queues_lists_cancels_and_verifies(tmp_path: Path) -> None:
     assert tampered.returncode == 1
     assert b"MISMATCH" in tampered.stderr
     engine.dispose()
+
+
+def test_a_claim_with_no_job_waiting_is_one_small_statement(engine: Engine) -> None:
+    """A worker asks for a job at every renewal with all of its destinations; when no job
+    waits, it costs one statement that names none of them, and nothing is written."""
+    statements: list[tuple[str, Any]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        statements.append((statement, parameters))
+
+    destinations = [uuid4() for _ in range(5_000)]
+    with engine.begin() as conn:
+        event.listen(conn, "before_cursor_execute", seen)
+        try:
+            claimed = job_rows.claim_job(
+                conn, owner="w", ttl=timedelta(seconds=10), now=datetime.now(UTC),
+                destination_ids=destinations,
+            )  # fmt: skip
+        finally:
+            event.remove(conn, "before_cursor_execute", seen)
+        txid = conn.exec_driver_sql("SELECT 1").scalar()  # the transaction still works
+    assert claimed is None
+    assert txid == 1
+    asked = [s for s, _ in statements if "export_jobs" in s]
+    assert len(asked) == 1
+    assert "UPDATE" not in asked[0].upper()
+    assert str(destinations[0]) not in repr(statements)

@@ -49,16 +49,17 @@ def renew(conn: Connection, *, owner: str, ttl: timedelta, jobs_for: list[UUID] 
     """Heartbeat (which renews every lease), see what is still held, take free ones up to
     the fair share, see which destinations have dead letters to replay and, when `jobs_for`
     is given, claim a waiting export job to one of them (or to a file): one transaction."""
-    # What it holds is read first: the transaction takes its id at its first write, and
-    # new events committed after that are final only once it ends. The replays are read
-    # last, to include the destinations just taken.
+    # What it holds is read first, and a job looked for (a write only when one waits): the
+    # transaction takes its id at its first write, and new events committed after that are
+    # final only once it ends, so what follows the heartbeat is kept short. The replays
+    # are read last, to include the destinations just taken.
     held = held_leases(conn, owner=owner)
     now = datetime.now(UTC)
-    share = heartbeat(conn, owner=owner, ttl=ttl, now=now)
-    taken = acquire_leases(conn, owner=owner, limit=share - len(held), ttl=ttl, now=now)
     job = None
     if jobs_for is not None:
         job = claim_job(conn, owner=owner, ttl=ttl, now=now, destination_ids=jobs_for)
+    share = heartbeat(conn, owner=owner, ttl=ttl, now=now)
+    taken = acquire_leases(conn, owner=owner, limit=share - len(held), ttl=ttl, now=now)
     return Renewal(share, held, taken, replays_waiting(conn, owner=owner), job)
 
 
