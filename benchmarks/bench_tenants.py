@@ -44,6 +44,10 @@ Phases (`--phases`, run in this order):
   receipt time is the file's mtime when a poll finds new lines: late by at most one poll);
   and the worker's CPU while the events are appended (per cent of one core, and per
   delivery: a figure that depends less on what else the machine runs than latency does).
+  The measured window follows `--steady-warmup` seconds of the same traffic, whose latency
+  is reported on rows of its own: in them most destinations deliver for the first time
+  (their files are made, their transports opened), as a deployment's destinations did long
+  before.
 * steady-faults (`--steady-with-faults`): the steady phase again while one extra tenant's new
   destination (a file, `start=beginning`) backfills `--backfill-events` events stored before
   any worker ran, and another tenant (rank 2) has a syslog destination to a port nobody
@@ -1188,6 +1192,15 @@ class Bench:
         worker = self.ensure_one_worker(self.deadline())
         sample = self.file_sample()
         self.receipts.poll()
+        warmup = self.args.steady_warmup
+        if warmup > 0:
+            # Most destinations get their first event here: files are made, transports
+            # opened. Reported apart: a deployment's destinations have delivered before.
+            commits = self.append(warmup, 20, lambda _: self.receipts.poll(files=sample))
+            self.latency_rows(
+                f"steady warm-up ({self.args.rate:,.0f} events/s, {warmup:g} s: first deliveries)",
+                commits, sample, set(),
+            )  # fmt: skip
         label = f"steady ({self.args.rate:,.0f} events/s, {self.args.steady_seconds:g} s)"
         cpu0, t0 = worker.cpu_seconds(), time.perf_counter()
         commits = self.append(
@@ -1506,6 +1519,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     phases.add_argument("--rate", type=float, default=2_000, help="events/s appended (steady)")
     phases.add_argument("--steady-seconds", type=float, default=60, help="steady: how long")
+    phases.add_argument(
+        "--steady-warmup", type=float, default=20,
+        help="steady: seconds of the same traffic first, reported apart (most destinations'"
+        " first delivery: files made, transports opened)",
+    )  # fmt: skip
     phases.add_argument("--commit-interval", type=float, default=0.05, help="seconds per commit")
     phases.add_argument("--file-sample", type=int, default=100, help="files polled for latency")
     phases.add_argument("--file-poll", type=float, default=0.02, help="their poll interval, s")
