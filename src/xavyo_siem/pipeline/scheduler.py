@@ -237,10 +237,12 @@ class Scheduler:
     def _join_or_read_again(self, lane: Lane) -> None:
         if self._caught_up(lane):
             lane.join()
-            lane.due = self._clock() if lane.has_work() else None
         else:  # the feed passed the lane while it read: read up to the mark
             lane.at_end = False
-            lane.due = self._clock()
+        # A lane whose batch's progress is not written yet is due once it is (`written`
+        # wakes it); a due time set now would make that wake-up a no-op, and the lane,
+        # in no queue, would never run again.
+        lane.due = self._clock() if lane.has_work() and not lane.writing else None
 
     def _crashed(self, lane: Lane, exc: Exception) -> None:
         reason = f"internal error: {type(exc).__name__}: {exc}"[:500]
