@@ -21,7 +21,7 @@ run `xavyo_siem_make_partitions`, a function with its owner's rights (only a tab
 may add a partition), in a short transaction of their own: it holds the table's lock for
 the moment the new partition is attached, never for an ingest.
 
-Retention removes a partition in two steps (migration 0014). `detach_partition` detaches it
+Retention removes a partition in steps (migration 0014). `detach_partition` detaches it
 from `audit_events` and moves its row from `audit_partitions` to `detached_partitions`, in
 one short transaction: a catalog change whose cost does not grow with the partition, after
 which no read sees its events. `drop_detached` then drops the detached table in a
@@ -35,6 +35,7 @@ partitions" and adds no condition.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -178,11 +179,18 @@ def create_partition_functions(bind: Connection) -> None:
         " AND a.tenant_id > t.tenant_id) FROM t WHERE t.tenant_id IS NOT NULL)"
         " SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL $$"
     )
-    for signature in (f"{MAKE_PARTITIONS}(bigint)", f"{PARTITION_TENANTS}(bigint, bigint)"):
+    _grant_only(
+        bind,
+        (f"{MAKE_PARTITIONS}(bigint)", f"{PARTITION_TENANTS}(bigint, bigint)"),
+        f"{SERVICE_ROLE}, {WORKER_ROLE}",
+    )
+
+
+def _grant_only(bind: Connection, signatures: Sequence[str], roles: str) -> None:
+    """Let `roles`, and no one else, execute these functions."""
+    for signature in signatures:
         bind.exec_driver_sql(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
-        bind.exec_driver_sql(
-            f"GRANT EXECUTE ON FUNCTION {signature} TO {SERVICE_ROLE}, {WORKER_ROLE}"
-        )
+        bind.exec_driver_sql(f"GRANT EXECUTE ON FUNCTION {signature} TO {roles}")
 
 
 _DETACH_SIGNATURES: Final = (
@@ -241,9 +249,7 @@ def create_detach_functions(bind: Connection) -> None:
         " LANGUAGE sql SECURITY DEFINER SET search_path FROM CURRENT AS $$"
         " DELETE FROM detached_partitions WHERE name = part AND dropped_us IS NOT NULL $$"
     )
-    for signature in _DETACH_SIGNATURES:
-        bind.exec_driver_sql(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
-        bind.exec_driver_sql(f"GRANT EXECUTE ON FUNCTION {signature} TO {WORKER_ROLE}")
+    _grant_only(bind, _DETACH_SIGNATURES, WORKER_ROLE)
 
 
 def drop_detach_functions(bind: Connection) -> None:
@@ -339,10 +345,7 @@ def partition_tenants(conn: Connection, partition: Partition) -> list[str]:
 def detach_partition(engine: Engine, partition: Partition) -> bool:
     """Retention's first step (PostgreSQL): detach `partition`, in a transaction of its own;
     no read sees its events once it returns. False when it was gone already."""
-    with engine.begin() as conn:
-        return bool(
-            conn.exec_driver_sql(f"SELECT {DETACH_PARTITION}(%s)", (partition.name,)).scalar_one()
-        )
+    return bool(_step(engine, DETACH_PARTITION, partition.name))
 
 
 def list_detached(conn: Connection) -> list[Detached]:
@@ -360,16 +363,18 @@ def list_detached(conn: Connection) -> list[Detached]:
 def drop_detached(engine: Engine, detached: Detached) -> bool:
     """Retention's second step: drop the detached table, in a transaction of its own that
     locks that table alone; False when it was dropped already."""
-    with engine.begin() as conn:
-        return bool(
-            conn.exec_driver_sql(f"SELECT {DROP_DETACHED}(%s)", (detached.name,)).scalar_one()
-        )
+    return bool(_step(engine, DROP_DETACHED, detached.name))
 
 
 def forget_detached(engine: Engine, detached: Detached) -> None:
     """Forget a dropped table once its events' keys are removed too."""
+    _step(engine, FORGET_DETACHED, detached.name)
+
+
+def _step(engine: Engine, function: str, name: str) -> object:
+    """One of retention's partition functions on `name`, in a transaction of its own."""
     with engine.begin() as conn:
-        conn.exec_driver_sql(f"SELECT {FORGET_DETACHED}(%s)", (detached.name,))
+        return conn.exec_driver_sql(f"SELECT {function}(%s)", (name,)).scalar_one()
 
 
 def now_us() -> int:

@@ -4,14 +4,14 @@ last short page goes out while the feed has moved past it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 from uuid import uuid4
 
+from lane_stores import MemoryStore
 from xavyo_siem.delivery.base import Delivered, DeliveryResult, Record
 from xavyo_siem.model import AuditEvent, DeliveryType, ExportFormat, SiemDestination
-from xavyo_siem.pipeline.circuit import CircuitBreaker
 from xavyo_siem.pipeline.lane import Lane
 from xavyo_siem.pipeline.loop import DestinationComponents, SourcePage
 from xavyo_siem.pipeline.scheduler import Scheduler
@@ -33,11 +33,12 @@ class _Sink:
         return None
 
 
-class _Backlog:
+class _Backlog(MemoryStore):
     """The store side: the tenant's events by position (1, 2, ...), of which only the first
     `final` can be read yet; progress is noted, and written when the test says."""
 
     def __init__(self, events: list[AuditEvent], final: int) -> None:
+        super().__init__()
         self.events, self.final = events, final
         self.noted: list[Lane] = []
 
@@ -47,27 +48,8 @@ class _Backlog:
             return None
         return SourcePage(self.events[after:upto], upto)
 
-    async def read_replay(self, lane: Lane, *, limit: int) -> list[tuple[int, AuditEvent]]:
-        return []
-
-    async def settle_replay(
-        self, lane: Lane, *, delivered: Sequence[int], refused: Mapping[int, str]
-    ) -> None:
-        return None
-
     def note_delivered(self, lane: Lane, **_: Any) -> None:
         self.noted.append(lane)
-
-    def note_failure(
-        self, lane: Lane, *, reason: str, circuit: CircuitBreaker, misconfigured: bool
-    ) -> None:
-        raise AssertionError(reason)
-
-    def note_losses(self, lane: Lane, *, possibly_lost: int, truncated: int) -> None:
-        return None
-
-    def note_disabled(self, lane: Lane, *, reason: str) -> None:
-        raise AssertionError(reason)
 
 
 async def test_a_lane_whose_last_short_page_is_sent_reads_again_when_the_feed_moved_on() -> None:
