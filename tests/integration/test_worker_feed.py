@@ -396,3 +396,47 @@ def test_the_progress_flush_alone_commits_without_waiting_for_its_wal(pg_url: st
             assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
     finally:
         engine.dispose()
+
+
+async def test_progress_noted_while_a_flush_is_in_flight_is_written_right_after_it(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A destination that delivered a batch while another's progress was being written has
+    its own written as soon as that write ends, and sends its next batch then: not at the
+    next poll or renewal (a minute away here), although nothing else happens meanwhile."""
+    quiet, busy = UUID(int=31), UUID(int=32)
+    quiet_path, busy_path = tmp_path / "quiet.jsonl", tmp_path / "busy.jsonl"
+    add_file_destination(engine, quiet, quiet_path, batch=50)
+    add_file_destination(engine, busy, busy_path, batch=5)
+    running = Worker(
+        engine=engine,
+        open_components=worker(engine).open_components,
+        settings=WorkerSettings(
+            lease_ttl_s=60,
+            scan_interval_s=60,
+            listen_poll_s=60,
+            pipeline=PipelineSettings(poll_interval_s=60),
+        ),
+    )
+    flush = running.lanes_store.flush
+    writing = asyncio.Event()
+
+    async def slow_flush() -> tuple[list[UUID], list[UUID]]:
+        outcome = await flush()
+        if outcome[0]:  # written; reported half a second later
+            writing.set()
+            await asyncio.sleep(0.5)
+        return outcome
+
+    running.lanes_store.flush = slow_flush  # type: ignore[method-assign]
+    task = asyncio.create_task(running.run())
+    await wait_until(lambda: following(running))
+    store_events(engine, tenants_events([quiet], 3, seed=13))  # its one batch, then nothing
+    await wait_until(writing.is_set)
+    busy_events = tenants_events([busy], 10, seed=14)  # two batches, delivered one by one
+    store_events(engine, busy_events)
+    await wait_until(lambda: len(delivered_ids(busy_path)) == len(busy_events), timeout=10)
+    running.stop()
+    await task
+    assert delivered_ids(busy_path) == [str(e.event_id) for e in busy_events]
+    assert len(delivered_ids(quiet_path)) == 3

@@ -210,11 +210,14 @@ class Worker:
                     if self._renewing is not None and self._renewing.done():
                         renewing, self._renewing = self._renewing, None
                         await self._scan(renewing.result())
-                    if self._flushing is None and self.lanes_store.unwritten:
-                        self._flushing = self._background(self.lanes_store.flush())
+                    # A finished flush first, then the next one: progress noted while a
+                    # flush was in flight is written at once, whether or not the lanes
+                    # just written go on (none may, and nothing else would wake the loop).
                     if self._flushing is not None and self._flushing.done():
                         flushing, self._flushing = self._flushing, None
                         await self._written(*flushing.result())
+                    if self._flushing is None and self.lanes_store.unwritten:
+                        self._flushing = self._background(self.lanes_store.flush())
                     # Catching up, the feed reads one page ahead of the lanes, and hands it
                     # out once they hold few enough: a backlog stays in the store, and no
                     # lane overflows from it.
