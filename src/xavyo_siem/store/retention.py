@@ -369,14 +369,18 @@ class _Run:
             forget_detached(self.engine, detached)
 
     def drop_keys(self, detached: Detached) -> None:
-        """The keys of a detached partition's events, in chunks (platform scope)."""
+        """The keys of a detached partition's events, in chunks (platform scope). Its
+        events were all received before it was detached; a key of its range received
+        since belongs to a partition made again for those days, and stays (it is how its
+        event is found by id)."""
         k = audit_event_keys.c
+        upto_us = min(detached.to_us, detached.detached_us)
         while True:
             with writing(self.engine) as conn:
                 scope_to_platform(conn)
                 chunk = (
                     select(k.tenant_id, k.event_id)
-                    .where(k.received_us >= detached.from_us, k.received_us < detached.to_us)
+                    .where(k.received_us >= detached.from_us, k.received_us < upto_us)
                     .limit(self.chunk_size)
                 )
                 removed = conn.execute(
