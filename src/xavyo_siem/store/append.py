@@ -34,7 +34,7 @@ from sqlalchemy.engine import Dialect
 
 from xavyo_siem.model import AuditEvent
 from xavyo_siem.store.event_rows import EVENT_COLUMNS, KEY_WIDTH, Row, events_of, row_of
-from xavyo_siem.store.events import select_by_id
+from xavyo_siem.store.events import fetch_rows, select_by_id
 from xavyo_siem.store.partitions import ensure_partitions, now_us
 from xavyo_siem.store.scope import scope_to_platform, scope_to_tenant
 
@@ -134,7 +134,7 @@ def _conflicts_in(conn: Connection, rows: Sequence[Row]) -> list[AuditEvent]:
             query = select_by_id(
                 conn, *EVENT_COLUMNS, tenant=tenant, event_ids=ids[start : start + 500]
             )
-            for found in conn.execute(query):
+            for found in fetch_rows(conn, query):
                 stored[found[_EVENT_ID_AT]] = _content(tuple(found))
         # A key whose event is gone (retention removed it, not yet its key) is a duplicate.
         differing = [
