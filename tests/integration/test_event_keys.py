@@ -11,9 +11,10 @@ from uuid import UUID, uuid4
 
 import pytest
 from alembic import command
-from sqlalchemy import Connection, Engine, Select, select, text
+from sqlalchemy import Connection, Engine, Select, create_engine, select, text
+from sqlalchemy.engine import make_url
 
-from store_roles import as_role
+from store_roles import PG_ADMIN_URL, as_role
 from xavyo_siem.model import AuditEvent, EventCategory, to_epoch_us
 from xavyo_siem.store import append_events, make_engine, upgrade, writing
 from xavyo_siem.store import engine as engine_module
@@ -270,3 +271,60 @@ def _has_index_by_id(conn: Connection) -> bool:
         conn.exec_driver_sql("SELECT to_regclass('ix_audit_events_tenant_event')").scalar()
         is not None
     )
+
+
+OWNER_ROLE = "xavyo_siem_test_owner"  # a login role that owns its schema, no superuser
+
+
+def test_an_owner_that_is_no_superuser_migrates_the_keys_with_their_positions(
+    pg_url: str, pg_app_role: str
+) -> None:
+    """Migrated by an owner that is no superuser (the forced policies bind it), the keys
+    keep every event's position and no key is lost; the policies are forced again after."""
+    schema = str(make_url(pg_url).query["options"]).split("=")[-1]
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(
+            "DO $$ BEGIN"
+            f" IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{OWNER_ROLE}') THEN"
+            f" CREATE ROLE {OWNER_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS; END IF;"
+            " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        )
+        database = make_url(pg_url).database
+        conn.exec_driver_sql(f'GRANT CREATE, CONNECT ON DATABASE "{database}" TO {OWNER_ROLE}')
+    admin.dispose()
+    superuser = make_engine(pg_url)
+    with superuser.begin() as conn:
+        conn.exec_driver_sql(f"ALTER SCHEMA {schema} OWNER TO {OWNER_ROLE}")
+    superuser.dispose()
+    owner = make_engine(as_role(pg_url, OWNER_ROLE))
+    config = engine_module._alembic_config()
+    with writing(owner) as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, BEFORE_KEYS_HELD_POSITIONS)
+    names = ", ".join(COLUMN_NAMES)
+    marks = ", ".join(f":{name}" for name in COLUMN_NAMES)
+    stored = events_of(A, 3)
+    with writing(owner) as conn:
+        scope_to_tenant(conn, A)
+        conn.execute(
+            text(f"INSERT INTO audit_events (received_us, {names}) VALUES (5, {marks})"),
+            [dict(zip(COLUMN_NAMES, row_of(event, {}), strict=True)) for event in stored],
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO audit_event_keys (tenant_id, event_id, received_us)"
+            " SELECT tenant_id, event_id, received_us FROM audit_events"
+        )
+    upgrade(owner)
+    with owner.connect() as conn:
+        found = positions(conn, A)
+        assert len(found) == 3
+        assert key_positions(conn, A) == found
+        forced = conn.exec_driver_sql(
+            "SELECT relname, relforcerowsecurity FROM pg_class"
+            " WHERE relname IN ('audit_events', 'audit_event_keys')"
+            " AND relnamespace = current_schema()::regnamespace"
+        ).all()
+        assert dict(forced) == {"audit_events": True, "audit_event_keys": True}
+        assert read_events_by_id(conn, tenant_id=A, event_ids=list(found)) == stored
+    owner.dispose()

@@ -21,7 +21,8 @@ So on PostgreSQL:
 * `ix_audit_events_tenant_event` is dropped.
 
 The key table is rebuilt, ingest waiting on its lock meanwhile (the feed and deliveries
-do not). The key table's tenant policy compares with the tenant setting, so it is made
+do not, but for the moment between the index's drop and the commit). The key table's
+tenant policy compares with the tenant setting, so it is made
 again with the setting cast to `uuid`. The downgrade restores the text ids and the index.
 SQLite keeps its unique `(tenant_id, event_id)` on the events (its key table stays empty)
 and needs nothing.
@@ -33,7 +34,7 @@ Revises: 0014_detached_partitions
 from alembic import op
 from sqlalchemy import Connection
 
-from xavyo_siem.store.scope import TENANT_SETTING
+from xavyo_siem.store.scope import MARKS_SETTING, TENANT_SETTING
 
 revision = "0015_compact_event_keys"
 down_revision = "0014_detached_partitions"
@@ -47,6 +48,12 @@ def upgrade() -> None:
         return
     run = bind.exec_driver_sql
     run("LOCK TABLE audit_event_keys IN ACCESS EXCLUSIVE MODE")
+    # The policies are forced: with no scope set here they would hide every row from an
+    # owner that is not a superuser, and the keys, read as none, would be lost. The key
+    # table is locked anyway: unforced until it is refilled. The events are read with the
+    # owner's own policy (`feed_marks`, see store/scope.py), which locks nothing more.
+    run("ALTER TABLE audit_event_keys NO FORCE ROW LEVEL SECURITY")
+    run(f"SELECT set_config('{MARKS_SETTING}', 'on', true)")
     # The keys with their events' positions, read while the index by id is still there.
     run(
         "CREATE TEMP TABLE xavyo_event_keys ON COMMIT DROP AS"
@@ -68,9 +75,11 @@ def upgrade() -> None:
         " SELECT tenant_id, event_id, received_us, txid, seq FROM xavyo_event_keys"
         " ORDER BY tenant_id, event_id"
     )
+    run(f"SELECT set_config('{MARKS_SETTING}', '', true)")
     _tenant_scope(bind, "::uuid")
-    run("DROP INDEX ix_audit_events_tenant_event")
+    run("ALTER TABLE audit_event_keys FORCE ROW LEVEL SECURITY")
     run("ANALYZE audit_event_keys")
+    run("DROP INDEX ix_audit_events_tenant_event")  # locks the events until the commit
 
 
 def downgrade() -> None:
