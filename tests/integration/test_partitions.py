@@ -147,6 +147,9 @@ def test_ingest_stays_idempotent_and_finds_conflicts_across_partitions(engine: E
             scope_to_tenant(conn, A)
             conn.execute(text("UPDATE audit_events SET received_us = 0 WHERE tenant_id = :t"),
                          {"t": str(A)})  # fmt: skip
+            # and their keys with them: a key holds its event's received time
+            conn.execute(text("UPDATE audit_event_keys SET received_us = 0"
+                              " WHERE tenant_id = CAST(:t AS uuid)"), {"t": str(A)})  # fmt: skip
             assert (
                 conn.execute(
                     text("SELECT count(*) FROM audit_events_p0 WHERE tenant_id = :t"), {"t": str(A)}

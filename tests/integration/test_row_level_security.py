@@ -28,7 +28,7 @@ from xavyo_siem.model import AuditEvent, EventCategory
 from xavyo_siem.store import append_events, make_engine, upgrade, writing
 from xavyo_siem.store import events as events_module
 from xavyo_siem.store.dead_letters import add_dead_letters
-from xavyo_siem.store.events import START, EventCursor, fetch_rows, read_horizon
+from xavyo_siem.store.events import START, EventCursor, fetch_rows, read_horizon, select_by_id
 from xavyo_siem.store.feed import catch_up, read_catch_up, read_feed
 from xavyo_siem.store.leases import acquire_leases, heartbeat, refresh_lease_statistics
 from xavyo_siem.store.quarantine import QuarantineEntry, add_quarantined
@@ -39,7 +39,9 @@ from xavyo_siem.store.scope import (
     TENANT_TABLES,
     WORKER_SETTING,
 )
+from xavyo_siem.store.tables import audit_events
 
+_T = audit_events.c
 API_ROLE = "xavyo_siem_test_api"  # a login role in xavyo_siem_service only
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 TTL = timedelta(seconds=30)
@@ -160,7 +162,7 @@ def set_scope(conn: Connection, **settings: str) -> None:
 
 
 def tenants_seen(conn: Connection, table: str) -> set[str]:
-    return {tenant for (tenant,) in conn.exec_driver_sql(f"SELECT tenant_id FROM {table}")}
+    return {tenant for (tenant,) in conn.exec_driver_sql(f"SELECT tenant_id::text FROM {table}")}
 
 
 def test_every_tenant_table_is_protected_and_forced(store: Store) -> None:
@@ -279,6 +281,41 @@ def test_a_worker_sees_only_the_events_of_the_tenants_it_leases(store: Store) ->
         assert set(walked.by_tenant) == {a}
         assert walked.count == 30
         assert rest is None
+
+
+def test_a_read_by_id_through_the_keys_finds_only_what_its_scope_may_read(store: Store) -> None:
+    """A read by id goes through the key table: in tenant A's scope the service finds A's
+    events and none of B's (it sees A's keys alone); a worker named w1, leasing A's
+    destination only, finds A's events and none of B's, whose keys it may see (its
+    scope includes the platform's, which ingest needs) but whose events it may not."""
+    a, b, _ = store.tenants
+    with store.owner.connect() as conn:
+        ids = {
+            tenant: [
+                row[0]
+                for row in conn.exec_driver_sql(
+                    "SELECT event_id FROM audit_events WHERE tenant_id = %s", (str(tenant),)
+                )
+            ]
+            for tenant in (a, b)
+        }
+
+    def found(conn: Connection, tenant: UUID) -> int:
+        statement = select_by_id(conn, _T.seq, tenant=str(tenant), event_ids=ids[tenant])
+        return len(conn.execute(statement).all())
+
+    with store.api.connect() as conn:
+        set_scope(conn, tenant=str(a))
+        assert tenants_seen(conn, "audit_event_keys") == {str(a)}
+        assert (found(conn, a), found(conn, b)) == (30, 0)
+    with writing(store.worker) as conn:
+        heartbeat(conn, owner="w1", ttl=TTL, now=NOW)
+        assert set(acquire_leases(conn, owner="w1", limit=1, ttl=TTL, now=NOW)) == {
+            UUID(store.destinations[a])
+        }
+    with store.worker.connect() as conn:
+        set_scope(conn, worker="w1", platform="on")
+        assert (found(conn, a), found(conn, b)) == (30, 0)
 
 
 def test_a_worker_cannot_write_for_a_tenant_it_does_not_serve(store: Store) -> None:

@@ -9,9 +9,10 @@ ingest changed, not what the event holds), and the conflicting events are return
 
 SQLite takes the rows with one `executemany` per chunk, `(tenant_id, event_id)` unique in
 `audit_events` itself. PostgreSQL takes them by COPY into a staging table and one statement
-that first inserts each chunk's keys into `audit_event_keys` (`ON CONFLICT DO NOTHING`: a
-partitioned table cannot hold that unique key, see store/partitions.py), then the events
-whose keys were new, while a helper thread builds the next chunk's rows. Every event of a
+that numbers the chunk's rows (`seq`, in input order), inserts their keys, with where
+their events will be, into `audit_event_keys` (`ON CONFLICT DO NOTHING`: a partitioned
+table cannot hold that unique key, see store/partitions.py), then the events whose keys
+were new, while a helper thread builds the next chunk's rows. Every event of a
 chunk gets one received time (`received_us`): the database's clock, read in the statement
 that assigns the transaction its id. Rows are built by `event_rows.row_of`, in
 `EVENT_COLUMNS` order.
@@ -28,14 +29,14 @@ from functools import partial
 from typing import Final
 from uuid import UUID
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 
 from xavyo_siem.model import AuditEvent
 from xavyo_siem.store.event_rows import EVENT_COLUMNS, KEY_WIDTH, Row, events_of, row_of
+from xavyo_siem.store.events import fetch_rows, select_by_id
 from xavyo_siem.store.partitions import ensure_partitions, now_us
 from xavyo_siem.store.scope import scope_to_platform, scope_to_tenant
-from xavyo_siem.store.tables import audit_events
 
 __all__ = ["AppendResult", "append_events"]
 
@@ -116,9 +117,6 @@ def _content(row: Row) -> Row:
     return row[:_NORMALIZED_AT] + row[_NORMALIZED_AT + 1 :]
 
 
-_AE = audit_events.c
-
-
 def _conflicts_in(conn: Connection, rows: Sequence[Row]) -> list[AuditEvent]:
     """The events of `rows` that differ from the stored event of their id: each tenant's
     rows compared, in that tenant's scope, with what is stored (the rows just stored
@@ -133,10 +131,10 @@ def _conflicts_in(conn: Connection, rows: Sequence[Row]) -> list[AuditEvent]:
         ids = list({row[_EVENT_ID_AT] for row in group})
         stored: dict[str, Row] = {}
         for start in range(0, len(ids), 500):
-            query = select(*EVENT_COLUMNS).where(
-                _AE.tenant_id == tenant, _AE.event_id.in_(ids[start : start + 500])
+            query = select_by_id(
+                conn, *EVENT_COLUMNS, tenant=tenant, event_ids=ids[start : start + 500]
             )
-            for found in conn.execute(query):
+            for found in fetch_rows(conn, query):
                 stored[found[_EVENT_ID_AT]] = _content(tuple(found))
         # A key whose event is gone (retention removed it, not yet its key) is a duplicate.
         differing = [
@@ -265,17 +263,22 @@ def _pg_stage(dialect: Dialect) -> str:
 
 
 _PG_COPY: Final = f"COPY xavyo_ingest (ord, {', '.join(_INSERT_NAMES)}) FROM STDIN"
-# The keys first, then the events whose keys were new, in input order. No conflict target:
-# the key table's one unique key is (tenant_id, event_id). The received time is one integer
-# per chunk, written into the statement.
+# One statement: each staged row takes its `seq` from the events' sequence in input order
+# (PostgreSQL draws `nextval` in the target list after the sort); the keys are inserted in
+# key order, so that a chunk's inserts into their index touch each page once; then the
+# events whose keys were new, in `seq` order. A duplicate's `seq` stays unused (the order
+# has gaps, never a reversal). No conflict target: the key table's one unique key is
+# (tenant_id, event_id). The chunk's received time, its transaction's id (what the
+# column's default gives) and the sequence's name are written into the statement.
 _PG_MOVE: Final = (
-    "WITH fresh AS (INSERT INTO audit_event_keys (tenant_id, event_id, received_us) "
-    "SELECT tenant_id, event_id, {received_us} FROM xavyo_ingest ORDER BY ord "
-    "ON CONFLICT DO NOTHING RETURNING tenant_id, event_id) "
-    f"INSERT INTO audit_events (received_us, {', '.join(_INSERT_NAMES)}) "
-    f"SELECT {{received_us}}, {', '.join('s.' + name for name in _INSERT_NAMES)} "
-    "FROM xavyo_ingest s JOIN fresh f ON f.tenant_id = s.tenant_id AND f.event_id = s.event_id "
-    "ORDER BY s.ord"
+    "WITH staged AS MATERIALIZED (SELECT s.*, nextval('{sequence}'::regclass) AS seq"
+    " FROM xavyo_ingest s ORDER BY s.ord),"
+    " fresh AS (INSERT INTO audit_event_keys (tenant_id, event_id, received_us, txid, seq)"
+    " SELECT tenant_id::uuid, event_id::uuid, {received_us}, {txid}, seq FROM staged"
+    " ORDER BY tenant_id::uuid, event_id::uuid ON CONFLICT DO NOTHING RETURNING seq)"
+    f" INSERT INTO audit_events (seq, txid, received_us, {', '.join(_INSERT_NAMES)})"
+    f" SELECT s.seq, {{txid}}, {{received_us}}, {', '.join('s.' + name for name in _INSERT_NAMES)}"
+    " FROM staged s JOIN fresh f ON f.seq = s.seq ORDER BY s.seq"
 )
 # The transaction's id is assigned in the statement that reads the clock (if it had none):
 # every event received at that time has a txid assigned no later (see store/partitions.py).
@@ -283,18 +286,29 @@ _PG_MOVE: Final = (
 _PG_RECEIVED: Final = (
     "WITH now AS (SELECT pg_current_xact_id() AS txid,"
     " (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS us)"
-    " SELECT now.us, EXISTS (SELECT FROM audit_partitions p"
-    " WHERE p.from_us <= now.us AND p.to_us > now.us) FROM now"
+    " SELECT now.us, (now.txid::text)::bigint, pg_get_serial_sequence('audit_events', 'seq'),"
+    " EXISTS (SELECT FROM audit_partitions p WHERE p.from_us <= now.us AND p.to_us > now.us)"
+    " FROM now"
 )
 
 
-def _received_us(conn: Connection) -> int:
-    """The received time of a chunk, with a partition for it made first if none is there
-    (in a transaction of its own, see store/partitions.py)."""
-    received, held = conn.exec_driver_sql(_PG_RECEIVED).one()
+@dataclass(frozen=True, slots=True)
+class _Received:
+    """What a chunk's statement writes in: its received time, its transaction's id, and
+    the name of the events' sequence."""
+
+    us: int
+    txid: int
+    sequence: str
+
+
+def _received(conn: Connection) -> _Received:
+    """What a chunk is received with, a partition for it made first if none is there (in a
+    transaction of its own, see store/partitions.py)."""
+    received, txid, sequence, held = conn.exec_driver_sql(_PG_RECEIVED).one()
     if not held:
         ensure_partitions(conn.engine)
-    return int(received)
+    return _Received(int(received), int(txid), str(sequence))
 
 
 def _first_of_each_key(rows: Sequence[Row]) -> Sequence[Row]:
@@ -316,7 +330,7 @@ def _append_postgres(conn: Connection, rows: Sequence[Row], *, feeding: _Feeding
     pg = conn.connection.driver_connection
     unique = _first_of_each_key(rows)
     with feeding.paused():
-        received_us = _received_us(conn)
+        received = _received(conn)
     with pg.cursor() as cursor:  # type: ignore[union-attr]
         with feeding.paused():
             cursor.execute(_pg_stage(conn.dialect))
@@ -325,6 +339,12 @@ def _append_postgres(conn: Connection, rows: Sequence[Row], *, feeding: _Feeding
                 for ord_, row in enumerate(unique):
                     copy.write_row((ord_, *row))
         # The producer builds the next chunk meanwhile.
-        cursor.execute(_PG_MOVE.format(received_us=int(received_us)))
+        cursor.execute(
+            _PG_MOVE.format(
+                sequence=received.sequence.replace("'", "''"),
+                received_us=received.us,
+                txid=received.txid,
+            )
+        )
         stored = int(cursor.rowcount)
     return AppendResult(stored, len(rows) - stored)

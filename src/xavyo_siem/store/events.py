@@ -13,11 +13,17 @@ cluster holds back delivery until it ends.
 
 SQLite has a single writer whose transactions commit in `seq` order, so there `txid` is 0 and
 there is no horizon.
+
+Reads by id. On PostgreSQL the events keep no index by event id (ingest would insert into
+it at a random place for every event, see migration 0015): `audit_event_keys` says where
+each event is, `(txid, seq)` in the partition of its `received_us`, and a read by id goes
+from the key to the event through the `(tenant_id, txid, seq)` index (`select_by_id`).
+SQLite reads its events' unique `(tenant_id, event_id)` index.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -47,7 +53,7 @@ from xavyo_siem.store.partitions import (
     received_since,
 )
 from xavyo_siem.store.scope import scoped
-from xavyo_siem.store.tables import audit_events
+from xavyo_siem.store.tables import audit_event_keys, audit_events
 
 __all__ = [
     "START",
@@ -64,9 +70,11 @@ __all__ = [
     "read_events_in_range",
     "read_horizon",
     "read_page",
+    "select_by_id",
 ]
 
 _T = audit_events.c
+_K = audit_event_keys.c
 _NO_HORIZON: Final = 1 << 62
 
 
@@ -372,12 +380,33 @@ def read_events_by_id(
     if not event_ids:
         return []
     tenant = _require_tenant(tenant_id)
-    statement = (
-        select(_T.txid, _T.seq, *EVENT_COLUMNS)
-        .where(_T.tenant_id == tenant, _T.event_id.in_(sorted({str(e) for e in event_ids})))
-        .order_by(_T.txid, _T.seq)
+    ids = sorted({str(e) for e in event_ids})
+    statement = select_by_id(conn, _T.txid, _T.seq, *EVENT_COLUMNS, tenant=tenant, event_ids=ids)
+    return events_of(fetch_rows(conn, statement.order_by(_T.txid, _T.seq)), tenant_id=tenant_id)
+
+
+def select_by_id(
+    conn: Connection, *columns: Any, tenant: str, event_ids: Collection[str]
+) -> Select[Any]:
+    """`columns` of the events of `tenant` with these ids (canonical text). On PostgreSQL
+    each key leads to its event: the `(tenant_id, txid, seq)` index, in the one partition
+    of the key's received time."""
+    if conn.dialect.name != "postgresql":
+        return select(*columns).where(_T.tenant_id == tenant, _T.event_id.in_(event_ids))
+    located = audit_event_keys.join(
+        audit_events,
+        and_(
+            _T.tenant_id == tenant,
+            _T.txid == _K.txid,
+            _T.seq == _K.seq,
+            _T.received_us == _K.received_us,
+        ),
     )
-    return events_of(fetch_rows(conn, statement), tenant_id=tenant_id)
+    return (
+        select(*columns)
+        .select_from(located)
+        .where(_K.tenant_id == tenant, _K.event_id.in_(event_ids))
+    )
 
 
 @scoped

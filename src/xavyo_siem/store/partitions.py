@@ -108,12 +108,14 @@ _WHOLE_TABLE: Final = Partition("audit_events", -(1 << 63), 1 << 62, None)
 @dataclass(frozen=True, slots=True)
 class Detached:
     """A partition detached by retention whose table or events' keys are still to go: it
-    held the events received in `[from_us, to_us)`; `dropped` once its table is."""
+    held the events received in `[from_us, to_us)`, all before `detached_us`; `dropped`
+    once its table is."""
 
     name: str
     from_us: int
     to_us: int
     dropped: bool
+    detached_us: int
 
 
 def partition_name(from_us: int) -> str:
@@ -355,9 +357,14 @@ def list_detached(conn: Connection) -> list[Detached]:
         return []
     d = detached_partitions.c
     rows = conn.execute(
-        select(d.name, d.from_us, d.to_us, d.dropped_us.is_not(None)).order_by(d.from_us)
+        select(d.name, d.from_us, d.to_us, d.dropped_us.is_not(None), d.detached_us).order_by(
+            d.from_us
+        )
     )
-    return [Detached(name, int(lo), int(hi), bool(dropped)) for name, lo, hi, dropped in rows]
+    return [
+        Detached(name, int(lo), int(hi), bool(dropped), int(at))
+        for name, lo, hi, dropped, at in rows
+    ]
 
 
 def drop_detached(engine: Engine, detached: Detached) -> bool:

@@ -32,7 +32,21 @@ from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, and_, delete, exists, func, not_, or_, select, tuple_
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    and_,
+    cast,
+    delete,
+    exists,
+    func,
+    not_,
+    or_,
+    select,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.sql.elements import ColumnElement
 
 from xavyo_siem.model import JobStatus, from_epoch_us, to_epoch_us
@@ -73,6 +87,7 @@ __all__ = [
 ]
 
 _T = audit_events.c
+_UUID: Final = PG_UUID(as_uuid=False)
 _RP = retention_policies.c
 _RH = retention_holds.c
 _LIVE_JOBS: Final = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
@@ -246,6 +261,28 @@ def _dead_lettered(tenant: str) -> ColumnElement[bool]:
     return exists().where(d.tenant_id == tenant, d.event_id == _T.event_id).correlate(audit_events)
 
 
+def _dead_letters_in(conn: Connection, tenant: str, from_us: int, upto_us: int) -> Select[Any]:
+    """(destination id, count) of the tenant's dead letters whose events were received in
+    the range. On PostgreSQL the event's key holds its received time (the events keep no
+    index by id there, see events.py); SQLite reads the events' own index."""
+    d = dead_letters.c
+    if conn.dialect.name != "postgresql":
+        located = dead_letters.join(audit_events, _T.event_id == d.event_id)
+        where = _in_range(tenant, from_us, upto_us)
+    else:
+        k = audit_event_keys.c
+        located = dead_letters.join(
+            audit_event_keys, and_(k.tenant_id == tenant, k.event_id == cast(d.event_id, _UUID))
+        )
+        where = [k.received_us >= from_us, k.received_us < upto_us]
+    return (
+        select(d.destination_id, func.count())
+        .select_from(located)
+        .where(*where, d.tenant_id == tenant)
+        .group_by(d.destination_id)
+    )
+
+
 def _in_range(tenant: str, from_us: int, upto_us: int) -> list[ColumnElement[bool]]:
     return [_T.tenant_id == tenant, _T.received_us >= from_us, _T.received_us < upto_us]
 
@@ -280,13 +317,7 @@ class _Run:
                 count = _count(conn, [*where, *after_position(conn, cursor)])
                 if count:
                     self._note(tenant, f"destination:{ident}", "not delivered yet", count)
-            d = dead_letters.c
-            for ident, count in conn.execute(
-                select(d.destination_id, func.count())
-                .select_from(dead_letters.join(audit_events, _T.event_id == d.event_id))
-                .where(*where, d.tenant_id == tenant)
-                .group_by(d.destination_id)
-            ):
+            for ident, count in conn.execute(_dead_letters_in(conn, tenant, from_us, upto_us)):
                 self._note(tenant, f"destination:{ident}", "dead letters", int(count))
             if needs.export_from_us is not None and needs.export_from_us < upto_us:
                 count = _count(conn, [*where, _T.received_us >= needs.export_from_us])
@@ -369,14 +400,18 @@ class _Run:
             forget_detached(self.engine, detached)
 
     def drop_keys(self, detached: Detached) -> None:
-        """The keys of a detached partition's events, in chunks (platform scope)."""
+        """The keys of a detached partition's events, in chunks (platform scope). Its
+        events were all received before it was detached; a key of its range received
+        since belongs to a partition made again for those days, and stays (it is how its
+        event is found by id)."""
         k = audit_event_keys.c
+        upto_us = min(detached.to_us, detached.detached_us)
         while True:
             with writing(self.engine) as conn:
                 scope_to_platform(conn)
                 chunk = (
                     select(k.tenant_id, k.event_id)
-                    .where(k.received_us >= detached.from_us, k.received_us < detached.to_us)
+                    .where(k.received_us >= detached.from_us, k.received_us < upto_us)
                     .limit(self.chunk_size)
                 )
                 removed = conn.execute(

@@ -40,6 +40,7 @@ from sqlalchemy import Connection
 __all__ = [
     "ANALYZE_LEASES",
     "FEED_MARK",
+    "MARKS_SETTING",
     "PLATFORM_SETTING",
     "SERVICE_ROLE",
     "TENANT_SETTING",
@@ -135,7 +136,7 @@ def create_roles(bind: Connection) -> None:
 WORKER_ONLY_TABLES: Final = ("sources", "detached_partitions")
 FEED_MARK: Final = "xavyo_siem_feed_mark"
 ANALYZE_LEASES: Final = "xavyo_siem_analyze_leases"
-_MARKS_SETTING: Final = "xavyo_siem.feed_marks"
+MARKS_SETTING: Final = "xavyo_siem.feed_marks"
 
 
 def create_functions(bind: Connection) -> None:
@@ -161,7 +162,7 @@ def create_functions(bind: Connection) -> None:
         f"CREATE OR REPLACE FUNCTION {FEED_MARK}(horizon bigint, skip bigint)"
         " RETURNS TABLE (txid bigint, seq bigint)"
         " LANGUAGE sql STABLE SECURITY DEFINER"
-        f" SET search_path FROM CURRENT SET {_MARKS_SETTING} = 'on'"
+        f" SET search_path FROM CURRENT SET {MARKS_SETTING} = 'on'"
         " AS $$ SELECT a.txid, a.seq FROM audit_events a WHERE a.txid >= 0"
         " AND a.txid < horizon ORDER BY a.txid DESC, a.seq DESC OFFSET skip LIMIT 1 $$"
     )
@@ -199,7 +200,7 @@ def _policy_statements(table: str, access: str) -> list[str]:
             f" WITH CHECK ({_PLATFORM})",
             # The owner's reads inside `xavyo_siem_feed_mark`, which sets this.
             f"CREATE POLICY feed_marks ON {table} FOR SELECT TO CURRENT_USER"
-            f" USING (current_setting('{_MARKS_SETTING}', true) = 'on')",
+            f" USING (current_setting('{MARKS_SETTING}', true) = 'on')",
         ]
     elif access == "leased":
         statements.append(

@@ -26,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeEngine
 
 from xavyo_siem.model import EVENT_FIELDS, EventField, FieldKind
@@ -94,9 +95,13 @@ audit_events = Table(
     # on PostgreSQL): the partition key there (migration 0012, see store/partitions.py).
     Column("received_us", BigInteger, nullable=False),
     *(_event_column(f) for f in EVENT_FIELDS),
-    # Unique on SQLite; on PostgreSQL a partitioned table's unique keys must hold the
-    # partition key, so there `audit_event_keys` holds each (tenant_id, event_id) once.
-    Index("ix_audit_events_tenant_event", "tenant_id", "event_id"),
+    # SQLite's, unique: reads by id and ingest's idempotence. PostgreSQL keeps no index by
+    # event id on the events (migration 0015): a partitioned table's unique keys must hold
+    # the partition key, so there `audit_event_keys` holds each (tenant_id, event_id) once
+    # and says where its event is.
+    UniqueConstraint("tenant_id", "event_id", name="uq_audit_events_tenant_event").ddl_if(
+        dialect="sqlite"
+    ),
     Index("ix_audit_events_tenant_order", "tenant_id", "txid", "seq"),
     Index("ix_audit_events_tenant_time", "tenant_id", "ts_us", "seq"),
     sqlite_autoincrement=True,
@@ -292,15 +297,22 @@ sources = Table(
     Column("last_error_us", BigInteger),
 )
 
+# A key's ids: `uuid` on PostgreSQL (16 bytes, migration 0015), text on SQLite (where the
+# table stays empty). Both take and give the canonical text.
+_KEY_ID = String(36).with_variant(postgresql.UUID(as_uuid=False), "postgresql")
+
 # Each stored event's (tenant_id, event_id) once, unpartitioned (PostgreSQL, migration 0012):
-# what makes ingest idempotent across the partitions of `audit_events`. `received_us` is
-# the event's, so retention removes the keys of the events it removed.
+# what makes ingest idempotent across the partitions of `audit_events`, and where the event
+# is (migration 0015): its `(txid, seq)` in the partition of its `received_us`, which is
+# how PostgreSQL reads an event by id. Retention removes the keys of the events it removed.
 audit_event_keys = Table(
     "audit_event_keys",
     metadata,
-    Column("tenant_id", String(36), primary_key=True),
-    Column("event_id", String(36), primary_key=True),
+    Column("tenant_id", _KEY_ID, primary_key=True),
+    Column("event_id", _KEY_ID, primary_key=True),
     Column("received_us", BigInteger, nullable=False),
+    Column("txid", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
 )
 
 # The partitions of `audit_events` (PostgreSQL, migration 0012): each holds the events
