@@ -32,6 +32,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -62,8 +63,14 @@ def _free_port() -> int:
 class PostgresCluster:
     """One throw-away PostgreSQL cluster: made on first `start()`, removed by `close()`."""
 
-    def __init__(self, *, bin_dir: Path | None = None) -> None:
+    def __init__(
+        self, *, bin_dir: Path | None = None, settings: Mapping[str, str] | None = None
+    ) -> None:
+        """`settings` are server settings (`-c name=value`) over the cluster's own, e.g.
+        `{"fsync": "on", "shared_buffers": "1GB"}` for a server sized and as durable as a
+        deployment's."""
         self.bin_dir = bin_dir or newest_bin_dir()
+        self.settings = {"fsync": "off", **(settings or {})}  # fsync off: a throw-away cluster
         self.port = _free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="xavyo-siem-pg-"))
         self.data_dir = self.directory / "data"
@@ -105,8 +112,9 @@ class PostgresCluster:
             "-p", str(self.port),
             "-c", "listen_addresses=127.0.0.1",
             "-c", f"unix_socket_directories={self.directory}",
-            "-c", "fsync=off",  # a throw-away cluster; a fast stop still checkpoints
         ]  # fmt: skip
+        for name, value in self.settings.items():
+            command += ["-c", f"{name}={value}"]
         with self.log_path.open("ab") as log:
             self._server = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, cwd=self.directory,
