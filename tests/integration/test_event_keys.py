@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
 from alembic import command
 from sqlalchemy import Connection, Engine, Select, create_engine, select, text
 from sqlalchemy.engine import make_url
 
+from dated_events import NOW, events_of
 from store_roles import PG_ADMIN_URL, as_role
 from xavyo_siem.model import AuditEvent, EventCategory, to_epoch_us
 from xavyo_siem.store import append_events, make_engine, upgrade, writing
@@ -26,23 +27,34 @@ from xavyo_siem.store.scope import scope_to_tenant
 from xavyo_siem.store.tables import audit_events
 
 A, B = UUID(int=0xA1), UUID(int=0xB2)
-NOW = datetime(2026, 3, 1, tzinfo=UTC)
 COLUMN_NAMES = [column.name for column in EVENT_COLUMNS]
 BEFORE_KEYS_HELD_POSITIONS = "0014_detached_partitions"
 _T = audit_events.c
 
 
-def events_of(tenant: UUID, count: int, *, at: datetime = NOW) -> list[AuditEvent]:
-    return [
-        AuditEvent(
-            event_id=uuid4(),
-            tenant_id=tenant,
-            timestamp=at + timedelta(seconds=n),
-            event_type="USER_LOGIN",
-            category=EventCategory.AUTHENTICATION,
+def migrate(owner: Engine, revision: str, *, down: bool = False) -> None:
+    """Upgrade (or, with `down`, downgrade) the store of `owner` to `revision`."""
+    config = engine_module._alembic_config()
+    with writing(owner) as conn:
+        config.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+
+def store_as_before(conn: Connection, tenant: UUID, events: list[AuditEvent]) -> None:
+    """`events` of `tenant`, received at 5, with their keys on PostgreSQL, as a store
+    before revision 0015 held them (ids as text, no positions)."""
+    names = ", ".join(COLUMN_NAMES)
+    marks = ", ".join(f":{name}" for name in COLUMN_NAMES)
+    conn.execute(
+        text(f"INSERT INTO audit_events (received_us, {names}) VALUES (5, {marks})"),
+        [dict(zip(COLUMN_NAMES, row_of(event, {}), strict=True)) for event in events],
+    )
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            "INSERT INTO audit_event_keys (tenant_id, event_id, received_us)"
+            " SELECT tenant_id, event_id, received_us FROM audit_events WHERE tenant_id = %s",
+            (str(tenant),),
         )
-        for n in range(count)
-    ]
 
 
 def positions(conn: Connection, tenant: UUID) -> dict[UUID, tuple[int, int, int]]:
@@ -180,12 +192,7 @@ def test_an_existing_store_keys_learn_where_their_events_are(store_url: str) -> 
     and forth with the events read by id again."""
     owner = make_engine(store_url)
     postgres = owner.dialect.name == "postgresql"
-    config = engine_module._alembic_config()
-    with writing(owner) as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, BEFORE_KEYS_HELD_POSITIONS)
-    names = ", ".join(COLUMN_NAMES)
-    marks = ", ".join(f":{name}" for name in COLUMN_NAMES)
+    migrate(owner, BEFORE_KEYS_HELD_POSITIONS)
     before = {A: events_of(A, 4), B: events_of(B, 2)}
     gone = events_of(A, 1)[0]  # its key stays, its event was removed
     for tenant, events in before.items():
@@ -193,17 +200,7 @@ def test_an_existing_store_keys_learn_where_their_events_are(store_url: str) -> 
             if postgres:
                 conn.execute(text("SELECT set_config('xavyo_siem.tenant', :t, true)"),
                              {"t": str(tenant)})  # fmt: skip
-            conn.execute(
-                text(f"INSERT INTO audit_events (received_us, {names}) VALUES (5, {marks})"),
-                [dict(zip(COLUMN_NAMES, row_of(event, {}), strict=True)) for event in events],
-            )
-            if postgres:
-                conn.exec_driver_sql(
-                    "INSERT INTO audit_event_keys (tenant_id, event_id, received_us)"
-                    " SELECT tenant_id, event_id, received_us FROM audit_events"
-                    " WHERE tenant_id = %s",
-                    (str(tenant),),
-                )
+            store_as_before(conn, tenant, events)
     if postgres:
         with writing(owner) as conn:
             conn.exec_driver_sql(
@@ -237,9 +234,7 @@ def test_an_existing_store_keys_learn_where_their_events_are(store_url: str) -> 
         with owner.connect() as conn:
             assert _key_types(conn) == {"uuid"}
             assert not _has_index_by_id(conn)
-        with writing(owner) as conn:
-            config.attributes["connection"] = conn
-            command.downgrade(config, BEFORE_KEYS_HELD_POSITIONS)
+        migrate(owner, BEFORE_KEYS_HELD_POSITIONS, down=True)
         with owner.connect() as conn:
             assert _key_types(conn) == {"character varying"}
             assert _has_index_by_id(conn)
@@ -298,23 +293,11 @@ def test_an_owner_that_is_no_superuser_migrates_the_keys_with_their_positions(
         conn.exec_driver_sql(f"ALTER SCHEMA {schema} OWNER TO {OWNER_ROLE}")
     superuser.dispose()
     owner = make_engine(as_role(pg_url, OWNER_ROLE))
-    config = engine_module._alembic_config()
-    with writing(owner) as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, BEFORE_KEYS_HELD_POSITIONS)
-    names = ", ".join(COLUMN_NAMES)
-    marks = ", ".join(f":{name}" for name in COLUMN_NAMES)
+    migrate(owner, BEFORE_KEYS_HELD_POSITIONS)
     stored = events_of(A, 3)
     with writing(owner) as conn:
         scope_to_tenant(conn, A)
-        conn.execute(
-            text(f"INSERT INTO audit_events (received_us, {names}) VALUES (5, {marks})"),
-            [dict(zip(COLUMN_NAMES, row_of(event, {}), strict=True)) for event in stored],
-        )
-        conn.exec_driver_sql(
-            "INSERT INTO audit_event_keys (tenant_id, event_id, received_us)"
-            " SELECT tenant_id, event_id, received_us FROM audit_events"
-        )
+        store_as_before(conn, A, stored)
     upgrade(owner)
     with owner.connect() as conn:
         found = positions(conn, A)

@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
 from alembic import command
 from sqlalchemy import Connection, Engine, Select, text
 
+from dated_events import events_of
 from file_output import add_file_destination
 from store_roles import as_role
 from xavyo_siem.model import AuditEvent, EventCategory, to_epoch_us
@@ -31,21 +32,7 @@ from xavyo_siem.store.partitions import DAY_US, MAKE_PARTITIONS, detach_partitio
 from xavyo_siem.store.scope import scope_to_tenant
 
 A, B = UUID(int=0xA1), UUID(int=0xB2)
-NOW = datetime(2026, 3, 1, tzinfo=UTC)
 COLUMN_NAMES = [column.name for column in EVENT_COLUMNS]
-
-
-def events_of(tenant: UUID, count: int, *, at: datetime = NOW) -> list[AuditEvent]:
-    return [
-        AuditEvent(
-            event_id=uuid4(),
-            tenant_id=tenant,
-            timestamp=at + timedelta(seconds=n),
-            event_type="USER_LOGIN",
-            category=EventCategory.AUTHENTICATION,
-        )
-        for n in range(count)
-    ]
 
 
 def read_all(engine: Engine, tenant: UUID, *, at_least: int = 0) -> list[AuditEvent]:
