@@ -102,6 +102,7 @@ def run(args: argparse.Namespace, admin_url: str) -> None:
         forget_detached,
         list_detached,
         list_partitions,
+        now_us,
     )
     from xavyo_siem.store.retention import _Run
 
@@ -162,7 +163,7 @@ def run(args: argparse.Namespace, admin_url: str) -> None:
             time.sleep(1.0)
             probe.stop()
             figures["one_transaction_drop_s"] = round(ended - began, 3)
-            gone = Detached(partition.name, partition.from_us, partition.to_us, True)
+            gone = Detached(partition.name, partition.from_us, partition.to_us, True, now_us())
         else:
             began = time.perf_counter()
             figures["detached"] = detach_partition(engine, partition)
