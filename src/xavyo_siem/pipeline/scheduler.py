@@ -62,6 +62,7 @@ class Scheduler:
         self._order = itertools.count()
         self._clock = clock
         self._held, self._held_at = 0, -1.0
+        self._holding: set[Lane] = set()  # the lanes the feed gave events since their last count
 
     # -- lanes ------------------------------------------------------------------------------
 
@@ -90,21 +91,24 @@ class Scheduler:
         if not siblings:
             self._by_tenant.pop(lane.tenant_id, None)
             self._marks.pop(lane.tenant_id, None)
+        self._holding.discard(lane)
         return lane
 
     def held(self) -> int:
         """Events from the feed held by lanes that are sending or about to send them,
-        counted again at most every `HELD_RECOUNT_S` (a count walks every lane). A lane
-        waiting on a backoff, a rate limit or an open circuit, or switched off, does not
-        count: nothing waits for a stuck one."""
+        counted again at most every `HELD_RECOUNT_S`. A lane waiting on a backoff, a rate
+        limit or an open circuit, or switched off, does not count: nothing waits for a
+        stuck one. A count walks the lanes the feed gave events to, not every lane (a
+        backlog walked through the feed reaches a few hundred of ten thousand at a time)."""
         now = self._clock()
         if now >= self._held_at + HELD_RECOUNT_S:
             self._held_at = now
+            holding = self._holding
+            holding.difference_update([lane for lane in holding if not lane.buffer])
             self._held = sum(
                 len(lane.buffer)
-                for lane in self.lanes.values()
-                if lane.buffer
-                and lane.switched_off is None
+                for lane in holding
+                if lane.switched_off is None
                 and (lane.due is None or lane.due <= now or lane.id in self.turns)
             )
         return self._held
@@ -166,6 +170,8 @@ class Scheduler:
                     if lane.id not in self.turns:
                         self._push(lane)
                     continue
+                if took:
+                    self._holding.add(lane)
                 if took or not lane.following:
                     self.wake(lane)
 
