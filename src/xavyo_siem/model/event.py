@@ -320,7 +320,7 @@ _optional_texts: Final = operator.itemgetter(*_TEXT_INDEXES)
 def _check_cell(index: int, declared: EventField) -> str:
     """The expression `_check_the_rest` gives for the field at `index`."""
     value = declared.name
-    if index in (_CATEGORY, _SEVERITY, _TIMESTAMP, _SOURCE_IP, _METADATA):
+    if index in (_CATEGORY, _SEVERITY, _TIMESTAMP, _SOURCE_IP, _METADATA, _NORMALIZED):
         return value  # checked (or repaired) before
     if declared.name in TEXT_FIELDS:
         return value  # checked (or repaired) before
@@ -415,11 +415,15 @@ def _event_of(
             values[_METADATA] = repaired = repair_unplain_metadata(metadata)
             if metadata != repaired:
                 changed.append(_METADATA_NAME)
+        given = values[_NORMALIZED]
+        if given is not None:
+            values[_NORMALIZED] = given = check_field_names(_NORMALIZED_NAME, given)
         if changed:
-            given = values[_NORMALIZED]
             if given is not None:
-                changed += check_field_names(_NORMALIZED_NAME, given)
+                changed += given
             values[_NORMALIZED] = tuple(sorted(set(changed)))
+        elif given is None:
+            values[_NORMALIZED] = ()
         return _check_the_rest(*values)
     except InvalidEvent:
         if data is None:
