@@ -21,11 +21,12 @@ import pytest
 from psycopg.errors import LockNotAvailable
 from sqlalchemy import Engine, event, select, text
 
+from dated_events import events_of
 from file_output import add_file_destination
 from store_roles import as_role
 from xavyo_siem import delivery_health
 from xavyo_siem import destinations as manage
-from xavyo_siem.model import AuditEvent, EventCategory
+from xavyo_siem.model import AuditEvent
 from xavyo_siem.store import append_events, make_engine, upgrade, writing
 from xavyo_siem.store.dead_letters import add_dead_letters
 from xavyo_siem.store.destinations import list_destinations
@@ -63,19 +64,6 @@ def pg_engine(pg_url: str, pg_app_role: str) -> Iterator[Engine]:
     engine = make_engine(as_role(pg_url, pg_app_role))
     yield engine
     engine.dispose()
-
-
-def events_of(tenant: UUID, count: int) -> list[AuditEvent]:
-    return [
-        AuditEvent(
-            event_id=uuid4(),
-            tenant_id=tenant,
-            timestamp=datetime(2026, 3, 1, tzinfo=UTC) + timedelta(seconds=n),
-            event_type="USER_LOGIN",
-            category=EventCategory.AUTHENTICATION,
-        )
-        for n in range(count)
-    ]
 
 
 def store_events(engine: Engine, events: list[AuditEvent]) -> None:

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -22,9 +22,9 @@ import pytest
 from sqlalchemy import Connection, Engine, Select, text
 from sqlalchemy.exc import ProgrammingError
 
+from dated_events import NOW, events_of
 from file_output import add_file_destination
 from store_roles import as_role, make_login_role
-from xavyo_siem.model import AuditEvent, EventCategory
 from xavyo_siem.store import append_events, make_engine, upgrade, writing
 from xavyo_siem.store import events as events_module
 from xavyo_siem.store.dead_letters import add_dead_letters
@@ -43,7 +43,6 @@ from xavyo_siem.store.tables import audit_events
 
 _T = audit_events.c
 API_ROLE = "xavyo_siem_test_api"  # a login role in xavyo_siem_service only
-NOW = datetime(2026, 3, 1, tzinfo=UTC)
 TTL = timedelta(seconds=30)
 
 
@@ -56,19 +55,6 @@ class Store:
     worker: Engine  # xavyo_siem_service and xavyo_siem_worker
     tenants: list[UUID]
     destinations: dict[UUID, str]  # tenant -> its destination's id
-
-
-def events_of(tenant: UUID, count: int) -> list[AuditEvent]:
-    return [
-        AuditEvent(
-            event_id=uuid4(),
-            tenant_id=tenant,
-            timestamp=NOW + timedelta(seconds=n),
-            event_type="USER_LOGIN",
-            category=EventCategory.AUTHENTICATION,
-        )
-        for n in range(count)
-    ]
 
 
 @pytest.fixture(scope="session")

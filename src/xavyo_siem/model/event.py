@@ -416,14 +416,8 @@ def _event_of(
             if metadata != repaired:
                 changed.append(_METADATA_NAME)
         given = values[_NORMALIZED]
-        if given is not None:
-            values[_NORMALIZED] = given = check_field_names(_NORMALIZED_NAME, given)
-        if changed:
-            if given is not None:
-                changed += given
-            values[_NORMALIZED] = tuple(sorted(set(changed)))
-        elif given is None:
-            values[_NORMALIZED] = ()
+        given = () if given is None else check_field_names(_NORMALIZED_NAME, given)
+        values[_NORMALIZED] = tuple(sorted({*changed, *given})) if changed else given
         return _check_the_rest(*values)
     except InvalidEvent:
         if data is None:
