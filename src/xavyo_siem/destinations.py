@@ -9,7 +9,7 @@ destination for delivery, and testing one, is the worker's (xavyo_siem.runtime).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -62,6 +62,7 @@ __all__ = [
     "add_destination",
     "check_destination",
     "find_destination",
+    "format_key",
     "formatter_for",
     "purge_dead_letters",
     "remove_destination",
@@ -104,11 +105,22 @@ def formatter_for(spec: DestinationSpec | SiemDestination) -> Formatter:
     try:
         return make_formatter(
             spec.format,
-            {name: value for name, value in spec.options.items() if name in FORMAT_OPTIONS},
+            _format_options(spec),
             syslog_transport=spec.delivery_type in _SYSLOG_TYPES,
         )
     except EncodeError as exc:
         raise InvalidDestination(f"options.{exc.field}", exc.reason) from None
+
+
+def format_key(spec: DestinationSpec | SiemDestination) -> Hashable:
+    """What `formatter_for` builds a destination's formatter from: destinations with equal
+    keys write every event alike."""
+    options = sorted((name, repr(value)) for name, value in _format_options(spec).items())
+    return spec.format, spec.delivery_type in _SYSLOG_TYPES, tuple(options)
+
+
+def _format_options(spec: DestinationSpec | SiemDestination) -> dict[str, Any]:
+    return {name: value for name, value in spec.options.items() if name in FORMAT_OPTIONS}
 
 
 @dataclass(frozen=True, slots=True)

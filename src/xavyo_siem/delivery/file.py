@@ -271,7 +271,7 @@ class FileTransport:
         if not records:
             return Delivered()
         end = self._line_end
-        payload = b"".join([encode_utf8(record.text) + end for record in records])
+        payload = encode_utf8(end.decode().join([record.text for record in records])) + end
         async with self._lock:
             try:
                 await self._appends.append(self, payload)

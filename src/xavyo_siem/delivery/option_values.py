@@ -192,6 +192,22 @@ _batch_events: Final = integer(1, 100_000)
 _batch_bytes: Final = integer(1024, 64 << 20)
 
 
+_DEFAULTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def _defaults(config_type: type[Any]) -> dict[str, Any]:
+    """The defaults of a config dataclass's fields (those that have one), by name; read
+    once per dataclass (a worker opens thousands of destinations)."""
+    found = _DEFAULTS.get(config_type)
+    if found is None:
+        found = _DEFAULTS[config_type] = {
+            spec.name: spec.default
+            for spec in dataclasses.fields(config_type)
+            if spec.default is not dataclasses.MISSING
+        }
+    return found
+
+
 class OptionReader:
     """Reads typed options out of a destination's raw options for one config dataclass.
 
@@ -201,11 +217,7 @@ class OptionReader:
 
     def __init__(self, options: Mapping[str, object], config_type: type[Any]) -> None:
         self._options = options
-        self._defaults = {
-            spec.name: spec.default
-            for spec in dataclasses.fields(config_type)
-            if spec.default is not dataclasses.MISSING
-        }
+        self._defaults = _defaults(config_type)
 
     def __call__(self, name: str, parse: Parser[_T], *, field: str | None = None) -> _T:
         """Option `name` parsed, or the default of config field `field` (default: `name`)."""

@@ -6,7 +6,7 @@ single-destination loop (`loop.DestinationLoop`, batch exports). Pure functions,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -26,6 +26,7 @@ from xavyo_siem.model import AuditEvent
 __all__ = [
     "Batch",
     "Formatter",
+    "SharedFormats",
     "Verdict",
     "batch_name",
     "format_batch",
@@ -36,6 +37,54 @@ __all__ = [
 ]
 
 Formatter = Callable[[AuditEvent], str]
+
+
+class SharedFormats:
+    """One formatter for all of a worker's destinations that write events alike, which
+    remembers the text of the events it formatted last.
+
+    The feed hands the same event object to every destination of its tenant: when two of
+    them format alike (a tenant's file and HEC destination, both JSON), the second takes
+    the text the first made instead of formatting the event again. Events are recognised
+    by identity, never by value, so a text is only ever reused for the event it was made
+    of. Each formatter remembers between `remember` and twice that many events.
+    """
+
+    def __init__(self, remember: int = 2048) -> None:
+        self._remember = remember
+        self._formatters: dict[Hashable, _Remembering] = {}
+
+    def formatter(self, key: Hashable, formatter: Formatter) -> Formatter:
+        """The shared formatter of the destinations whose format is `key`; `formatter` is
+        one of them (it becomes the shared one when it is the first)."""
+        shared = self._formatters.get(key)
+        if shared is None:
+            shared = self._formatters[key] = _Remembering(formatter, self._remember)
+        return shared
+
+
+class _Remembering:
+    """A formatter that remembers the texts of the last events it formatted (two
+    generations: when the newer fills up it becomes the older, and the older is dropped)."""
+
+    __slots__ = ("_formatter", "_newer", "_older", "_remember")
+
+    def __init__(self, formatter: Formatter, remember: int) -> None:
+        self._formatter = formatter
+        self._remember = remember
+        self._newer: dict[int, tuple[AuditEvent, str]] = {}
+        self._older: dict[int, tuple[AuditEvent, str]] = {}
+
+    def __call__(self, event: AuditEvent) -> str:
+        key = id(event)  # the entry holds the event, so its id is not reused meanwhile
+        seen = self._newer.get(key) or self._older.get(key)
+        if seen is not None and seen[0] is event:
+            return seen[1]
+        text = self._formatter(event)
+        if len(self._newer) >= self._remember:
+            self._older, self._newer = self._newer, {}
+        self._newer[key] = (event, text)
+        return text
 
 
 @dataclass(slots=True)
@@ -68,8 +117,9 @@ def format_batch(
     formatter cannot encode is set aside."""
     records: list[Record] = []
     unencodable: list[tuple[UUID, str]] = []
+    tenant = tenant_id.int
     for event in events:
-        if event.tenant_id != tenant_id:  # the store guarantees it; so do we
+        if event.tenant_id.int != tenant:  # the store guarantees it; so do we
             raise AssertionError("an event of another tenant reached a destination")
         try:
             text = formatter(event)

@@ -37,6 +37,7 @@ into a batch, `seen` after the last event the lane has. acked ≤ taken ≤ seen
 from __future__ import annotations
 
 import asyncio
+import operator
 import random
 import time
 from collections import deque
@@ -72,6 +73,7 @@ __all__ = ["Lane", "LaneStore", "SourceUnavailable", "drop_outcome"]
 # The backoff's jitter, shared: a generator of its own would cost each lane 2.5 kB (and a
 # read of the system's entropy) for numbers nobody needs to be independent.
 _JITTER = random.Random()
+_TEXT = operator.itemgetter(2)  # a `Record`'s text
 
 
 class SourceUnavailable(Exception):
@@ -191,20 +193,32 @@ class Lane:
 
     # -- the feed ---------------------------------------------------------------------------
 
-    def offer(self, position: Any, event: AuditEvent) -> bool:
-        """A new event of the lane's tenant, from the feed; True when the lane took it."""
-        if not self.following or position <= self.seen or self.switched_off is not None:
+    def offer(self, events: Sequence[tuple[Any, AuditEvent]]) -> bool:
+        """New events of the lane's tenant from the feed, each with its position, in store
+        order; True when the lane took any. Those at or before what the lane has seen are
+        skipped, and so are those its filters leave out; when the buffer would overflow,
+        the lane lets go of it and reads the events from the store instead."""
+        if not self.following or self.switched_off is not None or not events:
             return False
-        self.seen = position
-        if not self.destination.filters.matches(event):
-            return False
-        if len(self.buffer) >= self.max_buffered:
+        seen = self.seen
+        if events[0][0] <= seen:
+            events = [item for item in events if item[0] > seen]
+            if not events:
+                return False
+        self.seen = events[-1][0]
+        filters = self.destination.filters
+        if not filters.is_everything:
+            events = [item for item in events if filters.matches(item[1])]
+            if not events:
+                return False
+        buffer = self.buffer
+        if len(buffer) + len(events) > self.max_buffered:
             self.fall_behind()
             return False
-        if not self.buffer:
+        if not buffer:
             self._buffered_at = self._clock()
-        self.buffer.append((position, event))
-        if self.lingering and len(self.buffer) >= self.batch_size:
+        buffer.extend(events)
+        if self.lingering and len(buffer) >= self.batch_size:
             self.lingering = False
             self.due = None  # a full batch: the scheduler wakes the lane now
         return True
@@ -282,8 +296,9 @@ class Lane:
             self.bucket.take(len(batch.records))
         if self.circuit.state is CircuitState.OPEN:
             self.circuit.probe()
-        self.counts.bytes_sent += sum(
-            len(r.text) if r.text.isascii() else len(r.text.encode()) for r in batch.records
+        texts = "".join(map(_TEXT, batch.records))
+        self.counts.bytes_sent += (
+            len(texts) if texts.isascii() else len(texts.encode("utf-8", "surrogatepass"))
         )
         sent_at = self._clock()
         result = await send_batch(self.components.transport, batch)

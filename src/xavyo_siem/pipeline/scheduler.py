@@ -161,10 +161,8 @@ class Scheduler:
             for lane in self._by_tenant.get(tenant, ()):
                 if not lane.following:
                     continue
-                took = False
                 try:
-                    for position, event in events:
-                        took = lane.offer(position, event) or took
+                    took = lane.offer(events)
                 except Exception as exc:  # the isolation boundary, for the filter too
                     self._crashed(lane, exc)
                     if lane.id not in self.turns:

@@ -13,7 +13,7 @@ import contextlib
 import re
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final
 from uuid import UUID
@@ -33,7 +33,7 @@ from xavyo_siem.delivery import (
     credential_required,
     open_transport,
 )
-from xavyo_siem.destinations import check_destination, spec_of
+from xavyo_siem.destinations import check_destination, format_key, spec_of
 from xavyo_siem.egress import EgressDenied, EgressGuard, check_egress
 from xavyo_siem.errors import SiemError
 from xavyo_siem.format import JSON_OBJECT_FORMATS, csv_header
@@ -45,6 +45,7 @@ from xavyo_siem.model import (
     Outcome,
     SiemDestination,
 )
+from xavyo_siem.pipeline.batches import SharedFormats
 from xavyo_siem.pipeline.loop import DestinationComponents
 from xavyo_siem.runtime.store_gate import StoreUnavailable, is_outage
 from xavyo_siem.settings import Settings
@@ -132,6 +133,7 @@ class DestinationOpener:
         self.egress = EgressGuard.from_settings(settings) if egress is None else egress
         self._waiting: dict[tuple[UUID, UUID], list[asyncio.Future[_Found]]] = {}
         self._reading: asyncio.Task[None] | None = None
+        self._formats = SharedFormats()
 
     async def __call__(self, destination: SiemDestination) -> DestinationComponents:
         future: asyncio.Future[_Found] = asyncio.get_running_loop().create_future()
@@ -142,7 +144,11 @@ class DestinationOpener:
         found = await future
         if found is None:
             raise SiemError("destination: no longer exists")
-        return _components(*found, settings=self.settings, keyring=self.keyring, egress=self.egress)
+        opened = _components(
+            *found, settings=self.settings, keyring=self.keyring, egress=self.egress
+        )
+        shared = self._formats.formatter(format_key(found[0]), opened.formatter)
+        return replace(opened, formatter=shared)
 
     async def _read(self) -> None:
         """Read the rows of every open waiting, once the opens started with it joined."""

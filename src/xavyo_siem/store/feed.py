@@ -182,22 +182,22 @@ def _catch_up_by_tenant(conn: Connection, owner: str, walk: CatchUp, limit: int)
     """PostgreSQL: for each served tenant from the walk's on, in order, its events of the
     range through the `(tenant_id, txid, seq)` index from where it starts (a lateral
     read per tenant), so a tenant's history before the range is never walked."""
-    tenant = leases.c.tenant_id
     served = (
-        select(
-            tenant.label("tenant_id"),
-            case((tenant == walk.tenant, walk.after.txid), else_=walk.start.txid).label("txid"),
-            case((tenant == walk.tenant, walk.after.seq), else_=walk.start.seq).label("seq"),
-        )
-        .where(leases.c.owner == owner, tenant >= walk.tenant)
+        select(leases.c.tenant_id)
+        .where(leases.c.owner == owner, leases.c.tenant_id >= walk.tenant)
         .distinct()
         .subquery("served")
+    )
+    tenant = served.c.tenant_id
+    after = tuple_(
+        case((tenant == walk.tenant, walk.after.txid), else_=walk.start.txid),
+        case((tenant == walk.tenant, walk.after.seq), else_=walk.start.seq),
     )
     runs = (
         select(_T.txid, _T.seq, *EVENT_COLUMNS)
         .where(
-            _T.tenant_id == served.c.tenant_id,
-            tuple_(_T.txid, _T.seq) > tuple_(served.c.txid, served.c.seq),
+            _T.tenant_id == tenant,
+            tuple_(_T.txid, _T.seq) > after,
             tuple_(_T.txid, _T.seq) <= tuple_(walk.through.txid, walk.through.seq),
             *_floor_now(conn, walk.start.txid),
         )

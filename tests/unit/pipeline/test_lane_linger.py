@@ -88,14 +88,14 @@ async def test_a_lingering_lane_waits_for_a_full_batch_or_the_age_cap() -> None:
     clock, transport, store = Clock(), NamingTransport(), MemoryStore()
     lane = lane_of(transport, clock, linger_s=10)
     events = events_of(lane, 7)
-    assert lane.offer(Position(1), events[0])
+    assert lane.offer([(Position(1), events[0])])
     await lane.turn(store)
     assert transport.sent == []
     assert (lane.due, lane.lingering) == (110.0, True)
     clock.now = 105.0
-    lane.offer(Position(2), events[1])
+    lane.offer([(Position(2), events[1])])
     assert lane.due == 110.0  # still lingering: the age counts from the oldest
-    lane.offer(Position(3), events[2])
+    lane.offer([(Position(3), events[2])])
     assert lane.due is None  # full: ready now
     await lane.turn(store)
     assert [name for name, _ in transport.sent] == ["7.0-7.3"]
@@ -103,7 +103,7 @@ async def test_a_lingering_lane_waits_for_a_full_batch_or_the_age_cap() -> None:
     lane.written()
 
     clock.now = 200.0
-    lane.offer(Position(4), events[3])
+    lane.offer([(Position(4), events[3])])
     await lane.turn(store)
     assert len(transport.sent) == 1
     assert lane.due == 210.0
@@ -120,7 +120,7 @@ async def test_a_lane_that_does_not_linger_sends_what_it_has() -> None:
     """With `linger_s` 0 one buffered event is sent on the next turn."""
     clock, transport, store = Clock(), NamingTransport(), MemoryStore()
     lane = lane_of(transport, clock, linger_s=0)
-    lane.offer(Position(1), events_of(lane, 1)[0])
+    lane.offer([(Position(1), events_of(lane, 1)[0])])
     await lane.turn(store)
     assert [name for name, _ in transport.sent] == ["7.0-7.1"]
 

@@ -77,7 +77,7 @@ def test_the_collector_yields_each_destinations_samples_by_its_id() -> None:
     busy.join()
     old = datetime.now(UTC) - timedelta(seconds=100)
     for position, event in enumerate(generate_events(4, 1, seed=1), start=1):
-        busy.offer(position, event.__class__.from_dict({**event.to_dict(), "timestamp": old}))
+        busy.offer([(position, event.__class__.from_dict({**event.to_dict(), "timestamp": old}))])
     unwatch = DESTINATIONS.watch(lambda: [quiet, busy, broken])
     try:
         assert sample("xavyo_siem_events_delivered_total", busy) == 10
