@@ -1,7 +1,8 @@
 """Partitioned PostgreSQL at scale: ingest rate over 10 million events, and retention.
 
     .venv/bin/python benchmarks/bench_partitions.py [--events 10000000] [--batch 100000]
-        [--tenants 50] [--pg-admin-url URL | --shared-buffers SIZE] [--keep] [--one-transaction]
+        [--tenants 50] [--pg-admin-url URL | --shared-buffers SIZE [--setting NAME=VALUE ...]]
+        [--keep] [--one-transaction]
 
 Ingests `--events` sample events into a fresh, migrated PostgreSQL database (partitioned
 `audit_events`, the key table that keeps ingest idempotent) through `append_events`, one
@@ -28,6 +29,10 @@ The database is made on the server at `--pg-admin-url`, or with `--shared-buffer
 cache and otherwise the server's defaults, durable (fsync on): ingest touches the key
 table's index (about 50 bytes per stored event) at a random place per event, so its rate
 over millions of stored events depends on whether that index fits the buffer cache.
+`--setting NAME=VALUE` (repeatable) sets another server setting of that cluster, e.g.
+`wal_compression=lz4` or `max_wal_size=8GB`: after each checkpoint, the first change of
+each index page writes the whole page to the write-ahead log, and with random inserts that
+is nearly every change.
 
 The database is dropped at the end unless `--keep` (a cluster of the benchmark's own is
 always removed). Prints the machine and its yardstick first.
@@ -68,11 +73,23 @@ def main() -> None:
         metavar="SIZE",
         help="run on a cluster of the benchmark's own with this buffer cache (e.g. 1GB)",
     )
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with --shared-buffers: another setting of that cluster (repeatable)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument(
         "--one-transaction", action="store_true", help="drop the attached partition at once"
     )
     args = parser.parse_args()
+    extra = dict(setting.partition("=")[::2] for setting in args.setting)
+    if extra and not args.shared_buffers:
+        parser.error("--setting applies to the cluster of --shared-buffers")
+    if any(not name or not value for name, value in extra.items()):
+        parser.error("--setting takes NAME=VALUE")
 
     from xavyo_siem.cli import tune_gc
 
@@ -82,7 +99,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         admin_url = args.pg_admin_url
         if args.shared_buffers:
-            settings = {"fsync": "on", "shared_buffers": args.shared_buffers}
+            settings = {"fsync": "on", "shared_buffers": args.shared_buffers, **extra}
             cluster = stack.enter_context(PostgresCluster(settings=settings))
             admin_url = cluster.url("postgres")
             print(f"own cluster: {settings}", flush=True)
