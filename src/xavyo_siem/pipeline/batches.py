@@ -41,50 +41,50 @@ Formatter = Callable[[AuditEvent], str]
 
 class SharedFormats:
     """One formatter for all of a worker's destinations that write events alike, which
-    remembers the text of the events it formatted last.
+    remembers the texts of the events it formatted last.
 
     The feed hands the same event object to every destination of its tenant: when two of
     them format alike (a tenant's file and HEC destination, both JSON), the second takes
     the text the first made instead of formatting the event again. Events are recognised
     by identity, never by value, so a text is only ever reused for the event it was made
-    of. Each formatter remembers between `remember` and twice that many events.
+    of. Between `remember` and twice that many texts are kept in all (two generations:
+    when the newer fills up it becomes the older, and the older is let go); a format only
+    one destination has so far is not remembered.
     """
 
     def __init__(self, remember: int = 2048) -> None:
         self._remember = remember
-        self._formatters: dict[Hashable, _Remembering] = {}
+        self._opened: dict[Hashable, Formatter] = {}  # a format's first formatter
+        self._shared: dict[Hashable, Formatter] = {}
+        self._newer: dict[tuple[int, int], tuple[AuditEvent, str]] = {}
+        self._older: dict[tuple[int, int], tuple[AuditEvent, str]] = {}
 
     def formatter(self, key: Hashable, formatter: Formatter) -> Formatter:
-        """The shared formatter of the destinations whose format is `key`; `formatter` is
-        one of them (it becomes the shared one when it is the first)."""
-        shared = self._formatters.get(key)
-        if shared is None:
-            shared = self._formatters[key] = _Remembering(formatter, self._remember)
+        """The formatter of a destination whose format is `key`, given its own `formatter`:
+        that one while no other destination has the format, else the shared one."""
+        shared = self._shared.get(key)
+        if shared is not None:
+            return shared
+        first = self._opened.setdefault(key, formatter)
+        if first is formatter:
+            return formatter
+        shared = self._shared[key] = self._remembering(first)
         return shared
 
+    def _remembering(self, formatter: Formatter) -> Formatter:
+        def remembering(event: AuditEvent) -> str:
+            key = (ident, id(event))  # the entry holds the event: its id is not reused
+            seen = self._newer.get(key) or self._older.get(key)
+            if seen is not None and seen[0] is event:
+                return seen[1]
+            text = formatter(event)
+            if len(self._newer) >= self._remember:
+                self._older, self._newer = self._newer, {}
+            self._newer[key] = (event, text)
+            return text
 
-class _Remembering:
-    """A formatter that remembers the texts of the last events it formatted (two
-    generations: when the newer fills up it becomes the older, and the older is dropped)."""
-
-    __slots__ = ("_formatter", "_newer", "_older", "_remember")
-
-    def __init__(self, formatter: Formatter, remember: int) -> None:
-        self._formatter = formatter
-        self._remember = remember
-        self._newer: dict[int, tuple[AuditEvent, str]] = {}
-        self._older: dict[int, tuple[AuditEvent, str]] = {}
-
-    def __call__(self, event: AuditEvent) -> str:
-        key = id(event)  # the entry holds the event, so its id is not reused meanwhile
-        seen = self._newer.get(key) or self._older.get(key)
-        if seen is not None and seen[0] is event:
-            return seen[1]
-        text = self._formatter(event)
-        if len(self._newer) >= self._remember:
-            self._older, self._newer = self._newer, {}
-        self._newer[key] = (event, text)
-        return text
+        ident = id(remembering)  # lives as long as `_shared` holds it
+        return remembering
 
 
 @dataclass(slots=True)

@@ -3,6 +3,7 @@ lane takes the events the feed offers it."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from uuid import uuid4
 
@@ -33,34 +34,52 @@ class Counting:
         return to_json(event)
 
 
-@given(st.lists(audit_events(), min_size=1, max_size=30), st.integers(1, 8))
+@given(st.lists(audit_events(), min_size=1, max_size=8), st.integers(1, 8))
 def test_a_shared_formatter_gives_each_event_its_own_text(
     events: list[AuditEvent], remember: int
 ) -> None:
     """Whatever the events (equal values in distinct objects included) and however few it
     remembers, a shared formatter returns exactly what the formatter makes of each event."""
-    shared = SharedFormats(remember=remember).formatter("json", to_json)
+    formats = SharedFormats(remember=remember)
+    formats.formatter("json", to_json)
+    shared = formats.formatter("json", lambda event: to_json(event))
     twins = [replace(event) for event in events]  # equal, not the same objects
     for event in [*events, *twins, *reversed(events)]:
         assert shared(event) == to_json(event)
 
 
 def test_destinations_that_format_alike_format_an_event_once() -> None:
-    """Two destinations of one key share a formatter: the second takes the first's text for
-    the same event object, and an event not seen recently is formatted again."""
+    """Two destinations of one format share a formatter: the second takes the first's text
+    for the same event object, and an event not seen recently is formatted again."""
     formats = SharedFormats(remember=2)
     counting = Counting()
-    first = formats.formatter("json", counting)
-    second = formats.formatter("json", to_json)  # same key: the first formatter is shared
-    assert first is second
+    assert formats.formatter("json", counting) is counting  # alone: nothing to share
+    shared = formats.formatter("json", to_json)
+    assert formats.formatter("json", to_json) is shared  # a third shares it too
     events = list(generate_events(6, 1, seed=5))
     for event in events[:2]:
-        assert second(event) == first(event)
+        assert shared(event) == shared(event) == to_json(event)
     assert counting.calls == 2
     for event in events[2:]:
-        first(event)
-    first(events[0])  # forgotten: two generations of two hold the last two to four
+        shared(event)
+    shared(events[0])  # forgotten: two generations of two hold the last two to four
     assert counting.calls == 7
+
+
+def test_formats_remember_texts_within_one_bound() -> None:
+    """Many formats together keep at most twice `remember` texts, and each format's text
+    stays its own even for the same event."""
+    formats = SharedFormats(remember=4)
+    shared = []
+    for index in range(10):
+        own = functools.partial(lambda i, e: f"{i}:{e.event_id}", index)
+        formats.formatter(index, own)
+        shared.append(formats.formatter(index, own))
+    events = list(generate_events(5, 1, seed=6))
+    for event in events:
+        for index, formatter in enumerate(shared):
+            assert formatter(event) == f"{index}:{event.event_id}"
+    assert len(formats._newer) + len(formats._older) <= 8
 
 
 def test_a_refusal_is_not_remembered() -> None:
@@ -69,7 +88,9 @@ def test_a_refusal_is_not_remembered() -> None:
     def refuse(event: AuditEvent) -> str:
         raise EncodeError("event", "cannot be written")
 
-    shared = SharedFormats().formatter("refusing", refuse)
+    formats = SharedFormats()
+    formats.formatter("refusing", refuse)
+    shared = formats.formatter("refusing", refuse)
     event = next(iter(generate_events(1, 1, seed=1)))
     for _ in range(2):
         with pytest.raises(EncodeError):
