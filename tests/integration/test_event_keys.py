@@ -29,6 +29,7 @@ from xavyo_siem.store.tables import audit_events
 A, B = UUID(int=0xA1), UUID(int=0xB2)
 COLUMN_NAMES = [column.name for column in EVENT_COLUMNS]
 BEFORE_KEYS_HELD_POSITIONS = "0014_detached_partitions"
+BEFORE_PARTITIONS = "0011_sources"
 _T = audit_events.c
 
 
@@ -271,11 +272,9 @@ def _has_index_by_id(conn: Connection) -> bool:
 OWNER_ROLE = "xavyo_siem_test_owner"  # a login role that owns its schema, no superuser
 
 
-def test_an_owner_that_is_no_superuser_migrates_the_keys_with_their_positions(
-    pg_url: str, pg_app_role: str
-) -> None:
-    """Migrated by an owner that is no superuser (the forced policies bind it), the keys
-    keep every event's position and no key is lost; the policies are forced again after."""
+def owned_by_no_superuser(pg_url: str) -> Engine:
+    """An engine of a store whose schema `OWNER_ROLE`, a login role that is no superuser and
+    does not bypass row-level security, owns (as a managed PostgreSQL service has it)."""
     schema = str(make_url(pg_url).query["options"]).split("=")[-1]
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -287,12 +286,25 @@ def test_an_owner_that_is_no_superuser_migrates_the_keys_with_their_positions(
         )
         database = make_url(pg_url).database
         conn.exec_driver_sql(f'GRANT CREATE, CONNECT ON DATABASE "{database}" TO {OWNER_ROLE}')
+        # PostgreSQL 15 lets only a superuser, or a role granted it, fix a custom setting in
+        # a function's definition (the definer functions set theirs).
+        conn.exec_driver_sql(
+            f"GRANT SET ON PARAMETER xavyo_siem.feed_marks, xavyo_siem.fleet_health TO {OWNER_ROLE}"
+        )
     admin.dispose()
     superuser = make_engine(pg_url)
     with superuser.begin() as conn:
         conn.exec_driver_sql(f"ALTER SCHEMA {schema} OWNER TO {OWNER_ROLE}")
     superuser.dispose()
-    owner = make_engine(as_role(pg_url, OWNER_ROLE))
+    return make_engine(as_role(pg_url, OWNER_ROLE))
+
+
+def test_an_owner_that_is_no_superuser_migrates_the_keys_with_their_positions(
+    pg_url: str, pg_app_role: str
+) -> None:
+    """Migrated by an owner that is no superuser (the forced policies bind it), the keys
+    keep every event's position and no key is lost; the policies are forced again after."""
+    owner = owned_by_no_superuser(pg_url)
     migrate(owner, BEFORE_KEYS_HELD_POSITIONS)
     stored = events_of(A, 3)
     with writing(owner) as conn:
@@ -310,4 +322,41 @@ def test_an_owner_that_is_no_superuser_migrates_the_keys_with_their_positions(
         ).all()
         assert dict(forced) == {"audit_events": True, "audit_event_keys": True}
         assert read_events_by_id(conn, tenant_id=A, event_ids=list(found)) == stored
+    owner.dispose()
+
+
+def test_an_owner_that_is_no_superuser_partitions_the_events_with_every_key(
+    pg_url: str, pg_app_role: str
+) -> None:
+    """Partitioned by an owner that is no superuser, every event stored before keeps its key
+    (so it is still read by id and never stored twice), and events stored after follow it
+    in the store's order."""
+    owner = owned_by_no_superuser(pg_url)
+    migrate(owner, BEFORE_PARTITIONS)
+    before = events_of(A, 3)
+    names = ", ".join(COLUMN_NAMES)
+    with writing(owner) as conn:
+        scope_to_tenant(conn, A)
+        marks = ", ".join(f":{name}" for name in COLUMN_NAMES)
+        conn.execute(
+            text(f"INSERT INTO audit_events ({names}) VALUES ({marks})"),
+            [dict(zip(COLUMN_NAMES, row_of(event, {}), strict=True)) for event in before],
+        )
+    upgrade(owner)
+    after = events_of(A, 2, at=NOW + timedelta(seconds=3))
+    with writing(owner) as conn:
+        scope_to_tenant(conn, A)
+        result = append_events(conn, [*before, *after])
+    assert (result.stored, result.duplicates) == (2, 3)
+    with owner.connect() as conn:
+        found = positions(conn, A)
+        assert len(found) == 5
+        assert key_positions(conn, A) == found
+        order = sorted(found, key=lambda ident: found[ident][:2])
+        assert order == [event.event_id for event in [*before, *after]]
+        forced = conn.exec_driver_sql(
+            "SELECT relforcerowsecurity FROM pg_class WHERE relname = 'audit_events_p0'"
+            " AND relnamespace = current_schema()::regnamespace"
+        ).scalar_one()
+        assert forced
     owner.dispose()

@@ -98,6 +98,9 @@ def upgrade() -> None:
 def _partition_events(bind: sa.Connection, now_us: int) -> None:
     run = bind.exec_driver_sql
     run("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
+    # Forced row-level security binds an owner that is no superuser too: without this, the
+    # reads below would see no tenant's events (no key copied, the order started again).
+    run("ALTER TABLE audit_events NO FORCE ROW LEVEL SECURITY")
     next_seq = int(run("SELECT coalesce(max(seq), 0) + 1 FROM audit_events").scalar_one())
     # The table becomes the partition of everything received before now; its policies
     # stay with it, so read directly it is as protected as the partitioned table.
@@ -134,6 +137,7 @@ def _partition_events(bind: sa.Connection, now_us: int) -> None:
         "INSERT INTO audit_event_keys (tenant_id, event_id, received_us)"
         " SELECT tenant_id, event_id, received_us FROM audit_events_p0"
     )
+    run("ALTER TABLE audit_events_p0 FORCE ROW LEVEL SECURITY")
     run("ALTER TABLE audit_event_keys ADD PRIMARY KEY (tenant_id, event_id)")
     run("CREATE INDEX ix_audit_event_keys_received ON audit_event_keys USING brin (received_us)")
     run("ALTER TABLE audit_events_p0 DROP CONSTRAINT uq_audit_events_tenant_event")
