@@ -61,8 +61,9 @@ from xavyo_siem.store.destinations import enabled_destination_ids
 from xavyo_siem.store.events import EventCursor
 from xavyo_siem.store.feed import (
     CatchUp,
+    CatchUpRows,
     FeedPage,
-    read_catch_up,
+    fetch_catch_up,
     read_feed,
     unfinished_after,
 )
@@ -132,6 +133,8 @@ class Worker:
         self._feed_behind = True  # the last feed read was a full page
         self._reading: asyncio.Task[FeedPage] | None = None  # a feed read in flight
         self._read_ahead: FeedPage | None = None  # read, waiting for room in the lanes
+        # The walk's next page, read while the last one's rows become events.
+        self._walk_ahead: tuple[CatchUp, asyncio.Task[CatchUpRows]] | None = None
         self._recheck_s = _RECHECK_S
         self._updated: dict[UUID, int] = {}  # each lane's destination `updated_us` when loaded
         self._bucket_for = Buckets()  # each destination's one bucket (lane and exports)
@@ -314,11 +317,29 @@ class Worker:
         )
 
     async def _read_walk(self, walk: CatchUp, limit: int) -> FeedPage:
-        """A page of the backlog walk; the walk goes on from it, or is done."""
-        page, self._walk = await self.gate.read(
-            lambda conn: read_catch_up(conn, owner=self.owner, walk=walk, limit=limit)
-        )
+        """A page of the backlog walk; the walk goes on from it, or is done. Once the store
+        gave a page's rows, the next page is read while these become events."""
+        ahead, self._walk_ahead = self._walk_ahead, None
+        if ahead is not None and ahead[0] != walk:  # the walk started again meanwhile
+            ahead[1].cancel()
+            ahead = None
+        fetched = await (ahead[1] if ahead is not None else self._fetch_walk(walk, limit))
+        if fetched.walk is not None:
+            self._walk_ahead = (fetched.walk, self._fetch_walk(fetched.walk, limit))
+        page = await asyncio.to_thread(fetched.page)
+        self._walk = fetched.walk  # only now: a page that fails to decode is read again
         return page
+
+    def _fetch_walk(self, walk: CatchUp, limit: int) -> asyncio.Task[CatchUpRows]:
+        task = self._background(
+            self.gate.read(
+                lambda conn: fetch_catch_up(conn, owner=self.owner, walk=walk, limit=limit)
+            )
+        )
+        # A read ahead that is let go (the walk started again, the worker stopped) ends
+        # unheard: its error, if any, is the next read's to meet.
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return task
 
     def _went_on(self, page: FeedPage) -> float:
         """The feed goes on from where a read stopped (its events are handed to the lanes
@@ -568,6 +589,8 @@ class Worker:
         if scheduler is not None:
             await scheduler.settle(grace_s=self.settings.shutdown_grace_s)
         await self.exports.stop_all(grace_s=self.settings.shutdown_grace_s)
+        if self._walk_ahead is not None:
+            self._walk_ahead[1].cancel()
         for background in (self._renewing, self._reading):
             if background is not None:
                 await asyncio.wait([background], timeout=self.settings.shutdown_grace_s)

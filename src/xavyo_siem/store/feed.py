@@ -43,9 +43,11 @@ from xavyo_siem.store.tables import audit_events, leases
 
 __all__ = [
     "CatchUp",
+    "CatchUpRows",
     "FeedPage",
     "catch_up",
     "feed_start",
+    "fetch_catch_up",
     "read_catch_up",
     "read_feed",
     "tenant_heads",
@@ -153,7 +155,6 @@ def catch_up(conn: Connection, *, owner: str, start: EventCursor) -> CatchUp | N
     return CatchUp(start, through, after=start) if through > start else None
 
 
-@scoped
 def read_catch_up(
     conn: Connection, *, owner: str, walk: CatchUp, limit: int
 ) -> tuple[FeedPage, CatchUp | None]:
@@ -163,19 +164,38 @@ def read_catch_up(
 
     Every event of the range is final, so none can appear in it later; an event appears
     once, each tenant's in order, which is all a destination needs (it has one tenant).
+    Scoped to `owner` (by `fetch_catch_up`).
     """
+    fetched = fetch_catch_up(conn, owner=owner, walk=walk, limit=limit)
+    return fetched.page(), fetched.walk
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUpRows:
+    """A page of the walk as the store gave it, and where the walk goes on (None: done).
+    The rows become events with `page()`, which needs no connection: the next page can be
+    read meanwhile."""
+
+    rows: list[tuple[Any, ...]]
+    position: EventCursor
+    walk: CatchUp | None
+
+    def page(self) -> FeedPage:
+        return FeedPage(_by_tenant(self.rows), self.position, len(self.rows))
+
+
+@scoped
+def fetch_catch_up(conn: Connection, *, owner: str, walk: CatchUp, limit: int) -> CatchUpRows:
+    """`read_catch_up`'s rows, not yet events."""
     if conn.dialect.name == "postgresql":
         rows = fetch_rows(conn, _catch_up_by_tenant(conn, owner, walk, limit))
     else:
         rows = _catch_up_tenant_after_tenant(conn, owner, walk, limit)
-    by_tenant = _by_tenant(rows)
     if len(rows) < limit:
-        return FeedPage(by_tenant, walk.through, len(rows)), None
+        return CatchUpRows(rows, walk.through, None)
     last = rows[-1]
     after = EventCursor(last[0], last[1])
-    return FeedPage(by_tenant, walk.start, len(rows)), replace(
-        walk, tenant=last[_TENANT_AT], after=after
-    )
+    return CatchUpRows(rows, walk.start, replace(walk, tenant=last[_TENANT_AT], after=after))
 
 
 def _catch_up_by_tenant(conn: Connection, owner: str, walk: CatchUp, limit: int) -> Any:
