@@ -54,7 +54,7 @@ class SharedFormats:
 
     def __init__(self, remember: int = 2048) -> None:
         self._remember = remember
-        self._opened: dict[Hashable, Formatter] = {}  # a format's first formatter
+        self._opened: dict[Hashable, Formatter] = {}  # a format's first destination's
         self._shared: dict[Hashable, Formatter] = {}
         self._newer: dict[tuple[int, int], tuple[AuditEvent, str]] = {}
         self._older: dict[tuple[int, int], tuple[AuditEvent, str]] = {}
@@ -65,8 +65,9 @@ class SharedFormats:
         shared = self._shared.get(key)
         if shared is not None:
             return shared
-        first = self._opened.setdefault(key, formatter)
-        if first is formatter:
+        first = self._opened.pop(key, None)
+        if first is None:  # the first destination of this format
+            self._opened[key] = formatter
             return formatter
         shared = self._shared[key] = self._remembering(first)
         return shared

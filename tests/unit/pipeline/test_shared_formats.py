@@ -54,7 +54,7 @@ def test_destinations_that_format_alike_format_an_event_once() -> None:
     formats = SharedFormats(remember=2)
     counting = Counting()
     assert formats.formatter("json", counting) is counting  # alone: nothing to share
-    shared = formats.formatter("json", to_json)
+    shared = formats.formatter("json", counting)  # the same function, another destination
     assert formats.formatter("json", to_json) is shared  # a third shares it too
     events = list(generate_events(6, 1, seed=5))
     for event in events[:2]:
