@@ -133,6 +133,7 @@ def test_filter_selects_in_sql_and_cursor_moves_past_skipped_rows(engine: Engine
     tenant = events[0].tenant_id
     with engine.begin() as conn:
         append_events(conn, events)
+    wait_until_final(engine)
     wanted = EventFilter(
         categories=frozenset({EventCategory.AUTHENTICATION, EventCategory.SECURITY}),
         event_types=frozenset({"AUTH_FAILURE", "MFA_ENROLLED", "USER_CREATED"}),
@@ -265,6 +266,7 @@ def test_any_valid_event_survives_a_store_round_trip(
     events = [replace(e, tenant_id=tenant) for e in events]
     with engine.begin() as conn:
         append_events(conn, events)
+    wait_until_final(engine)
     assert read_all(engine, tenant, limit=3) == events
 
 
@@ -433,6 +435,7 @@ def test_normalised_events_survive_a_store_round_trip(
     with engine.begin() as conn:
         again = append_events(conn, events)
     assert (again.duplicates, again.conflicts) == (len(events), ())
+    wait_until_final(engine)
     assert sorted(read_all(engine, tenant), key=lambda e: e.event_id) == sorted(
         events, key=lambda e: e.event_id
     )
@@ -448,6 +451,7 @@ def test_an_id_stored_with_other_content_is_returned_as_a_conflict(engine: Engin
     with engine.begin() as conn:  # for the platform: compared within the event's tenant
         result = append_events(conn, [events[1], edited, events[3]])
     assert (result.stored, result.duplicates, result.conflicts) == (0, 2, (edited,))
+    wait_until_final(engine)
     assert read_all(engine, events[0].tenant_id)[2] == events[2]
 
 
