@@ -38,13 +38,14 @@ class Counting:
 def test_a_shared_formatter_gives_each_event_its_own_text(
     events: list[AuditEvent], remember: int
 ) -> None:
-    """Whatever the events (equal values in distinct objects included) and however few it
-    remembers, a shared formatter returns exactly what the formatter makes of each event."""
+    """Whatever the events (copies with the same id, equal or not, included) and however few
+    it remembers, a shared formatter returns exactly what the formatter makes of each event."""
     formats = SharedFormats(remember=remember)
     formats.formatter("json", to_json)
     shared = formats.formatter("json", lambda event: to_json(event))
-    twins = [replace(event) for event in events]  # equal, not the same objects
-    for event in [*events, *twins, *reversed(events)]:
+    equal = [replace(event) for event in events]  # equal, not the same objects
+    edited = [replace(event, reason=f"{event.reason or ''}!") for event in events]
+    for event in [*events, *equal, *edited, *reversed(events)]:
         assert shared(event) == to_json(event)
 
 
