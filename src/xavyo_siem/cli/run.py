@@ -18,7 +18,7 @@ from xavyo_siem.crypto import KeyRing
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.pipeline import PipelineSettings, RetryPolicy
 from xavyo_siem.runtime.hosting import ApiServing, run_worker, serve_api
-from xavyo_siem.runtime.worker import WorkerSettings
+from xavyo_siem.runtime.worker_settings import WorkerSettings
 from xavyo_siem.settings import DEFAULT_DATABASE_URL, Settings
 from xavyo_siem.store import open_store
 from xavyo_siem.store.destinations import enabled_destination_ids

@@ -7,7 +7,8 @@ composes the others.
 
 from xavyo_siem.runtime.components import TestStep, open_destination, test_destination, test_event
 from xavyo_siem.runtime.hosting import ApiServing, run_worker, serve_api, single_worker_lock
-from xavyo_siem.runtime.worker import Worker, WorkerSettings
+from xavyo_siem.runtime.worker import Worker
+from xavyo_siem.runtime.worker_settings import WorkerSettings
 
 __all__ = [
     "ApiServing",

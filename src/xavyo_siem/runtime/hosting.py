@@ -29,7 +29,8 @@ from xavyo_siem.crypto import KeyRing
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import SiemError
 from xavyo_siem.runtime.components import DestinationOpener
-from xavyo_siem.runtime.worker import Worker, WorkerSettings
+from xavyo_siem.runtime.worker import Worker
+from xavyo_siem.runtime.worker_settings import WorkerSettings
 from xavyo_siem.settings import Settings
 from xavyo_siem.sources import SourceTailer
 

@@ -36,7 +36,6 @@ import socket
 import time
 import uuid
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 from uuid import UUID
@@ -49,12 +48,13 @@ from xavyo_siem.model import (
 )
 from xavyo_siem.pipeline import metrics
 from xavyo_siem.pipeline.lane import Lane
-from xavyo_siem.pipeline.loop import OpenComponents, PipelineSettings
+from xavyo_siem.pipeline.loop import OpenComponents
 from xavyo_siem.pipeline.rate_limit import Buckets
 from xavyo_siem.pipeline.scheduler import HELD_RECOUNT_S, Scheduler
 from xavyo_siem.runtime.export_jobs import ExportJobs
 from xavyo_siem.runtime.lane_store import StoreLanes, all_caught_up
 from xavyo_siem.runtime.store_gate import StoreGate, StoreUnavailable
+from xavyo_siem.runtime.worker_settings import WorkerSettings
 from xavyo_siem.runtime.worker_store import Renewal, leave, read_lanes_to_start, renew
 from xavyo_siem.store.changes import Listener
 from xavyo_siem.store.destinations import enabled_destination_ids
@@ -72,40 +72,13 @@ from xavyo_siem.store.leases import (
     release_leases,
 )
 
-__all__ = ["Worker", "WorkerSettings"]
+__all__ = ["Worker"]
 
 log = logging.getLogger("xavyo_siem.pipeline")  # the name operators filter the worker on
 
 _R = TypeVar("_R")
 _MANY_LEASES = 100  # taken or given back at once: the lease statistics are refreshed
 _RECHECK_S = 0.005  # the first wait before reading events that were not final yet
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    """How a worker shares the work and paces itself.
-
-    `scan_interval_s` is how often leases are renewed and taken (at most a third of the
-    lease time); `poll_interval_s` of the pipeline settings is the slow poll of the feed
-    when no notification comes (PostgreSQL: a fallback; SQLite: how another process's
-    ingest is noticed).
-    """
-
-    lease_ttl_s: float = 30.0
-    scan_interval_s: float = 10.0
-    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
-    export_jobs: int = 1  # batch export jobs run at once (0: none)
-    export_chunk_events: int = 10_000
-    idle_close_s: float = 60.0
-    feed_page: int = 5_000
-    feed_catch_up_events: int = 100_000  # a new feed starts at most this far back
-    max_turns: int = 256
-    max_behind: int = 8
-    max_buffered: int = 10_000
-    shutdown_grace_s: float = 2.0
-    listen_poll_s: float = 5.0  # PostgreSQL with LISTEN: the fallback poll
-    export_retention_s: float | None = 7 * 86400.0  # finished export jobs expire (None: never)
-    expiry_interval_s: float = 3600.0  # how often the retention is applied
 
 
 class Worker:
