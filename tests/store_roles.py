@@ -19,12 +19,21 @@ from sqlalchemy.engine import make_url
 
 from xavyo_siem.store import make_engine
 
-__all__ = ["APP_ROLE", "PG_ADMIN_URL", "as_role", "make_login_role", "owner_connection"]
+__all__ = [
+    "APP_ROLE",
+    "OWNER_ROLE",
+    "PG_ADMIN_URL",
+    "as_role",
+    "make_login_role",
+    "make_owner_role",
+    "owner_connection",
+]
 
 PG_ADMIN_URL: Final = os.environ.get(
     "XAVYO_SIEM_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 APP_ROLE: Final = "xavyo_siem_test_app"
+OWNER_ROLE: Final = "xavyo_siem_test_owner"  # owns a store, and is no superuser
 
 
 def make_login_role(role: str, groups: tuple[str, ...]) -> str:
@@ -43,6 +52,33 @@ def make_login_role(role: str, groups: tuple[str, ...]) -> str:
         conn.execute(text(f"GRANT {', '.join(groups)} TO {role}"))
     admin.dispose()
     return role
+
+
+def make_owner_role(database: str) -> str:
+    """`OWNER_ROLE`, a login role that is no superuser and does not bypass row-level
+    security (as a managed PostgreSQL service has it), allowed to make schemas in
+    `database` and to fix the custom settings the store's definer functions set."""
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(
+            text(
+                "DO $$ BEGIN"
+                f" IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{OWNER_ROLE}') THEN"
+                f" CREATE ROLE {OWNER_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS; END IF;"
+                " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+            )
+        )
+        conn.execute(text(f'GRANT CREATE, CONNECT ON DATABASE "{database}" TO {OWNER_ROLE}'))
+        # PostgreSQL 15 lets only a superuser, or a role granted it, fix a custom setting in
+        # a function's definition (the definer functions set theirs).
+        conn.execute(
+            text(
+                "GRANT SET ON PARAMETER xavyo_siem.feed_marks, xavyo_siem.fleet_health"
+                f" TO {OWNER_ROLE}"
+            )
+        )
+    admin.dispose()
+    return OWNER_ROLE
 
 
 def as_role(url: str, role: str) -> str:

@@ -11,11 +11,11 @@ from uuid import UUID
 
 import pytest
 from alembic import command
-from sqlalchemy import Connection, Engine, Select, create_engine, select, text
+from sqlalchemy import Connection, Engine, Select, select, text
 from sqlalchemy.engine import make_url
 
 from dated_events import NOW, events_of
-from store_roles import PG_ADMIN_URL, as_role
+from store_roles import OWNER_ROLE, as_role, make_owner_role
 from xavyo_siem.model import AuditEvent, EventCategory, to_epoch_us
 from xavyo_siem.store import append_events, make_engine, upgrade, writing
 from xavyo_siem.store import engine as engine_module
@@ -269,29 +269,10 @@ def _has_index_by_id(conn: Connection) -> bool:
     )
 
 
-OWNER_ROLE = "xavyo_siem_test_owner"  # a login role that owns its schema, no superuser
-
-
 def owned_by_no_superuser(pg_url: str) -> Engine:
-    """An engine of a store whose schema `OWNER_ROLE`, a login role that is no superuser and
-    does not bypass row-level security, owns (as a managed PostgreSQL service has it)."""
+    """An engine of a store whose schema `OWNER_ROLE` owns (see `make_owner_role`)."""
     schema = str(make_url(pg_url).query["options"]).split("=")[-1]
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(
-            "DO $$ BEGIN"
-            f" IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{OWNER_ROLE}') THEN"
-            f" CREATE ROLE {OWNER_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS; END IF;"
-            " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-        )
-        database = make_url(pg_url).database
-        conn.exec_driver_sql(f'GRANT CREATE, CONNECT ON DATABASE "{database}" TO {OWNER_ROLE}')
-        # PostgreSQL 15 lets only a superuser, or a role granted it, fix a custom setting in
-        # a function's definition (the definer functions set theirs).
-        conn.exec_driver_sql(
-            f"GRANT SET ON PARAMETER xavyo_siem.feed_marks, xavyo_siem.fleet_health TO {OWNER_ROLE}"
-        )
-    admin.dispose()
+    make_owner_role(str(make_url(pg_url).database))
     superuser = make_engine(pg_url)
     with superuser.begin() as conn:
         conn.exec_driver_sql(f"ALTER SCHEMA {schema} OWNER TO {OWNER_ROLE}")

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 
 from file_output import add_file_destination
-from store_roles import PG_ADMIN_URL, as_role, make_login_role
+from store_roles import OWNER_ROLE, as_role, make_login_role, make_owner_role
 from xavyo_siem import delivery_health
 from xavyo_siem.api import create_app
 from xavyo_siem.crypto import KeyRing, new_key_text
@@ -34,7 +34,6 @@ from xavyo_siem.store.tokens import Role, issue_token
 
 API_ROLE: Final = "xavyo_siem_test_api"  # a login role in xavyo_siem_service only
 WORKER_ONLY_ROLE: Final = "xavyo_siem_test_worker_only"
-OWNER_ROLE: Final = "xavyo_siem_test_owner"  # owns a store, and is no superuser
 
 
 def events_of(tenant: UUID, count: int, category: EventCategory) -> list[AuditEvent]:
@@ -191,32 +190,12 @@ def test_the_fleet_function_reads_under_a_non_superuser_owner(
     """Migrated by an owner that is no superuser (so row-level security binds it too), the
     function still reads every tenant's destinations for the API's role: its policies let
     the owner read inside it, and nowhere else."""
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     schema = f"s_{uuid.uuid4().hex[:12]}"
-    database = make_url(pg_database_url).database
-    with admin.connect() as conn:
-        conn.execute(
-            text(
-                "DO $$ BEGIN"
-                f" IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{OWNER_ROLE}') THEN"
-                f" CREATE ROLE {OWNER_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS; END IF;"
-                " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-            )
-        )
-    admin.dispose()
+    make_owner_role(str(make_url(pg_database_url).database))
     make_login_role(API_ROLE, (SERVICE_ROLE,))  # makes the group roles the owner grants to
     db_admin = create_engine(pg_database_url, isolation_level="AUTOCOMMIT")
     with db_admin.connect() as conn:
-        conn.execute(text(f'GRANT CREATE ON DATABASE "{database}" TO {OWNER_ROLE}'))
         conn.execute(text(f"CREATE SCHEMA {schema} AUTHORIZATION {OWNER_ROLE}"))
-        # PostgreSQL 15 lets only a superuser, or a role granted it, fix a custom setting in
-        # a function's definition (the definer functions set theirs).
-        conn.execute(
-            text(
-                "GRANT SET ON PARAMETER xavyo_siem.feed_marks, xavyo_siem.fleet_health"
-                f" TO {OWNER_ROLE}"
-            )
-        )
     db_admin.dispose()
     url = (
         make_url(pg_database_url)

@@ -46,6 +46,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+from xavyo_siem.delivery.base import Record
 from xavyo_siem.delivery.option_values import DeliveryPolicy
 from xavyo_siem.errors import SiemError
 from xavyo_siem.model import AuditEvent, CircuitState, SiemDestination
@@ -73,7 +74,7 @@ __all__ = ["Lane", "LaneStore", "SourceUnavailable", "drop_outcome"]
 # The backoff's jitter, shared: a generator of its own would cost each lane 2.5 kB (and a
 # read of the system's entropy) for numbers nobody needs to be independent.
 _JITTER = random.Random()
-_TEXT = operator.itemgetter(2)  # a `Record`'s text
+_TEXT = operator.itemgetter(Record._fields.index("text"))  # a record's text, at C speed
 
 
 class SourceUnavailable(Exception):
