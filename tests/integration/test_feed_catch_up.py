@@ -17,8 +17,8 @@ from xavyo_siem.ingest import store_events
 from xavyo_siem.model import AuditEvent
 from xavyo_siem.sample import generate_events
 from xavyo_siem.store import writing
-from xavyo_siem.store.events import START, EventCursor
-from xavyo_siem.store.feed import CatchUp, catch_up, read_catch_up, read_feed
+from xavyo_siem.store.events import START, EventCursor, read_events_after
+from xavyo_siem.store.feed import CatchUp, catch_up, feed_start, read_catch_up, read_feed
 from xavyo_siem.store.leases import acquire_leases, heartbeat
 
 TTL = timedelta(seconds=30)
@@ -140,3 +140,25 @@ def test_every_read_of_the_walk_follows_an_index_without_sorting_the_range(
             else:  # each tenant's rows through its index, capped at the page
                 assert "Seq Scan on audit_events" not in plan, plan
                 assert "(tenant_id)::text = (leases.tenant_id)::text" in plan, plan
+
+
+def test_a_feed_starts_at_the_oldest_cursor_within_the_window_or_else_at_the_end(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A new feed starts at the oldest destination cursor among the last `window` final
+    events; with every cursor further behind (or none), after the last final event, so its
+    walk reads nothing for destinations that catch up alone; with fewer events than the
+    window, at the oldest cursor."""
+    tenant = UUID(int=41)
+    serve(engine, [tenant], tmp_path)
+    store_events(engine, events_over([tenant], 30, seed=5))
+    wait_until_final(engine)
+    with engine.connect() as conn:
+        head = read_feed(conn, owner="w1", after=START, limit=1000).position
+        behind = read_events_after(conn, tenant_id=tenant, after=START, limit=5).cursor
+        within = read_events_after(conn, tenant_id=tenant, after=START, limit=25).cursor
+        later = read_events_after(conn, tenant_id=tenant, after=START, limit=28).cursor
+        assert feed_start(conn, cursors=[START, behind], window=10) == head
+        assert feed_start(conn, cursors=[], window=10) == head
+        assert feed_start(conn, cursors=[later, START, within], window=10) == within
+        assert feed_start(conn, cursors=[behind, START], window=100) == START

@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 from xavyo_siem.model import BatchExportJob, CircuitState, SiemDestination
 from xavyo_siem.store.dead_letters import replays_waiting
 from xavyo_siem.store.destinations import read_leased
-from xavyo_siem.store.events import START, EventCursor
+from xavyo_siem.store.events import EventCursor
 from xavyo_siem.store.feed import CatchUp, catch_up, feed_start, tenant_heads
 from xavyo_siem.store.jobs import claim_job
 from xavyo_siem.store.leases import (
@@ -82,12 +82,13 @@ def read_lanes_to_start(
     catch_up_events: int,
 ) -> LanesToStart:
     """What the lanes of `destination_ids` start from; with `start_feed`, also where the
-    feed starts: at the oldest of their cursors, at most `catch_up_events` back."""
+    feed starts: at the oldest of their cursors within the last `catch_up_events` events
+    (`feed_start`)."""
     rows = read_leased(conn, owner=owner, destination_ids=destination_ids)
     if not start_feed:
         return LanesToStart(rows, tenant_heads(conn, owner=owner), None, None)
-    oldest = min((cursor for _, cursor, _, _ in rows), default=START)
-    start = feed_start(conn, not_before=oldest, window=catch_up_events)
+    cursors = [cursor for _, cursor, _, _ in rows]
+    start = feed_start(conn, cursors=cursors, window=catch_up_events)
     # The marks are the tenants' last events up to the feed's start: a destination at or
     # past its tenant's mark misses nothing the feed will not read.
     heads = tenant_heads(conn, owner=owner, at_most=start)

@@ -19,6 +19,7 @@ destination instead of one per page. The feed then goes on in store order.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Final
 from uuid import UUID
@@ -301,17 +302,22 @@ def _last_final(conn: Connection, horizon: int, *, skip: int = 0) -> EventCursor
     return START if row is None else EventCursor(row[0], row[1])
 
 
-def feed_start(conn: Connection, *, not_before: EventCursor, window: int) -> EventCursor:
-    """Where a new feed starts: at `not_before` (the oldest cursor of the worker's
-    destinations), unless more than `window` final events follow it; then just before the
-    last `window` of them.
+def feed_start(conn: Connection, *, cursors: Iterable[EventCursor], window: int) -> EventCursor:
+    """Where a new feed starts: at the oldest of `cursors` (the worker's destinations') that
+    is among the store's last `window` final events (or after them); when none is, after
+    the last final event.
 
     A destination whose cursor is at or after the start follows the feed from the first
     read, so a common backlog (many destinations just added, a worker back after an
-    outage) is read once, not once per destination; one further behind catches up alone.
-    The window counts every tenant's events, which the feed's first reads walk.
+    outage) is read once, not once per destination. One further behind catches up alone,
+    through all of its backlog: the feed's walk is never read for none of them, as a walk
+    from the window's edge would be when every destination is further behind. The window
+    counts every tenant's events, which the feed's first reads walk.
     """
-    return max(_last_final(conn, read_horizon(conn), skip=window), not_before)
+    horizon = read_horizon(conn)
+    edge = _last_final(conn, horizon, skip=window)
+    within = [cursor for cursor in cursors if cursor >= edge]
+    return min(within) if within else _last_final(conn, horizon)
 
 
 @scoped
