@@ -355,7 +355,8 @@ def test_unknown_database_scheme_is_refused() -> None:
 
 def test_a_csv_file_destination_writes_one_header_and_crlf_rows(tmp_path: Path) -> None:
     """`run --drain` to a CSV file destination writes the header row once, then one CRLF row
-    per event, which the standard csv module reads back to the events' ids."""
+    per event, which the standard csv module reads back to the events' ids; each run's
+    summary counts what it delivered."""
     db = f"sqlite:///{tmp_path}/store.db"
     events = tmp_path / "events.jsonl"
     assert (
@@ -374,7 +375,7 @@ def test_a_csv_file_destination_writes_one_header_and_crlf_rows(tmp_path: Path) 
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
     env_dev = {"XAVYO_SIEM_ENV": "development"}
-    for _ in range(2):  # a second run appends nothing and repeats no header
+    for delivered in (301, 0):  # a second run appends nothing and repeats no header
         ran = subprocess.run(
             [sys.executable, "-m", "xavyo_siem", "run", "--drain", "--poll-interval", "0.05"],
             env={**os.environ, **env_dev, "XAVYO_SIEM_DATABASE_URL": db},
@@ -382,6 +383,7 @@ def test_a_csv_file_destination_writes_one_header_and_crlf_rows(tmp_path: Path) 
             capture_output=True, timeout=120, check=False,
         )  # fmt: skip
         assert ran.returncode == 0, ran.stderr
+        assert f"delivered {delivered} events in ".encode() in ran.stderr
     data = out.read_bytes()
     # The header, the 300 events, and the audit event of the destination's own creation.
     assert data.count(b"\n") == data.count(b"\r\n") == 302

@@ -18,12 +18,12 @@ from xavyo_siem.model import format_duration
 
 __all__ = ["Snapshot", "read_snapshot", "watching"]
 
-_DELIVERED = "xavyo_siem_events_delivered_total"
+_DELIVERED = "xavyo_siem_worker_events_delivered_total"
 _CIRCUIT_OPEN = "xavyo_siem_circuit_open"
 _LAG_EVENTS = "xavyo_siem_lag_events"
 _LAG_SECONDS = "xavyo_siem_lag_seconds"
 _DESTINATIONS = "xavyo_siem_worker_destinations"
-_DEAD_LETTERS = "xavyo_siem_dead_letters_total"
+_DEAD_LETTERS = "xavyo_siem_worker_dead_letters_total"
 _WANTED = frozenset(
     (_DELIVERED, _CIRCUIT_OPEN, _LAG_EVENTS, _LAG_SECONDS, _DESTINATIONS, _DEAD_LETTERS)
 )
@@ -43,7 +43,8 @@ class Snapshot:
 
 
 def read_snapshot(registry: CollectorRegistry = REGISTRY) -> Snapshot:
-    """Sum the delivery metrics of every destination this process serves."""
+    """The events delivered and dead-lettered by this process so far, and what the
+    destinations it serves now show (waiting events, open circuits)."""
     totals = dict.fromkeys(_WANTED, 0.0)
     oldest = 0.0
     for family in registry.collect():

@@ -15,7 +15,7 @@ from datetime import datetime
 from uuid import UUID
 
 from xavyo_siem.model import CircuitState, SiemDestination
-from xavyo_siem.pipeline.metrics import Counts
+from xavyo_siem.pipeline.metrics import WORKER_DEAD_LETTERS, WORKER_DELIVERED, Counts
 
 __all__ = [
     "Throughput",
@@ -40,9 +40,12 @@ def report_delivered(
     if delivered:
         counts.delivered += delivered
         counts.last_success = now.timestamp()
+        WORKER_DELIVERED.inc(delivered)
     counts.circuit_open = False
     counts.reported = True
-    counts.dead_letters += len(dead)
+    if dead:
+        counts.dead_letters += len(dead)
+        WORKER_DEAD_LETTERS.inc(len(dead))
     for event_id, reason in dead:
         log.warning(
             "destination %s refused event %s for good (dead letter): %s",

@@ -34,6 +34,8 @@ __all__ = [
     "STORE_STATEMENTS",
     "STORE_UNAVAILABLE_SINCE",
     "WORKER_BEHIND",
+    "WORKER_DEAD_LETTERS",
+    "WORKER_DELIVERED",
     "WORKER_DESTINATIONS",
     "WORKER_OPEN_TRANSPORTS",
     "Counts",
@@ -248,6 +250,17 @@ WORKER_BEHIND = Gauge(
 )
 WORKER_OPEN_TRANSPORTS = Gauge(
     "xavyo_siem_worker_open_transports", "Destinations of this worker with an open transport."
+)
+# The process's totals over every destination it served: unlike a destination's series,
+# which ends when the destination leaves the worker (its lease moved, the worker stopped),
+# these keep counting, so `run` can say at its exit what it delivered.
+WORKER_DELIVERED = Counter(
+    "xavyo_siem_worker_events_delivered",
+    "Events the destinations of this process accepted, all of them together.",
+)
+WORKER_DEAD_LETTERS = Counter(
+    "xavyo_siem_worker_dead_letters",
+    "Events the destinations of this process refused for good, all of them together.",
 )
 STORE_AVAILABLE = Gauge("xavyo_siem_store_available", "1 while the store answers, else 0.")
 STORE_UNAVAILABLE_SINCE = Gauge(
