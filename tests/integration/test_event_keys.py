@@ -341,3 +341,72 @@ def test_an_owner_that_is_no_superuser_partitions_the_events_with_every_key(
         ).scalar_one()
         assert forced
     owner.dispose()
+
+
+BEFORE_KEYS_OF_FIRST_PARTITION = "0015_compact_event_keys"
+
+
+def stored_before_partitions(owner: Engine, events: list[AuditEvent]) -> None:
+    """`events` of tenant A stored as a store before partitioning held them."""
+    names = ", ".join(COLUMN_NAMES)
+    marks = ", ".join(f":{name}" for name in COLUMN_NAMES)
+    with writing(owner) as conn:
+        scope_to_tenant(conn, A)
+        conn.execute(
+            text(f"INSERT INTO audit_events ({names}) VALUES ({marks})"),
+            [dict(zip(COLUMN_NAMES, row_of(event, {}), strict=True)) for event in events],
+        )
+
+
+def test_keys_the_first_partitioning_lost_are_made_again_where_each_event_is(
+    pg_url: str, pg_app_role: str
+) -> None:
+    """A store whose first partition's events lost their keys (as migration 0012 lost them
+    for an owner that is no superuser, before it was mended) has every one of them again,
+    with its event's position; an event stored a second time meanwhile keeps its second
+    copy's key; and ingest then finds them all duplicates."""
+    owner = owned_by_no_superuser(pg_url)
+    migrate(owner, BEFORE_PARTITIONS)
+    before = events_of(A, 4)
+    stored_before_partitions(owner, before)
+    migrate(owner, BEFORE_KEYS_OF_FIRST_PARTITION)
+    superuser = make_engine(pg_url)
+    with superuser.begin() as conn:  # what the unmended migration left: no key at all
+        conn.exec_driver_sql("DELETE FROM audit_event_keys")
+    superuser.dispose()
+    with writing(owner) as conn:  # without its key, an event sent again is stored again
+        scope_to_tenant(conn, A)
+        assert append_events(conn, [before[3]]).stored == 1
+    with owner.connect() as conn:
+        second_copy = key_positions(conn, A)[before[3].event_id]
+    upgrade(owner)
+    with owner.connect() as conn:
+        keys = key_positions(conn, A)
+        first = conn.exec_driver_sql(
+            "SELECT event_id, txid, seq, received_us FROM audit_events_p0"
+        ).all()
+        assert len(first) == 4
+        in_first = {UUID(ident): (int(txid), int(seq), int(us)) for ident, txid, seq, us in first}
+        assert keys == {**in_first, before[3].event_id: second_copy}
+        ids = [event.event_id for event in before]
+        assert read_events_by_id(conn, tenant_id=A, event_ids=ids) == before
+    with writing(owner) as conn:
+        scope_to_tenant(conn, A)
+        result = append_events(conn, before)
+    assert (result.stored, result.duplicates) == (0, 4)
+    owner.dispose()
+
+
+def test_a_store_whose_keys_are_whole_keeps_them_as_they_are(pg_url: str) -> None:
+    """On a store partitioned with every key, making the lost keys again changes none."""
+    owner = make_engine(pg_url)
+    migrate(owner, BEFORE_PARTITIONS)
+    stored_before_partitions(owner, events_of(A, 3))
+    migrate(owner, BEFORE_KEYS_OF_FIRST_PARTITION)
+    with owner.connect() as conn:
+        keys = key_positions(conn, A)
+    upgrade(owner)
+    with owner.connect() as conn:
+        assert len(keys) == 3
+        assert key_positions(conn, A) == keys
+    owner.dispose()
