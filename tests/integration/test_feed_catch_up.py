@@ -45,6 +45,13 @@ def serve(engine: Engine, tenants: list[UUID], tmp_path: Path) -> None:
         acquire_leases(conn, owner="w1", limit=len(tenants), ttl=TTL, now=now)
 
 
+def serve_with_events(engine: Engine, tenant: UUID, count: int, tmp_path: Path) -> None:
+    """Worker w1 leases a file destination of `tenant`, which has `count` final events."""
+    serve(engine, [tenant], tmp_path)
+    store_events(engine, events_over([tenant], count, seed=count))
+    wait_until_final(engine)
+
+
 def test_the_walk_brings_each_served_tenants_range_once_tenant_by_tenant(
     engine: Engine, tmp_path: Path
 ) -> None:
@@ -95,9 +102,7 @@ def test_the_walk_brings_each_served_tenants_range_once_tenant_by_tenant(
 def test_there_is_no_walk_when_nothing_follows_the_start(engine: Engine, tmp_path: Path) -> None:
     """A feed that starts at the store's last final event has no backlog to walk."""
     tenant = UUID(int=40)
-    serve(engine, [tenant], tmp_path)
-    store_events(engine, events_over([tenant], 5, seed=4))
-    wait_until_final(engine)
+    serve_with_events(engine, tenant, 5, tmp_path)
     with engine.connect() as conn:
         head = read_feed(conn, owner="w1", after=START, limit=1000).position
         assert head != START
@@ -150,9 +155,7 @@ def test_a_feed_starts_at_the_oldest_cursor_within_the_window_or_else_at_the_end
     walk reads nothing for destinations that catch up alone; with fewer events than the
     window, at the oldest cursor."""
     tenant = UUID(int=41)
-    serve(engine, [tenant], tmp_path)
-    store_events(engine, events_over([tenant], 30, seed=5))
-    wait_until_final(engine)
+    serve_with_events(engine, tenant, 30, tmp_path)
     with engine.connect() as conn:
         head = read_feed(conn, owner="w1", after=START, limit=1000).position
         behind = read_events_after(conn, tenant_id=tenant, after=START, limit=5).cursor
