@@ -153,7 +153,7 @@ def test_a_feed_starts_at_the_oldest_cursor_within_the_window_or_else_at_the_end
     """A new feed starts at the oldest destination cursor among the last `window` final
     events; with every cursor further behind (or none), after the last final event, so its
     walk reads nothing for destinations that catch up alone; with fewer events than the
-    window, at the oldest cursor."""
+    window, at the oldest cursor; never after the last final event."""
     tenant = UUID(int=41)
     serve_with_events(engine, tenant, 30, tmp_path)
     with engine.connect() as conn:
@@ -165,3 +165,6 @@ def test_a_feed_starts_at_the_oldest_cursor_within_the_window_or_else_at_the_end
         assert feed_start(conn, cursors=[], window=10) == head
         assert feed_start(conn, cursors=[later, START, within], window=10) == within
         assert feed_start(conn, cursors=[behind, START], window=100) == START
+        beyond = EventCursor(head.txid, head.seq + 100)  # e.g. a start time's position
+        assert feed_start(conn, cursors=[beyond], window=10) == head
+        assert feed_start(conn, cursors=[beyond, START], window=100) == START

@@ -304,20 +304,22 @@ def _last_final(conn: Connection, horizon: int, *, skip: int = 0) -> EventCursor
 
 def feed_start(conn: Connection, *, cursors: Iterable[EventCursor], window: int) -> EventCursor:
     """Where a new feed starts: at the oldest of `cursors` (the worker's destinations') that
-    is among the store's last `window` final events (or after them); when none is, after
-    the last final event.
+    is among the store's last `window` final events, but never after the last final event,
+    where it starts when no cursor is among them.
 
     A destination whose cursor is at or after the start follows the feed from the first
     read, so a common backlog (many destinations just added, a worker back after an
     outage) is read once, not once per destination. One further behind catches up alone,
-    through all of its backlog: the feed's walk is never read for none of them, as a walk
-    from the window's edge would be when every destination is further behind. The window
-    counts every tenant's events, which the feed's first reads walk.
+    through all of its backlog, so the feed never walks a backlog that no destination
+    needs, as a walk from the window's edge would when every destination is further
+    behind. The window counts every tenant's events, which the feed's first reads walk.
     """
     horizon = read_horizon(conn)
     edge = _last_final(conn, horizon, skip=window)
     within = [cursor for cursor in cursors if cursor >= edge]
-    return min(within) if within else _last_final(conn, horizon)
+    # Never after the last final event: a cursor can be past it (a start time's position is
+    # read without the horizon), and the feed reads nothing before its start.
+    return min([*within, _last_final(conn, horizon)])
 
 
 @scoped
