@@ -344,6 +344,7 @@ def test_an_owner_that_is_no_superuser_partitions_the_events_with_every_key(
 
 
 BEFORE_KEYS_OF_FIRST_PARTITION = "0015_compact_event_keys"
+REPAIRED = "the first partition's events had no keys"
 
 
 def stored_before_partitions(owner: Engine, events: list[AuditEvent]) -> None:
@@ -358,28 +359,33 @@ def stored_before_partitions(owner: Engine, events: list[AuditEvent]) -> None:
         )
 
 
+def as_superuser(pg_url: str, statement: str) -> None:
+    superuser = make_engine(pg_url)
+    with superuser.begin() as conn:
+        conn.exec_driver_sql(statement)
+    superuser.dispose()
+
+
 def test_keys_the_first_partitioning_lost_are_made_again_where_each_event_is(
-    pg_url: str, pg_app_role: str
+    pg_url: str, pg_app_role: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A store whose first partition's events lost their keys (as migration 0012 lost them
     for an owner that is no superuser, before it was mended) has every one of them again,
-    with its event's position; an event stored a second time meanwhile keeps its second
-    copy's key; and ingest then finds them all duplicates."""
+    with its event's position, and says so; an event stored a second time meanwhile keeps
+    its second copy's key; and ingest then finds them all duplicates."""
     owner = owned_by_no_superuser(pg_url)
     migrate(owner, BEFORE_PARTITIONS)
     before = events_of(A, 4)
     stored_before_partitions(owner, before)
     migrate(owner, BEFORE_KEYS_OF_FIRST_PARTITION)
-    superuser = make_engine(pg_url)
-    with superuser.begin() as conn:  # what the unmended migration left: no key at all
-        conn.exec_driver_sql("DELETE FROM audit_event_keys")
-    superuser.dispose()
+    as_superuser(pg_url, "DELETE FROM audit_event_keys")  # what the unmended 0012 left
     with writing(owner) as conn:  # without its key, an event sent again is stored again
         scope_to_tenant(conn, A)
         assert append_events(conn, [before[3]]).stored == 1
     with owner.connect() as conn:
         second_copy = key_positions(conn, A)[before[3].event_id]
     upgrade(owner)
+    assert f"{REPAIRED}: made 3" in caplog.text
     with owner.connect() as conn:
         keys = key_positions(conn, A)
         first = conn.exec_driver_sql(
@@ -390,6 +396,11 @@ def test_keys_the_first_partitioning_lost_are_made_again_where_each_event_is(
         assert keys == {**in_first, before[3].event_id: second_copy}
         ids = [event.event_id for event in before]
         assert read_events_by_id(conn, tenant_id=A, event_ids=ids) == before
+        forced = conn.exec_driver_sql(
+            "SELECT relforcerowsecurity FROM pg_class WHERE relname = 'audit_event_keys'"
+            " AND relnamespace = current_schema()::regnamespace"
+        ).scalar_one()
+        assert forced
     with writing(owner) as conn:
         scope_to_tenant(conn, A)
         result = append_events(conn, before)
@@ -397,16 +408,40 @@ def test_keys_the_first_partitioning_lost_are_made_again_where_each_event_is(
     owner.dispose()
 
 
-def test_a_store_whose_keys_are_whole_keeps_them_as_they_are(pg_url: str) -> None:
-    """On a store partitioned with every key, making the lost keys again changes none."""
-    owner = make_engine(pg_url)
+def test_a_store_whose_first_keys_are_whole_is_not_repaired(
+    pg_url: str, pg_app_role: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Partitioned with every key by an owner that is no superuser (the forced policies
+    hide the keys from it), the store is found sound: no key is made and the keys stay as
+    they were."""
+    owner = owned_by_no_superuser(pg_url)
     migrate(owner, BEFORE_PARTITIONS)
     stored_before_partitions(owner, events_of(A, 3))
     migrate(owner, BEFORE_KEYS_OF_FIRST_PARTITION)
     with owner.connect() as conn:
         keys = key_positions(conn, A)
     upgrade(owner)
+    assert REPAIRED not in caplog.text
     with owner.connect() as conn:
         assert len(keys) == 3
         assert key_positions(conn, A) == keys
+    owner.dispose()
+
+
+def test_a_store_whose_first_partition_retention_removed_migrates(pg_url: str) -> None:
+    """Once retention removed the first partition, making its keys again finds nothing to
+    do and the store migrates."""
+    owner = make_engine(pg_url)
+    migrate(owner, BEFORE_PARTITIONS)
+    stored_before_partitions(owner, events_of(A, 2))
+    migrate(owner, BEFORE_KEYS_OF_FIRST_PARTITION)
+    as_superuser(
+        pg_url,
+        "ALTER TABLE audit_events DETACH PARTITION audit_events_p0;"
+        " DROP TABLE audit_events_p0; DELETE FROM audit_event_keys;"
+        " DELETE FROM audit_partitions WHERE name = 'audit_events_p0'",
+    )
+    upgrade(owner)
+    with owner.connect() as conn:
+        assert key_positions(conn, A) == {}
     owner.dispose()
