@@ -295,6 +295,22 @@ def test_drain_with_a_timeout_ends_with_a_summary_and_says_what_is_behind(
     assert archive  # the destinations' own creation events reached the file
 
 
+def test_a_drain_that_stops_counts_the_destinations_still_failing(db: str, tmp_path: Path) -> None:
+    """A destination whose file cannot be written (its directory went away) still fails
+    when `run --drain --timeout` stops: the summary at exit counts it as failing."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    added = cli(
+        "destination", "add", "--tenant", TENANT, "--name", "lost", "--type", "file",
+        "--format", "json", "--endpoint", f"file://{gone / 'lost.jsonl'}", db=db,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    gone.rmdir()
+    result = cli("run", "--drain", "--timeout", "5", db=db)
+    assert result.returncode == 1
+    assert "1 destination(s) failing at exit" in result.stderr
+
+
 def test_json_logs_are_one_object_a_line(db: str, tmp_path: Path) -> None:
     """`run --log-format json` writes log records as JSON objects with level and message."""
     add_file_destination(db, tmp_path)

@@ -24,8 +24,9 @@ _LAG_EVENTS = "xavyo_siem_lag_events"
 _LAG_SECONDS = "xavyo_siem_lag_seconds"
 _DESTINATIONS = "xavyo_siem_worker_destinations"
 _DEAD_LETTERS = "xavyo_siem_worker_dead_letters_total"
+_FAILING = "xavyo_siem_worker_destinations_failing"
 _WANTED = frozenset(
-    (_DELIVERED, _CIRCUIT_OPEN, _LAG_EVENTS, _LAG_SECONDS, _DESTINATIONS, _DEAD_LETTERS)
+    (_DELIVERED, _CIRCUIT_OPEN, _LAG_EVENTS, _LAG_SECONDS, _DESTINATIONS, _DEAD_LETTERS, _FAILING)
 )
 
 
@@ -62,7 +63,9 @@ def read_snapshot(registry: CollectorRegistry = REGISTRY) -> Snapshot:
         delivered=totals[_DELIVERED],
         dead_letters=totals[_DEAD_LETTERS],
         destinations=int(totals[_DESTINATIONS]),
-        failing=int(totals[_CIRCUIT_OPEN]),
+        # While destinations are served, their circuits now; once the worker stopped, as
+        # they were at the stop.
+        failing=int(totals[_CIRCUIT_OPEN] if totals[_DESTINATIONS] else totals[_FAILING]),
         lag_events=totals[_LAG_EVENTS],
         lag_seconds=oldest,
     )

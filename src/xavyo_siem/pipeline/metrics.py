@@ -37,6 +37,7 @@ __all__ = [
     "WORKER_DEAD_LETTERS",
     "WORKER_DELIVERED",
     "WORKER_DESTINATIONS",
+    "WORKER_FAILING",
     "WORKER_OPEN_TRANSPORTS",
     "Counts",
     "DestinationMetrics",
@@ -251,16 +252,22 @@ WORKER_BEHIND = Gauge(
 WORKER_OPEN_TRANSPORTS = Gauge(
     "xavyo_siem_worker_open_transports", "Destinations of this worker with an open transport."
 )
+WORKER_FAILING = Gauge(
+    "xavyo_siem_worker_destinations_failing",
+    "Destinations of this worker whose circuit is open or half-open, as of its last lease"
+    " renewal (every few seconds), or of its stop once it stopped.",
+)
 # The process's totals over every destination it served: unlike a destination's series,
 # which ends when the destination leaves the worker (its lease moved, the worker stopped),
 # these keep counting, so `run` can say at its exit what it delivered.
 WORKER_DELIVERED = Counter(
     "xavyo_siem_worker_events_delivered",
-    "Events the destinations of this process accepted, all of them together.",
+    "Events this process delivered, every destination together (dead letters sent again"
+    " aside, as in each destination's own count).",
 )
 WORKER_DEAD_LETTERS = Counter(
     "xavyo_siem_worker_dead_letters",
-    "Events the destinations of this process refused for good, all of them together.",
+    "Events the destinations of this process refused for good, every destination together.",
 )
 STORE_AVAILABLE = Gauge("xavyo_siem_store_available", "1 while the store answers, else 0.")
 STORE_UNAVAILABLE_SINCE = Gauge(

@@ -508,6 +508,7 @@ class Worker:
         metrics.WORKER_DESTINATIONS.set(len(self.scheduler.lanes))
         metrics.WORKER_BEHIND.set(sum(1 for lane in lanes if not lane.following))
         metrics.WORKER_OPEN_TRANSPORTS.set(sum(1 for lane in lanes if lane.components is not None))
+        metrics.WORKER_FAILING.set(sum(1 for lane in lanes if lane.counts.circuit_open))
         for gone in self._counts.keys() - self.scheduler.lanes.keys():
             del self._counts[gone]
 
@@ -579,4 +580,6 @@ class Worker:
             await self.gate.write(lambda conn: leave(conn, owner=self.owner))
         except StoreUnavailable:
             log.warning("store unavailable at shutdown: leases expire by themselves")
+        # As they were at the stop, for `run`'s summary (the destinations' series end now).
+        metrics.WORKER_FAILING.set(sum(1 for lane in lanes if lane.counts.circuit_open))
         metrics.WORKER_DESTINATIONS.set(0)
