@@ -15,6 +15,8 @@ latency, never an event: the worker also polls, slowly.
 from __future__ import annotations
 
 import logging
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +32,8 @@ log = logging.getLogger("xavyo_siem.store")
 
 CHANNEL: Final = "xavyo_siem_events"
 COALESCE_S: Final = 0.02
+# How long the listening thread waits on a silent connection before it reads it anyway.
+SILENT_READ_S: Final = 1.0
 
 _local: dict[str, set[Callable[[], None]]] = {}
 _local_lock = threading.Lock()
@@ -98,7 +102,8 @@ class Listener:
 
     Call `start()` once and `stop()` at the end. On PostgreSQL a thread holds a LISTEN
     connection; when it breaks, the thread reconnects with backoff and calls `wake` once
-    connected again (signals may have been missed meanwhile).
+    connected again (signals may have been missed meanwhile). The thread waits on that
+    connection's socket and on one of its own, on which `stop()` wakes it at once.
     """
 
     def __init__(self, engine: Engine, wake: Callable[[], None]) -> None:
@@ -106,12 +111,16 @@ class Listener:
         self._wake = wake
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._interrupt: socket.socket | None = None  # stop() writes to it, the thread wakes
 
     def start(self) -> None:
         with _local_lock:
             _local.setdefault(_key(self._engine), set()).add(self._wake)
         if self._engine.dialect.name == "postgresql":
-            self._thread = threading.Thread(target=self._listen, name="xavyo-siem-listen")
+            self._interrupt, interrupted = socket.socketpair()
+            self._thread = threading.Thread(
+                target=self._listen, args=(interrupted,), name="xavyo-siem-listen"
+            )
             self._thread.daemon = True
             self._thread.start()
 
@@ -119,24 +128,32 @@ class Listener:
         with _local_lock:
             _local.get(_key(self._engine), set()).discard(self._wake)
         self._stopping.set()
-        if self._thread is not None:
+        if self._thread is not None and self._interrupt is not None:
+            self._interrupt.send(b"\0")
             self._thread.join(timeout=5)
+            self._interrupt.close()
 
-    def _listen(self) -> None:
+    def _listen(self, interrupted: socket.socket) -> None:
         url = self._engine.url.set(drivername="postgresql")
         conninfo = url.render_as_string(hide_password=False)
         delay = 0.5
-        while not self._stopping.is_set():
-            try:
-                with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    delay = 0.5
-                    self._wake()  # anything stored while we were not listening
-                    while not self._stopping.is_set():
-                        # A short timeout: stop() waits at most this long for the thread.
-                        for _ in conn.notifies(timeout=0.1, stop_after=1):
-                            self._wake()
-            except psycopg.Error as exc:
-                log.debug("listening for new events failed (%s); retrying in %.1f s", exc, delay)
-                self._stopping.wait(delay)
-                delay = min(delay * 2, 10.0)
+        with interrupted:
+            while not self._stopping.is_set():
+                try:
+                    with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
+                        conn.execute(f"LISTEN {CHANNEL}")
+                        delay = 0.5
+                        self._wake()  # anything stored while we were not listening
+                        waited = [conn.fileno(), interrupted.fileno()]
+                        while not self._stopping.is_set():
+                            if list(conn.notifies(timeout=0)):  # all that arrived, at once
+                                self._wake()
+                            # The timeout only bounds how long a silent connection goes
+                            # unread; a notification or `stop()` ends the wait at once.
+                            select.select(waited, [], [], SILENT_READ_S)
+                except psycopg.Error as exc:
+                    log.debug(
+                        "listening for new events failed (%s); retrying in %.1f s", exc, delay
+                    )
+                    self._stopping.wait(delay)
+                    delay = min(delay * 2, 10.0)
