@@ -3,6 +3,7 @@ stopped at once rather than at the end of its wait on a silent connection."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -16,10 +17,14 @@ from xavyo_siem.store.changes import CHANNEL, Listener
 def test_a_notification_wakes_the_listener_and_stop_ends_its_wait_at_once(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With a wait on a silent connection far longer than the join allows, the listener is
-    still woken by a notification sent on another connection, and `stop()` still ends its thread:
-    both come through its socket, not through the wait's end."""
+    """With a wait on a silent connection far longer than the join allows, and its
+    descriptors numbered past 1,024, the listener is still woken by a notification sent on
+    another connection, and `stop()` still ends its thread: both come through its
+    sockets, not through the wait's end."""
     monkeypatch.setattr(changes, "SILENT_READ_S", 3600.0)
+    # A worker with thousands of files open: the listener's descriptors past 1,024, where
+    # select() cannot wait on them.
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
     engine, other = make_engine(pg_url), make_engine(pg_url)
     woken = threading.Event()
     listener = Listener(engine, woken.set)
@@ -34,5 +39,7 @@ def test_a_notification_wakes_the_listener_and_stop_ends_its_wait_at_once(
         listener.stop()
         engine.dispose()
         other.dispose()
+        for fd in held:
+            os.close(fd)
     assert listener._thread is not None
     assert not listener._thread.is_alive()

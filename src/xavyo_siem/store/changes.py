@@ -144,13 +144,17 @@ class Listener:
                         conn.execute(f"LISTEN {CHANNEL}")
                         delay = 0.5
                         self._wake()  # anything stored while we were not listening
-                        waited = [conn.fileno(), interrupted.fileno()]
+                        # poll, not select: a worker with thousands of files open
+                        # reconnects on a descriptor past select's limit of 1,024.
+                        waited = select.poll()
+                        waited.register(conn.fileno(), select.POLLIN)
+                        waited.register(interrupted.fileno(), select.POLLIN)
                         while not self._stopping.is_set():
                             if list(conn.notifies(timeout=0)):  # all that arrived, at once
                                 self._wake()
                             # The timeout only bounds how long a silent connection goes
                             # unread; a notification or `stop()` ends the wait at once.
-                            select.select(waited, [], [], SILENT_READ_S)
+                            waited.poll(SILENT_READ_S * 1000)
                 except psycopg.Error as exc:
                     log.debug(
                         "listening for new events failed (%s); retrying in %.1f s", exc, delay
