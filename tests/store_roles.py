@@ -36,19 +36,25 @@ APP_ROLE: Final = "xavyo_siem_test_app"
 OWNER_ROLE: Final = "xavyo_siem_test_owner"  # owns a store, and is no superuser
 
 
+def _make_role(conn: Connection, name: str, attributes: str) -> None:
+    """Make the role `name` with `attributes` unless it exists (or another test makes it
+    at the same moment)."""
+    conn.execute(
+        text(
+            "DO $$ BEGIN"
+            f" IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') THEN"
+            f" CREATE ROLE {name} {attributes}; END IF;"
+            " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        )
+    )
+
+
 def make_login_role(role: str, groups: tuple[str, ...]) -> str:
     """Make the login role `role` (and its group roles) unless they exist, in `groups`."""
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         for name, login in (*((group, "NOLOGIN") for group in groups), (role, "LOGIN")):
-            conn.execute(
-                text(
-                    "DO $$ BEGIN"
-                    f" IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') THEN"
-                    f" CREATE ROLE {name} {login}; END IF;"
-                    " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-                )
-            )
+            _make_role(conn, name, login)
         conn.execute(text(f"GRANT {', '.join(groups)} TO {role}"))
     admin.dispose()
     return role
@@ -60,14 +66,7 @@ def make_owner_role(database: str) -> str:
     `database` and to fix the custom settings the store's definer functions set."""
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(
-            text(
-                "DO $$ BEGIN"
-                f" IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{OWNER_ROLE}') THEN"
-                f" CREATE ROLE {OWNER_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS; END IF;"
-                " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-            )
-        )
+        _make_role(conn, OWNER_ROLE, "LOGIN NOSUPERUSER NOBYPASSRLS")
         conn.execute(text(f'GRANT CREATE, CONNECT ON DATABASE "{database}" TO {OWNER_ROLE}'))
         # PostgreSQL 15 lets only a superuser, or a role granted it, fix a custom setting in
         # a function's definition (the definer functions set theirs).

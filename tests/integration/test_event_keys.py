@@ -41,15 +41,22 @@ def migrate(owner: Engine, revision: str, *, down: bool = False) -> None:
         (command.downgrade if down else command.upgrade)(config, revision)
 
 
+def insert_rows(conn: Connection, events: list[AuditEvent], *, received_us: int | None) -> None:
+    """`events` as rows of `audit_events`, written directly (no key, no ingest), received at
+    `received_us` (None: a store before partitioning, which has no such column)."""
+    names = ", ".join(COLUMN_NAMES)
+    marks = ", ".join(f":{name}" for name in COLUMN_NAMES)
+    received = ("", "") if received_us is None else ("received_us, ", f"{received_us}, ")
+    conn.execute(
+        text(f"INSERT INTO audit_events ({received[0]}{names}) VALUES ({received[1]}{marks})"),
+        [dict(zip(COLUMN_NAMES, row_of(event, {}), strict=True)) for event in events],
+    )
+
+
 def store_as_before(conn: Connection, tenant: UUID, events: list[AuditEvent]) -> None:
     """`events` of `tenant`, received at 5, with their keys on PostgreSQL, as a store
     before revision 0015 held them (ids as text, no positions)."""
-    names = ", ".join(COLUMN_NAMES)
-    marks = ", ".join(f":{name}" for name in COLUMN_NAMES)
-    conn.execute(
-        text(f"INSERT INTO audit_events (received_us, {names}) VALUES (5, {marks})"),
-        [dict(zip(COLUMN_NAMES, row_of(event, {}), strict=True)) for event in events],
-    )
+    insert_rows(conn, events, received_us=5)
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(
             "INSERT INTO audit_event_keys (tenant_id, event_id, received_us)"
@@ -141,8 +148,6 @@ def test_a_read_by_id_goes_from_the_key_to_one_partition_by_index(
         today = int(conn.exec_driver_sql("SELECT extract(epoch FROM now()) * 1e6").scalar_one())
         today -= today % DAY_US
         conn.exec_driver_sql(f"SELECT {MAKE_PARTITIONS}({today + 6 * DAY_US})")
-    names = ", ".join(COLUMN_NAMES)
-    marks = ", ".join(f":{name}" for name in COLUMN_NAMES)
     wanted: list[AuditEvent] = []
     for day in range(1, 5):
         stamp = datetime.fromtimestamp((today + day * DAY_US) / 1e6, UTC)
@@ -152,11 +157,7 @@ def test_a_read_by_id_goes_from_the_key_to_one_partition_by_index(
                 wanted = batch[10:13]
             with writing(pg_owner) as conn:
                 scope_to_tenant(conn, tenant)
-                conn.execute(
-                    text(f"INSERT INTO audit_events (received_us, {names})"
-                         f" VALUES ({to_epoch_us(stamp) + 60_000_000}, {marks})"),
-                    [dict(zip(COLUMN_NAMES, row_of(event, {}), strict=True)) for event in batch],
-                )  # fmt: skip
+                insert_rows(conn, batch, received_us=to_epoch_us(stamp) + 60_000_000)
     with pg_owner.begin() as conn:
         conn.exec_driver_sql(
             "INSERT INTO audit_event_keys (tenant_id, event_id, received_us, txid, seq)"
@@ -269,15 +270,27 @@ def _has_index_by_id(conn: Connection) -> bool:
     )
 
 
+def as_superuser(pg_url: str, statement: str) -> None:
+    """Run `statement` on the store of `pg_url` as the superuser (policies do not bind)."""
+    superuser = make_engine(pg_url)
+    with superuser.begin() as conn:
+        conn.exec_driver_sql(statement)
+    superuser.dispose()
+
+
 def owned_by_no_superuser(pg_url: str) -> Engine:
     """An engine of a store whose schema `OWNER_ROLE` owns (see `make_owner_role`)."""
     schema = str(make_url(pg_url).query["options"]).split("=")[-1]
     make_owner_role(str(make_url(pg_url).database))
-    superuser = make_engine(pg_url)
-    with superuser.begin() as conn:
-        conn.exec_driver_sql(f"ALTER SCHEMA {schema} OWNER TO {OWNER_ROLE}")
-    superuser.dispose()
+    as_superuser(pg_url, f"ALTER SCHEMA {schema} OWNER TO {OWNER_ROLE}")
     return make_engine(as_role(pg_url, OWNER_ROLE))
+
+
+def stored_before_partitions(owner: Engine, events: list[AuditEvent]) -> None:
+    """`events` of tenant A stored as a store before partitioning held them."""
+    with writing(owner) as conn:
+        scope_to_tenant(conn, A)
+        insert_rows(conn, events, received_us=None)
 
 
 def test_an_owner_that_is_no_superuser_migrates_the_keys_with_their_positions(
@@ -315,14 +328,7 @@ def test_an_owner_that_is_no_superuser_partitions_the_events_with_every_key(
     owner = owned_by_no_superuser(pg_url)
     migrate(owner, BEFORE_PARTITIONS)
     before = events_of(A, 3)
-    names = ", ".join(COLUMN_NAMES)
-    with writing(owner) as conn:
-        scope_to_tenant(conn, A)
-        marks = ", ".join(f":{name}" for name in COLUMN_NAMES)
-        conn.execute(
-            text(f"INSERT INTO audit_events ({names}) VALUES ({marks})"),
-            [dict(zip(COLUMN_NAMES, row_of(event, {}), strict=True)) for event in before],
-        )
+    stored_before_partitions(owner, before)
     upgrade(owner)
     after = events_of(A, 2, at=NOW + timedelta(seconds=3))
     with writing(owner) as conn:
@@ -345,25 +351,6 @@ def test_an_owner_that_is_no_superuser_partitions_the_events_with_every_key(
 
 BEFORE_KEYS_OF_FIRST_PARTITION = "0015_compact_event_keys"
 REPAIRED = "the first partition's events had no keys"
-
-
-def stored_before_partitions(owner: Engine, events: list[AuditEvent]) -> None:
-    """`events` of tenant A stored as a store before partitioning held them."""
-    names = ", ".join(COLUMN_NAMES)
-    marks = ", ".join(f":{name}" for name in COLUMN_NAMES)
-    with writing(owner) as conn:
-        scope_to_tenant(conn, A)
-        conn.execute(
-            text(f"INSERT INTO audit_events ({names}) VALUES ({marks})"),
-            [dict(zip(COLUMN_NAMES, row_of(event, {}), strict=True)) for event in events],
-        )
-
-
-def as_superuser(pg_url: str, statement: str) -> None:
-    superuser = make_engine(pg_url)
-    with superuser.begin() as conn:
-        conn.exec_driver_sql(statement)
-    superuser.dispose()
 
 
 def test_keys_the_first_partitioning_lost_are_made_again_where_each_event_is(

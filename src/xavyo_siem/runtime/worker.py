@@ -580,6 +580,6 @@ class Worker:
             await self.gate.write(lambda conn: leave(conn, owner=self.owner))
         except StoreUnavailable:
             log.warning("store unavailable at shutdown: leases expire by themselves")
-        # As they were at the stop, for `run`'s summary (the destinations' series end now).
-        metrics.WORKER_FAILING.set(sum(1 for lane in lanes if lane.counts.circuit_open))
+        if scheduler is not None:  # as they were at the stop, for `run`'s summary
+            self._report()
         metrics.WORKER_DESTINATIONS.set(0)
