@@ -27,7 +27,7 @@ class WorkerSettings:
     export_chunk_events: int = 10_000
     idle_close_s: float = 60.0
     feed_page: int = 5_000
-    feed_catch_up_events: int = 100_000  # a new feed starts at most this far back
+    feed_catch_up_events: int = 100_000  # a new feed starts at a cursor at most this far back
     max_turns: int = 256
     max_behind: int = 8
     max_buffered: int = 10_000
