@@ -135,13 +135,8 @@ def one_run(store_url: str, peer_dsn: str, events: int, batch_rows: int) -> floa
     from xavyo_siem.cli import tune_gc
     from xavyo_siem.crypto import KeyRing, new_key_text
     from xavyo_siem.egress import EgressGuard
-    from xavyo_siem.sources import (
-        SourceSpec,
-        SourceTailer,
-        TailSettings,
-        add_source,
-        find_source,
-    )
+    from xavyo_siem.sources.manage import SourceSpec, add_source, find_source
+    from xavyo_siem.sources.tail import SourceTailer, TailSettings
     from xavyo_siem.store import open_store
 
     tune_gc()

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, text
 from store_roles import owner_connection
 from xavyo_siem.crypto import KeyRing
 from xavyo_siem.egress import EgressGuard
-from xavyo_siem.sources import SourceTailer, TailSettings
+from xavyo_siem.sources.tail import SourceTailer, TailSettings
 
 __all__ = [
     "ALLOW_LOOPBACK",

@@ -33,7 +33,7 @@ from idp_table import (
 )
 from store_roles import as_role
 from xavyo_siem.crypto import KeyRing, new_key_text
-from xavyo_siem.sources import SourceSpec, add_source, find_source
+from xavyo_siem.sources.manage import SourceSpec, add_source, find_source
 from xavyo_siem.store import make_engine, upgrade
 
 from peers.postgres_cluster import PostgresCluster

@@ -397,6 +397,43 @@ def test_a_csv_file_destination_writes_one_header_and_crlf_rows(tmp_path: Path) 
     assert sorted(ids) == sorted(expected)
 
 
+def test_a_worker_on_sqlite_delivers_without_loading_the_postgresql_driver(
+    tmp_path: Path,
+) -> None:
+    """`run --drain` on SQLite delivers its events and never imports psycopg, whose libraries
+    (about 25 MB resident) only a PostgreSQL store or a source needs."""
+    db = f"sqlite:///{tmp_path}/store.db"
+    events = tmp_path / "events.jsonl"
+    assert cli("sample", "--count", "20", "--seed", "4", "-o", str(events)).returncode == 0
+    assert cli("ingest", str(events), db=db).returncode == 0
+    tenant = orjson.loads(events.read_bytes().splitlines()[0])["tenant_id"]
+    out = tmp_path / "events.jsonl.out"
+    added = cli(
+        "destination", "add", "--tenant", tenant, "--name", "f", "--type", "file",
+        "--format", "json", "--endpoint", f"file://{out}", "--option", "start=beginning",
+        db=db,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    run_and_report = (
+        "import sys\n"
+        "from xavyo_siem.cli.root import main\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print(sorted(name for name in sys.modules if name.startswith('psycopg')))\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", run_and_report, "run", "--drain", "--poll-interval", "0.05"],
+        env={**os.environ, "XAVYO_SIEM_ENV": "development", "XAVYO_SIEM_DATABASE_URL": db},
+        cwd=tmp_path, capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert b"delivered " in ran.stderr
+    assert ran.stdout.strip() == b"[]"
+    delivered = {orjson.loads(line)["event_id"] for line in out.read_bytes().splitlines()}
+    assert {
+        orjson.loads(line)["event_id"] for line in events.read_bytes().splitlines()
+    } <= delivered
+
+
 def test_destination_add_applies_the_default_rate_limit_and_none_lifts_it(tmp_path: Path) -> None:
     """`destination add` without `--rate-limit` sets 1000 events/s, burst 2000;
     `--rate-limit none` sets no limit; `health` shows each destination's limit."""

@@ -38,14 +38,15 @@ from store_roles import owner_connection
 from xavyo_siem.crypto import CryptoError, KeyRing, new_key_text
 from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import InvalidSource
-from xavyo_siem.sources import (
+from xavyo_siem.sources.manage import (
+    SOURCE_TENANT,
     SourceSpec,
     add_source,
+    dsn_binding,
     find_source,
     list_sources,
     remove_source,
 )
-from xavyo_siem.sources.manage import SOURCE_TENANT, dsn_binding
 from xavyo_siem.sources.peer import PeerTable
 from xavyo_siem.store.quarantine import list_quarantined
 

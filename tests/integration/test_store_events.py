@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,11 +27,14 @@ from xavyo_siem.store import (
     EventCursor,
     append_events,
     head_cursor,
+    make_engine,
     read_events_after,
     read_events_in_range,
+    upgrade,
     writing,
 )
 from xavyo_siem.store import events as events_module
+from xavyo_siem.store.engine import INGEST_PAGE_CACHE, SMALL_PAGE_CACHE
 from xavyo_siem.store.feed import read_feed
 from xavyo_siem.store.leases import acquire_leases, heartbeat
 from xavyo_siem.store.tables import EVENT_COLUMN_NAMES
@@ -74,6 +78,34 @@ def test_appending_the_same_events_twice_stores_each_once(engine: Engine) -> Non
         second = append_events(conn, events[:30] + list(generate_events(60, 2, seed=1))[50:])
     assert (first.stored, first.duplicates) == (50, 0)
     assert (second.stored, second.duplicates) == (10, 30)
+
+
+def test_sqlite_ingest_takes_a_large_page_cache_only_while_it_writes(tmp_path: Path) -> None:
+    """On SQLite a connection reads with the small page cache, ingest enlarges it while its
+    rows go in (seen from inside the events it is given), and the small one is back after,
+    so a pooled connection never keeps what it read or wrote."""
+    engine = make_engine(f"sqlite:///{tmp_path}/store.db")
+    upgrade(engine)
+    seen: list[int] = []
+
+    def cache_size(conn: Connection) -> int:
+        return int(conn.exec_driver_sql("PRAGMA cache_size").scalar_one())
+
+    with writing(engine) as conn:
+        seen.append(cache_size(conn))
+
+        def events() -> Iterator[AuditEvent]:
+            for event in generate_events(20, 1, seed=5):
+                seen.append(cache_size(conn))
+                yield event
+
+        assert append_events(conn, events()).stored == 20
+        seen.append(cache_size(conn))
+    with engine.connect() as conn:
+        seen.append(cache_size(conn))
+    assert seen == [SMALL_PAGE_CACHE] + [INGEST_PAGE_CACHE] * 20 + [SMALL_PAGE_CACHE] * 2
+    assert INGEST_PAGE_CACHE < SMALL_PAGE_CACHE < 0  # sizes in KiB, the large one larger
+    engine.dispose()
 
 
 def test_duplicates_within_one_append_are_stored_once(engine: Engine) -> None:

@@ -40,7 +40,6 @@ from xavyo_siem.store.leases import LeaseLost
 from xavyo_siem.store.ranges import (
     Snapshot,
     count_in_range,
-    scan_cache,
     snapshot_is_final,
     start_snapshot,
 )
@@ -213,15 +212,14 @@ class BatchExporter:
         """Count the snapshot's events of the range and record it as the job's total."""
 
         def count(conn: Connection) -> int:
-            with scan_cache(conn):
-                return count_in_range(
-                    conn,
-                    tenant_id=job.tenant_id,
-                    start=job.start,
-                    end=job.end,
-                    filter=job.filters,
-                    snapshot=snapshot,
-                )
+            return count_in_range(
+                conn,
+                tenant_id=job.tenant_id,
+                start=job.start,
+                end=job.end,
+                filter=job.filters,
+                snapshot=snapshot,
+            )
 
         try:
             total = await in_snapshot_async(self.engine, count)  # reads only: no write lock

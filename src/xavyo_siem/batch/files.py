@@ -51,7 +51,6 @@ from xavyo_siem.store.ranges import (
     Snapshot,
     read_range_events,
     read_range_parts,
-    scan_cache,
 )
 
 __all__ = ["FileWriter", "csv_lines_of_parts", "read_ahead"]
@@ -301,7 +300,7 @@ class FileWriter:
         }
         while True:
             items: list[Any]
-            with self.engine.connect() as conn, scan_cache(conn):
+            with self.engine.connect() as conn:
                 if job.format is ExportFormat.CSV:
                     rows, key = read_range_parts(conn, after=after, parts=CSV_SQL_PARTS, **query)
                     items = rows

@@ -1,9 +1,11 @@
 """`xavyo-siem source`: add, list, show and remove the tables of the identity provider's own
 database that `xavyo-siem run` tails into the store.
 
-Every command calls one function of `xavyo_siem.sources`, which checks the settings, the
+Every command calls one function of `xavyo_siem.sources.manage`, which checks the settings, the
 SSRF guard and the peer table before it writes anything. The connection string is read
-from a file, stored sealed, and never printed.
+from a file, stored sealed, and never printed. Each command imports `manage` itself: it
+loads the driver of the peer (psycopg, about 25 MB resident), which the other commands,
+`run` among them, do without.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from xavyo_siem import sources as manage
 from xavyo_siem.cli.options import (
     DbOption,
     JsonOption,
@@ -94,6 +95,8 @@ def source_add(
     --table audit.events --map event_id=id --map tenant_id=tenant --map timestamp=created_at
     --map event_type=kind --map actor_email=actor --map metadata=details`
     """
+    from xavyo_siem.sources import manage
+
     settings = load_settings()
     spec = manage.SourceSpec(
         name=name,
@@ -129,6 +132,8 @@ def source_list(json: JsonOption = False, db: DbOption = DEFAULT_DATABASE_URL) -
 
     Example: `xavyo-siem source list --json`
     """
+    from xavyo_siem.sources import manage
+
     found = manage.list_sources(open_store(db))
     now = datetime.now(UTC)
     if json:
@@ -159,6 +164,8 @@ def source_show(source: SourceArg, db: DbOption = DEFAULT_DATABASE_URL) -> None:
 
     Example: `xavyo-siem source show idp`
     """
+    from xavyo_siem.sources import manage
+
     found = manage.find_source(open_store(db), name_or_id=source)
     print_json_lines([found.to_dict(now=datetime.now(UTC))])
 
@@ -170,5 +177,7 @@ def source_remove(source: SourceArg, db: DbOption = DEFAULT_DATABASE_URL) -> Non
 
     Example: `xavyo-siem source remove idp`
     """
+    from xavyo_siem.sources import manage
+
     removed = manage.remove_source(open_store(db), name_or_id=source)
     err.print(f"removed source {removed.name} ({removed.id})")

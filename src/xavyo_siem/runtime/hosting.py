@@ -32,7 +32,7 @@ from xavyo_siem.runtime.components import DestinationOpener
 from xavyo_siem.runtime.worker import Worker
 from xavyo_siem.runtime.worker_settings import WorkerSettings
 from xavyo_siem.settings import Settings
-from xavyo_siem.sources import SourceTailer
+from xavyo_siem.sources.tail import SourceTailer
 
 if TYPE_CHECKING:
     import uvicorn

@@ -5,31 +5,7 @@ checked), `peer` connects to the peer and reads its table in an order that never
 row, `mapping` makes a row the JSON form of an event, and `tail` is the worker's part: one
 task per source, each page of events stored with the source's cursor in one transaction.
 See docs/sources.md.
+
+Nothing is imported here: the driver of a source's peer (psycopg, about 25 MB resident)
+loads only in a process that manages or tails a source, not in every worker.
 """
-
-from xavyo_siem.sources.manage import (
-    SOURCE_OPTIONS,
-    SOURCE_TYPES,
-    SourceSpec,
-    add_source,
-    find_source,
-    list_sources,
-    remove_source,
-)
-from xavyo_siem.sources.mapping import parse_mapping
-from xavyo_siem.sources.peer import PeerError
-from xavyo_siem.sources.tail import SourceTailer, TailSettings
-
-__all__ = [
-    "SOURCE_OPTIONS",
-    "SOURCE_TYPES",
-    "PeerError",
-    "SourceSpec",
-    "SourceTailer",
-    "TailSettings",
-    "add_source",
-    "find_source",
-    "list_sources",
-    "parse_mapping",
-    "remove_source",
-]

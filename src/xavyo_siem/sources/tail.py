@@ -48,9 +48,7 @@ from xavyo_siem.egress import EgressGuard
 from xavyo_siem.errors import InvalidEvent, SiemError
 from xavyo_siem.ingest import IngestResult, store_events
 from xavyo_siem.model import AuditEvent, SourcePosition, TableSource, to_epoch_us
-from xavyo_siem.sources.manage import open_dsn, peer_table_of
 from xavyo_siem.sources.mapping import RowReader
-from xavyo_siem.sources.peer import PeerError, connect_peer, scrubbed
 from xavyo_siem.store import sources as rows
 from xavyo_siem.store.quarantine import QuarantineEntry
 
@@ -240,6 +238,11 @@ class SourceTailer:
     def _tail(self, source: TableSource, stopping: threading.Event) -> bool:
         """Tail `source` on this thread until told to stop; False when another worker
         holds it. Every error leaves as a `SiemError` scrubbed of the connection string."""
+        # Imported here, with the driver of the peer: a worker that tails no source never
+        # loads it (psycopg, about 25 MB resident).
+        from xavyo_siem.sources.manage import open_dsn
+        from xavyo_siem.sources.peer import PeerError, scrubbed
+
         dsn = open_dsn(self._engine, source, self._keyring)
         try:
             with self._holding(source) as held:
@@ -262,6 +265,9 @@ class SourceTailer:
         whole switch interval each time, so the two took turns with the switches on top
         (runs alternating in one process: 25,000-28,600 events/s with the events made on
         the helper, 28,700-31,500 without)."""
+        from xavyo_siem.sources.manage import peer_table_of
+        from xavyo_siem.sources.peer import connect_peer
+
         reader = RowReader(source.mapping, offset=2)
         table = peer_table_of(source, reader.columns)
         limit = source.batch_rows

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-import psycopg
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -134,6 +133,8 @@ class Listener:
             self._interrupt.close()
 
     def _listen(self, interrupted: socket.socket) -> None:
+        import psycopg  # here: only a PostgreSQL store listens, and the driver is 25 MB resident
+
         url = self._engine.url.set(drivername="postgresql")
         conninfo = url.render_as_string(hide_password=False)
         delay = 0.5

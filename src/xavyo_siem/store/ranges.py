@@ -18,8 +18,7 @@ caller gives (the CSV layout belongs to the format package, which the store does
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -48,7 +47,6 @@ __all__ = [
     "has_events",
     "read_range_events",
     "read_range_parts",
-    "scan_cache",
     "snapshot_is_final",
     "start_snapshot",
 ]
@@ -114,25 +112,6 @@ def _conditions(
 def _received(conn: Connection, start: datetime | None) -> list[ColumnElement[bool]]:
     """The partitions that may hold events stamped from `start` on (see store/partitions)."""
     return received_since(conn, None if start is None else to_epoch_us(start))
-
-
-@contextlib.contextmanager
-def scan_cache(conn: Connection, *, kib: int = 8192) -> Iterator[None]:
-    """Run a long range scan through a small page cache (SQLite; a no-op elsewhere).
-
-    The store's connections keep a large SQLite page cache for ingest; a scan of millions
-    of rows would fill it, per connection, for nothing: each page is read once. The
-    connection's own setting is restored afterwards.
-    """
-    if conn.dialect.name != "sqlite":
-        yield
-        return
-    before = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
-    conn.exec_driver_sql(f"PRAGMA cache_size = {-abs(int(kib))}")
-    try:
-        yield
-    finally:
-        conn.exec_driver_sql(f"PRAGMA cache_size = {int(before)}")
 
 
 @scoped
