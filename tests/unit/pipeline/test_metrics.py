@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from xavyo_siem.model import (
@@ -22,7 +24,7 @@ from xavyo_siem.pipeline.health import (
     report_failure,
     report_losses,
 )
-from xavyo_siem.pipeline.lane import Lane
+from xavyo_siem.pipeline.lane import Lane, utf8_size
 from xavyo_siem.pipeline.loop import DestinationComponents
 from xavyo_siem.pipeline.metrics import DESTINATIONS
 from xavyo_siem.sample import generate_events
@@ -166,3 +168,10 @@ def test_throughput_counts_the_last_ten_seconds_of_batches() -> None:
     assert rate == pytest.approx(55 / 10)
     now[0] = 100.0
     assert throughput.add(3) == 3.0
+
+
+@given(st.lists(st.text(alphabet=st.characters(codec=None, min_codepoint=0)), max_size=20))
+def test_the_bytes_sent_are_the_utf8_bytes_of_the_texts_however_they_mix(texts: list[str]) -> None:
+    """A batch's bytes are counted text by text, ASCII or not, lone surrogates as 3 bytes:
+    the same number as encoding the batch's texts joined."""
+    assert utf8_size(texts) == len("".join(texts).encode("utf-8", "surrogatepass"))
