@@ -16,6 +16,11 @@ from xavyo_siem.errors import InvalidEvent
 from xavyo_siem.format import csv_header, to_cef, to_csv, to_json, to_syslog
 from xavyo_siem.model import FIELD_NAMES, AuditEvent
 from xavyo_siem.model.event import _normalised  # the field-by-field reference
+from xavyo_siem.model.validation import (
+    MAX_METADATA_CHARS,
+    MAX_METADATA_ENTRIES,
+    repair_metadata,
+)
 
 from strategies import audit_events, hostile_event_dicts, hostile_json
 
@@ -95,3 +100,40 @@ def test_from_dict_builds_the_event_the_field_by_field_normalisation_builds(
 
 def _fields_of(event: AuditEvent) -> list[Any]:
     return [getattr(event, name) for name in FIELD_NAMES]
+
+
+@st.composite
+def plain_metadata_near_its_limits_with_unknown_keys(draw: st.DrawFn) -> dict[str, Any]:
+    """The JSON form of a valid event whose metadata is plain (ASCII keys and values) and at
+    or near its limit of entries or of characters, beside keys that are no field."""
+    data: dict[str, Any] = draw(audit_events()).to_dict()
+    entries = draw(st.sampled_from([0, 1, MAX_METADATA_ENTRIES - 1, MAX_METADATA_ENTRIES]))
+    room = draw(st.sampled_from([MAX_METADATA_CHARS, MAX_METADATA_CHARS - 3, 40_000]))
+    keys = [f"k{index}" for index in range(entries)] + draw(
+        st.lists(st.sampled_from(["_", "k0", "shoe"]), max_size=2, unique=True)
+    )
+    metadata = dict.fromkeys(keys, "v")
+    if metadata:  # the last value fills what is left of `room`
+        used = sum(map(len, metadata)) + len(metadata) - 1
+        metadata[keys[-1]] = "v" * max(1, room - used)
+    data["metadata"] = metadata
+    for key in draw(
+        st.sets(st.sampled_from(["shoe", "k0", "", "_", "\ud800", "size"]), min_size=1)
+    ):
+        data[key] = draw(hostile_json | st.just("x" * 10))
+    return data
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plain_metadata_near_its_limits_with_unknown_keys())
+def test_unknown_keys_beside_plain_metadata_near_its_limits_join_it_as_the_rule_says(
+    data: dict[str, Any],
+) -> None:
+    """Keys that are no field, added to plain metadata, make the metadata the rule makes:
+    `repair_metadata` of the given entries followed by the unknown keys (given ones win),
+    whatever is left of the limits (an entry past them dropped, a value at the edge cut)."""
+    joined = dict(data["metadata"])
+    for key in data:
+        if key not in FIELD_NAMES:
+            joined.setdefault(key, data[key])
+    assert AuditEvent.from_dict(data).metadata == repair_metadata(joined)

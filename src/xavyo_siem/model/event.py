@@ -30,6 +30,7 @@ from xavyo_siem.model.validation import (
     DEFAULT_EVENT_TYPE,
     MAX_EVENT_TYPE_CHARS,
     MAX_TEXT_CHARS,
+    add_repaired_entries,
     check_category,
     check_event_type_within_limits,
     check_ip,
@@ -446,13 +447,19 @@ def _check_source_ip(values: list[Any], changed: list[str]) -> None:
 def _metadata_with_unknown_keys(metadata: object, data: Mapping[Any, Any]) -> dict[str, str]:
     """The repaired metadata of an event whose `data` has keys that are no field: they join
     `metadata` (given ones win); metadata that is not an object is kept under the empty key."""
+    unknown = [key for key in data if key not in _KNOWN_KEYS]
+    if metadata is None:
+        metadata = {}
+    if is_plain_metadata(metadata):  # the common case: only the unknown keys need repair
+        entries = [(key, data[key]) for key in unknown if key not in metadata]
+        return add_repaired_entries(metadata.copy(), entries)
     if type(metadata) is dict:  # as JSON gives it: no Mapping check (an ABC's costs more)
         merged = metadata.copy()
     elif isinstance(metadata, Mapping):
         merged = dict(metadata)
     else:
-        merged = {} if metadata is None else {"": metadata}
-    for key in [key for key in data if key not in _KNOWN_KEYS]:
+        merged = {"": metadata}
+    for key in unknown:
         merged.setdefault(key, data[key])
     return repair_metadata(merged)
 

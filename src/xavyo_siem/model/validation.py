@@ -22,7 +22,7 @@ import math
 import re
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Final, TypeGuard
 from uuid import UUID
@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_EVENT_TYPE",
     "EMPTY_METADATA_KEY",
     "REPLACEMENT_CHARACTER",
+    "add_repaired_entries",
     "check_category",
     "check_event_type_within_limits",
     "check_ip",
@@ -367,9 +368,17 @@ def repair_unplain_metadata(value: object) -> dict[str, str]:
     asked already does not ask again)."""
     if not isinstance(value, Mapping):
         value = {EMPTY_METADATA_KEY: value}
-    repaired: dict[str, str] = {}
-    budget = MAX_METADATA_CHARS
-    for raw_key, raw_item in value.items():
+    return add_repaired_entries({}, value.items())
+
+
+def add_repaired_entries(
+    repaired: dict[str, str], entries: Iterable[tuple[object, object]]
+) -> dict[str, str]:
+    """`repaired` (metadata as `repair_metadata` leaves it) with `entries` added after it,
+    each repaired as `repair_metadata` repairs the entries after those of `repaired`: what
+    `repair_metadata` makes of the two joined, without looking at `repaired` again."""
+    budget = MAX_METADATA_CHARS - sum(map(len, repaired)) - sum(map(len, repaired.values()))
+    for raw_key, raw_item in entries:
         if len(repaired) == MAX_METADATA_ENTRIES:
             break
         # `repair_text`, its string case inlined (a hostile event's metadata runs this).
