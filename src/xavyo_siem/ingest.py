@@ -18,6 +18,7 @@ transaction. Without it (`--strict`), one bad input stores nothing.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +48,7 @@ __all__ = [
     "decode_json",
     "events_of_batch",
     "events_of_lines",
+    "lone_surrogate_escape_in",
     "retry_quarantined",
     "store_events",
 ]
@@ -91,10 +93,56 @@ def _tenant_in(value: Any) -> UUID | None:
 
 def decode_json(raw: bytes) -> Any:
     """The JSON value `raw` holds; `InvalidEvent` on field `event` when it is not JSON."""
+    if _BACKSLASH in raw and lone_surrogate_escape_in(raw):
+        return _loads_lone_surrogates(raw)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return _loads_leniently(raw, exc)
+
+
+_BACKSLASH: Final = ord("\\")
+_U: Final = ord("u")
+_MAYBE_SURROGATE: Final = re.compile(rb"\\u[dD]").search
+_HIGH_HALF: Final = b"89abAB"  # the third hex digit of a high surrogate's escape: \ud8xx-\udbxx
+_LOW_HALF: Final = b"cdefCDEF"  # and of a low one: \udcxx-\udfxx
+
+
+def lone_surrogate_escape_in(raw: bytes) -> bool:
+    """True when JSON `raw` holds the escape of a lone surrogate (`"\\ud800"` without its low
+    half after it, or a low half alone), which orjson refuses and the standard library
+    reads. A regular expression finds whether any escape may be a surrogate's; only then
+    are the escapes read one by one (an escaped backslash is skipped whole)."""
+    if _MAYBE_SURROGATE(raw) is None:  # most inputs, however many backslashes they hold
+        return False
+    find, last = raw.find, len(raw) - 4  # the last place a `\udx` can start
+    at = find(b"\\")
+    while 0 <= at <= last:
+        if raw[at + 1] == _U and raw[at + 2] in b"dD":  # a surrogate's escape: \udxxx
+            half = raw[at + 3]
+            if half in _LOW_HALF:
+                return True
+            if half in _HIGH_HALF:  # a pair when the low half's escape follows at once
+                pair = at + 9 <= last + 3 and raw[at + 6] == _BACKSLASH and raw[at + 7] == _U
+                if not (pair and raw[at + 8] in b"dD" and raw[at + 9] in _LOW_HALF):
+                    return True
+                at += 6  # the low half's escape is read as the pair's
+        at = find(b"\\", at + 2)
+    return False
+
+
+def _loads_lone_surrogates(raw: bytes) -> Any:
+    """`raw`, which holds the escape of a lone surrogate, read by the standard library's
+    parser at once (orjson would refuse it, at a cost); when that parser refuses `raw`,
+    orjson's answer, as for any other input."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        pass
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _not_json(exc) from None
 
 
 def _loads_leniently(raw: bytes, exc: orjson.JSONDecodeError) -> Any:
@@ -130,6 +178,7 @@ def events_of_lines(
     lines.
     """
     loads, from_dict = orjson.loads, AuditEvent.from_dict  # decode_json, inlined: runs per line
+    lone_surrogates, backslash = lone_surrogate_escape_in, _BACKSLASH
     for number, line in enumerate(lines, start=1):
         if on_progress is not None and number % PROGRESS_EVERY == 0:
             on_progress(number)
@@ -137,10 +186,13 @@ def events_of_lines(
             continue
         value: Any = None
         try:
-            try:
-                value = loads(line)
-            except orjson.JSONDecodeError as exc:
-                value = _loads_leniently(line, exc)
+            if backslash in line and lone_surrogates(line):
+                value = _loads_lone_surrogates(line)
+            else:
+                try:
+                    value = loads(line)
+                except orjson.JSONDecodeError as exc:
+                    value = _loads_leniently(line, exc)
             yield from_dict(value)
         except InvalidEvent as exc:
             error = exc.at_line(number)

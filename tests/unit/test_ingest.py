@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
+from typing import Final
 
 import orjson
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from xavyo_siem.errors import InvalidEvent
-from xavyo_siem.ingest import events_of_batch, events_of_lines
+from xavyo_siem.ingest import (
+    decode_json,
+    events_of_batch,
+    events_of_lines,
+    lone_surrogate_escape_in,
+)
 from xavyo_siem.sample import generate_events
 from xavyo_siem.store.quarantine import RAW_MAX_CHARS, QuarantineEntry
 
@@ -88,3 +98,34 @@ def test_a_batch_item_that_is_no_event_is_set_aside_as_the_paths_tenants() -> No
         ("api:events.2", TENANT),
     ]
     assert set_aside[1].reason == "events.2.event_id: is required"
+
+
+_ESCAPE: Final = re.compile(rb"\\u([0-9a-f]{4})")
+_TRICKY: Final = st.text(
+    alphabet=st.sampled_from(["\\", "u", "d", "8", "c", "\ud800", "\udbff", "\udc00", "\U0001f600"])
+    | st.characters(codec=None),
+    max_size=12,
+)
+
+
+@given(st.lists(_TRICKY, max_size=4), st.booleans())
+@example(["\\ud800 as text"], False)  # an escaped backslash, then text
+@example(["\\\ud800"], False)  # an escaped backslash, then an escape
+@example(["\U0001f600\udc00", "\ud800\\udc00"], True)
+def test_a_lone_surrogates_escape_is_found_exactly_where_orjson_refuses_the_line(
+    texts: list[str], upper: bool
+) -> None:
+    """`lone_surrogate_escape_in` says yes for a JSON line exactly when it escapes a lone
+    surrogate (orjson refuses it, the standard library reads it), whatever backslashes, pairs
+    or upper-case hex digits surround it; and the line is read as the standard library reads
+    it either way."""
+    line = json.dumps({"texts": texts}).encode()  # every non-ASCII character escaped
+    if upper:
+        line = _ESCAPE.sub(lambda found: b"\\u" + found[1].upper(), line)
+    try:
+        orjson.loads(line)
+        refused = False
+    except orjson.JSONDecodeError:
+        refused = True
+    assert lone_surrogate_escape_in(line) is refused
+    assert decode_json(line) == json.loads(line)
