@@ -102,33 +102,54 @@ def decode_json(raw: bytes) -> Any:
 
 
 _BACKSLASH: Final = ord("\\")
-_U: Final = ord("u")
-_MAYBE_SURROGATE: Final = re.compile(rb"\\u[dD]").search
-_HIGH_HALF: Final = b"89abAB"  # the third hex digit of a high surrogate's escape: \ud8xx-\udbxx
-_LOW_HALF: Final = b"cdefCDEF"  # and of a low one: \udcxx-\udfxx
+# The escapes of surrogates that may make a line one orjson refuses, each a `\udxxx`:
+# a high half whose low half does not follow, a low half that does not follow a high one,
+# and a pair right after a backslash (its high half may be text: `\\ud83d\ude00`). A
+# backslash before any of them may make it text; the number of backslashes tells.
+_LONE_SURROGATE: Final = re.compile(
+    rb"\\u[dD](?:"
+    rb"[89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
+    rb"|[c-fC-F](?<!\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F])"
+    rb"|(?<=\\\\u[dD])[89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F])"
+)
+_PAIR_LENGTH: Final = 10  # what the last kind matches: `\ud83d\udx`
+# Whether any escape may be a surrogate's (\ud000-\ud7ff are Hangul and others): a quicker
+# search, which most lines that hold backslashes end with.
+_MAYBE_SURROGATE: Final = re.compile(rb"\\u[dD][89a-fA-F]").search
 
 
 def lone_surrogate_escape_in(raw: bytes) -> bool:
     """True when JSON `raw` holds the escape of a lone surrogate (`"\\ud800"` without its low
     half after it, or a low half alone), which orjson refuses and the standard library
-    reads. A regular expression finds whether any escape may be a surrogate's; only then
-    are the escapes read one by one (an escaped backslash is skipped whole)."""
-    if _MAYBE_SURROGATE(raw) is None:  # most inputs, however many backslashes they hold
+    reads. One expression finds the places where that may be; only those are looked at
+    again, to count the backslashes before them (an even number: escaped backslashes, so
+    what follows is an escape; odd: it is text). Pairs, the surrogates that are fine, are
+    passed over in C."""
+    if _MAYBE_SURROGATE(raw) is None:
         return False
-    find, last = raw.find, len(raw) - 4  # the last place a `\udx` can start
-    at = find(b"\\")
-    while 0 <= at <= last:
-        if raw[at + 1] == _U and raw[at + 2] in b"dD":  # a surrogate's escape: \udxxx
-            half = raw[at + 3]
-            if half in _LOW_HALF:
+    for found in _LONE_SURROGATE.finditer(raw):
+        at = found.start()
+        escaped = _backslashes_before(raw, at) % 2 == 1  # what looks like an escape is text
+        if found.end() - at == _PAIR_LENGTH:
+            if escaped:  # its high half is text, so its low half is lone
                 return True
-            if half in _HIGH_HALF:  # a pair when the low half's escape follows at once
-                pair = at + 9 <= last + 3 and raw[at + 6] == _BACKSLASH and raw[at + 7] == _U
-                if not (pair and raw[at + 8] in b"dD" and raw[at + 9] in _LOW_HALF):
-                    return True
-                at += 6  # the low half's escape is read as the pair's
-        at = find(b"\\", at + 2)
+        elif not escaped:
+            return True
     return False
+
+
+def _backslashes_before(raw: bytes, at: int) -> int:
+    """How many backslashes stand right before `raw[at]`, counted 64 bytes at a time."""
+    count, end = 0, at
+    while end > 0:
+        start = max(0, end - 64)
+        window = raw[start:end]
+        kept = window.rstrip(b"\\")
+        count += len(window) - len(kept)
+        if kept:
+            break
+        end = start
+    return count
 
 
 def _loads_lone_surrogates(raw: bytes) -> Any:

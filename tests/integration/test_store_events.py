@@ -34,7 +34,7 @@ from xavyo_siem.store import (
     writing,
 )
 from xavyo_siem.store import events as events_module
-from xavyo_siem.store.engine import INGEST_PAGE_CACHE, SMALL_PAGE_CACHE
+from xavyo_siem.store.engine import LARGE_PAGE_CACHE, SMALL_PAGE_CACHE
 from xavyo_siem.store.feed import read_feed
 from xavyo_siem.store.leases import acquire_leases, heartbeat
 from xavyo_siem.store.tables import EVENT_COLUMN_NAMES
@@ -81,9 +81,9 @@ def test_appending_the_same_events_twice_stores_each_once(engine: Engine) -> Non
 
 
 def test_sqlite_ingest_takes_a_large_page_cache_only_while_it_writes(tmp_path: Path) -> None:
-    """On SQLite a connection reads with the small page cache, ingest enlarges it while its
-    rows go in (seen from inside the events it is given), and the small one is back after,
-    so a pooled connection never keeps what it read or wrote."""
+    """On SQLite a connection reads with the small page cache, ingest sets the large one
+    while its rows go in (seen from inside the events it is given), and the small one is
+    set again after, also when the events raise midway (the error comes through as it was)."""
     engine = make_engine(f"sqlite:///{tmp_path}/store.db")
     upgrade(engine)
     seen: list[int] = []
@@ -91,20 +91,28 @@ def test_sqlite_ingest_takes_a_large_page_cache_only_while_it_writes(tmp_path: P
     def cache_size(conn: Connection) -> int:
         return int(conn.exec_driver_sql("PRAGMA cache_size").scalar_one())
 
+    def events(conn: Connection, *, fail_after: int | None = None) -> Iterator[AuditEvent]:
+        for number, event in enumerate(generate_events(20, 1, seed=5)):
+            if number == fail_after:
+                raise ValueError("a bad line")
+            seen.append(cache_size(conn))
+            yield event
+
     with writing(engine) as conn:
         seen.append(cache_size(conn))
-
-        def events() -> Iterator[AuditEvent]:
-            for event in generate_events(20, 1, seed=5):
-                seen.append(cache_size(conn))
-                yield event
-
-        assert append_events(conn, events()).stored == 20
+        assert append_events(conn, events(conn)).stored == 20
         seen.append(cache_size(conn))
     with engine.connect() as conn:
         seen.append(cache_size(conn))
-    assert seen == [SMALL_PAGE_CACHE] + [INGEST_PAGE_CACHE] * 20 + [SMALL_PAGE_CACHE] * 2
-    assert INGEST_PAGE_CACHE < SMALL_PAGE_CACHE < 0  # sizes in KiB, the large one larger
+    assert seen == [SMALL_PAGE_CACHE] + [LARGE_PAGE_CACHE] * 20 + [SMALL_PAGE_CACHE] * 2
+    assert LARGE_PAGE_CACHE < SMALL_PAGE_CACHE < 0  # sizes in KiB, the large one larger
+    seen.clear()
+    with writing(engine) as conn:
+        with pytest.raises(ValueError, match="a bad line"):
+            append_events(conn, events(conn, fail_after=3))
+        seen.append(cache_size(conn))
+        conn.rollback()
+    assert seen == [LARGE_PAGE_CACHE] * 3 + [SMALL_PAGE_CACHE]
     engine.dispose()
 
 

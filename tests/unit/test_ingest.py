@@ -129,3 +129,50 @@ def test_a_lone_surrogates_escape_is_found_exactly_where_orjson_refuses_the_line
         refused = True
     assert lone_surrogate_escape_in(line) is refused
     assert decode_json(line) == json.loads(line)
+
+
+@pytest.mark.parametrize(
+    ("line", "lone"),
+    [
+        (rb'{"a": "\uD83D\ude00"}', False),  # a pair, its halves in two cases
+        (rb'{"a": "\ud83d\uDE00 \ud55c"}', False),  # a pair, then Hangul (\ud000-\ud7ff)
+        (rb'{"a": "\\ud800"}', False),  # an escaped backslash, then text
+        (rb'{"a": "\\\ud800"}', True),  # an escaped backslash, then a lone high half
+        (rb'{"a": "\ud83d\\ude00"}', True),  # a high half, then an escaped backslash
+        (rb'{"a": "\ude00\ud83d"}', True),  # the halves in the wrong order
+        (rb'{"a": "\ud83d\ude00\udc00"}', True),  # a pair, then a lone low half
+    ],
+)
+def test_lone_surrogate_escapes_are_told_from_pairs_and_escaped_text(
+    line: bytes, lone: bool
+) -> None:
+    """The escapes that make orjson refuse a line are found, and only those: pairs in any
+    case, other `\\ud` escapes and escaped backslashes followed by text are not."""
+    assert lone_surrogate_escape_in(line) is lone
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        assert lone
+    else:
+        assert not lone
+
+
+_FRAGMENTS: Final = [
+    rb"\\", rb"\ud83d", rb"\uDE00", rb"\uD800", rb"\udc00", rb"\ud55c", b"ud83d", b"x", rb"\n",
+]  # fmt: skip
+
+
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=12))
+@example([rb"\\", b"ud83d", rb"\uDE00"])  # text that looks like a high half, then a low
+@example([rb"\\", rb"\\", rb"\ud83d", rb"\uDE00"])  # two escaped backslashes, then a pair
+def test_any_run_of_escapes_and_text_is_judged_as_orjson_judges_it(pieces: list[bytes]) -> None:
+    """Whatever escaped backslashes, halves of pairs, Hangul, text that looks like an escape
+    and other escapes a JSON string strings together, a lone surrogate's escape is found
+    exactly when orjson refuses the line."""
+    line = b'{"a": "' + b"".join(pieces) + b'"}'
+    try:
+        orjson.loads(line)
+        refused = False
+    except orjson.JSONDecodeError:
+        refused = True
+    assert lone_surrogate_escape_in(line) is refused

@@ -379,7 +379,7 @@ def add_repaired_entries(
     `repair_metadata` makes of the two joined, without looking at `repaired` again."""
     budget = MAX_METADATA_CHARS - sum(map(len, repaired)) - sum(map(len, repaired.values()))
     for raw_key, raw_item in entries:
-        if len(repaired) == MAX_METADATA_ENTRIES:
+        if len(repaired) >= MAX_METADATA_ENTRIES:
             break
         # `repair_text`, its string case inlined (a hostile event's metadata runs this).
         key = (

@@ -33,7 +33,7 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 
 from xavyo_siem.model import AuditEvent
-from xavyo_siem.store.engine import INGEST_PAGE_CACHE, SMALL_PAGE_CACHE
+from xavyo_siem.store.engine import large_page_cache
 from xavyo_siem.store.event_rows import EVENT_COLUMNS, KEY_WIDTH, Row, events_of, row_of
 from xavyo_siem.store.events import fetch_rows, select_by_id
 from xavyo_siem.store.partitions import ensure_partitions, now_us
@@ -94,7 +94,7 @@ def append_events(
         # SQLite ran 15-20 % faster without the overlap.
         write, chunks = _append_sqlite, _rows_in_chunks(events, chunk_size)
     total = AppendResult()
-    with closing(chunks), _ingest_page_cache(conn):  # closing: a raise stops the helper too
+    with closing(chunks), large_page_cache(conn):  # closing: a raise stops the helper too
         for chunk in chunks:
             written = write(conn, chunk)
             if written.duplicates:
@@ -106,20 +106,6 @@ def append_events(
                 )
             total += written
     return total
-
-
-@contextmanager
-def _ingest_page_cache(conn: Connection) -> Iterator[None]:
-    """SQLite: a large page cache on `conn` while ingest writes, then the small one again,
-    which frees the pages (store/engine.py says why; a no-op elsewhere)."""
-    if conn.dialect.name != "sqlite":
-        yield
-        return
-    conn.exec_driver_sql(f"PRAGMA cache_size = {INGEST_PAGE_CACHE}")
-    try:
-        yield
-    finally:
-        conn.exec_driver_sql(f"PRAGMA cache_size = {SMALL_PAGE_CACHE}")
 
 
 _TENANT_AT: Final = _INSERT_NAMES.index("tenant_id")

@@ -65,12 +65,12 @@ def make_engine(url: str) -> Engine:
 
 # SQLite's page cache, per connection, in KiB (negative: SQLite's unit for a size, not
 # pages). Reads take each page of a scan once and progress writes touch few pages, so a
-# pooled connection keeps a small cache; ingest, whose index inserts of random event ids
-# land anywhere, takes a large one for its transaction (store/append.py). With 64 MiB on
-# every connection, a worker draining 200,000 events kept about 40 MB more resident: what
-# its readers had read, once per pooled connection.
+# pooled connection keeps a small cache; ingest and retention, whose inserts and deletes
+# of random event ids land anywhere in the index, take a large one while they write
+# (`large_page_cache`). With 64 MiB on every connection, a worker draining 200,000 events
+# kept about 40 MB more resident: what its readers had read, once per pooled connection.
 SMALL_PAGE_CACHE: Final = -8192
-INGEST_PAGE_CACHE: Final = -65536
+LARGE_PAGE_CACHE: Final = -65536
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -83,6 +83,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.execute(f"PRAGMA cache_size={SMALL_PAGE_CACHE}")  # ingest enlarges it (store/append.py)
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+@contextlib.contextmanager
+def large_page_cache(conn: Connection) -> Iterator[None]:
+    """SQLite: the large page cache on `conn` for the block, then the small one again, which
+    frees the pages above it (a no-op elsewhere)."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    conn.exec_driver_sql(f"PRAGMA cache_size = {LARGE_PAGE_CACHE}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size = {SMALL_PAGE_CACHE}")
 
 
 _WRITES: Final = "xavyo_siem_writes"  # the execution option `writing` sets

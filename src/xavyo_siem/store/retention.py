@@ -50,7 +50,7 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.sql.elements import ColumnElement
 
 from xavyo_siem.model import JobStatus, from_epoch_us, to_epoch_us
-from xavyo_siem.store.engine import writing
+from xavyo_siem.store.engine import large_page_cache, writing
 from xavyo_siem.store.events import START, EventCursor, after_position
 from xavyo_siem.store.partitions import (
     CLOSE_ALLOWANCE_US,
@@ -335,7 +335,7 @@ class _Run:
         forced, all of them (counting the needed ones)."""
         needs = self.needs_of(tenant)
         while True:
-            with writing(self.engine) as conn:
+            with writing(self.engine) as conn, large_page_cache(conn):  # deletes by random ids
                 scope_to_tenant(conn, UUID(tenant))
                 is_needed = _needed(conn, tenant, needs)
                 wanted = _in_range(tenant, from_us, upto_us)
