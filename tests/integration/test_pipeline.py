@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 
 from store_final import wait_until_final
@@ -59,6 +60,7 @@ from xavyo_siem.store.leases import acquire_leases, release_leases
 from xavyo_siem.store.state import read_health, read_state
 
 Handler = Callable[[Sequence[Record]], DeliveryResult]
+WORKER_DELIVERED_TOTAL = "xavyo_siem_worker_events_delivered_total"
 FAST = PipelineSettings(
     poll_interval_s=0.01, retry=RetryPolicy(base_s=0.001, cap_s=0.01, misconfigured_cap_s=0.02)
 )
@@ -298,7 +300,8 @@ async def test_rejected_records_become_dead_letters_and_the_rest_flow(engine: En
 
 
 async def test_replayed_dead_letter_is_sent_again_and_removed(engine: Engine) -> None:
-    """After `dead-letters replay`, the worker resends the event and drops the dead letter."""
+    """After `dead-letters replay`, the worker resends the event, drops the dead letter and
+    counts the event as delivered."""
     events = store(engine, 10, seed=5)
     poison = str(events[3].event_id)
     destination = add(engine, events[0].tenant_id)
@@ -316,6 +319,7 @@ async def test_replayed_dead_letter_is_sent_again_and_removed(engine: Engine) ->
             request_replay(conn, tenant_id=destination.tenant_id, destination_id=destination.id)
             == 1
         )
+    delivered_before = REGISTRY.get_sample_value(WORKER_DELIVERED_TOTAL) or 0.0
     await deliver(engine, destination, transport)
     assert [r.event_id for r in transport.batches[-1]] == [poison]
     with engine.connect() as conn:
@@ -323,6 +327,8 @@ async def test_replayed_dead_letter_is_sent_again_and_removed(engine: Engine) ->
             list_dead_letters(conn, tenant_id=destination.tenant_id, destination_id=destination.id)
             == []
         )
+    # The replayed event reached the destination and is counted as delivered.
+    assert REGISTRY.get_sample_value(WORKER_DELIVERED_TOTAL) == delivered_before + 1
 
 
 async def test_filters_and_tenants_hold(engine: Engine) -> None:

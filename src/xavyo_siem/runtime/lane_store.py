@@ -12,6 +12,7 @@ Metrics and log lines are reported as outcomes are noted, so they are never behi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +40,8 @@ from xavyo_siem.store.events import (
     read_events_by_id,
 )
 from xavyo_siem.store.state import Progress, read_state, record_progress
+
+log = logging.getLogger("xavyo_siem.pipeline")
 
 __all__ = ["StoreLanes", "all_caught_up"]
 
@@ -101,6 +104,10 @@ class StoreLanes:
                 refused=refused,
             )
         )
+        if delivered:  # events that reached the destination, counted as any others
+            now = datetime.now(UTC)
+            report_delivered(destination, lane.counts, delivered=len(delivered), dead=(), now=now)
+            log.info("destination %s: replayed %d dead letter(s)", destination.name, len(delivered))
 
     def _entry(self, lane: Lane) -> Progress:
         entry = self._progress.get(lane.id)
