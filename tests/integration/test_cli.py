@@ -63,6 +63,26 @@ def cli(
     )
 
 
+def stored_with_a_file_destination(
+    tmp_path: Path, db: str, out: Path, *, count: int, seed: int, options: list[str]
+) -> Path:
+    """`count` sample events of one tenant ingested into `db`, and a file destination of that
+    tenant writing to `out` from the beginning; the events' file."""
+    events = tmp_path / "events.jsonl"
+    sampled = cli(
+        "sample", "--count", str(count), "--tenants", "1", "--seed", str(seed), "-o", str(events)
+    )
+    assert sampled.returncode == 0, sampled.stderr
+    assert cli("ingest", str(events), db=db).returncode == 0
+    tenant = orjson.loads(events.read_bytes().splitlines()[0])["tenant_id"]
+    added = cli(
+        "destination", "add", "--tenant", tenant, "--name", "out", "--type", "file",
+        "--endpoint", f"file://{out}", "--option", "start=beginning", *options, db=db,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    return events
+
+
 def count_events(engine: Engine) -> int:
     with owner_connection(engine) as conn:  # sees every tenant's rows
         return int(conn.execute(select(func.count()).select_from(audit_events)).scalar_one())
@@ -358,22 +378,15 @@ def test_a_csv_file_destination_writes_one_header_and_crlf_rows(tmp_path: Path) 
     per event, which the standard csv module reads back to the events' ids; each run's
     summary counts what it delivered."""
     db = f"sqlite:///{tmp_path}/store.db"
-    events = tmp_path / "events.jsonl"
-    assert (
-        cli(
-            "sample", "--count", "300", "--tenants", "1", "--seed", "3", "-o", str(events)
-        ).returncode
-        == 0
-    )
-    assert cli("ingest", str(events), db=db).returncode == 0
-    tenant = orjson.loads(events.read_bytes().splitlines()[0])["tenant_id"]
     out = tmp_path / "events.csv"
-    added = cli(
-        "destination", "add", "--tenant", tenant, "--name", "csv", "--type", "file",
-        "--format", "csv", "--endpoint", f"file://{out}", "--option", "start=beginning",
-        "--option", "batch_max_events=64", db=db,
-    )  # fmt: skip
-    assert added.returncode == 0, added.stderr
+    events = stored_with_a_file_destination(
+        tmp_path,
+        db,
+        out,
+        count=300,
+        seed=3,
+        options=["--format", "csv", "--option", "batch_max_events=64"],
+    )
     env_dev = {"XAVYO_SIEM_ENV": "development"}
     for delivered in (301, 0):  # a second run appends nothing and repeats no header
         ran = subprocess.run(
@@ -403,17 +416,10 @@ def test_a_worker_on_sqlite_delivers_without_loading_the_postgresql_driver(
     """`run --drain` on SQLite delivers its events and never imports psycopg, whose libraries
     (about 25 MB resident) only a PostgreSQL store or a source needs."""
     db = f"sqlite:///{tmp_path}/store.db"
-    events = tmp_path / "events.jsonl"
-    assert cli("sample", "--count", "20", "--seed", "4", "-o", str(events)).returncode == 0
-    assert cli("ingest", str(events), db=db).returncode == 0
-    tenant = orjson.loads(events.read_bytes().splitlines()[0])["tenant_id"]
     out = tmp_path / "events.jsonl.out"
-    added = cli(
-        "destination", "add", "--tenant", tenant, "--name", "f", "--type", "file",
-        "--format", "json", "--endpoint", f"file://{out}", "--option", "start=beginning",
-        db=db,
-    )  # fmt: skip
-    assert added.returncode == 0, added.stderr
+    events = stored_with_a_file_destination(
+        tmp_path, db, out, count=20, seed=4, options=["--format", "json"]
+    )
     run_and_report = (
         "import sys\n"
         "from xavyo_siem.cli.root import main\n"
