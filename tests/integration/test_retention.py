@@ -335,6 +335,35 @@ def test_a_partition_nothing_holds_is_dropped_whole(pg_engine: Engine) -> None:
     assert left(pg_engine, A, mine) == 6
 
 
+def test_a_partition_in_use_is_left_for_the_next_run_and_the_run_goes_on(
+    pg_engine: Engine,
+) -> None:
+    """While a transaction holds a lock on an expired partition (a long query, a vacuum),
+    its detach gives up after its wait, the run reports it as busy and still records the
+    holds and finishes; its events stay, and the next run, once the lock is let go,
+    drops it."""
+    mine = events_of(A, 6)
+    store_events(pg_engine, mine)
+    keep(pg_engine, DAY_S)
+    partition = partition_of(pg_engine, A)
+    with pg_engine.connect() as holder:
+        reading = holder.begin()
+        holder.exec_driver_sql(f'SELECT count(*) FROM "{partition.name}"').scalar_one()
+        report = apply_retention(pg_engine, now=LATER)
+        reading.rollback()
+    assert report.busy_partitions == [partition.name]
+    assert partition.name not in report.dropped_partitions
+    assert report.to_dict()["busy_partitions"] == [partition.name]
+    assert left(pg_engine, A, mine) == 6
+    with pg_engine.connect() as conn:
+        assert partition.name in {p.name for p in list_partitions(conn)}
+        assert list_detached(conn) == []
+    again = apply_retention(pg_engine, now=LATER)
+    assert again.busy_partitions == []
+    assert partition.name in again.dropped_partitions
+    assert left(pg_engine, A, mine) == 0
+
+
 @pytest.mark.parametrize("stopped_after", ["detach", "drop"])
 def test_a_run_stopped_between_the_steps_is_finished_by_the_next(
     pg_engine: Engine, tmp_path: Path, stopped_after: str

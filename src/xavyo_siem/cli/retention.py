@@ -127,6 +127,11 @@ def _print_report(report: RetentionReport, *, force: bool) -> None:
             f" {report.drop_s:.2f} s, which no ingest or read waits for; their events' keys"
             f" removed in {report.keys_s:.1f} s"
         )
+    if report.busy_partitions:
+        err.print(
+            f"left for the next run, in use now: {', '.join(report.busy_partitions)} (a long"
+            " query or a vacuum held the lock the detach needs)"
+        )
     if force:
         err.print(f"removed {report.removed_undelivered:,} events that were still needed")
     if report.held:

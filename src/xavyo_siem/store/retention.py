@@ -24,6 +24,7 @@ when), for health to show.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -47,6 +48,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
 from xavyo_siem.model import JobStatus, from_epoch_us, to_epoch_us
@@ -75,6 +77,9 @@ from xavyo_siem.store.tables import (
     retention_holds,
     retention_policies,
 )
+
+log = logging.getLogger("xavyo_siem.store")
+_LOCK_NOT_AVAILABLE: Final = "55P03"  # PostgreSQL's lock_not_available (a lock timeout)
 
 __all__ = [
     "RetentionHold",
@@ -141,7 +146,9 @@ class RetentionReport:
     (`detach_s`, all of them together); the disk space came back as the detached tables
     were dropped (`drop_s`, locking nothing but those tables), and their keys went last
     (`keys_s`). `finished` names the tables an earlier, interrupted run had detached and
-    this one dropped or finished."""
+    this one dropped or finished. `busy_partitions` are those whose detach waited its
+    longest for the table's lock (a long query or a vacuum held it): kept for the next
+    run, while this one went on."""
 
     removed: int = 0
     removed_undelivered: int = 0
@@ -152,6 +159,7 @@ class RetentionReport:
     drop_s: float = 0.0
     keys_s: float = 0.0
     finished: list[str] = field(default_factory=list)
+    busy_partitions: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form of `xavyo-siem retention apply --json`."""
@@ -164,6 +172,7 @@ class RetentionReport:
             "drop_s": round(self.drop_s, 4),
             "keys_s": round(self.keys_s, 4),
             "finished_from_earlier_run": self.finished,
+            "busy_partitions": self.busy_partitions,
             "held": [hold.to_dict() for hold in self.held],
         }
 
@@ -375,8 +384,20 @@ class _Run:
                 (partition.name,),
             ).scalar()
         began = time.perf_counter()
-        detached = detach_partition(self.engine, partition)
-        self.report.detach_s += time.perf_counter() - began
+        try:
+            detached = detach_partition(self.engine, partition)
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            log.warning(
+                "retention: partition %s is in use (its lock was not given within the"
+                " detach's wait); left for the next run",
+                partition.name,
+            )
+            self.report.busy_partitions.append(partition.name)
+            return
+        finally:
+            self.report.detach_s += time.perf_counter() - began
         if detached:
             self.report.dropped_partitions.append(partition.name)
             self.report.dropped_estimate += int(estimate or 0)
