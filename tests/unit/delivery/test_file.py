@@ -251,9 +251,11 @@ async def test_files_made_together_share_one_directory_fsync_even_on_one_thread(
         return FileTransport(config, directories=directories, appends=appends)
 
     class _Gate:  # holds the thread until every batch is queued behind it
+        entered = threading.Event()
         opened = threading.Event()
 
         def write(self, payload: bytes) -> int:
+            self.entered.set()
             assert self.opened.wait(30)
             return 0
 
@@ -262,9 +264,13 @@ async def test_files_made_together_share_one_directory_fsync_even_on_one_thread(
 
     gate = _Gate()
     held = asyncio.ensure_future(appends.append(gate, b""))
+    assert await asyncio.to_thread(gate.entered.wait, 30)  # the thread holds the gate alone
     senders = [sender(f"f{i}.log") for i in range(20)]
     sending = asyncio.gather(*(s.send(records(1)) for s in senders))
-    await asyncio.sleep(0.05)
+    deadline = asyncio.get_running_loop().time() + 30
+    while appends._jobs.qsize() < len(senders):  # every batch queued behind the gate (not
+        assert asyncio.get_running_loop().time() < deadline  # a guess of how long it takes)
+        await asyncio.sleep(0.01)
     gate.opened.set()
     await held
     assert await sending == [Delivered()] * 20
