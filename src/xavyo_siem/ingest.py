@@ -3,8 +3,10 @@
 One parser serves both ways in. `xavyo-siem ingest` reads a file of JSON lines
 (`events_of_lines`); the API's `POST /v1/tenants/{tenant_id}/events` reads a batch
 `{"events": [...]}` and hands its list to `events_of_batch`. Both decode with orjson
-(`decode_json`) and build events with `AuditEvent.from_dict`, which never refuses an event
-for its content (it normalises it, and the event names the changed fields in `normalized`).
+(`decode_json`; a line that escapes a lone surrogate, which orjson refuses, with the
+standard library's parser) and build events with `AuditEvent.from_dict`, which never
+refuses an event for its content (it normalises it, and the event names the changed
+fields in `normalized`).
 
 Only an input that cannot be an event at all (not JSON, not an object, no usable tenant,
 id or time) is refused, and the error says where it is, then the field and the rule:
@@ -104,15 +106,14 @@ def decode_json(raw: bytes) -> Any:
 _BACKSLASH: Final = ord("\\")
 # The escapes of surrogates that may make a line one orjson refuses, each a `\udxxx`:
 # a high half whose low half does not follow, a low half that does not follow a high one,
-# and a pair right after a backslash (its high half may be text: `\\ud83d\ude00`). A
+# and a pair right after a backslash (`pair`: its high half may be text, `\\ud83d\ude00`). A
 # backslash before any of them may make it text; the number of backslashes tells.
 _LONE_SURROGATE: Final = re.compile(
     rb"\\u[dD](?:"
     rb"[89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
     rb"|[c-fC-F](?<!\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F])"
-    rb"|(?<=\\\\u[dD])[89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F])"
+    rb"|(?<=\\\\u[dD])(?P<pair>[89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F]))"
 )
-_PAIR_LENGTH: Final = 10  # what the last kind matches: `\ud83d\udx`
 # Whether any escape may be a surrogate's (\ud000-\ud7ff are Hangul and others): a quicker
 # search, which most lines that hold backslashes end with.
 _MAYBE_SURROGATE: Final = re.compile(rb"\\u[dD][89a-fA-F]").search
@@ -130,7 +131,7 @@ def lone_surrogate_escape_in(raw: bytes) -> bool:
     for found in _LONE_SURROGATE.finditer(raw):
         at = found.start()
         escaped = _backslashes_before(raw, at) % 2 == 1  # what looks like an escape is text
-        if found.end() - at == _PAIR_LENGTH:
+        if found["pair"] is not None:
             if escaped:  # its high half is text, so its low half is lone
                 return True
         elif not escaped:
@@ -198,8 +199,7 @@ def events_of_lines(
     (source `<source>:<line>`). `on_progress(line_number)` is called every `PROGRESS_EVERY`
     lines.
     """
-    loads, from_dict = orjson.loads, AuditEvent.from_dict  # decode_json, inlined: runs per line
-    lone_surrogates, backslash = lone_surrogate_escape_in, _BACKSLASH
+    from_dict = AuditEvent.from_dict
     for number, line in enumerate(lines, start=1):
         if on_progress is not None and number % PROGRESS_EVERY == 0:
             on_progress(number)
@@ -207,13 +207,7 @@ def events_of_lines(
             continue
         value: Any = None
         try:
-            if backslash in line and lone_surrogates(line):
-                value = _loads_lone_surrogates(line)
-            else:
-                try:
-                    value = loads(line)
-                except orjson.JSONDecodeError as exc:
-                    value = _loads_leniently(line, exc)
+            value = decode_json(line)
             yield from_dict(value)
         except InvalidEvent as exc:
             error = exc.at_line(number)
