@@ -134,6 +134,33 @@ def test_a_lone_surrogates_escape_is_found_exactly_where_orjson_refuses_the_line
     assert decode_json(line) == json.loads(line)
 
 
+_JSON_SPACE: Final = st.text(alphabet=" \t\r\n", max_size=3)
+
+
+@given(
+    st.lists(_TRICKY, max_size=3),
+    _JSON_SPACE,
+    _JSON_SPACE,
+    st.sampled_from([b"", b"x", b",", b"}", b"\x0b", b"\xff", "\u00a0".encode()]),
+)
+@example(["\ud800"], " \t", "\r\n", b"")  # JSON white space on both sides
+@example(["\ud800"], "", "", b"\x0b")  # white space that JSON's is not
+def test_a_line_with_a_lone_surrogates_escape_is_read_or_refused_as_the_standard_library_does(
+    texts: list[str], before: str, after: str, tail: bytes
+) -> None:
+    """Whatever JSON white space surrounds a line that escapes a lone surrogate and whatever
+    follows it, the line is read as the standard library's `json.loads` reads it, or refused
+    as not JSON where that parser refuses it."""
+    line = before.encode() + json.dumps({"texts": texts}).encode() + after.encode() + tail
+    try:
+        expected = json.loads(line)
+    except ValueError:
+        with pytest.raises(InvalidEvent, match="event: is not valid JSON"):
+            decode_json(line)
+    else:
+        assert decode_json(line) == expected
+
+
 @pytest.mark.parametrize(
     ("line", "lone"),
     [
