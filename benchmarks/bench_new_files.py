@@ -5,15 +5,16 @@
 
 Makes `--files` new files in a fresh directory under `--dir`, each opened for appending,
 written (15 KB, about fifty JSON lines) and fsynced, on `--threads` threads, then fsyncs the
-directory: what a worker's first deliveries to that many new file destinations ask of the
-kernel (bench_tenants.py's backlog makes 2,000). Prints the wall time and the process's CPU
-time in the kernel and in user space.
+directory: roughly what a worker's first deliveries to that many new file destinations ask
+of the kernel (bench_tenants.py's backlog makes 2,000; the file transport also fsyncs the
+directory once for the files made together, and writes up to 32 files before it fsyncs
+them). Prints the wall time and the process's CPU time in the kernel and in user space.
 
 With `--delete-first N`, first makes N empty files in that directory and deletes them, as
 a previous benchmark run or a test run does in its own: on ext4 without a journal, making a
-file then looks at each recently freed inode of its group, and the kernel time grows with
-N for a few minutes. Every file made is deleted at the end (which itself counts for the
-next run).
+file then passes over each inode of its group freed in the last minute (in the last six
+while the inode table's block is not yet written back), and the kernel time grows with N.
+Every file made is deleted at the end (which itself counts for the next run).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import queue
 import resource
 import shutil
 import tempfile
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from machine import describe_machine
@@ -55,11 +56,9 @@ def make_files(directory: Path, count: int, threads: int) -> None:
             finally:
                 os.close(fd)
 
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    with ThreadPoolExecutor(threads) as pool:
+        for done in [pool.submit(work) for _ in range(threads)]:
+            done.result()  # an OSError (no space left, too many files) ends the run
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -84,7 +83,7 @@ def main() -> None:
         for path in doomed:
             path.unlink()
         if doomed:
-            time.sleep(1.5)  # files deleted within the same second were not seen to count
+            time.sleep(1.5)  # the kernel counts an inode freed in an earlier second only
         before = resource.getrusage(resource.RUSAGE_SELF)
         began = time.perf_counter()
         make_files(target, args.files, args.threads)

@@ -37,12 +37,13 @@ Phases (`--phases`, run in this order):
   its tenant's destinations is measured from the process start, from readiness, and from the
   first receipt (a worker that delivers each destination as soon as it holds it may be done
   before it holds them all). The worker makes about 2,000 new files here. On ext4 without
-  a journal (`/sys/fs/ext4/<device>/journal_task` reads `<none>`), making a file looks at
-  each inode of its group that was freed recently (`recently_deleted` in the kernel's
-  `__ext4_new_inode`, as `perf` shows), so for a few minutes after thousands of files were
-  deleted on the same file system (the previous run's work directory, a test run) the
-  worker spends up to a second more in the kernel. Leave five minutes after such a
-  deletion to measure the worker rather than that.
+  a journal (`/sys/fs/ext4/<device>/journal_task` reads `<none>`), making a file passes
+  over each inode of its group that was freed in the last minute, or in the last six while
+  the inode table's block is not written back (`recently_deleted` in the kernel's
+  `__ext4_new_inode`, as `perf` shows). After thousands of files were deleted on the same
+  file system (the previous run's work directory, a test run), the worker spends up to a
+  second more in the kernel. Leave six minutes after such a deletion to measure the
+  worker rather than that.
 * steady: `--rate` events/s over all tenants for `--steady-seconds`, appended in small
   committed batches by a separate process that notes each batch's commit time; commit →
   receipt latency at the syslog and HEC peers (receipt time exact) and at a sample of

@@ -4,9 +4,9 @@ One parser serves both ways in. `xavyo-siem ingest` reads a file of JSON lines
 (`events_of_lines`); the API's `POST /v1/tenants/{tenant_id}/events` reads a batch
 `{"events": [...]}` and hands its list to `events_of_batch`. Both decode with orjson
 (`decode_json`; a line that escapes a lone surrogate, which orjson refuses, with the
-standard library's parser) and build events with `AuditEvent.from_dict`, which never
-refuses an event for its content (it normalises it, and the event names the changed
-fields in `normalized`).
+standard library's parser; a byte order mark at a line's start is passed over) and build
+events with `AuditEvent.from_dict`, which never refuses an event for its content (it
+normalises it, and the event names the changed fields in `normalized`).
 
 Only an input that cannot be an event at all (not JSON, not an object, no usable tenant,
 id or time) is refused, and the error says where it is, then the field and the rule:
@@ -130,8 +130,9 @@ def lone_surrogate_escape_in(raw: bytes) -> bool:
         return False
     for found in _LONE_SURROGATE.finditer(raw):
         at = found.start()
-        # What looks like an escape is text after an odd number of backslashes.
-        escaped = raw[at - 1] == _BACKSLASH and _backslashes_before(raw, at) % 2 == 1
+        # What looks like an escape is text after an odd number of backslashes; most
+        # matches have none before them, and then there is nothing to count.
+        escaped = at > 0 and raw[at - 1] == _BACKSLASH and _backslashes_before(raw, at) % 2 == 1
         if found["pair"] is not None:
             if escaped:  # its high half is text, so its low half is lone
                 return True
@@ -159,16 +160,25 @@ def _backslashes_before(raw: bytes, at: int) -> int:
 # space before and after the value): a third of its cost for an event's line.
 # (`scan_once` is an attribute `JSONDecoder.__init__` sets, which typeshed does not declare.)
 _scan_json: Final[Callable[[str, int], tuple[Any, int]]] = vars(json.JSONDecoder())["scan_once"]
+# JSON's white space only: `str.strip()` would also take away characters (\x0b, \xa0,
+# \u2028 and others) that make `json.loads` refuse a line.
 _JSON_SPACE: Final = " \t\n\r"
+_BOM: Final = "\ufeff"
+_UTF8_BOM: Final = _BOM.encode()
 
 
 def _loads_lone_surrogates(raw: bytes) -> Any:
     """`raw`, which holds the escape of a lone surrogate, read by the standard library's
     parser at once (orjson would refuse it, at a cost); when that parser refuses `raw`,
-    orjson's answer, as for any other input. Surrogates encoded in `raw`'s UTF-8 are taken
-    too, as `json.loads` takes them, and replaced later like the escaped ones."""
+    orjson's answer, as for any other input. As `json.loads` reads UTF-8: one byte order
+    mark at the start is passed over, and surrogates encoded in the UTF-8 are taken (and
+    replaced later, like the escaped ones). Only UTF-8: `json.loads` would also take
+    UTF-16 and UTF-32, which orjson refuses on every other line."""
     try:
-        text = raw.decode("utf-8", "surrogatepass").strip(_JSON_SPACE)
+        text = raw.decode("utf-8", "surrogatepass")
+        if text.startswith(_BOM):
+            text = text[1:]
+        text = text.strip(_JSON_SPACE)
         value, end = _scan_json(text, 0)
         if end == len(text):
             return value
@@ -181,9 +191,15 @@ def _loads_lone_surrogates(raw: bytes) -> Any:
 
 
 def _loads_leniently(raw: bytes, exc: orjson.JSONDecodeError) -> Any:
-    """`raw` read by the standard library's parser, which takes the escape of a lone
-    surrogate (`"\\ud800"`) that orjson refuses (`from_dict` then replaces it); any other
-    error is orjson's, as `InvalidEvent`."""
+    """`raw`, which orjson refused: without the byte order mark it starts with, if it does
+    (`json.loads` passes over one; a file saved by some editors starts with it), or read by
+    the standard library's parser when it holds an escape; any other error is orjson's, as
+    `InvalidEvent`."""
+    if raw.startswith(_UTF8_BOM):
+        try:
+            return orjson.loads(raw[len(_UTF8_BOM) :])
+        except orjson.JSONDecodeError:
+            pass
     if b"\\u" in raw:
         try:
             return json.loads(raw)
@@ -259,9 +275,24 @@ def events_of_batch(
             error = InvalidEvent(f"events.{index}.{exc.field}", exc.reason)
             if set_aside is None:
                 raise error from None
-            raw = orjson.dumps(item, default=str).decode()
-            set_aside.append(QuarantineEntry(str(error), f"api:events.{index}", raw, tenant_id))
+            set_aside.append(
+                QuarantineEntry(str(error), f"api:events.{index}", _json_text(item), tenant_id)
+            )
     return events
+
+
+def _json_text(item: Any) -> str:
+    """A batch item's JSON text, to keep in the quarantine: orjson writes up to 255 levels,
+    the standard library up to about a thousand; an item nested more deeply than that is
+    kept as a note of what it was."""
+    try:
+        return orjson.dumps(item, default=str).decode()
+    except orjson.JSONEncodeError:  # nested too deeply for it
+        pass
+    try:
+        return json.dumps(item, default=str, ensure_ascii=False)
+    except (RecursionError, ValueError):
+        return f"(a {type(item).__name__} nested too deeply to be written as JSON)"
 
 
 def _same_uuid(value: object, tenant_id: UUID) -> bool:

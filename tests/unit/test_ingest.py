@@ -100,6 +100,41 @@ def test_a_batch_item_that_is_no_event_is_set_aside_as_the_paths_tenants() -> No
     assert set_aside[1].reason == "events.2.event_id: is required"
 
 
+def nested(depth: int) -> bytes:
+    """JSON lists nested `depth` deep (orjson reads up to 1,024)."""
+    return b"[" * depth + b"]" * depth
+
+
+def test_a_line_nested_too_deeply_to_be_written_is_set_aside_and_the_rest_read() -> None:
+    """A line whose metadata holds a value nested too deeply to be written as JSON text again
+    (but not too deeply for orjson to read) is set aside with its reason instead of ending
+    the ingest, and the line after it is read."""
+    deep = orjson.dumps(EVENTS[0])[:-1] + b',"metadata":{"k":' + nested(1020) + b"}}"
+    set_aside: list[QuarantineEntry] = []
+    events = list(events_of_lines([deep, orjson.dumps(EVENTS[1])], set_aside=set_aside))
+    assert [event.event_id for event in events] == [uuid.UUID(EVENTS[1]["event_id"])]
+    [entry] = set_aside
+    assert entry.reason == "line 1: event: holds a value nested too deeply to be written"
+    assert entry.tenant_id == TENANT
+
+
+def test_batch_items_nested_too_deeply_are_set_aside_with_what_can_be_written_of_them() -> None:
+    """Batch items nested deeply are set aside, never an error that fails the batch: one that
+    orjson cannot write again (over 255 levels) is kept as the standard library writes it,
+    and one that neither can write is kept as a note of what it was."""
+    no_id = {key: value for key, value in EVENTS[1].items() if key != "event_id"}
+    middling = {**no_id, "metadata": {"k": orjson.loads(nested(300))}}
+    too_deep = {**EVENTS[2], "metadata": {"k": orjson.loads(nested(1020))}}
+    set_aside: list[QuarantineEntry] = []
+    events = events_of_batch([EVENTS[0], middling, too_deep], tenant_id=TENANT, set_aside=set_aside)
+    assert [event.event_id for event in events] == [uuid.UUID(EVENTS[0]["event_id"])]
+    first, second = set_aside
+    assert first.reason == "events.1.event_id: is required"
+    assert json.loads(first.raw) == middling
+    assert second.reason == "events.2.event: holds a value nested too deeply to be written"
+    assert second.raw == "(a dict nested too deeply to be written as JSON)"
+
+
 def orjson_refuses(line: bytes) -> bool:
     try:
         orjson.loads(line)
@@ -109,11 +144,13 @@ def orjson_refuses(line: bytes) -> bool:
 
 
 _ESCAPE: Final = re.compile(rb"\\u([0-9a-f]{4})")
-_TRICKY: Final = st.text(
-    alphabet=st.sampled_from(["\\", "u", "d", "8", "c", "\ud800", "\udbff", "\udc00", "\U0001f600"])
+# Characters drawn one by one, half of them from the tricky few (as one alphabet, they would
+# be drowned among all the others).
+_TRICKY: Final = st.lists(
+    st.sampled_from(["\\", "u", "d", "8", "c", "\ud800", "\udbff", "\udc00", "\U0001f600"])
     | st.characters(codec=None),
     max_size=12,
-)
+).map("".join)
 
 
 @given(st.lists(_TRICKY, max_size=4), st.booleans())
@@ -134,24 +171,43 @@ def test_a_lone_surrogates_escape_is_found_exactly_where_orjson_refuses_the_line
     assert decode_json(line) == json.loads(line)
 
 
-_JSON_SPACE: Final = st.text(alphabet=" \t\r\n", max_size=3)
+# Texts of which each holds at least one lone surrogate, among other tricky characters.
+_WITH_LONE_SURROGATE: Final = st.builds(
+    lambda before, lone, after: f"{before} {lone} {after}",  # spaced: no pair is made
+    st.lists(
+        st.sampled_from(["\\", "u", "d", "8", "\U0001f600", "\ud83d"]) | st.characters(), max_size=4
+    ).map("".join),
+    st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff"]),
+    st.lists(st.sampled_from(["\\", "\udc00", "\ude00"]) | st.characters(), max_size=4).map(
+        "".join
+    ),
+)
+# What may stand before a line: JSON's white space, a byte order mark, and characters that
+# are white space elsewhere but not in JSON.
+_LEAD: Final = st.lists(
+    st.sampled_from([" ", "\t", "\r", "\n", "\ufeff", "\x0b", "\xa0", "\u2028"]), max_size=3
+).map("".join)
+_JSON_WHITE_SPACE: Final = st.text(alphabet=" \t\r\n", max_size=3)
 
 
 @given(
-    st.lists(_TRICKY, max_size=3),
-    _JSON_SPACE,
-    _JSON_SPACE,
+    st.lists(_WITH_LONE_SURROGATE, min_size=1, max_size=3),
+    _LEAD,
+    _JSON_WHITE_SPACE,
     st.sampled_from([b"", b"x", b",", b"}", b"\x0b", b"\xff", "\u00a0".encode()]),
 )
 @example(["\ud800"], " \t", "\r\n", b"")  # JSON white space on both sides
+@example(["\ud800"], "\ufeff ", "", b"")  # a byte order mark first, then white space
+@example(["\ud800"], " \ufeff", "", b"")  # a byte order mark after white space
 @example(["\ud800"], "", "", b"\x0b")  # white space that JSON's is not
 def test_a_line_with_a_lone_surrogates_escape_is_read_or_refused_as_the_standard_library_does(
     texts: list[str], before: str, after: str, tail: bytes
 ) -> None:
-    """Whatever JSON white space surrounds a line that escapes a lone surrogate and whatever
-    follows it, the line is read as the standard library's `json.loads` reads it, or refused
-    as not JSON where that parser refuses it."""
+    """Whatever stands before a line that escapes a lone surrogate (white space, a byte order
+    mark) and whatever follows it, the line is read as the standard library's `json.loads`
+    reads it, or refused as not JSON where that parser refuses it."""
     line = before.encode() + json.dumps({"texts": texts}).encode() + after.encode() + tail
+    assert lone_surrogate_escape_in(line)
     try:
         expected = json.loads(line)
     except ValueError:
@@ -159,6 +215,22 @@ def test_a_line_with_a_lone_surrogates_escape_is_read_or_refused_as_the_standard
             decode_json(line)
     else:
         assert decode_json(line) == expected
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"a": "b"}',  # orjson reads it once the mark is passed over
+        b'{"a": "\\u00e9", "b": NaN}',  # the standard library's parser reads it
+        b'{"a": "\\ud800"}',  # a lone surrogate's escape
+    ],
+)
+def test_a_byte_order_mark_before_a_line_is_passed_over_whichever_parser_reads_it(
+    line: bytes,
+) -> None:
+    """A line that starts with a UTF-8 byte order mark is read as without it, as `json.loads`
+    reads it, whether orjson or the standard library's parser reads the rest."""
+    assert decode_json(b"\xef\xbb\xbf" + line) == json.loads(line)
 
 
 @pytest.mark.parametrize(

@@ -366,7 +366,23 @@ def _event_of(
     data_of: Callable[[], Mapping[str, Any]] | None,
 ) -> AuditEvent:
     """`from_dict`'s work on the values of `data` (or, when it is None, of the mapping of
-    event fields only that `data_of` builds), in `FIELD_NAMES` order."""
+    event fields only that `data_of` builds), in `FIELD_NAMES` order.
+
+    A value nested so deeply that its JSON text cannot be written (near Python's recursion
+    limit, about a thousand levels; orjson reads up to 1,024) makes it no event that can be
+    carried: `InvalidEvent`, so that its input is set aside like any other, never an error
+    that ends the whole ingest."""
+    try:
+        return _event_of_values(values, data, data_of)
+    except RecursionError:
+        raise InvalidEvent("event", "holds a value nested too deeply to be written") from None
+
+
+def _event_of_values(
+    values: list[Any],
+    data: Mapping[str, Any] | None,
+    data_of: Callable[[], Mapping[str, Any]] | None,
+) -> AuditEvent:
     try:
         if None in _required_values(values):
             raise InvalidEvent("event", "lacks a field")
