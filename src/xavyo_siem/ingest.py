@@ -19,6 +19,7 @@ transaction. Without it (`--strict`), one bad input stores nothing.
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -164,7 +165,6 @@ _scan_json: Final[Callable[[str, int], tuple[Any, int]]] = vars(json.JSONDecoder
 # \u2028 and others) that make `json.loads` refuse a line.
 _JSON_SPACE: Final = " \t\n\r"
 _BOM: Final = "\ufeff"
-_UTF8_BOM: Final = _BOM.encode()
 
 
 def _loads_lone_surrogates(raw: bytes) -> Any:
@@ -195,9 +195,9 @@ def _loads_leniently(raw: bytes, exc: orjson.JSONDecodeError) -> Any:
     (`json.loads` passes over one; a file saved by some editors starts with it), or read by
     the standard library's parser when it holds an escape; any other error is orjson's, as
     `InvalidEvent`."""
-    if raw.startswith(_UTF8_BOM):
+    if raw.startswith(codecs.BOM_UTF8):
         try:
-            return orjson.loads(raw[len(_UTF8_BOM) :])
+            return orjson.loads(raw[len(codecs.BOM_UTF8) :])
         except orjson.JSONDecodeError:
             pass
     if b"\\u" in raw:

@@ -136,7 +136,8 @@ class AuditEvent:
         """Build an event from its JSON form, normalising what cannot be carried.
 
         Raises `InvalidEvent` naming the field only for what cannot be an event at all: not
-        an object, or no usable `event_id`, `tenant_id` or `timestamp`.
+        an object, no usable `event_id`, `tenant_id` or `timestamp`, or a value nested too
+        deeply to be written.
 
         First every rule is checked, as fast as it goes, and what is commonly wrong is
         repaired on the way, each field looked at once: category and severity first
@@ -153,7 +154,10 @@ class AuditEvent:
         """
         if not isinstance(data, Mapping):
             raise InvalidEvent("event", f"must be a JSON object, got {type(data).__name__}")
-        return _event_of(_values_in(data.get), data, None)
+        try:
+            return _event_of(_values_in(data.get), data, None)
+        except RecursionError:
+            raise InvalidEvent("event", _TOO_DEEP) from None
 
     @classmethod
     def from_field_values(
@@ -164,7 +168,10 @@ class AuditEvent:
 
         A source's row gives its values in that order at once; the mapping is then built
         (`data_of`) only for an event that needs `_normalised`, instead of for every row."""
-        return _event_of(values, None, data_of)
+        try:
+            return _event_of(values, None, data_of)
+        except RecursionError:
+            raise InvalidEvent("event", _TOO_DEEP) from None
 
     @classmethod
     def from_values(cls, values: Sequence[Any]) -> AuditEvent:
@@ -360,29 +367,22 @@ _TO_JSON_OF: Final[dict[FieldKind, Callable[[Any], Any]]] = {
 _TO_JSON: Final = tuple((f.name, _TO_JSON_OF.get(f.kind)) for f in EVENT_FIELDS)
 
 
+# A value nested so deeply that writing it (its JSON text, or a message that quotes it)
+# passes Python's recursion limit, about a thousand levels where orjson reads up to 1,024:
+# no event that can be carried, so its input is set aside like any other, never an error
+# that ends the whole ingest. Raised where the work is entered, so no event pays for a
+# further call.
+_TOO_DEEP: Final = "holds a value nested too deeply to be written"
+
+
 def _event_of(
     values: list[Any],
     data: Mapping[str, Any] | None,
     data_of: Callable[[], Mapping[str, Any]] | None,
 ) -> AuditEvent:
     """`from_dict`'s work on the values of `data` (or, when it is None, of the mapping of
-    event fields only that `data_of` builds), in `FIELD_NAMES` order.
-
-    A value nested so deeply that its JSON text cannot be written (near Python's recursion
-    limit, about a thousand levels; orjson reads up to 1,024) makes it no event that can be
-    carried: `InvalidEvent`, so that its input is set aside like any other, never an error
-    that ends the whole ingest."""
-    try:
-        return _event_of_values(values, data, data_of)
-    except RecursionError:
-        raise InvalidEvent("event", "holds a value nested too deeply to be written") from None
-
-
-def _event_of_values(
-    values: list[Any],
-    data: Mapping[str, Any] | None,
-    data_of: Callable[[], Mapping[str, Any]] | None,
-) -> AuditEvent:
+    event fields only that `data_of` builds), in `FIELD_NAMES` order. Its callers turn a
+    `RecursionError` into `InvalidEvent` (`_TOO_DEEP`)."""
     try:
         if None in _required_values(values):
             raise InvalidEvent("event", "lacks a field")
