@@ -158,31 +158,57 @@ def _backslashes_before(raw: bytes, at: int) -> int:
 
 # The standard library's scanner, called as `json.loads` calls it, without what that adds
 # around it for every input (finding the encoding, two regular expressions for the white
-# space before and after the value): a third of its cost for an event's line.
-# (`scan_once` is an attribute `JSONDecoder.__init__` sets, which typeshed does not declare.)
-_scan_json: Final[Callable[[str, int], tuple[Any, int]]] = vars(json.JSONDecoder())["scan_once"]
+# space before and after the value): a third of its cost for an event's line. It reads as
+# orjson does, so that a line is read, or refused, the same way whichever parser reads
+# it: `NaN` and `Infinity` are no JSON, and integers are exact within 64 bits (signed or
+# unsigned) and the nearest double beyond. (`scan_once` is an attribute
+# `JSONDecoder.__init__` sets, which typeshed does not declare.)
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_INT_RANGE: Final = range(-(2**63), 2**64)
+
+
+def _int_as_orjson_reads_it(digits: str) -> int | float:
+    number = int(digits)
+    return number if len(digits) < 19 or number in _INT_RANGE else float(digits)
+
+
+_scan_json: Final[Callable[[str, int], tuple[Any, int]]] = vars(
+    json.JSONDecoder(parse_constant=_no_constant, parse_int=_int_as_orjson_reads_it)
+)["scan_once"]
 # JSON's white space only: `str.strip()` would also take away characters (\x0b, \xa0,
 # \u2028 and others) that make `json.loads` refuse a line.
 _JSON_SPACE: Final = " \t\n\r"
 _BOM: Final = "\ufeff"
+# What the standard library's parser raises for input it refuses.
+_REFUSED: Final = (ValueError, StopIteration, RecursionError)
+
+
+def _read_by_standard_library(raw: bytes) -> Any:
+    """`raw` read by the standard library's parser as `json.loads` reads UTF-8 (one byte
+    order mark at the start passed over, surrogates encoded in the UTF-8 taken, to be
+    replaced later like escaped ones), but strictly: no `NaN` or `Infinity`, and only UTF-8
+    (`json.loads` would also take UTF-16 and UTF-32, which orjson refuses). Raises one of
+    `_REFUSED` where it refuses `raw`."""
+    text = raw.decode("utf-8", "surrogatepass")
+    if text.startswith(_BOM):
+        text = text[1:]
+    text = text.strip(_JSON_SPACE)
+    value, end = _scan_json(text, 0)
+    if end != len(text):
+        raise ValueError("extra data after the value")
+    return value
 
 
 def _loads_lone_surrogates(raw: bytes) -> Any:
     """`raw`, which holds the escape of a lone surrogate, read by the standard library's
     parser at once (orjson would refuse it, at a cost); when that parser refuses `raw`,
-    orjson's answer, as for any other input. As `json.loads` reads UTF-8: one byte order
-    mark at the start is passed over, and surrogates encoded in the UTF-8 are taken (and
-    replaced later, like the escaped ones). Only UTF-8: `json.loads` would also take
-    UTF-16 and UTF-32, which orjson refuses on every other line."""
+    orjson's answer, as for any other input."""
     try:
-        text = raw.decode("utf-8", "surrogatepass")
-        if text.startswith(_BOM):
-            text = text[1:]
-        text = text.strip(_JSON_SPACE)
-        value, end = _scan_json(text, 0)
-        if end == len(text):
-            return value
-    except (ValueError, StopIteration, RecursionError):
+        return _read_by_standard_library(raw)
+    except _REFUSED:
         pass
     try:
         return orjson.loads(raw)
@@ -192,20 +218,19 @@ def _loads_lone_surrogates(raw: bytes) -> Any:
 
 def _loads_leniently(raw: bytes, exc: orjson.JSONDecodeError) -> Any:
     """`raw`, which orjson refused: without the byte order mark it starts with, if it does
-    (`json.loads` passes over one; a file saved by some editors starts with it), or read by
-    the standard library's parser when it holds an escape; any other error is orjson's, as
-    `InvalidEvent`."""
+    (`json.loads` passes over one; a file saved by some editors starts with it), else as the
+    standard library's parser reads it (surrogates encoded in the UTF-8, a number too large
+    for orjson); where that refuses it too, orjson's error, as `InvalidEvent`. Whatever else
+    the line holds (an escape or none), the same line is read or refused alike."""
     if raw.startswith(codecs.BOM_UTF8):
         try:
             return orjson.loads(raw[len(codecs.BOM_UTF8) :])
         except orjson.JSONDecodeError:
             pass
-    if b"\\u" in raw:
-        try:
-            return json.loads(raw)
-        except (ValueError, RecursionError):
-            pass
-    raise _not_json(exc) from None
+    try:
+        return _read_by_standard_library(raw)
+    except _REFUSED:
+        raise _not_json(exc) from None
 
 
 def _not_json(exc: orjson.JSONDecodeError) -> InvalidEvent:

@@ -221,7 +221,7 @@ def test_a_line_with_a_lone_surrogates_escape_is_read_or_refused_as_the_standard
     "line",
     [
         b'{"a": "b"}',  # orjson reads it once the mark is passed over
-        b'{"a": "\\u00e9", "b": NaN}',  # the standard library's parser reads it
+        b'{"a": "\\u00e9", "b": 1e400}',  # orjson refuses it, the standard library reads it
         b'{"a": "\\ud800"}',  # a lone surrogate's escape
     ],
 )
@@ -231,6 +231,81 @@ def test_a_byte_order_mark_before_a_line_is_passed_over_whichever_parser_reads_i
     """A line that starts with a UTF-8 byte order mark is read as without it, as `json.loads`
     reads it, whether orjson or the standard library's parser reads the rest."""
     assert decode_json(b"\xef\xbb\xbf" + line) == json.loads(line)
+
+
+# Ways to write the same line: as it is, with an escape beside it, and with a lone
+# surrogate's escape beside it (then the standard library's parser reads the line first).
+_BESIDE: Final = [b"", b', "e": "\\u00e9"', b', "e": "\\ud800"']
+
+
+def _line(body: bytes, beside: bytes) -> bytes:
+    return b'{"v": ' + body + beside + b"}"
+
+
+def _read_or_refused(line: bytes) -> object:
+    """What `decode_json` makes of `line` without its `e` (the escape beside it), or
+    "refused"."""
+    try:
+        value = decode_json(line)
+    except InvalidEvent:
+        return "refused"
+    value.pop("e", None)
+    return value
+
+
+@pytest.mark.parametrize(
+    ("body", "read"),
+    [
+        (b"NaN", "refused"),  # no JSON, for either parser
+        (b"-Infinity", "refused"),
+        (b"1e400", {"v": float("inf")}),  # orjson refuses it; its value is a double's limit
+        (b"123456789012345678901234567890", {"v": 1.2345678901234568e29}),  # past 64 bits
+        (b"18446744073709551615", {"v": 2**64 - 1}),  # within 64 bits, unsigned: exact
+        (b"-9223372036854775809", {"v": -9.223372036854776e18}),  # below 64 bits, signed
+        (b'"\xed\xa0\x80"', {"v": "\ud800"}),  # a surrogate encoded in UTF-8
+    ],
+)
+def test_a_line_is_read_or_refused_alike_whatever_escape_stands_beside_it(
+    body: bytes, read: object
+) -> None:
+    """A line is read to the same value, or refused, whether it holds no escape, an escape,
+    or a lone surrogate's escape (which sends it to the standard library's parser first):
+    `NaN` is refused, a number orjson cannot hold and a surrogate encoded in the UTF-8 are
+    read, and integers are exact within 64 bits either way."""
+    for beside in _BESIDE:
+        assert _read_or_refused(_line(body, beside)) == read, beside
+
+
+def test_a_line_in_utf_16_is_refused_whatever_escape_it_holds() -> None:
+    """Only UTF-8 is read: a line in UTF-16 is refused, with or without an escape in it."""
+    for beside in _BESIDE:
+        line = _line(b'"x"', beside).decode().encode("utf-16")
+        assert _read_or_refused(line) == "refused", beside
+
+
+_JSON_VALUES: Final = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**60, max_value=2**70).map(lambda n: n * 7)  # about 64 bits
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(_JSON_VALUES)
+def test_any_json_value_reads_the_same_whichever_parser_reads_its_line(value: object) -> None:
+    """Whatever JSON value a line holds (integers near and past 64 bits, doubles, text with
+    any character), orjson and the standard library's parser (which reads a line that
+    escapes a lone surrogate) read it to the same value."""
+    body = json.dumps(value).encode()
+    orjson_read = _read_or_refused(_line(body, b""))
+    assert orjson_read != "refused"
+    assert _read_or_refused(_line(body, _BESIDE[2])) == orjson_read
 
 
 @pytest.mark.parametrize(
