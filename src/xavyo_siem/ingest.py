@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -158,25 +159,38 @@ def _backslashes_before(raw: bytes, at: int) -> int:
 
 # The standard library's scanner, called as `json.loads` calls it, without what that adds
 # around it for every input (finding the encoding, two regular expressions for the white
-# space before and after the value): a third of its cost for an event's line. It reads as
-# orjson does, so that a line is read, or refused, the same way whichever parser reads
-# it: `NaN` and `Infinity` are no JSON, and integers are exact within 64 bits (signed or
-# unsigned) and the nearest double beyond. (`scan_once` is an attribute
-# `JSONDecoder.__init__` sets, which typeshed does not declare.)
+# space before and after the value): a third of its cost for an event's line. It reads
+# numbers as orjson does, so that a line is read, or refused, the same way whichever
+# parser reads it: `NaN` and `Infinity` are no JSON, a number past a double's range is
+# refused, and integers are exact within 64 bits (signed or unsigned) and the nearest
+# double beyond. (`scan_once` is an attribute `JSONDecoder.__init__` sets, which typeshed
+# does not declare.)
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _double(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:40]} is past a double's range")
+    return value
 
 
 _INT_RANGE: Final = range(-(2**63), 2**64)
 
 
 def _int_as_orjson_reads_it(digits: str) -> int | float:
-    number = int(digits)
-    return number if len(digits) < 19 or number in _INT_RANGE else float(digits)
+    if len(digits) <= len(str(-(2**63))):  # longer: past 64 bits, and int() may refuse it
+        number = int(digits)
+        if number in _INT_RANGE:
+            return number
+    return _double(digits)
 
 
 _scan_json: Final[Callable[[str, int], tuple[Any, int]]] = vars(
-    json.JSONDecoder(parse_constant=_no_constant, parse_int=_int_as_orjson_reads_it)
+    json.JSONDecoder(
+        parse_constant=_no_constant, parse_float=_double, parse_int=_int_as_orjson_reads_it
+    )
 )["scan_once"]
 # JSON's white space only: `str.strip()` would also take away characters (\x0b, \xa0,
 # \u2028 and others) that make `json.loads` refuse a line.
@@ -219,9 +233,9 @@ def _loads_lone_surrogates(raw: bytes) -> Any:
 def _loads_leniently(raw: bytes, exc: orjson.JSONDecodeError) -> Any:
     """`raw`, which orjson refused: without the byte order mark it starts with, if it does
     (`json.loads` passes over one; a file saved by some editors starts with it), else as the
-    standard library's parser reads it (surrogates encoded in the UTF-8, a number too large
-    for orjson); where that refuses it too, orjson's error, as `InvalidEvent`. Whatever else
-    the line holds (an escape or none), the same line is read or refused alike."""
+    standard library's parser reads it (surrogates encoded in the UTF-8); where that refuses
+    it too, orjson's error, as `InvalidEvent`. So a line is read, or refused, alike whatever
+    escapes it holds."""
     if raw.startswith(codecs.BOM_UTF8):
         try:
             return orjson.loads(raw[len(codecs.BOM_UTF8) :])

@@ -221,7 +221,7 @@ def test_a_line_with_a_lone_surrogates_escape_is_read_or_refused_as_the_standard
     "line",
     [
         b'{"a": "b"}',  # orjson reads it once the mark is passed over
-        b'{"a": "\\u00e9", "b": 1e400}',  # orjson refuses it, the standard library reads it
+        b'{"a": "\xed\xa0\x80"}',  # orjson refuses a surrogate in UTF-8; the other parser not
         b'{"a": "\\ud800"}',  # a lone surrogate's escape
     ],
 )
@@ -242,15 +242,15 @@ def _line(body: bytes, beside: bytes) -> bytes:
     return b'{"v": ' + body + beside + b"}"
 
 
-def _read_or_refused(line: bytes) -> object:
-    """What `decode_json` makes of `line` without its `e` (the escape beside it), or
-    "refused"."""
+def _read_or_refused(line: bytes) -> str:
+    """The `repr` of what `decode_json` makes of `line` without its `e` (the escape beside
+    it), or "refused": `repr` tells an integer from a double, and 0.0 from -0.0."""
     try:
         value = decode_json(line)
     except InvalidEvent:
         return "refused"
     value.pop("e", None)
-    return value
+    return repr(value)
 
 
 @pytest.mark.parametrize(
@@ -258,20 +258,23 @@ def _read_or_refused(line: bytes) -> object:
     [
         (b"NaN", "refused"),  # no JSON, for either parser
         (b"-Infinity", "refused"),
-        (b"1e400", {"v": float("inf")}),  # orjson refuses it; its value is a double's limit
-        (b"123456789012345678901234567890", {"v": 1.2345678901234568e29}),  # past 64 bits
-        (b"18446744073709551615", {"v": 2**64 - 1}),  # within 64 bits, unsigned: exact
-        (b"-9223372036854775809", {"v": -9.223372036854776e18}),  # below 64 bits, signed
-        (b'"\xed\xa0\x80"', {"v": "\ud800"}),  # a surrogate encoded in UTF-8
+        (b"1e400", "refused"),  # past a double's range
+        (b"1" + b"0" * 5000, "refused"),  # an integer past it too, and past int()'s digits
+        (b"1" + b"0" * 300, repr({"v": 1e300})),  # an integer past 64 bits: the nearest double
+        (b"18446744073709551615", repr({"v": 2**64 - 1})),  # within 64 bits, unsigned: exact
+        (b"-9223372036854775808", repr({"v": -(2**63)})),  # within 64 bits, signed: exact
+        (b"-9223372036854775809", repr({"v": -9.223372036854776e18})),  # below: a double
+        (b"-0.0", repr({"v": -0.0})),
+        (b'"\xed\xa0\x80"', repr({"v": "\ud800"})),  # a surrogate encoded in UTF-8
     ],
 )
 def test_a_line_is_read_or_refused_alike_whatever_escape_stands_beside_it(
-    body: bytes, read: object
+    body: bytes, read: str
 ) -> None:
     """A line is read to the same value, or refused, whether it holds no escape, an escape,
     or a lone surrogate's escape (which sends it to the standard library's parser first):
-    `NaN` is refused, a number orjson cannot hold and a surrogate encoded in the UTF-8 are
-    read, and integers are exact within 64 bits either way."""
+    `NaN` and numbers past a double's range are refused, integers are exact within 64 bits
+    and doubles beyond, and a surrogate encoded in the UTF-8 is read."""
     for beside in _BESIDE:
         assert _read_or_refused(_line(body, beside)) == read, beside
 
@@ -283,29 +286,35 @@ def test_a_line_in_utf_16_is_refused_whatever_escape_it_holds() -> None:
         assert _read_or_refused(line) == "refused", beside
 
 
-_JSON_VALUES: Final = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.integers(min_value=2**60, max_value=2**70).map(lambda n: n * 7)  # about 64 bits
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
+# JSON numbers as they may be written: any sign, digits, fraction and exponent.
+_NUMBER_TEXT: Final = st.from_regex(
+    r"\A-?(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?([eE][-+]?[0-9]{1,3})?\Z"
+)
+_JSON_TEXT: Final = st.recursive(
+    st.sampled_from(["null", "true", "false"])
+    | _NUMBER_TEXT
+    | st.integers(min_value=-(2**70), max_value=2**70).map(str)  # near and past 64 bits
+    | st.text().map(lambda text: json.dumps(text, ensure_ascii=False)),
     lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+        st.lists(children, max_size=4).map(lambda items: "[" + ",".join(items) + "]")
+        | st.lists(st.tuples(st.text(max_size=5), children), max_size=4).map(
+            lambda pairs: "{" + ",".join(f"{json.dumps(k)}: {v}" for k, v in pairs) + "}"
+        )
     ),
     max_leaves=12,
 )
 
 
-@given(_JSON_VALUES)
-def test_any_json_value_reads_the_same_whichever_parser_reads_its_line(value: object) -> None:
-    """Whatever JSON value a line holds (integers near and past 64 bits, doubles, text with
-    any character), orjson and the standard library's parser (which reads a line that
-    escapes a lone surrogate) read it to the same value."""
-    body = json.dumps(value).encode()
-    orjson_read = _read_or_refused(_line(body, b""))
-    assert orjson_read != "refused"
-    assert _read_or_refused(_line(body, _BESIDE[2])) == orjson_read
+@given(_JSON_TEXT)
+@example("1e309")  # past a double's range
+@example("-0")
+def test_any_json_value_reads_the_same_whichever_parser_reads_its_line(text: str) -> None:
+    """Whatever JSON text a line holds (numbers written any way, integers near and past 64
+    bits, text with any character unescaped), orjson and the standard library's parser
+    (which reads a line that escapes a lone surrogate first) read it to the same value, or
+    both refuse it."""
+    body = text.encode()
+    assert _read_or_refused(_line(body, _BESIDE[2])) == _read_or_refused(_line(body, b""))
 
 
 @pytest.mark.parametrize(
