@@ -161,10 +161,40 @@ def test_a_feed_starts_at_the_oldest_cursor_within_the_window_or_else_at_the_end
         behind = read_events_after(conn, tenant_id=tenant, after=START, limit=5).cursor
         within = read_events_after(conn, tenant_id=tenant, after=START, limit=25).cursor
         later = read_events_after(conn, tenant_id=tenant, after=START, limit=28).cursor
-        assert feed_start(conn, cursors=[START, behind], window=10) == head
-        assert feed_start(conn, cursors=[], window=10) == head
-        assert feed_start(conn, cursors=[later, START, within], window=10) == within
-        assert feed_start(conn, cursors=[behind, START], window=100) == START
+
+        def start(*cursors: EventCursor, window: int) -> EventCursor:
+            mine = [(tenant, cursor) for cursor in cursors]
+            return feed_start(conn, owner="w1", cursors=mine, window=window)
+
+        assert start(START, behind, window=10) == head
+        assert start(window=10) == head
+        assert start(later, START, within, window=10) == within
+        assert start(behind, START, window=100) == START
         beyond = EventCursor(head.txid, head.seq + 100)  # e.g. a start time's position
-        assert feed_start(conn, cursors=[beyond], window=10) == head
-        assert feed_start(conn, cursors=[beyond, START], window=100) == START
+        assert start(beyond, window=10) == head
+        assert start(beyond, START, window=100) == START
+
+
+def test_a_destination_with_nothing_before_the_window_starts_the_feed_at_its_edge(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A destination far behind whose tenant has no event before the window (just added
+    with `start=beginning`, its tenant's events all recent, many other events stored
+    before) starts the feed at the window's edge, so the walk serves it with the others;
+    one whose tenant has events before the edge still catches up alone."""
+    old, recent = UUID(int=42), UUID(int=43)
+    serve(engine, [old, recent], tmp_path)
+    store_events(engine, events_over([old], 40, seed=7))
+    store_events(engine, events_over([recent], 10, seed=8))
+    wait_until_final(engine)
+    with engine.connect() as conn:
+        head = read_feed(conn, owner="w1", after=START, limit=1000).position
+        edge = read_feed(conn, owner="w1", after=START, limit=30).position  # 20 from the end
+        assert feed_start(conn, owner="w1", cursors=[(old, START)], window=20) == head
+        both = [(old, START), (recent, START)]
+        assert feed_start(conn, owner="w1", cursors=both, window=20) == edge
+        walk = catch_up(conn, owner="w1", start=edge)
+        assert walk is not None
+        page, _ = read_catch_up(conn, owner="w1", walk=walk, limit=1000)
+        assert sum(len(events) for events in page.by_tenant.values()) == 20
+        assert len(page.by_tenant[recent]) == 10  # all of the recent tenant's events

@@ -87,8 +87,8 @@ def read_lanes_to_start(
     rows = read_leased(conn, owner=owner, destination_ids=destination_ids)
     if not start_feed:
         return LanesToStart(rows, tenant_heads(conn, owner=owner), None, None)
-    cursors = [cursor for _, cursor, _, _ in rows]
-    start = feed_start(conn, cursors=cursors, window=catch_up_events)
+    cursors = [(destination.tenant_id, cursor) for destination, cursor, _, _ in rows]
+    start = feed_start(conn, owner=owner, cursors=cursors, window=catch_up_events)
     # The marks are the tenants' last events up to the feed's start: a destination at or
     # past its tenant's mark misses nothing the feed will not read.
     heads = tenant_heads(conn, owner=owner, at_most=start)

@@ -302,24 +302,45 @@ def _last_final(conn: Connection, horizon: int, *, skip: int = 0) -> EventCursor
     return START if row is None else EventCursor(row[0], row[1])
 
 
-def feed_start(conn: Connection, *, cursors: Iterable[EventCursor], window: int) -> EventCursor:
-    """Where a new feed starts: at the oldest of `cursors` (the worker's destinations') that
-    is among the store's last `window` final events, but never after the last final event,
-    where it starts when no cursor is among them.
+def feed_start(
+    conn: Connection,
+    *,
+    owner: str,
+    cursors: Iterable[tuple[UUID, EventCursor]],
+    window: int,
+) -> EventCursor:
+    """Where a new feed of `owner` starts: at the oldest of `cursors` (the worker's
+    destinations', each with its tenant) that is among the store's last `window` final
+    events, but never after the last final event, where it starts when no cursor is among
+    them.
 
     A destination whose cursor is at or after the start follows the feed from the first
     read, so a common backlog (many destinations just added, a worker back after an
-    outage) is read once, not once per destination. One further behind catches up alone,
-    through all of its backlog, so the feed never walks a backlog that no destination
-    needs, as a walk from the window's edge would when every destination is further
-    behind. The window counts every tenant's events, which the feed's first reads walk.
+    outage) is read once, not once per destination. A destination further behind whose
+    tenant has no event between its cursor and the window's edge (one just added with
+    `start=beginning` for a tenant whose events are all recent, in a store that holds
+    millions of other tenants' events) has nothing to read before the edge: it counts as
+    at the edge. One that has catches up alone, through all of its backlog, so the feed
+    never walks a backlog that no destination needs, as a walk from the window's edge
+    would when every destination is further behind. The window counts every tenant's
+    events, which the feed's first reads walk.
     """
     horizon = read_horizon(conn)
     edge = _last_final(conn, horizon, skip=window)
-    within = [cursor for cursor in cursors if cursor >= edge]
+    starts: list[EventCursor] = []
+    behind: list[tuple[UUID, EventCursor]] = []
+    for tenant, cursor in cursors:
+        if cursor >= edge:
+            starts.append(cursor)
+        else:
+            behind.append((tenant, cursor))
+    if behind:
+        heads = tenant_heads(conn, owner=owner, at_most=edge)
+        if any(heads.get(tenant, START) <= cursor for tenant, cursor in behind):
+            starts.append(edge)
     # Never after the last final event: a cursor can be past it (a start time's position is
     # read without the horizon), and the feed reads nothing before its start.
-    return min([*within, _last_final(conn, horizon)])
+    return min([*starts, _last_final(conn, horizon)])
 
 
 @scoped
