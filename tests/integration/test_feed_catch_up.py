@@ -178,21 +178,30 @@ def test_a_feed_starts_at_the_oldest_cursor_within_the_window_or_else_at_the_end
 def test_a_destination_with_nothing_before_the_window_starts_the_feed_at_its_edge(
     engine: Engine, tmp_path: Path
 ) -> None:
-    """A destination far behind whose tenant has no event before the window (just added
-    with `start=beginning`, its tenant's events all recent, many other events stored
-    before) starts the feed at the window's edge, so the walk serves it with the others;
-    one whose tenant has events before the edge still catches up alone."""
-    old, recent = UUID(int=42), UUID(int=43)
-    serve(engine, [old, recent], tmp_path)
+    """A destination far behind whose tenant has events in the window and none before it
+    (just added with `start=beginning`, its tenant's events all recent, many other events
+    stored before) starts the feed at the window's edge, so the walk serves it with the
+    others; one whose tenant has events before the edge still catches up alone, and one of
+    a quiet tenant (caught up, or without events) does not move the start."""
+    old, recent, quiet, empty = (UUID(int=n) for n in (42, 43, 44, 45))
+    serve(engine, [old, recent, quiet, empty], tmp_path)
+    store_events(engine, events_over([quiet], 5, seed=6))
     store_events(engine, events_over([old], 40, seed=7))
     store_events(engine, events_over([recent], 10, seed=8))
     wait_until_final(engine)
     with engine.connect() as conn:
         head = read_feed(conn, owner="w1", after=START, limit=1000).position
-        edge = read_feed(conn, owner="w1", after=START, limit=30).position  # 20 from the end
-        assert feed_start(conn, owner="w1", cursors=[(old, START)], window=20) == head
-        both = [(old, START), (recent, START)]
-        assert feed_start(conn, owner="w1", cursors=both, window=20) == edge
+        edge = read_feed(conn, owner="w1", after=START, limit=35).position  # 20 from the end
+        caught_up = read_events_after(conn, tenant_id=quiet, after=START, limit=10).cursor
+
+        def start(*cursors: tuple[UUID, EventCursor]) -> EventCursor:
+            return feed_start(conn, owner="w1", cursors=list(cursors), window=20)
+
+        assert start((old, START)) == head  # it catches up alone
+        assert start((quiet, caught_up)) == head
+        assert start((empty, START)) == head
+        assert start((quiet, caught_up), (empty, START), (recent, START)) == edge
+        assert start((old, START), (recent, START)) == edge
         walk = catch_up(conn, owner="w1", start=edge)
         assert walk is not None
         page, _ = read_catch_up(conn, owner="w1", walk=walk, limit=1000)

@@ -317,13 +317,13 @@ def feed_start(
     A destination whose cursor is at or after the start follows the feed from the first
     read, so a common backlog (many destinations just added, a worker back after an
     outage) is read once, not once per destination. A destination further behind whose
-    tenant has no event between its cursor and the window's edge (one just added with
-    `start=beginning` for a tenant whose events are all recent, in a store that holds
-    millions of other tenants' events) has nothing to read before the edge: it counts as
-    at the edge. One that has catches up alone, through all of its backlog, so the feed
-    never walks a backlog that no destination needs, as a walk from the window's edge
-    would when every destination is further behind. The window counts every tenant's
-    events, which the feed's first reads walk.
+    tenant has events after the edge but none between its cursor and the edge (one just
+    added with `start=beginning` for a tenant whose events are all recent, in a store that
+    holds millions of other tenants' events) counts as at the edge. One whose tenant has
+    events before the edge catches up alone, through all of its backlog, and one whose
+    tenant has nothing after its cursor (a quiet tenant's) waits for the feed; so the feed
+    walks from the edge only for a destination that needs it. The window counts every
+    tenant's events, which the feed's first reads walk.
     """
     horizon = read_horizon(conn)
     edge = _last_final(conn, horizon, skip=window)
@@ -335,8 +335,15 @@ def feed_start(
         else:
             behind.append((tenant, cursor))
     if behind:
-        heads = tenant_heads(conn, owner=owner, at_most=edge)
-        if any(heads.get(tenant, START) <= cursor for tenant, cursor in behind):
+        # Its tenant's last event at or before the edge is at or before its cursor (nothing
+        # to read before the edge), and its last event is after its cursor (something to
+        # read after it: a quiet tenant's destination, caught up, does not move the start).
+        before = tenant_heads(conn, owner=owner, at_most=edge)
+        latest = tenant_heads(conn, owner=owner)
+        if any(
+            before.get(tenant, START) <= cursor < latest.get(tenant, START)
+            for tenant, cursor in behind
+        ):
             starts.append(edge)
     # Never after the last final event: a cursor can be past it (a start time's position is
     # read without the horizon), and the feed reads nothing before its start.
