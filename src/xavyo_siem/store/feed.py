@@ -335,9 +335,10 @@ def feed_start(
         else:
             behind.append((tenant, cursor))
     if behind:
-        # Its tenant's last event at or before the edge is at or before its cursor (nothing
-        # to read before the edge), and its last event is after its cursor (something to
-        # read after it: a quiet tenant's destination, caught up, does not move the start).
+        # Such a destination counts as at the edge when its tenant's last event at or
+        # before the edge is at or before its cursor (nothing to read before the edge) and
+        # its tenant's last event is after its cursor (something to read after the edge:
+        # a quiet tenant's caught-up destination does not move the start).
         before = tenant_heads(conn, owner=owner, at_most=edge)
         latest = tenant_heads(conn, owner=owner)
         if any(
