@@ -315,23 +315,9 @@ def events_of_batch(
             if set_aside is None:
                 raise error from None
             set_aside.append(
-                QuarantineEntry(str(error), f"api:events.{index}", _json_text(item), tenant_id)
+                QuarantineEntry.of_value(str(error), f"api:events.{index}", item, tenant_id)
             )
     return events
-
-
-def _json_text(item: Any) -> str:
-    """A batch item's JSON text, to keep in the quarantine: orjson writes up to 255 levels,
-    the standard library up to about a thousand; an item nested more deeply than that is
-    kept as a note of what it was."""
-    try:
-        return orjson.dumps(item, default=str).decode()
-    except orjson.JSONEncodeError:  # nested too deeply for it
-        pass
-    try:
-        return json.dumps(item, default=str, ensure_ascii=False)
-    except (RecursionError, ValueError):
-        return f"(a {type(item).__name__} nested too deeply to be written as JSON)"
 
 
 def _same_uuid(value: object, tenant_id: UUID) -> bool:

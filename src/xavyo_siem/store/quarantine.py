@@ -10,12 +10,14 @@ through the platform-wide functions (the CLI).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 from uuid import UUID
 
+import orjson
 from sqlalchemy import Connection, delete, insert, select
 
 from xavyo_siem.model import format_timestamp, from_epoch_us, to_epoch_us
@@ -61,6 +63,22 @@ class QuarantineEntry:
         read (a huge line is not held whole until the commit)."""
         raw = line[: RAW_MAX_CHARS * 4].decode("utf-8", "replace").rstrip("\r\n")
         return cls(reason, source, raw[:RAW_MAX_CHARS], tenant_id, None, len(line.rstrip(b"\r\n")))
+
+    @classmethod
+    def of_value(
+        cls, reason: str, source: str, value: object, tenant_id: UUID | None
+    ) -> QuarantineEntry:
+        """The entry of a decoded input that was no event (a batch item), kept as its JSON
+        text: orjson writes up to 255 levels, the standard library up to about a thousand;
+        a value nested more deeply than that is kept as a note of what it was."""
+        try:
+            raw = orjson.dumps(value, default=str).decode()
+        except orjson.JSONEncodeError:  # nested too deeply for it
+            try:
+                raw = json.dumps(value, default=str, ensure_ascii=False)
+            except (RecursionError, ValueError):
+                raw = f"(a {type(value).__name__} nested too deeply to be written as JSON)"
+        return cls(reason, source, raw, tenant_id)
 
 
 @dataclass(frozen=True, slots=True)
