@@ -135,6 +135,19 @@ def test_batch_items_nested_too_deeply_are_set_aside_with_what_can_be_written_of
     assert second.raw == "(a dict nested too deeply to be written as JSON)"
 
 
+def test_a_batch_item_with_a_lone_surrogate_is_set_aside_as_text_the_store_can_hold() -> None:
+    """A batch item that is no event and holds a lone surrogate (which orjson cannot write)
+    is set aside as JSON text that UTF-8 can carry, the surrogate as its escape, and reads
+    back as the item; before, storing it failed the whole batch."""
+    item = {key: value for key, value in EVENTS[1].items() if key != "event_id"}
+    item["actor_id"] = "\ud800 \u00e9"
+    set_aside: list[QuarantineEntry] = []
+    events_of_batch([EVENTS[0], item], tenant_id=TENANT, set_aside=set_aside)
+    [entry] = set_aside
+    entry.raw.encode("utf-8")  # strict: no lone surrogate
+    assert json.loads(entry.raw) == item
+
+
 def orjson_refuses(line: bytes) -> bool:
     try:
         orjson.loads(line)

@@ -40,7 +40,6 @@ from functools import partial
 from typing import Any, Final, TypeVar
 from uuid import UUID
 
-import orjson
 from sqlalchemy import Connection, Engine, text
 
 from xavyo_siem.crypto import KeyRing
@@ -114,9 +113,8 @@ def page_of_rows(
             events.append(from_field_values(values_of(row), partial(reader, row)))
         except InvalidEvent as exc:
             data = reader(row)
-            raw = orjson.dumps(data, default=str)
             where = f"source:{source.name}:{row[0]}:{row[1]}"
-            set_aside.append(QuarantineEntry.of_line(str(exc), where, raw, _tenant_of(data)))
+            set_aside.append(QuarantineEntry.of_value(str(exc), where, data, _tenant_of(data)))
     return SourcePage(events, set_aside, len(page), SourcePosition(page[-1][0], page[-1][1]))
 
 

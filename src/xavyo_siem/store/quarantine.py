@@ -68,14 +68,16 @@ class QuarantineEntry:
     def of_value(
         cls, reason: str, source: str, value: object, tenant_id: UUID | None
     ) -> QuarantineEntry:
-        """The entry of a decoded input that was no event (a batch item), kept as its JSON
-        text: orjson writes up to 255 levels, the standard library up to about a thousand;
+        """The entry of a decoded input that was no event (a batch item, a source's row),
+        kept as its JSON text: orjson writes up to 255 levels and no lone surrogate; the
+        standard library then writes up to about a thousand, with every character past
+        ASCII as its escape, so that a lone surrogate is kept as text the store can hold;
         a value nested more deeply than that is kept as a note of what it was."""
         try:
             raw = orjson.dumps(value, default=str).decode()
-        except orjson.JSONEncodeError:  # nested too deeply for it
+        except orjson.JSONEncodeError:  # nested too deeply for it, or a lone surrogate
             try:
-                raw = json.dumps(value, default=str, ensure_ascii=False)
+                raw = json.dumps(value, default=str)
             except (RecursionError, ValueError):
                 raw = f"(a {type(value).__name__} nested too deeply to be written as JSON)"
         return cls(reason, source, raw, tenant_id)
