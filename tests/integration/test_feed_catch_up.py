@@ -164,7 +164,7 @@ def test_a_feed_starts_at_the_oldest_cursor_within_the_window_or_else_at_the_end
 
         def start(*cursors: EventCursor, window: int) -> EventCursor:
             mine = [(tenant, cursor) for cursor in cursors]
-            return feed_start(conn, owner="w1", cursors=mine, window=window)
+            return feed_start(conn, owner="w1", cursors=mine, window=window).position
 
         assert start(START, behind, window=10) == head
         assert start(window=10) == head
@@ -195,7 +195,7 @@ def test_a_destination_with_nothing_before_the_window_starts_the_feed_at_its_edg
         caught_up = read_events_after(conn, tenant_id=quiet, after=START, limit=10).cursor
 
         def start(*cursors: tuple[UUID, EventCursor]) -> EventCursor:
-            return feed_start(conn, owner="w1", cursors=list(cursors), window=20)
+            return feed_start(conn, owner="w1", cursors=list(cursors), window=20).position
 
         assert start((old, START)) == head  # it catches up alone
         assert start((quiet, caught_up)) == head

@@ -88,10 +88,9 @@ def read_lanes_to_start(
     if not start_feed:
         return LanesToStart(rows, tenant_heads(conn, owner=owner), None, None)
     cursors = [(destination.tenant_id, cursor) for destination, cursor, _, _ in rows]
-    start = feed_start(conn, owner=owner, cursors=cursors, window=catch_up_events)
     # The marks are the tenants' last events up to the feed's start: a destination at or
     # past its tenant's mark misses nothing the feed will not read.
-    heads = tenant_heads(conn, owner=owner, at_most=start)
+    start, heads = feed_start(conn, owner=owner, cursors=cursors, window=catch_up_events)
     return LanesToStart(rows, heads, start, catch_up(conn, owner=owner, start=start))
 
 

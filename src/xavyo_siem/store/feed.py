@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from uuid import UUID
 
 from sqlalchemy import Connection, case, exists, literal_column, select, true, tuple_
@@ -46,6 +46,7 @@ __all__ = [
     "CatchUp",
     "CatchUpRows",
     "FeedPage",
+    "FeedStart",
     "catch_up",
     "feed_start",
     "fetch_catch_up",
@@ -302,14 +303,22 @@ def _last_final(conn: Connection, horizon: int, *, skip: int = 0) -> EventCursor
     return START if row is None else EventCursor(row[0], row[1])
 
 
+class FeedStart(NamedTuple):
+    """Where a new feed starts, and each served tenant's mark there (`tenant_heads`)."""
+
+    position: EventCursor
+    heads: dict[UUID, EventCursor]
+
+
 def feed_start(
     conn: Connection,
     *,
     owner: str,
     cursors: Iterable[tuple[UUID, EventCursor]],
     window: int,
-) -> EventCursor:
-    """Where a new feed of `owner` starts: at the oldest of `cursors` (the worker's
+) -> FeedStart:
+    """Where a new feed of `owner` starts, with the served tenants' marks there: at the
+    oldest of `cursors` (the worker's
     destinations', each with its tenant) that is among the store's last `window` final
     events, but never after the last final event, where it starts when no cursor is among
     them.
@@ -326,7 +335,7 @@ def feed_start(
     tenant's events, which the feed's first reads walk.
     """
     horizon = read_horizon(conn)
-    edge = _last_final(conn, horizon, skip=window)
+    edge, last = _last_final(conn, horizon, skip=window), _last_final(conn, horizon)
     starts: list[EventCursor] = []
     behind: list[tuple[UUID, EventCursor]] = []
     for tenant, cursor in cursors:
@@ -334,21 +343,25 @@ def feed_start(
             starts.append(cursor)
         else:
             behind.append((tenant, cursor))
+    marks: dict[EventCursor, dict[UUID, EventCursor]] = {}
     if behind:
         # Such a destination counts as at the edge when its tenant's last event at or
         # before the edge is at or before its cursor (nothing to read before the edge) and
         # its tenant's last event is after its cursor (something to read after the edge:
         # a quiet tenant's caught-up destination does not move the start).
-        before = tenant_heads(conn, owner=owner, at_most=edge)
-        latest = tenant_heads(conn, owner=owner)
+        marks = {at: tenant_heads(conn, owner=owner, at_most=at) for at in (edge, last)}
         if any(
-            before.get(tenant, START) <= cursor < latest.get(tenant, START)
+            marks[edge].get(tenant, START) <= cursor < marks[last].get(tenant, START)
             for tenant, cursor in behind
         ):
             starts.append(edge)
     # Never after the last final event: a cursor can be past it (a start time's position is
     # read without the horizon), and the feed reads nothing before its start.
-    return min([*starts, _last_final(conn, horizon)])
+    start = min([*starts, last])
+    heads = marks.get(start)
+    return FeedStart(
+        start, tenant_heads(conn, owner=owner, at_most=start) if heads is None else heads
+    )
 
 
 @scoped
